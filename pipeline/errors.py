@@ -1,0 +1,19 @@
+"""Errors a user can act on: each prints as one line that names the file, frame or field."""
+
+
+class PipelineError(Exception):
+    """Bad input or an environment problem; the CLI prints it as one line and exits with status 2."""
+
+    exit_code = 2
+
+
+class ManifestError(PipelineError):
+    """A manifest that cannot be read or does not fit the schema or its plate."""
+
+
+class MediaError(PipelineError):
+    """A plate or output file that cannot be read, decoded or written."""
+
+
+class WorkspaceError(PipelineError):
+    """A render folder that cannot be created, is locked, or would be overwritten."""

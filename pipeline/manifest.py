@@ -1,0 +1,272 @@
+"""The shot manifest: YAML in, a checked `Shot` out. Every error names the file, the line and the field."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from pipeline.errors import ManifestError, MediaError
+from pipeline.media.decode import CameraMove, Plate, open_plate
+from pipeline.media.encode import MOVIE_PRESETS
+from pipeline.media.sequences import SEQUENCE_FORMATS
+
+DEFAULT_FIRST_FRAME = 1001
+SHOT_NAME = re.compile(r"^[A-Za-z0-9_-]+$")
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class CameraMoveSpec(Strict):
+    zoom: tuple[float, float] = (1.0, 1.0)
+    pan: tuple[tuple[float, float], tuple[float, float]] = ((0.0, 0.0), (0.0, 0.0))
+    rotate: tuple[float, float] = (0.0, 0.0)
+
+
+class PlateSpec(Strict):
+    movie: str | None = None
+    sequence: str | None = None
+    still: str | None = None
+    hold: int | None = Field(None, ge=1, description="frames a still is held for")
+    move: CameraMoveSpec | None = None
+    first_frame: int | None = Field(None, ge=0, description="frame number of the plate's first frame")
+
+    @model_validator(mode="after")
+    def one_source(self) -> PlateSpec:
+        given = [k for k in ("movie", "sequence", "still") if getattr(self, k)]
+        if len(given) != 1:
+            raise ValueError("give exactly one of movie, sequence or still")
+        if self.still and not self.hold:
+            raise ValueError("a still plate needs hold: the number of frames")
+        if not self.still and (self.hold or self.move):
+            raise ValueError("hold and move apply to still plates only")
+        if self.sequence and self.first_frame is not None:
+            raise ValueError("first_frame does not apply to sequences: their file names number the frames")
+        return self
+
+    @property
+    def kind(self) -> str:
+        return "movie" if self.movie else "sequence" if self.sequence else "still"
+
+    @property
+    def source(self) -> str:
+        return self.movie or self.sequence or self.still or ""
+
+
+MovieName = Literal["prores422hq", "prores4444", "dnxhr_hq", "h264_review"]
+assert set(MOVIE_PRESETS) == {"prores422hq", "prores4444", "dnxhr_hq", "h264_review"}
+
+
+class OutputSpec(Strict):
+    sequence: Literal["png8", "png16", "exr"] = "png16"
+    movies: list[MovieName] = ["h264_review"]
+    chunk_size: int = Field(24, ge=1, le=10000, description="frames per task")
+    assert set(SEQUENCE_FORMATS) == {"png8", "png16", "exr"}
+
+
+class StageSpec(Strict):
+    """A stage section that a later release fills in; until then it can only be left disabled."""
+
+    enabled: bool = False
+
+    @field_validator("enabled")
+    @classmethod
+    def not_yet(cls, v: bool) -> bool:
+        if v:
+            raise ValueError("this stage is not available in this version of the pipeline")
+        return v
+
+
+class ManifestModel(Strict):
+    shot: str
+    plate: PlateSpec
+    frames: str | int | None = None
+    fps: float | str | None = None
+    output: OutputSpec = OutputSpec()
+    faces: StageSpec | None = None
+    swap: StageSpec | None = None
+    project: StageSpec | None = None
+    path: StageSpec | None = None
+    composite: StageSpec | None = None
+
+    @field_validator("shot")
+    @classmethod
+    def shot_name(cls, v: str) -> str:
+        if not SHOT_NAME.match(v):
+            raise ValueError(f"{v!r} is not a shot name: use letters, digits, _ and - only")
+        return v
+
+    @field_validator("fps")
+    @classmethod
+    def fps_value(cls, v: float | str | None) -> float | str | None:
+        if v is not None and parse_fps(v) <= 0:
+            raise ValueError("must be positive")
+        return v
+
+
+def parse_fps(v: float | str) -> Fraction:
+    try:
+        f = Fraction(str(v)) if isinstance(v, str) else Fraction(v).limit_denominator(1001 * 1000)
+    except (ValueError, ZeroDivisionError):
+        raise ValueError(f"{v!r} is not a frame rate (24, 23.976 or 24000/1001)") from None
+    return f
+
+
+def parse_range(text: str | int) -> tuple[int, int]:
+    """'1001-1100' (inclusive) or a single frame '1001'."""
+    m = re.fullmatch(r"\s*(\d+)\s*(?:-\s*(\d+)\s*)?", str(text))
+    if not m:
+        raise ValueError(f"{text!r} is not a frame range like 1001-1100")
+    a, b = int(m.group(1)), int(m.group(2) or m.group(1))
+    if b < a:
+        raise ValueError(f"end {b} is before start {a}")
+    return a, b
+
+
+@dataclass(frozen=True)
+class Shot:
+    """A manifest checked against its plate: everything a render needs, with paths resolved."""
+
+    name: str
+    manifest_path: Path
+    spec: ManifestModel
+    plate: Plate
+    first: int  # first frame number rendered (inclusive)
+    last: int  # last frame number rendered (inclusive)
+    plate_first: int  # the frame number of the plate's first frame
+    fps: Fraction
+    settings_hash: str
+
+    @property
+    def frame_count(self) -> int:
+        return self.last - self.first + 1
+
+    def plate_index(self, frame: int) -> int:
+        return frame - self.plate_first
+
+    def with_frames(self, first: int, last: int) -> Shot:
+        plate_last = self.plate_first + self.plate.info.frame_count - 1
+        if first < self.plate_first or last > plate_last or last < first:
+            raise ManifestError(
+                f"{self.manifest_path}: --frames {first}-{last} is outside the plate's frames "
+                f"{self.plate_first}-{plate_last}"
+            )
+        return Shot(**{**self.__dict__, "first": first, "last": last})
+
+
+def _node_line(root: yaml.Node | None, loc: tuple[Any, ...]) -> int:
+    """The 1-based line of the YAML node at a pydantic error location (or of its nearest parent)."""
+    node, line = root, (root.start_mark.line + 1) if root else 1
+    for part in loc:
+        if isinstance(node, yaml.MappingNode):
+            for key, value in node.value:
+                if key.value == part:
+                    node, line = value, key.start_mark.line + 1
+                    break
+            else:
+                return line
+        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value):
+            node = node.value[part]
+            line = node.start_mark.line + 1
+        else:
+            return line
+    return line
+
+
+def _field_name(loc: tuple[Any, ...]) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "manifest"
+
+
+def _message(err: dict) -> str:
+    if err["type"] == "extra_forbidden":
+        return "unknown key"
+    if err["type"] == "missing":
+        return "required key is missing"
+    msg = err["msg"]
+    return msg.removeprefix("Value error, ")
+
+
+def _resolve(base: Path, p: str) -> str:
+    if p.startswith("builtin:") or Path(p).is_absolute():
+        return p
+    return str((base / p).resolve())
+
+
+def read_manifest(path: Path) -> tuple[ManifestModel, yaml.Node | None]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as e:
+        raise ManifestError(f"{path}: cannot read manifest: {e.strerror or e}") from None
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        line = f":{mark.line + 1}" if mark else ""
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise ManifestError(f"{path}{line} yaml: {problem}") from None
+    if not isinstance(data, dict):
+        raise ManifestError(f"{path}:1 manifest: expected a mapping of keys (shot, plate, ...)")
+    try:
+        return ManifestModel.model_validate(data), root
+    except ValidationError as e:
+        err = e.errors()[0]
+        loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-")))
+        more = f" (and {e.error_count() - 1} more)" if e.error_count() > 1 else ""
+        raise ManifestError(f"{path}:{_node_line(root, loc)} {_field_name(loc)}: {_message(err)}{more}") from None
+
+
+def load_shot(path: str | Path) -> Shot:
+    """Read, validate and check a manifest against its plate (opened and probed, not decoded)."""
+    path = Path(path)
+    spec, root = read_manifest(path)
+    base = path.resolve().parent
+    fps_override = parse_fps(spec.fps) if spec.fps is not None else None
+    p = spec.plate
+    move = CameraMove(zoom=p.move.zoom, pan=p.move.pan, rotate=p.move.rotate) if p.move else None
+    try:
+        plate = open_plate(p.kind, _resolve(base, p.source), fps=fps_override, hold=p.hold, move=move)
+    except MediaError as e:
+        raise ManifestError(f"{path}:{_node_line(root, ('plate', p.kind))} plate.{p.kind}: {e}") from None
+    info = plate.info
+    plate_first = info.first_frame if info.first_frame is not None else (
+        p.first_frame if p.first_frame is not None else DEFAULT_FIRST_FRAME
+    )
+    plate_last = plate_first + info.frame_count - 1
+    first, last = plate_first, plate_last
+    if spec.frames is not None:
+        line = _node_line(root, ("frames",))
+        try:
+            first, last = parse_range(spec.frames)
+        except ValueError as e:
+            raise ManifestError(f"{path}:{line} frames: {e}") from None
+        if first < plate_first:
+            raise ManifestError(f"{path}:{line} frames: start {first} is before the plate's first frame {plate_first}")
+        if last > plate_last:
+            raise ManifestError(f"{path}:{line} frames: end {last} is past the plate's last frame {plate_last}")
+    settings = spec.model_dump(mode="json")
+    settings["plate"]["resolved"] = _resolve(base, p.source)
+    digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()
+    return Shot(
+        name=spec.shot,
+        manifest_path=path,
+        spec=spec,
+        plate=plate,
+        first=first,
+        last=last,
+        plate_first=plate_first,
+        fps=fps_override or info.fps,
+        settings_hash=digest,
+    )

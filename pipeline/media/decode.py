@@ -1,0 +1,207 @@
+"""Decoding plates into RGB frames, a range at a time, with PyAV.
+
+A chunk of a shot opens its own reader, seeks to its first frame and stops after its last, so chunks can
+be decoded independently (in threads, processes or on other machines) and give the same pixels as one
+pass through the whole movie.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+from typing import Protocol
+
+import av
+import cv2
+import numpy as np
+
+from pipeline.errors import MediaError
+from pipeline.media.color import linear_to_srgb
+from pipeline.media.probe import PlateInfo, probe_movie, probe_sequence, probe_still, sequence_path
+
+
+class Plate(Protocol):
+    info: PlateInfo
+
+    def read(self, start: int, stop: int) -> Iterator[np.ndarray]:
+        """Frames at plate positions start..stop-1 (0 is the plate's first frame), in order."""
+        ...
+
+
+def read_image(path: Path) -> np.ndarray:
+    """One image file as RGB: uint8 for 8-bit files, uint16 for deeper ones, float32 for EXR."""
+    try:
+        with av.open(str(path)) as container:
+            frame = next(container.decode(video=0))
+            name = container.streams.video[0].codec_context.name
+            pix = frame.format.name
+            if name == "exr":
+                return linear_to_srgb(_exr_rgb(frame))
+            if any(d in pix for d in ("48", "64", "16")):
+                return frame.to_ndarray(format="rgb48le")
+            return frame.to_ndarray(format="rgb24")
+    except (av.FFmpegError, StopIteration, IndexError) as e:
+        raise MediaError(f"{path}: cannot be read as an image: {e}") from None
+
+
+def _exr_rgb(frame: av.VideoFrame) -> np.ndarray:
+    """Planar float frames (gbrp[a]f16/f32) read plane by plane: swscale's float path is not exact."""
+    dtype = np.float16 if "f16" in frame.format.name else np.float32
+    planes = [
+        np.frombuffer(p, dtype).reshape(p.height, p.line_size // dtype().itemsize)[:, : p.width]
+        for p in frame.planes
+    ]
+    g, b, r = planes[:3]
+    return np.stack([r, g, b], axis=-1).astype(np.float32)
+
+
+def load_still(path: str) -> np.ndarray:
+    if path.startswith("builtin:"):
+        name = path.split(":", 1)[1]
+        if name != "astronaut":
+            raise MediaError(f"{path}: unknown built-in image (known: builtin:astronaut)")
+        import skimage.data
+
+        return np.ascontiguousarray(skimage.data.astronaut()[..., :3])
+    if not Path(path).is_file():
+        raise MediaError(f"{path}: plate not found")
+    return read_image(Path(path))
+
+
+class MoviePlate:
+    def __init__(self, path: Path, info: PlateInfo | None = None, convert_threads: int = 2):
+        self.path = path
+        self.info = info or probe_movie(path)
+        self.convert_threads = convert_threads
+
+    def _index(self, frame: av.VideoFrame, start_pts: int, time_base: Fraction) -> int:
+        return round(float((frame.pts - start_pts) * time_base * self.info.fps))
+
+    def read(self, start: int, stop: int) -> Iterator[np.ndarray]:
+        """Decode with frame threading; the YUV->RGB conversion runs in a small pool so it overlaps decoding."""
+        stop = min(stop, self.info.frame_count)
+        if start >= stop:
+            return
+        pool = ThreadPoolExecutor(self.convert_threads, thread_name_prefix="rgb")
+        pending: deque = deque()
+        expected = start
+        try:
+            with av.open(str(self.path)) as container:
+                stream = container.streams.video[0]
+                stream.thread_type = "AUTO"
+                time_base = stream.time_base
+                start_pts = stream.start_time or 0
+                if start > 0:
+                    target = start_pts + math.floor(start / self.info.fps / time_base)
+                    container.seek(target, stream=stream, backward=True, any_frame=False)
+                for frame in self._decode(container, stream, expected):
+                    if frame.pts is None:
+                        raise MediaError(f"{self.path}: frame {expected}: the frame has no timestamp")
+                    index = self._index(frame, start_pts, time_base)
+                    if index < expected:
+                        continue  # before the range: decoded from the keyframe, not wanted
+                    if index > expected:
+                        if expected == start and start > 0:
+                            yield from self._read_from_zero(start, stop)  # seek landed past the range
+                            return
+                        raise MediaError(f"{self.path}: frame {expected}: missing from the stream")
+                    pending.append(pool.submit(frame.to_ndarray, format="rgb24"))
+                    expected += 1
+                    if len(pending) > 2 * self.convert_threads:
+                        yield pending.popleft().result()
+                    if expected >= stop:
+                        break
+                while pending:
+                    yield pending.popleft().result()
+        except av.FFmpegError as e:
+            raise MediaError(f"{self.path}: frame {expected}: decode error: {e.strerror or e}") from None
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+        if expected < stop:
+            raise MediaError(
+                f"{self.path}: frame {expected}: the movie ends after {expected} frames, but its container "
+                f"says {self.info.frame_count} (truncated file?)"
+            )
+
+    def _decode(self, container, stream, expected: int) -> Iterator[av.VideoFrame]:
+        for packet in container.demux(stream):
+            if packet.is_corrupt:
+                raise MediaError(f"{self.path}: frame {expected}: corrupt packet in the stream")
+            yield from packet.decode()
+
+    def _read_from_zero(self, start: int, stop: int) -> Iterator[np.ndarray]:
+        for i, frame in enumerate(self.read(0, stop)):
+            if i >= start:
+                yield frame
+
+
+class SequencePlate:
+    def __init__(self, pattern: Path, fps: Fraction | None = None, info: PlateInfo | None = None):
+        self.pattern = pattern
+        self.info = info or probe_sequence(pattern, fps)
+
+    def read(self, start: int, stop: int) -> Iterator[np.ndarray]:
+        first = self.info.first_frame or 0
+        for i in range(start, min(stop, self.info.frame_count)):
+            path = sequence_path(self.pattern, first + i)
+            if not path.is_file():
+                raise MediaError(f"{path}: frame {first + i} of the sequence is missing")
+            yield read_image(path)
+
+
+@dataclass(frozen=True)
+class CameraMove:
+    """A 2D move on a still, eased in and out: zoom factor, pan in pixels, roll in degrees, start to end."""
+
+    zoom: tuple[float, float] = (1.0, 1.0)
+    pan: tuple[tuple[float, float], tuple[float, float]] = ((0.0, 0.0), (0.0, 0.0))
+    rotate: tuple[float, float] = (0.0, 0.0)
+
+    def matrix(self, t: float, width: int, height: int) -> np.ndarray:
+        s = t * t * (3 - 2 * t)  # smoothstep: a camera move eases in and out
+        zoom = self.zoom[0] + (self.zoom[1] - self.zoom[0]) * s
+        angle = self.rotate[0] + (self.rotate[1] - self.rotate[0]) * s
+        dx = self.pan[0][0] + (self.pan[1][0] - self.pan[0][0]) * s
+        dy = self.pan[0][1] + (self.pan[1][1] - self.pan[0][1]) * s
+        m = cv2.getRotationMatrix2D((width / 2, height / 2), angle, zoom)
+        m[:, 2] += (dx, dy)
+        return m
+
+
+class StillPlate:
+    def __init__(self, path: str, hold: int, fps: Fraction | None = None, move: CameraMove | None = None):
+        self.image = load_still(path)
+        self.move = move
+        self.info = probe_still(path, hold, fps)
+
+    def read(self, start: int, stop: int) -> Iterator[np.ndarray]:
+        h, w = self.image.shape[:2]
+        n = self.info.frame_count
+        for i in range(start, min(stop, n)):
+            if self.move is None:
+                yield self.image.copy()
+                continue
+            m = self.move.matrix(i / max(n - 1, 1), w, h)
+            yield cv2.warpAffine(self.image, m, (w, h), flags=cv2.INTER_CUBIC, borderMode=cv2.BORDER_REFLECT101)
+
+
+def open_plate(
+    kind: str,
+    path: str,
+    *,
+    fps: Fraction | None = None,
+    hold: int | None = None,
+    move: CameraMove | None = None,
+) -> Plate:
+    if kind == "movie":
+        return MoviePlate(Path(path))
+    if kind == "sequence":
+        return SequencePlate(Path(path), fps)
+    if kind == "still":
+        return StillPlate(path, hold or 1, fps, move)
+    raise ValueError(f"unknown plate kind {kind!r}")

@@ -1,0 +1,181 @@
+"""Movies from a written frame sequence, with ffmpeg (through ffmpeg-python).
+
+Movies are made from the finished sequence rather than from frames in memory: the sequence is the
+deliverable that survives a crash, and a movie can be remade from it alone.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import shutil
+import subprocess
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+
+import ffmpeg
+
+from pipeline.errors import MediaError
+
+
+@dataclass(frozen=True)
+class MoviePreset:
+    extension: str
+    video: dict[str, str]
+    audio_codec: str
+    burn_ins: bool = False
+
+
+MOVIE_PRESETS: dict[str, MoviePreset] = {
+    "prores422hq": MoviePreset(
+        "mov",
+        {"c:v": "prores_ks", "profile:v": "3", "pix_fmt": "yuv422p10le", "vendor": "apl0"},
+        "pcm_s24le",
+    ),
+    "prores4444": MoviePreset(
+        "mov",
+        {"c:v": "prores_ks", "profile:v": "4", "pix_fmt": "yuv444p10le", "vendor": "apl0"},
+        "pcm_s24le",
+    ),
+    "dnxhr_hq": MoviePreset("mov", {"c:v": "dnxhd", "profile:v": "dnxhr_hq", "pix_fmt": "yuv422p"}, "pcm_s24le"),
+    "h264_review": MoviePreset(
+        "mp4",
+        {"c:v": "libx264", "crf": "18", "preset": "medium", "pix_fmt": "yuv420p", "movflags": "+faststart"},
+        "aac",
+        burn_ins=True,
+    ),
+}
+
+FONT_CANDIDATES = (
+    "/usr/share/fonts/truetype/dejavu/DejaVuSansMono.ttf",
+    "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf",
+    "/usr/share/fonts/TTF/DejaVuSansMono.ttf",
+    "/System/Library/Fonts/Menlo.ttc",
+)
+
+
+@functools.cache
+def ffmpeg_executable() -> str:
+    """$VFX_FFMPEG, else the system's ffmpeg, else the static build of the imageio-ffmpeg wheel."""
+    exe = os.environ.get("VFX_FFMPEG") or shutil.which("ffmpeg")
+    if exe:
+        return exe
+    try:
+        import imageio_ffmpeg
+
+        return imageio_ffmpeg.get_ffmpeg_exe()
+    except (ImportError, RuntimeError) as e:
+        raise MediaError(f"ffmpeg: not found on PATH and imageio-ffmpeg has none ({e})") from None
+
+
+@functools.cache
+def burn_in_font() -> str | None:
+    for p in FONT_CANDIDATES:
+        if Path(p).is_file():
+            return p
+    found = sorted(Path("/usr/share/fonts").rglob("*.ttf")) if Path("/usr/share/fonts").is_dir() else []
+    return str(found[0]) if found else None
+
+
+def _ffmetadata(metadata: dict[str, str]) -> str:
+    def esc(s: str) -> str:
+        for ch in "\\=;#\n":
+            s = s.replace(ch, "\\" + ch)
+        return s
+
+    return ";FFMETADATA1\n" + "".join(f"{esc(k)}={esc(v)}\n" for k, v in metadata.items())
+
+
+@dataclass(frozen=True)
+class AudioSource:
+    """The plate's audio, trimmed to the rendered range: offset and duration in seconds."""
+
+    path: str
+    offset: float
+    duration: float
+
+
+def movie_args(
+    sequence_pattern: Path,
+    first_frame: int,
+    frame_count: int,
+    fps: Fraction,
+    output: Path,
+    preset: str,
+    metadata_file: Path,
+    audio: AudioSource | None = None,
+    burn_in_text: str | None = None,
+    linear_exr: bool = False,
+) -> list[str]:
+    """The ffmpeg command line (without the executable) that encodes the sequence into one movie."""
+    p = MOVIE_PRESETS[preset]
+    in_opts: dict[str, str] = {"framerate": f"{fps.numerator}/{fps.denominator}", "start_number": str(first_frame)}
+    if linear_exr:
+        in_opts["apply_trc"] = "iec61966_2_1"  # EXR holds linear light; movies are display-referred
+    video = ffmpeg.input(str(sequence_pattern), **in_opts).video
+    video = video.filter("pad", "ceil(iw/2)*2", "ceil(ih/2)*2")
+    font = burn_in_font()
+    if p.burn_ins and burn_in_text and font:
+        common = {"fontfile": font, "fontsize": "h/28", "fontcolor": "white", "box": "1", "boxcolor": "black@0.5"}
+        video = video.drawtext(text=burn_in_text, x="10", y="10", **common)
+        video = video.drawtext(
+            text=f"%{{eif:n+{first_frame}:d}}", x="w-tw-10", y="h-th-10", escape_text=False, **common
+        )
+    video = video.filter("scale", out_color_matrix="bt709", out_range="tv")
+    streams = [video]
+    out_opts: dict[str, str] = dict(p.video)
+    out_opts.update(
+        {
+            "frames:v": str(frame_count),
+            "map_metadata": "2" if audio else "1",
+            "colorspace": "bt709",
+            "color_primaries": "bt709",
+            "color_trc": "bt709",
+        }
+    )
+    out_opts["movflags"] = (out_opts.get("movflags", "") + "+use_metadata_tags").lstrip("+")
+    if audio:
+        streams.append(ffmpeg.input(audio.path, ss=f"{audio.offset:.6f}", t=f"{audio.duration:.6f}").audio)
+        out_opts.update({"c:a": p.audio_codec, "t": f"{audio.duration:.6f}"})
+    args = ffmpeg.compile(ffmpeg.output(*streams, str(output), **out_opts), cmd="ffmpeg", overwrite_output=True)[1:]
+    # ffmpeg-python leaves out inputs that feed no output stream, so the metadata file (read only through
+    # -map_metadata) is added by hand as the last input.
+    last_i = max(i for i, a in enumerate(args) if a == "-i")
+    return args[: last_i + 2] + ["-f", "ffmetadata", "-i", str(metadata_file)] + args[last_i + 2 :]
+
+
+def encode_movie(
+    sequence_pattern: Path,
+    first_frame: int,
+    frame_count: int,
+    fps: Fraction,
+    output: Path,
+    preset: str,
+    metadata: dict[str, str],
+    audio: AudioSource | None = None,
+    burn_in_text: str | None = None,
+    linear_exr: bool = False,
+) -> list[str]:
+    """Encode to a temporary name, then rename: a movie under its final name is always complete.
+
+    Returns the ffmpeg command line that was run.
+    """
+    ext = MOVIE_PRESETS[preset].extension
+    tmp = output.with_name(f".{output.stem}.{os.getpid()}.tmp.{ext}")
+    meta_file = output.with_name(f".{output.stem}.{os.getpid()}.ffmeta")
+    meta_file.write_text(_ffmetadata(metadata), encoding="utf-8")
+    args = movie_args(
+        sequence_pattern, first_frame, frame_count, fps, tmp, preset, meta_file, audio, burn_in_text, linear_exr
+    )
+    cmd = [ffmpeg_executable(), "-hide_banner", "-nostdin", "-v", "error", *args]
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        if proc.returncode != 0:
+            last = (proc.stderr.strip().splitlines() or ["(no message)"])[-1]
+            raise MediaError(f"{output}: ffmpeg failed ({preset}): {last}")
+        os.replace(tmp, output)
+    finally:
+        tmp.unlink(missing_ok=True)
+        meta_file.unlink(missing_ok=True)
+    return cmd

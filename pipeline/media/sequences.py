@@ -1,0 +1,116 @@
+"""Writing frame sequences (PNG 8/16-bit, EXR half) atomically, each file carrying the render's metadata."""
+
+from __future__ import annotations
+
+import os
+import struct
+import zlib
+from pathlib import Path
+
+import cv2
+import numpy as np
+import OpenEXR
+
+from pipeline.errors import MediaError
+from pipeline.media.color import srgb_to_linear, to_float, to_uint8, to_uint16
+
+SEQUENCE_FORMATS = ("png8", "png16", "exr")
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def extension(fmt: str) -> str:
+    return "exr" if fmt == "exr" else "png"
+
+
+def _png_chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+
+def encode_png(frame: np.ndarray, bit_depth: int, metadata: dict[str, str], level: int = 3) -> bytes:
+    """PNG bytes with one iTXt chunk per metadata key (UTF-8), placed right after IHDR."""
+    pixels = to_uint16(frame) if bit_depth == 16 else to_uint8(frame)
+    ok, buf = cv2.imencode(".png", cv2.cvtColor(pixels, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_PNG_COMPRESSION, level])
+    if not ok:
+        raise MediaError("PNG encoding failed")
+    data = buf.tobytes()
+    ihdr_end = len(PNG_SIGNATURE) + 8 + 13 + 4
+    text = b"".join(
+        _png_chunk(b"iTXt", k.encode("latin-1") + b"\x00\x00\x00\x00\x00" + v.encode("utf-8"))
+        for k, v in metadata.items()
+    )
+    return data[:ihdr_end] + text + data[ihdr_end:]
+
+
+def read_png_text(path: Path) -> dict[str, str]:
+    """The iTXt/tEXt entries of a PNG file."""
+    data = Path(path).read_bytes()
+    if not data.startswith(PNG_SIGNATURE):
+        raise MediaError(f"{path}: not a PNG file")
+    out: dict[str, str] = {}
+    pos = len(PNG_SIGNATURE)
+    while pos + 8 <= len(data):
+        (length,) = struct.unpack(">I", data[pos : pos + 4])
+        kind, body = data[pos + 4 : pos + 8], data[pos + 8 : pos + 8 + length]
+        if kind == b"tEXt":
+            k, _, v = body.partition(b"\x00")
+            out[k.decode("latin-1")] = v.decode("latin-1")
+        elif kind == b"iTXt":
+            k, _, rest = body.partition(b"\x00")
+            # compression flag, method, language tag\0, translated keyword\0, text
+            _, _, rest = rest[2:].partition(b"\x00")
+            _, _, text = rest.partition(b"\x00")
+            out[k.decode("latin-1")] = text.decode("utf-8")
+        elif kind == b"IDAT":
+            break
+        pos += 12 + length
+    return out
+
+
+def _exr_header(metadata: dict[str, str]) -> dict:
+    header = {"compression": OpenEXR.ZIP_COMPRESSION, "type": OpenEXR.scanlineimage}
+    header.update(metadata)
+    header["colorspace"] = "scene-linear (sRGB primaries)"
+    return header
+
+
+def write_exr(path: Path, frame: np.ndarray, metadata: dict[str, str]) -> None:
+    """Half-float EXR holding scene-linear values (the display-referred frame through the sRGB curve)."""
+    rgb = srgb_to_linear(to_float(frame)).astype(np.float16)
+    with OpenEXR.File(_exr_header(metadata), {"RGB": rgb}) as f:
+        f.write(str(path))
+
+
+def read_exr_header(path: Path) -> dict:
+    with OpenEXR.File(str(path)) as f:
+        return dict(f.header())
+
+
+def write_frame(path: Path, frame: np.ndarray, fmt: str, metadata: dict[str, str]) -> None:
+    """Write one frame atomically: a hidden temporary file in the same folder, then a rename.
+
+    A reader (or a resumed render) never sees a half-written frame under the final name.
+    """
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        if fmt == "exr":
+            write_exr(tmp, frame, metadata)
+        elif fmt in ("png8", "png16"):
+            tmp.write_bytes(encode_png(frame, 16 if fmt == "png16" else 8, metadata))
+        else:
+            raise ValueError(f"unknown sequence format {fmt!r}")
+        os.replace(tmp, path)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        raise MediaError(f"{path}: cannot write frame: {e.strerror or e}") from None
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def remove_stale_temporaries(folder: Path) -> int:
+    """Delete temporary files left by a killed writer; returns how many."""
+    n = 0
+    for p in folder.glob(".*.tmp"):
+        p.unlink(missing_ok=True)
+        n += 1
+    return n

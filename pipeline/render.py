@@ -1,0 +1,233 @@
+"""The work of one render, free of Prefect: frames of a chunk, movies, the report.
+
+`flows.py` runs these as tasks; a notebook or a benchmark can call them directly.
+"""
+
+from __future__ import annotations
+
+import math
+import platform
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from pipeline import TOOL_NAME, __version__
+from pipeline.errors import MediaError
+from pipeline.manifest import Shot
+from pipeline.media.color import to_uint8
+from pipeline.media.decode import read_image
+from pipeline.media.encode import MOVIE_PRESETS, AudioSource, encode_movie
+from pipeline.media.sequences import write_frame
+from pipeline.workspace import RenderVersion, write_json_atomic
+
+SYNTHETIC_NOTE = (
+    "Made by the {tool} face-VFX pipeline. Face stages that altered this imagery with AI: {stages}."
+)
+
+
+def output_metadata(shot: Shot, version: RenderVersion, altered_by: Sequence[str] = ()) -> dict[str, str]:
+    """The metadata every output file carries: whether it holds synthetic (AI-altered) faces, and its origin."""
+    return {
+        "synthetic_imagery": "true" if altered_by else "false",
+        "ai_altered_stages": ",".join(altered_by) or "none",
+        "comment": SYNTHETIC_NOTE.format(tool=TOOL_NAME, stages=", ".join(altered_by) or "none (plate passthrough)"),
+        "shot": shot.name,
+        "version": version.label,
+        "software": f"{TOOL_NAME} {__version__}",
+        "models": "none",
+    }
+
+
+@dataclass
+class ChunkResult:
+    first: int
+    last: int
+    written: int = 0
+    skipped: int = 0
+    decode_s: float = 0.0
+    write_s: float = 0.0
+    wall_s: float = 0.0
+
+
+def render_frames(shot: Shot, version: RenderVersion, first: int, last: int, metadata: dict[str, str]) -> ChunkResult:
+    """Decode, process and write frames first..last, skipping frames already complete on disk."""
+    t0 = time.perf_counter()
+    result = ChunkResult(first, last)
+    todo = [n for n in range(first, last + 1) if not version.frame_done(n)]
+    result.skipped = (last - first + 1) - len(todo)
+    if not todo:
+        result.wall_s = time.perf_counter() - t0
+        return result
+    wanted = set(todo)
+    start = todo[0]
+    frames = shot.plate.read(shot.plate_index(start), shot.plate_index(last) + 1)
+    fmt = shot.spec.output.sequence
+    for number in range(start, last + 1):
+        t = time.perf_counter()
+        frame = next(frames)
+        result.decode_s += time.perf_counter() - t
+        if number not in wanted:
+            continue
+        t = time.perf_counter()
+        write_frame(version.frame_path(number), frame, fmt, metadata)
+        result.write_s += time.perf_counter() - t
+        result.written += 1
+    frames.close()
+    result.wall_s = time.perf_counter() - t0
+    return result
+
+
+def chunk_ranges(first: int, last: int, size: int) -> list[tuple[int, int]]:
+    return [(a, min(a + size - 1, last)) for a in range(first, last + 1, size)]
+
+
+@dataclass
+class MovieResult:
+    preset: str
+    path: str
+    seconds: float
+    skipped: bool = False
+    audio: bool = False
+    command: list[str] = field(default_factory=list)
+
+
+def plate_audio(shot: Shot) -> AudioSource | None:
+    """The plate's audio trimmed to the rendered frames, when the plate has audio at the shot's rate."""
+    info = shot.plate.info
+    if info.kind != "movie" or info.audio is None or shot.fps != info.fps:
+        return None
+    return AudioSource(
+        info.path,
+        offset=float(shot.plate_index(shot.first) / info.fps),
+        duration=float(shot.frame_count / info.fps),
+    )
+
+
+def encode_movies(shot: Shot, version: RenderVersion, metadata: dict[str, str]) -> list[MovieResult]:
+    missing = next((n for n in range(shot.first, shot.last + 1) if not version.frame_done(n)), None)
+    if missing is not None:
+        raise MediaError(f"{version.frame_path(missing)}: frame {missing} is missing; movies are made from a "
+                         "complete sequence only")
+    results = []
+    audio = plate_audio(shot)
+    for preset in shot.spec.output.movies:
+        out = version.movie_path(preset, MOVIE_PRESETS[preset].extension)
+        if out.is_file():
+            results.append(MovieResult(preset, str(out), 0.0, skipped=True))
+            continue
+        t = time.perf_counter()
+        cmd = encode_movie(
+            version.sequence_pattern,
+            shot.first,
+            shot.frame_count,
+            shot.fps,
+            out,
+            preset,
+            metadata,
+            audio=audio,
+            burn_in_text=f"{shot.name}  {version.label}",
+            linear_exr=shot.spec.output.sequence == "exr",
+        )
+        results.append(MovieResult(preset, str(out), time.perf_counter() - t, audio=audio is not None, command=cmd))
+    return results
+
+
+def contact_sheet(version: RenderVersion, frames: Sequence[int], metadata: dict[str, str], columns: int = 4,
+                  thumb_width: int = 320) -> Path:
+    """A grid of frames across the render, each labelled with its frame number."""
+    thumbs = []
+    for n in frames:
+        img = to_uint8(read_image(version.frame_path(n)))
+        h, w = img.shape[:2]
+        th = max(1, round(h * thumb_width / w))
+        img = np.ascontiguousarray(cv2.resize(img, (thumb_width, th), interpolation=cv2.INTER_AREA))
+        cv2.rectangle(img, (0, th - 22), (70, th), (0, 0, 0), -1)
+        cv2.putText(img, str(n), (4, th - 6), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (255, 255, 255), 1, cv2.LINE_AA)
+        thumbs.append(img)
+    rows = math.ceil(len(thumbs) / columns)
+    th = thumbs[0].shape[0]
+    sheet = np.zeros((rows * th, columns * thumb_width, 3), np.uint8)
+    for i, img in enumerate(thumbs):
+        r, c = divmod(i, columns)
+        sheet[r * th : (r + 1) * th, c * thumb_width : (c + 1) * thumb_width] = img
+    path = version.path / "contact_sheet.png"
+    write_frame(path, sheet, "png8", metadata)
+    return path
+
+
+def sample_frames(first: int, last: int, count: int = 12) -> list[int]:
+    n = last - first + 1
+    if n <= count:
+        return list(range(first, last + 1))
+    return sorted({first + round(i * (n - 1) / (count - 1)) for i in range(count)})
+
+
+def write_report(
+    shot: Shot,
+    version: RenderVersion,
+    chunks: Sequence[ChunkResult],
+    movies: Sequence[MovieResult],
+    metadata: dict[str, str],
+    timings: dict[str, float],
+) -> dict:
+    """report.json (for machines), report.md (for people) and the contact sheet."""
+    t = time.perf_counter()
+    sheet = contact_sheet(version, sample_frames(shot.first, shot.last), metadata)
+    timings = {**timings, "contact_sheet_s": time.perf_counter() - t}
+    report = {
+        "shot": shot.name,
+        "version": version.label,
+        "manifest": str(shot.manifest_path),
+        "settings_hash": shot.settings_hash,
+        "frames": {"first": shot.first, "last": shot.last, "count": shot.frame_count},
+        "fps": float(shot.fps),
+        "plate": shot.plate.info.to_dict(),
+        "output": shot.spec.output.model_dump(),
+        "sequence": str(version.sequence_pattern),
+        "stages_run": ["decode", "write"],
+        "metadata": metadata,
+        "chunks": [asdict(c) for c in chunks],
+        "movies": [asdict(m) for m in movies],
+        "timings": timings,
+        "frames_written": sum(c.written for c in chunks),
+        "frames_skipped": sum(c.skipped for c in chunks),
+        "contact_sheet": str(sheet),
+        "host": platform.node(),
+        "software": metadata["software"],
+    }
+    write_json_atomic(version.path / "report.json", report)
+    (version.path / "report.md").write_text(report_markdown(report), encoding="utf-8")
+    return report
+
+
+def report_markdown(report: dict) -> str:
+    fr, t = report["frames"], report["timings"]
+    lines = [
+        f"# {report['shot']} {report['version']}",
+        "",
+        f"- Frames {fr['first']}-{fr['last']} ({fr['count']}), {report['fps']:g} fps; "
+        f"written {report['frames_written']}, already complete {report['frames_skipped']}",
+        f"- Plate: {report['plate']['path']} ({report['plate']['kind']}, {report['plate']['codec']}, "
+        f"{report['plate']['width']}x{report['plate']['height']})",
+        f"- Synthetic (AI-altered) imagery: {report['metadata']['synthetic_imagery']} "
+        f"(stages: {report['metadata']['ai_altered_stages']})",
+        f"- Sequence: `{report['sequence']}`",
+        f"- Total {t.get('total_s', 0):.1f} s: frames {t.get('frames_s', 0):.1f} s, "
+        f"movies {t.get('movies_s', 0):.1f} s",
+        "",
+        "| chunk | written | skipped | decode s | write s | wall s |",
+        "|---|---|---|---|---|---|",
+    ]
+    for c in report["chunks"]:
+        lines.append(
+            f"| {c['first']}-{c['last']} | {c['written']} | {c['skipped']} | {c['decode_s']:.2f} | "
+            f"{c['write_s']:.2f} | {c['wall_s']:.2f} |"
+        )
+    lines += ["", "| movie | seconds | audio |", "|---|---|---|"]
+    for m in report["movies"]:
+        lines.append(f"| {Path(m['path']).name} | {m['seconds']:.2f} | {'yes' if m['audio'] else 'no'} |")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,164 @@
+"""Render folders: render/<shot>/v###/, never overwritten, locked while written, resumable.
+
+Layout of one version:
+    comp/<shot>_comp_v001.1001.png   the frame sequence (each frame written atomically)
+    <shot>_comp_v001_<preset>.mov    movies made from the sequence
+    render.json                      what this version is (settings hash, frames, state)
+    report.json, report.md, contact_sheet.png
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import json
+import os
+import re
+import socket
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
+
+from pipeline.errors import WorkspaceError
+from pipeline.media.sequences import remove_stale_temporaries
+
+VERSION_DIR = re.compile(r"^v(\d{3,})$")
+
+
+def write_json_atomic(path: Path, data: dict) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=False, default=str) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def ensure_writable(folder: Path) -> None:
+    """Create the folder and prove a file can be written there, before any work starts."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / f".write-test.{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as e:
+        raise WorkspaceError(f"{folder}: output folder cannot be written: {e.strerror or e}") from None
+
+
+def existing_versions(shot_dir: Path) -> list[int]:
+    if not shot_dir.is_dir():
+        return []
+    return sorted(int(m.group(1)) for p in shot_dir.iterdir() if p.is_dir() and (m := VERSION_DIR.match(p.name)))
+
+
+@dataclass
+class RenderVersion:
+    shot: str
+    number: int
+    path: Path
+    sequence_ext: str
+    _lock: IO | None = None
+
+    @property
+    def label(self) -> str:
+        return f"v{self.number:03d}"
+
+    @property
+    def comp_dir(self) -> Path:
+        return self.path / "comp"
+
+    @property
+    def base_name(self) -> str:
+        return f"{self.shot}_comp_{self.label}"
+
+    def frame_path(self, frame: int) -> Path:
+        return self.comp_dir / f"{self.base_name}.{frame:04d}.{self.sequence_ext}"
+
+    @property
+    def sequence_pattern(self) -> Path:
+        return self.comp_dir / f"{self.base_name}.%04d.{self.sequence_ext}"
+
+    def movie_path(self, preset: str, extension: str) -> Path:
+        return self.path / f"{self.base_name}_{preset}.{extension}"
+
+    def frame_done(self, frame: int) -> bool:
+        return self.frame_path(frame).is_file()
+
+    @property
+    def state_path(self) -> Path:
+        return self.path / "render.json"
+
+    def read_state(self) -> dict:
+        try:
+            return json.loads(self.state_path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return {}
+
+    def write_state(self, **fields) -> None:
+        state = self.read_state()
+        state.update(fields, updated=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
+        write_json_atomic(self.state_path, state)
+
+    def lock(self) -> None:
+        """Hold an exclusive lock for this process; the OS drops it if the process dies, so --resume works."""
+        f = open(self.path / ".lock", "a+")  # noqa: SIM115 - held open for the life of the render
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as e:
+            f.seek(0)
+            holder = f.read().strip() or "another process"
+            f.close()
+            if e.errno in (errno.EAGAIN, errno.EACCES):
+                raise WorkspaceError(f"{self.path}: being written by {holder}; wait for it or render a new version") from None
+            raise
+        f.seek(0)
+        f.truncate()
+        f.write(f"pid {os.getpid()} on {socket.gethostname()}")
+        f.flush()
+        self._lock = f
+
+    def unlock(self) -> None:
+        if self._lock:
+            self._lock.close()
+            self._lock = None
+
+
+def new_version(root: Path, shot: str, sequence_ext: str, number: int | None = None) -> RenderVersion:
+    """Make the next version folder (or the one asked for). An existing folder is never reused."""
+    shot_dir = root / shot
+    ensure_writable(shot_dir)
+    n = number if number is not None else (existing_versions(shot_dir) or [0])[-1] + 1
+    while True:
+        path = shot_dir / f"v{n:03d}"
+        try:
+            path.mkdir()  # atomic: two runs cannot both create the same version
+            break
+        except FileExistsError:
+            if number is not None:
+                raise WorkspaceError(
+                    f"{path}: version {n} exists and is never overwritten; use --resume to finish it, "
+                    "or leave out --version for a new one"
+                ) from None
+            n += 1
+        except OSError as e:
+            raise WorkspaceError(f"{path}: cannot create the version folder: {e.strerror or e}") from None
+    version = RenderVersion(shot, n, path, sequence_ext)
+    version.comp_dir.mkdir()
+    return version
+
+
+def resume_version(root: Path, shot: str, sequence_ext: str, number: int | None = None) -> RenderVersion:
+    shot_dir = root / shot
+    versions = existing_versions(shot_dir)
+    if number is None:
+        if not versions:
+            raise WorkspaceError(f"{shot_dir}: no version to resume")
+        number = versions[-1]
+    path = shot_dir / f"v{number:03d}"
+    if not path.is_dir():
+        raise WorkspaceError(f"{path}: no such version to resume")
+    version = RenderVersion(shot, number, path, sequence_ext)
+    version.comp_dir.mkdir(exist_ok=True)
+    return version
+
+
+def clean_temporaries(version: RenderVersion) -> int:
+    return remove_stale_temporaries(version.comp_dir) + remove_stale_temporaries(version.path)
