@@ -18,8 +18,10 @@ def cmd_validate(args: argparse.Namespace) -> int:
         try:
             shot = load_shot(path)
             info = shot.plate.info
-            print(f"{path}: ok: {shot.name}, frames {shot.first}-{shot.last} ({shot.frame_count}), "
-                  f"{float(shot.fps):g} fps, {info.kind} {info.width}x{info.height} {info.codec}")
+            print(
+                f"{path}: ok: {shot.name}, frames {shot.first}-{shot.last} ({shot.frame_count}), "
+                f"{float(shot.fps):g} fps, {info.kind} {info.width}x{info.height} {info.codec}"
+            )
         except PipelineError as e:
             print(str(e), file=sys.stderr)
             failed += 1
@@ -29,8 +31,9 @@ def cmd_validate(args: argparse.Namespace) -> int:
 def cmd_render(args: argparse.Namespace) -> int:
     from pipeline.flows import run_render
 
-    result = run_render(str(args.manifest), frames=args.frames, resume=args.resume, version=args.version,
-                        root=str(args.root))
+    result = run_render(
+        str(args.manifest), frames=args.frames, resume=args.resume, version=args.version, root=str(args.root)
+    )
     print(f"{result['shot']} {result['version']}: {result['path']}")
     return 0
 
@@ -56,7 +59,9 @@ def build_parser() -> argparse.ArgumentParser:
     r = sub.add_parser("render", help="render one shot into a new version")
     r.add_argument("manifest", type=Path)
     r.add_argument("--frames", help="inclusive frame range to render, e.g. 1040-1060")
-    r.add_argument("--resume", action="store_true", help="finish an interrupted version (the latest, or --version)")
+    r.add_argument(
+        "--resume", action="store_true", help="finish an interrupted version (the latest, or --version)"
+    )
     r.add_argument("--version", type=int, dest="version", help="version number to create (or resume)")
     r.add_argument("--root", type=Path, default=Path("render"), help="output root (default: render)")
     r.set_defaults(func=cmd_render)

@@ -116,16 +116,22 @@ def open_version(shot: Shot, root: Path, resume: bool, version: int | None) -> R
 def render_chunk(manifest: str, frames: str | None, version_path: str, first: int, last: int) -> ChunkResult:
     """One chunk of frames; opens the plate itself so a chunk can run anywhere the files are."""
     shot = prepare_shot(manifest, frames)
-    version = RenderVersion(shot.name, int(Path(version_path).name[1:]), Path(version_path),
-                            extension(shot.spec.output.sequence))
+    version = RenderVersion(
+        shot.name, int(Path(version_path).name[1:]), Path(version_path), extension(shot.spec.output.sequence)
+    )
     state = version.read_state()
     if state.get("settings_hash") != shot.settings_hash:
         raise ManifestError(f"{manifest}: the manifest changed while {version_path} was rendering")
     return render_frames(shot, version, first, last, output_metadata(shot, version))
 
 
-@task(name="encode-movies", retries=1, retry_condition_fn=_retry_unless_bad_input, cache_policy=NO_CACHE,
-      persist_result=False)
+@task(
+    name="encode-movies",
+    retries=1,
+    retry_condition_fn=_retry_unless_bad_input,
+    cache_policy=NO_CACHE,
+    persist_result=False,
+)
 def encode_movies_task(shot: Shot, version: RenderVersion, metadata: dict[str, str]):
     return encode_movies(shot, version, metadata)
 
@@ -147,21 +153,34 @@ def render_shot(
     try:
         metadata = output_metadata(shot, v)
         ranges = chunk_ranges(shot.first, shot.last, shot.spec.output.chunk_size)
-        log.info(f"{shot.name} {v.label}: frames {shot.first}-{shot.last} in {len(ranges)} chunks -> {v.path}")
+        log.info(
+            f"{shot.name} {v.label}: frames {shot.first}-{shot.last} in {len(ranges)} chunks -> {v.path}"
+        )
         progress_id = create_progress_artifact(
-            progress=0.0, key=f"{_artifact_key(shot.name)}-progress", description=f"{shot.name} {v.label} frames"
+            progress=0.0,
+            key=f"{_artifact_key(shot.name)}-progress",
+            description=f"{shot.name} {v.label} frames",
         )
         futures = [render_chunk.submit(manifest, frames, str(v.path), a, b) for a, b in ranges]
         chunks: list[ChunkResult] = []
+        errors: list[BaseException] = []
         done = 0
         for fut in as_completed(futures):
-            c = fut.result()
+            try:
+                c = fut.result()
+            except Exception as e:  # let the other chunks finish before failing: nothing writes after unlock
+                errors.append(e)
+                continue
             chunks.append(c)
             done += c.last - c.first + 1
             pct = 100.0 * done / shot.frame_count
-            log.info(f"{shot.name} {v.label}: frames {c.first}-{c.last} done ({c.written} written, "
-                     f"{c.skipped} already complete) {pct:.0f}%")
+            log.info(
+                f"{shot.name} {v.label}: frames {c.first}-{c.last} done ({c.written} written, "
+                f"{c.skipped} already complete) {pct:.0f}%"
+            )
             update_progress_artifact(progress_id, pct)
+        if errors:
+            raise errors[0]
         chunks.sort(key=lambda c: c.first)
         t_frames = time.perf_counter()
         movies = encode_movies_task(shot, v, metadata)
@@ -169,9 +188,14 @@ def render_shot(
             log.info(f"{shot.name} {v.label}: movie {Path(m.path).name} ({m.seconds:.1f} s)")
         t_movies = time.perf_counter()
         timings = {"frames_s": t_frames - t0, "movies_s": t_movies - t_frames}
-        report = write_report(shot, v, chunks, movies, metadata, {**timings, "total_s": time.perf_counter() - t0})
-        create_markdown_artifact(markdown=report_markdown(report), key=f"{_artifact_key(shot.name)}-report",
-                                 description=f"{shot.name} {v.label} render report")
+        report = write_report(
+            shot, v, chunks, movies, metadata, {**timings, "total_s": time.perf_counter() - t0}
+        )
+        create_markdown_artifact(
+            markdown=report_markdown(report),
+            key=f"{_artifact_key(shot.name)}-report",
+            description=f"{shot.name} {v.label} render report",
+        )
         v.write_state(status="done")
         log.info(f"{shot.name} {v.label}: done in {time.perf_counter() - t0:.1f} s")
         return {"shot": shot.name, "version": v.label, "path": str(v.path), "report": report}
@@ -203,8 +227,13 @@ def render_batch(folder: str, root: str = "render") -> list[dict]:
     return outcomes
 
 
-def run_render(manifest: str, frames: str | None = None, resume: bool = False, version: int | None = None,
-               root: str = "render") -> dict:
+def run_render(
+    manifest: str,
+    frames: str | None = None,
+    resume: bool = False,
+    version: int | None = None,
+    root: str = "render",
+) -> dict:
     """Check the manifest and the output folder before Prefect starts, so bad input fails fast and plainly."""
     prepare_shot(manifest, frames)
     ensure_writable(Path(root))

@@ -225,7 +225,9 @@ def read_manifest(path: Path) -> tuple[ManifestModel, yaml.Node | None]:
         err = e.errors()[0]
         loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-")))
         more = f" (and {e.error_count() - 1} more)" if e.error_count() > 1 else ""
-        raise ManifestError(f"{path}:{_node_line(root, loc)} {_field_name(loc)}: {_message(err)}{more}") from None
+        raise ManifestError(
+            f"{path}:{_node_line(root, loc)} {_field_name(loc)}: {_message(err)}{more}"
+        ) from None
 
 
 def load_shot(path: str | Path) -> Shot:
@@ -241,8 +243,10 @@ def load_shot(path: str | Path) -> Shot:
     except MediaError as e:
         raise ManifestError(f"{path}:{_node_line(root, ('plate', p.kind))} plate.{p.kind}: {e}") from None
     info = plate.info
-    plate_first = info.first_frame if info.first_frame is not None else (
-        p.first_frame if p.first_frame is not None else DEFAULT_FIRST_FRAME
+    plate_first = (
+        info.first_frame
+        if info.first_frame is not None
+        else (p.first_frame if p.first_frame is not None else DEFAULT_FIRST_FRAME)
     )
     plate_last = plate_first + info.frame_count - 1
     first, last = plate_first, plate_last
@@ -253,9 +257,20 @@ def load_shot(path: str | Path) -> Shot:
         except ValueError as e:
             raise ManifestError(f"{path}:{line} frames: {e}") from None
         if first < plate_first:
-            raise ManifestError(f"{path}:{line} frames: start {first} is before the plate's first frame {plate_first}")
+            raise ManifestError(
+                f"{path}:{line} frames: start {first} is before the plate's first frame {plate_first}"
+            )
         if last > plate_last:
-            raise ManifestError(f"{path}:{line} frames: end {last} is past the plate's last frame {plate_last}")
+            raise ManifestError(
+                f"{path}:{line} frames: end {last} is past the plate's last frame {plate_last}"
+            )
+    for i, preset in enumerate(spec.output.movies):
+        mw, mh = MOVIE_PRESETS[preset].min_size
+        if info.width < mw or info.height < mh:
+            raise ManifestError(
+                f"{path}:{_node_line(root, ('output', 'movies', i))} output.movies[{i}]: {preset} needs at "
+                f"least {mw}x{mh} pixels; the plate is {info.width}x{info.height}"
+            )
     settings = spec.model_dump(mode="json")
     settings["plate"]["resolved"] = _resolve(base, p.source)
     digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()

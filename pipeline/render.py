@@ -30,13 +30,15 @@ SYNTHETIC_NOTE = (
 
 
 def output_metadata(shot: Shot, version: RenderVersion, altered_by: Sequence[str] = ()) -> dict[str, str]:
-    """The metadata every output file carries: whether it holds synthetic (AI-altered) faces, and its origin."""
+    """What every output file carries: whether it holds synthetic (AI-altered) faces, and its origin."""
     return {
         "synthetic_imagery": "true" if altered_by else "false",
         "ai_altered_stages": ",".join(altered_by) or "none",
-        "comment": SYNTHETIC_NOTE.format(tool=TOOL_NAME, stages=", ".join(altered_by) or "none (plate passthrough)"),
+        "comment": SYNTHETIC_NOTE.format(
+            tool=TOOL_NAME, stages=", ".join(altered_by) or "none (plate passthrough)"
+        ),
         "shot": shot.name,
-        "version": version.label,
+        "render_version": version.label,
         "software": f"{TOOL_NAME} {__version__}",
         "models": "none",
     }
@@ -53,7 +55,9 @@ class ChunkResult:
     wall_s: float = 0.0
 
 
-def render_frames(shot: Shot, version: RenderVersion, first: int, last: int, metadata: dict[str, str]) -> ChunkResult:
+def render_frames(
+    shot: Shot, version: RenderVersion, first: int, last: int, metadata: dict[str, str]
+) -> ChunkResult:
     """Decode, process and write frames first..last, skipping frames already complete on disk."""
     t0 = time.perf_counter()
     result = ChunkResult(first, last)
@@ -110,8 +114,10 @@ def plate_audio(shot: Shot) -> AudioSource | None:
 def encode_movies(shot: Shot, version: RenderVersion, metadata: dict[str, str]) -> list[MovieResult]:
     missing = next((n for n in range(shot.first, shot.last + 1) if not version.frame_done(n)), None)
     if missing is not None:
-        raise MediaError(f"{version.frame_path(missing)}: frame {missing} is missing; movies are made from a "
-                         "complete sequence only")
+        raise MediaError(
+            f"{version.frame_path(missing)}: frame {missing} is missing; movies are made from a "
+            "complete sequence only"
+        )
     results = []
     audio = plate_audio(shot)
     for preset in shot.spec.output.movies:
@@ -132,12 +138,19 @@ def encode_movies(shot: Shot, version: RenderVersion, metadata: dict[str, str]) 
             burn_in_text=f"{shot.name}  {version.label}",
             linear_exr=shot.spec.output.sequence == "exr",
         )
-        results.append(MovieResult(preset, str(out), time.perf_counter() - t, audio=audio is not None, command=cmd))
+        results.append(
+            MovieResult(preset, str(out), time.perf_counter() - t, audio=audio is not None, command=cmd)
+        )
     return results
 
 
-def contact_sheet(version: RenderVersion, frames: Sequence[int], metadata: dict[str, str], columns: int = 4,
-                  thumb_width: int = 320) -> Path:
+def contact_sheet(
+    version: RenderVersion,
+    frames: Sequence[int],
+    metadata: dict[str, str],
+    columns: int = 4,
+    thumb_width: int = 320,
+) -> Path:
     """A grid of frames across the render, each labelled with its frame number."""
     thumbs = []
     for n in frames:

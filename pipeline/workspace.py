@@ -46,7 +46,9 @@ def ensure_writable(folder: Path) -> None:
 def existing_versions(shot_dir: Path) -> list[int]:
     if not shot_dir.is_dir():
         return []
-    return sorted(int(m.group(1)) for p in shot_dir.iterdir() if p.is_dir() and (m := VERSION_DIR.match(p.name)))
+    return sorted(
+        int(m.group(1)) for p in shot_dir.iterdir() if p.is_dir() and (m := VERSION_DIR.match(p.name))
+    )
 
 
 @dataclass
@@ -107,7 +109,9 @@ class RenderVersion:
             holder = f.read().strip() or "another process"
             f.close()
             if e.errno in (errno.EAGAIN, errno.EACCES):
-                raise WorkspaceError(f"{self.path}: being written by {holder}; wait for it or render a new version") from None
+                raise WorkspaceError(
+                    f"{self.path}: being written by {holder}; wait for it or render a new version"
+                ) from None
             raise
         f.seek(0)
         f.truncate()

@@ -83,7 +83,7 @@ class MoviePlate:
         return round(float((frame.pts - start_pts) * time_base * self.info.fps))
 
     def read(self, start: int, stop: int) -> Iterator[np.ndarray]:
-        """Decode with frame threading; the YUV->RGB conversion runs in a small pool so it overlaps decoding."""
+        """Decode with frame threading; YUV->RGB conversion runs in a small pool, overlapping decoding."""
         stop = min(stop, self.info.frame_count)
         if start >= stop:
             return
@@ -187,7 +187,9 @@ class StillPlate:
                 yield self.image.copy()
                 continue
             m = self.move.matrix(i / max(n - 1, 1), w, h)
-            yield cv2.warpAffine(self.image, m, (w, h), flags=cv2.INTER_CUBIC, borderMode=cv2.BORDER_REFLECT101)
+            yield cv2.warpAffine(
+                self.image, m, (w, h), flags=cv2.INTER_CUBIC, borderMode=cv2.BORDER_REFLECT101
+            )
 
 
 def open_plate(

@@ -25,6 +25,7 @@ class MoviePreset:
     video: dict[str, str]
     audio_codec: str
     burn_ins: bool = False
+    min_size: tuple[int, int] = (2, 2)
 
 
 MOVIE_PRESETS: dict[str, MoviePreset] = {
@@ -38,7 +39,12 @@ MOVIE_PRESETS: dict[str, MoviePreset] = {
         {"c:v": "prores_ks", "profile:v": "4", "pix_fmt": "yuv444p10le", "vendor": "apl0"},
         "pcm_s24le",
     ),
-    "dnxhr_hq": MoviePreset("mov", {"c:v": "dnxhd", "profile:v": "dnxhr_hq", "pix_fmt": "yuv422p"}, "pcm_s24le"),
+    "dnxhr_hq": MoviePreset(
+        "mov",
+        {"c:v": "dnxhd", "profile:v": "dnxhr_hq", "pix_fmt": "yuv422p"},
+        "pcm_s24le",
+        min_size=(256, 120),
+    ),
     "h264_review": MoviePreset(
         "mp4",
         {"c:v": "libx264", "crf": "18", "preset": "medium", "pix_fmt": "yuv420p", "movflags": "+faststart"},
@@ -110,14 +116,23 @@ def movie_args(
 ) -> list[str]:
     """The ffmpeg command line (without the executable) that encodes the sequence into one movie."""
     p = MOVIE_PRESETS[preset]
-    in_opts: dict[str, str] = {"framerate": f"{fps.numerator}/{fps.denominator}", "start_number": str(first_frame)}
+    in_opts: dict[str, str] = {
+        "framerate": f"{fps.numerator}/{fps.denominator}",
+        "start_number": str(first_frame),
+    }
     if linear_exr:
         in_opts["apply_trc"] = "iec61966_2_1"  # EXR holds linear light; movies are display-referred
     video = ffmpeg.input(str(sequence_pattern), **in_opts).video
     video = video.filter("pad", "ceil(iw/2)*2", "ceil(ih/2)*2")
     font = burn_in_font()
     if p.burn_ins and burn_in_text and font:
-        common = {"fontfile": font, "fontsize": "h/28", "fontcolor": "white", "box": "1", "boxcolor": "black@0.5"}
+        common = {
+            "fontfile": font,
+            "fontsize": "h/28",
+            "fontcolor": "white",
+            "box": "1",
+            "boxcolor": "black@0.5",
+        }
         video = video.drawtext(text=burn_in_text, x="10", y="10", **common)
         video = video.drawtext(
             text=f"%{{eif:n+{first_frame}:d}}", x="w-tw-10", y="h-th-10", escape_text=False, **common
@@ -138,7 +153,9 @@ def movie_args(
     if audio:
         streams.append(ffmpeg.input(audio.path, ss=f"{audio.offset:.6f}", t=f"{audio.duration:.6f}").audio)
         out_opts.update({"c:a": p.audio_codec, "t": f"{audio.duration:.6f}"})
-    args = ffmpeg.compile(ffmpeg.output(*streams, str(output), **out_opts), cmd="ffmpeg", overwrite_output=True)[1:]
+    args = ffmpeg.compile(
+        ffmpeg.output(*streams, str(output), **out_opts), cmd="ffmpeg", overwrite_output=True
+    )[1:]
     # ffmpeg-python leaves out inputs that feed no output stream, so the metadata file (read only through
     # -map_metadata) is added by hand as the last input.
     last_i = max(i for i, a in enumerate(args) if a == "-i")
@@ -166,14 +183,23 @@ def encode_movie(
     meta_file = output.with_name(f".{output.stem}.{os.getpid()}.ffmeta")
     meta_file.write_text(_ffmetadata(metadata), encoding="utf-8")
     args = movie_args(
-        sequence_pattern, first_frame, frame_count, fps, tmp, preset, meta_file, audio, burn_in_text, linear_exr
+        sequence_pattern,
+        first_frame,
+        frame_count,
+        fps,
+        tmp,
+        preset,
+        meta_file,
+        audio,
+        burn_in_text,
+        linear_exr,
     )
     cmd = [ffmpeg_executable(), "-hide_banner", "-nostdin", "-v", "error", *args]
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True)
         if proc.returncode != 0:
-            last = (proc.stderr.strip().splitlines() or ["(no message)"])[-1]
-            raise MediaError(f"{output}: ffmpeg failed ({preset}): {last}")
+            first = (proc.stderr.strip().splitlines() or ["(no message)"])[0]  # the cause comes first
+            raise MediaError(f"{output}: ffmpeg failed ({preset}): {first}")
         os.replace(tmp, output)
     finally:
         tmp.unlink(missing_ok=True)

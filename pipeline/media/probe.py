@@ -57,7 +57,7 @@ def sequence_regex(pattern: Path) -> tuple[re.Pattern[str], int]:
         raise MediaError(f"{pattern}: an image sequence needs #### or %04d in its file name")
     pad = len(m.group(1)) if m.group(1).startswith("#") else int(m.group(2))
     head, tail = pattern.name[: m.start()], pattern.name[m.end() :]
-    return re.compile(re.escape(head) + r"(\d{%d,})" % pad + re.escape(tail) + "$"), pad
+    return re.compile(re.escape(head) + rf"(\d{{{pad},}})" + re.escape(tail) + "$"), pad
 
 
 def sequence_path(pattern: Path, number: int) -> Path:

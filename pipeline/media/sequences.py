@@ -23,13 +23,17 @@ def extension(fmt: str) -> str:
 
 
 def _png_chunk(kind: bytes, data: bytes) -> bytes:
-    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+    return (
+        struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+    )
 
 
 def encode_png(frame: np.ndarray, bit_depth: int, metadata: dict[str, str], level: int = 3) -> bytes:
     """PNG bytes with one iTXt chunk per metadata key (UTF-8), placed right after IHDR."""
     pixels = to_uint16(frame) if bit_depth == 16 else to_uint8(frame)
-    ok, buf = cv2.imencode(".png", cv2.cvtColor(pixels, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_PNG_COMPRESSION, level])
+    ok, buf = cv2.imencode(
+        ".png", cv2.cvtColor(pixels, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_PNG_COMPRESSION, level]
+    )
     if not ok:
         raise MediaError("PNG encoding failed")
     data = buf.tobytes()

@@ -1,0 +1,281 @@
+"""Media benchmark: our decoder, movie encoder and render flow against references timed in the same run.
+
+    .venv/bin/python bench/media.py [--clip PATH] [--repeats N]
+
+Machines are shared and noisy, so every timing is the best of N repeats, and ours and the reference are
+interleaved (alternating which goes first). Every reference command runs the pipeline's own ffmpeg
+executable. The script measures; it exits 0 whether or not a bar is met.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+
+from pipeline.manifest import load_shot
+from pipeline.media.decode import MoviePlate
+from pipeline.media.encode import MOVIE_PRESETS, burn_in_font, encode_movie, ffmpeg_executable
+from pipeline.media.sequences import write_frame
+from pipeline.render import chunk_ranges, encode_movies, output_metadata, render_frames, write_report
+from pipeline.workspace import new_version
+
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")  # before prefect is imported (lazily)
+os.environ.setdefault("DO_NOT_TRACK", "1")
+
+REPO = Path(__file__).resolve().parents[1]
+FOOTAGE = Path(__file__).resolve().parents[2] / "shared" / "footage"
+DEFAULT_CLIP = FOOTAGE / "woman_headturns_512.mp4"
+OTHER_DECODE_CLIPS = ("man_glasses_720x1280.mp4", "talking_head_mpeg4_512.mp4")
+FIRST = 1001
+CHUNK_SIZE = 48
+DECODE_BAR, ENCODE_BAR, OVERHEAD_BAR = 0.8, 1.15, 0.15
+
+# A timed callable returns a path to delete once its timer has stopped (or None).
+Timed = Callable[[], Path | None]
+
+
+@dataclass
+class Row:
+    metric: str
+    ours: str
+    reference: str
+    ratio: str
+    bar: str
+    passed: bool
+
+
+def best_of(repeats: int, ours: Timed, reference: Timed) -> tuple[float, float]:
+    """Best wall time of each over the repeats; the two are interleaved, alternating which runs first."""
+    times: dict[str, list[float]] = {"ours": [], "reference": []}
+    for i in range(repeats):
+        order = [("ours", ours), ("reference", reference)]
+        for name, fn in order if i % 2 == 0 else order[::-1]:
+            t = time.perf_counter()
+            leftover = fn()
+            times[name].append(time.perf_counter() - t)
+            if leftover is not None:
+                shutil.rmtree(leftover, ignore_errors=True)
+    return min(times["ours"]), min(times["reference"])
+
+
+def run_ffmpeg(args: list[str]) -> None:
+    """One reference command, with the pipeline's ffmpeg; fails loudly so a broken reference is not timed."""
+    cmd = [ffmpeg_executable(), *args]
+    proc = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"reference ffmpeg failed: {' '.join(args)}\n{proc.stderr.strip()}")
+
+
+def fps_text(fps: Fraction) -> str:
+    return str(fps.numerator) if fps.denominator == 1 else f"{fps.numerator}/{fps.denominator}"
+
+
+# 1. Decode ------------------------------------------------------------------------------------------------
+
+
+def bench_decode(clip: Path, repeats: int) -> Row:
+    """Our MoviePlate (every frame as an RGB array) against `ffmpeg -i CLIP -f null -`, in frames/s."""
+    n = MoviePlate(clip).info.frame_count
+
+    def ours() -> None:
+        plate = MoviePlate(clip)
+        count = sum(1 for _ in plate.read(0, plate.info.frame_count))
+        assert count == n, f"{clip}: decoded {count} of {n} frames"
+
+    def reference() -> None:
+        run_ffmpeg(["-v", "error", "-i", str(clip), "-f", "null", "-"])
+
+    t_ours, t_ref = best_of(repeats, ours, reference)
+    ratio = t_ref / t_ours  # = our fps / ffmpeg's fps
+    return Row(f"decode fps {clip.name}", f"{n / t_ours:.0f} fps", f"{n / t_ref:.0f} fps", f"{ratio:.2f}x",
+               f">= {DECODE_BAR:.2f}x", ratio >= DECODE_BAR)
+
+
+# 2. Encode ------------------------------------------------------------------------------------------------
+
+
+def write_sequence(clip: Path, folder: Path) -> tuple[Path, int, Fraction]:
+    """The clip's frames as an 8-bit PNG sequence x.1001.png, ...; returns (pattern, count, fps)."""
+    folder.mkdir(parents=True)
+    plate = MoviePlate(clip)
+    n = 0
+    for n, frame in enumerate(plate.read(0, plate.info.frame_count), start=1):
+        write_frame(folder / f"x.{FIRST + n - 1:04d}.png", frame, "png8", {"comment": "bench"})
+    return folder / "x.%04d.png", n, plate.info.fps
+
+
+def hand_command(pattern: Path, fps: Fraction, out: Path, preset: str, burn_in: str | None) -> list[str]:
+    """The reference encode, written out as a person would type it (not derived from the pipeline's code)."""
+    vf = "pad=ceil(iw/2)*2:ceil(ih/2)*2"
+    if burn_in:
+        box = f"fontfile={burn_in_font()}:fontsize=h/28:fontcolor=white:box=1:boxcolor=black@0.5"
+        vf += f",drawtext={box}:text='{burn_in}':x=10:y=10"
+        vf += f",drawtext={box}:text='%{{eif\\:n+{FIRST}\\:d}}':x=w-tw-10:y=h-th-10"
+    vf += ",scale=out_color_matrix=bt709:out_range=tv"
+    head = ["-y", "-v", "error", "-framerate", fps_text(fps), "-start_number", str(FIRST), "-i", str(pattern),
+            "-vf", vf, "-colorspace", "bt709", "-color_primaries", "bt709", "-color_trc", "bt709"]
+    if preset == "prores422hq":
+        codec = ["-c:v", "prores_ks", "-profile:v", "3", "-pix_fmt", "yuv422p10le", "-vendor", "apl0"]
+    elif preset == "h264_review":
+        codec = ["-c:v", "libx264", "-crf", "18", "-preset", "medium", "-pix_fmt", "yuv420p",
+                 "-movflags", "+faststart"]
+    else:
+        raise ValueError(f"no hand-written reference for {preset!r}")
+    return [*head, *codec, str(out)]
+
+
+def bench_encode(pattern: Path, n: int, fps: Fraction, preset: str, burn_in: str | None, repeats: int,
+                 folder: Path) -> Row:
+    """encode_movie against the hand-written ffmpeg command, in seconds for the whole sequence."""
+    ext = MOVIE_PRESETS[preset].extension
+    ours_out, ref_out = folder / f"ours_{preset}.{ext}", folder / f"hand_{preset}.{ext}"
+
+    def ours() -> None:
+        encode_movie(pattern, FIRST, n, fps, ours_out, preset, {"comment": "bench"}, burn_in_text=burn_in)
+
+    def reference() -> None:
+        run_ffmpeg(hand_command(pattern, fps, ref_out, preset, burn_in))
+
+    t_ours, t_ref = best_of(repeats, ours, reference)
+    ratio = t_ours / t_ref
+    label = f"encode {preset}" + (" +burn-ins" if burn_in else "")
+    return Row(label, f"{t_ours:.2f} s", f"{t_ref:.2f} s", f"{ratio:.2f}x", f"<= {ENCODE_BAR:.2f}x",
+               ratio <= ENCODE_BAR)
+
+
+# 3. Render overhead ---------------------------------------------------------------------------------------
+
+
+def media_only(manifest: Path, root: Path, workers: int) -> None:
+    """The work render_shot does, without Prefect: chunks in a thread pool, movies, the report."""
+    t0 = time.perf_counter()
+    shot = load_shot(manifest)
+    version = new_version(root, shot.name, "png")
+    metadata = output_metadata(shot, version)
+    ranges = chunk_ranges(shot.first, shot.last, shot.spec.output.chunk_size)
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        chunks = list(pool.map(lambda r: render_frames(shot, version, r[0], r[1], metadata), ranges))
+    t_frames = time.perf_counter()
+    movies = encode_movies(shot, version, metadata)
+    t_movies = time.perf_counter()
+    timings = {"frames_s": t_frames - t0, "movies_s": t_movies - t_frames, "total_s": t_movies - t0}
+    write_report(shot, version, chunks, movies, metadata, timings)
+
+
+def bench_render(clip: Path, repeats: int, folder: Path) -> tuple[Row, float]:
+    """render_shot's wall time through a running Prefect server against the same media work done directly.
+
+    Returns the row and the raw (unclipped) overhead share.
+    """
+    from prefect.testing.utilities import prefect_test_harness
+
+    from pipeline.flows import WORKERS, render_shot
+
+    manifest = folder / "bench.yaml"
+    manifest.write_text(
+        f"shot: bench\nplate:\n  movie: {clip.resolve()}\n"
+        f"output:\n  sequence: png8\n  movies: [h264_review]\n  chunk_size: {CHUNK_SIZE}\n",
+        encoding="utf-8",
+    )
+    n = load_shot(manifest).frame_count
+    runs = iter(range(1_000_000))
+
+    def flow() -> Path:
+        root = folder / f"flow{next(runs)}"
+        render_shot(str(manifest), root=str(root))
+        return root
+
+    def media() -> Path:
+        root = folder / f"media{next(runs)}"
+        media_only(manifest, root, WORKERS)
+        return root
+
+    with prefect_test_harness(server_startup_timeout=120):
+        t = time.perf_counter()
+        render_shot(str(manifest), frames=f"{FIRST}-{FIRST + 9}", root=str(folder / "warmup"))
+        print(f"  warm-up flow run (10 frames): {time.perf_counter() - t:.1f} s", flush=True)
+        t_flow, t_media = best_of(repeats, flow, media)
+    raw = (t_flow - t_media) / t_flow
+    share = max(raw, 0.0)
+    row = Row(f"render overhead {n} fr", f"{t_flow:.2f} s flow", f"{t_media:.2f} s media",
+              f"{share:.1%}", f"< {OVERHEAD_BAR:.0%}", share < OVERHEAD_BAR)
+    return row, raw
+
+
+# Report ---------------------------------------------------------------------------------------------------
+
+
+def print_table(rows: list[Row]) -> None:
+    header = ("metric", "ours", "reference", "ratio", "bar", "result")
+    cells = [header] + [(r.metric, r.ours, r.reference, r.ratio, r.bar, "PASS" if r.passed else "FAIL")
+                        for r in rows]
+    widths = [max(len(c[i]) for c in cells) for i in range(len(header))]
+    for i, c in enumerate(cells):
+        print("  ".join(v.ljust(w) for v, w in zip(c, widths, strict=True)).rstrip())
+        if i == 0:
+            print("  ".join("-" * w for w in widths))
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--clip", type=Path, default=DEFAULT_CLIP, help="movie to benchmark (%(default)s)")
+    ap.add_argument("--repeats", type=int, default=3, help="timings per measurement; the best is kept")
+    args = ap.parse_args(argv)
+    clip: Path = args.clip.resolve()
+    if not clip.is_file():
+        sys.exit(f"bench/media.py: clip not found: {clip}\n"
+                 f"(the default footage lives in {FOOTAGE}, beside the repo; or give --clip PATH)")
+    repeats = max(1, args.repeats)
+    started = time.perf_counter()
+
+    ffmpeg = ffmpeg_executable()
+    version = subprocess.run([ffmpeg, "-version"], capture_output=True, text=True).stdout.splitlines()[0]
+    print(f"machine: {os.cpu_count()} CPUs; repeats: {repeats} (best of, interleaved)")
+    print(f"ffmpeg: {ffmpeg}\n  {version}")
+
+    rows: list[Row] = []
+    others = [FOOTAGE / name for name in OTHER_DECODE_CLIPS]
+    decode_clips = [clip] + [c for c in others if c.resolve() != clip]
+    for c in decode_clips:
+        if not c.is_file():
+            print(f"  skipped decode of {c.name}: not found in {FOOTAGE}")
+            continue
+        rows.append(bench_decode(c, repeats))
+        print(f"  {rows[-1].metric}: ours {rows[-1].ours}, ffmpeg {rows[-1].reference}", flush=True)
+
+    with tempfile.TemporaryDirectory(prefix="vfx-bench-") as tmp:
+        folder = Path(tmp)
+        pattern, n, fps = write_sequence(clip, folder / "seq")
+        print(f"  wrote {n} PNG frames ({fps_text(fps)} fps) for the encode benchmark", flush=True)
+        cases: list[tuple[str, str | None]] = [("prores422hq", None), ("h264_review", None)]
+        if burn_in_font():
+            cases.append(("h264_review", "bench  v001"))
+        else:
+            print("  skipped the burn-in row: no font for drawtext on this machine")
+        for preset, text in cases:
+            rows.append(bench_encode(pattern, n, fps, preset, text, repeats, folder))
+            print(f"  {rows[-1].metric}: ours {rows[-1].ours}, hand {rows[-1].reference}", flush=True)
+        shutil.rmtree(folder / "seq")
+
+        row, raw = bench_render(clip, repeats, folder)
+        rows.append(row)
+
+    print()
+    print_table(rows)
+    print(f"\nrender overhead share, raw (T_flow - T_media) / T_flow: {raw:+.1%}")
+    print(f"total run time: {time.perf_counter() - started:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,73 @@
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("DO_NOT_TRACK", "1")
+
+REPO = Path(__file__).resolve().parents[1]
+FOOTAGE = REPO.parent / "shared" / "footage"
+
+
+@pytest.fixture(scope="session")
+def footage() -> Path:
+    if not FOOTAGE.is_dir():
+        pytest.skip(f"real footage not found at {FOOTAGE} (the shared/ folder beside the repo)")
+    return FOOTAGE
+
+
+def make_clip(
+    path: Path,
+    frames: int = 50,
+    size: str = "128x96",
+    rate: int = 25,
+    gop: int = 10,
+    audio: bool = True,
+    codec: str = "libx264",
+) -> Path:
+    """A small real H.264 (or other) clip made by ffmpeg, with a short GOP so seeking is exercised."""
+    from pipeline.media.encode import ffmpeg_executable
+
+    cmd = [
+        ffmpeg_executable(),
+        "-v",
+        "error",
+        "-y",
+        "-f",
+        "lavfi",
+        "-i",
+        f"testsrc2=size={size}:rate={rate}:duration={frames / rate}",
+    ]
+    if audio:
+        cmd += ["-f", "lavfi", "-i", f"sine=frequency=440:sample_rate=48000:duration={frames / rate}"]
+    cmd += ["-c:v", codec, "-g", str(gop), "-pix_fmt", "yuv420p"]
+    if audio:
+        cmd += ["-c:a", "aac", "-shortest"]
+    cmd += [str(path)]
+    subprocess.run(cmd, check=True)
+    return path
+
+
+@pytest.fixture(scope="session")
+def clip(tmp_path_factory) -> Path:
+    return make_clip(tmp_path_factory.mktemp("clips") / "clip.mp4")
+
+
+def write_manifest(folder: Path, text: str, name: str = "shot.yaml") -> Path:
+    path = folder / name
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="session")
+def prefect_server():
+    """One temporary Prefect server for the whole session (about 10-20 s to start)."""
+    from prefect.settings import PREFECT_API_URL
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=180):
+        yield PREFECT_API_URL.value()

@@ -1,0 +1,229 @@
+"""End-to-end renders through the real Prefect flow (one temporary Prefect server for the session)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import av
+import cv2
+import numpy as np
+import pytest
+from conftest import REPO, make_clip, write_manifest
+from PIL import Image
+
+from pipeline.cli import main
+from pipeline.errors import ManifestError, MediaError
+from pipeline.flows import run_render
+from pipeline.media.sequences import read_png_text
+
+pytestmark = pytest.mark.slow
+
+
+def frames_in(version: Path) -> list[Path]:
+    return sorted((version / "comp").glob("*.png"))
+
+
+def decode(path: Path) -> list[np.ndarray]:
+    with av.open(str(path)) as c:
+        return [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
+
+
+def test_render_a_still_plate_into_versions(tmp_path, prefect_server):
+    m = write_manifest(
+        tmp_path,
+        """
+shot: st010
+plate:
+  still: builtin:astronaut
+  hold: 6
+  move: {zoom: [1.0, 1.1]}
+fps: 24
+output: {sequence: png8, movies: [h264_review, prores4444], chunk_size: 4}
+""",
+    )
+    root = tmp_path / "render"
+    r1 = run_render(str(m), root=str(root))
+    v1 = Path(r1["path"])
+    assert v1 == root / "st010" / "v001"
+    frames = frames_in(v1)
+    assert [p.name for p in frames] == [f"st010_comp_v001.{n}.png" for n in range(1001, 1007)]
+    report = json.loads((v1 / "report.json").read_text())
+    assert report["frames_written"] == 6 and len(report["chunks"]) == 2
+    assert (v1 / "report.md").read_text().startswith("# st010 v001")
+    # every output carries the metadata
+    for p in [*frames, v1 / "contact_sheet.png"]:
+        text = read_png_text(p)
+        assert (
+            text["synthetic_imagery"] == "false"
+            and text["shot"] == "st010"
+            and text["render_version"] == "v001"
+        )
+    for movie in ("st010_comp_v001_h264_review.mp4", "st010_comp_v001_prores4444.mov"):
+        with av.open(str(v1 / movie)) as c:
+            assert c.metadata["synthetic_imagery"] == "false" and c.metadata["render_version"] == "v001"
+            assert sum(1 for _ in c.decode(video=0)) == 6
+    sheet = Image.open(v1 / "contact_sheet.png")
+    assert sheet.width == 4 * 320 and sheet.height > 300
+    assert json.loads((v1 / "render.json").read_text())["status"] == "done"
+
+    stamp = {p: p.stat().st_mtime_ns for p in v1.rglob("*")}
+    r2 = run_render(str(m), root=str(root), frames="1003-1004")
+    v2 = Path(r2["path"])
+    assert v2.name == "v002"
+    assert [p.name for p in frames_in(v2)] == ["st010_comp_v002.1003.png", "st010_comp_v002.1004.png"]
+    # the re-render of part of the shot is the same pixels as those frames of the full render
+    np.testing.assert_array_equal(cv2.imread(str(frames_in(v2)[0])), cv2.imread(str(frames[2])))
+    assert {p: p.stat().st_mtime_ns for p in v1.rglob("*")} == stamp  # v001 untouched
+
+
+def test_bad_input_fails_before_rendering(tmp_path, clip, capsys):
+    m = write_manifest(tmp_path, f"shot: a\nplate:\n  movie: {clip}\n")
+    with pytest.raises(ManifestError, match=r"--frames 990-1010 is outside the plate's frames 1001-1050"):
+        run_render(str(m), root=str(tmp_path / "r"), frames="990-1010")
+    blocker = tmp_path / "blocker"
+    blocker.write_text("")
+    assert main(["render", str(m), "--root", str(blocker / "render")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"{blocker}/render: output folder cannot be written")
+    assert not (tmp_path / "r").exists()
+
+
+def test_decode_error_mid_file_names_the_frame_and_keeps_finished_frames(tmp_path, prefect_server):
+    clip = make_clip(tmp_path / "c.mp4", frames=60, audio=False)
+    data = bytearray(clip.read_bytes())
+    mdat = data.find(b"mdat")
+    cut = mdat + int((len(data) - mdat) * 0.75)
+    data[cut : cut + 2000] = np.random.default_rng(3).integers(0, 256, 2000, dtype=np.uint8).tobytes()
+    clip.write_bytes(bytes(data))
+    m = write_manifest(
+        tmp_path, f"shot: bad\nplate:\n  movie: {clip}\noutput: {{sequence: png8, chunk_size: 10}}\n"
+    )
+    with pytest.raises(MediaError, match=r"c\.mp4: frame \d+: (decode error|corrupt packet)"):
+        run_render(str(m), root=str(tmp_path / "r"))
+    v = tmp_path / "r" / "bad" / "v001"
+    done = frames_in(v)
+    assert 10 <= len(done) < 60  # the chunks before the damage are kept
+    assert not list(v.glob("*.mp4")) and not list(v.rglob(".*.tmp"))
+    state = json.loads((v / "render.json").read_text())
+    assert state["status"] == "failed" and "frame" in state["error"]
+
+
+def test_passthrough_of_real_footage_is_pixel_identical_with_trimmed_audio(tmp_path, footage, prefect_server):
+    clip = footage / "talking_head_mpeg4_512.mp4"
+    m = write_manifest(
+        tmp_path,
+        f"""
+shot: th010
+plate:
+  movie: {clip}
+frames: 1021-1120
+output: {{sequence: png8, movies: [h264_review, prores422hq], chunk_size: 25}}
+""",
+    )
+    v = Path(run_render(str(m), root=str(tmp_path / "r"))["path"])
+    plate = decode(clip)
+    frames = frames_in(v)
+    assert len(frames) == 100
+    for i, p in enumerate(frames):
+        got = cv2.cvtColor(cv2.imread(str(p)), cv2.COLOR_BGR2RGB)
+        np.testing.assert_array_equal(got, plate[20 + i], err_msg=p.name)
+    for movie in v.glob("th010_comp_v001_*"):
+        with av.open(str(movie)) as c:
+            assert c.metadata["synthetic_imagery"] == "false"
+            a = c.streams.audio[0]
+            assert abs(float(a.duration * a.time_base) - 100 / 25) <= 1 / 25, movie.name
+            assert sum(1 for _ in c.decode(video=0)) == 100
+    # the carried audio is the plate's audio from frame 1021 on: find the lag by cross-correlation
+    lag = audio_lag(clip, 20 / 25, v / "th010_comp_v001_prores422hq.mov")
+    assert abs(lag) < 1 / 25, lag
+
+
+def audio_mono(path: Path) -> tuple[np.ndarray, int]:
+    with av.open(str(path)) as c:
+        s = c.streams.audio[0]
+        chunks = [
+            f.to_ndarray().astype(np.float64).reshape(s.channels, -1).mean(0)
+            if f.format.is_planar
+            else f.to_ndarray().astype(np.float64).reshape(-1, s.channels).mean(1)
+            for f in c.decode(s)
+        ]
+        return np.concatenate(chunks), s.rate
+
+
+def audio_lag(plate: Path, offset: float, movie: Path) -> float:
+    a, rate = audio_mono(plate)
+    b, rate_b = audio_mono(movie)
+    assert rate == rate_b
+    a = a[int(offset * rate) : int(offset * rate) + len(b)]
+    n = len(b)
+    corr = np.fft.irfft(np.fft.rfft(b, 2 * n) * np.conj(np.fft.rfft(a, 2 * n)))
+    max_lag = int(0.3 * rate)
+    lags = np.r_[np.arange(0, max_lag), np.arange(-max_lag, 0)]
+    values = np.r_[corr[:max_lag], corr[-max_lag:]]
+    return lags[np.argmax(values)] / rate
+
+
+def big_still_manifest(folder: Path) -> Path:
+    """A slow-enough plate to interrupt: a 1536 px still with a camera move, written as 16-bit PNG."""
+    import skimage.data
+
+    img = cv2.resize(skimage.data.astronaut(), (1536, 1536), interpolation=cv2.INTER_CUBIC)
+    cv2.imwrite(str(folder / "big.png"), cv2.cvtColor(img, cv2.COLOR_RGB2BGR))
+    return write_manifest(
+        folder,
+        """
+shot: kill010
+plate: {still: big.png, hold: 40, move: {zoom: [1.0, 1.3], rotate: [0, 5]}}
+output: {sequence: png16, movies: [h264_review], chunk_size: 5}
+""",
+    )
+
+
+def vfx(*args: str, server: str) -> subprocess.Popen:
+    env = {**os.environ, "PREFECT_API_URL": server}
+    return subprocess.Popen(
+        [sys.executable, "-m", "pipeline", *args],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def test_resume_after_sigkill_is_byte_identical_and_skips_finished_frames(tmp_path, prefect_server):
+    m = big_still_manifest(tmp_path)
+    killed_root, clean_root = tmp_path / "killed", tmp_path / "clean"
+    proc = vfx("render", str(m), "--root", str(killed_root), server=prefect_server)
+    comp = killed_root / "kill010" / "v001" / "comp"
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline and len(list(comp.glob("*.png"))) < 12:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    before = {p.name: (p.stat().st_ino, p.stat().st_mtime_ns) for p in comp.glob("*.png")}
+    assert 12 <= len(before) < 40, f"the render was not interrupted mid-way ({len(before)} frames)"
+    assert not (comp.parent / "kill010_comp_v001_h264_review.mp4").exists()
+
+    resumed = vfx("render", str(m), "--root", str(killed_root), "--resume", server=prefect_server)
+    clean = vfx("render", str(m), "--root", str(clean_root), server=prefect_server)
+    for p in (resumed, clean):
+        out, _ = p.communicate(timeout=600)
+        assert p.returncode == 0, out[-3000:]
+
+    after = {p.name: (p.stat().st_ino, p.stat().st_mtime_ns) for p in comp.glob("*.png")}
+    assert len(after) == 40
+    assert {k: after[k] for k in before} == before  # frames complete before the kill were not rewritten
+    clean_comp = clean_root / "kill010" / "v001" / "comp"
+    for name in sorted(after):
+        assert (comp / name).read_bytes() == (clean_comp / name).read_bytes(), name
+    assert not list(comp.glob(".*"))  # the killed writer's temporary files are gone
+    report = json.loads((comp.parent / "report.json").read_text())
+    assert report["frames_skipped"] == len(before) and report["frames_written"] == 40 - len(before)
+    assert (comp.parent / "kill010_comp_v001_h264_review.mp4").is_file()

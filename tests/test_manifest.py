@@ -1,0 +1,134 @@
+from __future__ import annotations
+
+import subprocess
+import sys
+from fractions import Fraction
+
+import pytest
+from conftest import write_manifest
+
+from pipeline.cli import main
+from pipeline.errors import ManifestError
+from pipeline.manifest import load_shot, parse_range
+from pipeline.media.sequences import write_frame
+
+
+def test_movie_manifest_defaults_and_relative_paths(tmp_path, clip):
+    (tmp_path / "plates").mkdir()
+    (tmp_path / "plates" / "c.mp4").write_bytes(clip.read_bytes())
+    shots = tmp_path / "shots"
+    shots.mkdir()
+    m = write_manifest(shots, "shot: sh010\nplate:\n  movie: ../plates/c.mp4\n")
+    shot = load_shot(m)
+    assert (shot.first, shot.last) == (1001, 1050)
+    assert shot.fps == Fraction(25)
+    assert shot.spec.output.sequence == "png16"
+    assert shot.plate.info.path == str((tmp_path / "plates" / "c.mp4").resolve())
+
+
+def test_frame_range_and_fps_override(tmp_path, clip):
+    m = write_manifest(
+        tmp_path, f"shot: a\nplate:\n  movie: {clip}\n  first_frame: 1\nframes: 5-20\nfps: 24000/1001\n"
+    )
+    shot = load_shot(m)
+    assert (shot.first, shot.last, shot.plate_index(5)) == (5, 20, 4)
+    assert shot.fps == Fraction(24000, 1001)
+
+
+@pytest.mark.parametrize(
+    "body, expected",
+    [
+        (
+            "shot: a\nplate:\n  movie: {clip}\nframes: 1001-1200\n",
+            "{m}:4 frames: end 1200 is past the plate's last frame 1050",
+        ),
+        (
+            "shot: a\nplate:\n  movie: {clip}\nframes: 900-1010\n",
+            "{m}:4 frames: start 900 is before the plate's first frame 1001",
+        ),
+        ("shot: a\nplate:\n  movie: {clip}\n  colour: red\n", "{m}:4 plate.colour: unknown key"),
+        (
+            "shot: a\nplate:\n  movie: {clip}\noutput:\n  chunk_size: many\n",
+            "{m}:5 output.chunk_size: Input should be a valid integer",
+        ),
+        (
+            "shot: a\nplate:\n  movie: {clip}\noutput:\n  movies: [h264_review, prores9]\n",
+            "{m}:5 output.movies[1]: Input should be",
+        ),
+        ("shot: 'bad name!'\nplate:\n  movie: {clip}\n", "{m}:1 shot: 'bad name!' is not a shot name"),
+        ("shot: a\nplate:\n  movie: {clip}\n  still: x.png\n", "{m}:2 plate: give exactly one of movie"),
+        ("shot: a\nplate:\n  still: builtin:astronaut\n", "{m}:2 plate: a still plate needs hold"),
+        ("plate:\n  movie: {clip}\n", "{m}:1 shot: required key is missing"),
+        (
+            "shot: a\nplate:\n  movie: {clip}\nswap:\n  enabled: true\n",
+            "{m}:5 swap.enabled: this stage is not available",
+        ),
+        ("shot: a\nplate: [unclosed\n", "{m}:3 yaml: expected ',' or ']'"),
+        (
+            "shot: a\nplate:\n  movie: {clip}\noutput:\n  movies:\n    - h264_review\n    - dnxhr_hq\n",
+            "{m}:7 output.movies[1]: dnxhr_hq needs at least 256x120 pixels; the plate is 128x96",
+        ),
+        ("shot: a\nplate:\n  movie: nothere.mp4\n", "{m}:3 plate.movie: {d}/nothere.mp4: plate not found"),
+    ],
+)
+def test_errors_are_one_line_with_file_line_and_field(tmp_path, clip, body, expected):
+    m = write_manifest(tmp_path, body.format(clip=clip))
+    with pytest.raises(ManifestError) as e:
+        load_shot(m)
+    msg = str(e.value)
+    assert "\n" not in msg
+    assert msg.startswith(expected.format(m=m, d=tmp_path.resolve())), msg
+
+
+def test_unreadable_manifest(tmp_path):
+    with pytest.raises(ManifestError, match=r"missing\.yaml: cannot read manifest"):
+        load_shot(tmp_path / "missing.yaml")
+
+
+def test_parse_range():
+    assert parse_range("1001-1100") == (1001, 1100)
+    assert parse_range(1040) == (1040, 1040)
+    with pytest.raises(ValueError, match="before start"):
+        parse_range("1100-1001")
+
+
+@pytest.mark.parametrize("token", ["####", "%04d"])
+def test_sequence_plates_number_frames_by_file(tmp_path, token):
+    import numpy as np
+
+    for n in range(12, 17):
+        write_frame(tmp_path / f"pl.{n:04d}.png", np.full((8, 10, 3), n, np.uint8), "png8", {})
+    m = write_manifest(tmp_path, f"shot: s\nplate:\n  sequence: pl.{token}.png\nfps: 25\n")
+    shot = load_shot(m)
+    assert (shot.first, shot.last, shot.plate.info.width) == (12, 16, 10)
+    frames = list(shot.plate.read(1, 3))
+    assert [int(f[0, 0, 0]) for f in frames] == [13, 14]
+
+
+def test_sequence_with_a_gap_names_the_missing_frame(tmp_path):
+    import numpy as np
+
+    for n in (1, 2, 4):
+        write_frame(tmp_path / f"pl.{n:04d}.png", np.zeros((8, 8, 3), np.uint8), "png8", {})
+    m = write_manifest(tmp_path, "shot: s\nplate:\n  sequence: pl.####.png\n")
+    with pytest.raises(ManifestError, match=r"pl\.0003\.png: frame 3 of the sequence is missing"):
+        load_shot(m)
+
+
+def test_validate_command_exit_status_and_one_line_errors(tmp_path, clip, capsys):
+    good = write_manifest(tmp_path, f"shot: a\nplate:\n  movie: {clip}\n", "good.yaml")
+    bad = write_manifest(tmp_path, f"shot: a\nplate:\n  movie: {clip}\nframes: 1001-1300\n", "bad.yaml")
+    assert main(["validate", str(good)]) == 0
+    assert "frames 1001-1050 (50)" in capsys.readouterr().out
+    assert main(["validate", str(good), str(bad)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"{bad}:4 frames: end 1300 is past the plate's last frame 1050"]
+
+
+def test_validate_runs_as_a_console_command(tmp_path):
+    bad = write_manifest(tmp_path, "shot: a\nplate:\n  movie: gone.mp4\n")
+    p = subprocess.run(
+        [sys.executable, "-m", "pipeline", "validate", str(bad)], capture_output=True, text=True
+    )
+    assert p.returncode == 2
+    assert p.stderr.strip() == f"{bad}:3 plate.movie: {tmp_path.resolve()}/gone.mp4: plate not found"

@@ -1,0 +1,244 @@
+from __future__ import annotations
+
+import subprocess
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+import OpenEXR
+import pytest
+from PIL import Image
+
+from pipeline.errors import MediaError
+from pipeline.media import sequences
+from pipeline.media.color import linear_to_srgb, srgb_to_linear, to_uint8, to_uint16
+from pipeline.media.decode import CameraMove, MoviePlate, StillPlate, read_image
+from pipeline.media.encode import MOVIE_PRESETS, AudioSource, encode_movie, ffmpeg_executable
+from pipeline.media.probe import probe_movie
+from pipeline.media.sequences import read_png_text, write_frame
+
+META = {"synthetic_imagery": "true", "shot": "t01", "render_version": "v007", "comment": "caf\u00e9 test"}
+
+
+def decode_all(path: Path) -> list[np.ndarray]:
+    with av.open(str(path)) as c:
+        return [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
+
+
+def test_probe_reports_frames_rate_size_and_audio(clip):
+    info = probe_movie(clip)
+    assert (info.frame_count, info.fps, info.width, info.height) == (50, Fraction(25), 128, 96)
+    assert info.codec == "h264"
+    assert info.audio is not None and info.audio.sample_rate == 48000
+    assert abs(info.audio.duration - 2.0) < 0.05
+
+
+@pytest.mark.parametrize("start, stop", [(0, 50), (0, 7), (13, 27), (20, 21), (41, 50), (45, 80)])
+def test_chunks_decode_the_same_pixels_as_one_pass(clip, start, stop):
+    reference = decode_all(clip)
+    frames = list(MoviePlate(clip).read(start, stop))
+    assert len(frames) == min(stop, 50) - start
+    for got, want in zip(frames, reference[start:stop], strict=True):
+        np.testing.assert_array_equal(got, want)
+
+
+def test_mpeg4_part2_and_prores_decode(tmp_path):
+    for codec, name in [("mpeg4", "m4.mp4"), ("prores_ks", "pr.mov"), ("dnxhd", "dn.mov")]:
+        path = tmp_path / name
+        cmd = [
+            ffmpeg_executable(),
+            "-v",
+            "error",
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc2=size=256x144:rate=24:duration=1",
+            "-c:v",
+            codec,
+        ]
+        cmd += ["-profile:v", "dnxhr_lb", "-pix_fmt", "yuv422p"] if codec == "dnxhd" else []
+        subprocess.run([*cmd, str(path)], check=True)
+        frames = list(MoviePlate(path).read(5, 24))
+        assert len(frames) == 19 and frames[0].shape == (144, 256, 3), codec
+        assert frames[3].std() > 10  # real picture content, not a blank frame
+
+
+def test_corrupt_movie_names_the_frame(tmp_path, clip):
+    data = bytearray(clip.read_bytes())
+    mdat = data.find(b"mdat")
+    assert 0 < mdat < len(data) // 2, "the test clip keeps its index at the end"
+    rng = np.random.default_rng(0)
+    start = mdat + (len(data) - mdat) // 2
+    data[start : start + 3000] = rng.integers(0, 256, 3000, dtype=np.uint8).tobytes()
+    bad = tmp_path / "corrupt.mp4"
+    bad.write_bytes(bytes(data))
+    with pytest.raises(MediaError, match=r"corrupt\.mp4: frame \d+: (decode error|corrupt packet)") as e:
+        list(MoviePlate(bad).read(0, 50))
+    frame = int(str(e.value).split("frame ")[1].split(":")[0])
+    assert 5 < frame < 50
+
+
+def test_truncated_movie_names_the_frame(tmp_path, clip):
+    fast = tmp_path / "fast.mp4"  # index first, as a copy cut off in transfer would have it
+    subprocess.run(
+        [
+            ffmpeg_executable(),
+            "-v",
+            "error",
+            "-i",
+            str(clip),
+            "-c",
+            "copy",
+            "-movflags",
+            "+faststart",
+            str(fast),
+        ],
+        check=True,
+    )
+    data = fast.read_bytes()
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(data[: int(len(data) * 0.6)])
+    plate = MoviePlate(cut)
+    assert plate.info.frame_count == 50
+    with pytest.raises(MediaError, match=r"cut\.mp4: frame \d+: ") as e:
+        list(plate.read(0, 50))
+    assert "\n" not in str(e.value)
+
+
+def test_movie_with_its_index_cut_off_is_refused_at_probe(tmp_path, clip):
+    cut = tmp_path / "noindex.mp4"
+    cut.write_bytes(clip.read_bytes()[:5000])
+    with pytest.raises(MediaError, match=r"noindex\.mp4: cannot be read as a movie"):
+        probe_movie(cut)
+
+
+@pytest.mark.parametrize("fmt", ["png8", "png16", "exr"])
+def test_sequence_formats_round_trip_with_metadata(tmp_path, fmt):
+    rng = np.random.default_rng(1)
+    frame = rng.integers(0, 256, (24, 40, 3), dtype=np.uint8)
+    path = tmp_path / f"x.1001.{sequences.extension(fmt)}"
+    write_frame(path, frame, fmt, META)
+    back = read_image(path)
+    if fmt == "png8":
+        np.testing.assert_array_equal(back, frame)
+    elif fmt == "png16":
+        assert back.dtype == np.uint16
+        np.testing.assert_array_equal(to_uint8(back), frame)
+    else:
+        assert back.dtype == np.float32
+        assert np.abs(back * 255 - frame).max() < 0.6  # half float keeps 8-bit values to within a code value
+    if fmt == "exr":
+        header = sequences.read_exr_header(path)
+        assert {k: header[k] for k in META} == META
+        with OpenEXR.File(str(path)) as f:
+            assert f.channels()["RGB"].pixels.dtype == np.float16
+    else:
+        assert read_png_text(path) == META
+        assert {k: v for k, v in Image.open(path).text.items()} == META  # an independent reader agrees
+
+
+def test_frame_write_is_atomic(tmp_path, monkeypatch):
+    path = tmp_path / "x.1001.png"
+    write_frame(path, np.zeros((4, 4, 3), np.uint8), "png8", {})
+    before = path.read_bytes()
+
+    def fail(*a, **k):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(sequences.os, "replace", fail)
+    with pytest.raises(MediaError, match=r"x\.1001\.png: cannot write frame: No space left"):
+        write_frame(path, np.full((4, 4, 3), 255, np.uint8), "png8", {})
+    assert path.read_bytes() == before  # the finished frame is untouched
+    assert [p.name for p in tmp_path.iterdir()] == ["x.1001.png"]  # no temporary left behind
+
+
+def test_color_conversions_invert():
+    x = np.linspace(0, 1, 1001, dtype=np.float32)
+    np.testing.assert_allclose(linear_to_srgb(srgb_to_linear(x)), x, atol=1e-5)
+    v = np.arange(256, dtype=np.uint8)
+    np.testing.assert_array_equal(to_uint8(to_uint16(v)), v)
+
+
+def test_still_plate_camera_move(tmp_path):
+    plate = StillPlate("builtin:astronaut", hold=10, move=CameraMove(zoom=(1.0, 1.5)))
+    frames = list(plate.read(0, 10))
+    assert len(frames) == 10 and frames[0].shape == (512, 512, 3)
+    np.testing.assert_array_equal(frames[0], plate.image)  # the move starts at rest
+    assert np.abs(frames[9].astype(int) - frames[0]).mean() > 10  # and ends zoomed in
+    # chunks give the same frames as one pass
+    np.testing.assert_array_equal(list(plate.read(4, 6))[1], frames[5])
+
+
+def write_sequence(folder: Path, frames: list[np.ndarray], first: int = 1001, fmt: str = "png8") -> Path:
+    for i, f in enumerate(frames):
+        write_frame(folder / f"s.{first + i:04d}.{sequences.extension(fmt)}", f, fmt, META)
+    return folder / f"s.%04d.{sequences.extension(fmt)}"
+
+
+@pytest.mark.parametrize("preset", sorted(MOVIE_PRESETS))
+def test_every_movie_preset_with_audio_and_metadata(tmp_path, clip, preset):
+    frames = [
+        np.ascontiguousarray(np.tile(f, (2, 2, 1))) for f in decode_all(clip)[10:30]
+    ]  # 256x192: DNxHR's minimum
+    pattern = write_sequence(tmp_path, frames, first=1011)
+    out = tmp_path / f"m.{MOVIE_PRESETS[preset].extension}"
+    audio = AudioSource(str(clip), offset=10 / 25, duration=20 / 25)
+    encode_movie(pattern, 1011, 20, Fraction(25), out, preset, META, audio=audio, burn_in_text="t01 v007")
+    with av.open(str(out)) as c:
+        assert {k: c.metadata.get(k) for k in META} == META
+        v, a = c.streams.video[0], c.streams.audio[0]
+        decoded = [f.to_ndarray(format="rgb24") for f in c.decode(v)]
+        assert len(decoded) == 20
+        assert abs(float(a.duration * a.time_base) - 0.8) <= 1 / 25
+    if preset != "h264_review":  # no burn-ins: the picture matches the sequence closely
+        err = np.abs(decoded[5].astype(int) - frames[5]).mean()
+        assert err < 3, err
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+def test_burn_ins_show_the_frame_number(tmp_path):
+    frames = [np.full((96, 128, 3), 40, np.uint8)] * 3
+    pattern = write_sequence(tmp_path, frames)
+    out = tmp_path / "r.mp4"
+    encode_movie(pattern, 1001, 3, Fraction(24), out, "h264_review", META, burn_in_text="t01 v007")
+    got = decode_all(out)
+    plain = np.abs(got[0].astype(int) - 40) > 40
+    assert plain[:20, :60].any() and plain[-20:, -60:].any()  # text at top left and bottom right
+    assert not np.array_equal(got[0][-20:, -60:], got[1][-20:, -60:])  # the frame number changes
+
+
+def test_failed_encode_leaves_no_movie(tmp_path):
+    pattern = write_sequence(tmp_path, [np.zeros((64, 64, 3), np.uint8)] * 3)
+    out = tmp_path / "bad.mov"
+    with pytest.raises(MediaError, match=r"bad\.mov: ffmpeg failed"):
+        # a start number with no files behind it makes ffmpeg fail
+        encode_movie(pattern, 5000, 3, Fraction(24), out, "prores422hq", META)
+    assert not out.exists()
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+# --- real footage -----------------------------------------------------------------------------------
+
+CLIPS = ["woman_headturns_512.mp4", "man_glasses_720x1280.mp4", "talking_head_mpeg4_512.mp4"]
+
+
+@pytest.mark.parametrize("name", CLIPS)
+def test_every_frame_of_the_real_clips_decodes(footage, name):
+    path = footage / name
+    plate = MoviePlate(path)
+    with av.open(str(path)) as c:
+        container_frames = c.streams.video[0].frames
+    count = 0
+    for frame in plate.read(0, plate.info.frame_count):
+        assert frame.shape == (plate.info.height, plate.info.width, 3)
+        count += 1
+    assert count == container_frames == plate.info.frame_count
+
+
+def test_real_clip_chunks_match_one_pass(footage):
+    path = footage / "woman_headturns_512.mp4"
+    reference = decode_all(path)[100:140]
+    for a, b in [(100, 120), (120, 140)]:
+        for got, want in zip(MoviePlate(path).read(a, b), reference[a - 100 : b - 100], strict=True):
+            np.testing.assert_array_equal(got, want)
