@@ -14,7 +14,6 @@ os.environ.setdefault("DO_NOT_TRACK", "1")
 
 import re  # noqa: E402
 import time  # noqa: E402
-from dataclasses import asdict  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 from prefect import flow, get_run_logger, task  # noqa: E402
@@ -239,5 +238,3 @@ def run_render(
     ensure_writable(Path(root))
     return render_shot(manifest, frames=frames, resume=resume, version=version, root=root)
 
-
-__all__ = ["render_shot", "render_batch", "run_render", "asdict"]

@@ -70,17 +70,19 @@ def render_frames(
     start = todo[0]
     frames = shot.plate.read(shot.plate_index(start), shot.plate_index(last) + 1)
     fmt = shot.spec.output.sequence
-    for number in range(start, last + 1):
-        t = time.perf_counter()
-        frame = next(frames)
-        result.decode_s += time.perf_counter() - t
-        if number not in wanted:
-            continue
-        t = time.perf_counter()
-        write_frame(version.frame_path(number), frame, fmt, metadata)
-        result.write_s += time.perf_counter() - t
-        result.written += 1
-    frames.close()
+    try:
+        for number in range(start, last + 1):
+            t = time.perf_counter()
+            frame = next(frames)
+            result.decode_s += time.perf_counter() - t
+            if number not in wanted:
+                continue
+            t = time.perf_counter()
+            write_frame(version.frame_path(number), frame, fmt, metadata)
+            result.write_s += time.perf_counter() - t
+            result.written += 1
+    finally:
+        frames.close()
     result.wall_s = time.perf_counter() - t0
     return result
 

@@ -227,3 +227,20 @@ def test_resume_after_sigkill_is_byte_identical_and_skips_finished_frames(tmp_pa
     report = json.loads((comp.parent / "report.json").read_text())
     assert report["frames_skipped"] == len(before) and report["frames_written"] == 40 - len(before)
     assert (comp.parent / "kill010_comp_v001_h264_review.mp4").is_file()
+
+
+def test_batch_renders_every_shot_and_reports_the_one_that_fails(tmp_path, prefect_server, capsys):
+    shots = tmp_path / "shots"
+    shots.mkdir()
+    for name in ("b010", "b020"):
+        write_manifest(shots, f"shot: {name}\nplate: {{still: builtin:astronaut, hold: 3}}\n"
+                       "output: {sequence: png8, movies: []}\n", f"{name}.yaml")
+    write_manifest(shots, "shot: b015\nplate: {movie: missing.mov}\n", "b015.yaml")
+    root = tmp_path / "render"
+    assert main(["batch", str(shots), "--root", str(root)]) == 1
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert [line.split(": ")[1] for line in lines] == ["done", "failed", "done"]
+    assert "b015.yaml:2 plate.movie: " in lines[1] and "missing.mov: plate not found" in lines[1]
+    for name in ("b010", "b020"):
+        assert len(list((root / name / "v001" / "comp").glob("*.png"))) == 3
+    assert not (root / "b015").exists()
