@@ -8,9 +8,7 @@ pass through the whole movie.
 from __future__ import annotations
 
 import math
-from collections import deque
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -43,8 +41,8 @@ def read_image(path: Path) -> np.ndarray:
             if name == "exr":
                 return linear_to_srgb(_exr_rgb(frame))
             if any(d in pix for d in ("48", "64", "16")):
-                return frame.to_ndarray(format="rgb48le")
-            return frame.to_ndarray(format="rgb24")
+                return frame.to_ndarray(format="rgb48le", threads=1)
+            return frame.to_ndarray(format="rgb24", threads=1)
     except (av.FFmpegError, StopIteration, IndexError) as e:
         raise MediaError(f"{path}: cannot be read as an image: {e}") from None
 
@@ -74,21 +72,22 @@ def load_still(path: str) -> np.ndarray:
 
 
 class MoviePlate:
-    def __init__(self, path: Path, info: PlateInfo | None = None, convert_threads: int = 2):
+    def __init__(self, path: Path, info: PlateInfo | None = None):
         self.path = path
         self.info = info or probe_movie(path)
-        self.convert_threads = convert_threads
 
     def _index(self, frame: av.VideoFrame, start_pts: int, time_base: Fraction) -> int:
         return round(float((frame.pts - start_pts) * time_base * self.info.fps))
 
     def read(self, start: int, stop: int) -> Iterator[np.ndarray]:
-        """Decode with frame threading; YUV->RGB conversion runs in a small pool, overlapping decoding."""
+        """Decode with FFmpeg's frame threading; convert to RGB in this thread.
+
+        The conversion is asked for with threads=1: PyAV's default sets up a swscale thread pool on every
+        call, which costs more than the conversion itself (about 1.3x slower decoding at 720x1280).
+        """
         stop = min(stop, self.info.frame_count)
         if start >= stop:
             return
-        pool = ThreadPoolExecutor(self.convert_threads, thread_name_prefix="rgb")
-        pending: deque = deque()
         expected = start
         try:
             with av.open(str(self.path)) as container:
@@ -110,18 +109,12 @@ class MoviePlate:
                             yield from self._read_from_zero(start, stop)  # seek landed past the range
                             return
                         raise MediaError(f"{self.path}: frame {expected}: missing from the stream")
-                    pending.append(pool.submit(frame.to_ndarray, format="rgb24"))
+                    yield frame.to_ndarray(format="rgb24", threads=1)
                     expected += 1
-                    if len(pending) > 2 * self.convert_threads:
-                        yield pending.popleft().result()
                     if expected >= stop:
                         break
-                while pending:
-                    yield pending.popleft().result()
         except av.FFmpegError as e:
             raise MediaError(f"{self.path}: frame {expected}: decode error: {e.strerror or e}") from None
-        finally:
-            pool.shutdown(wait=True, cancel_futures=True)
         if expected < stop:
             raise MediaError(
                 f"{self.path}: frame {expected}: the movie ends after {expected} frames, but its container "
