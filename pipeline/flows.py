@@ -1,4 +1,4 @@
-"""Prefect flows: one shot, or a folder of shots. The only module that knows about Prefect.
+"""Prefect flows: one shot, a shot's face track, or a folder of shots. The only module that knows Prefect.
 
 With no PREFECT_API_URL set, Prefect starts a temporary local server; with it set, runs report there.
 """
@@ -14,6 +14,7 @@ os.environ.setdefault("DO_NOT_TRACK", "1")
 
 import re  # noqa: E402
 import time  # noqa: E402
+from collections.abc import Callable  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 from prefect import flow, get_run_logger, task  # noqa: E402
@@ -26,11 +27,15 @@ from prefect.cache_policies import NO_CACHE  # noqa: E402
 from prefect.futures import as_completed  # noqa: E402
 from prefect.task_runners import ThreadPoolTaskRunner  # noqa: E402
 
+from pipeline import shot_faces  # noqa: E402
 from pipeline.errors import ManifestError, PipelineError  # noqa: E402
+from pipeline.faces.track import FaceTrack, FrameFaces  # noqa: E402
 from pipeline.manifest import Shot, load_shot, parse_range  # noqa: E402
+from pipeline.media.encode import encode_movie  # noqa: E402
 from pipeline.media.sequences import extension  # noqa: E402
 from pipeline.render import (  # noqa: E402
     ChunkResult,
+    MovieResult,
     chunk_ranges,
     encode_movies,
     output_metadata,
@@ -58,6 +63,15 @@ def _retry_unless_bad_input(task, task_run, state) -> bool:
     except Exception:
         return True
     return False
+
+
+CHUNK_TASK = {
+    "retries": 2,
+    "retry_delay_seconds": [1, 4],
+    "retry_condition_fn": _retry_unless_bad_input,
+    "cache_policy": NO_CACHE,
+    "persist_result": False,
+}
 
 
 def _artifact_key(shot: str) -> str:
@@ -104,24 +118,35 @@ def open_version(shot: Shot, root: Path, resume: bool, version: int | None) -> R
     return v
 
 
-@task(
-    name="render-chunk",
-    retries=2,
-    retry_delay_seconds=[1, 4],
-    retry_condition_fn=_retry_unless_bad_input,
-    cache_policy=NO_CACHE,
-    persist_result=False,
-)
+def _version_for_task(shot: Shot, version_path: str) -> RenderVersion:
+    path = Path(version_path)
+    version = RenderVersion(shot.name, int(path.name[1:]), path, extension(shot.spec.output.sequence))
+    if version.read_state().get("settings_hash") != shot.settings_hash:
+        raise ManifestError(f"{shot.manifest_path}: the manifest changed while {version_path} was rendering")
+    return version
+
+
+@task(name="render-chunk", **CHUNK_TASK)
 def render_chunk(manifest: str, frames: str | None, version_path: str, first: int, last: int) -> ChunkResult:
     """One chunk of frames; opens the plate itself so a chunk can run anywhere the files are."""
     shot = prepare_shot(manifest, frames)
-    version = RenderVersion(
-        shot.name, int(Path(version_path).name[1:]), Path(version_path), extension(shot.spec.output.sequence)
-    )
-    state = version.read_state()
-    if state.get("settings_hash") != shot.settings_hash:
-        raise ManifestError(f"{manifest}: the manifest changed while {version_path} was rendering")
+    version = _version_for_task(shot, version_path)
     return render_frames(shot, version, first, last, output_metadata(shot, version))
+
+
+@task(name="detect-faces", **CHUNK_TASK)
+def detect_chunk(manifest: str, first: int, last: int) -> list[FrameFaces]:
+    return shot_faces.detect_range(load_shot(manifest), first, last)
+
+
+@task(name="overlay-chunk", **CHUNK_TASK)
+def overlay_chunk(
+    manifest: str, frames: str | None, version_path: str, track_file: str, first: int, last: int
+) -> ChunkResult:
+    shot = prepare_shot(manifest, frames)
+    version = _version_for_task(shot, version_path)
+    track = FaceTrack.load(Path(track_file))
+    return shot_faces.render_overlay(shot, version, track, first, last, output_metadata(shot, version))
 
 
 @task(
@@ -131,8 +156,73 @@ def render_chunk(manifest: str, frames: str | None, version_path: str, first: in
     cache_policy=NO_CACHE,
     persist_result=False,
 )
-def encode_movies_task(shot: Shot, version: RenderVersion, metadata: dict[str, str]):
+def encode_movies_task(shot: Shot, version: RenderVersion, metadata: dict[str, str]) -> list[MovieResult]:
     return encode_movies(shot, version, metadata)
+
+
+def run_chunks(submit: Callable[[int, int], object], first: int, last: int, size: int, what: str) -> list:
+    """Submit one task per chunk of frames, log progress as they finish (also as a Prefect artifact).
+
+    If a chunk fails, the others still finish before the error is raised, so nothing is left writing.
+    """
+    log = get_run_logger()
+    ranges = chunk_ranges(first, last, size)
+    total = last - first + 1
+    progress_id = create_progress_artifact(progress=0.0, description=what)
+    futures = {submit(a, b): (a, b) for a, b in ranges}
+    results, errors, done = [], [], 0
+    for fut in as_completed(list(futures)):
+        a, b = futures[fut]
+        try:
+            results.append(fut.result())
+        except Exception as e:
+            errors.append(e)
+            continue
+        done += b - a + 1
+        log.info(f"{what}: frames {a}-{b} done, {100.0 * done / total:.0f}%")
+        update_progress_artifact(progress_id, 100.0 * done / total)
+    if errors:
+        raise errors[0]
+    return results
+
+
+def track_faces(manifest: str, shot: Shot, root: Path) -> tuple[FaceTrack, dict]:
+    """The shot's face track: from the cache when plate, frame range and faces settings are unchanged."""
+    t0 = time.perf_counter()
+    path = shot_faces.track_path(root, shot)
+    if path.is_file():
+        track, cached = FaceTrack.load(path), True
+    else:
+        found_chunks = run_chunks(
+            lambda a, b: detect_chunk.submit(manifest, a, b),
+            shot.range_first,
+            shot.range_last,
+            shot.spec.output.chunk_size,
+            f"{shot.name}: face detection",
+        )
+        found = [f for chunk in found_chunks for f in chunk]
+        track, cached = shot_faces.finish_track(shot, found, path), False
+    report = shot_faces.track_report(track, cached, path, time.perf_counter() - t0)
+    get_run_logger().info(
+        f"{shot.name}: faces on {report['with_face']} of {report['frames']} frames "
+        f"({report['detected']} detected, {report['filled']} filled)" + (" (cached track)" if cached else "")
+    )
+    return track, report
+
+
+def _finish(shot: Shot, v: RenderVersion, report: dict, t0: float) -> dict:
+    create_markdown_artifact(
+        markdown=report_markdown(report),
+        key=f"{_artifact_key(shot.name)}-report",
+        description=f"{shot.name} {v.label} report",
+    )
+    v.write_state(status="done")
+    get_run_logger().info(f"{shot.name} {v.label}: done in {time.perf_counter() - t0:.1f} s")
+    return {"shot": shot.name, "version": v.label, "path": str(v.path), "report": report}
+
+
+def _failed(v: RenderVersion, e: BaseException) -> None:
+    v.write_state(status="failed", error=str(e).splitlines()[0] if str(e) else type(e).__name__)
 
 
 @flow(name="render-shot", persist_result=False, task_runner=ThreadPoolTaskRunner(max_workers=WORKERS))
@@ -151,55 +241,90 @@ def render_shot(
     v = open_version(shot, Path(root), resume, version)
     try:
         metadata = output_metadata(shot, v)
-        ranges = chunk_ranges(shot.first, shot.last, shot.spec.output.chunk_size)
-        log.info(
-            f"{shot.name} {v.label}: frames {shot.first}-{shot.last} in {len(ranges)} chunks -> {v.path}"
-        )
-        progress_id = create_progress_artifact(
-            progress=0.0,
-            key=f"{_artifact_key(shot.name)}-progress",
-            description=f"{shot.name} {v.label} frames",
-        )
-        futures = [render_chunk.submit(manifest, frames, str(v.path), a, b) for a, b in ranges]
-        chunks: list[ChunkResult] = []
-        errors: list[BaseException] = []
-        done = 0
-        for fut in as_completed(futures):
-            try:
-                c = fut.result()
-            except Exception as e:  # let the other chunks finish before failing: nothing writes after unlock
-                errors.append(e)
-                continue
-            chunks.append(c)
-            done += c.last - c.first + 1
-            pct = 100.0 * done / shot.frame_count
-            log.info(
-                f"{shot.name} {v.label}: frames {c.first}-{c.last} done ({c.written} written, "
-                f"{c.skipped} already complete) {pct:.0f}%"
+        log.info(f"{shot.name} {v.label}: frames {shot.first}-{shot.last} -> {v.path}")
+        faces = None
+        stages = ["decode"]
+        if shot.spec.faces and shot.spec.faces.enabled:
+            track, faces = track_faces(manifest, shot, Path(root))
+            faces["contact_sheet"] = str(
+                shot_faces.faces_contact_sheet(shot, v, track, metadata, shot.first, shot.last)
             )
-            update_progress_artifact(progress_id, pct)
-        if errors:
-            raise errors[0]
+            stages.append("track faces")
+        t_faces = time.perf_counter()
+        chunks = run_chunks(
+            lambda a, b: render_chunk.submit(manifest, frames, str(v.path), a, b),
+            shot.first,
+            shot.last,
+            shot.spec.output.chunk_size,
+            f"{shot.name} {v.label}",
+        )
         chunks.sort(key=lambda c: c.first)
         t_frames = time.perf_counter()
         movies = encode_movies_task(shot, v, metadata)
         for m in movies:
             log.info(f"{shot.name} {v.label}: movie {Path(m.path).name} ({m.seconds:.1f} s)")
         t_movies = time.perf_counter()
-        timings = {"frames_s": t_frames - t0, "movies_s": t_movies - t_frames}
+        timings = {
+            "faces_s": t_faces - t0,
+            "frames_s": t_frames - t_faces,
+            "movies_s": t_movies - t_frames,
+            "total_s": time.perf_counter() - t0,
+        }
         report = write_report(
-            shot, v, chunks, movies, metadata, {**timings, "total_s": time.perf_counter() - t0}
+            shot, v, chunks, movies, metadata, timings, faces=faces, stages=[*stages, "write", "encode"]
         )
-        create_markdown_artifact(
-            markdown=report_markdown(report),
-            key=f"{_artifact_key(shot.name)}-report",
-            description=f"{shot.name} {v.label} render report",
-        )
-        v.write_state(status="done")
-        log.info(f"{shot.name} {v.label}: done in {time.perf_counter() - t0:.1f} s")
-        return {"shot": shot.name, "version": v.label, "path": str(v.path), "report": report}
+        return _finish(shot, v, report, t0)
     except BaseException as e:
-        v.write_state(status="failed", error=str(e).splitlines()[0] if str(e) else type(e).__name__)
+        _failed(v, e)
+        raise
+    finally:
+        v.unlock()
+
+
+@flow(name="track-shot", persist_result=False, task_runner=ThreadPoolTaskRunner(max_workers=WORKERS))
+def track_shot(manifest: str, frames: str | None = None, root: str = "render") -> dict:
+    """Track the shot's faces and write a look at it: an overlay movie and an aligned-crop contact sheet."""
+    t0 = time.perf_counter()
+    shot = prepare_shot(manifest, frames)
+    shot_faces.faces_spec(shot)
+    ensure_writable(Path(root))
+    v = open_version(shot, Path(root), False, None)
+    try:
+        metadata = output_metadata(shot, v)
+        track, faces = track_faces(manifest, shot, Path(root))
+        t_track = time.perf_counter()
+        shot_faces.overlay_dir(v).mkdir(exist_ok=True)
+        chunks = run_chunks(
+            lambda a, b: overlay_chunk.submit(manifest, frames, str(v.path), faces["path"], a, b),
+            shot.first,
+            shot.last,
+            shot.spec.output.chunk_size,
+            f"{shot.name} {v.label} overlay",
+        )
+        chunks.sort(key=lambda c: c.first)
+        movie = v.path / f"{shot.name}_overlay_{v.label}.mp4"
+        t = time.perf_counter()
+        pattern = shot_faces.overlay_dir(v) / f"{shot.name}_overlay_{v.label}.%04d.png"
+        cmd = encode_movie(pattern, shot.first, shot.frame_count, shot.fps, movie, "h264_review", metadata)
+        movies = [MovieResult("h264_review", str(movie), time.perf_counter() - t, command=cmd)]
+        faces["contact_sheet"] = str(
+            shot_faces.faces_contact_sheet(shot, v, track, metadata, shot.first, shot.last)
+        )
+        timings = {"faces_s": t_track - t0, "total_s": time.perf_counter() - t0}
+        report = write_report(
+            shot,
+            v,
+            chunks,
+            movies,
+            metadata,
+            timings,
+            faces=faces,
+            frame_path=lambda n: shot_faces.overlay_path(v, n),
+            stages=["decode", "track faces", "overlay", "encode"],
+        )
+        return _finish(shot, v, report, t0)
+    except BaseException as e:
+        _failed(v, e)
         raise
     finally:
         v.unlock()
@@ -226,6 +351,13 @@ def render_batch(folder: str, root: str = "render") -> list[dict]:
     return outcomes
 
 
+def _precheck(manifest: str, frames: str | None, root: str) -> Shot:
+    """Check the manifest and the output folder before Prefect starts, so bad input fails fast and plainly."""
+    shot = prepare_shot(manifest, frames)
+    ensure_writable(Path(root))
+    return shot
+
+
 def run_render(
     manifest: str,
     frames: str | None = None,
@@ -233,8 +365,10 @@ def run_render(
     version: int | None = None,
     root: str = "render",
 ) -> dict:
-    """Check the manifest and the output folder before Prefect starts, so bad input fails fast and plainly."""
-    prepare_shot(manifest, frames)
-    ensure_writable(Path(root))
+    _precheck(manifest, frames, root)
     return render_shot(manifest, frames=frames, resume=resume, version=version, root=root)
 
+
+def run_track(manifest: str, frames: str | None = None, root: str = "render") -> dict:
+    shot_faces.faces_spec(_precheck(manifest, frames, root))
+    return track_shot(manifest, frames=frames, root=root)

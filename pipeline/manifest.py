@@ -86,13 +86,52 @@ class StageSpec(Strict):
         return v
 
 
+class SmoothSpec(Strict):
+    """Gaussian sigmas in frames for the alignment over time (0 turns one off)."""
+
+    center: float = Field(1.0, ge=0, le=50)
+    size: float = Field(3.0, ge=0, le=50)
+    rotation: float = Field(3.0, ge=0, le=50)
+
+
+class MaskSpec(Strict):
+    """The face matte, in fractions of the crop size."""
+
+    kind: Literal["hull", "extended"] = "extended"
+    erode: float = Field(0.02, ge=0, le=0.3)
+    erode_sides: dict[Literal["top", "bottom", "left", "right"], float] = {}
+    feather: float = Field(0.03, ge=0, le=0.3)
+
+
+class FaceModelPaths(Strict):
+    """Model files to use instead of the registered ones (paths relative to the manifest)."""
+
+    landmarks: str | None = None
+    detector: str | None = None
+    recognition: str | None = None
+
+
+class FacesSpec(Strict):
+    enabled: bool = True
+    detector: Literal["hog", "cnn"] = "hog"
+    detect_size: int = Field(640, ge=0, le=8192, description="longest side detection runs at; 0 = full size")
+    upsample: int = Field(0, ge=0, le=3)
+    reference: str | None = Field(None, description="an image of the actor, to pick them among several faces")
+    identity_threshold: float = Field(0.6, gt=0, le=2)
+    crop_size: int = Field(256, ge=64, le=1024)
+    smooth: SmoothSpec = SmoothSpec()
+    max_gap: int = Field(5, ge=0, le=1000, description="gaps up to this many frames are interpolated")
+    mask: MaskSpec = MaskSpec()
+    models: FaceModelPaths = FaceModelPaths()
+
+
 class ManifestModel(Strict):
     shot: str
     plate: PlateSpec
     frames: str | int | None = None
     fps: float | str | None = None
     output: OutputSpec = OutputSpec()
-    faces: StageSpec | None = None
+    faces: FacesSpec | None = None
     swap: StageSpec | None = None
     project: StageSpec | None = None
     path: StageSpec | None = None
@@ -142,6 +181,8 @@ class Shot:
     plate: Plate
     first: int  # first frame number rendered (inclusive)
     last: int  # last frame number rendered (inclusive)
+    range_first: int  # the manifest's frame range, which whole-shot data (the face track) covers
+    range_last: int
     plate_first: int  # the frame number of the plate's first frame
     fps: Fraction
     settings_hash: str
@@ -149,6 +190,10 @@ class Shot:
     @property
     def frame_count(self) -> int:
         return self.last - self.first + 1
+
+    def resolve(self, relative: str) -> str:
+        """A path from the manifest, relative to the manifest's folder."""
+        return _resolve(self.manifest_path.resolve().parent, relative)
 
     def plate_index(self, frame: int) -> int:
         return frame - self.plate_first
@@ -271,6 +316,14 @@ def load_shot(path: str | Path) -> Shot:
                 f"{path}:{_node_line(root, ('output', 'movies', i))} output.movies[{i}]: {preset} needs at "
                 f"least {mw}x{mh} pixels; the plate is {info.width}x{info.height}"
             )
+    if spec.faces is not None:
+        for key, value in [("reference", spec.faces.reference), *spec.faces.models.model_dump().items()]:
+            if value and not Path(_resolve(base, value)).is_file():
+                loc = ("faces", key) if key == "reference" else ("faces", "models", key)
+                raise ManifestError(
+                    f"{path}:{_node_line(root, loc)} {_field_name(loc)}: {_resolve(base, value)}: "
+                    "file not found"
+                )
     settings = spec.model_dump(mode="json")
     settings["plate"]["resolved"] = _resolve(base, p.source)
     digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()
@@ -281,6 +334,8 @@ def load_shot(path: str | Path) -> Shot:
         plate=plate,
         first=first,
         last=last,
+        range_first=first,
+        range_last=last,
         plate_first=plate_first,
         fps=fps_override or info.fps,
         settings_hash=digest,

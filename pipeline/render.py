@@ -8,7 +8,7 @@ from __future__ import annotations
 import math
 import platform
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -147,16 +147,17 @@ def encode_movies(shot: Shot, version: RenderVersion, metadata: dict[str, str]) 
 
 
 def contact_sheet(
-    version: RenderVersion,
+    frame_path: Callable[[int], Path],
     frames: Sequence[int],
+    out: Path,
     metadata: dict[str, str],
     columns: int = 4,
     thumb_width: int = 320,
 ) -> Path:
-    """A grid of frames across the render, each labelled with its frame number."""
+    """A grid of written frames across the render, each labelled with its frame number."""
     thumbs = []
     for n in frames:
-        img = to_uint8(read_image(version.frame_path(n)))
+        img = to_uint8(read_image(frame_path(n)))
         h, w = img.shape[:2]
         th = max(1, round(h * thumb_width / w))
         img = np.ascontiguousarray(cv2.resize(img, (thumb_width, th), interpolation=cv2.INTER_AREA))
@@ -169,9 +170,8 @@ def contact_sheet(
     for i, img in enumerate(thumbs):
         r, c = divmod(i, columns)
         sheet[r * th : (r + 1) * th, c * thumb_width : (c + 1) * thumb_width] = img
-    path = version.path / "contact_sheet.png"
-    write_frame(path, sheet, "png8", metadata)
-    return path
+    write_frame(out, sheet, "png8", metadata)
+    return out
 
 
 def sample_frames(first: int, last: int, count: int = 12) -> list[int]:
@@ -188,10 +188,18 @@ def write_report(
     movies: Sequence[MovieResult],
     metadata: dict[str, str],
     timings: dict[str, float],
+    faces: dict | None = None,
+    frame_path: Callable[[int], Path] | None = None,
+    stages: Sequence[str] = ("decode", "write"),
 ) -> dict:
-    """report.json (for machines), report.md (for people) and the contact sheet."""
+    """report.json (for machines), report.md (for people) and the contact sheet of the written frames."""
     t = time.perf_counter()
-    sheet = contact_sheet(version, sample_frames(shot.first, shot.last), metadata)
+    sheet = contact_sheet(
+        frame_path or version.frame_path,
+        sample_frames(shot.first, shot.last),
+        version.path / "contact_sheet.png",
+        metadata,
+    )
     timings = {**timings, "contact_sheet_s": time.perf_counter() - t}
     report = {
         "shot": shot.name,
@@ -203,7 +211,7 @@ def write_report(
         "plate": shot.plate.info.to_dict(),
         "output": shot.spec.output.model_dump(),
         "sequence": str(version.sequence_pattern),
-        "stages_run": ["decode", "write"],
+        "stages_run": list(stages),
         "metadata": metadata,
         "chunks": [asdict(c) for c in chunks],
         "movies": [asdict(m) for m in movies],
@@ -213,6 +221,7 @@ def write_report(
         "contact_sheet": str(sheet),
         "host": platform.node(),
         "software": metadata["software"],
+        "faces": faces,
     }
     write_json_atomic(version.path / "report.json", report)
     (version.path / "report.md").write_text(report_markdown(report), encoding="utf-8")
@@ -242,7 +251,26 @@ def report_markdown(report: dict) -> str:
             f"| {c['first']}-{c['last']} | {c['written']} | {c['skipped']} | {c['decode_s']:.2f} | "
             f"{c['write_s']:.2f} | {c['wall_s']:.2f} |"
         )
+    if faces := report.get("faces"):
+        lines += ["", *faces_markdown(faces)]
     lines += ["", "| movie | seconds | audio |", "|---|---|---|"]
     for m in report["movies"]:
         lines.append(f"| {Path(m['path']).name} | {m['seconds']:.2f} | {'yes' if m['audio'] else 'no'} |")
     return "\n".join(lines) + "\n"
+
+
+def faces_markdown(faces: dict) -> list[str]:
+    q = faces["quality"]
+    gaps = ", ".join(f"{a}-{b}" for a, b in faces["no_face_ranges"]) or "none"
+    how = "reused from the cache" if faces["cached"] else f"computed in {faces['seconds']:.1f} s"
+    return [
+        "## Faces",
+        "",
+        f"- Detected on {faces['detected']} of {faces['frames']} frames "
+        f"({100 * faces['detected_ratio']:.1f}%), "
+        f"{faces['filled']} more filled by interpolation; no face: {gaps}",
+        f"- Frames with several faces: {faces['several_faces_frames']}; the track was {how}",
+        f"- Alignment jitter {q['alignment_jitter_raw']:.5f} raw, "
+        f"{q['alignment_jitter_smoothed']:.5f} smoothed; "
+        f"landmark error from smoothing {q['landmark_error_smoothed']:.5f} (fractions of the crop size)",
+    ]

@@ -1,0 +1,121 @@
+"""Face detection (dlib HOG or MMOD CNN), 68-point landmarks, and the 128-d identity embedding."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import dlib
+import numpy as np
+
+from pipeline.media.color import to_uint8
+from pipeline.models import model_path
+
+
+@dataclass
+class Face:
+    box: np.ndarray  # left, top, right, bottom in plate pixels
+    score: float
+    landmarks: np.ndarray  # (68, 2) float32, plate pixels
+    embedding: np.ndarray | None = field(default=None, repr=False)  # (128,) when asked for
+
+    @property
+    def area(self) -> float:
+        return float(max(0, self.box[2] - self.box[0]) * max(0, self.box[3] - self.box[1]))
+
+
+def box_iou(a: np.ndarray, b: np.ndarray) -> float:
+    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = ix * iy
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return float(inter / union) if union > 0 else 0.0
+
+
+class FaceAnalyzer:
+    """dlib's detector, landmark predictor and recognition network, loaded once per instance.
+
+    dlib's detectors keep scratch buffers, so an instance must not be shared between threads.
+    Detection runs on a copy scaled so its longer side is at most `detect_size` (faces in plates are
+    large; this keeps HOG fast); landmarks are fitted on the full-resolution frame.
+    """
+
+    def __init__(
+        self,
+        detector: str = "hog",
+        detect_size: int = 640,
+        upsample: int = 0,
+        landmarks_model: str | Path | None = None,
+        detector_model: str | Path | None = None,
+        recognition_model: str | Path | None = None,
+    ):
+        self.detector_kind = detector
+        self.detect_size = detect_size
+        self.upsample = upsample
+        if detector == "hog":
+            self._detector = dlib.get_frontal_face_detector()
+        elif detector == "cnn":
+            self._detector = dlib.cnn_face_detection_model_v1(
+                str(model_path("dlib_mmod_detector", detector_model))
+            )
+        else:
+            raise ValueError(f"unknown detector {detector!r} (hog or cnn)")
+        self._predictor = dlib.shape_predictor(str(model_path("dlib_landmarks_68", landmarks_model)))
+        self._recognition_model = recognition_model
+        self._recognizer = None
+
+    def _detect_boxes(self, image: np.ndarray) -> tuple[list[np.ndarray], list[float]]:
+        h, w = image.shape[:2]
+        scale = min(1.0, self.detect_size / max(h, w)) if self.detect_size else 1.0
+        small = (
+            image
+            if scale == 1.0
+            else cv2.resize(image, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+        )
+        boxes, scores = [], []
+        if self.detector_kind == "hog":
+            rects, confidences, _ = self._detector.run(small, self.upsample, 0.0)
+            found = zip(rects, confidences, strict=True)
+        else:
+            found = ((d.rect, d.confidence) for d in self._detector(small, self.upsample))
+        for r, s in found:
+            boxes.append(np.array([r.left(), r.top(), r.right(), r.bottom()], np.float32) / scale)
+            scores.append(float(s))
+        return boxes, scores
+
+    def detect(self, frame: np.ndarray, embed: bool = False) -> list[Face]:
+        """Every face in an RGB frame, largest first."""
+        image = np.ascontiguousarray(to_uint8(frame))
+        faces = []
+        for box, score in zip(*self._detect_boxes(image), strict=True):
+            rect = dlib.rectangle(*[int(round(v)) for v in box])
+            shape = self._predictor(image, rect)
+            lm = np.array([(p.x, p.y) for p in shape.parts()], np.float32)
+            face = Face(box=box, score=score, landmarks=lm)
+            if embed:
+                face.embedding = self._embed(image, shape)
+            faces.append(face)
+        faces.sort(key=lambda f: -f.area)
+        return faces
+
+    def _embed(self, image: np.ndarray, shape: dlib.full_object_detection) -> np.ndarray:
+        if self._recognizer is None:
+            path = model_path("dlib_face_recognition", self._recognition_model)
+            self._recognizer = dlib.face_recognition_model_v1(str(path))
+        return np.array(self._recognizer.compute_face_descriptor(image, shape), np.float32)
+
+    def reference_embedding(self, image: np.ndarray, source: str) -> np.ndarray:
+        """The embedding of the (largest) face in a reference image; an image without a face is an error."""
+        from pipeline.errors import PipelineError
+
+        faces = self.detect(image, embed=True)
+        if not faces:
+            raise PipelineError(f"{source}: no face found in the reference image")
+        assert faces[0].embedding is not None
+        return faces[0].embedding
+
+
+def identity_distance(a: np.ndarray, b: np.ndarray) -> float:
+    """Euclidean distance of dlib embeddings: the same person is below about 0.6."""
+    return float(np.linalg.norm(a - b))

@@ -1,0 +1,55 @@
+"""Face mattes from landmarks in crop coordinates: the landmark hull, or one reaching the forehead."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+SIDES = ("top", "bottom", "left", "right")
+
+
+def forehead_points(landmarks: np.ndarray, reach: float = 0.6) -> np.ndarray:
+    """Brow points moved up the face (away from the nose tip) by `reach` times the brow-to-nose distance."""
+    brows = landmarks[17:27]
+    up = brows.mean(0) - landmarks[30]
+    return brows + up * reach
+
+
+def landmark_mask(
+    landmarks: np.ndarray,
+    size: int,
+    kind: str = "hull",
+    erode: float = 0.0,
+    erode_sides: dict[str, float] | None = None,
+    feather: float = 0.0,
+) -> np.ndarray:
+    """A float32 matte in [0, 1] of shape (size, size).
+
+    erode, erode_sides and feather are fractions of the crop size: erosion pulls the edge in (on every
+    side, then more on the named sides of the crop), feathering blurs it with that Gaussian sigma.
+    """
+    pts = np.asarray(landmarks, np.float64)
+    if kind == "extended":
+        pts = np.vstack([pts, forehead_points(pts)])
+    elif kind != "hull":
+        raise ValueError(f"unknown mask kind {kind!r} (hull or extended)")
+    hull = cv2.convexHull(np.round(pts * 16).astype(np.int32))
+    mask = np.zeros((size, size), np.uint8)
+    cv2.fillConvexPoly(mask, hull, 255, lineType=cv2.LINE_AA, shift=4)
+    r = int(round(erode * size))
+    if r > 0:
+        mask = cv2.erode(mask, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1)))
+    for side, amount in (erode_sides or {}).items():
+        if side not in SIDES:
+            raise ValueError(f"unknown side {side!r} (one of {', '.join(SIDES)})")
+        n = int(round(amount * size))
+        if n <= 0:
+            continue
+        # A pixel stays only if the pixel n steps toward that side is inside too: the edge moves in by n.
+        dx, dy = {"top": (0, n), "bottom": (0, -n), "left": (n, 0), "right": (-n, 0)}[side]
+        shifted = cv2.warpAffine(mask, np.float32([[1, 0, dx], [0, 1, dy]]), (size, size), borderValue=0)
+        mask = np.minimum(mask, shifted)
+    out = mask.astype(np.float32) / 255.0
+    if feather > 0:
+        out = cv2.GaussianBlur(out, (0, 0), sigmaX=feather * size)
+    return np.clip(out, 0, 1)

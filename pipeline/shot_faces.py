@@ -1,0 +1,231 @@
+"""The face work of a shot, free of Prefect: detection by chunk, the cached track, overlays, contact sheets.
+
+Like `render.py`, this wires stage modules to a `Shot`; `flows.py` runs these functions as tasks.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from pipeline.errors import PipelineError
+from pipeline.faces.align import align_face, transform_points
+from pipeline.faces.detect import FaceAnalyzer
+from pipeline.faces.draw import draw_crop_tile, draw_overlay, grid, quad_in_plate
+from pipeline.faces.masks import landmark_mask
+from pipeline.faces.quality import alignment_jitter, landmark_error
+from pipeline.faces.track import (
+    TRACK_FORMAT,
+    FaceTrack,
+    FrameFaces,
+    TrackSettings,
+    build_track,
+    detect_frames,
+)
+from pipeline.manifest import FacesSpec, Shot
+from pipeline.media.decode import load_still
+from pipeline.media.sequences import write_frame
+from pipeline.render import ChunkResult, sample_frames
+from pipeline.workspace import RenderVersion
+
+_local = threading.local()
+
+
+def faces_spec(shot: Shot) -> FacesSpec:
+    spec = shot.spec.faces
+    if spec is None or not spec.enabled:
+        raise PipelineError(f"{shot.manifest_path}: faces: the shot has no enabled faces section")
+    return spec
+
+
+def track_settings(spec: FacesSpec) -> TrackSettings:
+    return TrackSettings(
+        detector=spec.detector,
+        detect_size=spec.detect_size,
+        upsample=spec.upsample,
+        identity_threshold=spec.identity_threshold,
+        smooth_center=spec.smooth.center,
+        smooth_size=spec.smooth.size,
+        smooth_rotation=spec.smooth.rotation,
+        max_gap=spec.max_gap,
+    )
+
+
+def analyzer(shot: Shot) -> FaceAnalyzer:
+    """One analyzer per thread and settings: dlib's detectors keep scratch state, and loading takes ~0.5 s."""
+    spec = faces_spec(shot)
+    models = {k: (shot.resolve(v) if v else None) for k, v in spec.models.model_dump().items()}
+    key = (spec.detector, spec.detect_size, spec.upsample, tuple(sorted(models.items())))
+    cache = _local.__dict__.setdefault("analyzers", {})
+    if key not in cache:
+        cache[key] = FaceAnalyzer(
+            spec.detector,
+            spec.detect_size,
+            spec.upsample,
+            landmarks_model=models["landmarks"],
+            detector_model=models["detector"],
+            recognition_model=models["recognition"],
+        )
+    return cache[key]
+
+
+def plate_fingerprint(shot: Shot) -> dict:
+    """What identifies the plate's pixels without reading them: files' sizes and modification times."""
+    info = shot.plate.info
+    if info.kind == "sequence":
+        from pipeline.media.probe import sequence_path
+
+        h = hashlib.sha256()
+        for n in info.frame_numbers:
+            st = sequence_path(Path(info.path), n).stat()
+            h.update(f"{n}:{st.st_size}:{st.st_mtime_ns};".encode())
+        return {"path": info.path, "files": h.hexdigest()}
+    if info.path.startswith("builtin:"):
+        return {"path": info.path}
+    st = Path(info.path).stat()
+    return {"path": info.path, "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+
+
+def track_key(shot: Shot) -> str:
+    """Changes when the plate, the shot's frame range or the faces settings change; nothing else."""
+    spec = faces_spec(shot)
+    data = {
+        "format": TRACK_FORMAT,
+        "plate": plate_fingerprint(shot),
+        "plate_settings": shot.spec.plate.model_dump(mode="json"),
+        "frames": [shot.range_first, shot.range_last],
+        "faces": {k: v for k, v in spec.model_dump(mode="json").items() if k not in ("crop_size", "mask")},
+        "reference": _file_stamp(shot.resolve(spec.reference)) if spec.reference else None,
+    }
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:20]
+
+
+def _file_stamp(path: str) -> dict:
+    st = Path(path).stat()
+    return {"path": path, "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+
+
+def track_path(root: Path, shot: Shot) -> Path:
+    return root / shot.name / "cache" / f"track-{track_key(shot)}.npz"
+
+
+def detect_range(shot: Shot, first: int, last: int) -> list[FrameFaces]:
+    spec = faces_spec(shot)
+    frames = shot.plate.read(shot.plate_index(first), shot.plate_index(last) + 1)
+    return detect_frames(
+        analyzer(shot), zip(range(first, last + 1), frames, strict=False), embed=spec.reference is not None
+    )
+
+
+def reference_embedding(shot: Shot) -> np.ndarray | None:
+    spec = faces_spec(shot)
+    if not spec.reference:
+        return None
+    path = shot.resolve(spec.reference)
+    return analyzer(shot).reference_embedding(load_still(path), path)
+
+
+def finish_track(shot: Shot, found: list[FrameFaces], path: Path) -> FaceTrack:
+    track = build_track(found, track_settings(faces_spec(shot)), reference_embedding(shot))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    track.save(path)
+    return track
+
+
+def track_quality(track: FaceTrack) -> dict:
+    return {
+        "alignment_jitter_raw": alignment_jitter(track.raw_params),
+        "alignment_jitter_smoothed": alignment_jitter(track.params),
+        "landmark_error_smoothed": landmark_error(track.params, track.raw_params, track.landmarks),
+        "units": "fractions of the crop size",
+    }
+
+
+def track_report(track: FaceTrack, cached: bool, path: Path, seconds: float) -> dict:
+    return {
+        "cached": cached,
+        "path": str(path),
+        "seconds": seconds,
+        **track.summary(),
+        "quality": track_quality(track),
+        "per_frame": track.per_frame(),
+    }
+
+
+def faces_contact_sheet(
+    shot: Shot, version: RenderVersion, track: FaceTrack, metadata: dict[str, str], first: int, last: int
+) -> Path:
+    """Aligned crops across the rendered frames, with their matte outlines and landmarks."""
+    spec = faces_spec(shot)
+    size = spec.crop_size
+    tiles = []
+    for n in sample_frames(first, last):
+        i = track.index(n)
+        frame = next(shot.plate.read(shot.plate_index(n), shot.plate_index(n) + 1))
+        if not track.has_face[i]:
+            tile = np.zeros((size, size, 3), np.uint8)
+            tiles.append(draw_crop_tile(tile, None, None, f"{n} no face"))
+            continue
+        crop, m = align_face(frame, track.params[i], size)
+        lm = transform_points(m, track.landmarks[i]) if track.detected[i] else None
+        mask = (
+            landmark_mask(lm, size, spec.mask.kind, spec.mask.erode, spec.mask.erode_sides, spec.mask.feather)
+            if lm is not None
+            else None
+        )
+        tiles.append(draw_crop_tile(crop, lm, mask, f"{n} {'filled' if track.filled[i] else ''}".strip()))
+    tiles = [
+        cv2.resize(t, (256, 256), interpolation=cv2.INTER_AREA) if t.shape[0] != 256 else t for t in tiles
+    ]
+    path = version.path / "faces_contact_sheet.png"
+    write_frame(path, grid(tiles), "png8", metadata)
+    return path
+
+
+def overlay_dir(version: RenderVersion) -> Path:
+    return version.path / "overlay"
+
+
+def overlay_path(version: RenderVersion, frame: int) -> Path:
+    return overlay_dir(version) / f"{version.shot}_overlay_{version.label}.{frame:04d}.png"
+
+
+def render_overlay(
+    shot: Shot, version: RenderVersion, track: FaceTrack, first: int, last: int, metadata: dict[str, str]
+) -> ChunkResult:
+    """Plate frames with the track drawn on them, for `vfx track`'s overlay movie."""
+    t0 = time.perf_counter()
+    result = ChunkResult(first, last)
+    size = faces_spec(shot).crop_size
+    frames = shot.plate.read(shot.plate_index(first), shot.plate_index(last) + 1)
+    try:
+        for n in range(first, last + 1):
+            frame = next(frames)
+            out = overlay_path(version, n)
+            if out.is_file():
+                result.skipped += 1
+                continue
+            i = track.index(n)
+            m = track.matrix(n, size)
+            quad = quad_in_plate(cv2.invertAffineTransform(m), size) if m is not None else None
+            state = "detected" if track.detected[i] else "filled" if track.filled[i] else "no face"
+            img = draw_overlay(
+                frame,
+                n,
+                state,
+                track.landmarks[i] if track.detected[i] else None,
+                quad,
+                int(track.faces_found[i]),
+            )
+            write_frame(out, img, "png8", metadata)
+            result.written += 1
+    finally:
+        frames.close()
+    result.wall_s = time.perf_counter() - t0
+    return result
