@@ -38,6 +38,35 @@ def cmd_render(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_track(args: argparse.Namespace) -> int:
+    from pipeline.flows import run_track
+
+    result = run_track(str(args.manifest), frames=args.frames, root=str(args.root))
+    faces = result["report"]["faces"]
+    print(
+        f"{result['shot']} {result['version']}: faces on {faces['with_face']} of {faces['frames']} frames "
+        f"({faces['detected']} detected, {faces['filled']} filled): {result['path']}"
+    )
+    return 0
+
+
+def cmd_extract(args: argparse.Namespace) -> int:
+    from rich.progress import Progress
+
+    from pipeline.faces.extract import extract_faces, open_any_plate
+
+    total = -(-open_any_plate(args.plate).info.frame_count // args.every)
+    found = missing = 0
+    with Progress(transient=True) as progress:
+        bar = progress.add_task(f"extracting {args.plate}", total=total)
+        for item in extract_faces(args.plate, args.out, size=args.size, every=args.every):
+            found += item.crop is not None
+            missing += item.crop is None
+            progress.advance(bar)
+    print(f"{args.out}: {found} aligned {args.size} px crops; {missing} frames without a face")
+    return 0
+
+
 def cmd_batch(args: argparse.Namespace) -> int:
     from pipeline.flows import render_batch
 
@@ -65,6 +94,21 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--version", type=int, dest="version", help="version number to create (or resume)")
     r.add_argument("--root", type=Path, default=Path("render"), help="output root (default: render)")
     r.set_defaults(func=cmd_render)
+
+    t = sub.add_parser(
+        "track", help="track a shot's faces: overlay movie, aligned-crop contact sheet, report"
+    )
+    t.add_argument("manifest", type=Path)
+    t.add_argument("--frames", help="inclusive frame range, e.g. 1040-1060")
+    t.add_argument("--root", type=Path, default=Path("render"), help="output root (default: render)")
+    t.set_defaults(func=cmd_track)
+
+    e = sub.add_parser("extract", help="aligned face crops and landmarks from a plate, for training")
+    e.add_argument("plate", help="movie, image sequence (name.####.png) or image")
+    e.add_argument("--out", type=Path, required=True)
+    e.add_argument("--size", type=int, default=256, help="crop size in pixels, 64-1024 (default 256)")
+    e.add_argument("--every", type=int, default=1, help="take every N-th frame (default 1)")
+    e.set_defaults(func=cmd_extract)
 
     b = sub.add_parser("batch", help="render every manifest in a folder")
     b.add_argument("folder", type=Path)

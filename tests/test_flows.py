@@ -233,8 +233,12 @@ def test_batch_renders_every_shot_and_reports_the_one_that_fails(tmp_path, prefe
     shots = tmp_path / "shots"
     shots.mkdir()
     for name in ("b010", "b020"):
-        write_manifest(shots, f"shot: {name}\nplate: {{still: builtin:astronaut, hold: 3}}\n"
-                       "output: {sequence: png8, movies: []}\n", f"{name}.yaml")
+        write_manifest(
+            shots,
+            f"shot: {name}\nplate: {{still: builtin:astronaut, hold: 3}}\n"
+            "output: {sequence: png8, movies: []}\n",
+            f"{name}.yaml",
+        )
     write_manifest(shots, "shot: b015\nplate: {movie: missing.mov}\n", "b015.yaml")
     root = tmp_path / "render"
     assert main(["batch", str(shots), "--root", str(root)]) == 1

@@ -1,0 +1,77 @@
+"""Aligned face crops from a plate with their landmarks: training data for the swap model and generator."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from pipeline.faces.align import align_face, ffhq_params, transform_points
+from pipeline.faces.detect import FaceAnalyzer
+from pipeline.media.decode import Plate, open_plate
+from pipeline.media.probe import SEQUENCE_TOKEN
+from pipeline.media.sequences import write_frame
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".exr", ".tif", ".tiff", ".bmp", ".webp"}
+
+
+def open_any_plate(path: str) -> Plate:
+    """A movie, an image sequence (#### or %04d in the name) or a single image."""
+    if SEQUENCE_TOKEN.search(Path(path).name):
+        return open_plate("sequence", path)
+    if Path(path).suffix.lower() in IMAGE_SUFFIXES or path.startswith("builtin:"):
+        return open_plate("still", path, hold=1)
+    return open_plate("movie", path)
+
+
+@dataclass
+class Extracted:
+    frame: int
+    crop: Path | None  # None: no face on this frame
+
+
+def extract_faces(
+    plate_path: str, out: Path, size: int = 256, every: int = 1, analyzer: FaceAnalyzer | None = None
+) -> Iterator[Extracted]:
+    """Every `every`-th frame's largest face, aligned FFHQ-style, as PNG plus a JSON of its landmarks.
+
+    Crops already on disk are kept (an interrupted extraction continues); each file is written atomically.
+    """
+    plate = open_any_plate(plate_path)
+    analyzer = analyzer or FaceAnalyzer()
+    out.mkdir(parents=True, exist_ok=True)
+    stem = Path(plate_path).name.split(".")[0].replace("#", "").replace("%", "") or "plate"
+    first = plate.info.first_frame or 0
+    for index, frame in enumerate(plate.read(0, plate.info.frame_count)):
+        if index % every:
+            continue
+        number = first + index
+        png = out / f"{stem}_{number:06d}.png"
+        if png.is_file():
+            yield Extracted(number, png)
+            continue
+        faces = analyzer.detect(frame)
+        if not faces:
+            yield Extracted(number, None)
+            continue
+        face = faces[0]
+        params = ffhq_params(face.landmarks)
+        crop, matrix = align_face(frame, params, size)
+        info = {
+            "source": str(plate_path),
+            "frame": number,
+            "size": size,
+            "landmarks": transform_points(matrix, face.landmarks).round(3).tolist(),
+            "plate_to_crop": matrix.tolist(),
+            "score": face.score,
+            "faces_in_frame": len(faces),
+        }
+        meta = {"synthetic_imagery": "false", "source": str(plate_path), "frame": str(number)}
+        side = png.with_suffix(".json")
+        tmp = side.with_name(f".{side.name}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(info), encoding="utf-8")
+        os.replace(tmp, side)
+        write_frame(png, crop, "png8", meta)  # the PNG last: its presence means the pair is complete
+        yield Extracted(number, png)

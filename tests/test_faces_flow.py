@@ -1,0 +1,135 @@
+"""The faces stage through the real Prefect flows and the command line."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import av
+import cv2
+import numpy as np
+import pytest
+from conftest import write_manifest
+
+from pipeline.cli import main
+from pipeline.errors import ManifestError
+from pipeline.flows import run_render, run_track
+from pipeline.manifest import load_shot
+from pipeline.media.decode import load_still
+from pipeline.media.sequences import read_png_text, write_frame
+
+pytestmark = pytest.mark.slow
+
+# frame -> what is on it: a face moving right, two blank frames (a short gap), a face cut by the left
+# edge, eight blank frames (a long gap), the face again.
+LAYOUT = {
+    **{n: ("face", 3 * n) for n in range(1, 9)},
+    9: ("blank", 0),
+    10: ("blank", 0),
+    11: ("face", 30),
+    12: ("face", 33),
+    13: ("edge", 0),
+    14: ("face", 36),
+    **{n: ("blank", 0) for n in range(15, 23)},
+    23: ("face", 40),
+    24: ("face", 42),
+}
+
+
+@pytest.fixture(scope="module")
+def sequence(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("plate")
+    image = cv2.resize(load_still("builtin:astronaut"), (640, 640), interpolation=cv2.INTER_CUBIC)
+    for n, (kind, shift) in LAYOUT.items():
+        if kind == "blank":
+            frame = np.full_like(image, 90)
+        elif kind == "edge":  # her face (around x=230) moved so its left half is off the frame
+            frame = cv2.warpAffine(image, np.float32([[1, 0, -190], [0, 1, 0]]), (640, 640))
+        else:
+            frame = cv2.warpAffine(
+                image, np.float32([[1, 0, shift], [0, 1, 0]]), (640, 640), borderMode=cv2.BORDER_REFLECT101
+            )
+        write_frame(folder / f"pl.{n:04d}.png", frame, "png8", {})
+    return folder / "pl.####.png"
+
+
+def manifest(folder: Path, plate: Path, smooth_center: float = 1.0, movies: str = "[h264_review]") -> Path:
+    return write_manifest(
+        folder,
+        f"""
+shot: fc010
+plate: {{sequence: {plate}}}
+fps: 24
+output: {{sequence: png8, movies: {movies}, chunk_size: 8}}
+faces:
+  crop_size: 128
+  max_gap: 3
+  smooth: {{center: {smooth_center}}}
+""",
+    )
+
+
+def test_track_command_writes_overlay_sheet_and_per_frame_report(tmp_path, sequence, prefect_server):
+    m = manifest(tmp_path, sequence)
+    result = run_track(str(m), root=str(tmp_path / "r"))
+    v = Path(result["path"])
+    faces = json.loads((v / "report.json").read_text())["faces"]
+    states = {row["frame"]: row["state"] for row in faces["per_frame"]}
+    for n, (kind, _) in LAYOUT.items():
+        if kind == "face":
+            assert states[n] == "detected", n
+    assert states[9] == states[10] == "filled"  # the short gap
+    assert all(states[n] == "no face" for n in range(15, 23))  # the long gap
+    assert faces["no_face_ranges"][-1] == [15, 22]
+    assert not faces["cached"]
+    overlay = v / "fc010_overlay_v001.mp4"
+    with av.open(str(overlay)) as c:
+        assert sum(1 for _ in c.decode(video=0)) == 24
+        assert c.metadata["synthetic_imagery"] == "false"
+    assert read_png_text(v / "faces_contact_sheet.png")["shot"] == "fc010"
+    assert len(list((v / "overlay").glob("*.png"))) == 24
+    assert "## Faces" in (v / "report.md").read_text()
+
+
+def test_render_reuses_the_track_until_faces_settings_change(tmp_path, sequence, prefect_server):
+    root = tmp_path / "r"
+    m = manifest(tmp_path, sequence)
+    first = run_render(str(m), root=str(root))["report"]["faces"]
+    again = run_render(str(m), root=str(root))["report"]["faces"]
+    assert not first["cached"] and again["cached"] and again["path"] == first["path"]
+    m = manifest(tmp_path, sequence, movies="[]")  # output settings do not touch the track
+    assert run_render(str(m), root=str(root))["report"]["faces"]["cached"]
+    m = manifest(tmp_path, sequence, smooth_center=2.0)  # faces settings do
+    changed = run_render(str(m), root=str(root))["report"]["faces"]
+    assert not changed["cached"] and changed["path"] != first["path"]
+    assert len(list((root / "fc010" / "cache").glob("track-*.npz"))) == 2
+
+
+def test_a_missing_reference_image_is_a_manifest_error(tmp_path, sequence):
+    m = write_manifest(tmp_path, f"shot: a\nplate: {{sequence: {sequence}}}\nfaces:\n  reference: who.png\n")
+    with pytest.raises(ManifestError, match=rf"{m}:4 faces\.reference: .*who\.png: file not found"):
+        load_shot(m)
+
+
+def test_track_needs_a_faces_section(tmp_path, sequence, capsys):
+    m = write_manifest(tmp_path, f"shot: a\nplate: {{sequence: {sequence}}}\n")
+    assert main(["track", str(m), "--root", str(tmp_path / "r")]) == 2
+    assert "faces: the shot has no enabled faces section" in capsys.readouterr().err
+
+
+def test_extract_writes_crops_with_landmarks_and_continues(tmp_path, sequence, capsys):
+    out = tmp_path / "crops"
+    assert main(["extract", str(sequence), "--out", str(out), "--size", "128", "--every", "2"]) == 0
+    crops = sorted(out.glob("*.png"))
+    expected = [n for n in range(1, 25, 2) if LAYOUT[n][0] == "face"]
+    got = [int(p.stem.split("_")[-1]) for p in crops]
+    assert [n for n in got if n != 13] == expected  # frame 13's half-cut face may or may not be found
+    info = json.loads(crops[0].with_suffix(".json").read_text())
+    assert info["size"] == 128 and len(info["landmarks"]) == 68
+    eyes = np.array(info["landmarks"])[36:48]
+    assert 0.3 * 128 < eyes[:, 1].mean() < 0.55 * 128
+    assert cv2.imread(str(crops[0])).shape == (128, 128, 3)
+    assert f"{len(got)} aligned 128 px crops" in capsys.readouterr().out
+    stamps = {p: p.stat().st_mtime_ns for p in crops}
+    assert main(["extract", str(sequence), "--out", str(out), "--size", "128", "--every", "2"]) == 0
+    assert {p: p.stat().st_mtime_ns for p in crops} == stamps  # nothing redone
