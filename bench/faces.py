@@ -1,6 +1,6 @@
 """Face tracking benchmark: dlib detection + 68 landmarks + build_track, against plain decoding of the clip.
 
-    .venv/bin/python bench/faces.py [--repeats N]
+    .venv/bin/python bench/faces.py [--repeats N] [--processes auto|always|never]
 
 Machines are shared and noisy, so every timing is the best of N repeats, and the configurations of a clip
 are interleaved (rotating which goes first). Tracking always includes decoding the clip. Model loading
@@ -18,7 +18,7 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import astuple, dataclass
 from pathlib import Path
 
 import dlib
@@ -42,22 +42,29 @@ class Row:
     ms: str
     vs_decode: str
     speedup: str
+    cpu: str
     faces: str
     bar: str
     result: str
 
 
-def best_of(repeats: int, fns: dict[str, Callable[[], object]]) -> dict[str, float]:
-    """Best wall time of each callable over the repeats, interleaved with a rotating start."""
+ROW_HEADER = ("metric", "fps", "ms/frame", "vs decode", "vs 1 thread", "CPU/wall", "faces", "bar", "result")
+
+
+def best_of(repeats: int, fns: dict[str, Callable[[], object]]) -> dict[str, tuple[float, float]]:
+    """(wall, CPU) seconds of each callable's fastest run over the repeats, interleaved with a rotating start.
+
+    CPU is this process's CPU time (all its threads): CPU / wall near 2 on 2 cores means both cores worked.
+    """
     names = list(fns)
-    times: dict[str, list[float]] = {name: [] for name in names}
+    runs: dict[str, list[tuple[float, float]]] = {name: [] for name in names}
     for i in range(repeats):
         k = i % len(names)
         for name in names[k:] + names[:k]:
-            t = time.perf_counter()
+            t, c = time.perf_counter(), time.process_time()
             fns[name]()
-            times[name].append(time.perf_counter() - t)
-    return {name: min(ts) for name, ts in times.items()}
+            runs[name].append((time.perf_counter() - t, time.process_time() - c))
+    return {name: min(r) for name, r in runs.items()}
 
 
 def halves(n: int) -> list[tuple[int, int]]:
@@ -167,8 +174,13 @@ def same_track(a: FaceTrack, b: FaceTrack) -> bool:
     return bool(np.array_equal(a.detected, b.detected) and same_landmarks)
 
 
-def bench_clip(clip: Path, repeats: int, analyzers: list[FaceAnalyzer],
-               workers: int) -> tuple[list[Row], dict[str, float]]:
+def bench_clip(
+    clip: Path, repeats: int, analyzers: list[FaceAnalyzer], workers: int, processes: str
+) -> tuple[list[Row], dict[str, float]]:
+    """Decode vs tracking (1 thread, N threads, N processes when asked) rows, and the stage breakdown.
+
+    Every configuration must find the same faces and landmarks as the single-thread run.
+    """
     n = MoviePlate(clip).info.frame_count
     tracks: dict[str, FaceTrack] = {}
 
@@ -176,18 +188,21 @@ def bench_clip(clip: Path, repeats: int, analyzers: list[FaceAnalyzer],
         return lambda: tracks.__setitem__(name, run())
 
     t1, t2 = "track 1 thread", f"track {workers} threads"
-    times = best_of(repeats, {
-        "decode": lambda: decode_all(clip, n),
-        t1: keep(t1, lambda: track_serial(analyzers[0], clip, n)),
-        t2: keep(t2, lambda: track_threads(analyzers[:workers], clip, n)),
-    })
-    if times[t1] / times[t2] < THREADS_HELP:
+    timed = best_of(
+        repeats,
+        {
+            "decode": lambda: decode_all(clip, n),
+            t1: keep(t1, lambda: track_serial(analyzers[0], clip, n)),
+            t2: keep(t2, lambda: track_threads(analyzers[:workers], clip, n)),
+        },
+    )
+    speedup = timed[t1][0] / timed[t2][0]
+    if processes == "always" or (processes == "auto" and speedup < THREADS_HELP):
         tp = f"track {workers} processes (pool start-up not timed)"
-        print(f"  {clip.name}: {workers} threads gave {times[t1] / times[t2]:.2f}x, "
-              f"so trying {workers} processes", flush=True)
+        print(f"  {clip.name}: {workers} threads gave {speedup:.2f}x; trying {workers} processes", flush=True)
         pool = start_pool(workers)
         try:
-            times |= best_of(repeats, {tp: keep(tp, lambda: track_processes(pool, clip, n))})
+            timed |= best_of(repeats, {tp: keep(tp, lambda: track_processes(pool, clip, n))})
         finally:
             pool.shutdown()
 
@@ -195,24 +210,52 @@ def bench_clip(clip: Path, repeats: int, analyzers: list[FaceAnalyzer],
     for name, track in tracks.items():
         assert same_track(track, reference), f"{clip.name}: {name} found different faces than {t1}"
     rate = f"{reference.detected.mean():.1%}"
-    decode_fps = n / times["decode"]
-    rows = [Row(f"decode {clip.name} ({n} fr)", f"{decode_fps:.0f}", f"{1000 * times['decode'] / n:.1f}",
-                "1.00x", "", "", "", "")]
-    for name in tracks:
-        fps = n / times[name]
-        rows.append(Row(f"  {name}", f"{fps:.1f}", f"{1000 * times[name] / n:.1f}",
-                        f"{fps / decode_fps:.3f}x", f"{times[t1] / times[name]:.2f}x", rate, "", ""))
-    best = min(tracks, key=lambda name: times[name])
-    fps = n / times[best]
-    bar = clip.name == BAR_CLIP
-    rows.append(Row(f"  best: {best.removeprefix('track ')}", f"{fps:.1f}", f"{1000 * times[best] / n:.1f}",
-                    f"{fps / decode_fps:.3f}x", f"{times[t1] / times[best]:.2f}x", rate,
-                    f">= {TRACK_BAR:.0f} fps" if bar else "(no bar)",
-                    ("PASS" if fps >= TRACK_BAR else "FAIL") if bar else "-"))
-    print(f"  {clip.name}: decode {decode_fps:.0f} fps, " +
-          ", ".join(f"{name} {n / times[name]:.1f} fps" for name in tracks), flush=True)
+    wall = {name: w for name, (w, _) in timed.items()}
+    decode_fps = n / wall["decode"]
+
+    def row(label: str, name: str, bar: str = "", result: str = "") -> Row:
+        fps = n / wall[name]
+        cpu = "-" if "processes" in name else f"{timed[name][1] / wall[name]:.2f}"
+        return Row(
+            label,
+            f"{fps:.1f}",
+            f"{1000 * wall[name] / n:.1f}",
+            f"{fps / decode_fps:.3f}x",
+            f"{wall[t1] / wall[name]:.2f}x",
+            cpu,
+            rate,
+            bar,
+            result,
+        )
+
+    rows = [
+        Row(
+            f"decode {clip.name} ({n} fr)",
+            f"{decode_fps:.0f}",
+            f"{1000 * wall['decode'] / n:.2f}",
+            "1.00x",
+            "",
+            f"{timed['decode'][1] / wall['decode']:.2f}",
+            "",
+            "",
+            "",
+        )
+    ]
+    rows += [row(f"  {name}", name) for name in tracks]
+    best = min(tracks, key=lambda name: wall[name])
+    label = f"  best: {best.removeprefix('track ')}"
+    if clip.name == BAR_CLIP:
+        passed = n / wall[best] >= TRACK_BAR
+        rows.append(row(label, best, f">= {TRACK_BAR:.0f} fps", "PASS" if passed else "FAIL"))
+    else:
+        rows.append(row(label, best, "(no bar)", "-"))
+    print(
+        f"  {clip.name}: decode {decode_fps:.0f} fps, "
+        + ", ".join(f"{name} {n / wall[name]:.1f} fps" for name in tracks),
+        flush=True,
+    )
     stages = stage_breakdown(analyzers[0], clip, n)
-    stages["1-thread run"] = 1000 * times[t1] / n
+    stages["1-thread run"] = 1000 * wall[t1] / n
     return rows, stages
 
 
@@ -231,37 +274,67 @@ def print_table(header: Sequence[str], cells: Sequence[Sequence[str]]) -> None:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeats", type=int, default=3, help="timings per measurement; the best is kept")
+    ap.add_argument(
+        "--processes",
+        choices=("auto", "always", "never"),
+        default="auto",
+        help="also time a process pool: auto = only when threads speed tracking up by less than "
+        f"{THREADS_HELP}x (%(default)s)",
+    )
     args = ap.parse_args(argv)
     clips = [FOOTAGE / name for name in CLIPS]
     missing = [c.name for c in clips if not c.is_file()]
     if missing:
-        sys.exit(f"bench/faces.py: footage not found: {', '.join(missing)}\n"
-                 f"(the benchmark clips live in {FOOTAGE}, beside the repo)")
+        sys.exit(
+            f"bench/faces.py: footage not found: {', '.join(missing)}\n"
+            f"(the benchmark clips live in {FOOTAGE}, beside the repo)"
+        )
     repeats = max(1, args.repeats)
     workers = 2
     started = time.perf_counter()
-    print(f"machine: {os.cpu_count()} CPUs; Python {platform.python_version()}; dlib {dlib.__version__}; "
-          f"repeats: {repeats} (best of, interleaved); load average {os.getloadavg()[0]:.2f}")
-    print("tracking: FaceAnalyzer() defaults (HOG, detect_size 640, upsample 0) + 68 landmarks, "
-          "then build_track(TrackSettings()); decoding included", flush=True)
+    print(
+        f"machine: {os.cpu_count()} CPUs; Python {platform.python_version()}; dlib {dlib.__version__}; "
+        f"repeats: {repeats} (best of, interleaved); load average {os.getloadavg()[0]:.2f}"
+    )
+    print(
+        "tracking: FaceAnalyzer() defaults (HOG, detect_size 640, upsample 0) + 68 landmarks, "
+        "then build_track(TrackSettings()); decoding included",
+        flush=True,
+    )
     analyzers = [FaceAnalyzer() for _ in range(workers)]  # model loading is a one-off: not timed
 
     rows: list[Row] = []
     stages: dict[str, dict[str, float]] = {}
     for clip in clips:
-        clip_rows, stages[clip.name] = bench_clip(clip, repeats, analyzers, workers)
+        clip_rows, stages[clip.name] = bench_clip(clip, repeats, analyzers, workers, args.processes)
         rows += clip_rows
 
     print()
-    print_table(("metric", "fps", "ms/frame", "vs decode", "vs 1 thread", "faces", "bar", "result"),
-                [(r.metric, r.fps, r.ms, r.vs_decode, r.speedup, r.faces, r.bar, r.result) for r in rows])
-    print("\nsingle-thread stages, ms per frame (one separate pass; detect = downscale + HOG, "
-          "landmarks = 68-point predictor on the full frame):")
+    print_table(ROW_HEADER, [astuple(r) for r in rows])
+    print(
+        "(vs decode: tracking fps / decoding fps; faces: frames with a face / frames;\n"
+        " CPU/wall: this process's CPU time over wall time, all threads, so 2 = both cores busy; "
+        "pool processes not counted)"
+    )
+    print(
+        "\nsingle-thread stages, ms per frame (one separate pass; decode = waiting for the next frame, "
+        "FFmpeg's threads decode\n ahead while detection runs; detect = downscale + HOG; "
+        "landmarks = 68-point predictor on the full frame):"
+    )
     keys = ("decode", "detect", "landmarks", "build_track")
-    print_table(("clip", *keys, "sum", "1-thread run"),
-                [(name, *(f"{s[k]:.2f}" for k in keys), f"{sum(s[k] for k in keys):.2f}",
-                  f"{s['1-thread run']:.2f}") for name, s in stages.items()])
-    print(f"\nload average at the end: {os.getloadavg()[0]:.2f} (1 min; other work on the machine skews timings)")
+    print_table(
+        ("clip", *keys, "sum", "1-thread run"),
+        [
+            (
+                name,
+                *(f"{s[k]:.2f}" for k in keys),
+                f"{sum(s[k] for k in keys):.2f}",
+                f"{s['1-thread run']:.2f}",
+            )
+            for name, s in stages.items()
+        ],
+    )
+    print(f"\nload average at the end: {os.getloadavg()[0]:.2f} (other work on the machine skews timings)")
     print(f"total run time: {time.perf_counter() - started:.0f} s")
     return 0
 

@@ -97,8 +97,14 @@ def bench_decode(clip: Path, repeats: int) -> Row:
 
     t_ours, t_ref = best_of(repeats, ours, reference)
     ratio = t_ref / t_ours  # = our fps / ffmpeg's fps
-    return Row(f"decode fps {clip.name}", f"{n / t_ours:.0f} fps", f"{n / t_ref:.0f} fps", f"{ratio:.2f}x",
-               f">= {DECODE_BAR:.2f}x", ratio >= DECODE_BAR)
+    return Row(
+        f"decode fps {clip.name}",
+        f"{n / t_ours:.0f} fps",
+        f"{n / t_ref:.0f} fps",
+        f"{ratio:.2f}x",
+        f">= {DECODE_BAR:.2f}x",
+        ratio >= DECODE_BAR,
+    )
 
 
 # 2. Encode ------------------------------------------------------------------------------------------------
@@ -122,20 +128,48 @@ def hand_command(pattern: Path, fps: Fraction, out: Path, preset: str, burn_in: 
         vf += f",drawtext={box}:text='{burn_in}':x=10:y=10"
         vf += f",drawtext={box}:text='%{{eif\\:n+{FIRST}\\:d}}':x=w-tw-10:y=h-th-10"
     vf += ",scale=out_color_matrix=bt709:out_range=tv"
-    head = ["-y", "-v", "error", "-framerate", fps_text(fps), "-start_number", str(FIRST), "-i", str(pattern),
-            "-vf", vf, "-colorspace", "bt709", "-color_primaries", "bt709", "-color_trc", "bt709"]
+    head = [
+        "-y",
+        "-v",
+        "error",
+        "-framerate",
+        fps_text(fps),
+        "-start_number",
+        str(FIRST),
+        "-i",
+        str(pattern),
+        "-vf",
+        vf,
+        "-colorspace",
+        "bt709",
+        "-color_primaries",
+        "bt709",
+        "-color_trc",
+        "bt709",
+    ]
     if preset == "prores422hq":
         codec = ["-c:v", "prores_ks", "-profile:v", "3", "-pix_fmt", "yuv422p10le", "-vendor", "apl0"]
     elif preset == "h264_review":
-        codec = ["-c:v", "libx264", "-crf", "18", "-preset", "medium", "-pix_fmt", "yuv420p",
-                 "-movflags", "+faststart"]
+        codec = [
+            "-c:v",
+            "libx264",
+            "-crf",
+            "18",
+            "-preset",
+            "medium",
+            "-pix_fmt",
+            "yuv420p",
+            "-movflags",
+            "+faststart",
+        ]
     else:
         raise ValueError(f"no hand-written reference for {preset!r}")
     return [*head, *codec, str(out)]
 
 
-def bench_encode(pattern: Path, n: int, fps: Fraction, preset: str, burn_in: str | None, repeats: int,
-                 folder: Path) -> Row:
+def bench_encode(
+    pattern: Path, n: int, fps: Fraction, preset: str, burn_in: str | None, repeats: int, folder: Path
+) -> Row:
     """encode_movie against the hand-written ffmpeg command, in seconds for the whole sequence."""
     ext = MOVIE_PRESETS[preset].extension
     ours_out, ref_out = folder / f"ours_{preset}.{ext}", folder / f"hand_{preset}.{ext}"
@@ -149,8 +183,14 @@ def bench_encode(pattern: Path, n: int, fps: Fraction, preset: str, burn_in: str
     t_ours, t_ref = best_of(repeats, ours, reference)
     ratio = t_ours / t_ref
     label = f"encode {preset}" + (" +burn-ins" if burn_in else "")
-    return Row(label, f"{t_ours:.2f} s", f"{t_ref:.2f} s", f"{ratio:.2f}x", f"<= {ENCODE_BAR:.2f}x",
-               ratio <= ENCODE_BAR)
+    return Row(
+        label,
+        f"{t_ours:.2f} s",
+        f"{t_ref:.2f} s",
+        f"{ratio:.2f}x",
+        f"<= {ENCODE_BAR:.2f}x",
+        ratio <= ENCODE_BAR,
+    )
 
 
 # 3. Render overhead ---------------------------------------------------------------------------------------
@@ -207,8 +247,14 @@ def bench_render(clip: Path, repeats: int, folder: Path) -> tuple[Row, float]:
         t_flow, t_media = best_of(repeats, flow, media)
     raw = (t_flow - t_media) / t_flow
     share = max(raw, 0.0)
-    row = Row(f"render overhead {n} fr", f"{t_flow:.2f} s flow", f"{t_media:.2f} s media",
-              f"{share:.1%}", f"< {OVERHEAD_BAR:.0%}", share < OVERHEAD_BAR)
+    row = Row(
+        f"render overhead {n} fr",
+        f"{t_flow:.2f} s flow",
+        f"{t_media:.2f} s media",
+        f"{share:.1%}",
+        f"< {OVERHEAD_BAR:.0%}",
+        share < OVERHEAD_BAR,
+    )
     return row, raw
 
 
@@ -217,8 +263,9 @@ def bench_render(clip: Path, repeats: int, folder: Path) -> tuple[Row, float]:
 
 def print_table(rows: list[Row]) -> None:
     header = ("metric", "ours", "reference", "ratio", "bar", "result")
-    cells = [header] + [(r.metric, r.ours, r.reference, r.ratio, r.bar, "PASS" if r.passed else "FAIL")
-                        for r in rows]
+    cells = [header] + [
+        (r.metric, r.ours, r.reference, r.ratio, r.bar, "PASS" if r.passed else "FAIL") for r in rows
+    ]
     widths = [max(len(c[i]) for c in cells) for i in range(len(header))]
     for i, c in enumerate(cells):
         print("  ".join(v.ljust(w) for v, w in zip(c, widths, strict=True)).rstrip())
@@ -233,8 +280,10 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     clip: Path = args.clip.resolve()
     if not clip.is_file():
-        sys.exit(f"bench/media.py: clip not found: {clip}\n"
-                 f"(the default footage lives in {FOOTAGE}, beside the repo; or give --clip PATH)")
+        sys.exit(
+            f"bench/media.py: clip not found: {clip}\n"
+            f"(the default footage lives in {FOOTAGE}, beside the repo; or give --clip PATH)"
+        )
     repeats = max(1, args.repeats)
     started = time.perf_counter()
 
