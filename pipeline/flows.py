@@ -41,7 +41,14 @@ from pipeline.render import (  # noqa: E402
     output_metadata,
     render_frames,
     report_markdown,
+    sample_frames,
     write_report,
+)
+from pipeline.shot_composite import (  # noqa: E402
+    Compositor,
+    composite_contact_sheet,
+    composite_spec,
+    write_transforms,
 )
 from pipeline.workspace import (  # noqa: E402
     RenderVersion,
@@ -127,11 +134,17 @@ def _version_for_task(shot: Shot, version_path: str) -> RenderVersion:
 
 
 @task(name="render-chunk", **CHUNK_TASK)
-def render_chunk(manifest: str, frames: str | None, version_path: str, first: int, last: int) -> ChunkResult:
-    """One chunk of frames; opens the plate itself so a chunk can run anywhere the files are."""
+def render_chunk(
+    manifest: str, frames: str | None, version_path: str, track_file: str | None, first: int, last: int
+) -> ChunkResult:
+    """One chunk of frames; opens the plate (and the face track) itself so a chunk can run anywhere."""
     shot = prepare_shot(manifest, frames)
     version = _version_for_task(shot, version_path)
-    return render_frames(shot, version, first, last, output_metadata(shot, version))
+    compositor = None
+    if composite_spec(shot) is not None:
+        assert track_file is not None
+        compositor = Compositor(shot, FaceTrack.load(Path(track_file)))
+    return render_frames(shot, version, first, last, output_metadata(shot, version), compositor)
 
 
 @task(name="detect-faces", **CHUNK_TASK)
@@ -242,7 +255,7 @@ def render_shot(
     try:
         metadata = output_metadata(shot, v)
         log.info(f"{shot.name} {v.label}: frames {shot.first}-{shot.last} -> {v.path}")
-        faces = None
+        faces, track = None, None
         stages = ["decode"]
         if shot.spec.faces and shot.spec.faces.enabled:
             track, faces = track_faces(manifest, shot, Path(root))
@@ -250,15 +263,23 @@ def render_shot(
                 shot_faces.faces_contact_sheet(shot, v, track, metadata, shot.first, shot.last)
             )
             stages.append("track faces")
+        if composite_spec(shot) is not None:
+            stages.append("composite")
         t_faces = time.perf_counter()
+        track_file = faces["path"] if faces else None
         chunks = run_chunks(
-            lambda a, b: render_chunk.submit(manifest, frames, str(v.path), a, b),
+            lambda a, b: render_chunk.submit(manifest, frames, str(v.path), track_file, a, b),
             shot.first,
             shot.last,
             shot.spec.output.chunk_size,
             f"{shot.name} {v.label}",
         )
         chunks.sort(key=lambda c: c.first)
+        if composite_spec(shot) is not None and track is not None:
+            faces["transforms"] = str(write_transforms(v, shot, track))
+            faces["composite_contact_sheet"] = str(
+                composite_contact_sheet(shot, v, track, sample_frames(shot.first, shot.last, 4), metadata)
+            )
         t_frames = time.perf_counter()
         movies = encode_movies_task(shot, v, metadata)
         for m in movies:

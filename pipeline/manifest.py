@@ -125,6 +125,26 @@ class FacesSpec(Strict):
     models: FaceModelPaths = FaceModelPaths()
 
 
+class ElementSpec(Strict):
+    """The face element and its matte in plate coordinates, for compositors who finish elsewhere."""
+
+    format: Literal["png16", "exr", "none"] = "png16"
+    prores4444: bool = False
+
+
+class CompositeSpec(Strict):
+    enabled: bool = True
+    alteration: Literal["none", "mirror", "recolor"] = Field(
+        "none", description="a test change to the face while no face stage (swap, projection) runs"
+    )
+    color: Literal["rct", "hist", "lct", "none"] = "rct"
+    blend: Literal["alpha", "laplacian", "poisson"] = "laplacian"
+    mask: MaskSpec | None = Field(None, description="overrides faces.mask")
+    sharpen: float = Field(0.0, ge=0, le=3)
+    grain: bool = True
+    element: ElementSpec = ElementSpec()
+
+
 class ManifestModel(Strict):
     shot: str
     plate: PlateSpec
@@ -135,7 +155,7 @@ class ManifestModel(Strict):
     swap: StageSpec | None = None
     project: StageSpec | None = None
     path: StageSpec | None = None
-    composite: StageSpec | None = None
+    composite: CompositeSpec | None = None
 
     @field_validator("shot")
     @classmethod
@@ -316,6 +336,20 @@ def load_shot(path: str | Path) -> Shot:
                 f"{path}:{_node_line(root, ('output', 'movies', i))} output.movies[{i}]: {preset} needs at "
                 f"least {mw}x{mh} pixels; the plate is {info.width}x{info.height}"
             )
+    if spec.composite is not None and spec.composite.enabled and not (spec.faces and spec.faces.enabled):
+        raise ManifestError(
+            f"{path}:{_node_line(root, ('composite',))} composite: needs an enabled faces section (the track)"
+        )
+    if (
+        spec.composite is not None
+        and spec.composite.element.prores4444
+        and spec.composite.element.format != "png16"
+    ):
+        loc = ("composite", "element", "prores4444")
+        raise ManifestError(
+            f"{path}:{_node_line(root, loc)} composite.element.prores4444: the ProRes element "
+            "is made from the PNG 16-bit element sequence (format: png16)"
+        )
     if spec.faces is not None:
         for key, value in [("reference", spec.faces.reference), *spec.faces.models.model_dump().items()]:
             if value and not Path(_resolve(base, value)).is_file():

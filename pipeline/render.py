@@ -22,6 +22,7 @@ from pipeline.media.color import to_uint8
 from pipeline.media.decode import read_image
 from pipeline.media.encode import MOVIE_PRESETS, AudioSource, encode_movie
 from pipeline.media.sequences import write_frame
+from pipeline.shot_composite import Compositor, altered_stages, composite_spec, element_path, write_element
 from pipeline.workspace import RenderVersion, write_json_atomic
 
 SYNTHETIC_NOTE = (
@@ -29,8 +30,9 @@ SYNTHETIC_NOTE = (
 )
 
 
-def output_metadata(shot: Shot, version: RenderVersion, altered_by: Sequence[str] = ()) -> dict[str, str]:
+def output_metadata(shot: Shot, version: RenderVersion) -> dict[str, str]:
     """What every output file carries: whether it holds synthetic (AI-altered) faces, and its origin."""
+    altered_by = altered_stages(shot)
     return {
         "synthetic_imagery": "true" if altered_by else "false",
         "ai_altered_stages": ",".join(altered_by) or "none",
@@ -51,14 +53,23 @@ class ChunkResult:
     written: int = 0
     skipped: int = 0
     decode_s: float = 0.0
+    composite_s: float = 0.0
     write_s: float = 0.0
     wall_s: float = 0.0
 
 
 def render_frames(
-    shot: Shot, version: RenderVersion, first: int, last: int, metadata: dict[str, str]
+    shot: Shot,
+    version: RenderVersion,
+    first: int,
+    last: int,
+    metadata: dict[str, str],
+    compositor: Compositor | None = None,
 ) -> ChunkResult:
-    """Decode, process and write frames first..last, skipping frames already complete on disk."""
+    """Decode, composite and write frames first..last, skipping frames already complete on disk.
+
+    A frame's element is written before its comp, so a comp on disk means the frame is complete.
+    """
     t0 = time.perf_counter()
     result = ChunkResult(first, last)
     todo = [n for n in range(first, last + 1) if not version.frame_done(n)]
@@ -77,6 +88,13 @@ def render_frames(
             result.decode_s += time.perf_counter() - t
             if number not in wanted:
                 continue
+            if compositor is not None:
+                t = time.perf_counter()
+                done = compositor.frame(number, frame)
+                result.composite_s += time.perf_counter() - t
+                frame = done.comp
+                if done.element is not None:
+                    write_element(version, shot, number, done.element, metadata)
             t = time.perf_counter()
             write_frame(version.frame_path(number), frame, fmt, metadata)
             result.write_s += time.perf_counter() - t
@@ -143,6 +161,20 @@ def encode_movies(shot: Shot, version: RenderVersion, metadata: dict[str, str]) 
         results.append(
             MovieResult(preset, str(out), time.perf_counter() - t, audio=audio is not None, command=cmd)
         )
+    spec = composite_spec(shot)
+    if spec is not None and spec.element.prores4444:
+        out = version.path / f"{shot.name}_faceElement_{version.label}_prores4444.mov"
+        if out.is_file():
+            results.append(MovieResult("prores4444", str(out), 0.0, skipped=True))
+        else:
+            t = time.perf_counter()
+            pattern = element_path(version, shot, shot.first).with_name(
+                f"{shot.name}_faceElement_{version.label}.%04d.png"
+            )
+            cmd = encode_movie(
+                pattern, shot.first, shot.frame_count, shot.fps, out, "prores4444", metadata, alpha=True
+            )
+            results.append(MovieResult("prores4444 element", str(out), time.perf_counter() - t, command=cmd))
     return results
 
 

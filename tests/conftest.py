@@ -71,3 +71,43 @@ def prefect_server():
 
     with prefect_test_harness(server_startup_timeout=180):
         yield PREFECT_API_URL.value()
+
+
+# frame -> what is on it: a face moving right, two blank frames (a short gap), a face cut by the left
+# edge, eight blank frames (a long gap), the face again.
+LAYOUT = {
+    **{n: ("face", 3 * n) for n in range(1, 9)},
+    9: ("blank", 0),
+    10: ("blank", 0),
+    11: ("face", 30),
+    12: ("face", 33),
+    13: ("edge", 0),
+    14: ("face", 36),
+    **{n: ("blank", 0) for n in range(15, 23)},
+    23: ("face", 40),
+    24: ("face", 42),
+}
+
+
+@pytest.fixture(scope="session")
+def face_sequence(tmp_path_factory) -> Path:
+    """A 24-frame PNG sequence of the astronaut with gaps, for tracking and compositing tests."""
+    import cv2
+    import numpy as np
+
+    from pipeline.media.decode import load_still
+    from pipeline.media.sequences import write_frame
+
+    folder = tmp_path_factory.mktemp("plate")
+    image = cv2.resize(load_still("builtin:astronaut"), (640, 640), interpolation=cv2.INTER_CUBIC)
+    for n, (kind, shift) in LAYOUT.items():
+        if kind == "blank":
+            frame = np.full_like(image, 90)
+        elif kind == "edge":  # her face (around x=230) moved so its left half is off the frame
+            frame = cv2.warpAffine(image, np.float32([[1, 0, -190], [0, 1, 0]]), (640, 640))
+        else:
+            frame = cv2.warpAffine(
+                image, np.float32([[1, 0, shift], [0, 1, 0]]), (640, 640), borderMode=cv2.BORDER_REFLECT101
+            )
+        write_frame(folder / f"pl.{n:04d}.png", frame, "png8", {})
+    return folder / "pl.####.png"

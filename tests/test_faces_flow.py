@@ -9,48 +9,15 @@ import av
 import cv2
 import numpy as np
 import pytest
-from conftest import write_manifest
+from conftest import LAYOUT, write_manifest
 
 from pipeline.cli import main
 from pipeline.errors import ManifestError
 from pipeline.flows import run_render, run_track
 from pipeline.manifest import load_shot
-from pipeline.media.decode import load_still
-from pipeline.media.sequences import read_png_text, write_frame
+from pipeline.media.sequences import read_png_text
 
 pytestmark = pytest.mark.slow
-
-# frame -> what is on it: a face moving right, two blank frames (a short gap), a face cut by the left
-# edge, eight blank frames (a long gap), the face again.
-LAYOUT = {
-    **{n: ("face", 3 * n) for n in range(1, 9)},
-    9: ("blank", 0),
-    10: ("blank", 0),
-    11: ("face", 30),
-    12: ("face", 33),
-    13: ("edge", 0),
-    14: ("face", 36),
-    **{n: ("blank", 0) for n in range(15, 23)},
-    23: ("face", 40),
-    24: ("face", 42),
-}
-
-
-@pytest.fixture(scope="module")
-def sequence(tmp_path_factory) -> Path:
-    folder = tmp_path_factory.mktemp("plate")
-    image = cv2.resize(load_still("builtin:astronaut"), (640, 640), interpolation=cv2.INTER_CUBIC)
-    for n, (kind, shift) in LAYOUT.items():
-        if kind == "blank":
-            frame = np.full_like(image, 90)
-        elif kind == "edge":  # her face (around x=230) moved so its left half is off the frame
-            frame = cv2.warpAffine(image, np.float32([[1, 0, -190], [0, 1, 0]]), (640, 640))
-        else:
-            frame = cv2.warpAffine(
-                image, np.float32([[1, 0, shift], [0, 1, 0]]), (640, 640), borderMode=cv2.BORDER_REFLECT101
-            )
-        write_frame(folder / f"pl.{n:04d}.png", frame, "png8", {})
-    return folder / "pl.####.png"
 
 
 def manifest(folder: Path, plate: Path, smooth_center: float = 1.0, movies: str = "[h264_review]") -> Path:
@@ -69,7 +36,8 @@ faces:
     )
 
 
-def test_track_command_writes_overlay_sheet_and_per_frame_report(tmp_path, sequence, prefect_server):
+def test_track_command_writes_overlay_sheet_and_per_frame_report(tmp_path, face_sequence, prefect_server):
+    sequence = face_sequence
     m = manifest(tmp_path, sequence)
     result = run_track(str(m), root=str(tmp_path / "r"))
     v = Path(result["path"])
@@ -91,7 +59,8 @@ def test_track_command_writes_overlay_sheet_and_per_frame_report(tmp_path, seque
     assert "## Faces" in (v / "report.md").read_text()
 
 
-def test_render_reuses_the_track_until_faces_settings_change(tmp_path, sequence, prefect_server):
+def test_render_reuses_the_track_until_faces_settings_change(tmp_path, face_sequence, prefect_server):
+    sequence = face_sequence
     root = tmp_path / "r"
     m = manifest(tmp_path, sequence)
     first = run_render(str(m), root=str(root))["report"]["faces"]
@@ -105,19 +74,22 @@ def test_render_reuses_the_track_until_faces_settings_change(tmp_path, sequence,
     assert len(list((root / "fc010" / "cache").glob("track-*.npz"))) == 2
 
 
-def test_a_missing_reference_image_is_a_manifest_error(tmp_path, sequence):
+def test_a_missing_reference_image_is_a_manifest_error(tmp_path, face_sequence):
+    sequence = face_sequence
     m = write_manifest(tmp_path, f"shot: a\nplate: {{sequence: {sequence}}}\nfaces:\n  reference: who.png\n")
     with pytest.raises(ManifestError, match=rf"{m}:4 faces\.reference: .*who\.png: file not found"):
         load_shot(m)
 
 
-def test_track_needs_a_faces_section(tmp_path, sequence, capsys):
+def test_track_needs_a_faces_section(tmp_path, face_sequence, capsys):
+    sequence = face_sequence
     m = write_manifest(tmp_path, f"shot: a\nplate: {{sequence: {sequence}}}\n")
     assert main(["track", str(m), "--root", str(tmp_path / "r")]) == 2
     assert "faces: the shot has no enabled faces section" in capsys.readouterr().err
 
 
-def test_extract_writes_crops_with_landmarks_and_continues(tmp_path, sequence, capsys):
+def test_extract_writes_crops_with_landmarks_and_continues(tmp_path, face_sequence, capsys):
+    sequence = face_sequence
     out = tmp_path / "crops"
     assert main(["extract", str(sequence), "--out", str(out), "--size", "128", "--every", "2"]) == 0
     crops = sorted(out.glob("*.png"))

@@ -7,6 +7,8 @@ matrix from plate to crop coordinates for any crop size.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import cv2
 import numpy as np
 
@@ -89,20 +91,33 @@ def align_face(frame: np.ndarray, params: np.ndarray, crop_size: int) -> tuple[n
     return np.clip(crop, 0, 1).astype(np.float32), matrix
 
 
-def paste_back(plate: np.ndarray, crop: np.ndarray, mask: np.ndarray, matrix: np.ndarray) -> np.ndarray:
-    """The plate with the crop warped back in through the inverse transform, blended by the mask.
+@dataclass(frozen=True)
+class PlateRegion:
+    """A crop warped back into plate coordinates, limited to the box its square covers in the plate."""
 
-    Only pixels where the warped mask is above zero change; every other pixel is returned untouched.
-    """
-    h, w = plate.shape[:2]
+    x0: int
+    y0: int
+    face: np.ndarray  # float32 RGB of the box
+    alpha: np.ndarray  # float32 matte of the box, 0 outside the warped mask
+
+    @property
+    def box(self) -> tuple[slice, slice]:
+        h, w = self.alpha.shape
+        return slice(self.y0, self.y0 + h), slice(self.x0, self.x0 + w)
+
+
+def warp_to_plate(
+    crop: np.ndarray, mask: np.ndarray, matrix: np.ndarray, plate_shape: tuple[int, ...]
+) -> PlateRegion | None:
+    """The crop and its mask through the inverse transform, only over the box the crop covers."""
+    h, w = plate_shape[:2]
     size = crop.shape[0]
     inverse = cv2.invertAffineTransform(matrix)
     corners = transform_points(inverse, np.array([[0, 0], [size, 0], [0, size], [size, size]]))
     x0, y0 = np.maximum(np.floor(corners.min(0)).astype(int) - 2, 0)
     x1, y1 = np.minimum(np.ceil(corners.max(0)).astype(int) + 2, [w, h])
-    out = plate.copy()
     if x1 <= x0 or y1 <= y0:
-        return out
+        return None
     shifted = inverse.copy()
     shifted[:, 2] -= (x0, y0)
     dsize = (int(x1 - x0), int(y1 - y0))
@@ -117,15 +132,28 @@ def paste_back(plate: np.ndarray, crop: np.ndarray, mask: np.ndarray, matrix: np
         borderMode=cv2.BORDER_CONSTANT,
         borderValue=0,
     )
-    alpha = np.clip(alpha, 0, 1)
-    region = out[y0:y1, x0:x1]
-    touched = alpha > 0
-    blended = to_float(region) * (1 - alpha[..., None]) + np.clip(face, 0, 1) * alpha[..., None]
-    region[touched] = _like(blended, plate.dtype)[touched]
+    return PlateRegion(int(x0), int(y0), np.clip(face, 0, 1), np.clip(alpha, 0, 1))
+
+
+def paste_back(plate: np.ndarray, crop: np.ndarray, mask: np.ndarray, matrix: np.ndarray) -> np.ndarray:
+    """The plate with the crop warped back in through the inverse transform, blended by the mask.
+
+    Only pixels where the warped mask is above zero change; every other pixel is returned untouched.
+    """
+    out = plate.copy()
+    region = warp_to_plate(crop, mask, matrix, plate.shape)
+    if region is None:
+        return out
+    view = out[region.box]
+    a = region.alpha[..., None]
+    blended = to_float(view) * (1 - a) + region.face * a
+    touched = region.alpha > 0
+    view[touched] = like_dtype(blended, plate.dtype)[touched]
     return out
 
 
-def _like(image: np.ndarray, dtype: np.dtype) -> np.ndarray:
+def like_dtype(image: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """A float [0, 1] image in the plate's sample type."""
     if dtype == np.uint8:
         return (np.clip(image, 0, 1) * 255 + 0.5).astype(np.uint8)
     if dtype == np.uint16:

@@ -113,8 +113,12 @@ def movie_args(
     audio: AudioSource | None = None,
     burn_in_text: str | None = None,
     linear_exr: bool = False,
+    alpha: bool = False,
 ) -> list[str]:
-    """The ffmpeg command line (without the executable) that encodes the sequence into one movie."""
+    """The ffmpeg command line (without the executable) that encodes the sequence into one movie.
+
+    alpha=True keeps the sequence's alpha channel (ProRes 4444 only).
+    """
     p = MOVIE_PRESETS[preset]
     in_opts: dict[str, str] = {
         "framerate": f"{fps.numerator}/{fps.denominator}",
@@ -140,6 +144,10 @@ def movie_args(
     video = video.filter("scale", out_color_matrix="bt709", out_range="tv")
     streams = [video]
     out_opts: dict[str, str] = dict(p.video)
+    if alpha:
+        if preset != "prores4444":
+            raise ValueError(f"{preset} cannot carry alpha; ProRes 4444 can")
+        out_opts["pix_fmt"] = "yuva444p10le"
     out_opts.update(
         {
             "frames:v": str(frame_count),
@@ -173,6 +181,7 @@ def encode_movie(
     audio: AudioSource | None = None,
     burn_in_text: str | None = None,
     linear_exr: bool = False,
+    alpha: bool = False,
 ) -> list[str]:
     """Encode to a temporary name, then rename: a movie under its final name is always complete.
 
@@ -193,6 +202,7 @@ def encode_movie(
         audio,
         burn_in_text,
         linear_exr,
+        alpha,
     )
     cmd = [ffmpeg_executable(), "-hide_banner", "-nostdin", "-v", "error", *args]
     try:

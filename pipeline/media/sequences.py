@@ -29,11 +29,10 @@ def _png_chunk(kind: bytes, data: bytes) -> bytes:
 
 
 def encode_png(frame: np.ndarray, bit_depth: int, metadata: dict[str, str], level: int = 3) -> bytes:
-    """PNG bytes with one iTXt chunk per metadata key (UTF-8), placed right after IHDR."""
+    """PNG bytes (RGB, or RGBA with straight alpha) with one iTXt chunk per metadata key, after IHDR."""
     pixels = to_uint16(frame) if bit_depth == 16 else to_uint8(frame)
-    ok, buf = cv2.imencode(
-        ".png", cv2.cvtColor(pixels, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_PNG_COMPRESSION, level]
-    )
+    order = cv2.COLOR_RGBA2BGRA if pixels.shape[-1] == 4 else cv2.COLOR_RGB2BGR
+    ok, buf = cv2.imencode(".png", cv2.cvtColor(pixels, order), [cv2.IMWRITE_PNG_COMPRESSION, level])
     if not ok:
         raise MediaError("PNG encoding failed")
     data = buf.tobytes()
@@ -78,9 +77,18 @@ def _exr_header(metadata: dict[str, str]) -> dict:
 
 
 def write_exr(path: Path, frame: np.ndarray, metadata: dict[str, str]) -> None:
-    """Half-float EXR holding scene-linear values (the display-referred frame through the sRGB curve)."""
-    rgb = srgb_to_linear(to_float(frame)).astype(np.float16)
-    with OpenEXR.File(_exr_header(metadata), {"RGB": rgb}) as f:
+    """Half-float EXR holding scene-linear values (the display-referred frame through the sRGB curve).
+
+    RGBA frames (straight alpha) are stored premultiplied, as EXR's convention is.
+    """
+    image = to_float(frame)
+    linear = srgb_to_linear(image[..., :3])
+    if image.shape[-1] == 4:
+        alpha = image[..., 3:]
+        channels = {"RGBA": np.concatenate([linear * alpha, alpha], axis=-1).astype(np.float16)}
+    else:
+        channels = {"RGB": linear.astype(np.float16)}
+    with OpenEXR.File(_exr_header(metadata), channels) as f:
         f.write(str(path))
 
 

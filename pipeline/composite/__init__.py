@@ -1,0 +1,20 @@
+"""Compositing a new face into the plate: colour transfer, blending, plate matching, elements."""
+
+from pipeline.composite.alter import ALTERATIONS, alter_face
+from pipeline.composite.blend import BLEND_MODES, blend, seam_score
+from pipeline.composite.color import COLOR_METHODS, mean_lab_difference, transfer_color
+from pipeline.composite.match import match_grain, noise_sigma, sharpen
+
+__all__ = [
+    "ALTERATIONS",
+    "BLEND_MODES",
+    "COLOR_METHODS",
+    "alter_face",
+    "blend",
+    "match_grain",
+    "mean_lab_difference",
+    "noise_sigma",
+    "seam_score",
+    "sharpen",
+    "transfer_color",
+]

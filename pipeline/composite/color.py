@@ -1,0 +1,81 @@
+"""Colour transfer of a new face onto the plate's face, measured inside the matte.
+
+All functions take float32 RGB in [0, 1] and a weight mask; statistics are weighted by the mask, so
+hair and background at the crop's edge do not pull the colours.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+from scipy import linalg
+
+COLOR_METHODS = ("rct", "hist", "lct", "none")
+
+
+def _weighted_stats(x: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    wsum = w.sum()
+    mean = (x * w[..., None]).sum((0, 1)) / wsum
+    var = (((x - mean) ** 2) * w[..., None]).sum((0, 1)) / wsum
+    return mean, np.sqrt(var + 1e-12)
+
+
+def to_lab(rgb: np.ndarray) -> np.ndarray:
+    return cv2.cvtColor(np.clip(rgb, 0, 1).astype(np.float32), cv2.COLOR_RGB2Lab)
+
+
+def from_lab(lab: np.ndarray) -> np.ndarray:
+    return np.clip(cv2.cvtColor(lab.astype(np.float32), cv2.COLOR_Lab2RGB), 0, 1)
+
+
+def reinhard(source: np.ndarray, target: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Reinhard et al.: match mean and standard deviation per channel in Lab ("rct")."""
+    w = (mask > 0.5).astype(np.float32)
+    s, t = to_lab(source), to_lab(target)
+    ms, ss = _weighted_stats(s, w)
+    mt, st = _weighted_stats(t, w)
+    return from_lab((s - ms) * (st / ss) + mt)
+
+
+def histogram_match(source: np.ndarray, target: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Per-channel histogram matching in Lab, with the histograms taken inside the matte."""
+    inside = mask > 0.5
+    s, t = to_lab(source), to_lab(target)
+    out = np.empty_like(s)
+    quantiles = np.linspace(0, 1, 257)
+    for c in range(3):
+        sq = np.quantile(s[..., c][inside], quantiles)
+        tq = np.quantile(t[..., c][inside], quantiles)
+        sq = np.maximum.accumulate(sq + np.arange(257) * 1e-6)  # strictly increasing for interp
+        out[..., c] = np.interp(s[..., c], sq, tq)
+    return from_lab(out)
+
+
+def linear_transfer(source: np.ndarray, target: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Linear (covariance) transfer in RGB: x' = Ct^1/2 Cs^-1/2 (x - ms) + mt ("lct")."""
+    inside = mask > 0.5
+    s, t = source[inside].astype(np.float64), target[inside].astype(np.float64)
+    ms, mt = s.mean(0), t.mean(0)
+    cs = np.cov(s, rowvar=False) + np.eye(3) * 1e-6
+    ct = np.cov(t, rowvar=False) + np.eye(3) * 1e-6
+    a = np.real(linalg.sqrtm(ct) @ linalg.inv(np.real(linalg.sqrtm(cs))))
+    out = (source.reshape(-1, 3) - ms) @ a.T + mt
+    return np.clip(out.reshape(source.shape), 0, 1).astype(np.float32)
+
+
+def transfer_color(source: np.ndarray, target: np.ndarray, mask: np.ndarray, method: str) -> np.ndarray:
+    if method == "none" or (mask > 0.5).sum() < 16:
+        return source
+    if method == "rct":
+        return reinhard(source, target, mask)
+    if method == "hist":
+        return histogram_match(source, target, mask)
+    if method == "lct":
+        return linear_transfer(source, target, mask)
+    raise ValueError(f"unknown colour transfer {method!r} (one of {', '.join(COLOR_METHODS)})")
+
+
+def mean_lab_difference(a: np.ndarray, b: np.ndarray, mask: np.ndarray) -> float:
+    """Distance between the mean Lab colours of two images inside a matte (the colour test's figure)."""
+    w = (mask > 0.5).astype(np.float32)
+    return float(np.linalg.norm(_weighted_stats(to_lab(a), w)[0] - _weighted_stats(to_lab(b), w)[0]))

@@ -1,0 +1,200 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import av
+import cv2
+import numpy as np
+import pytest
+from conftest import LAYOUT, write_manifest
+
+from pipeline.composite import (
+    alter_face,
+    blend,
+    match_grain,
+    mean_lab_difference,
+    noise_sigma,
+    seam_score,
+    sharpen,
+    transfer_color,
+)
+from pipeline.errors import ManifestError
+from pipeline.faces.align import align_face, ffhq_params, transform_points, warp_to_plate
+from pipeline.faces.detect import FaceAnalyzer
+from pipeline.faces.masks import landmark_mask
+from pipeline.manifest import load_shot
+from pipeline.media.decode import MoviePlate, load_still
+from pipeline.media.sequences import read_png_text
+
+
+def psnr(a: np.ndarray, b: np.ndarray) -> float:
+    mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
+    return float(10 * np.log10(255.0**2 / mse)) if mse > 0 else float("inf")
+
+
+@pytest.fixture(scope="module")
+def analyzer() -> FaceAnalyzer:
+    return FaceAnalyzer(upsample=1)
+
+
+def prepared(frame: np.ndarray, analyzer: FaceAnalyzer, size: int = 256):
+    face = analyzer.detect(frame)[0]
+    crop, m = align_face(frame, ffhq_params(face.landmarks), size)
+    mask = landmark_mask(transform_points(m, face.landmarks), size, "extended", erode=0.02, feather=0.03)
+    return crop, m, mask
+
+
+def real_frames(footage: Path) -> list[np.ndarray]:
+    frames = []
+    for name, picks in (("woman_headturns_512.mp4", (0, 120, 240)), ("man_glasses_720x1280.mp4", (50, 200))):
+        plate = MoviePlate(footage / name)
+        for i in picks:
+            frames.append(next(plate.read(i, i + 1)))
+    return frames
+
+
+@pytest.mark.parametrize("mode", ["alpha", "laplacian", "poisson"])
+def test_identity_round_trip_every_blend_mode(mode, analyzer):
+    plate = load_still("builtin:astronaut")
+    crop, m, mask = prepared(plate, analyzer, 512)
+    region = warp_to_plate(crop, mask, m, plate.shape)
+    out = blend(plate, region, mode)
+    touched = np.zeros(plate.shape[:2], bool)
+    touched[region.box] = region.alpha > 0
+    np.testing.assert_array_equal(out[~touched], plate[~touched])
+    assert psnr(out[touched], plate[touched]) >= 40
+
+
+@pytest.mark.parametrize("mode", ["alpha", "laplacian", "poisson"])
+def test_identity_round_trip_on_real_footage(mode, footage, analyzer):
+    for plate in real_frames(footage):
+        crop, m, mask = prepared(plate, analyzer, 512)
+        region = warp_to_plate(crop, mask, m, plate.shape)
+        out = blend(plate, region, mode)
+        touched = np.zeros(plate.shape[:2], bool)
+        touched[region.box] = region.alpha > 0
+        assert np.array_equal(out[~touched], plate[~touched])
+        assert psnr(out[touched], plate[touched]) >= 40
+
+
+@pytest.mark.parametrize("method", ["rct", "hist", "lct"])
+def test_colour_transfer_undoes_a_known_lab_shift(method, analyzer):
+    crop, _, mask = prepared(load_still("builtin:astronaut"), analyzer)
+    shifted = alter_face(crop, "recolor")  # L x0.85 + 6, a - 12, b - 10
+    before = mean_lab_difference(shifted, crop, mask)
+    after = mean_lab_difference(transfer_color(shifted, crop, mask, method), crop, mask)
+    assert before > 10
+    assert after * 5 <= before, (before, after)
+
+
+def test_rct_on_real_footage_fivefold(footage, analyzer):
+    for plate in real_frames(footage):
+        crop, _, mask = prepared(plate, analyzer)
+        shifted = alter_face(crop, "recolor")
+        before = mean_lab_difference(shifted, crop, mask)
+        after = mean_lab_difference(transfer_color(shifted, crop, mask, "rct"), crop, mask)
+        assert after * 5 <= before, (before, after)
+
+
+@pytest.mark.parametrize("alteration", ["mirror", "recolor"])
+def test_laplacian_and_poisson_seams_beat_a_hard_paste(alteration, footage, analyzer):
+    for plate in real_frames(footage):
+        crop, m, mask = prepared(plate, analyzer)
+        region = warp_to_plate(alter_face(crop, alteration), mask, m, plate.shape)
+        hard = seam_score(blend(plate, region, "hard"), plate, region)
+        for mode in ("laplacian", "poisson"):
+            assert seam_score(blend(plate, region, mode), plate, region) < hard, mode
+
+
+def test_grain_matches_the_plate_noise_and_repeats_per_frame():
+    rng = np.random.default_rng(5)
+    smooth = cv2.GaussianBlur(rng.random((128, 128, 3)).astype(np.float32), (0, 0), 8) * 0.5 + 0.25
+    noisy = np.clip(smooth + rng.normal(0, 0.03, (128, 128, 1)), 0, 1).astype(np.float32)
+    mask = np.ones((128, 128), np.float32)
+    plate_sigma = noise_sigma(noisy, mask)
+    assert plate_sigma == pytest.approx(0.03 * 0.8, rel=0.35)  # the median residual keeps part of the noise
+    grained = match_grain(smooth, noisy, mask, seed=1001)
+    assert noise_sigma(grained, mask) == pytest.approx(plate_sigma, rel=0.25)
+    np.testing.assert_array_equal(grained, match_grain(smooth, noisy, mask, seed=1001))
+    assert not np.array_equal(grained, match_grain(smooth, noisy, mask, seed=1002))
+
+
+def test_sharpen_adds_detail_and_zero_is_a_no_op():
+    img = cv2.GaussianBlur(np.random.default_rng(0).random((64, 64, 3)).astype(np.float32), (0, 0), 2)
+    assert sharpen(img, 0.0) is img
+    lap = lambda x: np.abs(cv2.Laplacian(x, cv2.CV_32F)).mean()  # noqa: E731
+    assert lap(sharpen(img, 1.0)) > 1.2 * lap(img)
+
+
+def test_composite_needs_faces_and_png_for_the_prores_element(tmp_path, face_sequence):
+    m = write_manifest(
+        tmp_path, f"shot: a\nplate: {{sequence: {face_sequence}}}\ncomposite: {{blend: alpha}}\n"
+    )
+    with pytest.raises(ManifestError, match=rf"{m}:3 composite: needs an enabled faces section"):
+        load_shot(m)
+    m = write_manifest(
+        tmp_path,
+        f"shot: a\nplate: {{sequence: {face_sequence}}}\nfaces: {{}}\n"
+        "composite:\n  element: {format: exr, prores4444: true}\n",
+    )
+    with pytest.raises(ManifestError, match=r":5 composite\.element\.prores4444: the ProRes element"):
+        load_shot(m)
+
+
+@pytest.mark.slow
+def test_composite_render_elements_transforms_and_empty_mattes(tmp_path, face_sequence, prefect_server):
+    from pipeline.flows import run_render
+
+    m = write_manifest(
+        tmp_path,
+        f"""
+shot: cp010
+plate: {{sequence: {face_sequence}}}
+fps: 24
+output: {{sequence: png16, movies: [h264_review], chunk_size: 8}}
+faces: {{crop_size: 256, max_gap: 3}}
+composite:
+  alteration: mirror
+  color: rct
+  blend: alpha
+  grain: false
+  element: {{format: png16, prores4444: true}}
+""",
+    )
+    v = Path(run_render(str(m), root=str(tmp_path / "r"))["path"])
+    shot = load_shot(m)
+    plates = list(shot.plate.read(0, 24))
+    for n in range(1, 25):
+        plate = plates[n - 1].astype(np.float64) / 255
+        comp = (
+            cv2.cvtColor(
+                cv2.imread(str(v / "comp" / f"cp010_comp_v001.{n:04d}.png"), cv2.IMREAD_UNCHANGED),
+                cv2.COLOR_BGR2RGB,
+            ).astype(np.float64)
+            / 65535
+        )
+        element = cv2.imread(str(v / "element" / f"cp010_faceElement_v001.{n:04d}.png"), cv2.IMREAD_UNCHANGED)
+        rgba = cv2.cvtColor(element, cv2.COLOR_BGRA2RGBA).astype(np.float64) / 65535
+        alpha = rgba[..., 3:]
+        over = rgba[..., :3] * alpha + plate * (1 - alpha)  # "over", straight alpha
+        assert np.abs(over - comp).max() <= 1 / 255, n
+        if LAYOUT[n][0] == "blank" and n >= 15:  # the long gap: no face, an empty matte, the plate as it was
+            assert alpha.max() == 0
+            assert np.abs(comp - plate).max() < 1e-4
+        if LAYOUT[n][0] == "face":
+            assert alpha.max() == pytest.approx(1.0, abs=1e-4)
+            assert np.abs(comp - plate)[alpha[..., 0] > 0.99].mean() > 0.005  # the altered face went in
+    assert read_png_text(v / "comp" / "cp010_comp_v001.0005.png")["synthetic_imagery"] == "true"
+    transforms = json.loads((v / "transforms.json").read_text())
+    assert len(transforms["frames"]) == 24 and transforms["frames"][15]["plate_to_crop"] is None
+    assert transforms["frames"][0]["state"] == "detected"
+    with av.open(str(v / "cp010_faceElement_v001_prores4444.mov")) as c:
+        stream = c.streams.video[0]
+        assert stream.codec_context.pix_fmt.startswith("yuva444")
+        assert c.metadata["synthetic_imagery"] == "true"
+        frame = next(c.decode(stream)).to_ndarray(format="rgba64le")
+        assert frame[..., 3].max() > 60000 and frame[..., 3].min() == 0
+    with av.open(str(v / "cp010_comp_v001_h264_review.mp4")) as c:
+        assert c.metadata["synthetic_imagery"] == "true"
+    assert (v / "composite_contact_sheet.png").is_file()
