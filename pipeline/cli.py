@@ -67,6 +67,28 @@ def cmd_extract(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_train_swap(args: argparse.Namespace) -> int:
+    from pipeline.flows import train_swap
+
+    if (args.steps is None) == (args.minutes is None):
+        print("vfx train swap: give one of --steps or --minutes", file=sys.stderr)
+        return 2
+    result = train_swap(
+        str(args.a),
+        str(args.b),
+        str(args.out),
+        preset=args.preset,
+        steps=args.steps,
+        minutes=args.minutes,
+        batch=args.batch,
+        lr=args.lr,
+        warp=not args.no_warp,
+        resume=args.resume,
+    )
+    print(f"{args.out}: step {result['step']}, loss A {result['loss_a']:.4f}, B {result['loss_b']:.4f}")
+    return 0
+
+
 def cmd_batch(args: argparse.Namespace) -> int:
     from pipeline.flows import render_batch
 
@@ -109,6 +131,21 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--size", type=int, default=256, help="crop size in pixels, 64-1024 (default 256)")
     e.add_argument("--every", type=int, default=1, help="take every N-th frame (default 1)")
     e.set_defaults(func=cmd_extract)
+
+    tr = sub.add_parser("train", help="train a model")
+    trs = tr.add_subparsers(dest="what", required=True)
+    ts = trs.add_parser("swap", help="the face-swap autoencoder, from two folders of vfx extract crops")
+    ts.add_argument("--a", type=Path, required=True, help="crops of person A")
+    ts.add_argument("--b", type=Path, required=True, help="crops of person B")
+    ts.add_argument("--out", type=Path, required=True, help="model folder (swap.pt, preview.png, loss.png)")
+    ts.add_argument("--preset", choices=["64", "128"], default="64")
+    ts.add_argument("--steps", type=int, help="train until this many steps in all")
+    ts.add_argument("--minutes", type=float, help="train for this many minutes")
+    ts.add_argument("--batch", type=int, default=16, help="faces of each person per step (default 16)")
+    ts.add_argument("--lr", type=float, default=5e-5, help="Adam learning rate (default 5e-5)")
+    ts.add_argument("--no-warp", action="store_true", help="no random warp: a final polishing phase")
+    ts.add_argument("--resume", action="store_true", help="continue the checkpoint in --out")
+    ts.set_defaults(func=cmd_train_swap)
 
     b = sub.add_parser("batch", help="render every manifest in a folder")
     b.add_argument("folder", type=Path)

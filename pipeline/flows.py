@@ -48,6 +48,10 @@ from pipeline.shot_composite import (  # noqa: E402
     Compositor,
     composite_contact_sheet,
     composite_spec,
+    identity_references,
+    identity_summary,
+    load_identity_references,
+    swap_spec,
     write_transforms,
 )
 from pipeline.workspace import (  # noqa: E402
@@ -135,7 +139,13 @@ def _version_for_task(shot: Shot, version_path: str) -> RenderVersion:
 
 @task(name="render-chunk", **CHUNK_TASK)
 def render_chunk(
-    manifest: str, frames: str | None, version_path: str, track_file: str | None, first: int, last: int
+    manifest: str,
+    frames: str | None,
+    version_path: str,
+    track_file: str | None,
+    identity_file: str | None,
+    first: int,
+    last: int,
 ) -> ChunkResult:
     """One chunk of frames; opens the plate (and the face track) itself so a chunk can run anywhere."""
     shot = prepare_shot(manifest, frames)
@@ -143,7 +153,8 @@ def render_chunk(
     compositor = None
     if composite_spec(shot) is not None:
         assert track_file is not None
-        compositor = Compositor(shot, FaceTrack.load(Path(track_file)))
+        refs = load_identity_references(identity_file)
+        compositor = Compositor(shot, FaceTrack.load(Path(track_file)), refs)
     return render_frames(shot, version, first, last, output_metadata(shot, version), compositor)
 
 
@@ -263,18 +274,29 @@ def render_shot(
                 shot_faces.faces_contact_sheet(shot, v, track, metadata, shot.first, shot.last)
             )
             stages.append("track faces")
+        if swap_spec(shot) is not None:
+            stages.append("swap")
         if composite_spec(shot) is not None:
             stages.append("composite")
+        identity_file = identity_references(shot, v.path / "identity_refs.npz")
         t_faces = time.perf_counter()
         track_file = faces["path"] if faces else None
         chunks = run_chunks(
-            lambda a, b: render_chunk.submit(manifest, frames, str(v.path), track_file, a, b),
+            lambda a, b: render_chunk.submit(
+                manifest, frames, str(v.path), track_file, str(identity_file) if identity_file else None, a, b
+            ),
             shot.first,
             shot.last,
             shot.spec.output.chunk_size,
             f"{shot.name} {v.label}",
         )
         chunks.sort(key=lambda c: c.first)
+        if (swap := swap_spec(shot)) is not None and faces is not None:
+            rows = sorted(r for c in chunks for r in c.identity)
+            faces["identity"] = identity_summary(rows, swap.direction)
+            faces["identity_per_frame"] = rows
+            if faces["identity"]:
+                log.info(f"{shot.name} {v.label}: identity {faces['identity']}")
         if composite_spec(shot) is not None and track is not None:
             faces["transforms"] = str(write_transforms(v, shot, track))
             faces["composite_contact_sheet"] = str(
@@ -393,3 +415,37 @@ def run_render(
 def run_track(manifest: str, frames: str | None = None, root: str = "render") -> dict:
     shot_faces.faces_spec(_precheck(manifest, frames, root))
     return track_shot(manifest, frames=frames, root=root)
+
+
+@flow(name="train-swap", persist_result=False)
+def train_swap(
+    a: str,
+    b: str,
+    out: str,
+    preset: str = "64",
+    steps: int | None = None,
+    minutes: float | None = None,
+    batch: int = 16,
+    lr: float = 5e-5,
+    warp: bool = True,
+    resume: bool = False,
+) -> dict:
+    """Train the swap model as a Prefect run (an overnight job on a render node)."""
+    from pipeline.swap.train import TrainSettings, train
+
+    log = get_run_logger()
+    settings = TrainSettings(preset=preset, batch=batch, lr=lr, warp=warp)
+    progress_id = create_progress_artifact(progress=0.0, description=f"swap training {out}")
+    started = time.monotonic()
+
+    def on_step(record: dict) -> None:
+        if record["step"] % 50 == 0:
+            done = record["step"] / steps if steps else (time.monotonic() - started) / (60 * (minutes or 1))
+            update_progress_artifact(progress_id, min(100.0, 100 * done))
+            log.info(f"step {record['step']}: loss A {record['a_total']:.4f}, B {record['b_total']:.4f}")
+
+    state = train(
+        Path(a), Path(b), Path(out), settings, steps=steps, minutes=minutes, resume=resume, on_step=on_step
+    )
+    last = state.history[-1] if state.history else {}
+    return {"out": out, "step": state.step, "loss_a": last.get("a_total"), "loss_b": last.get("b_total")}

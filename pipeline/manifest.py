@@ -145,6 +145,16 @@ class CompositeSpec(Strict):
     element: ElementSpec = ElementSpec()
 
 
+class SwapSpec(Strict):
+    enabled: bool = True
+    model: str = Field(description="a model folder from vfx train swap (or its swap.pt)")
+    direction: Literal["a_to_b", "b_to_a"] = "a_to_b"
+    batch: int = Field(32, ge=1, le=1024)
+    use_model_mask: bool = True
+    reference_a: str | None = Field(None, description="crops of person A, for the identity measure")
+    reference_b: str | None = Field(None, description="crops of person B, for the identity measure")
+
+
 class ManifestModel(Strict):
     shot: str
     plate: PlateSpec
@@ -152,7 +162,7 @@ class ManifestModel(Strict):
     fps: float | str | None = None
     output: OutputSpec = OutputSpec()
     faces: FacesSpec | None = None
-    swap: StageSpec | None = None
+    swap: SwapSpec | None = None
     project: StageSpec | None = None
     path: StageSpec | None = None
     composite: CompositeSpec | None = None
@@ -295,6 +305,35 @@ def read_manifest(path: Path) -> tuple[ManifestModel, yaml.Node | None]:
         ) from None
 
 
+def _check_swap(path: Path, root: yaml.Node | None, base: Path, spec: ManifestModel) -> None:
+    from pipeline.swap.train import CheckpointError, read_checkpoint
+
+    swap = spec.swap
+    assert swap is not None
+    line = _node_line(root, ("swap", "model"))
+    if not (spec.faces and spec.faces.enabled and spec.composite and spec.composite.enabled):
+        raise ManifestError(
+            f"{path}:{_node_line(root, ('swap',))} swap: needs enabled faces and composite sections"
+        )
+    for key in ("reference_a", "reference_b"):
+        folder = getattr(swap, key)
+        if folder and not Path(_resolve(base, folder)).is_dir():
+            raise ManifestError(
+                f"{path}:{_node_line(root, ('swap', key))} swap.{key}: {_resolve(base, folder)}: "
+                "folder not found"
+            )
+    try:
+        config = read_checkpoint(Path(_resolve(base, swap.model)))["config"]
+    except CheckpointError as e:
+        raise ManifestError(f"{path}:{line} swap.model: {e}") from None
+    if config["size"] != spec.faces.crop_size:
+        raise ManifestError(
+            f"{path}:{line} swap.model: the model is preset {config['preset']} ({config['size']} px faces) "
+            f"but faces.crop_size is {spec.faces.crop_size}; set crop_size: {config['size']} or use another "
+            "model"
+        )
+
+
 def load_shot(path: str | Path) -> Shot:
     """Read, validate and check a manifest against its plate (opened and probed, not decoded)."""
     path = Path(path)
@@ -350,6 +389,8 @@ def load_shot(path: str | Path) -> Shot:
             f"{path}:{_node_line(root, loc)} composite.element.prores4444: the ProRes element "
             "is made from the PNG 16-bit element sequence (format: png16)"
         )
+    if spec.swap is not None and spec.swap.enabled:
+        _check_swap(path, root, base, spec)
     if spec.faces is not None:
         for key, value in [("reference", spec.faces.reference), *spec.faces.models.model_dump().items()]:
             if value and not Path(_resolve(base, value)).is_file():

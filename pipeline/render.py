@@ -22,7 +22,14 @@ from pipeline.media.color import to_uint8
 from pipeline.media.decode import read_image
 from pipeline.media.encode import MOVIE_PRESETS, AudioSource, encode_movie
 from pipeline.media.sequences import write_frame
-from pipeline.shot_composite import Compositor, altered_stages, composite_spec, element_path, write_element
+from pipeline.shot_composite import (
+    Compositor,
+    altered_stages,
+    composite_spec,
+    element_path,
+    models_used,
+    write_element,
+)
 from pipeline.workspace import RenderVersion, write_json_atomic
 
 SYNTHETIC_NOTE = (
@@ -42,7 +49,7 @@ def output_metadata(shot: Shot, version: RenderVersion) -> dict[str, str]:
         "shot": shot.name,
         "render_version": version.label,
         "software": f"{TOOL_NAME} {__version__}",
-        "models": "none",
+        "models": models_used(shot),
     }
 
 
@@ -56,6 +63,7 @@ class ChunkResult:
     composite_s: float = 0.0
     write_s: float = 0.0
     wall_s: float = 0.0
+    identity: list[list[float]] = field(default_factory=list)  # [frame, distance to A, distance to B]
 
 
 def render_frames(
@@ -81,24 +89,40 @@ def render_frames(
     start = todo[0]
     frames = shot.plate.read(shot.plate_index(start), shot.plate_index(last) + 1)
     fmt = shot.spec.output.sequence
+    batch_size = compositor.batch_size if compositor else 1
+    pending: list[tuple[int, np.ndarray]] = []
+
+    def flush() -> None:
+        numbers = [n for n, _ in pending]
+        outputs = [f for _, f in pending]
+        if compositor is not None:
+            t = time.perf_counter()
+            done = compositor.frames(numbers, outputs)
+            result.composite_s += time.perf_counter() - t
+            outputs = [d.comp for d in done]
+            for n, d in zip(numbers, done, strict=True):
+                if d.element is not None:
+                    write_element(version, shot, n, d.element, metadata)
+                if d.identity is not None:
+                    result.identity.append([n, *d.identity])
+        t = time.perf_counter()
+        for n, frame in zip(numbers, outputs, strict=True):
+            write_frame(version.frame_path(n), frame, fmt, metadata)
+        result.write_s += time.perf_counter() - t
+        result.written += len(numbers)
+        pending.clear()
+
     try:
         for number in range(start, last + 1):
             t = time.perf_counter()
             frame = next(frames)
             result.decode_s += time.perf_counter() - t
-            if number not in wanted:
-                continue
-            if compositor is not None:
-                t = time.perf_counter()
-                done = compositor.frame(number, frame)
-                result.composite_s += time.perf_counter() - t
-                frame = done.comp
-                if done.element is not None:
-                    write_element(version, shot, number, done.element, metadata)
-            t = time.perf_counter()
-            write_frame(version.frame_path(number), frame, fmt, metadata)
-            result.write_s += time.perf_counter() - t
-            result.written += 1
+            if number in wanted:
+                pending.append((number, frame))
+            if len(pending) >= batch_size:
+                flush()
+        if pending:
+            flush()
     finally:
         frames.close()
     result.wall_s = time.perf_counter() - t0

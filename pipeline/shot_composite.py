@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
@@ -19,11 +20,14 @@ from pipeline.faces.align import align_face, transform_points, warp_to_plate
 from pipeline.faces.draw import grid
 from pipeline.faces.masks import landmark_mask
 from pipeline.faces.track import FaceTrack
-from pipeline.manifest import CompositeSpec, MaskSpec, Shot
+from pipeline.manifest import CompositeSpec, MaskSpec, Shot, SwapSpec
 from pipeline.media.color import to_float, to_uint8
 from pipeline.media.decode import read_image
 from pipeline.media.sequences import extension, write_frame
 from pipeline.workspace import RenderVersion, write_json_atomic
+
+if TYPE_CHECKING:
+    from pipeline.swap.convert import IdentityMeter
 
 
 def composite_spec(shot: Shot) -> CompositeSpec | None:
@@ -31,10 +35,45 @@ def composite_spec(shot: Shot) -> CompositeSpec | None:
     return spec if spec is not None and spec.enabled else None
 
 
+def swap_spec(shot: Shot) -> SwapSpec | None:
+    spec = shot.spec.swap
+    return spec if spec is not None and spec.enabled else None
+
+
 def altered_stages(shot: Shot) -> list[str]:
     """The stages that change faces in this shot's output (for the synthetic-imagery metadata)."""
+    if swap := swap_spec(shot):
+        return [f"face swap ({swap.direction})"]
     spec = composite_spec(shot)
     return [f"composite (test alteration: {spec.alteration})"] if spec and spec.alteration != "none" else []
+
+
+def models_used(shot: Shot) -> str:
+    if swap := swap_spec(shot):
+        return f"swap:{shot.resolve(swap.model)}"
+    return "none"
+
+
+class FaceSource:
+    """Where the new faces come from: the swap model when the shot has one, else the test alteration."""
+
+    def __init__(self, shot: Shot):
+        self.swap = swap_spec(shot)
+        self.alteration = composite_spec(shot).alteration if composite_spec(shot) else "none"
+        self.model = None
+        if self.swap:
+            from pipeline.swap.train import load_model
+
+            self.model = load_model(Path(shot.resolve(self.swap.model)))
+
+    def convert(self, crops: list[np.ndarray]) -> tuple[list[np.ndarray], list[np.ndarray | None]]:
+        if self.model is None or self.swap is None:
+            return [alter_face(c, self.alteration) for c in crops], [None] * len(crops)
+        from pipeline.swap.convert import convert_faces
+
+        to = "b" if self.swap.direction == "a_to_b" else "a"
+        faces, masks = convert_faces(self.model, np.stack(crops), to, self.swap.batch) if crops else ([], [])
+        return list(faces), list(masks) if self.swap.use_model_mask else [None] * len(crops)
 
 
 @dataclass
@@ -43,10 +82,13 @@ class FrameComposite:
     element: np.ndarray | None  # RGBA, float32, straight alpha, plate size; None when not written
     new_face: np.ndarray | None  # the crop that went in (for contact sheets)
     matte: np.ndarray | None  # its matte in crop coordinates
+    identity: tuple[float, float] | None = None  # the new face's distance to person A and to B
 
 
 class Compositor:
-    def __init__(self, shot: Shot, track: FaceTrack):
+    def __init__(
+        self, shot: Shot, track: FaceTrack, identity_refs: tuple[np.ndarray, np.ndarray] | None = None
+    ):
         spec = composite_spec(shot)
         assert spec is not None and shot.spec.faces is not None
         self.spec = spec
@@ -54,6 +96,13 @@ class Compositor:
         self.size = shot.spec.faces.crop_size
         self.track = track
         self.crop_landmarks = self._crop_landmarks()
+        self.source = FaceSource(shot)
+        self.batch_size = self.source.swap.batch if self.source.swap else 8
+        self.identity: tuple[IdentityMeter, np.ndarray, np.ndarray] | None = None
+        if identity_refs is not None:
+            from pipeline.swap.convert import IdentityMeter
+
+            self.identity = (IdentityMeter(), identity_refs[0], identity_refs[1])
 
     def _crop_landmarks(self) -> np.ndarray:
         """Landmarks in crop coordinates for every frame with a face; frames filled by interpolation
@@ -73,13 +122,40 @@ class Compositor:
         return landmark_mask(self.crop_landmarks[index], self.size, m.kind, m.erode, m.erode_sides, m.feather)
 
     def frame(self, number: int, plate: np.ndarray) -> FrameComposite:
+        return self.frames([number], [plate])[0]
+
+    def frames(self, numbers: list[int], plates: list[np.ndarray]) -> list[FrameComposite]:
+        """Composite several frames; their new faces are made in one batch."""
+        crops, todo = [], []
+        for k, n in enumerate(numbers):
+            i = self.track.index(n)
+            if self.track.has_face[i] and not np.isnan(self.crop_landmarks[i, 0, 0]):
+                crops.append(align_face(plates[k], self.track.params[i], self.size)[0])
+                todo.append(k)
+        faces, masks = self.source.convert(crops)
+        out = [FrameComposite(p, self._empty_element(p), None, None) for p in plates]
+        for k, crop, face, model_mask in zip(todo, crops, faces, masks, strict=True):
+            out[k] = self._composite(numbers[k], plates[k], crop, face, model_mask)
+            if self.identity is not None:
+                meter, ref_a, ref_b = self.identity
+                e = meter.embed(face, self.crop_landmarks[self.track.index(numbers[k])])
+                out[k].identity = (float(np.linalg.norm(e - ref_a)), float(np.linalg.norm(e - ref_b)))
+        return out
+
+    def _composite(
+        self,
+        number: int,
+        plate: np.ndarray,
+        crop: np.ndarray,
+        face: np.ndarray,
+        model_mask: np.ndarray | None,
+    ) -> FrameComposite:
         i = self.track.index(number)
         matrix = self.track.matrix(number, self.size)
-        if matrix is None or np.isnan(self.crop_landmarks[i, 0, 0]):
-            return FrameComposite(plate, self._empty_element(plate), None, None)
-        crop, _ = align_face(plate, self.track.params[i], self.size)
+        assert matrix is not None
         matte = self.matte(i)
-        face = alter_face(crop, self.spec.alteration)
+        if model_mask is not None:
+            matte = matte * model_mask
         face = transfer_color(face, crop, matte, self.spec.color)
         face = sharpen(face, self.spec.sharpen)
         if self.spec.grain:
@@ -175,3 +251,44 @@ def _fit(image: np.ndarray, size: int) -> np.ndarray:
     y, x = (size - small.shape[0]) // 2, (size - small.shape[1]) // 2
     out[y : y + small.shape[0], x : x + small.shape[1]] = small
     return out
+
+
+def identity_references(shot: Shot, out: Path) -> Path | None:
+    """Centroids of the dlib embeddings of person A's and B's reference crops, saved for the chunks."""
+    swap = swap_spec(shot)
+    if swap is None or not (swap.reference_a and swap.reference_b):
+        return None
+    from pipeline.swap.convert import IdentityMeter
+    from pipeline.swap.data import load_face_set
+
+    meter = IdentityMeter()
+    refs = []
+    for folder in (swap.reference_a, swap.reference_b):
+        faces = load_face_set(Path(shot.resolve(folder)), 256, "ref")
+        pick = np.linspace(0, len(faces.images) - 1, min(40, len(faces.images))).round().astype(int)
+        refs.append(meter.centroid(faces.images[pick], faces.landmarks[pick]))
+    np.savez(out, a=refs[0], b=refs[1])
+    return out
+
+
+def load_identity_references(path: str | None) -> tuple[np.ndarray, np.ndarray] | None:
+    if not path:
+        return None
+    with np.load(path) as d:
+        return d["a"], d["b"]
+
+
+def identity_summary(rows: list[list[float]], direction: str) -> dict | None:
+    """Mean distances to A and B over the converted frames, and the share closer to the target person."""
+    if not rows:
+        return None
+    d = np.array(rows)
+    target_b = direction == "a_to_b"
+    closer = (d[:, 2] < d[:, 1]) if target_b else (d[:, 1] < d[:, 2])
+    return {
+        "frames": len(d),
+        "mean_distance_to_a": float(d[:, 1].mean()),
+        "mean_distance_to_b": float(d[:, 2].mean()),
+        "closer_to_target": float(closer.mean()),
+        "target": "b" if target_b else "a",
+    }

@@ -1,0 +1,424 @@
+"""Composite benchmark: the composite stage's frames per second at 512 px and 1080p, against decoding alone.
+
+    .venv/bin/python bench/composite.py [--repeats N] [--frames N]
+
+Machines are shared and noisy, so every timing is the best of N repeats, and the configurations of a clip
+are interleaved (rotating which goes first). The composite stage is what render_frames does per frame
+minus the file writing: decode the plate, then Compositor.frame (align, alteration, colour transfer,
+sharpen, grain, warp back, blend, the RGBA element in memory). The face track is built once per clip,
+outside the timed region. The footage has no 1080p movie, so the script makes one in a temporary folder
+from the 512 px clip with the pipeline's ffmpeg. There is no bar for these figures: the script measures,
+and exits 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import astuple, dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+import yaml
+
+from pipeline.composite import alter_face, blend, match_grain, sharpen, transfer_color
+from pipeline.faces.align import align_face, warp_to_plate
+from pipeline.faces.track import FaceTrack
+from pipeline.manifest import Shot, load_shot
+from pipeline.media.decode import MoviePlate
+from pipeline.media.encode import ffmpeg_executable
+from pipeline.shot_composite import Compositor
+from pipeline.shot_faces import detect_range, finish_track
+
+FOOTAGE = Path(__file__).resolve().parents[2] / "shared" / "footage"
+CLIP = "woman_headturns_512.mp4"
+HD_NAME = "woman_headturns_1080p.mp4"
+HD_FILTER = "scale=1080:1080,pad=1920:1080:420:0"  # the 512 px frame scaled 2.11x, centred on 1920x1080
+HD_CODEC = ("-c:v", "libx264", "-preset", "medium", "-crf", "18", "-g", "30", "-pix_fmt", "yuv420p")
+COMPOSITE = {
+    "alteration": "recolor",
+    "color": "rct",
+    "sharpen": 0.3,
+    "grain": True,
+    "element": {"format": "png16"},
+}
+# (row label, blend mode, crop size); the first is the one broken down step by step
+CONFIGS = (
+    ("laplacian, crop 256", "laplacian", 256),
+    ("alpha, crop 256", "alpha", 256),
+    ("poisson, crop 256", "poisson", 256),
+    ("laplacian, crop 512", "laplacian", 512),
+)
+BLEND_MODES = ("alpha", "laplacian", "poisson")
+STEPS = (
+    "decode",
+    "align_face",
+    "matte",
+    "alter+colour",
+    "sharpen+grain",
+    "warp_to_plate",
+    "blend",
+    "element",
+)
+RUN = "frame() run"
+
+
+@dataclass
+class Row:
+    metric: str
+    fps: str
+    ms: str
+    vs_decode: str
+    composite_ms: str
+    cpu: str
+    faults: str
+    faces: str
+    bar: str
+    result: str
+
+
+ROW_HEADER = (
+    "metric",
+    "fps",
+    "ms/frame",
+    "vs decode",
+    "minus decode",
+    "CPU/wall",
+    "faults/fr",
+    "faces",
+    "bar",
+    "result",
+)
+
+
+@dataclass(frozen=True, order=True)
+class Timing:
+    wall: float  # seconds
+    cpu: float  # this process's CPU seconds, all its threads (FFmpeg's and OpenCV's included)
+    faults: int  # minor page faults: fresh memory pages the kernel had to map in and zero
+
+
+def minor_faults() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+
+
+def best_of(repeats: int, fns: dict[str, Callable[[], object]]) -> dict[str, Timing]:
+    """Each callable's fastest run over the repeats, interleaved with a rotating start."""
+    names = list(fns)
+    runs: dict[str, list[Timing]] = {name: [] for name in names}
+    for i in range(repeats):
+        k = i % len(names)
+        for name in names[k:] + names[:k]:
+            t, c, f = time.perf_counter(), time.process_time(), minor_faults()
+            fns[name]()
+            runs[name].append(Timing(time.perf_counter() - t, time.process_time() - c, minor_faults() - f))
+    return {name: min(r) for name, r in runs.items()}
+
+
+# Set-up (not timed) ---------------------------------------------------------------------------------------
+
+
+def make_hd_clip(clip: Path, n: int, out: Path) -> None:
+    """The clip's first n frames scaled onto a 1920x1080 canvas, with the pipeline's ffmpeg."""
+    cmd = [ffmpeg_executable(), "-y", "-v", "error", "-i", str(clip), "-frames:v", str(n)]
+    cmd += ["-vf", HD_FILTER, *HD_CODEC, "-an", str(out)]
+    proc = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"making the 1080p clip failed: {' '.join(cmd)}\n{proc.stderr.strip()}")
+
+
+def shot_for(folder: Path, clip: Path, n: int, blend_mode: str, crop_size: int) -> Shot:
+    """A manifest for the clip with one composite configuration, loaded and limited to its first n frames."""
+    name = f"bench_{clip.stem}_{blend_mode}_{crop_size}"
+    manifest = folder / f"{name}.yaml"
+    data = {
+        "shot": name,
+        "plate": {"movie": str(clip.resolve())},
+        "faces": {"crop_size": crop_size},
+        "composite": {**COMPOSITE, "blend": blend_mode},
+    }
+    manifest.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
+    shot = load_shot(manifest)
+    return shot.with_frames(shot.first, shot.first + n - 1)
+
+
+def track_for(shot: Shot, folder: Path) -> tuple[FaceTrack, float]:
+    """The shot's face track (detect_range + finish_track, as `vfx track` does) and its build time."""
+    t = time.perf_counter()
+    found = detect_range(shot, shot.first, shot.last)
+    track = finish_track(shot, found, folder / f"{shot.name}.track.npz")
+    return track, time.perf_counter() - t
+
+
+# Workloads ------------------------------------------------------------------------------------------------
+
+
+def decode_all(shot: Shot) -> int:
+    start = shot.plate_index(shot.first)
+    return sum(1 for _ in shot.plate.read(start, start + shot.frame_count))
+
+
+def composite_all(shot: Shot, track: FaceTrack) -> int:
+    """Decode and composite every frame of the shot, as render_frames does without writing; faces put in."""
+    compositor = Compositor(shot, track)
+    start = shot.plate_index(shot.first)
+    frames = shot.plate.read(start, start + shot.frame_count)
+    numbers = range(shot.first, shot.last + 1)
+    return sum(compositor.frame(n, f).new_face is not None for n, f in zip(numbers, frames, strict=True))
+
+
+# Per-step breakdown ---------------------------------------------------------------------------------------
+
+
+def step_breakdown(shot: Shot, track: FaceTrack, repeats: int) -> dict[str, float]:
+    """ms per frame of each step of Compositor.frame, each the best over the repeats of a full pass.
+
+    The steps repeat Compositor.frame piece by piece with the same functions (checked against it on the
+    first frame with a face). Frames without a face only get an empty element, counted under "element".
+    Every blend mode is also timed on the same region ("blend <mode>"); only the shot's own mode counts
+    toward the sum.
+    """
+    compositor = Compositor(shot, track)
+    spec, size = compositor.spec, compositor.size
+    start = shot.plate_index(shot.first)
+    keys = (*STEPS, *(f"blend {m}" for m in BLEND_MODES))
+    best = dict.fromkeys(keys, float("inf"))
+    checked = False
+    for _ in range(repeats):
+        totals = dict.fromkeys(keys, 0.0)
+        frames = shot.plate.read(start, start + shot.frame_count)
+        for number in range(shot.first, shot.last + 1):
+            t0 = time.perf_counter()
+            plate = next(frames)
+            t1 = time.perf_counter()
+            totals["decode"] += t1 - t0
+            i = track.index(number)
+            matrix = track.matrix(number, size)
+            if matrix is None or np.isnan(compositor.crop_landmarks[i, 0, 0]):
+                compositor.frame(number, plate)
+                totals["element"] += time.perf_counter() - t1
+                continue
+            crop, _ = align_face(plate, track.params[i], size)
+            t2 = time.perf_counter()
+            matte = compositor.matte(i)
+            t3 = time.perf_counter()
+            face = transfer_color(alter_face(crop, spec.alteration), crop, matte, spec.color)
+            t4 = time.perf_counter()
+            face = sharpen(face, spec.sharpen)
+            if spec.grain:
+                face = match_grain(face, crop, matte, seed=number)
+            t5 = time.perf_counter()
+            region = warp_to_plate(face, matte, matrix, plate.shape)
+            t6 = time.perf_counter()
+            comp = blend(plate, region, spec.blend)
+            t7 = time.perf_counter()
+            element = None
+            if spec.element.format != "none":
+                element = np.zeros((*plate.shape[:2], 4), np.float32)
+                if region is not None:
+                    element[region.box] = np.concatenate([region.face, region.alpha[..., None]], axis=-1)
+            t8 = time.perf_counter()
+            for key, dt in zip(STEPS[1:], np.diff([t1, t2, t3, t4, t5, t6, t7, t8]), strict=True):
+                totals[key] += float(dt)
+            for mode in BLEND_MODES:
+                t = time.perf_counter()
+                blend(plate, region, mode)
+                totals[f"blend {mode}"] += time.perf_counter() - t
+            if not checked:
+                done = compositor.frame(number, plate)
+                assert np.array_equal(done.comp, comp), f"{shot.name}: the steps do not add up to frame()"
+                assert element is not None and done.element is not None
+                assert np.array_equal(done.element, element), f"{shot.name}: the element differs from frame()"
+                checked = True
+        frames.close()
+        best = {k: min(best[k], totals[k]) for k in keys}
+    return {k: 1000 * v / shot.frame_count for k, v in best.items()}
+
+
+# Per clip -------------------------------------------------------------------------------------------------
+
+
+def bench_clip(clip: Path, n: int, repeats: int, folder: Path) -> tuple[list[Row], dict[str, float]]:
+    """Decode vs composite rows for every configuration, and the step breakdown of the first one."""
+    shots = {name: shot_for(folder, clip, n, mode, size) for name, mode, size in CONFIGS}
+    first = shots[CONFIGS[0][0]]
+    track, track_s = track_for(first, folder)
+    square = np.nanmedian(track.params[:, 2])
+    print(
+        f"  {clip.name}: {first.plate.info.width}x{first.plate.info.height}, {n} frames; track built in "
+        f"{track_s:.1f} s (not timed): {track.detected.sum()}/{n} detected, "
+        f"{track.has_face.sum()} with a face, median crop square {square:.0f} px",
+        flush=True,
+    )
+    faces: dict[str, int] = {}
+
+    def keep(name: str, shot: Shot) -> Callable[[], None]:
+        return lambda: faces.__setitem__(name, composite_all(shot, track))
+
+    def decode() -> None:
+        count = decode_all(first)
+        assert count == n, f"{clip.name}: decoded {count} of {n} frames"
+
+    for shot in shots.values():  # one-off start-up costs (first calls into OpenCV and NumPy): not timed
+        Compositor(shot, track).frame(shot.first, next(shot.plate.read(0, 1)))
+    timed = best_of(repeats, {"decode": decode} | {name: keep(name, shot) for name, shot in shots.items()})
+    wall = {name: t.wall for name, t in timed.items()}
+    with_face = int(track.has_face.sum())
+    for name, count in faces.items():
+        assert count == with_face, f"{clip.name} {name}: {count} faces put in, the track has {with_face}"
+    decode_fps = n / wall["decode"]
+
+    def cpu(name: str) -> str:
+        return f"{timed[name].cpu / wall[name]:.2f}"
+
+    def faults(name: str) -> str:
+        return f"{timed[name].faults / n:.0f}"
+
+    rows = [
+        Row(
+            f"decode {clip.name} ({n} fr)",
+            f"{decode_fps:.0f}",
+            f"{1000 * wall['decode'] / n:.2f}",
+            "1.000x",
+            "",
+            cpu("decode"),
+            faults("decode"),
+            "",
+            "",
+            "",
+        )
+    ]
+    for name in shots:
+        fps = n / wall[name]
+        rows.append(
+            Row(
+                f"  composite {name}",
+                f"{fps:.1f}",
+                f"{1000 * wall[name] / n:.1f}",
+                f"{fps / decode_fps:.3f}x",
+                f"{1000 * (wall[name] - wall['decode']) / n:.1f}",
+                cpu(name),
+                faults(name),
+                f"{with_face}/{n}",
+                "(no bar)",
+                "-",
+            )
+        )
+    print(
+        f"  {clip.name}: decode {decode_fps:.0f} fps, "
+        + ", ".join(f"{name} {n / wall[name]:.1f} fps" for name in shots),
+        flush=True,
+    )
+    steps = step_breakdown(first, track, repeats)
+    steps[RUN] = 1000 * wall[CONFIGS[0][0]] / n
+    return rows, steps
+
+
+# Report ---------------------------------------------------------------------------------------------------
+
+
+def print_table(header: Sequence[str], cells: Sequence[Sequence[str]]) -> None:
+    table = [tuple(header)] + [tuple(c) for c in cells]
+    widths = [max(len(c[i]) for c in table) for i in range(len(header))]
+    for i, c in enumerate(table):
+        print("  ".join(v.ljust(w) for v, w in zip(c, widths, strict=True)).rstrip())
+        if i == 0:
+            print("  ".join("-" * w for w in widths))
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--repeats", type=int, default=3, help="timings per measurement; the best is kept")
+    ap.add_argument("--frames", type=int, default=60, help="frames from the start of the clip (%(default)s)")
+    args = ap.parse_args(argv)
+    clip = FOOTAGE / CLIP
+    if not clip.is_file():
+        sys.exit(
+            f"bench/composite.py: footage not found: {clip}\n"
+            f"(the benchmark clip lives in {FOOTAGE}, beside the repo)"
+        )
+    repeats = max(1, args.repeats)
+    started = time.perf_counter()
+    print(
+        f"machine: {os.cpu_count()} CPUs; Python {platform.python_version()}; "
+        f"OpenCV {cv2.__version__} ({cv2.getNumThreads()} threads); NumPy {np.__version__}; "
+        f"repeats: {repeats} (best of, interleaved); load average {os.getloadavg()[0]:.2f}"
+    )
+    tuning = " ".join(f"{k}={v}" for k, v in sorted(os.environ.items()) if k.startswith("MALLOC_"))
+    print(f"allocator: glibc malloc, {tuning or 'default settings (no MALLOC_* variables)'}")
+    settings = ", ".join(f"{k} {v}" for k, v in COMPOSITE.items() if k != "element")
+    print(
+        f"composite: {settings}, element png16 (built in memory, not written); faces defaults otherwise.\n"
+        "composite rows = decode + Compositor(shot, track) + frame() on every frame; nothing is written",
+        flush=True,
+    )
+
+    rows: list[Row] = []
+    steps: dict[str, dict[str, float]] = {}
+    with tempfile.TemporaryDirectory(prefix="vfx-bench-") as tmp:
+        folder = Path(tmp)
+        total = MoviePlate(clip).info.frame_count
+        n = max(1, min(args.frames, total))
+        if n != args.frames:
+            print(f"  --frames {args.frames}: the clip has {total} frames; using {n}")
+        hd = folder / HD_NAME
+        t = time.perf_counter()
+        make_hd_clip(clip, n, hd)
+        print(
+            f"  1080p clip made in {time.perf_counter() - t:.1f} s (not timed): the first {n} frames of "
+            f"{CLIP}, ffmpeg -vf {HD_FILTER} {' '.join(HD_CODEC)}\n"
+            "  (the 512 px picture upscaled 2.11x and centred on a 1920x1080 canvas, black bars left and "
+            "right: the face is about 2x bigger, with no more detail)",
+            flush=True,
+        )
+        for path in (clip, hd):
+            clip_rows, steps[path.name] = bench_clip(path, n, repeats, folder)
+            rows += clip_rows
+
+    print()
+    print_table(ROW_HEADER, [astuple(r) for r in rows])
+    print(
+        "(vs decode: composite fps / decode fps; minus decode: composite ms/frame - decode ms/frame,\n"
+        " the composite's own cost; CPU/wall: this process's CPU time over wall time, all threads;\n"
+        " faults/fr: minor page faults per frame (fresh memory the kernel maps in and zeroes, 4 KiB each);\n"
+        " faces: frames with a face put in / frames; no bar is set for the composite stage)"
+    )
+    name, mode, size = CONFIGS[0]
+    print(
+        f"\nsteps of Compositor.frame, ms per frame, configuration '{name}' "
+        f"(best of {repeats} passes per step;\n"
+        " decode = waiting for the next frame; align_face includes the plate's conversion to float;\n"
+        f" blend = {mode}; element = the RGBA plate-sized array; frame() run = the timed row above;\n"
+        " called one by one, the pieces allocate and free memory in another order than frame(), so the\n"
+        " page faults (faults/fr) land differently and the sum can differ from frame() run):"
+    )
+    print_table(
+        ("clip", *STEPS, "sum", RUN),
+        [
+            (label, *(f"{s[k]:.2f}" for k in STEPS), f"{sum(s[k] for k in STEPS):.2f}", f"{s[RUN]:.2f}")
+            for label, s in steps.items()
+        ],
+    )
+    print("\nblend step by mode on the same regions, ms per frame:")
+    print_table(
+        ("clip", *BLEND_MODES),
+        [(label, *(f"{s[f'blend {m}']:.2f}" for m in BLEND_MODES)) for label, s in steps.items()],
+    )
+    for label, s in steps.items():
+        slowest = max(STEPS[1:], key=lambda k: s[k])
+        print(f"slowest step, {label}: {slowest} ({s[slowest]:.2f} ms/frame)")
+    print(f"\nload average at the end: {os.getloadavg()[0]:.2f} (other work on the machine skews timings)")
+    print(f"total run time: {time.perf_counter() - started:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,75 @@
+"""Converting aligned faces with a trained swap model, and measuring whose face came out.
+
+The identity measure is dlib's 128-d recognition embedding: the distance of each converted face to
+the centroid of a person's reference faces (the same person is below about 0.6).
+"""
+
+from __future__ import annotations
+
+import cv2
+import dlib
+import numpy as np
+import torch
+
+from pipeline.media.color import to_float, to_uint8
+from pipeline.models import model_path
+from pipeline.swap.model import SwapModel
+
+
+@torch.no_grad()
+def convert_faces(
+    model: SwapModel, crops: np.ndarray, to: str, batch: int = 32
+) -> tuple[np.ndarray, np.ndarray]:
+    """Aligned crops (N, S, S, 3) drawn as person `to` ("a" or "b"): faces and masks at the crops' size."""
+    if len(crops) == 0:
+        return crops, np.zeros(crops.shape[:3], np.float32)
+    size, m = crops.shape[1], model.cfg.size
+    small = np.stack([cv2.resize(to_float(c), (m, m), interpolation=cv2.INTER_AREA) for c in crops])
+    faces, masks = [], []
+    model.eval()
+    for i in range(0, len(small), batch):
+        x = torch.from_numpy(small[i : i + batch].transpose(0, 3, 1, 2).copy())
+        rgb, mask = model(x, to)
+        faces.append(rgb.permute(0, 2, 3, 1).numpy())
+        masks.append(mask[:, 0].numpy())
+    up = cv2.INTER_CUBIC if size > m else cv2.INTER_AREA
+    out_faces = np.stack(
+        [np.clip(cv2.resize(f, (size, size), interpolation=up), 0, 1) for f in np.concatenate(faces)]
+    )
+    out_masks = np.stack(
+        [np.clip(cv2.resize(k, (size, size), interpolation=up), 0, 1) for k in np.concatenate(masks)]
+    )
+    return out_faces.astype(np.float32), out_masks.astype(np.float32)
+
+
+class IdentityMeter:
+    """dlib embeddings of aligned faces whose landmarks are known (converted faces keep the crop's layout)."""
+
+    def __init__(self):
+        self._net = dlib.face_recognition_model_v1(str(model_path("dlib_face_recognition")))
+
+    def embed(self, crop: np.ndarray, landmarks: np.ndarray, size: int = 256) -> np.ndarray:
+        k = size / crop.shape[0]
+        img = np.ascontiguousarray(
+            to_uint8(cv2.resize(to_float(crop), (size, size), interpolation=cv2.INTER_CUBIC))
+        )
+        pts = np.asarray(landmarks, np.float64) * k
+        rect = dlib.rectangle(
+            *[int(v) for v in (pts[:, 0].min(), pts[:, 1].min(), pts[:, 0].max(), pts[:, 1].max())]
+        )
+        shape = dlib.full_object_detection(rect, [dlib.point(int(round(x)), int(round(y))) for x, y in pts])
+        return np.array(self._net.compute_face_descriptor(img, shape), np.float32)
+
+    def centroid(self, crops: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
+        return np.mean([self.embed(c, lm) for c, lm in zip(crops, landmarks, strict=True)], axis=0)
+
+
+def identity_distances(
+    meter: IdentityMeter, faces: np.ndarray, landmarks: np.ndarray, ref_a: np.ndarray, ref_b: np.ndarray
+) -> np.ndarray:
+    """(N, 2): each face's distance to person A's and to person B's reference centroid."""
+    out = []
+    for f, lm in zip(faces, landmarks, strict=True):
+        e = meter.embed(f, lm)
+        out.append((np.linalg.norm(e - ref_a), np.linalg.norm(e - ref_b)))
+    return np.array(out, np.float32)

@@ -1,0 +1,228 @@
+"""Training the swap model: both people each step, atomic checkpoints, exact resume, previews.
+
+A checkpoint holds the model, the optimiser, the step, the random generators and the loss history,
+so training killed at any moment continues from the last checkpoint exactly as if it had not stopped.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+
+from pipeline.errors import PipelineError
+from pipeline.swap.data import Augment, FaceSet, load_face_set, make_batch
+from pipeline.swap.loss import swap_loss
+from pipeline.swap.model import PRESETS, SwapConfig, SwapModel
+
+CHECKPOINT_FORMAT = 1
+CHECKPOINT_NAME = "swap.pt"
+
+
+class CheckpointError(PipelineError):
+    """A checkpoint that is missing, unreadable, or from another preset."""
+
+
+@dataclass
+class TrainSettings:
+    preset: str = "64"
+    batch: int = 16
+    lr: float = 5e-5
+    warp: bool = True
+    seed: int = 0
+    checkpoint_minutes: float = 5.0
+    preview_every: int = 200
+
+
+@dataclass
+class TrainState:
+    model: SwapModel
+    optimizer: torch.optim.Optimizer
+    rng: np.random.Generator
+    step: int = 0
+    history: list[dict] = field(default_factory=list)
+
+
+def new_state(settings: TrainSettings) -> TrainState:
+    if settings.preset not in PRESETS:
+        raise CheckpointError(f"unknown preset {settings.preset!r} (one of {', '.join(PRESETS)})")
+    torch.manual_seed(settings.seed)
+    model = SwapModel(PRESETS[settings.preset])
+    optimizer = torch.optim.Adam(model.parameters(), lr=settings.lr, betas=(0.5, 0.999))
+    return TrainState(model, optimizer, np.random.default_rng(settings.seed))
+
+
+def save_checkpoint(path: Path, state: TrainState, settings: TrainSettings) -> None:
+    """Write to a temporary file and rename: a checkpoint on disk is always whole."""
+    data = {
+        "format": CHECKPOINT_FORMAT,
+        "config": state.model.cfg.to_dict(),
+        "model": state.model.state_dict(),
+        "optimizer": state.optimizer.state_dict(),
+        "step": state.step,
+        "numpy_rng": state.rng.bit_generator.state,
+        "torch_rng": torch.get_rng_state(),
+        "history": state.history,
+        "settings": settings.__dict__,
+    }
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    torch.save(data, tmp)
+    os.replace(tmp, path)
+
+
+def read_checkpoint(path: Path) -> dict:
+    path = Path(path)
+    if path.is_dir():
+        path = path / CHECKPOINT_NAME
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no swap checkpoint (train one with vfx train swap)")
+    try:
+        # tensors and plain containers only; mmap so reading the config does not read a 1 GB file
+        data = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception as e:  # noqa: BLE001 - any unpickling failure is a bad file
+        raise CheckpointError(f"{path}: not a readable swap checkpoint: {str(e).splitlines()[0]}") from None
+    if not isinstance(data, dict) or data.get("format") != CHECKPOINT_FORMAT or "config" not in data:
+        raise CheckpointError(f"{path}: not a swap checkpoint of format {CHECKPOINT_FORMAT}")
+    return data
+
+
+def load_model(path: Path) -> SwapModel:
+    data = read_checkpoint(path)
+    model = SwapModel(SwapConfig.from_dict(data["config"]))
+    model.load_state_dict(data["model"])
+    return model.eval()
+
+
+def load_state(path: Path, settings: TrainSettings) -> TrainState:
+    data = read_checkpoint(path)
+    cfg = SwapConfig.from_dict(data["config"])
+    if cfg.preset != settings.preset:
+        raise CheckpointError(
+            f"{path}: the checkpoint is preset {cfg.preset}; --preset {settings.preset} was asked"
+        )
+    state = new_state(settings)
+    state.model.load_state_dict(data["model"])
+    state.optimizer.load_state_dict(data["optimizer"])
+    for g in state.optimizer.param_groups:
+        g["lr"] = settings.lr
+    state.rng.bit_generator.state = data["numpy_rng"]
+    torch.set_rng_state(data["torch_rng"])
+    state.step = int(data["step"])
+    state.history = list(data["history"])
+    return state
+
+
+def train_step(state: TrainState, faces: dict[str, FaceSet], settings: TrainSettings) -> dict:
+    aug = Augment(warp=settings.warp)
+    state.model.train()
+    losses, total = {}, 0.0
+    for who, fs in faces.items():
+        idx = state.rng.integers(0, len(fs.images), settings.batch)
+        batch = {k: torch.from_numpy(v) for k, v in make_batch(fs, idx, state.rng, aug).items()}
+        rgb, mask = state.model(batch["input"], who)
+        parts = swap_loss(rgb, mask, batch)
+        total = total + parts["total"]
+        losses.update({f"{who}_{k}": v.item() for k, v in parts.items()})
+    state.optimizer.zero_grad(set_to_none=True)
+    total.backward()
+    state.optimizer.step()
+    state.step += 1
+    record = {"step": state.step, **losses}
+    state.history.append(record)
+    return record
+
+
+@torch.no_grad()
+def preview(model: SwapModel, faces: dict[str, FaceSet], count: int = 4) -> np.ndarray:
+    """Rows of A, A->A, A->B, B, B->B, B->A for a few fixed faces (uint8 RGB)."""
+    model.eval()
+    cols = []
+    for who, other in (("a", "b"), ("b", "a")):
+        x = torch.from_numpy(faces[who].images[:count].transpose(0, 3, 1, 2).copy())
+        same, _ = model(x, who)
+        swapped, _ = model(x, other)
+        for t in (x, same, swapped):
+            cols.append(np.concatenate(list(t.permute(0, 2, 3, 1).numpy()), axis=0))
+    return (np.clip(np.concatenate(cols, axis=1), 0, 1) * 255 + 0.5).astype(np.uint8)
+
+
+def loss_curve(history: list[dict], width: int = 640, height: int = 320) -> np.ndarray:
+    """The reconstruction loss of A and B per step (log scale), drawn with OpenCV."""
+    img = np.full((height, width, 3), 255, np.uint8)
+    if len(history) < 2:
+        return img
+    steps = np.array([h["step"] for h in history], np.float64)
+    pad = 30
+    for key, colour in (("a_total", (200, 60, 40)), ("b_total", (40, 90, 200))):
+        v = np.log10(np.maximum([h[key] for h in history], 1e-6))
+        k = max(1, len(v) // 200)
+        v = np.convolve(v, np.ones(k) / k, mode="valid")
+        s = steps[k - 1 :]
+        lo, hi = v.min(), v.max() + 1e-9
+        x = pad + (s - steps[0]) / max(steps[-1] - steps[0], 1) * (width - 2 * pad)
+        y = height - pad - (v - lo) / (hi - lo) * (height - 2 * pad)
+        cv2.polylines(img, [np.stack([x, y], 1).astype(np.int32)], False, colour, 1, cv2.LINE_AA)
+    cv2.putText(
+        img,
+        f"loss A (red) B (blue), log scale, steps {int(steps[0])}-{int(steps[-1])}",
+        (pad, 20),
+        cv2.FONT_HERSHEY_SIMPLEX,
+        0.45,
+        (0, 0, 0),
+        1,
+        cv2.LINE_AA,
+    )
+    return img
+
+
+def _write_png(path: Path, rgb: np.ndarray) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp.png")
+    cv2.imwrite(str(tmp), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+    os.replace(tmp, path)
+
+
+def train(
+    a_dir: Path,
+    b_dir: Path,
+    out: Path,
+    settings: TrainSettings,
+    steps: int | None = None,
+    minutes: float | None = None,
+    resume: bool = False,
+    on_step: Callable[[dict], None] | None = None,
+) -> TrainState:
+    """Train until `steps` (total, counting resumed ones) or `minutes` of this run; checkpoint on the way
+    and on Ctrl-C."""
+    if steps is None and minutes is None:
+        raise PipelineError("training needs --steps or --minutes")
+    size = PRESETS[settings.preset].size if settings.preset in PRESETS else 64
+    faces = {"a": load_face_set(a_dir, size, "a"), "b": load_face_set(b_dir, size, "b")}
+    out.mkdir(parents=True, exist_ok=True)
+    ckpt = out / CHECKPOINT_NAME
+    state = load_state(ckpt, settings) if resume else new_state(settings)
+    if not resume and ckpt.exists():
+        raise CheckpointError(f"{ckpt}: a checkpoint exists; use --resume to continue it or another --out")
+    started = last_save = time.monotonic()
+    try:
+        while (steps is None or state.step < steps) and (
+            minutes is None or time.monotonic() - started < minutes * 60
+        ):
+            record = train_step(state, faces, settings)
+            if on_step:
+                on_step(record)
+            if state.step % settings.preview_every == 0:
+                _write_png(out / "preview.png", preview(state.model, faces))
+            if time.monotonic() - last_save > settings.checkpoint_minutes * 60:
+                save_checkpoint(ckpt, state, settings)
+                last_save = time.monotonic()
+    finally:  # also on Ctrl-C: nothing since the last checkpoint is lost
+        save_checkpoint(ckpt, state, settings)
+        _write_png(out / "preview.png", preview(state.model, faces))
+        _write_png(out / "loss.png", loss_curve(state.history))
+    return state
