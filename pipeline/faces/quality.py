@@ -20,14 +20,10 @@ import numpy as np
 from scipy.ndimage import gaussian_filter1d
 
 from pipeline.faces.align import align_face, crop_matrix, transform_points
+from pipeline.faces.track import runs
 from pipeline.media.color import to_uint8
 
 UNIT_SQUARE = np.array([[0, 0], [1, 0], [1, 1], [0, 1]], np.float64)
-
-
-def _segments(valid: np.ndarray) -> list[tuple[int, int]]:
-    edges = np.flatnonzero(np.diff(np.r_[0, valid.astype(np.int8), 0]))
-    return list(zip(edges[::2], edges[1::2], strict=True))
 
 
 def quad_corners(params: np.ndarray) -> np.ndarray:
@@ -42,7 +38,7 @@ def quad_corners(params: np.ndarray) -> np.ndarray:
 def alignment_jitter(params: np.ndarray) -> float:
     corners = quad_corners(params)
     parts = []
-    for a, b in _segments(~np.isnan(params[:, 0])):
+    for a, b in runs(~np.isnan(params[:, 0])):
         if b - a >= 3:
             c = corners[a:b]
             accel = c[2:] - 2 * c[1:-1] + c[:-2]

@@ -160,8 +160,8 @@ def choose_actor(
     return chosen
 
 
-def _segments(valid: np.ndarray) -> list[tuple[int, int]]:
-    """Half-open index ranges of consecutive True values."""
+def runs(valid: np.ndarray) -> list[tuple[int, int]]:
+    """Half-open index ranges of consecutive True values (frames with a face, or gaps)."""
     edges = np.flatnonzero(np.diff(np.r_[0, valid.astype(np.int8), 0]))
     return list(zip(edges[::2], edges[1::2], strict=True))
 
@@ -171,7 +171,7 @@ def fill_gaps(params: np.ndarray, max_gap: int) -> tuple[np.ndarray, np.ndarray]
     out = params.copy()
     filled = np.zeros(len(params), bool)
     valid = ~np.isnan(params[:, 0])
-    for a, b in _segments(~valid):
+    for a, b in runs(~valid):
         if a == 0 or b == len(params) or b - a > max_gap:
             continue  # gaps at the ends, or too long: no face there
         t = (np.arange(a, b) - (a - 1)) / (b - (a - 1))
@@ -185,7 +185,7 @@ def fill_gaps(params: np.ndarray, max_gap: int) -> tuple[np.ndarray, np.ndarray]
 def smooth_params(params: np.ndarray, settings: TrackSettings) -> np.ndarray:
     """Gaussian smoothing over time, per run of frames with a face: centre, log size and rotation apart."""
     out = params.copy()
-    for a, b in _segments(~np.isnan(params[:, 0])):
+    for a, b in runs(~np.isnan(params[:, 0])):
         seg = params[a:b].copy()
         seg[:, 2] = np.log(seg[:, 2])
         seg[:, 3] = np.unwrap(seg[:, 3])
