@@ -8,6 +8,7 @@ coordinates) is what an "over" of the alpha-blended face gives, for compositors 
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -28,6 +29,7 @@ from pipeline.workspace import RenderVersion, write_json_atomic
 
 if TYPE_CHECKING:
     from pipeline.swap.convert import IdentityMeter
+    from pipeline.swap.model import SwapModel
 
 
 def composite_spec(shot: Shot) -> CompositeSpec | None:
@@ -54,6 +56,14 @@ def models_used(shot: Shot) -> str:
     return "none"
 
 
+@functools.lru_cache(maxsize=2)
+def _cached_model(path: str, size: int, mtime_ns: int) -> SwapModel:
+    """One copy of a model per process (keyed by the file's identity): chunks share it read-only."""
+    from pipeline.swap.train import load_model
+
+    return load_model(Path(path))
+
+
 class FaceSource:
     """Where the new faces come from: the swap model when the shot has one, else the test alteration."""
 
@@ -62,9 +72,10 @@ class FaceSource:
         self.alteration = composite_spec(shot).alteration if composite_spec(shot) else "none"
         self.model = None
         if self.swap:
-            from pipeline.swap.train import load_model
-
-            self.model = load_model(Path(shot.resolve(self.swap.model)))
+            path = Path(shot.resolve(self.swap.model))
+            path = path / "swap.pt" if path.is_dir() else path
+            st = path.stat()
+            self.model = _cached_model(str(path), st.st_size, st.st_mtime_ns)
 
     def convert(self, crops: list[np.ndarray]) -> tuple[list[np.ndarray], list[np.ndarray | None]]:
         if self.model is None or self.swap is None:
