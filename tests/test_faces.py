@@ -74,6 +74,13 @@ def test_detects_the_astronaut_with_68_landmarks_in_the_box(astronaut_face):
     assert inside.all()
 
 
+def test_the_mmod_cnn_detector_finds_the_same_face(astronaut, astronaut_face):
+    faces = FaceAnalyzer(detector="cnn", detect_size=512, upsample=1).detect(astronaut)
+    assert faces, "MMOD found no face on the astronaut"
+    centre = faces[0].landmarks.mean(0)
+    assert np.linalg.norm(centre - astronaut_face.landmarks.mean(0)) < 10  # the same face as HOG's
+
+
 def test_alignment_is_the_same_at_every_crop_size(astronaut, astronaut_face):
     params = ffhq_params(astronaut_face.landmarks)
     small, m64 = align_face(astronaut, params, 64)

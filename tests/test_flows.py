@@ -248,3 +248,30 @@ def test_batch_renders_every_shot_and_reports_the_one_that_fails(tmp_path, prefe
     for name in ("b010", "b020"):
         assert len(list((root / name / "v001" / "comp").glob("*.png"))) == 3
     assert not (root / "b015").exists()
+
+
+def test_every_shipped_manifest_validates(capsys):
+    manifests = sorted(str(p) for p in (REPO / "shots").glob("*.yaml"))
+    assert main(["validate", *manifests]) == 0
+    assert capsys.readouterr().out.count(": ok: ") == len(manifests) >= 3
+
+
+def test_the_demo_shots_render_as_a_batch(tmp_path, prefect_server):
+    """The README's demo and its variants: every colour method, blend mode and element format."""
+    root = tmp_path / "render"
+    assert main(["batch", str(REPO / "shots"), "--root", str(root)]) == 0
+    for shot, movie, n in (
+        ("demo", "demo_comp_v001_prores422hq.mov", 48),
+        ("demo_poisson", "demo_poisson_comp_v001_dnxhr_hq.mov", 12),
+        ("demo_alpha", "demo_alpha_comp_v001_prores4444.mov", 12),
+    ):
+        v = root / shot / "v001"
+        report = json.loads((v / "report.json").read_text())
+        assert report["frames_written"] == n
+        assert report["faces"]["with_face"] == n  # the astronaut is tracked through every camera move
+        assert report["metadata"]["synthetic_imagery"] == "true"
+        with av.open(str(v / movie)) as c:
+            assert sum(1 for _ in c.decode(video=0)) == n
+    assert len(list((root / "demo" / "v001" / "element").glob("*.png"))) == 48
+    assert len(list((root / "demo_poisson" / "v001" / "element").glob("*.exr"))) == 12
+    assert not (root / "demo_alpha" / "v001" / "element").exists()
