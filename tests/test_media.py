@@ -242,3 +242,12 @@ def test_real_clip_chunks_match_one_pass(footage):
     for a, b in [(100, 120), (120, 140)]:
         for got, want in zip(MoviePlate(path).read(a, b), reference[a - 100 : b - 100], strict=True):
             np.testing.assert_array_equal(got, want)
+
+
+def test_movies_from_an_exr_sequence_are_display_referred(tmp_path):
+    ramp = np.tile(np.linspace(0, 1, 256, dtype=np.float32)[None, :, None], (144, 1, 3))
+    pattern = write_sequence(tmp_path, [ramp] * 3, fmt="exr")  # stored as linear light
+    out = tmp_path / "m.mov"
+    encode_movie(pattern, 1001, 3, Fraction(24), out, "dnxhr_hq", META, linear_exr=True)
+    got = decode_all(out)[0].astype(np.float64) / 255
+    assert np.abs(got[20:120, 10:240] - ramp[20:120, 10:240]).mean() < 0.01  # back on the sRGB curve

@@ -124,9 +124,9 @@ def movie_args(
         "framerate": f"{fps.numerator}/{fps.denominator}",
         "start_number": str(first_frame),
     }
-    if linear_exr:
-        in_opts["apply_trc"] = "iec61966_2_1"  # EXR holds linear light; movies are display-referred
     video = ffmpeg.input(str(sequence_pattern), **in_opts).video
+    if linear_exr:  # EXR holds linear light; movies are display-referred (the sRGB curve)
+        video = video.filter("zscale", transferin="linear", transfer="iec61966-2-1")
     video = video.filter("pad", "ceil(iw/2)*2", "ceil(ih/2)*2")
     font = burn_in_font()
     if p.burn_ins and burn_in_text and font:
