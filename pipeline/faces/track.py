@@ -6,7 +6,6 @@ filling short gaps and smoothing need the whole shot and are cheap (`build_track
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -231,6 +230,3 @@ def build_track(
         params=smooth_params(filled_params, settings),
     )
 
-
-def track_settings_json(settings: TrackSettings, extra: dict) -> str:
-    return json.dumps({"format": TRACK_FORMAT, **settings.__dict__, **extra}, sort_keys=True)

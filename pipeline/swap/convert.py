@@ -63,13 +63,3 @@ class IdentityMeter:
     def centroid(self, crops: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
         return np.mean([self.embed(c, lm) for c, lm in zip(crops, landmarks, strict=True)], axis=0)
 
-
-def identity_distances(
-    meter: IdentityMeter, faces: np.ndarray, landmarks: np.ndarray, ref_a: np.ndarray, ref_b: np.ndarray
-) -> np.ndarray:
-    """(N, 2): each face's distance to person A's and to person B's reference centroid."""
-    out = []
-    for f, lm in zip(faces, landmarks, strict=True):
-        e = meter.embed(f, lm)
-        out.append((np.linalg.norm(e - ref_a), np.linalg.norm(e - ref_b)))
-    return np.array(out, np.float32)
