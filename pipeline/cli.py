@@ -89,6 +89,58 @@ def cmd_train_swap(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_train_generator(args: argparse.Namespace) -> int:
+    from pipeline.flows import train_generator
+
+    if (args.kimg is None) == (args.minutes is None):
+        print("vfx train generator: give one of --kimg or --minutes", file=sys.stderr)
+        return 2
+    result = train_generator(
+        [str(f) for f in args.faces],
+        str(args.out),
+        res=args.res,
+        kimg=args.kimg,
+        minutes=args.minutes,
+        batch=args.batch,
+        lr=args.lr,
+        gamma=args.gamma,
+        pl_weight=args.pl_weight,
+        resume=args.resume,
+    )
+    print(
+        f"{args.out}: step {result['step']}, {result['kimg']:.1f} kimg, "
+        f"D loss {result['d_loss']:.3f}, G loss {result['g_loss']:.3f}"
+    )
+    return 0
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from pipeline import models
+
+    if args.action == "add":
+        if not args.name or not args.path:
+            print("vfx models add: give a NAME and a PATH", file=sys.stderr)
+            return 2
+        entry = models.register_generator(args.name, args.path)
+        print(f"registered {entry.describe()}")
+        print(f"registry: {models.registry_file()}")
+        return 0
+    print("model files:")
+    for name, model in models.REGISTRY.items():
+        try:
+            where = str(models.model_path(name))
+        except models.ModelError as e:
+            where = f"MISSING ({e})"
+        print(f"  {name}: {model.filename}, sha256 {model.sha256[:16]}...: {where}")
+    entries = models.registered_generators()
+    print(f"generators ({models.registry_file()}):")
+    for entry in entries.values():
+        print(f"  {entry.describe()}")
+    if not entries:
+        print("  none registered (vfx models add NAME PATH)")
+    return 0
+
+
 def cmd_batch(args: argparse.Namespace) -> int:
     from pipeline.flows import render_batch
 
@@ -146,6 +198,25 @@ def build_parser() -> argparse.ArgumentParser:
     ts.add_argument("--no-warp", action="store_true", help="no random warp: a final polishing phase")
     ts.add_argument("--resume", action="store_true", help="continue the checkpoint in --out")
     ts.set_defaults(func=cmd_train_swap)
+
+    tg = trs.add_parser("generator", help="a StyleGAN2 generator, from folders of vfx extract crops")
+    tg.add_argument("--faces", type=Path, action="append", required=True, help="crop folder (repeatable)")
+    tg.add_argument("--out", type=Path, required=True, help="model folder (generator.pt, samples, losses)")
+    tg.add_argument("--res", type=int, choices=[64, 128, 256], default=64)
+    tg.add_argument("--kimg", type=float, help="train until this many thousand images shown in all")
+    tg.add_argument("--minutes", type=float, help="train for this many minutes")
+    tg.add_argument("--batch", type=int, default=16, help="images per step (default 16)")
+    tg.add_argument("--lr", type=float, default=0.0025, help="Adam learning rate (default 0.0025)")
+    tg.add_argument("--gamma", type=float, help="R1 weight (default 0.0002 * res^2 / batch)")
+    tg.add_argument("--pl-weight", type=float, default=0.0, help="path-length regularisation (default off)")
+    tg.add_argument("--resume", action="store_true", help="continue the training state in --out")
+    tg.set_defaults(func=cmd_train_generator)
+
+    m = sub.add_parser("models", help="list model files and registered generators, or register one")
+    m.add_argument("action", nargs="?", choices=["list", "add"], default="list")
+    m.add_argument("name", nargs="?", help="add: the name manifests will use")
+    m.add_argument("path", nargs="?", help="add: generator file (ours, rosinality .pt, NVIDIA .pkl)")
+    m.set_defaults(func=cmd_models)
 
     b = sub.add_parser("batch", help="render every manifest in a folder")
     b.add_argument("folder", type=Path)

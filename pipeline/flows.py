@@ -449,3 +449,54 @@ def train_swap(
     )
     last = state.history[-1] if state.history else {}
     return {"out": out, "step": state.step, "loss_a": last.get("a_total"), "loss_b": last.get("b_total")}
+
+
+@flow(name="train-generator", persist_result=False)
+def train_generator(
+    faces: list[str],
+    out: str,
+    res: int = 64,
+    kimg: float | None = None,
+    minutes: float | None = None,
+    batch: int = 16,
+    lr: float = 0.0025,
+    gamma: float | None = None,
+    pl_weight: float = 0.0,
+    resume: bool = False,
+) -> dict:
+    """Train a StyleGAN2 generator on face crops as a Prefect run (an overnight job on a render node)."""
+    from pipeline.stylegan.train import GanSettings
+    from pipeline.stylegan.train import train_generator as train
+
+    log = get_run_logger()
+    settings = GanSettings(res=res, batch=batch, lr=lr, gamma=gamma, pl_weight=pl_weight)
+    progress_id = create_progress_artifact(progress=0.0, description=f"generator training {out}")
+    started = time.monotonic()
+
+    def on_step(record: dict) -> None:
+        if record["step"] % 100 == 0:
+            done = record["kimg"] / kimg if kimg else (time.monotonic() - started) / (60 * (minutes or 1))
+            update_progress_artifact(progress_id, min(100.0, 100 * done))
+            log.info(
+                f"step {record['step']} ({record['kimg']:.1f} kimg): D loss {record['d_loss']:.3f}, "
+                f"G loss {record['g_loss']:.3f}, D(real) {record['real_score']:+.2f}, "
+                f"D(fake) {record['fake_score']:+.2f}"
+            )
+
+    state = train(
+        [Path(f) for f in faces],
+        Path(out),
+        settings,
+        kimg=kimg,
+        minutes=minutes,
+        resume=resume,
+        on_step=on_step,
+    )
+    last = state.history[-1] if state.history else {}
+    return {
+        "out": out,
+        "step": state.step,
+        "kimg": state.nimg / 1000,
+        "d_loss": last.get("d_loss"),
+        "g_loss": last.get("g_loss"),
+    }

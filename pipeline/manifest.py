@@ -17,6 +17,7 @@ from pipeline.errors import ManifestError, MediaError
 from pipeline.media.decode import CameraMove, Plate, open_plate
 from pipeline.media.encode import MOVIE_PRESETS
 from pipeline.media.sequences import SEQUENCE_FORMATS
+from pipeline.models import ModelError, generator_path
 
 DEFAULT_FIRST_FRAME = 1001
 SHOT_NAME = re.compile(r"^[A-Za-z0-9_-]+$")
@@ -103,6 +104,12 @@ class MaskSpec(Strict):
     feather: float = Field(0.03, ge=0, le=0.3)
 
 
+class GeneratorStageSpec(StageSpec):
+    """Projection and latent paths: not yet available, but their generator can already be named."""
+
+    generator: str | None = Field(None, description="a registered generator's name, or a file path")
+
+
 class FaceModelPaths(Strict):
     """Model files to use instead of the registered ones (paths relative to the manifest)."""
 
@@ -163,8 +170,8 @@ class ManifestModel(Strict):
     output: OutputSpec = OutputSpec()
     faces: FacesSpec | None = None
     swap: SwapSpec | None = None
-    project: StageSpec | None = None
-    path: StageSpec | None = None
+    project: GeneratorStageSpec | None = None
+    path: GeneratorStageSpec | None = None
     composite: CompositeSpec | None = None
 
     @field_validator("shot")
@@ -391,6 +398,15 @@ def load_shot(path: str | Path) -> Shot:
         )
     if spec.swap is not None and spec.swap.enabled:
         _check_swap(path, root, base, spec)
+    for stage in ("project", "path"):
+        section = getattr(spec, stage)
+        if section is not None and section.generator:
+            try:
+                generator_path(section.generator, base)
+            except ModelError as e:
+                raise ManifestError(
+                    f"{path}:{_node_line(root, (stage, 'generator'))} {stage}.generator: {e}"
+                ) from None
     if spec.faces is not None:
         for key, value in [("reference", spec.faces.reference), *spec.faces.models.model_dump().items()]:
             if value and not Path(_resolve(base, value)).is_file():

@@ -111,3 +111,18 @@ def face_sequence(tmp_path_factory) -> Path:
             )
         write_frame(folder / f"pl.{n:04d}.png", frame, "png8", {})
     return folder / "pl.####.png"
+
+
+@pytest.fixture(scope="session")
+def crops(footage, tmp_path_factory) -> dict[str, Path]:
+    """A handful of real aligned crops of each of the two anonymous people."""
+    from pipeline.faces.extract import extract_faces
+
+    root = tmp_path_factory.mktemp("crops")
+    out = {}
+    for who, clip in (("a", "woman_headturns_512.mp4"), ("b", "man_glasses_720x1280.mp4")):
+        folder = root / who
+        items = list(extract_faces(str(footage / clip), folder, size=128, every=40))
+        assert sum(i.crop is not None for i in items) >= 8
+        out[who] = folder
+    return out

@@ -11,26 +11,12 @@ import torch
 from conftest import write_manifest
 
 from pipeline.errors import ManifestError
-from pipeline.faces.extract import extract_faces
 from pipeline.manifest import load_shot
 from pipeline.swap.convert import convert_faces
 from pipeline.swap.data import Augment, TrainingDataError, load_face_set, make_batch
 from pipeline.swap.loss import ssim_map
 from pipeline.swap.model import PRESETS, SwapModel
 from pipeline.swap.train import CheckpointError, TrainSettings, load_model, read_checkpoint, train
-
-
-@pytest.fixture(scope="module")
-def crops(footage, tmp_path_factory) -> dict[str, Path]:
-    """A handful of real aligned crops of each of the two anonymous people."""
-    root = tmp_path_factory.mktemp("crops")
-    out = {}
-    for who, clip in (("a", "woman_headturns_512.mp4"), ("b", "man_glasses_720x1280.mp4")):
-        folder = root / who
-        items = list(extract_faces(str(footage / clip), folder, size=128, every=40))
-        assert sum(i.crop is not None for i in items) >= 8
-        out[who] = folder
-    return out
 
 
 def test_model_shapes_for_both_presets():

@@ -229,4 +229,3 @@ def build_track(
         raw_params=raw,
         params=smooth_params(filled_params, settings),
     )
-

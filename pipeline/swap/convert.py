@@ -62,4 +62,3 @@ class IdentityMeter:
 
     def centroid(self, crops: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
         return np.mean([self.embed(c, lm) for c, lm in zip(crops, landmarks, strict=True)], axis=0)
-

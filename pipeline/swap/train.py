@@ -12,10 +12,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import cv2
 import numpy as np
 import torch
 
+from pipeline.curves import loss_curve, write_png
 from pipeline.errors import PipelineError
 from pipeline.swap.data import Augment, FaceSet, load_face_set, make_batch
 from pipeline.swap.loss import swap_loss
@@ -152,41 +152,6 @@ def preview(model: SwapModel, faces: dict[str, FaceSet], count: int = 4) -> np.n
     return (np.clip(np.concatenate(cols, axis=1), 0, 1) * 255 + 0.5).astype(np.uint8)
 
 
-def loss_curve(history: list[dict], width: int = 640, height: int = 320) -> np.ndarray:
-    """The reconstruction loss of A and B per step (log scale), drawn with OpenCV."""
-    img = np.full((height, width, 3), 255, np.uint8)
-    if len(history) < 2:
-        return img
-    steps = np.array([h["step"] for h in history], np.float64)
-    pad = 30
-    for key, colour in (("a_total", (200, 60, 40)), ("b_total", (40, 90, 200))):
-        v = np.log10(np.maximum([h[key] for h in history], 1e-6))
-        k = max(1, len(v) // 200)
-        v = np.convolve(v, np.ones(k) / k, mode="valid")
-        s = steps[k - 1 :]
-        lo, hi = v.min(), v.max() + 1e-9
-        x = pad + (s - steps[0]) / max(steps[-1] - steps[0], 1) * (width - 2 * pad)
-        y = height - pad - (v - lo) / (hi - lo) * (height - 2 * pad)
-        cv2.polylines(img, [np.stack([x, y], 1).astype(np.int32)], False, colour, 1, cv2.LINE_AA)
-    cv2.putText(
-        img,
-        f"loss A (red) B (blue), log scale, steps {int(steps[0])}-{int(steps[-1])}",
-        (pad, 20),
-        cv2.FONT_HERSHEY_SIMPLEX,
-        0.45,
-        (0, 0, 0),
-        1,
-        cv2.LINE_AA,
-    )
-    return img
-
-
-def _write_png(path: Path, rgb: np.ndarray) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp.png")
-    cv2.imwrite(str(tmp), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
-    os.replace(tmp, path)
-
-
 def train(
     a_dir: Path,
     b_dir: Path,
@@ -217,12 +182,12 @@ def train(
             if on_step:
                 on_step(record)
             if state.step % settings.preview_every == 0:
-                _write_png(out / "preview.png", preview(state.model, faces))
+                write_png(out / "preview.png", preview(state.model, faces))
             if time.monotonic() - last_save > settings.checkpoint_minutes * 60:
                 save_checkpoint(ckpt, state, settings)
                 last_save = time.monotonic()
     finally:  # also on Ctrl-C: nothing since the last checkpoint is lost
         save_checkpoint(ckpt, state, settings)
-        _write_png(out / "preview.png", preview(state.model, faces))
-        _write_png(out / "loss.png", loss_curve(state.history))
+        write_png(out / "preview.png", preview(state.model, faces))
+        write_png(out / "loss.png", loss_curve(state.history, {"loss A": "a_total", "loss B": "b_total"}))
     return state

@@ -1,0 +1,45 @@
+"""Training figures: loss curves drawn with OpenCV, and PNGs written atomically (a viewer polling the
+file during training never sees half an image)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+COLOURS = [(200, 60, 40), (40, 90, 200), (40, 150, 60), (150, 60, 170)]
+
+
+def loss_curve(
+    history: list[dict], series: dict[str, str], log: bool = True, width: int = 640, height: int = 320
+) -> np.ndarray:
+    """One line per `series` (label -> history key) against step, smoothed, each scaled to the plot."""
+    img = np.full((height, width, 3), 255, np.uint8)
+    if len(history) < 2:
+        return img
+    steps = np.array([h["step"] for h in history], np.float64)
+    pad = 30
+    for (_label, key), colour in zip(series.items(), COLOURS, strict=False):
+        v = np.array([h.get(key, np.nan) for h in history], np.float64)
+        v = np.log10(np.maximum(v, 1e-6)) if log else v
+        k = max(1, len(v) // 200)
+        v = np.convolve(np.nan_to_num(v, nan=np.nanmean(v)), np.ones(k) / k, mode="valid")
+        s = steps[k - 1 :]
+        lo, hi = v.min(), v.max() + 1e-9
+        x = pad + (s - steps[0]) / max(steps[-1] - steps[0], 1) * (width - 2 * pad)
+        y = height - pad - (v - lo) / (hi - lo) * (height - 2 * pad)
+        cv2.polylines(img, [np.stack([x, y], 1).astype(np.int32)], False, colour, 1, cv2.LINE_AA)
+    names = ", ".join(f"{label} ({'red blue green purple'.split()[i]})" for i, label in enumerate(series))
+    title = (
+        f"{names}{', log scale' if log else ''}, each scaled alone; steps {int(steps[0])}-{int(steps[-1])}"
+    )
+    cv2.putText(img, title, (pad, 20), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (0, 0, 0), 1, cv2.LINE_AA)
+    return img
+
+
+def write_png(path: Path, rgb: np.ndarray) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp.png")
+    cv2.imwrite(str(tmp), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+    os.replace(tmp, path)

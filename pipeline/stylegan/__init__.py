@@ -1,0 +1,1 @@
+"""StyleGAN2: generator, discriminator, training, checkpoint import, perceptual loss, projection, paths."""
