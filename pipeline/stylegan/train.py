@@ -98,11 +98,15 @@ def _adam(params, lr: float, every: int) -> torch.optim.Adam:
     return torch.optim.Adam(params, lr=lr * c, betas=(0.0, 0.99**c), eps=1e-8)
 
 
-def new_state(settings: GanSettings) -> GanState:
+def default_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def new_state(settings: GanSettings, device: torch.device | str = "cpu") -> GanState:
     torch.manual_seed(settings.seed)
     cfg = settings.config()
-    G = Generator(cfg)
-    D = Discriminator(cfg.resolution, cfg.channels)
+    G = Generator(cfg).to(device)
+    D = Discriminator(cfg.resolution, cfg.channels).to(device)
     G_ema = copy.deepcopy(G).eval().requires_grad_(False)
     pl_every = settings.pl_every if settings.pl_weight > 0 else 0
     return GanState(
@@ -123,18 +127,19 @@ def load_faces(folders: list[Path], res: int) -> torch.Tensor:
 
 def real_batch(faces: torch.Tensor, state: GanState, batch: int) -> torch.Tensor:
     idx = state.rng.integers(0, len(faces), batch)
-    x = faces[torch.from_numpy(idx)]
-    flip = torch.from_numpy(state.rng.random(batch) < 0.5)
+    x = faces[torch.from_numpy(idx).to(faces.device)]
+    flip = torch.from_numpy(state.rng.random(batch) < 0.5).to(faces.device)
     return torch.where(flip[:, None, None, None], x.flip(3), x)  # faces are left-right symmetric enough
 
 
 def latents(G: Generator, batch: int, mixing: float) -> torch.Tensor:
     """W+ for a batch; with probability `mixing` two z's switched at a random layer, so that the
     network does not learn that neighbouring layers' styles are correlated."""
-    ws = G.map(torch.randn(batch, G.cfg.z_dim))
+    device = G.w_avg.device
+    ws = G.map(torch.randn(batch, G.cfg.z_dim, device=device))
     if mixing > 0 and torch.rand(()) < mixing:
         cut = int(torch.randint(1, G.num_ws, ()))
-        ws = mix_styles(ws, G.map(torch.randn(batch, G.cfg.z_dim)), cut)
+        ws = mix_styles(ws, G.map(torch.randn(batch, G.cfg.z_dim, device=device)), cut)
     return ws
 
 
@@ -218,7 +223,7 @@ def fixed_z(G: Generator, count: int = 32, seed: int = 123) -> torch.Tensor:
 @torch.no_grad()
 def sample_grid(G: Generator, cols: int = 8) -> np.ndarray:
     """The same 32 z at every snapshot, so grids over time show the generator learning."""
-    return image_grid(to_uint8(G(fixed_z(G), noise="const")), cols)
+    return image_grid(to_uint8(G(fixed_z(G).to(G.w_avg.device), noise="const")), cols)
 
 
 def save_training(path: Path, state: GanState, settings: GanSettings) -> None:
@@ -243,7 +248,7 @@ def save_training(path: Path, state: GanState, settings: GanSettings) -> None:
     os.replace(tmp, path)
 
 
-def load_training(path: Path, settings: GanSettings) -> GanState:
+def load_training(path: Path, settings: GanSettings, device: torch.device | str = "cpu") -> GanState:
     if not path.is_file():
         raise CheckpointError(f"{path}: no training state to resume (start without --resume)")
     try:
@@ -257,7 +262,7 @@ def load_training(path: Path, settings: GanSettings) -> GanState:
             f"{path}: trained at {data['config']['resolution']} px with other sizes; "
             f"--res {settings.res} was asked"
         )
-    state = new_state(settings)
+    state = new_state(settings, device)
     for key in ("G", "D", "G_ema"):
         getattr(state, key).load_state_dict(data[key])
     state.g_opt.load_state_dict(data["g_opt"])
@@ -292,16 +297,17 @@ def train_generator(
     `minutes` of this run; checkpoint every few minutes and on Ctrl-C."""
     if kimg is None and minutes is None:
         raise PipelineError("training needs --kimg or --minutes")
-    faces = load_faces(folders, settings.res)
+    device = default_device()
+    faces = load_faces(folders, settings.res).to(device)
     out.mkdir(parents=True, exist_ok=True)
     if resume:
-        state = load_training(out / TRAINING_NAME, settings)
+        state = load_training(out / TRAINING_NAME, settings, device)
     elif (out / TRAINING_NAME).exists() or (out / GENERATOR_NAME).exists():
         raise CheckpointError(
             f"{out}: holds a generator already; use --resume to continue it or another --out"
         )
     else:
-        state = new_state(settings)
+        state = new_state(settings, device)
         write_png(out / "reals.png", image_grid(to_uint8(faces[:: max(1, len(faces) // 32)][:32]), 8))
     (out / "samples").mkdir(exist_ok=True)
     started = last_save = last_snap = time.monotonic()
