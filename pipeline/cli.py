@@ -141,6 +141,33 @@ def cmd_models(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_project(args: argparse.Namespace) -> int:
+    from rich.progress import Progress
+
+    from pipeline.project_stills import image_files, project_stills
+    from pipeline.stylegan.project import ProjectSettings
+
+    settings = ProjectSettings(steps=args.steps, w_plus=not args.w, mse_weight=args.mse)
+    count = len(image_files(args.source))
+    with Progress(transient=True) as progress:
+        bar = progress.add_task(
+            f"projecting {count} image(s)", total=settings.steps * -(-count // args.batch)
+        )
+        results = project_stills(
+            args.source,
+            args.generator,
+            args.out,
+            settings,
+            aligned=args.aligned,
+            batch=args.batch,
+            on_step=lambda step, losses: progress.advance(bar),
+        )
+    for r in results:
+        print(f"{r['image']}: LPIPS-VGG {r['lpips_vgg']:.4f} after {r['steps']} steps")
+    print(f"{args.out}: {len(results)} projected ({count - len(results)} already there)")
+    return 0
+
+
 def cmd_batch(args: argparse.Namespace) -> int:
     from pipeline.flows import render_batch
 
@@ -211,6 +238,21 @@ def build_parser() -> argparse.ArgumentParser:
     tg.add_argument("--pl-weight", type=float, default=0.0, help="path-length regularisation (default off)")
     tg.add_argument("--resume", action="store_true", help="continue the training state in --out")
     tg.set_defaults(func=cmd_train_generator)
+
+    pr = sub.add_parser(
+        "project", help="project still faces into a generator's W+ (latents, reconstructions)"
+    )
+    pr.add_argument("source", type=Path, help="an image or a folder of images")
+    pr.add_argument("--generator", required=True, help="a registered generator's name, or its file")
+    pr.add_argument("--out", type=Path, required=True)
+    pr.add_argument("--aligned", action="store_true", help="the images are aligned crops (vfx extract)")
+    pr.add_argument("--steps", type=int, default=1000, help="optimisation steps (default 1000)")
+    pr.add_argument("--w", action="store_true", help="optimise one w for all layers (W) instead of W+")
+    pr.add_argument(
+        "--mse", type=float, default=0.1, help="weight of the pixel MSE beside LPIPS (default 0.1)"
+    )
+    pr.add_argument("--batch", type=int, default=8, help="faces optimised together (default 8)")
+    pr.set_defaults(func=cmd_project)
 
     m = sub.add_parser("models", help="list model files and registered generators, or register one")
     m.add_argument("action", nargs="?", choices=["list", "add"], default="list")

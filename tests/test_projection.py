@@ -3,10 +3,17 @@ warm starts need fewer steps, and the schedule and early stop behave."""
 
 from __future__ import annotations
 
+import json
+import shutil
+
+import cv2
 import numpy as np
 import pytest
 import torch
 
+from pipeline.cli import main
+from pipeline.media.sequences import read_png_text
+from pipeline.stylegan.checkpoints import save_generator
 from pipeline.stylegan.generator import Generator, GeneratorConfig, default_channels
 from pipeline.stylegan.lpips import load_lpips
 from pipeline.stylegan.project import (
@@ -103,3 +110,53 @@ def test_patience_stops_a_projection_that_no_longer_improves(G, lpips):
 def test_images_must_match_the_generator(G, lpips):
     with pytest.raises(ValueError, match="the generator draws 3x32"):
         project_to_w_plus(G, torch.zeros(1, 3, 64, 64), lpips)
+
+
+def test_project_command_for_stills(G, crops, tmp_path, capsys):
+    save_generator(tmp_path / "g.pt", G)
+    faces = tmp_path / "faces"
+    faces.mkdir()
+    for p in sorted(crops["a"].glob("*.png"))[:2]:
+        shutil.copy(p, faces / p.name)
+    out = tmp_path / "out"
+    args = ["project", str(faces), "--generator", str(tmp_path / "g.pt"), "--out", str(out), "--aligned"]
+    assert main([*args, "--steps", "15"]) == 0
+    assert "2 projected (0 already there)" in capsys.readouterr().out
+    for p in faces.glob("*.png"):
+        data = np.load(out / f"{p.stem}.npz")
+        assert data["latents"].shape == (CFG.num_ws, 64) and data["losses"].shape == (15,)
+        record = json.loads(str(data["record"]))
+        assert record["steps"] == 15 and 0 < record["lpips_vgg"] < 1
+        recon = out / f"{p.stem}_reconstruction.png"
+        assert read_png_text(recon)["synthetic_imagery"] == "true"
+        side = cv2.imread(str(out / f"{p.stem}_side_by_side.png"))
+        assert side.shape == (32, 64, 3)
+    assert main([*args, "--steps", "15"]) == 0  # a re-run keeps what is there
+    assert "0 projected (2 already there)" in capsys.readouterr().out
+
+    cv2.imwrite(str(tmp_path / "wide.png"), np.zeros((20, 30, 3), np.uint8))
+    assert (
+        main(
+            [
+                "project",
+                str(tmp_path / "wide.png"),
+                "--generator",
+                str(tmp_path / "g.pt"),
+                "--out",
+                str(out),
+                "--aligned",
+            ]
+        )
+        == 2
+    )
+    assert "wide.png: an aligned crop must be square, this is 30x20" in capsys.readouterr().err
+    cv2.imwrite(str(tmp_path / "blank.png"), np.full((200, 200, 3), 128, np.uint8))
+    assert (
+        main(
+            ["project", str(tmp_path / "blank.png"), "--generator", str(tmp_path / "g.pt"), "--out", str(out)]
+        )
+        == 2
+    )
+    assert "blank.png: no face found" in capsys.readouterr().err
+    assert main(["project", str(faces), "--generator", "unregistered", "--out", str(out)]) == 2
+    assert "unregistered: neither a registered generator" in capsys.readouterr().err

@@ -11,6 +11,7 @@ import types
 from collections import OrderedDict
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -37,7 +38,7 @@ from pipeline.stylegan.generator import (
     modulated_conv2d,
     upfirdn2d,
 )
-from pipeline.stylegan.train import GanSettings, train_generator
+from pipeline.stylegan.train import GanSettings, new_state, train_generator, train_step
 
 SMALL = GeneratorConfig(
     resolution=32, z_dim=64, w_dim=64, mapping_layers=3, channels=default_channels(32, 256, 32)
@@ -442,3 +443,11 @@ def test_generators_are_registered_by_name_and_found_by_name_or_path(tmp_path, m
         generator_path("tiny")
     with pytest.raises(ModelError, match="generator name"):
         register_generator("no spaces", tmp_path / "tiny.pt")
+
+
+def test_path_length_regularisation_step():
+    s = GanSettings(res=64, batch=4, pl_weight=2.0, pl_every=1)
+    state = new_state(s)
+    record = train_step(state, torch.rand(8, 3, 64, 64) * 2 - 1, s)
+    assert record["pl"] >= 0 and state.pl_mean > 0
+    assert np.isfinite([record["d_loss"], record["g_loss"]]).all()
