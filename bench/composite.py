@@ -21,13 +21,14 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import astuple, dataclass
 from pathlib import Path
 
 import cv2
 import numpy as np
 import yaml
+from common import print_table
 
 from pipeline.composite import alter_face, blend, match_grain, sharpen, transfer_color
 from pipeline.faces.align import align_face, warp_to_plate
@@ -323,15 +324,6 @@ def bench_clip(clip: Path, n: int, repeats: int, folder: Path) -> tuple[list[Row
 
 
 # Report ---------------------------------------------------------------------------------------------------
-
-
-def print_table(header: Sequence[str], cells: Sequence[Sequence[str]]) -> None:
-    table = [tuple(header)] + [tuple(c) for c in cells]
-    widths = [max(len(c[i]) for c in table) for i in range(len(header))]
-    for i, c in enumerate(table):
-        print("  ".join(v.ljust(w) for v, w in zip(c, widths, strict=True)).rstrip())
-        if i == 0:
-            print("  ".join("-" * w for w in widths))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import dlib
 import numpy as np
+from common import print_table
 
 from pipeline.faces.detect import Face, FaceAnalyzer
 from pipeline.faces.track import FaceTrack, FrameFaces, TrackSettings, build_track, detect_frames
@@ -260,15 +261,6 @@ def bench_clip(
 
 
 # Report ---------------------------------------------------------------------------------------------------
-
-
-def print_table(header: Sequence[str], cells: Sequence[Sequence[str]]) -> None:
-    table = [tuple(header)] + [tuple(c) for c in cells]
-    widths = [max(len(c[i]) for c in table) for i in range(len(header))]
-    for i, c in enumerate(table):
-        print("  ".join(v.ljust(w) for v, w in zip(c, widths, strict=True)).rstrip())
-        if i == 0:
-            print("  ".join("-" * w for w in widths))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -16,6 +16,7 @@ import os
 import time
 
 import torch
+from common import print_table
 
 from pipeline.stylegan.generator import Generator, GeneratorConfig, default_channels
 from pipeline.stylegan.lpips import load_lpips
@@ -85,10 +86,8 @@ def main(argv: list[str] | None = None) -> int:
         "LPIPS-VGG alone per step",
         "step / LPIPS",
     ]
-    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
     print()
-    for r in [header, ["-" * w for w in widths], *rows]:
-        print("| " + " | ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) + " |")
+    print_table(header, rows)
     return 0
 
 

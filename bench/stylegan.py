@@ -20,6 +20,7 @@ from contextlib import contextmanager
 
 import torch
 import torch.nn.functional as F
+from common import print_table
 
 import pipeline.stylegan.generator as gen
 from pipeline.stylegan.generator import Generator, GeneratorConfig, blur_filter, default_channels, upfirdn2d
@@ -63,12 +64,6 @@ def best(repeats: int, fn: Callable[[], object], device: str) -> float:
             torch.cuda.synchronize()
         times.append(time.perf_counter() - t)
     return min(times)
-
-
-def print_table(header: list[str], rows: list[list[str]]) -> None:
-    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
-    for r in [header, ["-" * w for w in widths], *rows]:
-        print("| " + " | ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) + " |")
 
 
 def main(argv: list[str] | None = None) -> int:
