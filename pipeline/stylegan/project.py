@@ -180,7 +180,7 @@ def project_to_w_plus(
         total = float(values.sum())
         if total < best * (1 - 1e-3):
             best, best_step = total, step
-        elif s.patience and step - best_step >= s.patience and t >= s.noise_ramp:
+        elif s.patience and step - best_step >= s.patience and (t >= s.noise_ramp or not s.latent_noise):
             break
 
     latents = w_opt.detach()
