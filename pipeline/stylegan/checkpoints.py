@@ -6,6 +6,7 @@ Our format is a `torch.save` of tensors and plain containers (read back with `we
 
 from __future__ import annotations
 
+import functools
 import io
 import os
 import pickle
@@ -96,6 +97,7 @@ def _safe_load_from_bytes(data: bytes):
     return torch.load(io.BytesIO(data), weights_only=True)
 
 
+@functools.cache
 def _allowed_globals() -> dict[tuple[str, str], object]:
     import collections
 
