@@ -3,11 +3,12 @@ file during training never sees half an image)."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import cv2
 import numpy as np
+
+from pipeline.workspace import write_atomic
 
 COLOURS = [(200, 60, 40), (40, 90, 200), (40, 150, 60), (150, 60, 170)]
 
@@ -40,6 +41,4 @@ def loss_curve(
 
 
 def write_png(path: Path, rgb: np.ndarray) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp.png")
-    cv2.imwrite(str(tmp), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
-    os.replace(tmp, path)
+    write_atomic(path, lambda tmp: cv2.imwrite(str(tmp), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)))

@@ -173,6 +173,14 @@ class GeneratorEntry:
         )
 
 
+GENERATOR_FILE = "generator.pt"  # inside a model folder made by vfx train generator
+
+
+def generator_file(path: Path) -> Path:
+    """A generator file, or the one inside a model folder."""
+    return path / GENERATOR_FILE if path.is_dir() else path
+
+
 def models_dir() -> Path:
     """Where registered models live and are listed: $VFX_MODELS (shared by a farm's nodes), else ./models."""
     return Path(os.environ.get("VFX_MODELS") or "models")
@@ -197,13 +205,12 @@ def register_generator(name: str, path: str | Path) -> GeneratorEntry:
     """Read the file (safely: it may be an official pickle) to learn its sizes, checksum it, and record
     it under `name`. Re-registering a name replaces its entry."""
     from pipeline.stylegan.checkpoints import load_generator
+    from pipeline.workspace import write_json_atomic
 
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name):
         raise ModelError(f"generator name {name!r}: use letters, digits, '.', '_' and '-'")
-    path = Path(path).resolve()
+    path = generator_file(Path(path).resolve())
     G, info = load_generator(path)
-    if path.is_dir():
-        path = path / "generator.pt"
     entry = GeneratorEntry(
         name=name,
         path=str(path),
@@ -216,11 +223,8 @@ def register_generator(name: str, path: str | Path) -> GeneratorEntry:
         size_bytes=path.stat().st_size,
     )
     entries = {**registered_generators(), name: entry}
-    reg = registry_file()
-    reg.parent.mkdir(parents=True, exist_ok=True)
-    tmp = reg.with_name(f".{reg.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps({n: asdict(e) for n, e in sorted(entries.items())}, indent=2) + "\n")
-    os.replace(tmp, reg)
+    registry_file().parent.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(registry_file(), {n: asdict(e) for n, e in sorted(entries.items())})
     return entry
 
 
@@ -239,9 +243,7 @@ def generator_path(ref: str, base: Path | None = None) -> Path:
             )
         verify(path, model)
         return path
-    path = Path(ref) if base is None else base / ref
-    if path.is_dir():
-        path = path / "generator.pt"
+    path = generator_file(Path(ref) if base is None else base / ref)
     if not path.is_file():
         known = ", ".join(entries) or "none registered"
         raise ModelError(f"{ref}: neither a registered generator ({known}) nor a file ({path})")

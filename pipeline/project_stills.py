@@ -4,7 +4,6 @@ latents, the reconstruction and a side-by-side for review. No Prefect: a still i
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
@@ -24,6 +23,7 @@ from pipeline.models import generator_path, sha256_file
 from pipeline.stylegan.checkpoints import load_generator
 from pipeline.stylegan.lpips import load_lpips
 from pipeline.stylegan.project import Projection, ProjectSettings, project_to_w_plus
+from pipeline.workspace import write_atomic
 
 
 def image_files(source: Path) -> list[Path]:
@@ -110,22 +110,16 @@ def project_stills(
                 "steps": result.steps,
                 "w_plus": settings.w_plus,
             }
-            _write_npz(
-                out / f"{p.stem}.npz",
+            arrays = dict(
                 latents=result.latents[i].cpu().numpy(),
                 losses=result.losses[:, i],
                 settings=json.dumps(asdict(settings)),
                 record=json.dumps(record),
                 **{f"noise{k}": m[i, 0].cpu().numpy() for k, m in enumerate(result.noise)},
             )
+            write_atomic(out / f"{p.stem}.npz", lambda tmp, a=arrays: np.savez(tmp, **a))
             write_frame(out / f"{p.stem}_reconstruction.png", recon[i], "png8", {**meta, "source": str(p)})
             side = np.concatenate([faces[i], recon[i]], axis=1)
             write_frame(out / f"{p.stem}_side_by_side.png", side, "png8", {**meta, "source": str(p)})
             results.append(record)
     return results
-
-
-def _write_npz(path: Path, **arrays) -> None:
-    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.npz")
-    np.savez(tmp, **arrays)
-    os.replace(tmp, path)

@@ -122,7 +122,8 @@ def write_frame(path: Path, frame: np.ndarray, fmt: str, metadata: dict[str, str
 def remove_stale_temporaries(folder: Path) -> int:
     """Delete temporary files left by a killed writer; returns how many."""
     n = 0
-    for p in folder.glob(".*.tmp"):
-        p.unlink(missing_ok=True)
-        n += 1
+    for pattern in (".*.tmp", ".*.tmp.*"):  # frames end in .tmp; other writers keep their suffix after it
+        for p in folder.glob(pattern):
+            p.unlink(missing_ok=True)
+            n += 1
     return n

@@ -8,18 +8,18 @@ from __future__ import annotations
 
 import functools
 import io
-import os
 import pickle
 from pathlib import Path
 
 import torch
 
 from pipeline.errors import PipelineError
+from pipeline.models import generator_file
 from pipeline.stylegan.generator import Generator, GeneratorConfig
+from pipeline.workspace import write_atomic
 
 FORMAT = "vfx-stylegan2"
 VERSION = 1
-GENERATOR_NAME = "generator.pt"
 
 
 class CheckpointError(PipelineError):
@@ -27,7 +27,6 @@ class CheckpointError(PipelineError):
 
 
 def save_generator(path: Path, G: Generator, meta: dict | None = None) -> None:
-    """Write to a temporary name and rename, so a reader never sees half a file."""
     data = {
         "format": FORMAT,
         "version": VERSION,
@@ -35,9 +34,7 @@ def save_generator(path: Path, G: Generator, meta: dict | None = None) -> None:
         "state": {k: v.detach().cpu() for k, v in G.state_dict().items()},
         "meta": meta or {},
     }
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    torch.save(data, tmp)
-    os.replace(tmp, path)
+    write_atomic(path, lambda tmp: torch.save(data, tmp))
 
 
 def load_ours(path: Path, data: dict) -> tuple[Generator, dict]:
@@ -67,16 +64,15 @@ class Captured(dict):
 
 
 class PersistedObject:
-    """What `torch_utils.persistence` pickled for a network object: its class name, a digest of the
-    embedded source code (kept as text, never executed) and its `__dict__` (parameters, buffers,
-    sub-modules, constructor arguments)."""
+    """What `torch_utils.persistence` pickled for a network object: its class name and its `__dict__`
+    (parameters, buffers, sub-modules, constructor arguments). The source code embedded beside them is
+    dropped unread."""
 
     def __init__(self, meta: dict):
         if not isinstance(meta, dict) or not isinstance(meta.get("state"), dict):
             raise UnsafePickleError("a persisted object without a state dict")
         self.class_name = str(meta.get("class_name"))
         self.state: dict = meta["state"]
-        self.module_src: str = str(meta.get("module_src", ""))
 
     def tensors(self, prefix: str = "") -> dict[str, torch.Tensor]:
         """Parameters and buffers of this module and its sub-modules, under state_dict names."""
@@ -316,9 +312,7 @@ def _build(path: Path, sd: dict[str, torch.Tensor], cfg: GeneratorConfig) -> Gen
 def load_generator(path: Path) -> tuple[Generator, dict]:
     """Any supported generator file: ours, rosinality's `.pt`, NVIDIA's `.pkl`. Returns the generator
     and what is known of it (format, the checkpoint's own metadata)."""
-    path = Path(path)
-    if path.is_dir():
-        path = path / GENERATOR_NAME
+    path = generator_file(Path(path))
     if not path.is_file():
         raise CheckpointError(f"{path}: generator file not found")
     if path.suffix == ".pkl":

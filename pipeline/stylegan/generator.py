@@ -316,14 +316,16 @@ class Generator(nn.Module):
         self.w_avg.copy_(w.detach().mean(0).lerp(self.w_avg, self.cfg.w_avg_beta))
 
     @torch.no_grad()
+    def sample_w(self, samples: int = 10000, seed: int = 0) -> torch.Tensor:
+        """w for `samples` seeded random z: [samples, w_dim]."""
+        g = torch.Generator().manual_seed(seed)
+        z = torch.randn(samples, self.cfg.z_dim, generator=g).to(self.w_avg.device)
+        return torch.cat([self.mapping(c) for c in z.split(1000)])
+
+    @torch.no_grad()
     def compute_w_avg(self, samples: int = 10000, seed: int = 0) -> torch.Tensor:
         """The average w from many mapped z (for checkpoints that did not track it)."""
-        g = torch.Generator().manual_seed(seed)
-        total = torch.zeros(self.cfg.w_dim, dtype=torch.float64)
-        for start in range(0, samples, 1000):
-            z = torch.randn(min(1000, samples - start), self.cfg.z_dim, generator=g).to(self.w_avg.device)
-            total += self.mapping(z).double().sum(0).cpu()
-        self.w_avg.copy_((total / samples).to(self.w_avg))
+        self.w_avg.copy_(self.sample_w(samples, seed).double().mean(0).to(self.w_avg))
         return self.w_avg
 
 

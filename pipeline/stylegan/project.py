@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 import time
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
@@ -54,14 +55,18 @@ class Projection:
     seconds: float
 
 
-def w_stats(G: Generator, samples: int = 10000, seed: int = 0) -> tuple[torch.Tensor, float]:
-    """The average w and the scalar spread of w (NVIDIA's w_std), from mapped random z."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        z = torch.randn(samples, G.cfg.z_dim, generator=g).to(G.w_avg.device)
-        w = torch.cat([G.mapping(c) for c in z.split(2000)])
-    w_avg = w.mean(0)
-    return w_avg, float(((w - w_avg).square().sum() / samples).sqrt())
+_W_STATS: weakref.WeakKeyDictionary[Generator, tuple[torch.Tensor, float]] = weakref.WeakKeyDictionary()
+
+
+def w_stats(G: Generator, samples: int = 10000) -> tuple[torch.Tensor, float]:
+    """The average of 10,000 mapped z and the scalar spread of w around it (NVIDIA's w_avg and w_std).
+    Kept per generator, so the frames of a sequence do not map them again each."""
+    if G not in _W_STATS:
+        with torch.no_grad():
+            w = G.sample_w(samples)
+        w_avg = w.mean(0)
+        _W_STATS[G] = w_avg, float(((w - w_avg).square().sum() / samples).sqrt())
+    return _W_STATS[G]
 
 
 def noise_regularisation(maps: list[torch.Tensor]) -> torch.Tensor:
@@ -121,9 +126,7 @@ def project_to_w_plus(
     def randn(shape) -> torch.Tensor:
         return torch.cat([torch.randn((1, *shape[1:]), generator=g) for g in gens]).to(device)
 
-    if not hasattr(G, "_w_stats"):
-        G._w_stats = w_stats(G)
-    w_avg, w_std = G._w_stats
+    w_avg, w_std = w_stats(G)
     size = min(s.lpips_size, G.cfg.resolution)
     target = images.to(device)
     target_feats = lpips.features(_resize(target, size))

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import copy
 import math
-import os
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -25,8 +24,9 @@ import torch.nn.functional as F
 
 from pipeline.curves import loss_curve, write_png
 from pipeline.errors import PipelineError
+from pipeline.models import GENERATOR_FILE
 from pipeline.stylegan.augment import diff_augment
-from pipeline.stylegan.checkpoints import GENERATOR_NAME, CheckpointError, save_generator
+from pipeline.stylegan.checkpoints import CheckpointError, save_generator
 from pipeline.stylegan.discriminator import Discriminator
 from pipeline.stylegan.generator import (
     Generator,
@@ -37,6 +37,7 @@ from pipeline.stylegan.generator import (
     to_uint8,
 )
 from pipeline.swap.data import load_face_set
+from pipeline.workspace import write_atomic
 
 TRAINING_NAME = "training.pt"
 TRAINING_FORMAT = 1
@@ -243,9 +244,7 @@ def save_training(path: Path, state: GanState, settings: GanSettings) -> None:
         "torch_rng": torch.get_rng_state(),
         "history": state.history,
     }
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    torch.save(data, tmp)
-    os.replace(tmp, path)
+    write_atomic(path, lambda tmp: torch.save(data, tmp))
 
 
 def load_training(path: Path, settings: GanSettings, device: torch.device | str = "cpu") -> GanState:
@@ -278,7 +277,7 @@ def write_outputs(out: Path, state: GanState, settings: GanSettings, folders: li
     """Both checkpoints and the figures; each file is replaced whole."""
     save_training(out / TRAINING_NAME, state, settings)
     meta = {"kimg": round(state.nimg / 1000, 3), "steps": state.step, "faces": [str(f) for f in folders]}
-    save_generator(out / GENERATOR_NAME, state.G_ema, meta)
+    save_generator(out / GENERATOR_FILE, state.G_ema, meta)
     write_png(out / "samples.png", sample_grid(state.G_ema))
     series = {"D loss": "d_loss", "G loss": "g_loss"}
     write_png(out / "losses.png", loss_curve(state.history, series, log=False))
@@ -302,7 +301,7 @@ def train_generator(
     out.mkdir(parents=True, exist_ok=True)
     if resume:
         state = load_training(out / TRAINING_NAME, settings, device)
-    elif (out / TRAINING_NAME).exists() or (out / GENERATOR_NAME).exists():
+    elif (out / TRAINING_NAME).exists() or (out / GENERATOR_FILE).exists():
         raise CheckpointError(
             f"{out}: holds a generator already; use --resume to continue it or another --out"
         )

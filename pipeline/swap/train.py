@@ -6,7 +6,6 @@ so training killed at any moment continues from the last checkpoint exactly as i
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -20,6 +19,7 @@ from pipeline.errors import PipelineError
 from pipeline.swap.data import Augment, FaceSet, load_face_set, make_batch
 from pipeline.swap.loss import swap_loss
 from pipeline.swap.model import PRESETS, SwapConfig, SwapModel
+from pipeline.workspace import write_atomic
 
 CHECKPOINT_FORMAT = 1
 CHECKPOINT_NAME = "swap.pt"
@@ -71,9 +71,7 @@ def save_checkpoint(path: Path, state: TrainState, settings: TrainSettings) -> N
         "history": state.history,
         "settings": settings.__dict__,
     }
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    torch.save(data, tmp)
-    os.replace(tmp, path)
+    write_atomic(path, lambda tmp: torch.save(data, tmp))
 
 
 def read_checkpoint(path: Path) -> dict:
