@@ -27,7 +27,7 @@ from prefect.cache_policies import NO_CACHE  # noqa: E402
 from prefect.futures import as_completed  # noqa: E402
 from prefect.task_runners import ThreadPoolTaskRunner  # noqa: E402
 
-from pipeline import shot_faces  # noqa: E402
+from pipeline import shot_faces, shot_project  # noqa: E402
 from pipeline.errors import ManifestError, PipelineError  # noqa: E402
 from pipeline.faces.track import FaceTrack, FrameFaces  # noqa: E402
 from pipeline.manifest import Shot, load_shot, parse_range  # noqa: E402
@@ -146,6 +146,7 @@ def render_chunk(
     identity_file: str | None,
     first: int,
     last: int,
+    latents_file: str | None = None,
 ) -> ChunkResult:
     """One chunk of frames; opens the plate (and the face track) itself so a chunk can run anywhere."""
     shot = prepare_shot(manifest, frames)
@@ -154,8 +155,22 @@ def render_chunk(
     if composite_spec(shot) is not None:
         assert track_file is not None
         refs = load_identity_references(identity_file)
-        compositor = Compositor(shot, FaceTrack.load(Path(track_file)), refs)
+        compositor = Compositor(shot, FaceTrack.load(Path(track_file)), refs, latents_file)
     return render_frames(shot, version, first, last, output_metadata(shot, version), compositor)
+
+
+@task(name="project-faces", **CHUNK_TASK)
+def project_faces_task(manifest: str, frames: str | None, track_file: str, root: str) -> tuple[str, dict]:
+    """The shot's faces in the generator's W+ (from the shot's cache when unchanged)."""
+    shot = prepare_shot(manifest, frames)
+    track = FaceTrack.load(Path(track_file))
+    log = get_run_logger()
+    path, report = shot_project.project_shot(shot, track, shot_faces.track_key(shot), Path(root), log.info)
+    log.info(
+        f"{shot.name}: {report['frames_projected']} faces projected ({report['mode']}), mean LPIPS "
+        f"{report['lpips_mean']:.4f}" + (" (cached latents)" if report["cached"] else "")
+    )
+    return str(path), report
 
 
 @task(name="detect-faces", **CHUNK_TASK)
@@ -276,6 +291,10 @@ def render_shot(
             stages.append("track faces")
         if swap_spec(shot) is not None:
             stages.append("swap")
+        latents_file = None
+        if shot_project.project_spec(shot) is not None and faces is not None:
+            latents_file, faces["projection"] = project_faces_task(manifest, frames, faces["path"], root)
+            stages.append("project")
         if composite_spec(shot) is not None:
             stages.append("composite")
         identity_file = identity_references(shot, v.path / "identity_refs.npz")
@@ -283,7 +302,14 @@ def render_shot(
         track_file = faces["path"] if faces else None
         chunks = run_chunks(
             lambda a, b: render_chunk.submit(
-                manifest, frames, str(v.path), track_file, str(identity_file) if identity_file else None, a, b
+                manifest,
+                frames,
+                str(v.path),
+                track_file,
+                str(identity_file) if identity_file else None,
+                a,
+                b,
+                latents_file,
             ),
             shot.first,
             shot.last,
@@ -300,7 +326,13 @@ def render_shot(
         if composite_spec(shot) is not None and track is not None:
             faces["transforms"] = str(write_transforms(v, shot, track))
             faces["composite_contact_sheet"] = str(
-                composite_contact_sheet(shot, v, track, sample_frames(shot.first, shot.last, 4), metadata)
+                composite_contact_sheet(
+                    shot, v, track, sample_frames(shot.first, shot.last, 4), metadata, latents_file
+                )
+            )
+        if latents_file is not None and faces is not None:
+            faces["projection"]["contact_sheet"] = str(
+                shot_project.projection_contact_sheet(shot, v, latents_file, metadata)
             )
         t_frames = time.perf_counter()
         movies = encode_movies_task(shot, v, metadata)

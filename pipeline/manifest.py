@@ -110,6 +110,26 @@ class GeneratorStageSpec(StageSpec):
     generator: str | None = Field(None, description="a registered generator's name, or a file path")
 
 
+class ProjectSpec(Strict):
+    """W+ projection of the shot's aligned faces (or of the swapped faces, when the swap stage runs)."""
+
+    enabled: bool = True
+    generator: str = Field(description="a registered generator's name, or a file path")
+    mode: Literal["keyframes", "every_frame"] = "keyframes"
+    every: int = Field(12, ge=1, le=10000, description="keyframe mode: a key every this many frames")
+    key_frames: list[int] = Field([], description="keyframe mode: these frames instead of every k-th")
+    steps: int = Field(1000, ge=1, le=100000, description="the full schedule: keyframes, the first frame")
+    following_steps: int = Field(150, ge=1, le=100000, description="every-frame mode: at most, per frame")
+    patience: int = Field(20, ge=0, le=100000, description="early stop after this many steps without gain")
+    w_plus: bool = True
+    mse: float = Field(0.1, ge=0, le=100, description="weight of the pixel MSE beside LPIPS-VGG")
+    temporal: float = Field(0.0, ge=0, le=1000, description="every-frame mode: pull toward the last latent")
+    batch: int = Field(8, ge=1, le=256, description="keyframes projected at once")
+    source: Literal["auto", "plate", "swap"] = Field(
+        "auto", description="project the plate's faces or the swapped ones; auto: swapped when swap runs"
+    )
+
+
 class FaceModelPaths(Strict):
     """Model files to use instead of the registered ones (paths relative to the manifest)."""
 
@@ -170,7 +190,7 @@ class ManifestModel(Strict):
     output: OutputSpec = OutputSpec()
     faces: FacesSpec | None = None
     swap: SwapSpec | None = None
-    project: GeneratorStageSpec | None = None
+    project: ProjectSpec | None = None
     path: GeneratorStageSpec | None = None
     composite: CompositeSpec | None = None
 
@@ -341,6 +361,25 @@ def _check_swap(path: Path, root: yaml.Node | None, base: Path, spec: ManifestMo
         )
 
 
+def _check_project(path: Path, root: yaml.Node | None, spec: ManifestModel) -> None:
+    project = spec.project
+    assert project is not None
+    if not (spec.faces and spec.faces.enabled and spec.composite and spec.composite.enabled):
+        raise ManifestError(
+            f"{path}:{_node_line(root, ('project',))} project: needs enabled faces and composite sections"
+        )
+    if project.source == "swap" and not (spec.swap and spec.swap.enabled):
+        raise ManifestError(
+            f"{path}:{_node_line(root, ('project', 'source'))} project.source: swap needs an enabled swap "
+            "section"
+        )
+    if project.key_frames and project.mode != "keyframes":
+        raise ManifestError(
+            f"{path}:{_node_line(root, ('project', 'key_frames'))} project.key_frames: applies to "
+            "mode: keyframes only"
+        )
+
+
 def load_shot(path: str | Path) -> Shot:
     """Read, validate and check a manifest against its plate (opened and probed, not decoded)."""
     path = Path(path)
@@ -398,6 +437,14 @@ def load_shot(path: str | Path) -> Shot:
         )
     if spec.swap is not None and spec.swap.enabled:
         _check_swap(path, root, base, spec)
+    if spec.project is not None and spec.project.enabled:
+        _check_project(path, root, spec)
+        for i, key in enumerate(spec.project.key_frames):
+            if not first <= key <= last:
+                raise ManifestError(
+                    f"{path}:{_node_line(root, ('project', 'key_frames', i))} project.key_frames[{i}]: "
+                    f"frame {key} is outside the shot's frames {first}-{last}"
+                )
     for stage in ("project", "path"):
         section = getattr(spec, stage)
         if section is not None and section.generator:

@@ -329,4 +329,20 @@ def faces_markdown(faces: dict) -> list[str]:
         f"- Alignment jitter {q['alignment_jitter_raw']:.5f} raw, "
         f"{q['alignment_jitter_smoothed']:.5f} smoothed; "
         f"landmark error from smoothing {q['landmark_error_smoothed']:.5f} (fractions of the crop size)",
+        *projection_markdown(faces.get("projection")),
+    ]
+
+
+def projection_markdown(p: dict | None) -> list[str]:
+    if not p:
+        return []
+    how = "reused from the cache" if p["cached"] else f"projected in {p['projection_seconds']:.1f} s"
+    return [
+        "",
+        "## Projection",
+        "",
+        f"- {p['frames_projected']} {p['source']} projected ({p['mode']}, "
+        f"{'W+' if p['w_plus'] else 'W'}) into {p['generator']}; {how}",
+        f"- LPIPS-VGG of the reconstructions: mean {p['lpips_mean']:.4f}, worst {p['lpips_max']:.4f}; "
+        f"{p['total_steps']} optimisation steps in all",
     ]

@@ -1,9 +1,10 @@
 """The composite stage of a shot, free of Prefect: a new face into each plate frame, plus the elements.
 
-For each frame with a face: the aligned crop, the new face (for now a test alteration of the crop; the
-swap and projection stages will provide it), colour matched to the plate's face inside the matte,
-sharpened and grained to the plate, warped back and blended. The face element (RGBA in plate
-coordinates) is what an "over" of the alpha-blended face gives, for compositors finishing elsewhere.
+For each frame with a face: the aligned crop, the new face (from the generator when the shot's faces
+were projected, else from the swap model, else a test alteration of the crop), colour matched to the
+plate's face inside the matte, sharpened and grained to the plate, warped back and blended. The face
+element (RGBA in plate coordinates) is what an "over" of the alpha-blended face gives, for compositors
+finishing elsewhere.
 """
 
 from __future__ import annotations
@@ -42,18 +43,30 @@ def swap_spec(shot: Shot) -> SwapSpec | None:
     return spec if spec is not None and spec.enabled else None
 
 
+def _projecting(shot: Shot) -> bool:
+    return shot.spec.project is not None and shot.spec.project.enabled
+
+
 def altered_stages(shot: Shot) -> list[str]:
     """The stages that change faces in this shot's output (for the synthetic-imagery metadata)."""
+    stages = []
     if swap := swap_spec(shot):
-        return [f"face swap ({swap.direction})"]
+        stages.append(f"face swap ({swap.direction})")
+    if _projecting(shot):
+        stages.append("stylegan projection (faces drawn by a generator)")
     spec = composite_spec(shot)
-    return [f"composite (test alteration: {spec.alteration})"] if spec and spec.alteration != "none" else []
+    if not stages and spec and spec.alteration != "none":
+        stages.append(f"composite (test alteration: {spec.alteration})")
+    return stages
 
 
 def models_used(shot: Shot) -> str:
+    models = []
     if swap := swap_spec(shot):
-        return f"swap:{shot.resolve(swap.model)}"
-    return "none"
+        models.append(f"swap:{shot.resolve(swap.model)}")
+    if _projecting(shot) and shot.spec.project is not None:
+        models.append(f"generator:{shot.spec.project.generator}")
+    return ",".join(models) or "none"
 
 
 @functools.lru_cache(maxsize=2)
@@ -65,9 +78,15 @@ def _cached_model(path: str, size: int, mtime_ns: int) -> SwapModel:
 
 
 class FaceSource:
-    """Where the new faces come from: the swap model when the shot has one, else the test alteration."""
+    """Where the new faces come from: the generator when the shot's faces were projected (given their
+    latents file), else the swap model when the shot has one, else the test alteration."""
 
-    def __init__(self, shot: Shot):
+    def __init__(self, shot: Shot, latents_file: str | Path | None = None):
+        self.generated = None
+        if latents_file is not None:
+            from pipeline.shot_project import GeneratedFaces
+
+            self.generated = GeneratedFaces(shot, latents_file)
         self.swap = swap_spec(shot)
         self.alteration = composite_spec(shot).alteration if composite_spec(shot) else "none"
         self.model = None
@@ -77,7 +96,13 @@ class FaceSource:
             st = path.stat()
             self.model = _cached_model(str(path), st.st_size, st.st_mtime_ns)
 
-    def convert(self, crops: list[np.ndarray]) -> tuple[list[np.ndarray], list[np.ndarray | None]]:
+    def convert(
+        self, numbers: list[int], crops: list[np.ndarray]
+    ) -> tuple[list[np.ndarray], list[np.ndarray | None]]:
+        """New faces for the aligned crops of frames `numbers`, and the model's masks where it has them."""
+        if self.generated is not None:
+            faces = self.generated.faces(numbers, crops[0].shape[0]) if crops else []
+            return faces, [None] * len(crops)
         if self.model is None or self.swap is None:
             return [alter_face(c, self.alteration) for c in crops], [None] * len(crops)
         from pipeline.swap.convert import convert_faces
@@ -98,7 +123,11 @@ class FrameComposite:
 
 class Compositor:
     def __init__(
-        self, shot: Shot, track: FaceTrack, identity_refs: tuple[np.ndarray, np.ndarray] | None = None
+        self,
+        shot: Shot,
+        track: FaceTrack,
+        identity_refs: tuple[np.ndarray, np.ndarray] | None = None,
+        latents_file: str | Path | None = None,
     ):
         spec = composite_spec(shot)
         assert spec is not None and shot.spec.faces is not None
@@ -107,7 +136,7 @@ class Compositor:
         self.size = shot.spec.faces.crop_size
         self.track = track
         self.crop_landmarks = self._crop_landmarks()
-        self.source = FaceSource(shot)
+        self.source = FaceSource(shot, latents_file)
         self.batch_size = self.source.swap.batch if self.source.swap else 8
         self.identity: tuple[IdentityMeter, np.ndarray, np.ndarray] | None = None
         if identity_refs is not None:
@@ -143,7 +172,7 @@ class Compositor:
             if self.track.has_face[i] and not np.isnan(self.crop_landmarks[i, 0, 0]):
                 crops.append(align_face(plates[k], self.track.params[i], self.size)[0])
                 todo.append(k)
-        faces, masks = self.source.convert(crops)
+        faces, masks = self.source.convert([numbers[k] for k in todo], crops)
         out = [FrameComposite(p, self._empty_element(p), None, None) for p in plates]
         for k, crop, face, model_mask in zip(todo, crops, faces, masks, strict=True):
             out[k] = self._composite(numbers[k], plates[k], crop, face, model_mask)
@@ -225,10 +254,15 @@ def write_transforms(version: RenderVersion, shot: Shot, track: FaceTrack) -> Pa
 
 
 def composite_contact_sheet(
-    shot: Shot, version: RenderVersion, track: FaceTrack, frames: list[int], metadata: dict[str, str]
+    shot: Shot,
+    version: RenderVersion,
+    track: FaceTrack,
+    frames: list[int],
+    metadata: dict[str, str],
+    latents_file: str | Path | None = None,
 ) -> Path:
     """Rows of plate | new face | matte | comp for a few frames across the shot."""
-    compositor = Compositor(shot, track)
+    compositor = Compositor(shot, track, latents_file=latents_file)
     tile = 256
     tiles = []
     for n in frames:

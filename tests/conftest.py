@@ -20,6 +20,13 @@ def footage() -> Path:
     return FOOTAGE
 
 
+@pytest.fixture(scope="session")
+def woman_clip(footage) -> Path:
+    """A real plate of an anonymous person filmed for this project: what swap and projection tests use
+    (the astronaut photograph is a public figure's face, never a swap source or target)."""
+    return footage / "woman_headturns_512.mp4"
+
+
 def make_clip(
     path: Path,
     frames: int = 50,

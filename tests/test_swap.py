@@ -104,12 +104,12 @@ def test_conversion_gives_faces_and_masks_at_the_crop_size(tiny_model):
     assert faces.shape == (3, 128, 128, 3) and masks.shape == (3, 128, 128)
 
 
-def test_a_model_that_does_not_fit_the_crop_size(tmp_path, face_sequence, tiny_model):
+def test_a_model_that_does_not_fit_the_crop_size(tmp_path, woman_clip, tiny_model):
     m = write_manifest(
         tmp_path,
         f"""
 shot: sw
-plate: {{sequence: {face_sequence}}}
+plate: {{movie: {woman_clip}}}
 faces: {{crop_size: 128}}
 composite: {{}}
 swap: {{model: {tiny_model}}}
@@ -121,23 +121,21 @@ swap: {{model: {tiny_model}}}
         r"faces\.crop_size is 128",
     ):
         load_shot(m)
-    m = write_manifest(
-        tmp_path, f"shot: sw\nplate: {{sequence: {face_sequence}}}\nswap: {{model: {tiny_model}}}\n"
-    )
+    m = write_manifest(tmp_path, f"shot: sw\nplate: {{movie: {woman_clip}}}\nswap: {{model: {tiny_model}}}\n")
     with pytest.raises(ManifestError, match=r":3 swap: needs enabled faces and composite"):
         load_shot(m)
 
 
 @pytest.mark.slow
-def test_swap_render_through_the_flow(tmp_path, face_sequence, tiny_model, crops, prefect_server):
+def test_swap_render_through_the_flow(tmp_path, woman_clip, tiny_model, crops, prefect_server):
     from pipeline.flows import run_render
 
     m = write_manifest(
         tmp_path,
         f"""
 shot: sw010
-plate: {{sequence: {face_sequence}}}
-frames: 1-8
+plate: {{movie: {woman_clip}}}
+frames: 1001-1008
 output: {{sequence: png8, movies: [], chunk_size: 4}}
 faces: {{crop_size: 64}}
 composite: {{blend: laplacian}}

@@ -172,10 +172,11 @@ def project_to_w_plus(
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        with torch.no_grad():  # keep the noise maps unit Gaussian
-            for m in noise:
-                m -= m.mean(dim=[1, 2, 3], keepdim=True)
-                m *= m.square().mean(dim=[1, 2, 3], keepdim=True).rsqrt()
+        if s.optimize_noise:
+            with torch.no_grad():  # keep the noise maps unit Gaussian
+                for m in noise:
+                    m -= m.mean(dim=[1, 2, 3], keepdim=True)
+                    m *= m.square().mean(dim=[1, 2, 3], keepdim=True).rsqrt()
         values = per_face.detach().cpu().numpy()
         history.append(values)
         if on_step:
@@ -204,9 +205,12 @@ def project_sequence(
     first: ProjectSettings = ProjectSettings(),
     following: ProjectSettings | None = None,
     on_frame: Callable[[int, Projection], None] | None = None,
+    noise: list[torch.Tensor] | None = None,
 ) -> list[Projection]:
     """Every frame of a shot, in order: the first with the full schedule from the average w, each next
-    one warm-started from the previous result with the (much shorter) `following` schedule."""
+    one warm-started from the previous result with the (much shorter) `following` schedule. `noise`
+    starts the first frame's noise maps (fixed ones, such as the generator's own, with optimize_noise
+    off)."""
     following = following or replace(first, steps=150, lr=0.02, lr_rampup=0.0, latent_noise=0.0, patience=20)
     out: list[Projection] = []
     for i in range(frames.shape[0]):
@@ -217,7 +221,7 @@ def project_sequence(
             lpips,
             first if prev is None else following,
             init=None if prev is None else prev.latents,
-            init_noise=None if prev is None else prev.noise,
+            init_noise=noise if prev is None else prev.noise,
             previous=None if prev is None else prev.latents,
             seed=i,
         )

@@ -1,0 +1,335 @@
+"""The projection stage of a shot, free of Prefect: its aligned faces into the generator's W+, and the
+generator's face for any frame.
+
+The faces are projected once per shot range and kept in the shot's cache under a key made of everything
+that changes them (the track, the swap model when the swapped faces are projected, the generator's
+checksum, the settings), so a re-render after a composite change, or of a few frames, reuses them.
+In keyframe mode only the keys are projected and the latent path fills in the frames between them;
+in every-frame mode each frame starts from the previous frame's result with a short schedule.
+
+The generator's fixed noise maps are used throughout (not optimised per frame): noise that changes from
+frame to frame shimmers, and frames between keys have no noise of their own to interpolate.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+
+from pipeline.errors import ManifestError
+from pipeline.faces.align import align_face
+from pipeline.faces.draw import grid
+from pipeline.faces.track import FaceTrack
+from pipeline.manifest import ProjectSpec, Shot
+from pipeline.media.color import to_uint8
+from pipeline.media.sequences import write_frame
+from pipeline.models import generator_path, sha256_file
+from pipeline.stylegan.generator import Generator
+from pipeline.stylegan.paths import PathSettings, latent_path
+from pipeline.workspace import RenderVersion, write_atomic
+
+PROJECTION_FORMAT = 1  # bump when the stage's code changes what it stores
+
+
+def project_spec(shot: Shot) -> ProjectSpec | None:
+    spec = shot.spec.project
+    return spec if spec is not None and spec.enabled else None
+
+
+def projects_swapped_faces(shot: Shot) -> bool:
+    spec = project_spec(shot)
+    swap = shot.spec.swap is not None and shot.spec.swap.enabled
+    return spec is not None and (spec.source == "swap" or (spec.source == "auto" and swap))
+
+
+def device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+@functools.lru_cache(maxsize=64)
+def _file_sha256(path: str, size: int, mtime_ns: int) -> str:
+    return sha256_file(Path(path))
+
+
+def generator_file_of(shot: Shot) -> Path:
+    spec = project_spec(shot)
+    assert spec is not None
+    return generator_path(spec.generator, shot.manifest_path.resolve().parent)
+
+
+def generator_sha256(path: Path) -> str:
+    st = path.stat()
+    return _file_sha256(str(path.resolve()), st.st_size, st.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=2)
+def _cached_generator(path: str, size: int, mtime_ns: int, on: str) -> Generator:
+    """One copy of a generator per process and device (keyed by the file's identity); chunks share it."""
+    from pipeline.stylegan.checkpoints import load_generator
+
+    G, _ = load_generator(Path(path))
+    return G.eval().requires_grad_(False).to(on)
+
+
+def load_shot_generator(shot: Shot) -> Generator:
+    path = generator_file_of(shot).resolve()
+    st = path.stat()
+    return _cached_generator(str(path), st.st_size, st.st_mtime_ns, str(device()))
+
+
+def projection_key(shot: Shot, track_key: str) -> str:
+    """Changes with the faces projected (the track, and the swap when swapped faces are projected), the
+    generator file and the projection settings; not with composite or output settings."""
+    spec = project_spec(shot)
+    assert spec is not None and shot.spec.faces is not None
+    data: dict = {
+        "format": PROJECTION_FORMAT,
+        "track": track_key,
+        "frames": [shot.range_first, shot.range_last],
+        "generator": generator_sha256(generator_file_of(shot)),
+        "settings": spec.model_dump(mode="json", exclude={"generator"}),
+        "crop_size": shot.spec.faces.crop_size,
+    }
+    if projects_swapped_faces(shot):
+        swap = shot.spec.swap
+        assert swap is not None
+        model = Path(shot.resolve(swap.model))
+        model = model / "swap.pt" if model.is_dir() else model
+        st = model.stat()
+        data["swap"] = {
+            "model": [str(model), st.st_size, st.st_mtime_ns],
+            "direction": swap.direction,
+            "use_model_mask": swap.use_model_mask,
+        }
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:20]
+
+
+def latents_path(root: Path, shot: Shot, track_key: str) -> Path:
+    return root / shot.name / "cache" / f"latents-{projection_key(shot, track_key)}.npz"
+
+
+def key_frames(shot: Shot, track: FaceTrack) -> list[int]:
+    """The frames to project: the listed keys, every k-th frame (and the last), or every frame with a face.
+    A k-th frame without a face moves to the nearest frame that has one."""
+    spec = project_spec(shot)
+    assert spec is not None
+    first, last = shot.range_first, shot.range_last
+    with_face = [n for n in range(first, last + 1) if track.has_face[track.index(n)]]
+    if not with_face:
+        raise ManifestError(f"{shot.manifest_path}: project: no face in frames {first}-{last} to project")
+    if spec.mode == "every_frame":
+        return with_face
+    if spec.key_frames:
+        missing = [k for k in spec.key_frames if not track.has_face[track.index(k)]]
+        if missing:
+            raise ManifestError(
+                f"{shot.manifest_path}: project.key_frames: frame {missing[0]} has no face in the track"
+            )
+        return sorted(set(spec.key_frames))
+    wanted = sorted({*range(first, last + 1, spec.every), last})
+    faces = np.array(with_face)
+    return sorted({int(faces[np.argmin(np.abs(faces - n))]) for n in wanted})
+
+
+def aligned_faces(shot: Shot, track: FaceTrack, frames: list[int], size: int) -> np.ndarray:
+    """[N, size, size, 3] float32 faces of `frames`: the plate's aligned crops, or those crops swapped when
+    the swapped faces are projected. Aligned at the shot's crop size, then reduced to the generator's."""
+    from pipeline.shot_composite import FaceSource
+
+    assert shot.spec.faces is not None
+    crop_size = shot.spec.faces.crop_size
+    wanted = set(frames)
+    crops = []
+    plates = shot.plate.read(shot.plate_index(frames[0]), shot.plate_index(frames[-1]) + 1)
+    try:
+        for n in range(frames[0], frames[-1] + 1):
+            plate = next(plates)
+            if n in wanted:
+                crops.append(align_face(plate, track.params[track.index(n)], crop_size)[0])
+    finally:
+        plates.close()
+    if projects_swapped_faces(shot):
+        crops, _ = FaceSource(shot).convert(frames, crops)
+    interp = cv2.INTER_AREA if crop_size > size else cv2.INTER_CUBIC
+    return np.stack([cv2.resize(c, (size, size), interpolation=interp) for c in crops]).astype(np.float32)
+
+
+def _to_tensor(faces: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(faces).permute(0, 3, 1, 2).float() * 2 - 1
+
+
+def _to_rgb(images: torch.Tensor) -> np.ndarray:
+    return ((images.clamp(-1, 1) + 1) / 2).permute(0, 2, 3, 1).cpu().numpy().astype(np.float32)
+
+
+@dataclass
+class ShotProjection:
+    frames: np.ndarray  # [K] the projected frames
+    latents: np.ndarray  # [K, num_ws, w_dim] float32
+    lpips: np.ndarray  # [K] LPIPS-VGG of each reconstruction against its face
+    steps: np.ndarray  # [K] optimisation steps each frame took (a batch's steps for each of its faces)
+    targets: np.ndarray  # [K, r, r, 3] uint8: the faces that were projected, for review
+    mode: str
+    seconds: float
+
+    def save(self, path: Path) -> None:
+        arrays = {k: v for k, v in asdict(self).items() if isinstance(v, np.ndarray)}
+        meta = json.dumps({"mode": self.mode, "seconds": self.seconds, "format": PROJECTION_FORMAT})
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_atomic(path, lambda tmp: np.savez(tmp, meta=meta, **arrays))
+
+    @classmethod
+    def load(cls, path: Path) -> ShotProjection:
+        with np.load(path) as d:
+            meta = json.loads(str(d["meta"]))
+            return cls(
+                d["frames"], d["latents"], d["lpips"], d["steps"], d["targets"], meta["mode"], meta["seconds"]
+            )
+
+
+def project_faces(shot: Shot, track: FaceTrack, log: Callable[[str], None] = print) -> ShotProjection:
+    """Project the shot's key faces (or every face) with the manifest's settings."""
+    from pipeline.stylegan.lpips import load_lpips
+    from pipeline.stylegan.project import ProjectSettings, project_sequence, project_to_w_plus
+
+    spec = project_spec(shot)
+    assert spec is not None
+    t0 = time.perf_counter()
+    G = load_shot_generator(shot)
+    lpips = load_lpips("vgg").to(device())
+    frames = key_frames(shot, track)
+    faces = aligned_faces(shot, track, frames, G.cfg.resolution)
+    images = _to_tensor(faces).to(device())
+    settings = ProjectSettings(
+        steps=spec.steps,
+        mse_weight=spec.mse,
+        w_plus=spec.w_plus,
+        optimize_noise=False,
+        patience=spec.patience,
+        temporal=spec.temporal,
+    )
+    noise = [m.to(device()) for m in G.noise_maps()]
+    if spec.mode == "every_frame":
+        following = replace(settings, steps=spec.following_steps, lr=0.02, lr_rampup=0.0, latent_noise=0.0)
+
+        def on_frame(i: int, r) -> None:
+            if i % 10 == 0 or i == len(frames) - 1:
+                log(
+                    f"projected frame {frames[i]} ({i + 1}/{len(frames)}): LPIPS {r.lpips[0]:.4f}, "
+                    f"{r.steps} steps"
+                )
+
+        results = project_sequence(G, images, lpips, settings, following, on_frame=on_frame, noise=noise)
+        latents = torch.cat([r.latents for r in results])
+        scores = np.concatenate([r.lpips for r in results])
+        steps = np.array([r.steps for r in results])
+    else:
+        parts = []
+        for start in range(0, len(frames), spec.batch):
+            batch = images[start : start + spec.batch]
+            batch_noise = [m.expand(len(batch), -1, -1, -1) for m in noise]
+            r = project_to_w_plus(G, batch, lpips, settings, init_noise=batch_noise, seed=start)
+            parts.append(r)
+            log(
+                f"projected keys {frames[start]}-{frames[start + len(batch) - 1]} "
+                f"({start + len(batch)}/{len(frames)}): LPIPS {r.lpips.mean():.4f}, {r.steps} steps"
+            )
+        latents = torch.cat([r.latents for r in parts])
+        scores = np.concatenate([r.lpips for r in parts])
+        steps = np.concatenate([[r.steps] * r.latents.shape[0] for r in parts])
+    return ShotProjection(
+        np.array(frames),
+        latents.cpu().numpy().astype(np.float32),
+        scores.astype(np.float32),
+        steps,
+        to_uint8(faces),
+        spec.mode,
+        time.perf_counter() - t0,
+    )
+
+
+def project_shot(
+    shot: Shot, track: FaceTrack, track_key: str, root: Path, log: Callable[[str], None] = print
+) -> tuple[Path, dict]:
+    """The shot's projection, from the cache when nothing it depends on changed; and its report."""
+    t0 = time.perf_counter()
+    path = latents_path(root, shot, track_key)
+    cached = path.is_file()
+    projection = ShotProjection.load(path) if cached else project_faces(shot, track, log)
+    if not cached:
+        projection.save(path)
+    return path, projection_report(shot, projection, path, cached, time.perf_counter() - t0)
+
+
+def projection_report(shot: Shot, p: ShotProjection, path: Path, cached: bool, seconds: float) -> dict:
+    spec = project_spec(shot)
+    assert spec is not None
+    return {
+        "path": str(path),
+        "cached": cached,
+        "seconds": seconds,
+        "projection_seconds": p.seconds,
+        "mode": p.mode,
+        "source": "swapped faces" if projects_swapped_faces(shot) else "plate faces",
+        "generator": str(generator_file_of(shot)),
+        "generator_sha256": generator_sha256(generator_file_of(shot)),
+        "frames_projected": len(p.frames),
+        "total_steps": int(p.steps.sum()),  # summed over faces: a batch's steps count once per face
+        "lpips_mean": float(p.lpips.mean()),
+        "lpips_max": float(p.lpips.max()),
+        "lpips_per_frame": [[int(f), float(v)] for f, v in zip(p.frames, p.lpips, strict=True)],
+        "w_plus": spec.w_plus,
+    }
+
+
+class GeneratedFaces:
+    """The generator's face for any frame: the projected latent, or the path between projected keys."""
+
+    def __init__(self, shot: Shot, latents_file: str | Path, path: PathSettings | None = None):
+        self.projection = ShotProjection.load(Path(latents_file))
+        self.G = load_shot_generator(shot)
+        self.path = path or PathSettings()
+
+    def latents(self, numbers: list[int]) -> np.ndarray:
+        p = self.projection
+        return latent_path(p.frames, p.latents, np.array(numbers, np.float64), self.path)
+
+    @torch.no_grad()
+    def faces(self, numbers: list[int], size: int, batch: int = 16) -> list[np.ndarray]:
+        ws = torch.from_numpy(self.latents(numbers).astype(np.float32))
+        out = []
+        for i in range(0, len(ws), batch):
+            images = _to_rgb(self.G.synthesis(ws[i : i + batch].to(device()), "const"))
+            interp = cv2.INTER_CUBIC if size > images.shape[1] else cv2.INTER_AREA
+            out += [np.clip(cv2.resize(f, (size, size), interpolation=interp), 0, 1) for f in images]
+        return out
+
+
+def projection_contact_sheet(
+    shot: Shot, version: RenderVersion, latents_file: str | Path, metadata: dict[str, str], count: int = 8
+) -> Path:
+    """Projected faces beside their reconstructions (up to `count` across the shot), for review."""
+    gen = GeneratedFaces(shot, latents_file)
+    p = gen.projection
+    pick = np.unique(np.linspace(0, len(p.frames) - 1, min(count, len(p.frames))).round().astype(int))
+    recon = gen.faces([int(p.frames[i]) for i in pick], p.targets.shape[1])
+    tiles = []
+    for i, r in zip(pick, recon, strict=True):
+        pair = np.concatenate([p.targets[i], to_uint8(r)], axis=1)
+        pair = cv2.resize(pair, (256, 128), interpolation=cv2.INTER_NEAREST)
+        cv2.putText(
+            pair, f"{p.frames[i]} {p.lpips[i]:.3f}", (4, 122), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (255, 255, 0), 1
+        )
+        tiles.append(pair)
+    path = version.path / "projection_contact_sheet.png"
+    write_frame(path, grid(tiles, 4), "png8", metadata)
+    return path

@@ -1,0 +1,169 @@
+"""The projection stage in the render flow: keys chosen from the track, latents cached per shot and reused
+while what they depend on is unchanged, every-frame mode warm-started, faces drawn by the generator."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from conftest import write_manifest
+
+from pipeline import shot_faces, shot_project
+from pipeline.errors import ManifestError
+from pipeline.faces.track import FaceTrack
+from pipeline.manifest import load_shot
+from pipeline.media.sequences import read_png_text
+from pipeline.stylegan.checkpoints import save_generator
+from pipeline.stylegan.generator import Generator, GeneratorConfig, default_channels
+
+CFG = GeneratorConfig(
+    resolution=32, z_dim=64, w_dim=64, mapping_layers=2, channels=default_channels(32, 512, 64)
+)
+
+
+@pytest.fixture(scope="module")
+def generator_file(tmp_path_factory) -> Path:
+    torch.manual_seed(5)
+    G = Generator(CFG).eval()
+    G.compute_w_avg(2000)
+    path = tmp_path_factory.mktemp("gen") / "g.pt"
+    save_generator(path, G)
+    return path
+
+
+def shot_yaml(
+    clip: Path, generator: Path, project: str, composite: str = "{}", frames: str = "1001-1012"
+) -> str:
+    return f"""
+shot: pj010
+plate: {{movie: {clip}}}
+frames: {frames}
+output: {{sequence: png8, movies: [], chunk_size: 6}}
+faces: {{crop_size: 64}}
+project: {{generator: {generator}, {project}}}
+composite: {composite}
+"""
+
+
+@pytest.fixture(scope="module")
+def track(woman_clip, generator_file, tmp_path_factory) -> tuple[FaceTrack, str]:
+    """The real track of the clip's first 12 frames, made without Prefect."""
+    folder = tmp_path_factory.mktemp("track")
+    shot = load_shot(write_manifest(folder, shot_yaml(woman_clip, generator_file, "steps: 5")))
+    found = shot_faces.detect_range(shot, shot.first, shot.last)
+    return shot_faces.finish_track(shot, found, folder / "track.npz"), shot_faces.track_key(shot)
+
+
+def test_manifest_checks_of_the_project_section(tmp_path, woman_clip, generator_file):
+    bad = {
+        "key_frames: [1001, 1100]": r":7 project\.key_frames\[1\]: frame 1100 is outside the shot's frames "
+        r"1001-1012",
+        "mode: every_frame, key_frames: [1001]": r":7 project\.key_frames: applies to mode: keyframes only",
+        "source: swap": r":7 project\.source: swap needs an enabled swap section",
+        "steps: 0": r":7 project\.steps: Input should be greater than or equal to 1",
+    }
+    for project, message in bad.items():
+        m = write_manifest(tmp_path, shot_yaml(woman_clip, generator_file, project))
+        with pytest.raises(ManifestError, match=message):
+            load_shot(m)
+    m = write_manifest(tmp_path, shot_yaml(woman_clip, generator_file, "steps: 5", "{enabled: false}"))
+    with pytest.raises(ManifestError, match=r":7 project: needs enabled faces and composite sections"):
+        load_shot(m)
+    m = write_manifest(tmp_path, shot_yaml(woman_clip, tmp_path / "nope.pt", "steps: 5"))
+    with pytest.raises(ManifestError, match=r":7 project\.generator: .*nope\.pt"):
+        load_shot(m)
+
+
+def test_key_frames_every_k_listed_or_every_frame(tmp_path, woman_clip, generator_file, track):
+    t, _ = track
+
+    def keys(project: str) -> list[int]:
+        shot = load_shot(write_manifest(tmp_path, shot_yaml(woman_clip, generator_file, project)))
+        return shot_project.key_frames(shot, t)
+
+    assert keys("every: 5") == [1001, 1006, 1011, 1012]  # and always the last frame
+    assert keys("key_frames: [1010, 1003]") == [1003, 1010]
+    assert keys("mode: every_frame") == list(range(1001, 1013))
+    # a k-th frame without a face moves to the nearest frame that has one
+    gap = FaceTrack(**{**t.__dict__, "params": t.params.copy()})
+    gap.params[5:7] = np.nan  # frames 1006, 1007
+    shot = load_shot(write_manifest(tmp_path, shot_yaml(woman_clip, generator_file, "every: 5")))
+    assert shot_project.key_frames(shot, gap) == [1001, 1005, 1011, 1012]
+    shot = load_shot(write_manifest(tmp_path, shot_yaml(woman_clip, generator_file, "key_frames: [1006]")))
+    with pytest.raises(ManifestError, match=r"project\.key_frames: frame 1006 has no face in the track"):
+        shot_project.key_frames(shot, gap)
+
+
+def test_every_frame_mode_starts_each_frame_from_the_last(tmp_path, woman_clip, generator_file, track):
+    t, _ = track
+    project = "mode: every_frame, steps: 12, following_steps: 3, patience: 0"
+    shot = load_shot(
+        write_manifest(tmp_path, shot_yaml(woman_clip, generator_file, project, frames="1001-1005"))
+    )
+    t5 = FaceTrack(**{k: v[:5] for k, v in t.__dict__.items()})
+    p = shot_project.project_faces(shot, t5, log=lambda _: None)
+    assert list(p.frames) == [1001, 1002, 1003, 1004, 1005]
+    assert list(p.steps) == [12, 3, 3, 3, 3]
+    assert p.latents.shape == (5, CFG.num_ws, 64) and p.targets.shape == (5, 32, 32, 3)
+    assert np.all((p.lpips > 0) & (p.lpips < 1))
+    # neighbouring frames' latents stay close: each starts from the last
+    steps = np.linalg.norm(np.diff(p.latents, axis=0), axis=-1).mean()
+    spread = np.linalg.norm(p.latents - p.latents.mean(0), axis=-1).mean()
+    assert steps < 2 * spread
+
+
+@pytest.mark.slow
+def test_projection_stage_renders_generated_faces_and_reuses_its_latents(
+    tmp_path, woman_clip, generator_file, prefect_server, monkeypatch
+):
+    from pipeline.flows import run_render
+
+    calls = []
+    original = shot_project.project_faces
+
+    def counting(*args, **kwargs):
+        calls.append(1)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(shot_project, "project_faces", counting)
+    root = tmp_path / "r"
+    m = write_manifest(tmp_path, shot_yaml(woman_clip, generator_file, "every: 6, steps: 10"))
+    v = Path(run_render(str(m), root=str(root))["path"])
+    report = json.loads((v / "report.json").read_text())
+    assert "project" in report["stages_run"] and len(calls) == 1
+    p = report["faces"]["projection"]
+    assert p["frames_projected"] == 3 and not p["cached"] and p["mode"] == "keyframes"
+    assert [f for f, _ in p["lpips_per_frame"]] == [1001, 1007, 1012]
+    assert report["metadata"]["synthetic_imagery"] == "true"
+    assert "stylegan projection" in report["metadata"]["ai_altered_stages"]
+    assert f"generator:{generator_file}" in report["metadata"]["models"]
+    frame = v / "comp" / "pj010_comp_v001.1004.png"
+    assert read_png_text(frame)["synthetic_imagery"] == "true"
+    assert (v / "projection_contact_sheet.png").is_file()
+    # the comp holds the generator's face: it differs from the plate where the face is, not elsewhere
+    shot = load_shot(m)
+    plate = next(shot.plate.read(3, 4)).astype(np.float32) / 255
+    comp = cv2.imread(str(frame))[..., ::-1].astype(np.float32) / 255
+    diff = np.abs(comp - plate).mean(axis=-1)
+    assert diff[150:350, 180:330].mean() > 0.02 and diff[:60].mean() < 0.01
+    faces = shot_project.GeneratedFaces(shot, p["path"])
+    with np.load(p["path"]) as d:
+        assert np.abs(faces.latents([1001, 1007, 1012]) - d["latents"]).max() < 1e-5
+    assert "## Projection" in (v / "report.md").read_text()
+
+    # a composite change re-composites but does not project again
+    m = write_manifest(
+        tmp_path, shot_yaml(woman_clip, generator_file, "every: 6, steps: 10", "{blend: alpha}")
+    )
+    v2 = Path(run_render(str(m), root=str(root))["path"])
+    assert len(calls) == 1
+    assert json.loads((v2 / "report.json").read_text())["faces"]["projection"]["cached"]
+    # a projection change projects again
+    m = write_manifest(tmp_path, shot_yaml(woman_clip, generator_file, "every: 6, steps: 11"))
+    run_render(str(m), root=str(root))
+    assert len(calls) == 2
+    assert len(list((root / "pj010" / "cache").glob("latents-*.npz"))) == 2
