@@ -60,8 +60,12 @@ def test_frame_range_and_fps_override(tmp_path, clip):
         ("shot: a\nplate:\n  still: builtin:astronaut\n", "{m}:2 plate: a still plate needs hold"),
         ("plate:\n  movie: {clip}\n", "{m}:1 shot: required key is missing"),
         (
+            "shot: a\nplate:\n  movie: {clip}\npath:\n  enabled: true\n",
+            "{m}:5 path.enabled: this stage is not available",
+        ),
+        (
             "shot: a\nplate:\n  movie: {clip}\nproject:\n  enabled: true\n",
-            "{m}:5 project.enabled: this stage is not available",
+            "{m}:4 project.generator: required key is missing",
         ),
         (
             "shot: a\nplate:\n  movie: {clip}\nswap:\n  direction: a_to_b\n",
