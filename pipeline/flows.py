@@ -27,7 +27,7 @@ from prefect.cache_policies import NO_CACHE  # noqa: E402
 from prefect.futures import as_completed  # noqa: E402
 from prefect.task_runners import ThreadPoolTaskRunner  # noqa: E402
 
-from pipeline import shot_faces, shot_project  # noqa: E402
+from pipeline import shot_faces, shot_path, shot_project  # noqa: E402
 from pipeline.errors import ManifestError, PipelineError  # noqa: E402
 from pipeline.faces.track import FaceTrack, FrameFaces  # noqa: E402
 from pipeline.manifest import Shot, load_shot, parse_range  # noqa: E402
@@ -146,7 +146,7 @@ def render_chunk(
     identity_file: str | None,
     first: int,
     last: int,
-    latents_file: str | None = None,
+    keys_file: str | None = None,
 ) -> ChunkResult:
     """One chunk of frames; opens the plate (and the face track) itself so a chunk can run anywhere."""
     shot = prepare_shot(manifest, frames)
@@ -155,7 +155,9 @@ def render_chunk(
     if composite_spec(shot) is not None:
         assert track_file is not None
         refs = load_identity_references(identity_file)
-        compositor = Compositor(shot, FaceTrack.load(Path(track_file)), refs, latents_file)
+        compositor = Compositor(shot, FaceTrack.load(Path(track_file)), refs, keys_file)
+    elif keys_file is not None:  # no plate: the path's faces, full frame
+        compositor = shot_path.GeneratedFrames(shot, keys_file)
     return render_frames(shot, version, first, last, output_metadata(shot, version), compositor)
 
 
@@ -169,6 +171,21 @@ def project_faces_task(manifest: str, frames: str | None, track_file: str, root:
     log.info(
         f"{shot.name}: {report['frames_projected']} faces projected ({report['mode']}), mean LPIPS "
         f"{report['lpips_mean']:.4f}" + (" (cached latents)" if report["cached"] else "")
+    )
+    return str(path), report
+
+
+@task(name="path-keys", **CHUNK_TASK)
+def path_keys_task(
+    manifest: str, frames: str | None, latents_file: str | None, root: str
+) -> tuple[str, dict]:
+    """The latent path's keys: projected keyframes, portraits, latent files, seeds (cached when unchanged)."""
+    shot = prepare_shot(manifest, frames)
+    log = get_run_logger()
+    path, report = shot_path.build_keys(shot, Path(root), latents_file, log.info)
+    log.info(
+        f"{shot.name}: latent path through {len(report['keys'])} keys ({report['interpolation']})"
+        + (" (cached keys)" if report["cached"] else "")
     )
     return str(path), report
 
@@ -291,10 +308,13 @@ def render_shot(
             stages.append("track faces")
         if swap_spec(shot) is not None:
             stages.append("swap")
-        latents_file = None
+        latents_file = keys_file = path_report = None
         if shot_project.project_spec(shot) is not None and faces is not None:
             latents_file, faces["projection"] = project_faces_task(manifest, frames, faces["path"], root)
             stages.append("project")
+        if latents_file is not None or shot_path.path_spec(shot) is not None:
+            keys_file, path_report = path_keys_task(manifest, frames, latents_file, root)
+            stages.append("path")
         if composite_spec(shot) is not None:
             stages.append("composite")
         identity_file = identity_references(shot, v.path / "identity_refs.npz")
@@ -309,7 +329,7 @@ def render_shot(
                 str(identity_file) if identity_file else None,
                 a,
                 b,
-                latents_file,
+                keys_file,
             ),
             shot.first,
             shot.last,
@@ -327,13 +347,15 @@ def render_shot(
             faces["transforms"] = str(write_transforms(v, shot, track))
             faces["composite_contact_sheet"] = str(
                 composite_contact_sheet(
-                    shot, v, track, sample_frames(shot.first, shot.last, 4), metadata, latents_file
+                    shot, v, track, sample_frames(shot.first, shot.last, 4), metadata, keys_file
                 )
             )
         if latents_file is not None and faces is not None:
             faces["projection"]["contact_sheet"] = str(
                 shot_project.projection_contact_sheet(shot, v, latents_file, metadata)
             )
+        if keys_file is not None and path_report is not None:
+            path_report["contact_sheet"] = str(shot_path.path_contact_sheet(shot, v, keys_file, metadata))
         t_frames = time.perf_counter()
         movies = encode_movies_task(shot, v, metadata)
         for m in movies:
@@ -346,7 +368,15 @@ def render_shot(
             "total_s": time.perf_counter() - t0,
         }
         report = write_report(
-            shot, v, chunks, movies, metadata, timings, faces=faces, stages=[*stages, "write", "encode"]
+            shot,
+            v,
+            chunks,
+            movies,
+            metadata,
+            timings,
+            faces=faces,
+            stages=[*stages, "write", "encode"],
+            path=path_report,
         )
         return _finish(shot, v, report, t0)
     except BaseException as e:

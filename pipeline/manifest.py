@@ -13,7 +13,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from pipeline.errors import ManifestError, MediaError
+from pipeline.errors import ManifestError, MediaError, PipelineError
 from pipeline.media.decode import CameraMove, Plate, open_plate
 from pipeline.media.encode import MOVIE_PRESETS
 from pipeline.media.sequences import SEQUENCE_FORMATS
@@ -104,12 +104,6 @@ class MaskSpec(Strict):
     feather: float = Field(0.03, ge=0, le=0.3)
 
 
-class GeneratorStageSpec(StageSpec):
-    """Projection and latent paths: not yet available, but their generator can already be named."""
-
-    generator: str | None = Field(None, description="a registered generator's name, or a file path")
-
-
 class ProjectSpec(Strict):
     """W+ projection of the shot's aligned faces (or of the swapped faces, when the swap stage runs)."""
 
@@ -128,6 +122,46 @@ class ProjectSpec(Strict):
     source: Literal["auto", "plate", "swap"] = Field(
         "auto", description="project the plate's faces or the swapped ones; auto: swapped when swap runs"
     )
+
+
+class PathKeySpec(Strict):
+    """A key latent placed at a frame: a portrait projected (a morph target), a latent file, or a seed."""
+
+    frame: int
+    image: str | None = Field(None, description="a portrait: its face is aligned and projected")
+    latent: str | None = Field(None, description="a .npz or .npy file of W+ [num_ws, w_dim] (or a w)")
+    seed: int | None = Field(None, ge=0, description="a random z mapped to w")
+    psi: float = Field(1.0, ge=0, le=2, description="truncation toward the average latent (1: none)")
+
+    @model_validator(mode="after")
+    def one_source(self) -> PathKeySpec:
+        if sum(v is not None for v in (self.image, self.latent, self.seed)) != 1:
+            raise ValueError("give exactly one of image, latent or seed")
+        return self
+
+
+class EditSpec(Strict):
+    direction: str = Field(description="a direction file (vfx direction learn), relative to the manifest")
+    amount: float = Field(ge=-100, le=100, description="how far: the classifier's score moves this much")
+    frames: str | None = Field(None, description="where the edit applies (default: the whole shot)")
+    ramp: int = Field(0, ge=0, le=10000, description="frames over which it eases in and out")
+
+
+class PathSpec(Strict):
+    """The latent for every frame: a spline through key latents, plus attribute edits."""
+
+    enabled: bool = True
+    generator: str | None = Field(None, description="default: the project section's")
+    interpolation: Literal["catmull_rom", "linear", "slerp"] = "catmull_rom"
+    alpha: float = Field(0.5, ge=0, le=1, description="0 uniform, 0.5 centripetal, 1 chordal")
+    ends: Literal["extrapolated", "clamped"] = "extrapolated"
+    ease: bool = False
+    period: int | None = Field(None, ge=2, description="a closed loop: key 0 again this many frames on")
+    projected: bool = Field(True, description="use the shot's projected keyframes as keys")
+    keyframes: list[PathKeySpec] = []
+    steps: int = Field(1000, ge=1, le=100000, description="projection steps for image keys")
+    size: int = Field(512, ge=32, le=8192, description="frame size when there is no plate")
+    edits: list[EditSpec] = []
 
 
 class FaceModelPaths(Strict):
@@ -184,14 +218,14 @@ class SwapSpec(Strict):
 
 class ManifestModel(Strict):
     shot: str
-    plate: PlateSpec
+    plate: PlateSpec | None = None
     frames: str | int | None = None
     fps: float | str | None = None
     output: OutputSpec = OutputSpec()
     faces: FacesSpec | None = None
     swap: SwapSpec | None = None
     project: ProjectSpec | None = None
-    path: GeneratorStageSpec | None = None
+    path: PathSpec | None = None
     composite: CompositeSpec | None = None
 
     @field_validator("shot")
@@ -380,24 +414,88 @@ def _check_project(path: Path, root: yaml.Node | None, spec: ManifestModel) -> N
         )
 
 
+def _check_path(path: Path, root: yaml.Node | None, base: Path, spec: ManifestModel) -> None:
+    from pipeline.stylegan.edits import Direction
+
+    ps = spec.path
+    assert ps is not None
+    projecting = spec.project is not None and spec.project.enabled
+    if not ps.generator and not projecting:
+        raise ManifestError(
+            f"{path}:{_node_line(root, ('path',))} path.generator: required without a project section"
+        )
+    if not ps.keyframes and not (ps.projected and projecting):
+        raise ManifestError(
+            f"{path}:{_node_line(root, ('path',))} path: no keys: add keyframes, or project the shot's faces"
+        )
+    for i, key in enumerate(ps.keyframes):
+        for kind in ("image", "latent"):
+            file = getattr(key, kind)
+            if file and not Path(_resolve(base, file)).is_file():
+                loc = ("path", "keyframes", i, kind)
+                raise ManifestError(
+                    f"{path}:{_node_line(root, loc)} {_field_name(loc)}: {_resolve(base, file)}: "
+                    "file not found"
+                )
+    for i, edit in enumerate(ps.edits):
+        loc = ("path", "edits", i, "direction")
+        try:
+            Direction.load(Path(_resolve(base, edit.direction)))
+        except PipelineError as e:
+            raise ManifestError(f"{path}:{_node_line(root, loc)} {_field_name(loc)}: {e}") from None
+        if edit.frames is not None:
+            loc = ("path", "edits", i, "frames")
+            try:
+                parse_range(edit.frames)
+            except ValueError as e:
+                raise ManifestError(f"{path}:{_node_line(root, loc)} {_field_name(loc)}: {e}") from None
+
+
+def _no_plate(
+    path: Path, root: yaml.Node | None, spec: ManifestModel, fps: Fraction | None
+) -> tuple[PlateSpec, Plate, int]:
+    """A shot without a plate is a generated one: its frames are the path's faces, full frame, on black."""
+    if spec.path is None or not spec.path.enabled:
+        raise ManifestError(f"{path}:1 plate: required key is missing (only a path shot can go without)")
+    for stage in ("faces", "swap", "project", "composite"):
+        section = getattr(spec, stage)
+        if section is not None and section.enabled:
+            raise ManifestError(
+                f"{path}:{_node_line(root, (stage,))} {stage}: a shot without a plate has no faces to work on"
+            )
+    if spec.frames is None:
+        raise ManifestError(f"{path}:1 frames: a shot without a plate needs its frame range (1001-1096)")
+    try:
+        first, last = parse_range(spec.frames)
+    except ValueError as e:
+        raise ManifestError(f"{path}:{_node_line(root, ('frames',))} frames: {e}") from None
+    size = spec.path.size
+    source = f"builtin:black:{size}x{size}"
+    plate_spec = PlateSpec(still=source, hold=last - first + 1, first_frame=first)
+    return plate_spec, open_plate("still", source, fps=fps, hold=last - first + 1), first
+
+
 def load_shot(path: str | Path) -> Shot:
     """Read, validate and check a manifest against its plate (opened and probed, not decoded)."""
     path = Path(path)
     spec, root = read_manifest(path)
     base = path.resolve().parent
     fps_override = parse_fps(spec.fps) if spec.fps is not None else None
-    p = spec.plate
-    move = CameraMove(zoom=p.move.zoom, pan=p.move.pan, rotate=p.move.rotate) if p.move else None
-    try:
-        plate = open_plate(p.kind, _resolve(base, p.source), fps=fps_override, hold=p.hold, move=move)
-    except MediaError as e:
-        raise ManifestError(f"{path}:{_node_line(root, ('plate', p.kind))} plate.{p.kind}: {e}") from None
+    if spec.plate is None:
+        p, plate, plate_first = _no_plate(path, root, spec, fps_override)
+    else:
+        p = spec.plate
+        move = CameraMove(zoom=p.move.zoom, pan=p.move.pan, rotate=p.move.rotate) if p.move else None
+        try:
+            plate = open_plate(p.kind, _resolve(base, p.source), fps=fps_override, hold=p.hold, move=move)
+        except MediaError as e:
+            raise ManifestError(f"{path}:{_node_line(root, ('plate', p.kind))} plate.{p.kind}: {e}") from None
+        plate_first = (
+            plate.info.first_frame
+            if plate.info.first_frame is not None
+            else (p.first_frame if p.first_frame is not None else DEFAULT_FIRST_FRAME)
+        )
     info = plate.info
-    plate_first = (
-        info.first_frame
-        if info.first_frame is not None
-        else (p.first_frame if p.first_frame is not None else DEFAULT_FIRST_FRAME)
-    )
     plate_last = plate_first + info.frame_count - 1
     first, last = plate_first, plate_last
     if spec.frames is not None:
@@ -445,6 +543,8 @@ def load_shot(path: str | Path) -> Shot:
                     f"{path}:{_node_line(root, ('project', 'key_frames', i))} project.key_frames[{i}]: "
                     f"frame {key} is outside the shot's frames {first}-{last}"
                 )
+    if spec.path is not None and spec.path.enabled:
+        _check_path(path, root, base, spec)
     for stage in ("project", "path"):
         section = getattr(spec, stage)
         if section is not None and section.generator:
@@ -463,7 +563,7 @@ def load_shot(path: str | Path) -> Shot:
                     "file not found"
                 )
     settings = spec.model_dump(mode="json")
-    settings["plate"]["resolved"] = _resolve(base, p.source)
+    settings["plate"] = {**p.model_dump(mode="json"), "resolved": _resolve(base, p.source)}
     digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()
     return Shot(
         name=spec.shot,

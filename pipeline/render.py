@@ -247,6 +247,7 @@ def write_report(
     faces: dict | None = None,
     frame_path: Callable[[int], Path] | None = None,
     stages: Sequence[str] = ("decode", "write"),
+    path: dict | None = None,
 ) -> dict:
     """report.json (for machines), report.md (for people) and the contact sheet of the written frames."""
     t = time.perf_counter()
@@ -278,6 +279,7 @@ def write_report(
         "host": platform.node(),
         "software": metadata["software"],
         "faces": faces,
+        "path": path,
     }
     write_json_atomic(version.path / "report.json", report)
     (version.path / "report.md").write_text(report_markdown(report), encoding="utf-8")
@@ -309,6 +311,8 @@ def report_markdown(report: dict) -> str:
         )
     if faces := report.get("faces"):
         lines += ["", *faces_markdown(faces)]
+    if path := report.get("path"):
+        lines += ["", *path_markdown(path)]
     lines += ["", "| movie | seconds | audio |", "|---|---|---|"]
     for m in report["movies"]:
         lines.append(f"| {Path(m['path']).name} | {m['seconds']:.2f} | {'yes' if m['audio'] else 'no'} |")
@@ -331,6 +335,27 @@ def faces_markdown(faces: dict) -> list[str]:
         f"landmark error from smoothing {q['landmark_error_smoothed']:.5f} (fractions of the crop size)",
         *projection_markdown(faces.get("projection")),
     ]
+
+
+def path_markdown(p: dict) -> list[str]:
+    shape = p["interpolation"] + (f" (alpha {p['alpha']:g})" if p["interpolation"] == "catmull_rom" else "")
+    lines = [
+        "## Latent path",
+        "",
+        f"- {shape}, ends {p['ends']}{', eased' if p['ease'] else ''}"
+        + (f", closed loop of {p['period']} frames" if p["period"] else "")
+        + f"; {len(p['keys'])} keys"
+        + (" (cached)" if p["cached"] else ""),
+        "- Keys: "
+        + "; ".join(f"{f}: {s}" for f, s in p["keys"][:24])
+        + (" ..." if len(p["keys"]) > 24 else ""),
+    ]
+    for e in p["edits"]:
+        lines.append(
+            f"- Edit {e['direction']}: amount {e['amount']:g} over frames {e['frames'] or 'all'}, "
+            f"ramp {e['ramp']} frames"
+        )
+    return lines
 
 
 def projection_markdown(p: dict | None) -> list[str]:

@@ -47,6 +47,10 @@ def _projecting(shot: Shot) -> bool:
     return shot.spec.project is not None and shot.spec.project.enabled
 
 
+def _pathing(shot: Shot) -> bool:
+    return shot.spec.path is not None and shot.spec.path.enabled
+
+
 def altered_stages(shot: Shot) -> list[str]:
     """The stages that change faces in this shot's output (for the synthetic-imagery metadata)."""
     stages = []
@@ -54,6 +58,8 @@ def altered_stages(shot: Shot) -> list[str]:
         stages.append(f"face swap ({swap.direction})")
     if _projecting(shot):
         stages.append("stylegan projection (faces drawn by a generator)")
+    if _pathing(shot) and shot.spec.path is not None:
+        stages.append("stylegan latent path" + (" with attribute edits" if shot.spec.path.edits else ""))
     spec = composite_spec(shot)
     if not stages and spec and spec.alteration != "none":
         stages.append(f"composite (test alteration: {spec.alteration})")
@@ -78,15 +84,15 @@ def _cached_model(path: str, size: int, mtime_ns: int) -> SwapModel:
 
 
 class FaceSource:
-    """Where the new faces come from: the generator when the shot's faces were projected (given their
-    latents file), else the swap model when the shot has one, else the test alteration."""
+    """Where the new faces come from: the generator along the shot's latent path (given its keys file),
+    else the swap model when the shot has one, else the test alteration."""
 
-    def __init__(self, shot: Shot, latents_file: str | Path | None = None):
+    def __init__(self, shot: Shot, keys_file: str | Path | None = None):
         self.generated = None
-        if latents_file is not None:
-            from pipeline.shot_project import GeneratedFaces
+        if keys_file is not None:
+            from pipeline.shot_path import GeneratedFaces
 
-            self.generated = GeneratedFaces(shot, latents_file)
+            self.generated = GeneratedFaces(shot, keys_file)
         self.swap = swap_spec(shot)
         self.alteration = composite_spec(shot).alteration if composite_spec(shot) else "none"
         self.model = None
@@ -127,7 +133,7 @@ class Compositor:
         shot: Shot,
         track: FaceTrack,
         identity_refs: tuple[np.ndarray, np.ndarray] | None = None,
-        latents_file: str | Path | None = None,
+        keys_file: str | Path | None = None,
     ):
         spec = composite_spec(shot)
         assert spec is not None and shot.spec.faces is not None
@@ -136,7 +142,7 @@ class Compositor:
         self.size = shot.spec.faces.crop_size
         self.track = track
         self.crop_landmarks = self._crop_landmarks()
-        self.source = FaceSource(shot, latents_file)
+        self.source = FaceSource(shot, keys_file)
         self.batch_size = self.source.swap.batch if self.source.swap else 8
         self.identity: tuple[IdentityMeter, np.ndarray, np.ndarray] | None = None
         if identity_refs is not None:
@@ -259,10 +265,10 @@ def composite_contact_sheet(
     track: FaceTrack,
     frames: list[int],
     metadata: dict[str, str],
-    latents_file: str | Path | None = None,
+    keys_file: str | Path | None = None,
 ) -> Path:
     """Rows of plate | new face | matte | comp for a few frames across the shot."""
-    compositor = Compositor(shot, track, latents_file=latents_file)
+    compositor = Compositor(shot, track, keys_file=keys_file)
     tile = 256
     tiles = []
     for n in frames:

@@ -1,10 +1,10 @@
-"""The projection stage of a shot, free of Prefect: its aligned faces into the generator's W+, and the
-generator's face for any frame.
+"""The projection stage of a shot, free of Prefect: its aligned faces into the generator's W+.
 
 The faces are projected once per shot range and kept in the shot's cache under a key made of everything
 that changes them (the track, the swap model when the swapped faces are projected, the generator's
 checksum, the settings), so a re-render after a composite change, or of a few frames, reuses them.
-In keyframe mode only the keys are projected and the latent path fills in the frames between them;
+In keyframe mode only the keys are projected and the latent path (`shot_path.py`) fills in the frames
+between them;
 in every-frame mode each frame starts from the previous frame's result with a short schedule.
 
 The generator's fixed noise maps are used throughout (not optimised per frame): noise that changes from
@@ -34,7 +34,6 @@ from pipeline.media.color import to_uint8
 from pipeline.media.sequences import write_frame
 from pipeline.models import generator_path, sha256_file
 from pipeline.stylegan.generator import Generator
-from pipeline.stylegan.paths import PathSettings, latent_path
 from pipeline.workspace import RenderVersion, write_atomic
 
 PROJECTION_FORMAT = 1  # bump when the stage's code changes what it stores
@@ -60,10 +59,17 @@ def _file_sha256(path: str, size: int, mtime_ns: int) -> str:
     return sha256_file(Path(path))
 
 
+def generator_ref(shot: Shot) -> str:
+    """The shot's generator: the path section's when it names one, else the project section's."""
+    path, project = shot.spec.path, shot.spec.project
+    if path is not None and path.enabled and path.generator:
+        return path.generator
+    assert project is not None
+    return project.generator
+
+
 def generator_file_of(shot: Shot) -> Path:
-    spec = project_spec(shot)
-    assert spec is not None
-    return generator_path(spec.generator, shot.manifest_path.resolve().parent)
+    return generator_path(generator_ref(shot), shot.manifest_path.resolve().parent)
 
 
 def generator_sha256(path: Path) -> str:
@@ -165,10 +171,6 @@ def aligned_faces(shot: Shot, track: FaceTrack, frames: list[int], size: int) ->
 
 def _to_tensor(faces: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(faces).permute(0, 3, 1, 2).float() * 2 - 1
-
-
-def _to_rgb(images: torch.Tensor) -> np.ndarray:
-    return ((images.clamp(-1, 1) + 1) / 2).permute(0, 2, 3, 1).cpu().numpy().astype(np.float32)
 
 
 @dataclass
@@ -291,41 +293,21 @@ def projection_report(shot: Shot, p: ShotProjection, path: Path, cached: bool, s
     }
 
 
-class GeneratedFaces:
-    """The generator's face for any frame: the projected latent, or the path between projected keys."""
-
-    def __init__(self, shot: Shot, latents_file: str | Path, path: PathSettings | None = None):
-        self.projection = ShotProjection.load(Path(latents_file))
-        self.G = load_shot_generator(shot)
-        self.path = path or PathSettings()
-
-    def latents(self, numbers: list[int]) -> np.ndarray:
-        p = self.projection
-        return latent_path(p.frames, p.latents, np.array(numbers, np.float64), self.path)
-
-    @torch.no_grad()
-    def faces(self, numbers: list[int], size: int, batch: int = 16) -> list[np.ndarray]:
-        ws = torch.from_numpy(self.latents(numbers).astype(np.float32))
-        out = []
-        for i in range(0, len(ws), batch):
-            images = _to_rgb(self.G.synthesis(ws[i : i + batch].to(device()), "const"))
-            interp = cv2.INTER_CUBIC if size > images.shape[1] else cv2.INTER_AREA
-            out += [np.clip(cv2.resize(f, (size, size), interpolation=interp), 0, 1) for f in images]
-        return out
-
-
 def projection_contact_sheet(
     shot: Shot, version: RenderVersion, latents_file: str | Path, metadata: dict[str, str], count: int = 8
 ) -> Path:
     """Projected faces beside their reconstructions (up to `count` across the shot), for review."""
-    gen = GeneratedFaces(shot, latents_file)
-    p = gen.projection
+    p = ShotProjection.load(Path(latents_file))
+    G = load_shot_generator(shot)
     pick = np.unique(np.linspace(0, len(p.frames) - 1, min(count, len(p.frames))).round().astype(int))
-    recon = gen.faces([int(p.frames[i]) for i in pick], p.targets.shape[1])
+    with torch.no_grad():
+        recon = G.synthesis(torch.from_numpy(p.latents[pick]).to(device()), "const")
+    recon = to_uint8(((recon.clamp(-1, 1) + 1) / 2).permute(0, 2, 3, 1).cpu().numpy())
     tiles = []
     for i, r in zip(pick, recon, strict=True):
-        pair = np.concatenate([p.targets[i], to_uint8(r)], axis=1)
-        pair = cv2.resize(pair, (256, 128), interpolation=cv2.INTER_NEAREST)
+        pair = cv2.resize(
+            np.concatenate([p.targets[i], r], axis=1), (256, 128), interpolation=cv2.INTER_NEAREST
+        )
         cv2.putText(
             pair, f"{p.frames[i]} {p.lpips[i]:.3f}", (4, 122), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (255, 255, 0), 1
         )

@@ -61,7 +61,15 @@ def test_frame_range_and_fps_override(tmp_path, clip):
         ("plate:\n  movie: {clip}\n", "{m}:1 shot: required key is missing"),
         (
             "shot: a\nplate:\n  movie: {clip}\npath:\n  enabled: true\n",
-            "{m}:5 path.enabled: this stage is not available",
+            "{m}:4 path.generator: required without a project section",
+        ),
+        (
+            "shot: a\npath:\n  generator: g.pt\n  keyframes:\n    - frame: 1\n      seed: 1\n      latent: k.npy\n",
+            "{m}:5 path.keyframes[0]: give exactly one of image, latent or seed",
+        ),
+        (
+            "shot: a\nfaces:\n  enabled: true\n",
+            "{m}:1 plate: required key is missing (only a path shot can go without)",
         ),
         (
             "shot: a\nplate:\n  movie: {clip}\nproject:\n  enabled: true\n",

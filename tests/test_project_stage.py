@@ -12,7 +12,7 @@ import pytest
 import torch
 from conftest import write_manifest
 
-from pipeline import shot_faces, shot_project
+from pipeline import shot_faces, shot_path, shot_project
 from pipeline.errors import ManifestError
 from pipeline.faces.track import FaceTrack
 from pipeline.manifest import load_shot
@@ -150,7 +150,8 @@ def test_projection_stage_renders_generated_faces_and_reuses_its_latents(
     comp = cv2.imread(str(frame))[..., ::-1].astype(np.float32) / 255
     diff = np.abs(comp - plate).mean(axis=-1)
     assert diff[150:350, 180:330].mean() > 0.02 and diff[:60].mean() < 0.01
-    faces = shot_project.GeneratedFaces(shot, p["path"])
+    assert "path" in report["stages_run"] and [f for f, _ in report["path"]["keys"]] == [1001, 1007, 1012]
+    faces = shot_path.GeneratedFaces(shot, report["path"]["path"])
     with np.load(p["path"]) as d:
         assert np.abs(faces.latents([1001, 1007, 1012]) - d["latents"]).max() < 1e-5
     assert "## Projection" in (v / "report.md").read_text()

@@ -8,6 +8,7 @@ pass through the whole movie.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from fractions import Fraction
@@ -61,8 +62,10 @@ def _exr_rgb(frame: av.VideoFrame) -> np.ndarray:
 def load_still(path: str) -> np.ndarray:
     if path.startswith("builtin:"):
         name = path.split(":", 1)[1]
+        if m := re.fullmatch(r"black:(\d+)x(\d+)", name):  # the plate of a shot that has none
+            return np.zeros((int(m.group(2)), int(m.group(1)), 3), np.uint8)
         if name != "astronaut":
-            raise MediaError(f"{path}: unknown built-in image (known: builtin:astronaut)")
+            raise MediaError(f"{path}: unknown built-in image (known: builtin:astronaut, builtin:black:WxH)")
         import skimage.data
 
         return np.ascontiguousarray(skimage.data.astronaut()[..., :3])

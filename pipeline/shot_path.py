@@ -1,0 +1,246 @@
+"""The latent path of a shot, free of Prefect: its keys, a latent for every frame, edits, and the faces.
+
+Keys come from the shot's projected keyframes, from portraits projected and placed at a frame (morph
+targets: the face becomes that person there and leaves again), from latent files and from seeds (z mapped
+to w, for purely generated sequences); each may be truncated toward the average latent. They are
+resolved once per shot and cached like the projection. Chunks then take the latents of their frames
+from the spline, add the edits, and draw the faces in batches.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+
+from pipeline.faces.draw import grid
+from pipeline.manifest import PathKeySpec, PathSpec, Shot, parse_range
+from pipeline.media.color import to_uint8
+from pipeline.media.sequences import write_frame
+from pipeline.shot_project import (
+    ShotProjection,
+    device,
+    generator_file_of,
+    generator_sha256,
+    load_shot_generator,
+)
+from pipeline.stylegan.edits import Direction, apply_edit, ramp
+from pipeline.stylegan.generator import Generator
+from pipeline.stylegan.paths import PathSettings, latent_path
+from pipeline.workspace import RenderVersion, write_atomic
+
+KEYS_FORMAT = 1
+
+
+def path_spec(shot: Shot) -> PathSpec | None:
+    spec = shot.spec.path
+    return spec if spec is not None and spec.enabled else None
+
+
+def path_settings(shot: Shot) -> PathSettings:
+    """The spline of the path section, or the default one (centripetal) between projected keyframes."""
+    spec = path_spec(shot)
+    if spec is None:
+        return PathSettings()
+    return PathSettings(spec.interpolation, spec.alpha, spec.ends, spec.ease, spec.period)
+
+
+def _stamp(shot: Shot, file: str) -> list:
+    path = Path(shot.resolve(file))
+    st = path.stat()
+    return [str(path), st.st_size, st.st_mtime_ns]
+
+
+def keys_key(shot: Shot, latents_file: str | None) -> str:
+    spec = path_spec(shot)
+    data = {
+        "format": KEYS_FORMAT,
+        "generator": generator_sha256(generator_file_of(shot)),
+        "projection": Path(latents_file).name if latents_file and (spec is None or spec.projected) else None,
+        "keyframes": [
+            {
+                **k.model_dump(mode="json"),
+                "file": _stamp(shot, k.image or k.latent) if k.image or k.latent else None,
+            }
+            for k in (spec.keyframes if spec else [])
+        ],
+        "steps": spec.steps if spec else None,
+    }
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:20]
+
+
+def keys_path(root: Path, shot: Shot, latents_file: str | None) -> Path:
+    return root / shot.name / "cache" / f"keys-{keys_key(shot, latents_file)}.npz"
+
+
+def _truncate(G: Generator, w: torch.Tensor, psi: float) -> torch.Tensor:
+    return w if psi == 1 else G.w_avg + psi * (w - G.w_avg)
+
+
+def key_latent(shot: Shot, G: Generator, key: PathKeySpec, steps: int) -> tuple[np.ndarray, str]:
+    """W+ [num_ws, w_dim] of one key, and where it came from."""
+    from pipeline.errors import PipelineError
+
+    with torch.no_grad():
+        if key.seed is not None:
+            z = torch.randn(1, G.cfg.z_dim, generator=torch.Generator().manual_seed(key.seed)).to(device())
+            w, source = G.map(z)[0], f"seed {key.seed}"
+        elif key.latent is not None:
+            path = Path(shot.resolve(key.latent))
+            data = np.load(path, allow_pickle=False)
+            if isinstance(data, np.ndarray):
+                arr = data.astype(np.float32)
+            else:
+                with data:
+                    arr = data["latents" if "latents" in data else data.files[0]].astype(np.float32)
+            if arr.shape == (G.cfg.w_dim,):
+                arr = np.repeat(arr[None], G.num_ws, axis=0)
+            if arr.shape != (G.num_ws, G.cfg.w_dim):
+                raise PipelineError(
+                    f"{path}: a latent of shape {list(arr.shape)}; the generator's W+ is [{G.num_ws}, "
+                    f"{G.cfg.w_dim}]"
+                )
+            w, source = torch.from_numpy(arr).to(device()), f"file {path.name}"
+    if key.image is not None:
+        w, source = project_portrait(G, Path(shot.resolve(key.image)), steps), f"image {Path(key.image).name}"
+    with torch.no_grad():
+        return _truncate(G, w, key.psi).cpu().numpy().astype(np.float32), f"{source}, psi {key.psi:g}"
+
+
+def project_portrait(G: Generator, image: Path, steps: int) -> torch.Tensor:
+    """A portrait's largest face, aligned and projected with the generator's fixed noise."""
+    from pipeline.faces.detect import FaceAnalyzer
+    from pipeline.project_stills import aligned_face, to_tensor
+    from pipeline.stylegan.lpips import load_lpips
+    from pipeline.stylegan.project import ProjectSettings, project_to_w_plus
+
+    face = aligned_face(image, G.cfg.resolution, False, FaceAnalyzer())
+    noise = [m.to(device()) for m in G.noise_maps()]
+    settings = ProjectSettings(steps=steps, optimize_noise=False, patience=20)
+    result = project_to_w_plus(
+        G, to_tensor([face]).to(device()), load_lpips("vgg").to(device()), settings, init_noise=noise
+    )
+    return result.latents[0]
+
+
+def resolve_keys(shot: Shot, latents_file: str | None, log: Callable[[str], None] = print) -> dict:
+    """All the shot's keys by frame: the projected keyframes, then the path's own keys over them."""
+    spec = path_spec(shot)
+    G = load_shot_generator(shot)
+    keys: dict[int, tuple[np.ndarray, str]] = {}
+    if latents_file and (spec is None or spec.projected):
+        p = ShotProjection.load(Path(latents_file))
+        keys = {int(f): (w, "projected") for f, w in zip(p.frames, p.latents, strict=True)}
+    for key in spec.keyframes if spec else []:
+        keys[key.frame] = key_latent(shot, G, key, spec.steps if spec else 1000)
+        log(f"key at frame {key.frame}: {keys[key.frame][1]}")
+    frames = sorted(keys)
+    return {
+        "frames": np.array(frames),
+        "latents": np.stack([keys[f][0] for f in frames]).astype(np.float32),
+        "sources": np.array([keys[f][1] for f in frames]),
+    }
+
+
+def build_keys(
+    shot: Shot, root: Path, latents_file: str | None, log: Callable[[str], None] = print
+) -> tuple[Path, dict]:
+    """The shot's keys file (from the cache when unchanged) and the path's part of the report."""
+    t0 = time.perf_counter()
+    path = keys_path(root, shot, latents_file)
+    cached = path.is_file()
+    if not cached:
+        keys = resolve_keys(shot, latents_file, log)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_atomic(path, lambda tmp: np.savez(tmp, **keys))
+    with np.load(path) as d:
+        frames, sources = d["frames"], d["sources"]
+    spec = path_spec(shot)
+    settings = path_settings(shot)
+    return path, {
+        "path": str(path),
+        "cached": cached,
+        "seconds": time.perf_counter() - t0,
+        "keys": [[int(f), str(s)] for f, s in zip(frames, sources, strict=True)],
+        "interpolation": settings.interpolation,
+        "alpha": settings.alpha,
+        "ends": settings.ends,
+        "ease": settings.ease,
+        "period": settings.period,
+        "edits": [e.model_dump(mode="json") for e in spec.edits] if spec else [],
+    }
+
+
+class GeneratedFaces:
+    """The generator's face for any frame: the latent path through the shot's keys, plus its edits."""
+
+    def __init__(self, shot: Shot, keys_file: str | Path):
+        with np.load(keys_file) as d:
+            self.frames, self.keys = d["frames"], d["latents"]
+        self.G = load_shot_generator(shot)
+        self.settings = path_settings(shot)
+        self.center = self.G.w_avg.cpu().numpy()
+        self.edits: list[tuple[np.ndarray, float, int, int, int]] = []
+        spec = path_spec(shot)
+        for e in spec.edits if spec else []:
+            file = shot.resolve(e.direction)
+            vector = Direction.load(Path(file)).for_generator(self.G.num_ws, self.G.cfg.w_dim, file)
+            first, last = parse_range(e.frames) if e.frames else (shot.range_first, shot.range_last)
+            self.edits.append((vector, e.amount, first, last, e.ramp))
+
+    def latents(self, numbers: list[int], edited: bool = True) -> np.ndarray:
+        at = np.array(numbers, np.float64)
+        ws = latent_path(self.frames, self.keys, at, self.settings, self.center)
+        for vector, amount, first, last, ramp_frames in self.edits if edited else []:
+            ws = apply_edit(ws, vector, amount, ramp(at, first, last, ramp_frames))
+        return ws.astype(np.float32)
+
+    @torch.no_grad()
+    def faces(self, numbers: list[int], size: int, batch: int = 16, edited: bool = True) -> list[np.ndarray]:
+        ws = torch.from_numpy(self.latents(numbers, edited))
+        out = []
+        for i in range(0, len(ws), batch):
+            images = self.G.synthesis(ws[i : i + batch].to(device()), "const")
+            images = ((images.clamp(-1, 1) + 1) / 2).permute(0, 2, 3, 1).cpu().numpy()
+            interp = cv2.INTER_CUBIC if size > images.shape[1] else cv2.INTER_AREA
+            out += [np.clip(cv2.resize(f, (size, size), interpolation=interp), 0, 1) for f in images]
+        return out
+
+
+class GeneratedFrames:
+    """A shot without a plate: the path's faces, full frame. Duck-types the Compositor for render_frames."""
+
+    def __init__(self, shot: Shot, keys_file: str | Path, batch_size: int = 8):
+        self.faces = GeneratedFaces(shot, keys_file)
+        self.batch_size = batch_size
+
+    def frames(self, numbers: list[int], plates: list[np.ndarray]):
+        from pipeline.shot_composite import FrameComposite
+
+        size = plates[0].shape[0] if plates else 0
+        faces = self.faces.faces(numbers, size)
+        return [FrameComposite(f.astype(np.float32), None, f, None) for f in faces]
+
+
+def path_contact_sheet(
+    shot: Shot, version: RenderVersion, keys_file: str | Path, metadata: dict[str, str], columns: int = 6
+) -> Path:
+    """The path's faces at every key and half-way between keys: what the spline does between them."""
+    faces = GeneratedFaces(shot, keys_file)
+    keys = [int(f) for f in faces.frames if shot.first <= f <= shot.last] or [shot.first]
+    frames = sorted({*keys, *[(a + b) // 2 for a, b in zip(keys[:-1], keys[1:], strict=True)]})[:24]
+    tiles = []
+    for n, face in zip(frames, faces.faces(frames, 128), strict=True):
+        tile = to_uint8(face).copy()
+        label = f"{n}{' key' if n in keys else ''}"
+        cv2.putText(tile, label, (4, 122), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (255, 255, 0), 1, cv2.LINE_AA)
+        tiles.append(tile)
+    path = version.path / "path_contact_sheet.png"
+    write_frame(path, grid(tiles, columns), "png8", metadata)
+    return path
