@@ -168,6 +168,33 @@ def cmd_project(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_direction(args: argparse.Namespace) -> int:
+    from rich.progress import Progress
+
+    from pipeline.directions import learn_from_folders, parse_layers
+    from pipeline.project_stills import image_files
+    from pipeline.stylegan.project import ProjectSettings
+
+    settings = ProjectSettings(steps=args.steps, optimize_noise=False, patience=20)
+    count = len(image_files(args.pos)) + len(image_files(args.neg))
+    with Progress(transient=True) as progress:
+        bar = progress.add_task(f"projecting {count} faces", total=None)
+        d = learn_from_folders(
+            args.pos,
+            args.neg,
+            args.generator,
+            args.out,
+            settings,
+            parse_layers(args.layers),
+            aligned=args.aligned,
+            batch=args.batch,
+            on_step=lambda step, losses: progress.advance(bar),
+        )
+    layers = f"{min(d.layers)}-{max(d.layers)}" if d.layers else "all"
+    print(f"{args.out}: direction on layers {layers}, classifier accuracy {d.accuracy:.3f} on {count} faces")
+    return 0
+
+
 def cmd_batch(args: argparse.Namespace) -> int:
     from pipeline.flows import render_batch
 
@@ -253,6 +280,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     pr.add_argument("--batch", type=int, default=8, help="faces optimised together (default 8)")
     pr.set_defaults(func=cmd_project)
+
+    d = sub.add_parser("direction", help="attribute directions for latent edits")
+    ds = d.add_subparsers(dest="action", required=True)
+    dl = ds.add_parser("learn", help="learn a direction from faces with (--pos) and without (--neg) it")
+    dl.add_argument("--pos", type=Path, required=True, help="folder of faces with the attribute")
+    dl.add_argument("--neg", type=Path, required=True, help="folder of faces without it")
+    dl.add_argument("--generator", required=True, help="a registered generator's name, or its file")
+    dl.add_argument("--out", type=Path, required=True, help="the direction file (.npz)")
+    dl.add_argument("--layers", help="W+ layers the edit may touch, like 2-5 (default: all)")
+    dl.add_argument("--aligned", action="store_true", help="the images are aligned crops (vfx extract)")
+    dl.add_argument("--steps", type=int, default=500, help="projection steps per face (default 500)")
+    dl.add_argument("--batch", type=int, default=8, help="faces projected together (default 8)")
+    dl.set_defaults(func=cmd_direction)
 
     m = sub.add_parser("models", help="list model files and registered generators, or register one")
     m.add_argument("action", nargs="?", choices=["list", "add"], default="list")

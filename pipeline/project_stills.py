@@ -96,8 +96,11 @@ def project_stills(
     for start in range(0, len(todo), batch):
         paths = todo[start : start + batch]
         faces = [aligned_face(p, size, aligned, analyzer) for p in paths]
+        fixed = (
+            None if settings.optimize_noise else [m.expand(len(paths), -1, -1, -1) for m in G.noise_maps()]
+        )
         result: Projection = project_to_w_plus(
-            G, to_tensor(faces).to(device), lpips, settings, on_step=on_step
+            G, to_tensor(faces).to(device), lpips, settings, init_noise=fixed, on_step=on_step
         )
         with torch.no_grad():
             recon = to_rgb(G.synthesis(result.latents, result.noise))

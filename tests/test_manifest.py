@@ -64,7 +64,8 @@ def test_frame_range_and_fps_override(tmp_path, clip):
             "{m}:4 path.generator: required without a project section",
         ),
         (
-            "shot: a\npath:\n  generator: g.pt\n  keyframes:\n    - frame: 1\n      seed: 1\n      latent: k.npy\n",
+            "shot: a\npath:\n  generator: g.pt\n  keyframes:\n"
+            "    - frame: 1\n      seed: 1\n      latent: k.npy\n",
             "{m}:5 path.keyframes[0]: give exactly one of image, latent or seed",
         ),
         (
