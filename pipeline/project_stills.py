@@ -52,8 +52,8 @@ def aligned_face(path: Path, size: int, aligned: bool, analyzer: FaceAnalyzer | 
     faces = analyzer.detect(image)
     if not faces:
         raise PipelineError(f"{path}: no face found (give --aligned for crops made by vfx extract)")
-    crop, _ = align_face(image, ffhq_params(faces[0].landmarks), size)
-    return crop
+    crop, _ = align_face(image, ffhq_params(faces[0].landmarks), max(size, 256))  # then reduced: no aliasing
+    return crop if size >= 256 else cv2.resize(crop, (size, size), interpolation=cv2.INTER_AREA)
 
 
 def to_tensor(faces: list[np.ndarray]) -> torch.Tensor:

@@ -143,3 +143,28 @@ path:
     diff = [float(np.abs(w - p).mean()) for w, p in zip(written, plain, strict=True)]
     assert max(diff[:9]) < 0.01 and min(diff[10:15]) > 0.01
     assert (v / "path_contact_sheet.png").is_file() and "## Latent path" in (v / "report.md").read_text()
+
+
+def test_a_portrait_key_is_found_aligned_and_projected(generator_file, woman_clip, tmp_path):
+    from pipeline.media.decode import open_plate
+    from pipeline.media.sequences import write_frame
+
+    frame = next(open_plate("movie", str(woman_clip)).read(0, 1))
+    write_frame(tmp_path / "portrait.png", frame, "png8", {})
+    m = write_manifest(
+        tmp_path,
+        f"""
+shot: morph010
+frames: 1-10
+path:
+  generator: {generator_file}
+  steps: 3
+  keyframes:
+    - {{frame: 10, seed: 1}}
+    - {{frame: 1, image: portrait.png, psi: 0.5}}
+""",
+    )
+    keys = shot_path.resolve_keys(load_shot(m), None, log=lambda _: None)
+    assert list(keys["frames"]) == [1, 10]
+    assert list(keys["sources"]) == ["image portrait.png, psi 0.5", "seed 1, psi 1"]
+    assert keys["latents"].shape == (2, CFG.num_ws, 64) and np.isfinite(keys["latents"]).all()
