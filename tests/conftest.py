@@ -133,3 +133,13 @@ def crops(footage, tmp_path_factory) -> dict[str, Path]:
         assert sum(i.crop is not None for i in items) >= 8
         out[who] = folder
     return out
+
+
+@pytest.fixture(scope="session")
+def tiny_model(crops, tmp_path_factory) -> Path:
+    """A swap model (64 px preset) after one training step: enough to run the swap stage."""
+    from pipeline.swap.train import TrainSettings, train
+
+    out = tmp_path_factory.mktemp("model")
+    train(crops["a"], crops["b"], out, TrainSettings(preset="64", batch=2, preview_every=1000), steps=1)
+    return out

@@ -168,3 +168,28 @@ def test_projection_stage_renders_generated_faces_and_reuses_its_latents(
     run_render(str(m), root=str(root))
     assert len(calls) == 2
     assert len(list((root / "pj010" / "cache").glob("latents-*.npz"))) == 2
+
+
+def test_with_a_swap_the_swapped_faces_are_projected(tmp_path, woman_clip, generator_file, track, tiny_model):
+    t, key = track
+    project = "every: 6, steps: 5"
+    plain = load_shot(write_manifest(tmp_path, shot_yaml(woman_clip, generator_file, project)))
+    swapped = load_shot(
+        write_manifest(
+            tmp_path, shot_yaml(woman_clip, generator_file, project) + f"swap: {{model: {tiny_model}}}\n"
+        )
+    )
+    assert not shot_project.projects_swapped_faces(plain) and shot_project.projects_swapped_faces(swapped)
+    a = shot_project.aligned_faces(plain, t, [1001, 1002], 32)
+    b = shot_project.aligned_faces(swapped, t, [1001, 1002], 32)
+    assert a.shape == b.shape == (2, 32, 32, 3) and np.abs(a - b).mean() > 0.02
+    # the swap model is part of what the cached latents depend on
+    assert shot_project.projection_key(plain, key) != shot_project.projection_key(swapped, key)
+    source_plate = load_shot(
+        write_manifest(
+            tmp_path,
+            shot_yaml(woman_clip, generator_file, project + ", source: plate")
+            + f"swap: {{model: {tiny_model}}}\n",
+        )
+    )
+    assert not shot_project.projects_swapped_faces(source_plate)

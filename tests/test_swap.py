@@ -90,13 +90,6 @@ def test_unreadable_checkpoint(tmp_path):
         read_checkpoint(tmp_path)
 
 
-@pytest.fixture(scope="module")
-def tiny_model(crops, tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("model")
-    train(crops["a"], crops["b"], out, TrainSettings(preset="64", batch=2, preview_every=1000), steps=1)
-    return out
-
-
 def test_conversion_gives_faces_and_masks_at_the_crop_size(tiny_model):
     model = load_model(tiny_model)
     crops = np.random.default_rng(0).random((3, 128, 128, 3)).astype(np.float32)
