@@ -70,8 +70,10 @@ def models_used(shot: Shot) -> str:
     models = []
     if swap := swap_spec(shot):
         models.append(f"swap:{shot.resolve(swap.model)}")
-    if _projecting(shot) and shot.spec.project is not None:
-        models.append(f"generator:{shot.spec.project.generator}")
+    if _projecting(shot) or _pathing(shot):
+        from pipeline.shot_project import generator_ref
+
+        models.append(f"generator:{generator_ref(shot)}")
     return ",".join(models) or "none"
 
 

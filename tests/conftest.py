@@ -143,3 +143,27 @@ def tiny_model(crops, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("model")
     train(crops["a"], crops["b"], out, TrainSettings(preset="64", batch=2, preview_every=1000), steps=1)
     return out
+
+
+@pytest.fixture(scope="session")
+def tiny_generator_file(tmp_path_factory) -> Path:
+    """A random 32 px generator in our format (its w_avg computed): enough to run projection and paths."""
+    import torch
+
+    from pipeline.stylegan.checkpoints import save_generator
+    from pipeline.stylegan.generator import Generator
+
+    torch.manual_seed(5)
+    G = Generator(tiny_generator_config()).eval()
+    G.compute_w_avg(2000)
+    path = tmp_path_factory.mktemp("gen") / "g.pt"
+    save_generator(path, G)
+    return path
+
+
+def tiny_generator_config():
+    from pipeline.stylegan.generator import GeneratorConfig, default_channels
+
+    return GeneratorConfig(
+        resolution=32, z_dim=64, w_dim=64, mapping_layers=2, channels=default_channels(32, 512, 64)
+    )

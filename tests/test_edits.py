@@ -9,31 +9,22 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-import torch
-from conftest import write_manifest
+from conftest import tiny_generator_config, write_manifest
 
 from pipeline import shot_path
 from pipeline.cli import main
 from pipeline.errors import PipelineError
 from pipeline.manifest import load_shot
 from pipeline.media.sequences import read_png_text
-from pipeline.stylegan.checkpoints import save_generator
 from pipeline.stylegan.edits import Direction, apply_edit, learn_direction, ramp
-from pipeline.stylegan.generator import Generator, GeneratorConfig, default_channels
+from pipeline.stylegan.generator import Generator
 
-CFG = GeneratorConfig(
-    resolution=32, z_dim=64, w_dim=64, mapping_layers=2, channels=default_channels(32, 512, 64)
-)
+CFG = tiny_generator_config()
 
 
 @pytest.fixture(scope="module")
-def generator_file(tmp_path_factory) -> Path:
-    torch.manual_seed(7)
-    G = Generator(CFG).eval()
-    G.compute_w_avg(2000)
-    path = tmp_path_factory.mktemp("gen") / "g.pt"
-    save_generator(path, G)
-    return path
+def generator_file(tiny_generator_file) -> Path:
+    return tiny_generator_file
 
 
 def test_ramp_is_zero_outside_eases_in_and_out_and_is_one_between():
@@ -131,6 +122,7 @@ path:
         [1016, "seed 3, psi 1"],
     ]
     assert "stylegan latent path with attribute edits" in report["metadata"]["ai_altered_stages"]
+    assert report["metadata"]["models"] == f"generator:{generator_file}"
     frames = sorted((v / "comp").glob("*.png"))
     assert len(frames) == 16 and cv2.imread(str(frames[0])).shape == (64, 64, 3)
     assert read_png_text(frames[0])["synthetic_imagery"] == "true"

@@ -9,30 +9,20 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-import torch
-from conftest import write_manifest
+from conftest import tiny_generator_config, write_manifest
 
 from pipeline import shot_faces, shot_path, shot_project
 from pipeline.errors import ManifestError
 from pipeline.faces.track import FaceTrack
 from pipeline.manifest import load_shot
 from pipeline.media.sequences import read_png_text
-from pipeline.stylegan.checkpoints import save_generator
-from pipeline.stylegan.generator import Generator, GeneratorConfig, default_channels
 
-CFG = GeneratorConfig(
-    resolution=32, z_dim=64, w_dim=64, mapping_layers=2, channels=default_channels(32, 512, 64)
-)
+CFG = tiny_generator_config()
 
 
 @pytest.fixture(scope="module")
-def generator_file(tmp_path_factory) -> Path:
-    torch.manual_seed(5)
-    G = Generator(CFG).eval()
-    G.compute_w_avg(2000)
-    path = tmp_path_factory.mktemp("gen") / "g.pt"
-    save_generator(path, G)
-    return path
+def generator_file(tiny_generator_file) -> Path:
+    return tiny_generator_file
 
 
 def shot_yaml(
