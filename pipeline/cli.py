@@ -29,10 +29,19 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_render(args: argparse.Namespace) -> int:
-    from pipeline.flows import run_render
+    from pipeline.flows import dry_run, run_render
 
+    if args.dry_run:
+        for name, runs, why in dry_run(str(args.manifest), args.frames, str(args.root), args.force):
+            print(f"{name:10} {'runs' if runs else 'cached':7} {why}")
+        return 0
     result = run_render(
-        str(args.manifest), frames=args.frames, resume=args.resume, version=args.version, root=str(args.root)
+        str(args.manifest),
+        frames=args.frames,
+        resume=args.resume,
+        version=args.version,
+        root=str(args.root),
+        force=args.force,
     )
     print(f"{result['shot']} {result['version']}: {result['path']}")
     return 0
@@ -195,10 +204,30 @@ def cmd_direction(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_status(args: argparse.Namespace) -> int:
+    from pipeline.manifest import load_shot
+    from pipeline.shot_stages import shot_status
+
+    manifests = []
+    for target in args.targets:
+        manifests += sorted(target.glob("*.y*ml")) if target.is_dir() else [target]
+    rows = []
+    for m in manifests:
+        try:
+            s = shot_status(load_shot(m), args.root)
+        except PipelineError as e:
+            s = {"shot": m.stem, "version": None, "state": "invalid", "detail": str(e)}
+        rows.append((str(m), s["version"] or "-", s["state"], s["detail"]))
+    width = max((len(r[0]) for r in rows), default=8)
+    for r in rows:
+        print(f"{r[0]:{width}}  {r[1]:5}  {r[2]:14}  {r[3]}")
+    return 0
+
+
 def cmd_batch(args: argparse.Namespace) -> int:
     from pipeline.flows import render_batch
 
-    outcomes = render_batch(str(args.folder), root=str(args.root))
+    outcomes = render_batch(str(args.folder), root=str(args.root), only=args.only)
     for o in outcomes:
         print(f"{o['manifest']}: {o['status']}: {o.get('path') or o.get('error')}")
     return 1 if any(o["status"] != "done" for o in outcomes) else 0
@@ -221,6 +250,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     r.add_argument("--version", type=int, dest="version", help="version number to create (or resume)")
     r.add_argument("--root", type=Path, default=Path("render"), help="output root (default: render)")
+    r.add_argument("--dry-run", action="store_true", help="say which stages would run and why; run nothing")
+    r.add_argument(
+        "--force",
+        choices=["track", "swap", "project", "path", "composite"],
+        help="rerun this stage and those after",
+    )
     r.set_defaults(func=cmd_render)
 
     t = sub.add_parser(
@@ -300,9 +335,15 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("path", nargs="?", help="add: generator file (ours, rosinality .pt, NVIDIA .pkl)")
     m.set_defaults(func=cmd_models)
 
+    st = sub.add_parser("status", help="the latest version of each shot and its state")
+    st.add_argument("targets", type=Path, nargs="*", default=[Path("shots")], help="manifests or folders")
+    st.add_argument("--root", type=Path, default=Path("render"), help="output root (default: render)")
+    st.set_defaults(func=cmd_status)
+
     b = sub.add_parser("batch", help="render every manifest in a folder")
     b.add_argument("folder", type=Path)
     b.add_argument("--root", type=Path, default=Path("render"), help="output root (default: render)")
+    b.add_argument("--only", help="only the manifests whose name matches this pattern, like 'sh01*'")
     b.set_defaults(func=cmd_batch)
     return p
 

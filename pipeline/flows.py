@@ -12,6 +12,7 @@ os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("DO_NOT_TRACK", "1")
 
+import fnmatch  # noqa: E402
 import re  # noqa: E402
 import time  # noqa: E402
 from collections.abc import Callable  # noqa: E402
@@ -51,9 +52,11 @@ from pipeline.shot_composite import (  # noqa: E402
     identity_references,
     identity_summary,
     load_identity_references,
+    swap_cache_dir,
     swap_spec,
     write_transforms,
 )
+from pipeline.shot_stages import clear_cache, plan, stage_keys, stage_record  # noqa: E402
 from pipeline.workspace import (  # noqa: E402
     RenderVersion,
     clean_temporaries,
@@ -147,6 +150,7 @@ def render_chunk(
     first: int,
     last: int,
     keys_file: str | None = None,
+    swap_cache: str | None = None,
 ) -> ChunkResult:
     """One chunk of frames; opens the plate (and the face track) itself so a chunk can run anywhere."""
     shot = prepare_shot(manifest, frames)
@@ -155,19 +159,22 @@ def render_chunk(
     if composite_spec(shot) is not None:
         assert track_file is not None
         refs = load_identity_references(identity_file)
-        compositor = Compositor(shot, FaceTrack.load(Path(track_file)), refs, keys_file)
+        compositor = Compositor(shot, FaceTrack.load(Path(track_file)), refs, keys_file, swap_cache)
     elif keys_file is not None:  # no plate: the path's faces, full frame
         compositor = shot_path.GeneratedFrames(shot, keys_file)
     return render_frames(shot, version, first, last, output_metadata(shot, version), compositor)
 
 
 @task(name="project-faces", **CHUNK_TASK)
-def project_faces_task(manifest: str, frames: str | None, track_file: str, root: str) -> tuple[str, dict]:
+def project_faces_task(
+    manifest: str, frames: str | None, track_file: str, root: str, swap_cache: str | None = None
+) -> tuple[str, dict]:
     """The shot's faces in the generator's W+ (from the shot's cache when unchanged)."""
     shot = prepare_shot(manifest, frames)
     track = FaceTrack.load(Path(track_file))
     log = get_run_logger()
-    path, report = shot_project.project_shot(shot, track, shot_faces.track_key(shot), Path(root), log.info)
+    stage = stage_keys(shot)["project"]
+    path, report = shot_project.project_shot(shot, track, stage, Path(root), log.info, swap_cache)
     log.info(
         f"{shot.name}: {report['frames_projected']} faces projected ({report['mode']}), mean LPIPS "
         f"{report['lpips_mean']:.4f}" + (" (cached latents)" if report["cached"] else "")
@@ -182,7 +189,7 @@ def path_keys_task(
     """The latent path's keys: projected keyframes, portraits, latent files, seeds (cached when unchanged)."""
     shot = prepare_shot(manifest, frames)
     log = get_run_logger()
-    path, report = shot_path.build_keys(shot, Path(root), latents_file, log.info)
+    path, report = shot_path.build_keys(shot, Path(root), stage_keys(shot)["path"], latents_file, log.info)
     log.info(
         f"{shot.name}: latent path through {len(report['keys'])} keys ({report['interpolation']})"
         + (" (cached keys)" if report["cached"] else "")
@@ -288,12 +295,20 @@ def render_shot(
     resume: bool = False,
     version: int | None = None,
     root: str = "render",
+    force: str | None = None,
 ) -> dict:
-    """Render one shot into a new version folder (or finish one with resume=True)."""
+    """Render one shot into a new version folder (or finish one with resume=True). Stages whose inputs,
+    settings and code are unchanged come from the shot's cache; `force` reruns a stage and those after."""
     log = get_run_logger()
     t0 = time.perf_counter()
     shot = prepare_shot(manifest, frames)
     ensure_writable(Path(root))
+    if force:
+        for removed in clear_cache(shot, Path(root), force):
+            log.info(f"{shot.name}: --force {force}: removed {removed}")
+    planned = plan(shot, Path(root))
+    for name, runs, why in planned:
+        log.info(f"{shot.name}: {name}: {'runs' if runs else 'from the cache'} ({why})")
     v = open_version(shot, Path(root), resume, version)
     try:
         metadata = output_metadata(shot, v)
@@ -308,9 +323,13 @@ def render_shot(
             stages.append("track faces")
         if swap_spec(shot) is not None:
             stages.append("swap")
-        latents_file = keys_file = path_report = None
+        latents_file = keys_file = path_report = swap_cache = None
+        if track is not None and swap_spec(shot) is not None:
+            swap_cache = str(swap_cache_dir(Path(root), shot, stage_keys(shot)["track"]))
         if shot_project.project_spec(shot) is not None and faces is not None:
-            latents_file, faces["projection"] = project_faces_task(manifest, frames, faces["path"], root)
+            latents_file, faces["projection"] = project_faces_task(
+                manifest, frames, faces["path"], root, swap_cache
+            )
             stages.append("project")
         if latents_file is not None or shot_path.path_spec(shot) is not None:
             keys_file, path_report = path_keys_task(manifest, frames, latents_file, root)
@@ -330,6 +349,7 @@ def render_shot(
                 a,
                 b,
                 keys_file,
+                swap_cache,
             ),
             shot.first,
             shot.last,
@@ -347,7 +367,7 @@ def render_shot(
             faces["transforms"] = str(write_transforms(v, shot, track))
             faces["composite_contact_sheet"] = str(
                 composite_contact_sheet(
-                    shot, v, track, sample_frames(shot.first, shot.last, 4), metadata, keys_file
+                    shot, v, track, sample_frames(shot.first, shot.last, 4), metadata, keys_file, swap_cache
                 )
             )
         if latents_file is not None and faces is not None:
@@ -377,6 +397,7 @@ def render_shot(
             faces=faces,
             stages=[*stages, "write", "encode"],
             path=path_report,
+            record=stage_record(shot, planned),
         )
         return _finish(shot, v, report, t0)
     except BaseException as e:
@@ -435,21 +456,41 @@ def track_shot(manifest: str, frames: str | None = None, root: str = "render") -
         v.unlock()
 
 
-@flow(name="render-batch", persist_result=False)
-def render_batch(folder: str, root: str = "render") -> list[dict]:
-    """Render every manifest in a folder; one failing shot does not stop the others."""
-    log = get_run_logger()
+@task(name="render-shot", cache_policy=NO_CACHE, persist_result=False)
+def render_shot_task(manifest: str, root: str) -> dict:
+    """One shot of a batch, as a task so that shots run side by side (each a render-shot flow run)."""
+    return render_shot(manifest, root=root)
+
+
+def batch_manifests(folder: str, only: str | None = None) -> list[str]:
     manifests = sorted(str(p) for p in Path(folder).glob("*.y*ml"))
+    if only:
+        manifests = [m for m in manifests if fnmatch.fnmatch(Path(m).stem, only)]
     if not manifests:
-        raise ManifestError(f"{folder}: no shot manifests (*.yaml) found")
+        raise ManifestError(
+            f"{folder}: no shot manifests (*.yaml)" + (f" matching --only {only}" if only else "") + " found"
+        )
+    return manifests
+
+
+@flow(name="render-batch", persist_result=False, task_runner=ThreadPoolTaskRunner(max_workers=2))
+def render_batch(folder: str, root: str = "render", only: str | None = None) -> list[dict]:
+    """Render every manifest in a folder (or those whose name matches `only`), two shots at a time; a
+    shot that fails does not stop the others, and the report lists each shot's outcome."""
+    log = get_run_logger()
+    manifests = batch_manifests(folder, only)
+    futures = {render_shot_task.submit(m, root): m for m in manifests}
     outcomes = []
-    for m in manifests:
+    for fut in as_completed(list(futures)):
+        m = futures[fut]
         try:
-            r = render_shot(m, root=root)
+            r = fut.result()
             outcomes.append({"manifest": m, "status": "done", "version": r["version"], "path": r["path"]})
-        except PipelineError as e:
-            log.error(str(e))
-            outcomes.append({"manifest": m, "status": "failed", "error": str(e)})
+        except Exception as e:
+            message = str(e).splitlines()[0] if str(e) else type(e).__name__
+            log.error(f"{m}: {message}")
+            outcomes.append({"manifest": m, "status": "failed", "error": message})
+    outcomes.sort(key=lambda o: o["manifest"])
     lines = ["| manifest | status | version / error |", "|---|---|---|"]
     lines += [f"| {o['manifest']} | {o['status']} | {o.get('version') or o.get('error')} |" for o in outcomes]
     create_markdown_artifact(markdown="\n".join(lines), key="batch-report", description=f"batch {folder}")
@@ -469,9 +510,16 @@ def run_render(
     resume: bool = False,
     version: int | None = None,
     root: str = "render",
+    force: str | None = None,
 ) -> dict:
     _precheck(manifest, frames, root)
-    return render_shot(manifest, frames=frames, resume=resume, version=version, root=root)
+    return render_shot(manifest, frames=frames, resume=resume, version=version, root=root, force=force)
+
+
+def dry_run(manifest: str, frames: str | None = None, root: str = "render", force: str | None = None) -> list:
+    """Which stages a render would run and why; runs nothing and needs no Prefect server."""
+    shot = _precheck(manifest, frames, root)
+    return plan(shot, Path(root), force)
 
 
 def run_track(manifest: str, frames: str | None = None, root: str = "render") -> dict:

@@ -248,6 +248,7 @@ def write_report(
     frame_path: Callable[[int], Path] | None = None,
     stages: Sequence[str] = ("decode", "write"),
     path: dict | None = None,
+    record: dict | None = None,
 ) -> dict:
     """report.json (for machines), report.md (for people) and the contact sheet of the written frames."""
     t = time.perf_counter()
@@ -280,6 +281,7 @@ def write_report(
         "software": metadata["software"],
         "faces": faces,
         "path": path,
+        "stages": record,
     }
     write_json_atomic(version.path / "report.json", report)
     (version.path / "report.md").write_text(report_markdown(report), encoding="utf-8")
@@ -313,6 +315,12 @@ def report_markdown(report: dict) -> str:
         lines += ["", *faces_markdown(faces)]
     if path := report.get("path"):
         lines += ["", *path_markdown(path)]
+    if record := report.get("stages"):
+        lines += ["", "| stage | ran | why | key |", "|---|---|---|---|"]
+        lines += [
+            f"| {n} | {'yes' if r['ran'] else 'cached'} | {r['why']} | {r['key']} |"
+            for n, r in record.items()
+        ]
     lines += ["", "| movie | seconds | audio |", "|---|---|---|"]
     for m in report["movies"]:
         lines.append(f"| {Path(m['path']).name} | {m['seconds']:.2f} | {'yes' if m['audio'] else 'no'} |")

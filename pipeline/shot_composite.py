@@ -26,7 +26,8 @@ from pipeline.manifest import CompositeSpec, MaskSpec, Shot, SwapSpec
 from pipeline.media.color import to_float, to_uint8
 from pipeline.media.decode import read_image
 from pipeline.media.sequences import extension, write_frame
-from pipeline.workspace import RenderVersion, write_json_atomic
+from pipeline.stages import StageKey, code_version, digest, file_digest
+from pipeline.workspace import RenderVersion, write_atomic, write_json_atomic
 
 if TYPE_CHECKING:
     from pipeline.swap.convert import IdentityMeter
@@ -77,6 +78,59 @@ def models_used(shot: Shot) -> str:
     return ",".join(models) or "none"
 
 
+def model_file(shot: Shot) -> Path:
+    swap = swap_spec(shot)
+    assert swap is not None
+    path = Path(shot.resolve(swap.model))
+    return path / "swap.pt" if path.is_dir() else path
+
+
+def swap_stage(shot: Shot, track: StageKey) -> StageKey:
+    """The swapped faces change with the track, the model file, the swap settings, the crop size and the
+    swap code; not with composite or output settings."""
+    swap = swap_spec(shot)
+    assert swap is not None and shot.spec.faces is not None
+    return StageKey(
+        "swap",
+        {
+            "track": track.key,
+            "model": file_digest(model_file(shot))[:16],
+            "swap settings": digest([swap.direction, swap.use_model_mask]),
+            "crop size": digest(shot.spec.faces.crop_size),
+            "code": code_version("pipeline.swap"),
+        },
+    )
+
+
+def swap_cache_dir(root: Path, shot: Shot, track: StageKey) -> Path:
+    return root / shot.name / "cache" / f"swap-{swap_stage(shot, track).key}"
+
+
+class SwapCache:
+    """The swap stage's result, a file per frame: the swapped face and the model's mask, as float16 (what
+    is read back is what is used, so a fresh and a cached render composite the same numbers)."""
+
+    def __init__(self, folder: str | Path):
+        self.folder = Path(folder)
+
+    def path(self, frame: int) -> Path:
+        return self.folder / f"{frame:06d}.npz"
+
+    def get(self, frame: int) -> tuple[np.ndarray, np.ndarray] | None:
+        path = self.path(frame)
+        if not path.is_file():
+            return None
+        with np.load(path) as d:
+            return d["face"].astype(np.float32), d["mask"].astype(np.float32)
+
+    def put(self, frame: int, face: np.ndarray, mask: np.ndarray) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        write_atomic(
+            self.path(frame),
+            lambda tmp: np.savez(tmp, face=face.astype(np.float16), mask=mask.astype(np.float16)),
+        )
+
+
 @functools.lru_cache(maxsize=2)
 def _cached_model(path: str, size: int, mtime_ns: int) -> SwapModel:
     """One copy of a model per process (keyed by the file's identity): chunks share it read-only."""
@@ -89,8 +143,9 @@ class FaceSource:
     """Where the new faces come from: the generator along the shot's latent path (given its keys file),
     else the swap model when the shot has one, else the test alteration."""
 
-    def __init__(self, shot: Shot, keys_file: str | Path | None = None):
+    def __init__(self, shot: Shot, keys_file: str | Path | None = None, swap_cache: str | Path | None = None):
         self.generated = None
+        self.cache = SwapCache(swap_cache) if swap_cache else None
         if keys_file is not None:
             from pipeline.shot_path import GeneratedFaces
 
@@ -99,8 +154,7 @@ class FaceSource:
         self.alteration = composite_spec(shot).alteration if composite_spec(shot) else "none"
         self.model = None
         if self.swap:
-            path = Path(shot.resolve(self.swap.model))
-            path = path / "swap.pt" if path.is_dir() else path
+            path = model_file(shot)
             st = path.stat()
             self.model = _cached_model(str(path), st.st_size, st.st_mtime_ns)
 
@@ -113,10 +167,24 @@ class FaceSource:
             return faces, [None] * len(crops)
         if self.model is None or self.swap is None:
             return [alter_face(c, self.alteration) for c in crops], [None] * len(crops)
-        from pipeline.swap.convert import convert_faces
+        from pipeline.swap import convert
 
         to = "b" if self.swap.direction == "a_to_b" else "a"
-        faces, masks = convert_faces(self.model, np.stack(crops), to, self.swap.batch) if crops else ([], [])
+        if self.cache is None:
+            faces, masks = (
+                convert.convert_faces(self.model, np.stack(crops), to, self.swap.batch) if crops else ([], [])
+            )
+        else:
+            found = [self.cache.get(n) for n in numbers]
+            todo = [i for i, f in enumerate(found) if f is None]
+            if todo:
+                new = convert.convert_faces(
+                    self.model, np.stack([crops[i] for i in todo]), to, self.swap.batch
+                )
+                for i, face, mask in zip(todo, *new, strict=True):
+                    self.cache.put(numbers[i], face, mask)
+                    found[i] = self.cache.get(numbers[i])
+            faces, masks = [f[0] for f in found], [f[1] for f in found]
         return list(faces), list(masks) if self.swap.use_model_mask else [None] * len(crops)
 
 
@@ -136,6 +204,7 @@ class Compositor:
         track: FaceTrack,
         identity_refs: tuple[np.ndarray, np.ndarray] | None = None,
         keys_file: str | Path | None = None,
+        swap_cache: str | Path | None = None,
     ):
         spec = composite_spec(shot)
         assert spec is not None and shot.spec.faces is not None
@@ -144,7 +213,7 @@ class Compositor:
         self.size = shot.spec.faces.crop_size
         self.track = track
         self.crop_landmarks = self._crop_landmarks()
-        self.source = FaceSource(shot, keys_file)
+        self.source = FaceSource(shot, keys_file, swap_cache)
         self.batch_size = self.source.swap.batch if self.source.swap else 8
         self.identity: tuple[IdentityMeter, np.ndarray, np.ndarray] | None = None
         if identity_refs is not None:
@@ -268,9 +337,10 @@ def composite_contact_sheet(
     frames: list[int],
     metadata: dict[str, str],
     keys_file: str | Path | None = None,
+    swap_cache: str | Path | None = None,
 ) -> Path:
     """Rows of plate | new face | matte | comp for a few frames across the shot."""
-    compositor = Compositor(shot, track, keys_file=keys_file)
+    compositor = Compositor(shot, track, keys_file=keys_file, swap_cache=swap_cache)
     tile = 256
     tiles = []
     for n in frames:

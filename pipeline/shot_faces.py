@@ -6,7 +6,6 @@ Like `render.py`, this wires stage modules to a `Shot`; `flows.py` runs these fu
 from __future__ import annotations
 
 import hashlib
-import json
 import threading
 import time
 from pathlib import Path
@@ -21,7 +20,6 @@ from pipeline.faces.draw import draw_crop_tile, draw_overlay, grid, quad_in_plat
 from pipeline.faces.masks import landmark_mask
 from pipeline.faces.quality import alignment_jitter, landmark_error
 from pipeline.faces.track import (
-    TRACK_FORMAT,
     FaceTrack,
     FrameFaces,
     TrackSettings,
@@ -32,6 +30,7 @@ from pipeline.manifest import FacesSpec, Shot
 from pipeline.media.decode import load_still
 from pipeline.media.sequences import write_frame
 from pipeline.render import ChunkResult, sample_frames
+from pipeline.stages import StageKey, code_version, digest
 from pipeline.workspace import RenderVersion
 
 _local = threading.local()
@@ -92,18 +91,26 @@ def plate_fingerprint(shot: Shot) -> dict:
     return {"path": info.path, "size": st.st_size, "mtime_ns": st.st_mtime_ns}
 
 
-def track_key(shot: Shot) -> str:
-    """Changes when the plate, the shot's frame range or the faces settings change; nothing else."""
+def track_stage(shot: Shot) -> StageKey:
+    """Changes when the plate, the shot's frame range, the faces settings or the face code change."""
     spec = faces_spec(shot)
-    data = {
-        "format": TRACK_FORMAT,
-        "plate": plate_fingerprint(shot),
-        "plate_settings": shot.spec.plate.model_dump(mode="json"),
-        "frames": [shot.range_first, shot.range_last],
-        "faces": {k: v for k, v in spec.model_dump(mode="json").items() if k not in ("crop_size", "mask")},
-        "reference": _file_stamp(shot.resolve(spec.reference)) if spec.reference else None,
-    }
-    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:20]
+    return StageKey(
+        "track",
+        {
+            "plate": digest(plate_fingerprint(shot)),
+            "plate settings": digest(shot.spec.plate.model_dump(mode="json") if shot.spec.plate else None),
+            "frames": digest([shot.range_first, shot.range_last]),
+            "faces settings": digest(
+                {k: v for k, v in spec.model_dump(mode="json").items() if k not in ("crop_size", "mask")}
+            ),
+            "reference": digest(_file_stamp(shot.resolve(spec.reference)) if spec.reference else None),
+            "code": code_version("pipeline.faces", "pipeline.shot_faces"),
+        },
+    )
+
+
+def track_key(shot: Shot) -> str:
+    return track_stage(shot).key
 
 
 def _file_stamp(path: str) -> dict:

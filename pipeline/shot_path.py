@@ -9,8 +9,6 @@ from the spline, add the edits, and draw the faces in batches.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -23,13 +21,8 @@ from pipeline.faces.draw import grid
 from pipeline.manifest import PathKeySpec, PathSpec, Shot, parse_range
 from pipeline.media.color import to_uint8
 from pipeline.media.sequences import write_frame
-from pipeline.shot_project import (
-    ShotProjection,
-    device,
-    generator_file_of,
-    generator_sha256,
-    load_shot_generator,
-)
+from pipeline.shot_project import ShotProjection, device, generator_file_of, load_shot_generator
+from pipeline.stages import StageKey, code_version, digest, file_digest
 from pipeline.stylegan.edits import Direction, apply_edit, ramp
 from pipeline.stylegan.generator import Generator
 from pipeline.stylegan.paths import PathSettings, latent_path
@@ -51,32 +44,36 @@ def path_settings(shot: Shot) -> PathSettings:
     return PathSettings(spec.interpolation, spec.alpha, spec.ends, spec.ease, spec.period)
 
 
-def _stamp(shot: Shot, file: str) -> list:
-    path = Path(shot.resolve(file))
-    st = path.stat()
-    return [str(path), st.st_size, st.st_mtime_ns]
-
-
-def keys_key(shot: Shot, latents_file: str | None) -> str:
+def path_stage(shot: Shot, project: StageKey | None) -> StageKey:
+    """The keys change with the projected keyframes (when used), the generator, the path's own keys
+    (and their files' contents) and the code that resolves them; not with the spline or the edits, which
+    chunks apply when they draw."""
     spec = path_spec(shot)
-    data = {
-        "format": KEYS_FORMAT,
-        "generator": generator_sha256(generator_file_of(shot)),
-        "projection": Path(latents_file).name if latents_file and (spec is None or spec.projected) else None,
-        "keyframes": [
-            {
-                **k.model_dump(mode="json"),
-                "file": _stamp(shot, k.image or k.latent) if k.image or k.latent else None,
-            }
-            for k in (spec.keyframes if spec else [])
-        ],
-        "steps": spec.steps if spec else None,
-    }
-    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:20]
+    keyframes = [
+        {
+            **k.model_dump(mode="json"),
+            "file": file_digest(Path(shot.resolve(k.image or k.latent or "")))
+            if k.image or k.latent
+            else None,
+        }
+        for k in (spec.keyframes if spec else [])
+    ]
+    return StageKey(
+        "path",
+        {
+            "project": project.key if project is not None and (spec is None or spec.projected) else "none",
+            "generator": file_digest(generator_file_of(shot))[:16],
+            "keyframes": digest(keyframes),
+            "steps": digest(spec.steps if spec else None),
+            "code": code_version(
+                "pipeline.shot_path", "pipeline.stylegan.project", "pipeline.stylegan.lpips"
+            ),
+        },
+    )
 
 
-def keys_path(root: Path, shot: Shot, latents_file: str | None) -> Path:
-    return root / shot.name / "cache" / f"keys-{keys_key(shot, latents_file)}.npz"
+def keys_path(root: Path, shot: Shot, stage: StageKey) -> Path:
+    return root / shot.name / "cache" / f"keys-{stage.key}.npz"
 
 
 def _truncate(G: Generator, w: torch.Tensor, psi: float) -> torch.Tensor:
@@ -149,11 +146,11 @@ def resolve_keys(shot: Shot, latents_file: str | None, log: Callable[[str], None
 
 
 def build_keys(
-    shot: Shot, root: Path, latents_file: str | None, log: Callable[[str], None] = print
+    shot: Shot, root: Path, stage: StageKey, latents_file: str | None, log: Callable[[str], None] = print
 ) -> tuple[Path, dict]:
     """The shot's keys file (from the cache when unchanged) and the path's part of the report."""
     t0 = time.perf_counter()
-    path = keys_path(root, shot, latents_file)
+    path = keys_path(root, shot, stage)
     cached = path.is_file()
     if not cached:
         keys = resolve_keys(shot, latents_file, log)

@@ -14,7 +14,6 @@ frame to frame shimmers, and frames between keys have no noise of their own to i
 from __future__ import annotations
 
 import functools
-import hashlib
 import json
 import time
 from collections.abc import Callable
@@ -32,7 +31,8 @@ from pipeline.faces.track import FaceTrack
 from pipeline.manifest import ProjectSpec, Shot
 from pipeline.media.color import to_uint8
 from pipeline.media.sequences import write_frame
-from pipeline.models import generator_path, sha256_file
+from pipeline.models import generator_path
+from pipeline.stages import StageKey, code_version, digest, file_digest
 from pipeline.stylegan.generator import Generator
 from pipeline.workspace import RenderVersion, write_atomic
 
@@ -54,11 +54,6 @@ def device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-@functools.lru_cache(maxsize=64)
-def _file_sha256(path: str, size: int, mtime_ns: int) -> str:
-    return sha256_file(Path(path))
-
-
 def generator_ref(shot: Shot) -> str:
     """The shot's generator: the path section's when it names one, else the project section's."""
     path, project = shot.spec.path, shot.spec.project
@@ -70,11 +65,6 @@ def generator_ref(shot: Shot) -> str:
 
 def generator_file_of(shot: Shot) -> Path:
     return generator_path(generator_ref(shot), shot.manifest_path.resolve().parent)
-
-
-def generator_sha256(path: Path) -> str:
-    st = path.stat()
-    return _file_sha256(str(path.resolve()), st.st_size, st.st_mtime_ns)
 
 
 @functools.lru_cache(maxsize=2)
@@ -92,35 +82,29 @@ def load_shot_generator(shot: Shot) -> Generator:
     return _cached_generator(str(path), st.st_size, st.st_mtime_ns, str(device()))
 
 
-def projection_key(shot: Shot, track_key: str) -> str:
-    """Changes with the faces projected (the track, and the swap when swapped faces are projected), the
-    generator file and the projection settings; not with composite or output settings."""
+def project_stage(shot: Shot, track: StageKey, swap: StageKey | None) -> StageKey:
+    """The latents change with the faces projected (the track, and the swap when swapped faces are
+    projected), the generator file, the projection settings and code; not with composite or output."""
     spec = project_spec(shot)
     assert spec is not None and shot.spec.faces is not None
-    data: dict = {
-        "format": PROJECTION_FORMAT,
-        "track": track_key,
-        "frames": [shot.range_first, shot.range_last],
-        "generator": generator_sha256(generator_file_of(shot)),
-        "settings": spec.model_dump(mode="json", exclude={"generator"}),
-        "crop_size": shot.spec.faces.crop_size,
-    }
-    if projects_swapped_faces(shot):
-        swap = shot.spec.swap
-        assert swap is not None
-        model = Path(shot.resolve(swap.model))
-        model = model / "swap.pt" if model.is_dir() else model
-        st = model.stat()
-        data["swap"] = {
-            "model": [str(model), st.st_size, st.st_mtime_ns],
-            "direction": swap.direction,
-            "use_model_mask": swap.use_model_mask,
-        }
-    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:20]
+    return StageKey(
+        "project",
+        {
+            "track": track.key,
+            "swap": swap.key if swap is not None and projects_swapped_faces(shot) else "none",
+            "frames": digest([shot.range_first, shot.range_last]),
+            "generator": file_digest(generator_file_of(shot))[:16],
+            "project settings": digest(spec.model_dump(mode="json", exclude={"generator"})),
+            "crop size": digest(shot.spec.faces.crop_size),
+            "code": code_version(
+                "pipeline.shot_project", "pipeline.stylegan.project", "pipeline.stylegan.lpips"
+            ),
+        },
+    )
 
 
-def latents_path(root: Path, shot: Shot, track_key: str) -> Path:
-    return root / shot.name / "cache" / f"latents-{projection_key(shot, track_key)}.npz"
+def latents_path(root: Path, shot: Shot, stage: StageKey) -> Path:
+    return root / shot.name / "cache" / f"latents-{stage.key}.npz"
 
 
 def key_frames(shot: Shot, track: FaceTrack) -> list[int]:
@@ -146,7 +130,9 @@ def key_frames(shot: Shot, track: FaceTrack) -> list[int]:
     return sorted({int(faces[np.argmin(np.abs(faces - n))]) for n in wanted})
 
 
-def aligned_faces(shot: Shot, track: FaceTrack, frames: list[int], size: int) -> np.ndarray:
+def aligned_faces(
+    shot: Shot, track: FaceTrack, frames: list[int], size: int, swap_cache: str | Path | None = None
+) -> np.ndarray:
     """[N, size, size, 3] float32 faces of `frames`: the plate's aligned crops, or those crops swapped when
     the swapped faces are projected. Aligned at the shot's crop size, then reduced to the generator's."""
     from pipeline.shot_composite import FaceSource
@@ -164,7 +150,7 @@ def aligned_faces(shot: Shot, track: FaceTrack, frames: list[int], size: int) ->
     finally:
         plates.close()
     if projects_swapped_faces(shot):
-        crops, _ = FaceSource(shot).convert(frames, crops)
+        crops, _ = FaceSource(shot, swap_cache=swap_cache).convert(frames, crops)
     interp = cv2.INTER_AREA if crop_size > size else cv2.INTER_CUBIC
     return np.stack([cv2.resize(c, (size, size), interpolation=interp) for c in crops]).astype(np.float32)
 
@@ -198,7 +184,9 @@ class ShotProjection:
             )
 
 
-def project_faces(shot: Shot, track: FaceTrack, log: Callable[[str], None] = print) -> ShotProjection:
+def project_faces(
+    shot: Shot, track: FaceTrack, log: Callable[[str], None] = print, swap_cache: str | Path | None = None
+) -> ShotProjection:
     """Project the shot's key faces (or every face) with the manifest's settings."""
     from pipeline.stylegan.lpips import load_lpips
     from pipeline.stylegan.project import ProjectSettings, project_sequence, project_to_w_plus
@@ -209,7 +197,7 @@ def project_faces(shot: Shot, track: FaceTrack, log: Callable[[str], None] = pri
     G = load_shot_generator(shot)
     lpips = load_lpips("vgg").to(device())
     frames = key_frames(shot, track)
-    faces = aligned_faces(shot, track, frames, G.cfg.resolution)
+    faces = aligned_faces(shot, track, frames, G.cfg.resolution, swap_cache)
     images = _to_tensor(faces).to(device())
     settings = ProjectSettings(
         steps=spec.steps,
@@ -260,13 +248,18 @@ def project_faces(shot: Shot, track: FaceTrack, log: Callable[[str], None] = pri
 
 
 def project_shot(
-    shot: Shot, track: FaceTrack, track_key: str, root: Path, log: Callable[[str], None] = print
+    shot: Shot,
+    track: FaceTrack,
+    stage: StageKey,
+    root: Path,
+    log: Callable[[str], None] = print,
+    swap_cache: str | Path | None = None,
 ) -> tuple[Path, dict]:
     """The shot's projection, from the cache when nothing it depends on changed; and its report."""
     t0 = time.perf_counter()
-    path = latents_path(root, shot, track_key)
+    path = latents_path(root, shot, stage)
     cached = path.is_file()
-    projection = ShotProjection.load(path) if cached else project_faces(shot, track, log)
+    projection = ShotProjection.load(path) if cached else project_faces(shot, track, log, swap_cache)
     if not cached:
         projection.save(path)
     return path, projection_report(shot, projection, path, cached, time.perf_counter() - t0)
@@ -283,7 +276,7 @@ def projection_report(shot: Shot, p: ShotProjection, path: Path, cached: bool, s
         "mode": p.mode,
         "source": "swapped faces" if projects_swapped_faces(shot) else "plate faces",
         "generator": str(generator_file_of(shot)),
-        "generator_sha256": generator_sha256(generator_file_of(shot)),
+        "generator_sha256": file_digest(generator_file_of(shot)),
         "frames_projected": len(p.frames),
         "total_steps": int(p.steps.sum()),  # summed over faces: a batch's steps count once per face
         "lpips_mean": float(p.lpips.mean()),

@@ -131,6 +131,19 @@ class RenderVersion:
         f.flush()
         self._lock = f
 
+    def locked_by_another(self) -> bool:
+        """Whether a live process holds this version's lock (its render is running)."""
+        path = self.path / ".lock"
+        if not path.is_file():
+            return False
+        with open(path, "a+") as f:
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                return True
+            fcntl.flock(f, fcntl.LOCK_UN)
+            return False
+
     def unlock(self) -> None:
         if self._lock:
             self._lock.close()

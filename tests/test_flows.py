@@ -248,12 +248,53 @@ def test_batch_renders_every_shot_and_reports_the_one_that_fails(tmp_path, prefe
     for name in ("b010", "b020"):
         assert len(list((root / name / "v001" / "comp").glob("*.png"))) == 3
     assert not (root / "b015").exists()
+    # --only picks shots by name; a pattern that matches none is a plain error
+    assert main(["batch", str(shots), "--root", str(root), "--only", "b02*"]) == 0
+    assert capsys.readouterr().out.count(": done: ") == 1 and (root / "b020" / "v002").is_dir()
+    assert not (root / "b010" / "v002").exists()
+    assert main(["batch", str(shots), "--root", str(root), "--only", "x*"]) == 2
+    assert "no shot manifests (*.yaml) matching --only x* found" in capsys.readouterr().err
+
+
+def test_a_chunk_that_fails_twice_is_retried_and_the_shot_completes(tmp_path, prefect_server, monkeypatch):
+    from pipeline import flows, render
+
+    failures = {"left": 2}
+    real = render.render_frames
+
+    def flaky(shot, version, first, last, *args, **kwargs):
+        if first == 1004 and failures["left"]:
+            failures["left"] -= 1
+            raise RuntimeError("a render node hiccup")
+        return real(shot, version, first, last, *args, **kwargs)
+
+    monkeypatch.setattr(flows, "render_frames", flaky)
+    m = write_manifest(
+        tmp_path,
+        "shot: r010\nplate: {still: builtin:astronaut, hold: 6}\n"
+        "output: {sequence: png8, movies: [], chunk_size: 3}\n",
+    )
+    result = flows.run_render(str(m), root=str(tmp_path / "r"))
+    assert failures["left"] == 0
+    assert len(list((Path(result["path"]) / "comp").glob("*.png"))) == 6
 
 
 def test_every_shipped_manifest_validates(capsys):
     manifests = sorted(str(p) for p in (REPO / "shots").glob("*.yaml"))
     assert main(["validate", *manifests]) == 0
     assert capsys.readouterr().out.count(": ok: ") == len(manifests) >= 3
+
+
+def test_the_stylegan_demos_validate_and_the_morph_renders(tmp_path, footage, prefect_server):
+    manifests = sorted(str(p) for p in (REPO / "shots" / "stylegan").glob("*.yaml"))
+    assert len(manifests) == 2 and main(["validate", *manifests]) == 0
+    root = tmp_path / "render"
+    assert main(["render", str(REPO / "shots" / "stylegan" / "demo_morph.yaml"), "--root", str(root)]) == 0
+    v = root / "demo_morph" / "v001"
+    report = json.loads((v / "report.json").read_text())
+    assert report["frames_written"] == 64 and len(report["path"]["keys"]) == 4
+    assert report["path"]["period"] == 64 and report["path"]["edits"][0]["direction"] == "mouth_open.npz"
+    assert report["metadata"]["ai_altered_stages"] == "stylegan latent path with attribute edits"
 
 
 def test_the_demo_shots_render_as_a_batch(tmp_path, prefect_server):

@@ -16,6 +16,7 @@ from pipeline.errors import ManifestError
 from pipeline.faces.track import FaceTrack
 from pipeline.manifest import load_shot
 from pipeline.media.sequences import read_png_text
+from pipeline.shot_composite import swap_stage
 
 CFG = tiny_generator_config()
 
@@ -45,7 +46,7 @@ def track(woman_clip, generator_file, tmp_path_factory) -> tuple[FaceTrack, str]
     folder = tmp_path_factory.mktemp("track")
     shot = load_shot(write_manifest(folder, shot_yaml(woman_clip, generator_file, "steps: 5")))
     found = shot_faces.detect_range(shot, shot.first, shot.last)
-    return shot_faces.finish_track(shot, found, folder / "track.npz"), shot_faces.track_key(shot)
+    return shot_faces.finish_track(shot, found, folder / "track.npz"), shot_faces.track_stage(shot)
 
 
 def test_manifest_checks_of_the_project_section(tmp_path, woman_clip, generator_file):
@@ -174,7 +175,13 @@ def test_with_a_swap_the_swapped_faces_are_projected(tmp_path, woman_clip, gener
     b = shot_project.aligned_faces(swapped, t, [1001, 1002], 32)
     assert a.shape == b.shape == (2, 32, 32, 3) and np.abs(a - b).mean() > 0.02
     # the swap model is part of what the cached latents depend on
-    assert shot_project.projection_key(plain, key) != shot_project.projection_key(swapped, key)
+    swap = swap_stage(swapped, key)
+    assert (
+        shot_project.project_stage(plain, key, None).key != shot_project.project_stage(swapped, key, swap).key
+    )
+    assert shot_project.project_stage(swapped, key, swap).changes(
+        shot_project.project_stage(plain, key, None).parts
+    ) == ["swap"]
     source_plate = load_shot(
         write_manifest(
             tmp_path,

@@ -49,6 +49,8 @@ class Direction:
     def load(cls, path: Path) -> Direction:
         """A direction file written by `vfx direction learn`, or a plain .npy/.npz array ([w_dim] for
         every layer, or [num_ws, w_dim])."""
+        if not path.is_file():
+            raise PipelineError(f"{path}: direction file not found")
         try:
             if path.suffix == ".npy":
                 vector, meta = np.load(path, allow_pickle=False), {}

@@ -1,0 +1,73 @@
+"""What each stage's cached result depends on, so that a re-render redoes only what changed.
+
+A stage's key is a digest of named parts: its settings, the keys of the stages it reads from, the
+fingerprints of its input files (plate, models) and the version of its code (a digest of its modules'
+source). The parts are kept in each render's record, so `vfx render --dry-run` can say which part
+changed since the last render.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import importlib.util
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+STAGES = ("track", "swap", "project", "path", "composite")
+
+
+@functools.lru_cache(maxsize=64)
+def code_version(*modules: str) -> str:
+    """A digest of the source files of the given modules or packages (packages: every .py below them)."""
+    h = hashlib.sha256()
+    for name in modules:
+        spec = importlib.util.find_spec(name)
+        if spec is None:
+            raise ValueError(f"no module {name}")
+        if spec.submodule_search_locations:
+            files = sorted(Path(next(iter(spec.submodule_search_locations))).rglob("*.py"))
+        else:
+            assert spec.origin is not None
+            files = [Path(spec.origin)]
+        for f in files:
+            h.update(f.name.encode())
+            h.update(f.read_bytes())
+    return h.hexdigest()[:16]
+
+
+def digest(value: object) -> str:
+    return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+@dataclass
+class StageKey:
+    stage: str
+    parts: dict[str, str] = field(default_factory=dict)  # part name -> digest
+
+    @property
+    def key(self) -> str:
+        return digest([self.stage, self.parts])[:20]
+
+    def changes(self, before: dict[str, str] | None) -> list[str]:
+        """The parts that differ from an earlier record of this stage's parts."""
+        if before is None:
+            return ["no earlier render"]
+        names = sorted(set(self.parts) | set(before))
+        return [n for n in names if self.parts.get(n) != before.get(n)]
+
+
+@functools.lru_cache(maxsize=256)
+def _file_sha256(path: str, size: int, mtime_ns: int) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def file_digest(path: Path) -> str:
+    """The SHA-256 of a file's bytes (remembered per size and modification time within a process)."""
+    st = path.stat()
+    return _file_sha256(str(path.resolve()), st.st_size, st.st_mtime_ns)

@@ -1,0 +1,1 @@
+"""Face swap: the shared-encoder autoencoder, its training data and losses, conversion of aligned faces."""
