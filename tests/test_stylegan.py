@@ -432,7 +432,7 @@ def test_generators_are_registered_by_name_and_found_by_name_or_path(tmp_path, m
     assert generator_path("tiny") == tmp_path / "tiny.pt"
     assert generator_path("tiny.pt", tmp_path) == tmp_path / "tiny.pt"
 
-    shot = "shot: g\nplate:\n  movie: {clip}\nproject:\n  generator: {ref}\n"
+    shot = "shot: g\nplate:\n  movie: {clip}\nproject:\n  generator: {ref}\nfaces: {{}}\ncomposite: {{}}\n"
     load_shot(write_manifest(tmp_path, shot.format(clip=clip, ref="tiny")))
     load_shot(write_manifest(tmp_path, shot.format(clip=clip, ref="tiny.pt")))
     with pytest.raises(ManifestError, match=r"shot.yaml:5 project.generator: nope: neither a registered"):
