@@ -29,6 +29,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_render(args: argparse.Namespace) -> int:
+    from pipeline.config import load_runner
     from pipeline.flows import dry_run, run_render
 
     if args.dry_run:
@@ -42,6 +43,7 @@ def cmd_render(args: argparse.Namespace) -> int:
         version=args.version,
         root=str(args.root),
         force=args.force,
+        runner=load_runner(args.runner, args.workers, args.dask_address),
     )
     print(f"{result['shot']} {result['version']}: {result['path']}")
     return 0
@@ -225,12 +227,22 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_batch(args: argparse.Namespace) -> int:
-    from pipeline.flows import render_batch
+    from pipeline.config import load_runner
+    from pipeline.flows import run_batch
 
-    outcomes = render_batch(str(args.folder), root=str(args.root), only=args.only)
+    runner = load_runner(args.runner, args.workers, args.dask_address)
+    outcomes = run_batch(str(args.folder), root=str(args.root), only=args.only, runner=runner)
     for o in outcomes:
         print(f"{o['manifest']}: {o['status']}: {o.get('path') or o.get('error')}")
     return 1 if any(o["status"] != "done" for o in outcomes) else 0
+
+
+def add_runner_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--runner", choices=["threads", "dask"], help="how chunks run (default: vfx.toml, else threads)"
+    )
+    p.add_argument("--workers", type=int, help="threads, or local Dask worker processes")
+    p.add_argument("--dask-address", help="an existing Dask scheduler, like tcp://10.0.0.5:8786")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -256,6 +268,7 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["track", "swap", "project", "path", "composite"],
         help="rerun this stage and those after",
     )
+    add_runner_options(r)
     r.set_defaults(func=cmd_render)
 
     t = sub.add_parser(
@@ -344,6 +357,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("folder", type=Path)
     b.add_argument("--root", type=Path, default=Path("render"), help="output root (default: render)")
     b.add_argument("--only", help="only the manifests whose name matches this pattern, like 'sh01*'")
+    add_runner_options(b)
     b.set_defaults(func=cmd_batch)
     return p
 

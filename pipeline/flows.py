@@ -12,10 +12,12 @@ os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("DO_NOT_TRACK", "1")
 
+import contextlib  # noqa: E402
 import fnmatch  # noqa: E402
 import re  # noqa: E402
 import time  # noqa: E402
-from collections.abc import Callable  # noqa: E402
+from collections.abc import Callable, Iterator  # noqa: E402
+from dataclasses import asdict, replace  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 from prefect import flow, get_run_logger, task  # noqa: E402
@@ -29,6 +31,7 @@ from prefect.futures import as_completed  # noqa: E402
 from prefect.task_runners import ThreadPoolTaskRunner  # noqa: E402
 
 from pipeline import shot_faces, shot_path, shot_project  # noqa: E402
+from pipeline.config import RunnerSettings  # noqa: E402
 from pipeline.errors import ManifestError, PipelineError  # noqa: E402
 from pipeline.faces.track import FaceTrack, FrameFaces  # noqa: E402
 from pipeline.manifest import Shot, load_shot, parse_range  # noqa: E402
@@ -66,6 +69,31 @@ from pipeline.workspace import (  # noqa: E402
 )
 
 WORKERS = max(1, min(4, os.cpu_count() or 1))
+
+
+def make_task_runner(runner: RunnerSettings | None):
+    """Threads in this process (the default), or a Dask cluster: an existing one at an address, or a
+    local one of worker processes, so that the chunks of a shot spread over processes or machines."""
+    runner = runner or RunnerSettings(workers=WORKERS)
+    if runner.kind == "dask":
+        from prefect_dask import DaskTaskRunner
+
+        if runner.dask_address:
+            return DaskTaskRunner(address=runner.dask_address)
+        return DaskTaskRunner(cluster_kwargs={"n_workers": runner.workers, "threads_per_worker": 1})
+    return ThreadPoolTaskRunner(max_workers=runner.workers)
+
+
+@contextlib.contextmanager
+def shared_cluster(runner: RunnerSettings | None) -> Iterator[RunnerSettings | None]:
+    """For a batch on a local Dask cluster: one cluster for all its shots, started here, closed after."""
+    if runner is None or runner.kind != "dask" or runner.dask_address:
+        yield runner
+        return
+    from distributed import LocalCluster
+
+    with LocalCluster(n_workers=runner.workers, threads_per_worker=1, dashboard_address=None) as cluster:
+        yield replace(runner, dask_address=cluster.scheduler_address)
 
 
 def _retry_unless_bad_input(task, task_run, state) -> bool:
@@ -457,9 +485,10 @@ def track_shot(manifest: str, frames: str | None = None, root: str = "render") -
 
 
 @task(name="render-shot", cache_policy=NO_CACHE, persist_result=False)
-def render_shot_task(manifest: str, root: str) -> dict:
+def render_shot_task(manifest: str, root: str, runner: dict | None = None) -> dict:
     """One shot of a batch, as a task so that shots run side by side (each a render-shot flow run)."""
-    return render_shot(manifest, root=root)
+    settings = RunnerSettings(**runner) if runner else None
+    return render_shot.with_options(task_runner=make_task_runner(settings))(manifest, root=root)
 
 
 def batch_manifests(folder: str, only: str | None = None) -> list[str]:
@@ -474,12 +503,14 @@ def batch_manifests(folder: str, only: str | None = None) -> list[str]:
 
 
 @flow(name="render-batch", persist_result=False, task_runner=ThreadPoolTaskRunner(max_workers=2))
-def render_batch(folder: str, root: str = "render", only: str | None = None) -> list[dict]:
+def render_batch(
+    folder: str, root: str = "render", only: str | None = None, runner: dict | None = None
+) -> list[dict]:
     """Render every manifest in a folder (or those whose name matches `only`), two shots at a time; a
     shot that fails does not stop the others, and the report lists each shot's outcome."""
     log = get_run_logger()
     manifests = batch_manifests(folder, only)
-    futures = {render_shot_task.submit(m, root): m for m in manifests}
+    futures = {render_shot_task.submit(m, root, runner): m for m in manifests}
     outcomes = []
     for fut in as_completed(list(futures)):
         m = futures[fut]
@@ -511,9 +542,20 @@ def run_render(
     version: int | None = None,
     root: str = "render",
     force: str | None = None,
+    runner: RunnerSettings | None = None,
 ) -> dict:
     _precheck(manifest, frames, root)
-    return render_shot(manifest, frames=frames, resume=resume, version=version, root=root, force=force)
+    flow_ = render_shot.with_options(task_runner=make_task_runner(runner))
+    return flow_(manifest, frames=frames, resume=resume, version=version, root=root, force=force)
+
+
+def run_batch(
+    folder: str, root: str = "render", only: str | None = None, runner: RunnerSettings | None = None
+) -> list[dict]:
+    """A batch, with one local Dask cluster for all its shots when the runner is a local Dask one."""
+    batch_manifests(folder, only)  # fails plainly before Prefect starts
+    with shared_cluster(runner) as shared:
+        return render_batch(folder, root=root, only=only, runner=asdict(shared) if shared else None)
 
 
 def dry_run(manifest: str, frames: str | None = None, root: str = "render", force: str | None = None) -> list:

@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import math
+import os
 import platform
 import time
 from collections.abc import Callable, Sequence
@@ -64,6 +65,7 @@ class ChunkResult:
     write_s: float = 0.0
     wall_s: float = 0.0
     identity: list[list[float]] = field(default_factory=list)  # [frame, distance to A, distance to B]
+    worker: str = field(default_factory=lambda: f"{platform.node()}:{os.getpid()}")  # where it ran
 
 
 def render_frames(
