@@ -226,6 +226,26 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_deploy(args: argparse.Namespace) -> int:
+    from pipeline.flows import deploy_render
+
+    name = deploy_render(args.pool, args.name)
+    print(
+        f"deployment {name} on work pool {args.pool}: "
+        f"start render nodes with prefect worker start --pool {args.pool}"
+    )
+    return 0
+
+
+def cmd_submit(args: argparse.Namespace) -> int:
+    from pipeline.flows import submit_render
+
+    for manifest in args.manifests:
+        run = submit_render(str(manifest), str(args.root), args.deployment)
+        print(f"{manifest}: queued as flow run {run}")
+    return 0
+
+
 def cmd_batch(args: argparse.Namespace) -> int:
     from pipeline.config import load_runner
     from pipeline.flows import run_batch
@@ -352,6 +372,17 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("targets", type=Path, nargs="*", default=[Path("shots")], help="manifests or folders")
     st.add_argument("--root", type=Path, default=Path("render"), help="output root (default: render)")
     st.set_defaults(func=cmd_status)
+
+    dp = sub.add_parser("deploy", help="deploy render-shot on a process work pool, for render nodes")
+    dp.add_argument("--pool", required=True, help="the work pool (created if missing)")
+    dp.add_argument("--name", default="render-shot", help="the deployment's name (default render-shot)")
+    dp.set_defaults(func=cmd_deploy)
+
+    sb = sub.add_parser("submit", help="queue shots on the deployment; render nodes' workers render them")
+    sb.add_argument("manifests", type=Path, nargs="+")
+    sb.add_argument("--root", type=Path, default=Path("render"), help="output root (default: render)")
+    sb.add_argument("--deployment", default="render-shot/render-shot")
+    sb.set_defaults(func=cmd_submit)
 
     b = sub.add_parser("batch", help="render every manifest in a folder")
     b.add_argument("folder", type=Path)

@@ -652,3 +652,36 @@ def train_generator(
         "d_loss": last.get("d_loss"),
         "g_loss": last.get("g_loss"),
     }
+
+
+# ---------------------------------------------------------------------------------------------------
+# Render nodes: a deployment of render-shot on a process work pool; `prefect worker start --pool NAME` on
+# each node takes shot runs from the shared queue. Paths are absolute, on a filesystem every node shares.
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def deploy_render(pool: str, name: str = "render-shot") -> str:
+    """Create the process work pool if it is missing and deploy render-shot on it from this checkout."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import WorkPoolCreate
+    from prefect.exceptions import ObjectAlreadyExists
+
+    with get_client(sync_client=True) as client:
+        try:
+            client.create_work_pool(WorkPoolCreate(name=pool, type="process"))
+        except ObjectAlreadyExists:
+            pass
+    source = render_shot.from_source(source=str(REPO), entrypoint="pipeline/flows.py:render_shot")
+    source.deploy(name=name, work_pool_name=pool, build=False, push=False, print_next_steps=False)
+    return f"render-shot/{name}"
+
+
+def submit_render(manifest: str, root: str = "render", deployment: str = "render-shot/render-shot") -> str:
+    """Queue one shot on the deployment (a render node's worker runs it); returns the flow run's id."""
+    from prefect.deployments import run_deployment
+
+    shot = _precheck(manifest, None, root)
+    parameters = {"manifest": str(Path(manifest).resolve()), "root": str(Path(root).resolve())}
+    run = run_deployment(deployment, parameters=parameters, timeout=0, flow_run_name=shot.name)
+    return str(run.id)
