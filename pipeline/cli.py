@@ -246,6 +246,21 @@ def cmd_submit(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    from pipeline.flows import serve_overnight
+
+    serve_overnight(str(args.folder), args.cron, str(args.root))
+    return 0
+
+
+def cmd_overnight(args: argparse.Namespace) -> int:
+    from pipeline.flows import overnight
+
+    result = overnight(str(args.folder), root=str(args.root))
+    print(Path(result["summary"]).read_text(encoding="utf-8"))
+    return 1 if result["failed"] else 0
+
+
 def cmd_batch(args: argparse.Namespace) -> int:
     from pipeline.config import load_runner
     from pipeline.flows import run_batch
@@ -383,6 +398,17 @@ def build_parser() -> argparse.ArgumentParser:
     sb.add_argument("--root", type=Path, default=Path("render"), help="output root (default: render)")
     sb.add_argument("--deployment", default="render-shot/render-shot")
     sb.set_defaults(func=cmd_submit)
+
+    sv = sub.add_parser("serve", help="overnight runs: re-render changed shots on a cron schedule")
+    sv.add_argument("folder", type=Path)
+    sv.add_argument("--cron", required=True, help='when, like "0 2 * * *" (02:00 every night)')
+    sv.add_argument("--root", type=Path, default=Path("render"), help="output root (default: render)")
+    sv.set_defaults(func=cmd_serve)
+
+    on = sub.add_parser("overnight", help="one overnight run now: render the shots that changed")
+    on.add_argument("folder", type=Path)
+    on.add_argument("--root", type=Path, default=Path("render"), help="output root (default: render)")
+    on.set_defaults(func=cmd_overnight)
 
     b = sub.add_parser("batch", help="render every manifest in a folder")
     b.add_argument("folder", type=Path)

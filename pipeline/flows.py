@@ -528,6 +528,87 @@ def render_batch(
     return outcomes
 
 
+NEEDS_RENDER = ("never rendered", "stale", "failed", "interrupted")
+
+
+@flow(name="overnight", persist_result=False, task_runner=ThreadPoolTaskRunner(max_workers=2))
+def overnight(folder: str, root: str = "render") -> dict:
+    """Render the shots whose manifest, plate, models or code changed since their last render (and those
+    never rendered, failed or interrupted); leave the rest. Writes the night's summary as a Markdown file
+    in render/overnight/ and as a Prefect artifact."""
+    from pipeline.shot_stages import shot_status
+
+    log = get_run_logger()
+    started = time.strftime("%Y-%m-%d %H:%M")
+    todo, rows = [], []
+    for m in batch_manifests(folder):
+        try:
+            status = shot_status(load_shot(m), Path(root))
+        except PipelineError as e:
+            rows.append({"manifest": m, "before": "invalid", "outcome": "skipped", "detail": str(e)})
+            continue
+        if status["state"] in NEEDS_RENDER:
+            todo.append((m, status))
+        else:
+            rows.append(
+                {
+                    "manifest": m,
+                    "before": status["state"],
+                    "outcome": "up to date",
+                    "detail": status["version"],
+                }
+            )
+    futures = {render_shot_task.submit(m, root): (m, st) for m, st in todo}
+    for fut in as_completed(list(futures)):
+        m, st = futures[fut]
+        why = f"{st['state']}: {st['detail']}".rstrip(": ")
+        try:
+            r = fut.result()
+            rows.append({"manifest": m, "before": why, "outcome": "rendered", "detail": r["version"]})
+        except Exception as e:
+            message = str(e).splitlines()[0] if str(e) else type(e).__name__
+            log.error(f"{m}: {message}")
+            rows.append({"manifest": m, "before": why, "outcome": "failed", "detail": message})
+    rows.sort(key=lambda r: r["manifest"])
+    counts = {
+        k: sum(r["outcome"] == k for r in rows) for k in ("rendered", "failed", "up to date", "skipped")
+    }
+    lines = [
+        f"# Overnight {started}: {folder}",
+        "",
+        ", ".join(f"{v} {k}" for k, v in counts.items()),
+        "",
+        "| manifest | before | outcome | version / error |",
+        "|---|---|---|---|",
+        *[f"| {r['manifest']} | {r['before']} | {r['outcome']} | {r['detail']} |" for r in rows],
+    ]
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    summary = Path(root) / "overnight" / f"{stamp}.md"
+    summary.parent.mkdir(parents=True, exist_ok=True)
+    n = 1
+    while summary.exists():  # two runs in one second keep both summaries
+        n += 1
+        summary = summary.with_name(f"{stamp}-{n}.md")
+    summary.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    create_markdown_artifact(
+        markdown="\n".join(lines), key="overnight-summary", description=f"overnight {folder}"
+    )
+    return {"summary": str(summary), "shots": rows, **counts}
+
+
+def serve_overnight(folder: str, cron: str, root: str = "render") -> None:
+    """Serve the overnight flow on a cron schedule (blocks; Ctrl-C stops it). Paths are made absolute."""
+    from prefect.client.schemas.schedules import CronSchedule
+
+    try:
+        CronSchedule(cron=cron)
+    except ValueError as e:
+        raise ManifestError(f"--cron {cron!r}: {e}") from None
+    batch_manifests(folder)
+    parameters = {"folder": str(Path(folder).resolve()), "root": str(Path(root).resolve())}
+    overnight.serve(name="overnight", cron=cron, parameters=parameters)
+
+
 def _precheck(manifest: str, frames: str | None, root: str) -> Shot:
     """Check the manifest and the output folder before Prefect starts, so bad input fails fast and plainly."""
     shot = prepare_shot(manifest, frames)

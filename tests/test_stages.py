@@ -103,3 +103,43 @@ def test_a_composite_change_only_recomposites_and_matches_a_fresh_render(
     for a in frames:  # the same pixels (the metadata names each version)
         b = fresh / "comp" / a.name.replace("v002", "v001")
         assert np.array_equal(read_image(a), read_image(b)), a.name
+
+
+@pytest.mark.slow
+def test_overnight_renders_only_the_shots_that_changed(tmp_path, prefect_server, capsys):
+    from pipeline.cli import main
+
+    shots = tmp_path / "shots"
+    shots.mkdir()
+    for name in ("n010", "n020"):
+        write_manifest(
+            shots,
+            f"shot: {name}\nplate: {{still: builtin:astronaut, hold: 2}}\noutput: {{movies: []}}\n",
+            f"{name}.yaml",
+        )
+    root = tmp_path / "render"
+    assert main(["overnight", str(shots), "--root", str(root)]) == 0
+    assert "2 rendered, 0 failed, 0 up to date" in capsys.readouterr().out
+    assert main(["status", str(shots), "--root", str(root)]) == 0
+    assert capsys.readouterr().out.count(" done ") == 2
+
+    assert main(["overnight", str(shots), "--root", str(root)]) == 0
+    assert "0 rendered, 0 failed, 2 up to date" in capsys.readouterr().out
+
+    write_manifest(
+        shots,
+        "shot: n020\nplate: {still: builtin:astronaut, hold: 2}\noutput: {movies: [], sequence: png8}\n",
+        "n020.yaml",
+    )
+    assert main(["status", str(shots), "--root", str(root)]) == 0
+    assert "stale           output settings changed" in capsys.readouterr().out
+    assert main(["overnight", str(shots), "--root", str(root)]) == 0
+    out = capsys.readouterr().out
+    assert (
+        "1 rendered, 0 failed, 1 up to date" in out
+        and "| stale: output settings changed | rendered | v002 |" in out
+    )
+    assert len(list((root / "overnight").glob("*.md"))) == 3
+
+    assert main(["serve", str(shots), "--cron", "99 * * *"]) == 2
+    assert "--cron '99 * * *'" in capsys.readouterr().err
