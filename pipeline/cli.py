@@ -266,10 +266,12 @@ def cmd_batch(args: argparse.Namespace) -> int:
     from pipeline.flows import run_batch
 
     runner = load_runner(args.runner, args.workers, args.dask_address)
-    outcomes = run_batch(str(args.folder), root=str(args.root), only=args.only, runner=runner)
+    outcomes = run_batch(
+        str(args.folder), root=str(args.root), only=args.only, runner=runner, resume=args.resume
+    )
     for o in outcomes:
         print(f"{o['manifest']}: {o['status']}: {o.get('path') or o.get('error')}")
-    return 1 if any(o["status"] != "done" for o in outcomes) else 0
+    return 1 if any(o["status"] == "failed" for o in outcomes) else 0
 
 
 def add_runner_options(p: argparse.ArgumentParser) -> None:
@@ -414,6 +416,9 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("folder", type=Path)
     b.add_argument("--root", type=Path, default=Path("render"), help="output root (default: render)")
     b.add_argument("--only", help="only the manifests whose name matches this pattern, like 'sh01*'")
+    b.add_argument(
+        "--resume", action="store_true", help="finish interrupted shots, skip finished ones, render the rest"
+    )
     add_runner_options(b)
     b.set_defaults(func=cmd_batch)
     return p

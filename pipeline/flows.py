@@ -485,10 +485,25 @@ def track_shot(manifest: str, frames: str | None = None, root: str = "render") -
 
 
 @task(name="render-shot", cache_policy=NO_CACHE, persist_result=False)
-def render_shot_task(manifest: str, root: str, runner: dict | None = None) -> dict:
-    """One shot of a batch, as a task so that shots run side by side (each a render-shot flow run)."""
+def render_shot_task(manifest: str, root: str, runner: dict | None = None, resume: bool = False) -> dict:
+    """One shot of a batch, as a task so that shots run side by side (each a render-shot flow run).
+    With `resume`, an interrupted latest version is finished and an up-to-date one is left as it is."""
+    from pipeline.shot_stages import shot_status
+
     settings = RunnerSettings(**runner) if runner else None
-    return render_shot.with_options(task_runner=make_task_runner(settings))(manifest, root=root)
+    finish = False
+    if resume:
+        status = shot_status(load_shot(manifest), Path(root))
+        if status["state"] == "done":
+            return {
+                "version": status["version"],
+                "path": str(Path(root) / status["shot"] / status["version"]),
+                "skipped": True,
+            }
+        finish = status["state"] == "interrupted"
+    return render_shot.with_options(task_runner=make_task_runner(settings))(
+        manifest, root=root, resume=finish
+    )
 
 
 def batch_manifests(folder: str, only: str | None = None) -> list[str]:
@@ -504,19 +519,24 @@ def batch_manifests(folder: str, only: str | None = None) -> list[str]:
 
 @flow(name="render-batch", persist_result=False, task_runner=ThreadPoolTaskRunner(max_workers=2))
 def render_batch(
-    folder: str, root: str = "render", only: str | None = None, runner: dict | None = None
+    folder: str,
+    root: str = "render",
+    only: str | None = None,
+    runner: dict | None = None,
+    resume: bool = False,
 ) -> list[dict]:
     """Render every manifest in a folder (or those whose name matches `only`), two shots at a time; a
     shot that fails does not stop the others, and the report lists each shot's outcome."""
     log = get_run_logger()
     manifests = batch_manifests(folder, only)
-    futures = {render_shot_task.submit(m, root, runner): m for m in manifests}
+    futures = {render_shot_task.submit(m, root, runner, resume): m for m in manifests}
     outcomes = []
     for fut in as_completed(list(futures)):
         m = futures[fut]
         try:
             r = fut.result()
-            outcomes.append({"manifest": m, "status": "done", "version": r["version"], "path": r["path"]})
+            status = "already done" if r.get("skipped") else "done"
+            outcomes.append({"manifest": m, "status": status, "version": r["version"], "path": r["path"]})
         except Exception as e:
             message = str(e).splitlines()[0] if str(e) else type(e).__name__
             log.error(f"{m}: {message}")
@@ -631,12 +651,17 @@ def run_render(
 
 
 def run_batch(
-    folder: str, root: str = "render", only: str | None = None, runner: RunnerSettings | None = None
+    folder: str,
+    root: str = "render",
+    only: str | None = None,
+    runner: RunnerSettings | None = None,
+    resume: bool = False,
 ) -> list[dict]:
     """A batch, with one local Dask cluster for all its shots when the runner is a local Dask one."""
     batch_manifests(folder, only)  # fails plainly before Prefect starts
     with shared_cluster(runner) as shared:
-        return render_batch(folder, root=root, only=only, runner=asdict(shared) if shared else None)
+        runner_dict = asdict(shared) if shared else None
+        return render_batch(folder, root=root, only=only, runner=runner_dict, resume=resume)
 
 
 def dry_run(manifest: str, frames: str | None = None, root: str = "render", force: str | None = None) -> list:

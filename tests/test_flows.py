@@ -316,3 +316,50 @@ def test_the_demo_shots_render_as_a_batch(tmp_path, prefect_server):
     assert len(list((root / "demo" / "v001" / "element").glob("*.png"))) == 48
     assert len(list((root / "demo_poisson" / "v001" / "element").glob("*.exr"))) == 12
     assert not (root / "demo_alpha" / "v001" / "element").exists()
+
+
+def test_a_killed_batch_resumes_and_matches_an_uninterrupted_one(tmp_path, prefect_server):
+    shots = tmp_path / "shots"
+    shots.mkdir()
+    big_still_manifest(shots)  # kill010, and a second shot beside it
+    (shots / "kill020.yaml").write_text((shots / "shot.yaml").read_text().replace("kill010", "kill020"))
+    killed, clean = tmp_path / "killed", tmp_path / "clean"
+    env = {**os.environ, "PREFECT_API_URL": prefect_server}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pipeline", "batch", str(shots), "--root", str(killed)],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,  # its own process group: the whole tree is killed at once
+    )
+    comps = [killed / s / "v001" / "comp" for s in ("kill010", "kill020")]
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and sum(len(list(c.glob("*.png"))) for c in comps) < 20:
+        time.sleep(0.02)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    before = {p: (p.stat().st_ino, p.stat().st_mtime_ns) for c in comps for p in c.glob("*.png")}
+    assert 20 <= len(before) < 80, f"the batch was not interrupted mid-way ({len(before)} frames)"
+
+    resumed = vfx("batch", str(shots), "--root", str(killed), "--resume", server=prefect_server)
+    out, _ = resumed.communicate(timeout=900)
+    assert resumed.returncode == 0, out[-3000:]
+    assert out.count(": done: ") == 2 and "v002" not in out  # each shot's v001 was finished
+    uninterrupted = vfx("batch", str(shots), "--root", str(clean), server=prefect_server)
+    out, _ = uninterrupted.communicate(timeout=900)
+    assert uninterrupted.returncode == 0, out[-3000:]
+
+    written = 0
+    for c in comps:
+        after = sorted(c.glob("*.png"))
+        assert len(after) == 40
+        for p in after:
+            assert p.read_bytes() == (clean / p.relative_to(killed)).read_bytes(), p.name
+        report = json.loads((c.parent / "report.json").read_text())
+        written += report["frames_written"]
+    assert {p: (p.stat().st_ino, p.stat().st_mtime_ns) for p in before} == before  # finished frames kept
+    assert written == 80 - len(before)  # only what was missing was rendered again
+    again = vfx("batch", str(shots), "--root", str(killed), "--resume", server=prefect_server)
+    out, _ = again.communicate(timeout=300)
+    assert again.returncode == 0 and out.count(": already done: ") == 2
