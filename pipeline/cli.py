@@ -182,12 +182,11 @@ def cmd_project(args: argparse.Namespace) -> int:
 def cmd_direction(args: argparse.Namespace) -> int:
     from rich.progress import Progress
 
-    from pipeline.directions import learn_from_folders, parse_layers
-    from pipeline.project_stills import image_files
+    from pipeline.directions import learn_from_folders, parse_layers, pick_faces
     from pipeline.stylegan.project import ProjectSettings
 
     settings = ProjectSettings(steps=args.steps, optimize_noise=False, patience=20)
-    count = len(image_files(args.pos)) + len(image_files(args.neg))
+    count = len(pick_faces(args.pos, args.max_faces)) + len(pick_faces(args.neg, args.max_faces))
     with Progress(transient=True) as progress:
         bar = progress.add_task(f"projecting {count} faces", total=None)
         d = learn_from_folders(
@@ -200,6 +199,7 @@ def cmd_direction(args: argparse.Namespace) -> int:
             aligned=args.aligned,
             batch=args.batch,
             on_step=lambda step, losses: progress.advance(bar),
+            max_faces=args.max_faces,
         )
     layers = f"{min(d.layers)}-{max(d.layers)}" if d.layers else "all"
     print(f"{args.out}: direction on layers {layers}, classifier accuracy {d.accuracy:.3f} on {count} faces")
@@ -377,6 +377,7 @@ def build_parser() -> argparse.ArgumentParser:
     dl.add_argument("--aligned", action="store_true", help="the images are aligned crops (vfx extract)")
     dl.add_argument("--steps", type=int, default=500, help="projection steps per face (default 500)")
     dl.add_argument("--batch", type=int, default=8, help="faces projected together (default 8)")
+    dl.add_argument("--max-faces", type=int, help="at most this many faces of each folder, spread evenly")
     dl.set_defaults(func=cmd_direction)
 
     m = sub.add_parser("models", help="list model files and registered generators, or register one")

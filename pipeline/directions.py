@@ -32,8 +32,16 @@ def parse_layers(text: str | None) -> list[int] | None:
     return out
 
 
+def pick_faces(folder: Path, most: int | None) -> list[Path]:
+    """The folder's images, or `most` of them spread evenly over it (a clip's crops are in frame order)."""
+    files = image_files(folder)
+    if most is None or len(files) <= most:
+        return files
+    return [files[i] for i in np.linspace(0, len(files) - 1, most).round().astype(int)]
+
+
 def folder_latents(
-    folder: Path,
+    files: list[Path],
     generator: str,
     cache: Path,
     settings: ProjectSettings,
@@ -41,8 +49,8 @@ def folder_latents(
     batch: int,
     on_step: Callable | None,
 ) -> np.ndarray:
-    project_stills(folder, generator, cache, settings, aligned=aligned, batch=batch, on_step=on_step)
-    return np.stack([np.load(cache / f"{p.stem}.npz")["latents"] for p in image_files(folder)])
+    project_stills(files, generator, cache, settings, aligned=aligned, batch=batch, on_step=on_step)
+    return np.stack([np.load(cache / f"{p.stem}.npz")["latents"] for p in files])
 
 
 def learn_from_folders(
@@ -55,10 +63,12 @@ def learn_from_folders(
     aligned: bool = False,
     batch: int = 8,
     on_step: Callable | None = None,
+    max_faces: int | None = None,
 ) -> Direction:
     cache = out.with_name(out.stem + "_latents")
-    pos = folder_latents(positive, generator, cache / "pos", settings, aligned, batch, on_step)
-    neg = folder_latents(negative, generator, cache / "neg", settings, aligned, batch, on_step)
+    pos_files, neg_files = pick_faces(positive, max_faces), pick_faces(negative, max_faces)
+    pos = folder_latents(pos_files, generator, cache / "pos", settings, aligned, batch, on_step)
+    neg = folder_latents(neg_files, generator, cache / "neg", settings, aligned, batch, on_step)
     if len(pos) < 2 or len(neg) < 2:
         raise PipelineError(f"{positive} / {negative}: need at least two faces in each folder")
     direction = learn_direction(pos, neg, layers, name=out.stem)

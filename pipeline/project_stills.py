@@ -65,7 +65,7 @@ def to_rgb(images: torch.Tensor) -> np.ndarray:
 
 
 def project_stills(
-    source: Path,
+    source: Path | list[Path],
     generator: str,
     out: Path,
     settings: ProjectSettings,
@@ -73,14 +73,15 @@ def project_stills(
     batch: int = 8,
     on_step: Callable[[int, np.ndarray], None] | None = None,
 ) -> list[dict]:
-    """Project every image of `source`; returns one summary per image. Existing outputs are kept: an
-    image whose .npz exists is skipped, so a re-run finishes an interrupted one."""
+    """Project every image of `source` (an image, a folder, or a list of images); returns one summary per
+    image. Existing outputs are kept: an image whose .npz exists is skipped, so a re-run finishes an
+    interrupted one."""
     gpath = generator_path(generator, Path.cwd())
     G, info = load_generator(gpath)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     G = G.to(device)
     lpips = load_lpips("vgg").to(device)
-    files = image_files(source)
+    files = source if isinstance(source, list) else image_files(source)
     out.mkdir(parents=True, exist_ok=True)
     todo = [p for p in files if not (out / f"{p.stem}.npz").is_file()]
     analyzer = None if aligned else FaceAnalyzer()

@@ -84,6 +84,11 @@ def test_direction_learn_command(generator_file, crops, tmp_path, capsys):
     assert d.layers == (1, 2, 3) and d.vector.shape == (CFG.num_ws, 64)
     assert np.all(d.vector[[0, *range(4, CFG.num_ws)]] == 0)
     assert len(list((tmp_path / "attr_latents" / "pos").glob("*.npz"))) == len(list(crops["a"].glob("*.png")))
+    # --max-faces takes that many of each folder, spread over it, and writes the direction again
+    out2 = tmp_path / "few.npz"
+    assert main([*args[:9], str(out2), *args[10:], "--max-faces", "3"]) == 0
+    assert "classifier accuracy" in (printed := capsys.readouterr().out) and "on 6 faces" in printed
+    assert len(list((tmp_path / "few_latents" / "neg").glob("*.npz"))) == 3
 
 
 @pytest.mark.slow
