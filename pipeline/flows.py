@@ -506,6 +506,23 @@ def render_shot_task(manifest: str, root: str, runner: dict | None = None, resum
     )
 
 
+def render_shots(
+    manifests: list[str], root: str, runner: dict | None = None, resume: bool = False
+) -> Iterator[tuple[str, dict, str | None]]:
+    """Render shots side by side (the calling flow's task runner); yield each as it ends with its result,
+    or with its error's first line: a failing shot is logged and does not stop the others."""
+    log = get_run_logger()
+    futures = {render_shot_task.submit(m, root, runner, resume): m for m in manifests}
+    for fut in as_completed(list(futures)):
+        m = futures[fut]
+        try:
+            yield m, fut.result(), None
+        except Exception as e:
+            message = str(e).splitlines()[0] if str(e) else type(e).__name__
+            log.error(f"{m}: {message}")
+            yield m, {}, message
+
+
 def batch_manifests(folder: str, only: str | None = None) -> list[str]:
     manifests = sorted(str(p) for p in Path(folder).glob("*.y*ml"))
     if only:
@@ -527,20 +544,13 @@ def render_batch(
 ) -> list[dict]:
     """Render every manifest in a folder (or those whose name matches `only`), two shots at a time; a
     shot that fails does not stop the others, and the report lists each shot's outcome."""
-    log = get_run_logger()
-    manifests = batch_manifests(folder, only)
-    futures = {render_shot_task.submit(m, root, runner, resume): m for m in manifests}
     outcomes = []
-    for fut in as_completed(list(futures)):
-        m = futures[fut]
-        try:
-            r = fut.result()
+    for m, r, error in render_shots(batch_manifests(folder, only), root, runner, resume):
+        if error is not None:
+            outcomes.append({"manifest": m, "status": "failed", "error": error})
+        else:
             status = "already done" if r.get("skipped") else "done"
             outcomes.append({"manifest": m, "status": status, "version": r["version"], "path": r["path"]})
-        except Exception as e:
-            message = str(e).splitlines()[0] if str(e) else type(e).__name__
-            log.error(f"{m}: {message}")
-            outcomes.append({"manifest": m, "status": "failed", "error": message})
     outcomes.sort(key=lambda o: o["manifest"])
     lines = ["| manifest | status | version / error |", "|---|---|---|"]
     lines += [f"| {o['manifest']} | {o['status']} | {o.get('version') or o.get('error')} |" for o in outcomes]
@@ -558,7 +568,6 @@ def overnight(folder: str, root: str = "render") -> dict:
     in render/overnight/ and as a Prefect artifact."""
     from pipeline.shot_stages import shot_status
 
-    log = get_run_logger()
     started = time.strftime("%Y-%m-%d %H:%M")
     todo, rows = [], []
     for m in batch_manifests(folder):
@@ -578,17 +587,10 @@ def overnight(folder: str, root: str = "render") -> dict:
                     "detail": status["version"],
                 }
             )
-    futures = {render_shot_task.submit(m, root): (m, st) for m, st in todo}
-    for fut in as_completed(list(futures)):
-        m, st = futures[fut]
-        why = f"{st['state']}: {st['detail']}".rstrip(": ")
-        try:
-            r = fut.result()
-            rows.append({"manifest": m, "before": why, "outcome": "rendered", "detail": r["version"]})
-        except Exception as e:
-            message = str(e).splitlines()[0] if str(e) else type(e).__name__
-            log.error(f"{m}: {message}")
-            rows.append({"manifest": m, "before": why, "outcome": "failed", "detail": message})
+    before = {m: f"{st['state']}: {st['detail']}".rstrip(": ") for m, st in todo}
+    for m, r, error in render_shots(list(before), root):
+        outcome, detail = ("failed", error) if error is not None else ("rendered", r["version"])
+        rows.append({"manifest": m, "before": before[m], "outcome": outcome, "detail": detail})
     rows.sort(key=lambda r: r["manifest"])
     counts = {
         k: sum(r["outcome"] == k for r in rows) for k in ("rendered", "failed", "up to date", "skipped")
