@@ -154,7 +154,7 @@ def shot_for(folder: Path, clip: Path, n: int, blend_mode: str, crop_size: int) 
 def track_for(shot: Shot, folder: Path) -> tuple[FaceTrack, float]:
     """The shot's face track (detect_range + finish_track, as `vfx track` does) and its build time."""
     t = time.perf_counter()
-    found = detect_range(shot, shot.first, shot.last)
+    found = detect_range(shot, shot.first, shot.last).faces
     track = finish_track(shot, found, folder / f"{shot.name}.track.npz")
     return track, time.perf_counter() - t
 

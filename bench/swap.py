@@ -69,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
                 encoding="utf-8",
             )
             shot = load_shot(manifest)
-            found = detect_range(shot, shot.first, shot.last)
+            found = detect_range(shot, shot.first, shot.last).faces
             track = finish_track(shot, found, folder / f"track{preset}.npz")
             compositor = Compositor(shot, track)
             crops = np.random.default_rng(0).random((n, cfg.size, cfg.size, 3)).astype(np.float32)

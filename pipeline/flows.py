@@ -15,7 +15,12 @@ os.environ.setdefault("DO_NOT_TRACK", "1")
 import contextlib  # noqa: E402
 import fnmatch  # noqa: E402
 import re  # noqa: E402
+import signal  # noqa: E402
+import socket  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
 import time  # noqa: E402
+import urllib.request  # noqa: E402
 from collections.abc import Callable, Iterator  # noqa: E402
 from dataclasses import asdict, replace  # noqa: E402
 from pathlib import Path  # noqa: E402
@@ -33,13 +38,14 @@ from prefect.task_runners import ThreadPoolTaskRunner  # noqa: E402
 from pipeline import shot_faces, shot_path, shot_project  # noqa: E402
 from pipeline.config import RunnerSettings  # noqa: E402
 from pipeline.errors import ManifestError, PipelineError  # noqa: E402
-from pipeline.faces.track import FaceTrack, FrameFaces  # noqa: E402
+from pipeline.faces.track import FaceTrack  # noqa: E402
 from pipeline.manifest import Shot, load_shot, parse_range  # noqa: E402
 from pipeline.media.encode import encode_movie  # noqa: E402
 from pipeline.media.sequences import extension  # noqa: E402
 from pipeline.render import (  # noqa: E402
     ChunkResult,
     MovieResult,
+    StageClock,
     chunk_ranges,
     encode_movies,
     output_metadata,
@@ -94,6 +100,52 @@ def shared_cluster(runner: RunnerSettings | None) -> Iterator[RunnerSettings | N
 
     with LocalCluster(n_workers=runner.workers, threads_per_worker=1, dashboard_address=None) as cluster:
         yield replace(runner, dask_address=cluster.scheduler_address)
+
+
+@contextlib.contextmanager
+def local_server(home: Path, startup_timeout: float = 180) -> Iterator[dict[str, str]]:
+    """`prefect server start` on a free port of 127.0.0.1 with its own home, for tests and benches.
+
+    Yields the environment that points a subprocess at it; runs in this process report there too while
+    it is open. The server is stopped by its process id, however the block ends."""
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    home.mkdir(parents=True, exist_ok=True)
+    url = f"http://127.0.0.1:{port}/api"
+    env = {**os.environ, "PREFECT_HOME": str(home), "PREFECT_API_URL": url}
+    log_path = home / "server.log"
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen(
+            [str(Path(sys.executable).parent / "prefect"), "server", "start", "--host", "127.0.0.1"]
+            + ["--port", str(port)],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            deadline = time.monotonic() + startup_timeout
+            while True:
+                try:
+                    urllib.request.urlopen(f"{url}/health", timeout=2)
+                    break
+                except OSError:
+                    if proc.poll() is not None or time.monotonic() > deadline:
+                        raise RuntimeError(
+                            f"the Prefect server did not start; its log {log_path}:\n{log_path.read_text()}"
+                        ) from None
+                    time.sleep(0.5)
+            with temporary_settings({PREFECT_API_URL: url}):
+                yield env
+        finally:
+            os.kill(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                os.kill(proc.pid, signal.SIGKILL)
+                proc.wait()
 
 
 def _retry_unless_bad_input(task, task_run, state) -> bool:
@@ -226,7 +278,7 @@ def path_keys_task(
 
 
 @task(name="detect-faces", **CHUNK_TASK)
-def detect_chunk(manifest: str, first: int, last: int) -> list[FrameFaces]:
+def detect_chunk(manifest: str, first: int, last: int) -> shot_faces.DetectChunk:
     return shot_faces.detect_range(load_shot(manifest), first, last)
 
 
@@ -281,6 +333,7 @@ def track_faces(manifest: str, shot: Shot, root: Path) -> tuple[FaceTrack, dict]
     """The shot's face track: from the cache when plate, frame range and faces settings are unchanged."""
     t0 = time.perf_counter()
     path = shot_faces.track_path(root, shot)
+    found_chunks = []
     if path.is_file():
         track, cached = FaceTrack.load(path), True
     else:
@@ -291,9 +344,9 @@ def track_faces(manifest: str, shot: Shot, root: Path) -> tuple[FaceTrack, dict]
             shot.spec.output.chunk_size,
             f"{shot.name}: face detection",
         )
-        found = [f for chunk in found_chunks for f in chunk]
+        found = [f for chunk in sorted(found_chunks, key=lambda c: c.first) for f in chunk.faces]
         track, cached = shot_faces.finish_track(shot, found, path), False
-    report = shot_faces.track_report(track, cached, path, time.perf_counter() - t0)
+    report = shot_faces.track_report(track, cached, path, time.perf_counter() - t0, found_chunks)
     get_run_logger().info(
         f"{shot.name}: faces on {report['with_face']} of {report['frames']} frames "
         f"({report['detected']} detected, {report['filled']} filled)" + (" (cached track)" if cached else "")
@@ -328,13 +381,14 @@ def render_shot(
     """Render one shot into a new version folder (or finish one with resume=True). Stages whose inputs,
     settings and code are unchanged come from the shot's cache; `force` reruns a stage and those after."""
     log = get_run_logger()
-    t0 = time.perf_counter()
+    clock = StageClock()
     shot = prepare_shot(manifest, frames)
     ensure_writable(Path(root))
-    if force:
-        for removed in clear_cache(shot, Path(root), force):
-            log.info(f"{shot.name}: --force {force}: removed {removed}")
-    planned = plan(shot, Path(root))
+    with clock("plan"):
+        if force:
+            for removed in clear_cache(shot, Path(root), force):
+                log.info(f"{shot.name}: --force {force}: removed {removed}")
+        planned = plan(shot, Path(root))
     for name, runs, why in planned:
         log.info(f"{shot.name}: {name}: {'runs' if runs else 'from the cache'} ({why})")
     v = open_version(shot, Path(root), resume, version)
@@ -344,10 +398,8 @@ def render_shot(
         faces, track = None, None
         stages = ["decode"]
         if shot.spec.faces and shot.spec.faces.enabled:
-            track, faces = track_faces(manifest, shot, Path(root))
-            faces["contact_sheet"] = str(
-                shot_faces.faces_contact_sheet(shot, v, track, metadata, shot.first, shot.last)
-            )
+            with clock("track"):
+                track, faces = track_faces(manifest, shot, Path(root))
             stages.append("track faces")
         if swap_spec(shot) is not None:
             stages.append("swap")
@@ -355,35 +407,37 @@ def render_shot(
         if track is not None and swap_spec(shot) is not None:
             swap_cache = str(swap_cache_dir(Path(root), shot, stage_keys(shot)["track"]))
         if shot_project.project_spec(shot) is not None and faces is not None:
-            latents_file, faces["projection"] = project_faces_task(
-                manifest, frames, faces["path"], root, swap_cache
-            )
+            with clock("project"):
+                latents_file, faces["projection"] = project_faces_task(
+                    manifest, frames, faces["path"], root, swap_cache
+                )
             stages.append("project")
         if latents_file is not None or shot_path.path_spec(shot) is not None:
-            keys_file, path_report = path_keys_task(manifest, frames, latents_file, root)
+            with clock("path"):
+                keys_file, path_report = path_keys_task(manifest, frames, latents_file, root)
             stages.append("path")
         if composite_spec(shot) is not None:
             stages.append("composite")
-        identity_file = identity_references(shot, v.path / "identity_refs.npz")
-        t_faces = time.perf_counter()
-        track_file = faces["path"] if faces else None
-        chunks = run_chunks(
-            lambda a, b: render_chunk.submit(
-                manifest,
-                frames,
-                str(v.path),
-                track_file,
-                str(identity_file) if identity_file else None,
-                a,
-                b,
-                keys_file,
-                swap_cache,
-            ),
-            shot.first,
-            shot.last,
-            shot.spec.output.chunk_size,
-            f"{shot.name} {v.label}",
-        )
+        with clock("frames"):
+            identity_file = identity_references(shot, v.path / "identity_refs.npz")
+            track_file = faces["path"] if faces else None
+            chunks = run_chunks(
+                lambda a, b: render_chunk.submit(
+                    manifest,
+                    frames,
+                    str(v.path),
+                    track_file,
+                    str(identity_file) if identity_file else None,
+                    a,
+                    b,
+                    keys_file,
+                    swap_cache,
+                ),
+                shot.first,
+                shot.last,
+                shot.spec.output.chunk_size,
+                f"{shot.name} {v.label}",
+            )
         chunks.sort(key=lambda c: c.first)
         if (swap := swap_spec(shot)) is not None and faces is not None:
             rows = sorted(r for c in chunks for r in c.identity)
@@ -391,43 +445,47 @@ def render_shot(
             faces["identity_per_frame"] = rows
             if faces["identity"]:
                 log.info(f"{shot.name} {v.label}: identity {faces['identity']}")
-        if composite_spec(shot) is not None and track is not None:
-            faces["transforms"] = str(write_transforms(v, shot, track))
-            faces["composite_contact_sheet"] = str(
-                composite_contact_sheet(
-                    shot, v, track, sample_frames(shot.first, shot.last, 4), metadata, keys_file, swap_cache
+        with clock("review"):
+            if track is not None and faces is not None:
+                faces["contact_sheet"] = str(
+                    shot_faces.faces_contact_sheet(shot, v, track, metadata, shot.first, shot.last)
                 )
-            )
-        if latents_file is not None and faces is not None:
-            faces["projection"]["contact_sheet"] = str(
-                shot_project.projection_contact_sheet(shot, v, latents_file, metadata)
-            )
-        if keys_file is not None and path_report is not None:
-            path_report["contact_sheet"] = str(shot_path.path_contact_sheet(shot, v, keys_file, metadata))
-        t_frames = time.perf_counter()
-        movies = encode_movies_task(shot, v, metadata)
+            if composite_spec(shot) is not None and track is not None and faces is not None:
+                faces["transforms"] = str(write_transforms(v, shot, track))
+                faces["composite_contact_sheet"] = str(
+                    composite_contact_sheet(
+                        shot,
+                        v,
+                        track,
+                        sample_frames(shot.first, shot.last, 4),
+                        metadata,
+                        keys_file,
+                        swap_cache,
+                    )
+                )
+            if latents_file is not None and faces is not None:
+                faces["projection"]["contact_sheet"] = str(
+                    shot_project.projection_contact_sheet(shot, v, latents_file, metadata)
+                )
+            if keys_file is not None and path_report is not None:
+                path_report["contact_sheet"] = str(shot_path.path_contact_sheet(shot, v, keys_file, metadata))
+        with clock("movies"):
+            movies = encode_movies_task(shot, v, metadata)
         for m in movies:
             log.info(f"{shot.name} {v.label}: movie {Path(m.path).name} ({m.seconds:.1f} s)")
-        t_movies = time.perf_counter()
-        timings = {
-            "faces_s": t_faces - t0,
-            "frames_s": t_frames - t_faces,
-            "movies_s": t_movies - t_frames,
-            "total_s": time.perf_counter() - t0,
-        }
         report = write_report(
             shot,
             v,
             chunks,
             movies,
             metadata,
-            timings,
+            clock.timings(chunks, faces.get("chunks", []) if faces else []),
             faces=faces,
             stages=[*stages, "write", "encode"],
             path=path_report,
             record=stage_record(shot, planned),
         )
-        return _finish(shot, v, report, t0)
+        return _finish(shot, v, report, clock.t0)
     except BaseException as e:
         _failed(v, e)
         raise

@@ -5,11 +5,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import platform
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -61,7 +62,8 @@ class ChunkResult:
     written: int = 0
     skipped: int = 0
     decode_s: float = 0.0
-    composite_s: float = 0.0
+    new_faces_s: float = 0.0  # making the new faces: swap model, generator or test alteration
+    composite_s: float = 0.0  # the rest of compositing: colour, grain, warp back, blend, elements
     write_s: float = 0.0
     wall_s: float = 0.0
     identity: list[list[float]] = field(default_factory=list)  # [frame, distance to A, distance to B]
@@ -98,9 +100,11 @@ def render_frames(
         numbers = [n for n, _ in pending]
         outputs = [f for _, f in pending]
         if compositor is not None:
-            t = time.perf_counter()
+            t, made_before = time.perf_counter(), compositor.new_faces_s
             done = compositor.frames(numbers, outputs)
-            result.composite_s += time.perf_counter() - t
+            made = compositor.new_faces_s - made_before
+            result.new_faces_s += made
+            result.composite_s += time.perf_counter() - t - made
             outputs = [d.comp for d in done]
             for n, d in zip(numbers, done, strict=True):
                 if d.element is not None:
@@ -129,6 +133,42 @@ def render_frames(
         frames.close()
     result.wall_s = time.perf_counter() - t0
     return result
+
+
+class StageClock:
+    """Wall seconds of each step of a render, for the run record: what a slow render spent its time on."""
+
+    def __init__(self) -> None:
+        self.t0 = time.perf_counter()
+        self.seconds: dict[str, float] = {}
+
+    @contextlib.contextmanager
+    def __call__(self, step: str) -> Iterator[None]:
+        t = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[step] = self.seconds.get(step, 0.0) + time.perf_counter() - t
+
+    def timings(self, chunks: Sequence[ChunkResult], detect_chunks: Sequence[dict] = ()) -> dict:
+        """Each step's wall time (`<step>_s`), the rest (`other_s`: opening the version, logging), and
+        the chunks' own seconds summed by stage (`chunk_seconds`; chunks run side by side, so these add up
+        to more than the wall time of the frames)."""
+        total = time.perf_counter() - self.t0
+        walls = {f"{k}_s": v for k, v in self.seconds.items()}
+        sums = {
+            "decode": sum(c.decode_s for c in chunks) + sum(c["decode_s"] for c in detect_chunks),
+            "detect": sum(c["detect_s"] for c in detect_chunks),
+            "new_faces": sum(c.new_faces_s for c in chunks),
+            "composite": sum(c.composite_s for c in chunks),
+            "write": sum(c.write_s for c in chunks),
+        }
+        return {
+            **walls,
+            "other_s": total - sum(walls.values()),
+            "total_s": total,
+            "chunk_seconds": sums,
+        }
 
 
 def chunk_ranges(first: int, last: int, size: int) -> list[tuple[int, int]]:
@@ -302,16 +342,19 @@ def report_markdown(report: dict) -> str:
         f"- Synthetic (AI-altered) imagery: {report['metadata']['synthetic_imagery']} "
         f"(stages: {report['metadata']['ai_altered_stages']})",
         f"- Sequence: `{report['sequence']}`",
-        f"- Total {t.get('total_s', 0):.1f} s: frames {t.get('frames_s', 0):.1f} s, "
-        f"movies {t.get('movies_s', 0):.1f} s",
+        f"- Total {t.get('total_s', 0):.1f} s: "
+        + ", ".join(
+            f"{k[:-2]} {v:.1f} s" for k, v in t.items() if k.endswith("_s") and k != "total_s" and v >= 0.05
+        ),
         "",
-        "| chunk | written | skipped | decode s | write s | wall s |",
-        "|---|---|---|---|---|---|",
+        "| chunk | written | skipped | decode s | new faces s | composite s | write s | wall s | worker |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for c in report["chunks"]:
         lines.append(
             f"| {c['first']}-{c['last']} | {c['written']} | {c['skipped']} | {c['decode_s']:.2f} | "
-            f"{c['write_s']:.2f} | {c['wall_s']:.2f} |"
+            f"{c.get('new_faces_s', 0):.2f} | {c['composite_s']:.2f} | {c['write_s']:.2f} | "
+            f"{c['wall_s']:.2f} | {c['worker']} |"
         )
     if faces := report.get("faces"):
         lines += ["", *faces_markdown(faces)]

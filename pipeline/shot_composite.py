@@ -10,6 +10,7 @@ finishing elsewhere.
 from __future__ import annotations
 
 import functools
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -153,6 +154,7 @@ class FaceSource:
         self.swap = swap_spec(shot)
         self.alteration = composite_spec(shot).alteration if composite_spec(shot) else "none"
         self.model = None
+        self.seconds = 0.0  # spent making faces, for the run record
         if self.swap:
             path = model_file(shot)
             st = path.stat()
@@ -162,6 +164,15 @@ class FaceSource:
         self, numbers: list[int], crops: list[np.ndarray]
     ) -> tuple[list[np.ndarray], list[np.ndarray | None]]:
         """New faces for the aligned crops of frames `numbers`, and the model's masks where it has them."""
+        t = time.perf_counter()
+        try:
+            return self._convert(numbers, crops)
+        finally:
+            self.seconds += time.perf_counter() - t
+
+    def _convert(
+        self, numbers: list[int], crops: list[np.ndarray]
+    ) -> tuple[list[np.ndarray], list[np.ndarray | None]]:
         if self.generated is not None:
             faces = self.generated.faces(numbers, crops[0].shape[0]) if crops else []
             return faces, [None] * len(crops)
@@ -220,6 +231,10 @@ class Compositor:
             from pipeline.swap.convert import IdentityMeter
 
             self.identity = (IdentityMeter(), identity_refs[0], identity_refs[1])
+
+    @property
+    def new_faces_s(self) -> float:
+        return self.source.seconds
 
     def _crop_landmarks(self) -> np.ndarray:
         """Landmarks in crop coordinates for every frame with a face; frames filled by interpolation

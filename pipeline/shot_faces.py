@@ -6,8 +6,12 @@ Like `render.py`, this wires stage modules to a `Shot`; `flows.py` runs these fu
 from __future__ import annotations
 
 import hashlib
+import os
+import platform
 import threading
 import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import cv2
@@ -122,12 +126,45 @@ def track_path(root: Path, shot: Shot) -> Path:
     return root / shot.name / "cache" / f"track-{track_key(shot)}.npz"
 
 
-def detect_range(shot: Shot, first: int, last: int) -> list[FrameFaces]:
+@dataclass
+class DetectChunk:
+    """The faces found on frames first..last, and where the chunk's time went (for the run record)."""
+
+    first: int
+    last: int
+    faces: list[FrameFaces]
+    decode_s: float = 0.0
+    detect_s: float = 0.0
+    wall_s: float = 0.0
+    worker: str = field(default_factory=lambda: f"{platform.node()}:{os.getpid()}")
+
+    def timing(self) -> dict:
+        return {k: v for k, v in asdict(self).items() if k != "faces"}
+
+
+def detect_range(shot: Shot, first: int, last: int) -> DetectChunk:
+    t0 = time.perf_counter()
     spec = faces_spec(shot)
+    face_analyzer = analyzer(shot)
     frames = shot.plate.read(shot.plate_index(first), shot.plate_index(last) + 1)
-    return detect_frames(
-        analyzer(shot), zip(range(first, last + 1), frames, strict=False), embed=spec.reference is not None
-    )
+    chunk = DetectChunk(first, last, [])
+
+    def timed_frames() -> Iterator[tuple[int, np.ndarray]]:
+        for n in range(first, last + 1):
+            t = time.perf_counter()
+            frame = next(frames, None)
+            chunk.decode_s += time.perf_counter() - t
+            if frame is None:
+                return
+            yield n, frame
+
+    try:
+        chunk.faces = detect_frames(face_analyzer, timed_frames(), embed=spec.reference is not None)
+    finally:
+        frames.close()
+    chunk.wall_s = time.perf_counter() - t0
+    chunk.detect_s = chunk.wall_s - chunk.decode_s
+    return chunk
 
 
 def reference_embedding(shot: Shot) -> np.ndarray | None:
@@ -154,11 +191,14 @@ def track_quality(track: FaceTrack) -> dict:
     }
 
 
-def track_report(track: FaceTrack, cached: bool, path: Path, seconds: float) -> dict:
+def track_report(
+    track: FaceTrack, cached: bool, path: Path, seconds: float, chunks: list[DetectChunk] = ()
+) -> dict:
     return {
         "cached": cached,
         "path": str(path),
         "seconds": seconds,
+        "chunks": [c.timing() for c in sorted(chunks, key=lambda c: c.first)],
         **track.summary(),
         "quality": track_quality(track),
         "per_frame": track.per_frame(),

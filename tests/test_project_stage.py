@@ -45,7 +45,7 @@ def track(woman_clip, generator_file, tmp_path_factory) -> tuple[FaceTrack, str]
     """The real track of the clip's first 12 frames, made without Prefect."""
     folder = tmp_path_factory.mktemp("track")
     shot = load_shot(write_manifest(folder, shot_yaml(woman_clip, generator_file, "steps: 5")))
-    found = shot_faces.detect_range(shot, shot.first, shot.last)
+    found = shot_faces.detect_range(shot, shot.first, shot.last).faces
     return shot_faces.finish_track(shot, found, folder / "track.npz"), shot_faces.track_stage(shot)
 
 
