@@ -51,12 +51,10 @@ from pipeline.render import (  # noqa: E402
     output_metadata,
     render_frames,
     report_markdown,
-    sample_frames,
     write_report,
 )
 from pipeline.shot_composite import (  # noqa: E402
     Compositor,
-    composite_contact_sheet,
     composite_spec,
     identity_references,
     identity_summary,
@@ -65,6 +63,7 @@ from pipeline.shot_composite import (  # noqa: E402
     swap_spec,
     write_transforms,
 )
+from pipeline.shot_review import ReviewTiles, composite_contact_sheet  # noqa: E402
 from pipeline.shot_stages import clear_cache, plan, stage_keys, stage_record  # noqa: E402
 from pipeline.workspace import (  # noqa: E402
     RenderVersion,
@@ -235,14 +234,16 @@ def render_chunk(
     """One chunk of frames; opens the plate (and the face track) itself so a chunk can run anywhere."""
     shot = prepare_shot(manifest, frames)
     version = _version_for_task(shot, version_path)
+    track = FaceTrack.load(Path(track_file)) if track_file else None
     compositor = None
     if composite_spec(shot) is not None:
-        assert track_file is not None
+        assert track is not None
         refs = load_identity_references(identity_file)
-        compositor = Compositor(shot, FaceTrack.load(Path(track_file)), refs, keys_file, swap_cache)
+        compositor = Compositor(shot, track, refs, keys_file, swap_cache)
     elif keys_file is not None:  # no plate: the path's faces, full frame
         compositor = shot_path.GeneratedFrames(shot, keys_file)
-    return render_frames(shot, version, first, last, output_metadata(shot, version), compositor)
+    metadata = output_metadata(shot, version)
+    return render_frames(shot, version, first, last, metadata, compositor, ReviewTiles(shot, version, track))
 
 
 @task(name="project-faces", **CHUNK_TASK)
@@ -453,15 +454,7 @@ def render_shot(
             if composite_spec(shot) is not None and track is not None and faces is not None:
                 faces["transforms"] = str(write_transforms(v, shot, track))
                 faces["composite_contact_sheet"] = str(
-                    composite_contact_sheet(
-                        shot,
-                        v,
-                        track,
-                        sample_frames(shot.first, shot.last, 4),
-                        metadata,
-                        keys_file,
-                        swap_cache,
-                    )
+                    composite_contact_sheet(shot, v, track, metadata, keys_file, swap_cache)
                 )
             if latents_file is not None and faces is not None:
                 faces["projection"]["contact_sheet"] = str(

@@ -6,7 +6,6 @@
 from __future__ import annotations
 
 import contextlib
-import math
 import os
 import platform
 import time
@@ -19,6 +18,7 @@ import numpy as np
 
 from pipeline import TOOL_NAME, __version__
 from pipeline.errors import MediaError
+from pipeline.faces.draw import grid
 from pipeline.manifest import Shot
 from pipeline.media.color import to_uint8
 from pipeline.media.decode import read_image
@@ -26,6 +26,7 @@ from pipeline.media.encode import MOVIE_PRESETS, AudioSource, encode_movie
 from pipeline.media.sequences import write_frame
 from pipeline.shot_composite import (
     Compositor,
+    FrameComposite,
     altered_stages,
     composite_spec,
     element_path,
@@ -77,10 +78,13 @@ def render_frames(
     last: int,
     metadata: dict[str, str],
     compositor: Compositor | None = None,
+    on_frame: Callable[[int, np.ndarray, np.ndarray, FrameComposite | None], None] | None = None,
 ) -> ChunkResult:
     """Decode, composite and write frames first..last, skipping frames already complete on disk.
 
-    A frame's element is written before its comp, so a comp on disk means the frame is complete.
+    A frame's element (and what `on_frame` saves of it: review tiles) is written before its comp, so a
+    comp on disk means the frame is complete. `on_frame` gets the frame number, the plate, the comp and
+    the composite's parts.
     """
     t0 = time.perf_counter()
     result = ChunkResult(first, last)
@@ -99,6 +103,7 @@ def render_frames(
     def flush() -> None:
         numbers = [n for n, _ in pending]
         outputs = [f for _, f in pending]
+        done: list[FrameComposite | None] = [None] * len(numbers)
         if compositor is not None:
             t, made_before = time.perf_counter(), compositor.new_faces_s
             done = compositor.frames(numbers, outputs)
@@ -112,7 +117,9 @@ def render_frames(
                 if d.identity is not None:
                     result.identity.append([n, *d.identity])
         t = time.perf_counter()
-        for n, frame in zip(numbers, outputs, strict=True):
+        for k, (n, frame) in enumerate(zip(numbers, outputs, strict=True)):
+            if on_frame is not None:
+                on_frame(n, pending[k][1], frame, done[k])
             write_frame(version.frame_path(n), frame, fmt, metadata)
         result.write_s += time.perf_counter() - t
         result.written += len(numbers)
@@ -244,31 +251,44 @@ def encode_movies(shot: Shot, version: RenderVersion, metadata: dict[str, str]) 
     return results
 
 
+def frame_thumb(image: np.ndarray, frame: int, width: int = 320) -> np.ndarray:
+    """A written frame, small and labelled with its number, for the contact sheet."""
+    img = to_uint8(image)
+    h, w = img.shape[:2]
+    th = max(1, round(h * width / w))
+    img = np.ascontiguousarray(cv2.resize(img, (width, th), interpolation=cv2.INTER_AREA)[..., :3])
+    cv2.rectangle(img, (0, th - 22), (70, th), (0, 0, 0), -1)
+    cv2.putText(img, str(frame), (4, th - 6), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (255, 255, 255), 1, cv2.LINE_AA)
+    return img
+
+
+def review_tile_path(version: RenderVersion, sheet: str, frame: int) -> Path:
+    return version.path / "review" / f"{sheet}.{frame:06d}.png"
+
+
+def save_review_tile(version: RenderVersion, sheet: str, frame: int, tile: np.ndarray) -> None:
+    path = review_tile_path(version, sheet, frame)
+    path.parent.mkdir(exist_ok=True)
+    write_frame(path, tile, "png8", {})
+
+
+def review_tiles(
+    version: RenderVersion, sheet: str, frames: Sequence[int], make: Callable[[int], np.ndarray]
+):
+    """The tiles the chunks saved for these frames; a tile no chunk saved (a frame finished by an older
+    run) is made now by `make`, which decodes what it needs again."""
+    out = []
+    for n in frames:
+        path = review_tile_path(version, sheet, n)
+        out.append(to_uint8(read_image(path)) if path.is_file() else make(n))
+    return out
+
+
 def contact_sheet(
-    frame_path: Callable[[int], Path],
-    frames: Sequence[int],
-    out: Path,
-    metadata: dict[str, str],
-    columns: int = 4,
-    thumb_width: int = 320,
+    thumbs: Sequence[np.ndarray], out: Path, metadata: dict[str, str], columns: int = 4
 ) -> Path:
     """A grid of written frames across the render, each labelled with its frame number."""
-    thumbs = []
-    for n in frames:
-        img = to_uint8(read_image(frame_path(n)))
-        h, w = img.shape[:2]
-        th = max(1, round(h * thumb_width / w))
-        img = np.ascontiguousarray(cv2.resize(img, (thumb_width, th), interpolation=cv2.INTER_AREA))
-        cv2.rectangle(img, (0, th - 22), (70, th), (0, 0, 0), -1)
-        cv2.putText(img, str(n), (4, th - 6), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (255, 255, 255), 1, cv2.LINE_AA)
-        thumbs.append(img)
-    rows = math.ceil(len(thumbs) / columns)
-    th = thumbs[0].shape[0]
-    sheet = np.zeros((rows * th, columns * thumb_width, 3), np.uint8)
-    for i, img in enumerate(thumbs):
-        r, c = divmod(i, columns)
-        sheet[r * th : (r + 1) * th, c * thumb_width : (c + 1) * thumb_width] = img
-    write_frame(out, sheet, "png8", metadata)
+    write_frame(out, grid(list(thumbs), columns), "png8", metadata)
     return out
 
 
@@ -294,12 +314,18 @@ def write_report(
 ) -> dict:
     """report.json (for machines), report.md (for people) and the contact sheet of the written frames."""
     t = time.perf_counter()
-    sheet = contact_sheet(
-        frame_path or version.frame_path,
-        sample_frames(shot.first, shot.last),
-        version.path / "contact_sheet.png",
-        metadata,
+    read = frame_path or version.frame_path
+    thumbs = (
+        review_tiles(
+            version,
+            "frames",
+            sample_frames(shot.first, shot.last),
+            lambda n: frame_thumb(read_image(read(n)), n),
+        )
+        if frame_path is None
+        else [frame_thumb(read_image(read(n)), n) for n in sample_frames(shot.first, shot.last)]
     )
+    sheet = contact_sheet(thumbs, version.path / "contact_sheet.png", metadata)
     timings = {**timings, "contact_sheet_s": time.perf_counter() - t}
     report = {
         "shot": shot.name,

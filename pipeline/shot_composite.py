@@ -20,12 +20,10 @@ import numpy as np
 
 from pipeline.composite import alter_face, blend, match_grain, sharpen, transfer_color
 from pipeline.faces.align import align_face, transform_points, warp_to_plate
-from pipeline.faces.draw import grid
 from pipeline.faces.masks import landmark_mask
 from pipeline.faces.track import FaceTrack
 from pipeline.manifest import CompositeSpec, MaskSpec, Shot, SwapSpec
 from pipeline.media.color import to_float, to_uint8
-from pipeline.media.decode import read_image
 from pipeline.media.sequences import extension, write_frame
 from pipeline.stages import StageKey, code_version, digest, file_digest
 from pipeline.workspace import RenderVersion, write_atomic, write_json_atomic
@@ -345,39 +343,22 @@ def write_transforms(version: RenderVersion, shot: Shot, track: FaceTrack) -> Pa
     return path
 
 
-def composite_contact_sheet(
-    shot: Shot,
-    version: RenderVersion,
-    track: FaceTrack,
-    frames: list[int],
-    metadata: dict[str, str],
-    keys_file: str | Path | None = None,
-    swap_cache: str | Path | None = None,
-) -> Path:
-    """Rows of plate | new face | matte | comp for a few frames across the shot."""
-    compositor = Compositor(shot, track, keys_file=keys_file, swap_cache=swap_cache)
+def composite_row(frame: int, plate: np.ndarray, done: FrameComposite, comp: np.ndarray) -> np.ndarray:
+    """plate | new face | matte | comp of one frame, 256 px each, for the composite contact sheet."""
     tile = 256
+    blank = np.zeros((tile, tile, 3), np.float32)
+    row = [
+        _fit(plate, tile),
+        _fit(done.new_face, tile) if done.new_face is not None else blank,
+        _fit(np.repeat(done.matte[..., None], 3, -1), tile) if done.matte is not None else blank,
+        _fit(comp, tile),
+    ]
     tiles = []
-    for n in frames:
-        plate = next(shot.plate.read(shot.plate_index(n), shot.plate_index(n) + 1))
-        result = compositor.frame(n, plate)
-        comp = read_image(version.frame_path(n))
-        blank = np.zeros((tile, tile, 3), np.float32)
-        row = [
-            _fit(plate, tile),
-            _fit(result.new_face, tile) if result.new_face is not None else blank,
-            _fit(np.repeat(result.matte[..., None], 3, -1), tile) if result.matte is not None else blank,
-            _fit(comp, tile),
-        ]
-        for j, label in enumerate((f"{n} plate", "new face", "matte", "comp")):
-            img = to_uint8(row[j]).copy()
-            cv2.putText(
-                img, label, (4, tile - 6), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (255, 255, 0), 1, cv2.LINE_AA
-            )
-            tiles.append(img)
-    path = version.path / "composite_contact_sheet.png"
-    write_frame(path, grid(tiles, 4), "png8", metadata)
-    return path
+    for img, label in zip(row, (f"{frame} plate", "new face", "matte", "comp"), strict=True):
+        img = to_uint8(img).copy()
+        cv2.putText(img, label, (4, tile - 6), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (255, 255, 0), 1, cv2.LINE_AA)
+        tiles.append(img)
+    return np.concatenate(tiles, axis=1)
 
 
 def _fit(image: np.ndarray, size: int) -> np.ndarray:

@@ -33,7 +33,7 @@ from pipeline.faces.track import (
 from pipeline.manifest import FacesSpec, Shot
 from pipeline.media.decode import load_still
 from pipeline.media.sequences import write_frame
-from pipeline.render import ChunkResult, sample_frames
+from pipeline.render import ChunkResult, review_tiles, sample_frames
 from pipeline.stages import StageKey, code_version, digest
 from pipeline.workspace import RenderVersion
 
@@ -205,31 +205,34 @@ def track_report(
     }
 
 
-def faces_contact_sheet(
-    shot: Shot, version: RenderVersion, track: FaceTrack, metadata: dict[str, str], first: int, last: int
-) -> Path:
-    """Aligned crops across the rendered frames, with their matte outlines and landmarks."""
+def face_tile(shot: Shot, track: FaceTrack, frame: int, plate: np.ndarray) -> np.ndarray:
+    """The aligned crop of one frame with its matte outline and landmarks, 256 px, for the contact sheet."""
     spec = faces_spec(shot)
     size = spec.crop_size
-    tiles = []
-    for n in sample_frames(first, last):
-        i = track.index(n)
-        frame = next(shot.plate.read(shot.plate_index(n), shot.plate_index(n) + 1))
-        if not track.has_face[i]:
-            tile = np.zeros((size, size, 3), np.uint8)
-            tiles.append(draw_crop_tile(tile, None, None, f"{n} no face"))
-            continue
-        crop, m = align_face(frame, track.params[i], size)
+    i = track.index(frame)
+    if not track.has_face[i]:
+        tile = draw_crop_tile(np.zeros((size, size, 3), np.uint8), None, None, f"{frame} no face")
+    else:
+        crop, m = align_face(plate, track.params[i], size)
         lm = transform_points(m, track.landmarks[i]) if track.detected[i] else None
         mask = (
             landmark_mask(lm, size, spec.mask.kind, spec.mask.erode, spec.mask.erode_sides, spec.mask.feather)
             if lm is not None
             else None
         )
-        tiles.append(draw_crop_tile(crop, lm, mask, f"{n} {'filled' if track.filled[i] else ''}".strip()))
-    tiles = [
-        cv2.resize(t, (256, 256), interpolation=cv2.INTER_AREA) if t.shape[0] != 256 else t for t in tiles
-    ]
+        tile = draw_crop_tile(crop, lm, mask, f"{frame} {'filled' if track.filled[i] else ''}".strip())
+    return cv2.resize(tile, (256, 256), interpolation=cv2.INTER_AREA) if tile.shape[0] != 256 else tile
+
+
+def faces_contact_sheet(
+    shot: Shot, version: RenderVersion, track: FaceTrack, metadata: dict[str, str], first: int, last: int
+) -> Path:
+    """Aligned crops across the rendered frames, with their matte outlines and landmarks."""
+
+    def make(n: int) -> np.ndarray:
+        return face_tile(shot, track, n, next(shot.plate.read(shot.plate_index(n), shot.plate_index(n) + 1)))
+
+    tiles = review_tiles(version, "faces", sample_frames(first, last), make)
     path = version.path / "faces_contact_sheet.png"
     write_frame(path, grid(tiles), "png8", metadata)
     return path

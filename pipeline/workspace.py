@@ -4,7 +4,8 @@ Layout of one version:
     comp/<shot>_comp_v001.1001.png   the frame sequence (each frame written atomically)
     <shot>_comp_v001_<preset>.mov    movies made from the sequence
     render.json                      what this version is (settings hash, frames, state)
-    report.json, report.md, contact_sheet.png
+    report.json, report.md, contact_sheet.png (and faces_, composite_ contact sheets)
+    review/<sheet>.<frame>.png       the contact sheets' tiles, saved by the chunks that made the frames
 """
 
 from __future__ import annotations

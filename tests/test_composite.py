@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import av
@@ -23,9 +24,14 @@ from pipeline.errors import ManifestError
 from pipeline.faces.align import align_face, ffhq_params, transform_points, warp_to_plate
 from pipeline.faces.detect import FaceAnalyzer
 from pipeline.faces.masks import landmark_mask
+from pipeline.faces.track import FaceTrack
 from pipeline.manifest import load_shot
-from pipeline.media.decode import MoviePlate, load_still
+from pipeline.media.decode import MoviePlate, load_still, read_image
 from pipeline.media.sequences import read_png_text
+from pipeline.render import contact_sheet, frame_thumb, sample_frames
+from pipeline.shot_faces import faces_contact_sheet
+from pipeline.shot_review import composite_contact_sheet
+from pipeline.workspace import RenderVersion
 
 
 def psnr(a: np.ndarray, b: np.ndarray) -> float:
@@ -198,3 +204,28 @@ composite:
     with av.open(str(v / "cp010_comp_v001_h264_review.mp4")) as c:
         assert c.metadata["synthetic_imagery"] == "true"
     assert (v / "composite_contact_sheet.png").is_file()
+
+    # The contact sheets come from tiles the chunks saved while they held the frames (12 samples of 24
+    # frames, 4 for the composite rows); made again by decoding and compositing, they look the same.
+    assert len(list((v / "review").glob("*.png"))) == 12 + 12 + 4
+    made = {n: read_image(v / f"{n}_contact_sheet.png") for n in ("faces", "composite")}
+    made["frames"] = read_image(v / "contact_sheet.png")
+    shutil.rmtree(v / "review")
+    version = RenderVersion("cp010", 1, v, "png")
+    track = FaceTrack.load(Path(json.loads((v / "report.json").read_text())["faces"]["path"]))
+    meta = {"shot": "cp010"}
+    again = {
+        "faces": read_image(faces_contact_sheet(shot, version, track, meta, 1, 24)),
+        "composite": read_image(composite_contact_sheet(shot, version, track, meta)),
+        "frames": read_image(
+            contact_sheet(
+                [frame_thumb(read_image(version.frame_path(n)), n) for n in sample_frames(1, 24)],
+                tmp_path / "sheet.png",
+                meta,
+            )
+        ),
+    }
+    assert np.array_equal(made["faces"], again["faces"])
+    for name in ("composite", "frames"):  # the chunks thumbnail the float comp, not the 16-bit file
+        assert made[name].shape == again[name].shape
+        assert np.abs(made[name].astype(int) - again[name].astype(int)).max() <= 1, name
