@@ -108,6 +108,7 @@ def local_server(home: Path, startup_timeout: float = 180) -> Iterator[dict[str,
 
     Yields the environment that points a subprocess at it; runs in this process report there too while
     it is open. The server is stopped by its process id, however the block ends."""
+    from prefect.logging.handlers import APILogHandler
     from prefect.settings import PREFECT_API_URL
 
     with socket.socket() as s:
@@ -138,7 +139,10 @@ def local_server(home: Path, startup_timeout: float = 180) -> Iterator[dict[str,
                         ) from None
                     time.sleep(0.5)
             with temporary_settings({PREFECT_API_URL: url}):
-                yield env
+                try:
+                    yield env
+                finally:
+                    APILogHandler().flush()  # send this process's last logs while the server is up
         finally:
             os.kill(proc.pid, signal.SIGTERM)
             try:

@@ -367,7 +367,7 @@ def read_manifest(path: Path) -> tuple[ManifestModel, yaml.Node | None]:
 
 
 def _check_swap(path: Path, root: yaml.Node | None, base: Path, spec: ManifestModel) -> None:
-    from pipeline.swap.train import CheckpointError, read_checkpoint
+    from pipeline.swap.train import CheckpointError, checkpoint_config
 
     swap = spec.swap
     assert swap is not None
@@ -384,7 +384,7 @@ def _check_swap(path: Path, root: yaml.Node | None, base: Path, spec: ManifestMo
                 "folder not found"
             )
     try:
-        config = read_checkpoint(Path(_resolve(base, swap.model)))["config"]
+        config = checkpoint_config(Path(_resolve(base, swap.model)))
     except CheckpointError as e:
         raise ManifestError(f"{path}:{line} swap.model: {e}") from None
     if config["size"] != spec.faces.crop_size:

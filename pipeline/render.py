@@ -66,6 +66,7 @@ class ChunkResult:
     new_faces_s: float = 0.0  # making the new faces: swap model, generator or test alteration
     composite_s: float = 0.0  # the rest of compositing: colour, grain, warp back, blend, elements
     write_s: float = 0.0
+    review_s: float = 0.0  # the contact sheets' tiles of the sampled frames
     wall_s: float = 0.0
     identity: list[list[float]] = field(default_factory=list)  # [frame, distance to A, distance to B]
     worker: str = field(default_factory=lambda: f"{platform.node()}:{os.getpid()}")  # where it ran
@@ -116,12 +117,14 @@ def render_frames(
                     write_element(version, shot, n, d.element, metadata)
                 if d.identity is not None:
                     result.identity.append([n, *d.identity])
-        t = time.perf_counter()
         for k, (n, frame) in enumerate(zip(numbers, outputs, strict=True)):
             if on_frame is not None:
+                t = time.perf_counter()
                 on_frame(n, pending[k][1], frame, done[k])
+                result.review_s += time.perf_counter() - t
+            t = time.perf_counter()
             write_frame(version.frame_path(n), frame, fmt, metadata)
-        result.write_s += time.perf_counter() - t
+            result.write_s += time.perf_counter() - t
         result.written += len(numbers)
         pending.clear()
 
@@ -169,6 +172,7 @@ class StageClock:
             "new_faces": sum(c.new_faces_s for c in chunks),
             "composite": sum(c.composite_s for c in chunks),
             "write": sum(c.write_s for c in chunks),
+            "review": sum(c.review_s for c in chunks),
         }
         return {
             **walls,

@@ -377,17 +377,31 @@ def identity_references(shot: Shot, out: Path) -> Path | None:
     swap = swap_spec(shot)
     if swap is None or not (swap.reference_a and swap.reference_b):
         return None
+    refs = [
+        _reference_centroid(*_folder_identity(Path(shot.resolve(f))))
+        for f in (swap.reference_a, swap.reference_b)
+    ]
+    np.savez(out, a=refs[0], b=refs[1])
+    return out
+
+
+def _folder_identity(folder: Path) -> tuple[str, tuple]:
+    """A folder and the names, sizes and times of its files: what decides whether a result made from it
+    can be reused."""
+    files = sorted((p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in folder.iterdir() if p.is_file())
+    return str(folder), tuple(files)
+
+
+@functools.lru_cache(maxsize=8)
+def _reference_centroid(folder: str, files: tuple) -> np.ndarray:
+    """Once per process and folder contents: the shots of a batch share their references, and embedding
+    40 crops costs about 1.5 s of CPU."""
     from pipeline.swap.convert import IdentityMeter
     from pipeline.swap.data import load_face_set
 
-    meter = IdentityMeter()
-    refs = []
-    for folder in (swap.reference_a, swap.reference_b):
-        faces = load_face_set(Path(shot.resolve(folder)), 256, "ref")
-        pick = np.linspace(0, len(faces.images) - 1, min(40, len(faces.images))).round().astype(int)
-        refs.append(meter.centroid(faces.images[pick], faces.landmarks[pick]))
-    np.savez(out, a=refs[0], b=refs[1])
-    return out
+    faces = load_face_set(Path(folder), 256, "ref")
+    pick = np.linspace(0, len(faces.images) - 1, min(40, len(faces.images))).round().astype(int)
+    return IdentityMeter().centroid(faces.images[pick], faces.landmarks[pick])
 
 
 def load_identity_references(path: str | None) -> tuple[np.ndarray, np.ndarray] | None:

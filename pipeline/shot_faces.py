@@ -5,6 +5,7 @@ Like `render.py`, this wires stage modules to a `Shot`; `flows.py` runs these fu
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import platform
@@ -37,7 +38,8 @@ from pipeline.render import ChunkResult, review_tiles, sample_frames
 from pipeline.stages import StageKey, code_version, digest
 from pipeline.workspace import RenderVersion
 
-_local = threading.local()
+_analyzers_lock = threading.Lock()
+_idle_analyzers: dict[tuple, list[FaceAnalyzer]] = {}
 
 
 def faces_spec(shot: Shot) -> FacesSpec:
@@ -60,14 +62,19 @@ def track_settings(spec: FacesSpec) -> TrackSettings:
     )
 
 
-def analyzer(shot: Shot) -> FaceAnalyzer:
-    """One analyzer per thread and settings: dlib's detectors keep scratch state, and loading takes ~0.5 s."""
+@contextlib.contextmanager
+def analyzer(shot: Shot) -> Iterator[FaceAnalyzer]:
+    """An analyzer for the shot's settings, lent to one thread at a time (dlib's detectors keep scratch
+    state) and kept for the next chunk: loading one costs about a second of CPU, and the chunks of every
+    shot of a batch run on new threads."""
     spec = faces_spec(shot)
     models = {k: (shot.resolve(v) if v else None) for k, v in spec.models.model_dump().items()}
     key = (spec.detector, spec.detect_size, spec.upsample, tuple(sorted(models.items())))
-    cache = _local.__dict__.setdefault("analyzers", {})
-    if key not in cache:
-        cache[key] = FaceAnalyzer(
+    with _analyzers_lock:
+        idle = _idle_analyzers.setdefault(key, [])
+        lent = idle.pop() if idle else None
+    if lent is None:
+        lent = FaceAnalyzer(
             spec.detector,
             spec.detect_size,
             spec.upsample,
@@ -75,7 +82,11 @@ def analyzer(shot: Shot) -> FaceAnalyzer:
             detector_model=models["detector"],
             recognition_model=models["recognition"],
         )
-    return cache[key]
+    try:
+        yield lent
+    finally:
+        with _analyzers_lock:
+            _idle_analyzers[key].append(lent)
 
 
 def plate_fingerprint(shot: Shot) -> dict:
@@ -145,7 +156,6 @@ class DetectChunk:
 def detect_range(shot: Shot, first: int, last: int) -> DetectChunk:
     t0 = time.perf_counter()
     spec = faces_spec(shot)
-    face_analyzer = analyzer(shot)
     frames = shot.plate.read(shot.plate_index(first), shot.plate_index(last) + 1)
     chunk = DetectChunk(first, last, [])
 
@@ -159,7 +169,8 @@ def detect_range(shot: Shot, first: int, last: int) -> DetectChunk:
             yield n, frame
 
     try:
-        chunk.faces = detect_frames(face_analyzer, timed_frames(), embed=spec.reference is not None)
+        with analyzer(shot) as face_analyzer:
+            chunk.faces = detect_frames(face_analyzer, timed_frames(), embed=spec.reference is not None)
     finally:
         frames.close()
     chunk.wall_s = time.perf_counter() - t0
@@ -172,7 +183,8 @@ def reference_embedding(shot: Shot) -> np.ndarray | None:
     if not spec.reference:
         return None
     path = shot.resolve(spec.reference)
-    return analyzer(shot).reference_embedding(load_still(path), path)
+    with analyzer(shot) as face_analyzer:
+        return face_analyzer.reference_embedding(load_still(path), path)
 
 
 def finish_track(shot: Shot, found: list[FrameFaces], path: Path) -> FaceTrack:

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -170,6 +171,16 @@ composite:
     )
     v = Path(run_render(str(m), root=str(tmp_path / "r"))["path"])
     shot = load_shot(m)
+    # the run record times each step and each chunk's stages; the steps and the rest add up to the total
+    report = json.loads((v / "report.json").read_text())
+    t = report["timings"]
+    assert min(t["track_s"], t["frames_s"], t["review_s"], t["movies_s"]) > 0
+    steps = sum(x for k, x in t.items() if k.endswith("_s") and k not in ("total_s", "contact_sheet_s"))
+    assert steps == pytest.approx(t["total_s"])
+    assert all(x > 0 for x in t["chunk_seconds"].values()), t["chunk_seconds"]  # each stage took time
+    assert [(c["first"], c["last"]) for c in report["faces"]["chunks"]] == [(1, 8), (9, 16), (17, 24)]
+    assert sum(c["new_faces_s"] for c in report["chunks"]) == pytest.approx(t["chunk_seconds"]["new_faces"])
+    assert all(c["worker"].endswith(f":{os.getpid()}") for c in report["faces"]["chunks"])
     plates = list(shot.plate.read(0, 24))
     for n in range(1, 25):
         plate = plates[n - 1].astype(np.float64) / 255

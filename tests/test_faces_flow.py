@@ -105,3 +105,26 @@ def test_extract_writes_crops_with_landmarks_and_continues(tmp_path, face_sequen
     stamps = {p: p.stat().st_mtime_ns for p in crops}
     assert main(["extract", str(sequence), "--out", str(out), "--size", "128", "--every", "2"]) == 0
     assert {p: p.stat().st_mtime_ns for p in crops} == stamps  # nothing redone
+
+
+def test_analyzers_are_lent_to_one_thread_at_a_time_and_kept_for_the_next_chunk(
+    tmp_path, face_sequence, monkeypatch
+):
+    import threading
+
+    from pipeline import shot_faces
+
+    made = []
+    real = shot_faces.FaceAnalyzer
+    monkeypatch.setattr(shot_faces, "FaceAnalyzer", lambda *a, **k: made.append(1) or real(*a, **k))
+    monkeypatch.setattr(shot_faces, "_idle_analyzers", {})
+    shot = load_shot(manifest(tmp_path, face_sequence))
+    with shot_faces.analyzer(shot) as a, shot_faces.analyzer(shot) as b:
+        assert a is not b  # two chunks at once get one each
+    found = []
+    for first in (1, 3, 5):  # each chunk on a new thread, as in a new shot's task runner
+        t = threading.Thread(target=lambda f=first: found.append(shot_faces.detect_range(shot, f, f + 1)))
+        t.start()
+        t.join()
+    assert len(made) == 2  # no more loaded
+    assert [len(c.faces) for c in found] == [2, 2, 2] and found[0].faces[0].faces

@@ -6,6 +6,7 @@ so training killed at any moment continues from the last checkpoint exactly as i
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -88,6 +89,23 @@ def read_checkpoint(path: Path) -> dict:
     if not isinstance(data, dict) or data.get("format") != CHECKPOINT_FORMAT or "config" not in data:
         raise CheckpointError(f"{path}: not a swap checkpoint of format {CHECKPOINT_FORMAT}")
     return data
+
+
+def checkpoint_config(path: Path) -> dict:
+    """The model config of a swap checkpoint, as manifest checks need it. Cached by the file's identity:
+    every chunk of every shot loads its manifest, and reading a checkpoint's index costs about 0.1 s."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / CHECKPOINT_NAME
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no swap checkpoint (train one with vfx train swap)")
+    st = path.stat()
+    return dict(_checkpoint_config(str(path), st.st_size, st.st_mtime_ns))
+
+
+@functools.lru_cache(maxsize=16)
+def _checkpoint_config(path: str, size: int, mtime_ns: int) -> dict:
+    return read_checkpoint(Path(path))["config"]
 
 
 def load_model(path: Path) -> SwapModel:
