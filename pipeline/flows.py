@@ -48,6 +48,7 @@ from pipeline.render import (  # noqa: E402
     MovieResult,
     StageClock,
     chunk_ranges,
+    drop_review_tiles,
     encode_movies,
     output_metadata,
     render_frames,
@@ -483,6 +484,7 @@ def render_shot(
             path=path_report,
             record=stage_record(shot, planned),
         )
+        drop_review_tiles(v)
         return _finish(shot, v, report, clock.t0)
     except BaseException as e:
         _failed(v, e)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import os
 import platform
+import shutil
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
@@ -33,7 +34,7 @@ from pipeline.shot_composite import (
     models_used,
     write_element,
 )
-from pipeline.workspace import RenderVersion, write_json_atomic
+from pipeline.workspace import RenderVersion, write_atomic, write_json_atomic
 
 SYNTHETIC_NOTE = (
     "Made by the {tool} face-VFX pipeline. Face stages that altered this imagery with AI: {stages}."
@@ -267,13 +268,15 @@ def frame_thumb(image: np.ndarray, frame: int, width: int = 320) -> np.ndarray:
 
 
 def review_tile_path(version: RenderVersion, sheet: str, frame: int) -> Path:
-    return version.path / "review" / f"{sheet}.{frame:06d}.png"
+    return version.path / "review" / f"{sheet}.{frame:06d}.npy"
 
 
 def save_review_tile(version: RenderVersion, sheet: str, frame: int, tile: np.ndarray) -> None:
+    """Raw pixels, not PNG: encoding a tile cost more than making it, and tiles live only until the
+    sheets are written (drop_review_tiles)."""
     path = review_tile_path(version, sheet, frame)
     path.parent.mkdir(exist_ok=True)
-    write_frame(path, tile, "png8", {})
+    write_atomic(path, lambda tmp: np.save(tmp, to_uint8(tile), allow_pickle=False))
 
 
 def review_tiles(
@@ -284,8 +287,13 @@ def review_tiles(
     out = []
     for n in frames:
         path = review_tile_path(version, sheet, n)
-        out.append(to_uint8(read_image(path)) if path.is_file() else make(n))
+        out.append(np.load(path, allow_pickle=False) if path.is_file() else make(n))
     return out
+
+
+def drop_review_tiles(version: RenderVersion) -> None:
+    """Once the sheets are written their tiles are not needed (a resumed render makes missing ones)."""
+    shutil.rmtree(version.path / "review", ignore_errors=True)
 
 
 def contact_sheet(

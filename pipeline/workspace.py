@@ -5,7 +5,7 @@ Layout of one version:
     <shot>_comp_v001_<preset>.mov    movies made from the sequence
     render.json                      what this version is (settings hash, frames, state)
     report.json, report.md, contact_sheet.png (and faces_, composite_ contact sheets)
-    review/<sheet>.<frame>.png       the contact sheets' tiles, saved by the chunks that made the frames
+    review/<sheet>.<frame>.npy       while rendering: the contact sheets' tiles, saved by the chunks
 """
 
 from __future__ import annotations
