@@ -310,15 +310,41 @@ def encode_movies_task(shot: Shot, version: RenderVersion, metadata: dict[str, s
     return encode_movies(shot, version, metadata)
 
 
+PROGRESS_EVERY_S = 5.0
+
+
+class ProgressArtifact:
+    """A Prefect progress artifact for work that lasts: made once the work has run PROGRESS_EVERY_S, then
+    updated at most that often. Each update is a write on the server, and on a SQLite-backed server two
+    writes at once make one of them wait two seconds (its client backs off); short chunks of small shots
+    report in the log alone."""
+
+    def __init__(self, description: str):
+        self.description = description
+        self.started = self.updated = time.monotonic()
+        self.artifact_id = None
+
+    def update(self, percent: float) -> None:
+        now = time.monotonic()
+        if now - self.updated < PROGRESS_EVERY_S and not (self.artifact_id and percent >= 100):
+            return
+        self.updated = now
+        if self.artifact_id is None:
+            self.artifact_id = create_progress_artifact(progress=percent, description=self.description)
+        else:
+            update_progress_artifact(self.artifact_id, percent)
+
+
 def run_chunks(submit: Callable[[int, int], object], first: int, last: int, size: int, what: str) -> list:
-    """Submit one task per chunk of frames, log progress as they finish (also as a Prefect artifact).
+    """Submit one task per chunk of frames, log progress as they finish (also as a Prefect artifact when
+    the work lasts).
 
     If a chunk fails, the others still finish before the error is raised, so nothing is left writing.
     """
     log = get_run_logger()
     ranges = chunk_ranges(first, last, size)
     total = last - first + 1
-    progress_id = create_progress_artifact(progress=0.0, description=what)
+    progress = ProgressArtifact(what)
     futures = {submit(a, b): (a, b) for a, b in ranges}
     results, errors, done = [], [], 0
     for fut in as_completed(list(futures)):
@@ -330,7 +356,7 @@ def run_chunks(submit: Callable[[int, int], object], first: int, last: int, size
             continue
         done += b - a + 1
         log.info(f"{what}: frames {a}-{b} done, {100.0 * done / total:.0f}%")
-        update_progress_artifact(progress_id, 100.0 * done / total)
+        progress.update(100.0 * done / total)
     if errors:
         raise errors[0]
     return results

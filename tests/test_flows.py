@@ -384,3 +384,28 @@ def test_a_killed_batch_resumes_and_matches_an_uninterrupted_one(tmp_path, prefe
     again = vfx("batch", str(shots), "--root", str(killed), "--resume", server=prefect_server)
     out, _ = again.communicate(timeout=300)
     assert again.returncode == 0 and out.count(": already done: ") == 2
+
+
+def test_progress_artifacts_only_for_work_that_lasts_and_at_most_every_few_seconds(monkeypatch):
+    from pipeline import flows
+
+    now = [100.0]
+    calls = []
+    monkeypatch.setattr(flows.time, "monotonic", lambda: now[0])
+    monkeypatch.setattr(
+        flows, "create_progress_artifact", lambda **k: calls.append(("create", k["progress"])) or "an id"
+    )
+    monkeypatch.setattr(flows, "update_progress_artifact", lambda _id, p: calls.append(("update", p)))
+
+    short = flows.ProgressArtifact("a small shot")
+    for percent, t in ((50, 101.0), (100, 102.0)):
+        now[0] = t
+        short.update(percent)
+    assert calls == []  # two seconds of work: the log is enough
+
+    now[0] = 100.0
+    long = flows.ProgressArtifact("a long shot")
+    for percent, t in ((10, 103.0), (20, 106.0), (30, 107.0), (40, 108.0), (50, 112.0), (100, 113.0)):
+        now[0] = t
+        long.update(percent)
+    assert calls == [("create", 20), ("update", 50), ("update", 100)]
