@@ -33,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from common import print_table  # noqa: E402
 
 from pipeline.config import RunnerSettings  # noqa: E402
-from pipeline.flows import WORKERS, local_server, run_batch  # noqa: E402
+from pipeline.flows import SHOTS_AT_ONCE, WORKERS, local_server, run_batch  # noqa: E402
 from pipeline.manifest import load_shot  # noqa: E402
 from pipeline.media.sequences import extension  # noqa: E402
 from pipeline.render import chunk_ranges, encode_movies, output_metadata, render_frames  # noqa: E402
@@ -47,7 +47,6 @@ from pipeline.shot_faces import detect_range, finish_track  # noqa: E402
 from pipeline.workspace import new_version  # noqa: E402
 
 FOOTAGE = Path(__file__).resolve().parents[2] / "shared" / "footage"
-SHOTS_AT_ONCE = 2  # as render-batch
 
 
 def swap_model(folder: Path) -> tuple[Path, Path, Path]:

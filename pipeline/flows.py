@@ -71,7 +71,11 @@ from pipeline.shot_composite import (  # noqa: E402
     swap_spec,
     write_transforms,
 )
-from pipeline.shot_review import ReviewTiles, composite_contact_sheet  # noqa: E402
+from pipeline.shot_review import (  # noqa: E402
+    ReviewTiles,
+    composite_contact_sheet,
+    faces_contact_sheet,
+)
 from pipeline.shot_stages import clear_cache, plan, stage_keys, stage_record  # noqa: E402
 from pipeline.workspace import (  # noqa: E402
     RenderVersion,
@@ -82,6 +86,7 @@ from pipeline.workspace import (  # noqa: E402
 )
 
 WORKERS = max(1, min(4, os.cpu_count() or 1))
+SHOTS_AT_ONCE = 2  # a batch's (and a night's) shots rendered side by side
 
 
 def make_task_runner(runner: RunnerSettings | None):
@@ -329,7 +334,7 @@ class ProgressArtifact:
 
     def __init__(self, description: str):
         self.description = description
-        self.started = self.updated = time.monotonic()
+        self.updated = time.monotonic()
         self.artifact_id = None
 
     def update(self, percent: float) -> None:
@@ -489,7 +494,7 @@ def render_shot(
         with clock("review"):
             if track is not None and faces is not None:
                 faces["contact_sheet"] = str(
-                    shot_faces.faces_contact_sheet(shot, v, track, metadata, shot.first, shot.last)
+                    faces_contact_sheet(shot, v, track, metadata, shot.first, shot.last)
                 )
             if composite_spec(shot) is not None and track is not None and faces is not None:
                 faces["transforms"] = str(write_transforms(v, shot, track))
@@ -553,9 +558,7 @@ def track_shot(manifest: str, frames: str | None = None, root: str = "render") -
         pattern = shot_faces.overlay_dir(v) / f"{shot.name}_overlay_{v.label}.%04d.png"
         cmd = encode_movie(pattern, shot.first, shot.frame_count, shot.fps, movie, "h264_review", metadata)
         movies = [MovieResult("h264_review", str(movie), time.perf_counter() - t, command=cmd)]
-        faces["contact_sheet"] = str(
-            shot_faces.faces_contact_sheet(shot, v, track, metadata, shot.first, shot.last)
-        )
+        faces["contact_sheet"] = str(faces_contact_sheet(shot, v, track, metadata, shot.first, shot.last))
         timings = {"faces_s": t_track - t0, "total_s": time.perf_counter() - t0}
         report = write_report(
             shot,
@@ -629,7 +632,7 @@ def batch_manifests(folder: str, only: str | None = None) -> list[str]:
     return manifests
 
 
-@flow(name="render-batch", persist_result=False, task_runner=ThreadPoolTaskRunner(max_workers=2))
+@flow(name="render-batch", persist_result=False, task_runner=ThreadPoolTaskRunner(max_workers=SHOTS_AT_ONCE))
 def render_batch(
     folder: str,
     root: str = "render",
@@ -656,7 +659,7 @@ def render_batch(
 NEEDS_RENDER = ("never rendered", "stale", "failed", "interrupted")
 
 
-@flow(name="overnight", persist_result=False, task_runner=ThreadPoolTaskRunner(max_workers=2))
+@flow(name="overnight", persist_result=False, task_runner=ThreadPoolTaskRunner(max_workers=SHOTS_AT_ONCE))
 def overnight(folder: str, root: str = "render") -> dict:
     """Render the shots whose manifest, plate, models or code changed since their last render (and those
     never rendered, failed or interrupted); leave the rest. Writes the night's summary as a Markdown file

@@ -327,16 +327,8 @@ def write_report(
     """report.json (for machines), report.md (for people) and the contact sheet of the written frames."""
     t = time.perf_counter()
     read = frame_path or version.frame_path
-    thumbs = (
-        review_tiles(
-            version,
-            "frames",
-            sample_frames(shot.first, shot.last),
-            lambda n: frame_thumb(read_image(read(n)), n),
-        )
-        if frame_path is None
-        else [frame_thumb(read_image(read(n)), n) for n in sample_frames(shot.first, shot.last)]
-    )
+    samples = sample_frames(shot.first, shot.last)
+    thumbs = review_tiles(version, "frames", samples, lambda n: frame_thumb(read_image(read(n)), n))
     sheet = contact_sheet(thumbs, version.path / "contact_sheet.png", metadata)
     timings = {**timings, "contact_sheet_s": time.perf_counter() - t}
     report = {
@@ -391,7 +383,7 @@ def report_markdown(report: dict) -> str:
     for c in report["chunks"]:
         lines.append(
             f"| {c['first']}-{c['last']} | {c['written']} | {c['skipped']} | {c['decode_s']:.2f} | "
-            f"{c.get('new_faces_s', 0):.2f} | {c['composite_s']:.2f} | {c['write_s']:.2f} | "
+            f"{c['new_faces_s']:.2f} | {c['composite_s']:.2f} | {c['write_s']:.2f} | "
             f"{c['wall_s']:.2f} | {c['worker']} |"
         )
     if faces := report.get("faces"):

@@ -388,8 +388,8 @@ def identity_references(shot: Shot, out: Path) -> Path | None:
 def _folder_identity(folder: Path) -> tuple[str, tuple]:
     """A folder and the names, sizes and times of its files: what decides whether a result made from it
     can be reused."""
-    files = sorted((p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in folder.iterdir() if p.is_file())
-    return str(folder), tuple(files)
+    stats = ((p.name, p.stat()) for p in folder.iterdir() if p.is_file())
+    return str(folder), tuple(sorted((name, st.st_size, st.st_mtime_ns) for name, st in stats))
 
 
 @functools.lru_cache(maxsize=8)

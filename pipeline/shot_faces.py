@@ -11,7 +11,7 @@ import os
 import platform
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -21,7 +21,7 @@ import numpy as np
 from pipeline.errors import PipelineError
 from pipeline.faces.align import align_face, transform_points
 from pipeline.faces.detect import FaceAnalyzer
-from pipeline.faces.draw import draw_crop_tile, draw_overlay, grid, quad_in_plate
+from pipeline.faces.draw import draw_crop_tile, draw_overlay, quad_in_plate
 from pipeline.faces.masks import landmark_mask
 from pipeline.faces.quality import alignment_jitter, landmark_error
 from pipeline.faces.track import (
@@ -34,7 +34,7 @@ from pipeline.faces.track import (
 from pipeline.manifest import FacesSpec, Shot
 from pipeline.media.decode import load_still
 from pipeline.media.sequences import write_frame
-from pipeline.render import ChunkResult, review_tiles, sample_frames
+from pipeline.render import ChunkResult
 from pipeline.stages import StageKey, code_version, digest
 from pipeline.workspace import RenderVersion
 
@@ -204,7 +204,7 @@ def track_quality(track: FaceTrack) -> dict:
 
 
 def track_report(
-    track: FaceTrack, cached: bool, path: Path, seconds: float, chunks: list[DetectChunk] = ()
+    track: FaceTrack, cached: bool, path: Path, seconds: float, chunks: Sequence[DetectChunk] = ()
 ) -> dict:
     return {
         "cached": cached,
@@ -234,20 +234,6 @@ def face_tile(shot: Shot, track: FaceTrack, frame: int, plate: np.ndarray) -> np
         )
         tile = draw_crop_tile(crop, lm, mask, f"{frame} {'filled' if track.filled[i] else ''}".strip())
     return cv2.resize(tile, (256, 256), interpolation=cv2.INTER_AREA) if tile.shape[0] != 256 else tile
-
-
-def faces_contact_sheet(
-    shot: Shot, version: RenderVersion, track: FaceTrack, metadata: dict[str, str], first: int, last: int
-) -> Path:
-    """Aligned crops across the rendered frames, with their matte outlines and landmarks."""
-
-    def make(n: int) -> np.ndarray:
-        return face_tile(shot, track, n, next(shot.plate.read(shot.plate_index(n), shot.plate_index(n) + 1)))
-
-    tiles = review_tiles(version, "faces", sample_frames(first, last), make)
-    path = version.path / "faces_contact_sheet.png"
-    write_frame(path, grid(tiles), "png8", metadata)
-    return path
 
 
 def overlay_dir(version: RenderVersion) -> Path:

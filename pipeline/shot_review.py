@@ -45,6 +45,20 @@ class ReviewTiles:
             save_review_tile(self.version, "composite", frame, composite_row(frame, plate, done, comp))
 
 
+def faces_contact_sheet(
+    shot: Shot, version: RenderVersion, track: FaceTrack, metadata: dict[str, str], first: int, last: int
+) -> Path:
+    """Aligned crops across the rendered frames, with their matte outlines and landmarks."""
+
+    def make(n: int) -> np.ndarray:
+        return face_tile(shot, track, n, next(shot.plate.read(shot.plate_index(n), shot.plate_index(n) + 1)))
+
+    tiles = review_tiles(version, "faces", sample_frames(first, last), make)
+    path = version.path / "faces_contact_sheet.png"
+    write_frame(path, grid(tiles), "png8", metadata)
+    return path
+
+
 def composite_contact_sheet(
     shot: Shot,
     version: RenderVersion,

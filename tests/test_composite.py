@@ -28,9 +28,8 @@ from pipeline.faces.track import FaceTrack
 from pipeline.manifest import load_shot
 from pipeline.media.decode import MoviePlate, load_still, read_image
 from pipeline.media.sequences import read_png_text
-from pipeline.render import contact_sheet, frame_thumb, sample_frames
-from pipeline.shot_faces import faces_contact_sheet
-from pipeline.shot_review import composite_contact_sheet
+from pipeline.render import contact_sheet, frame_thumb, sample_frames, save_review_tile
+from pipeline.shot_review import composite_contact_sheet, faces_contact_sheet
 from pipeline.workspace import RenderVersion
 
 
@@ -238,3 +237,7 @@ composite:
     for name in ("composite", "frames"):  # the chunks thumbnail the float comp, not the 16-bit file
         assert made[name].shape == again[name].shape
         assert np.abs(made[name].astype(int) - again[name].astype(int)).max() <= 1, name
+    # and a saved tile is what the sheet shows, in place of decoding that frame again
+    save_review_tile(version, "faces", 1, np.full((256, 256, 3), 255, np.uint8))
+    planted = read_image(faces_contact_sheet(shot, version, track, meta, 1, 24))
+    assert planted[:256, :256].min() == 255 and np.array_equal(planted[:, 256:], again["faces"][:, 256:])
