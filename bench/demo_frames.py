@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -57,7 +56,9 @@ def make_models(work: Path) -> None:
         save_generator(gan / "generator.pt", G)
         vector = np.zeros((cfg.num_ws, cfg.w_dim))
         vector[:6] = np.random.default_rng(0).normal(size=(6, cfg.w_dim))
-        Direction(vector / np.linalg.norm(vector), tuple(range(6)), name="toward_b").save(gan / "toward_b.npz")
+        Direction(vector / np.linalg.norm(vector), tuple(range(6)), name="toward_b").save(
+            gan / "toward_b.npz"
+        )
 
 
 def copy_shots(work: Path) -> list[Path]:
@@ -95,8 +96,11 @@ def main() -> int:
         t = time.perf_counter()
         result = run_render(str(m), root=str(root))
         hashes[str(m.relative_to(work))] = frame_hashes(Path(result["path"]))
-        print(f"{m.relative_to(work)}: {len(hashes[str(m.relative_to(work))])} files in "
-              f"{time.perf_counter() - t:.0f} s", flush=True)
+        print(
+            f"{m.relative_to(work)}: {len(hashes[str(m.relative_to(work))])} files in "
+            f"{time.perf_counter() - t:.0f} s",
+            flush=True,
+        )
     args.out.write_text(json.dumps(hashes, indent=1, sort_keys=True))
     total = sum(len(h) for h in hashes.values())
     print(f"{args.out}: {total} files of {len(hashes)} shots")
