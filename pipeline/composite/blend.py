@@ -65,7 +65,9 @@ def _poisson(plate_box: np.ndarray, region: PlateRegion, margin: int = 4) -> np.
     mask = cv2.copyMakeBorder(mask, margin, margin, margin, margin, cv2.BORDER_CONSTANT, value=0)
     x, y, w, h = cv2.boundingRect(mask)
     centre = (x + w // 2, y + h // 2)
-    out = cv2.seamlessClone(src, dst, mask, centre, cv2.NORMAL_CLONE)
+    # a copy: seamlessClone writes into the mask it is given (opencv-python-headless 5.0.0.93), and the
+    # mask is needed below to say where the clone goes
+    out = cv2.seamlessClone(src, dst, mask.copy(), centre, cv2.NORMAL_CLONE)
     out = out[margin:-margin, margin:-margin].astype(np.float32) / 255.0
     # keep the plate's full precision wherever the clone did not reach
     return np.where((mask[margin:-margin, margin:-margin] > 0)[..., None], out, plate_box)
