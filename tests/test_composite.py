@@ -21,7 +21,7 @@ from pipeline.composite import (
     transfer_color,
 )
 from pipeline.errors import ManifestError
-from pipeline.faces.align import align_face, ffhq_params, transform_points, warp_to_plate
+from pipeline.faces.align import PlateRegion, align_face, ffhq_params, transform_points, warp_to_plate
 from pipeline.faces.detect import FaceAnalyzer
 from pipeline.faces.masks import landmark_mask
 from pipeline.faces.track import FaceTrack
@@ -110,6 +110,66 @@ def test_laplacian_and_poisson_seams_beat_a_hard_paste(alteration, footage, anal
         hard = seam_score(blend(plate, region, "hard"), plate, region)
         for mode in ("laplacian", "poisson"):
             assert seam_score(blend(plate, region, mode), plate, region) < hard, mode
+
+
+def detail(image: np.ndarray) -> np.ndarray:
+    """The fine detail of an image (minus a blurred copy): what a Poisson clone takes from its source."""
+    x = image.astype(np.float32) / (255.0 if image.dtype == np.uint8 else 1.0)
+    return x - cv2.GaussianBlur(x, (0, 0), 2)
+
+
+@pytest.mark.parametrize("alteration", ["mirror", "recolor"])
+def test_poisson_puts_the_new_face_in(alteration, analyzer):
+    """Poisson keeps the plate's colours at the matte's edge but the new face's detail inside it: the
+    region's detail must be the altered face's, not the plate's (a no-op clone keeps the plate's)."""
+    plate = load_still("builtin:astronaut")
+    crop, m, mask = prepared(plate, analyzer)
+    region = warp_to_plate(alter_face(crop, alteration), mask, m, plate.shape)
+    out = blend(plate, region, "poisson")[region.box]
+    inner = cv2.erode((region.alpha > 0.5).astype(np.uint8), np.ones((15, 15), np.uint8)) > 0
+    assert inner.sum() > 3000
+    changed = np.abs(out.astype(np.float32) - plate[region.box])[inner].mean() / 255
+    assert changed > 0.015, changed
+    to_face = np.abs(detail(out) - detail(region.face))[inner].mean()
+    to_plate = np.abs(detail(out) - detail(plate[region.box]))[inner].mean()
+    assert to_face * 4 < to_plate, (to_face, to_plate)
+
+
+def poisson_frame(dx: int, dy: int, even: bool) -> tuple[np.ndarray, PlateRegion]:
+    """A plate and a face region whose content (plate, face and matte alike) is moved by (dx, dy) while the
+    region's box stays where it is; the matte sits off the box's centre, so a clone centred on the box
+    rather than on the matte would land in the wrong place. Its bounding box is odd or even in size."""
+    rng = np.random.default_rng(3)
+    canvas = cv2.GaussianBlur(rng.random((180, 220, 3)).astype(np.float32), (0, 0), 6) * 0.6 + 0.2
+    plate = (canvas[10 - dy : 170 - dy, 10 - dx : 210 - dx] * 255 + 0.5).astype(np.uint8)
+    texture = cv2.GaussianBlur(rng.random((120, 120, 3)).astype(np.float32), (0, 0), 1.0)
+    alpha = np.zeros((120, 120), np.float32)
+    cv2.ellipse(alpha, (50 + dx, 56 + dy), (31, 24), 0, 0, 360, 1.0, -1)  # 63 x 49 px
+    if even:
+        alpha = cv2.dilate(alpha, np.ones((2, 2), np.uint8))  # 64 x 50 px
+    face = np.clip(np.roll(texture * 2 - 0.5, (dy, dx), axis=(0, 1)), 0, 1)
+    return np.ascontiguousarray(plate), PlateRegion(40, 20, face, alpha)
+
+
+@pytest.mark.parametrize("even", [False, True])
+def test_poisson_clone_stays_on_the_matte_between_frames(even):
+    """README: Poisson's clone centre is pinned to the matte's own box, so it cannot drift between frames."""
+    plate, region = poisson_frame(0, 0, even)
+    assert cv2.boundingRect((region.alpha > 0.5).astype(np.uint8))[2] % 2 == (0 if even else 1)
+    out = blend(plate, region, "poisson")
+    # the same face moved by whole pixels in the next frames: the comp moves by exactly as much
+    for dx, dy in [(1, 0), (0, 1), (3, -2), (5, 4)]:
+        moved_plate, moved = poisson_frame(dx, dy, even)
+        again = blend(moved_plate, moved, "poisson")
+        np.testing.assert_array_equal(again[20 + dy : 140 + dy, 40 + dx : 160 + dx], out[20:140, 40:160])
+    # and the pasted detail lines up with the region's face: one pixel off in any direction is far worse
+    inner = cv2.erode((region.alpha > 0.5).astype(np.uint8), np.ones((7, 7), np.uint8)) > 0
+    got = detail(out[region.box])
+    err = {
+        (sy, sx): np.abs(got - detail(np.roll(region.face, (sy, sx), axis=(0, 1))))[inner].mean()
+        for sy, sx in [(0, 0), (0, 1), (1, 0), (0, -1), (-1, 0)]
+    }
+    assert all(err[(0, 0)] * 5 < e for k, e in err.items() if k != (0, 0)), err
 
 
 def test_grain_matches_the_plate_noise_and_repeats_per_frame():

@@ -135,7 +135,16 @@ def test_masks_hull_extended_erosion_and_feather(astronaut, astronaut_face):
     lm = transform_points(m, astronaut_face.landmarks)
     hull = landmark_mask(lm, 256, "hull")
     ext = landmark_mask(lm, 256, "extended")
-    assert set(np.unique(hull)) <= {0.0, 1.0} or hull.max() == 1.0
+    # Unfeathered, the hull matte is the landmarks' convex polygon, filled: exactly 1 inside it, exactly 0
+    # away from it, and in between only on its anti-aliased rim (OpenCV draws that just outside the edge).
+    polygon = cv2.convexHull(lm.astype(np.float32))
+    inside = np.array(  # signed distance of each pixel centre to the polygon's edge, positive inside
+        [[cv2.pointPolygonTest(polygon, (float(x), float(y)), True) for x in range(256)] for y in range(256)]
+    )
+    assert (hull[inside > 0.5] == 1.0).all(), "not solid inside the landmarks' polygon"
+    assert (hull[inside < -2] == 0.0).all(), "matte outside the landmarks' polygon"
+    area, rim = cv2.contourArea(polygon), cv2.arcLength(polygon, True)
+    assert area < hull.sum() < area + rim  # the rim adds less than a full pixel along the edge
     assert ext.sum() > 1.15 * hull.sum()
     rows = np.flatnonzero(ext.max(1) > 0.5)
     assert rows[0] < np.flatnonzero(hull.max(1) > 0.5)[0] - 10  # reaches up the forehead

@@ -21,6 +21,8 @@ from PIL import Image
 from pipeline.cli import main
 from pipeline.errors import ManifestError, MediaError
 from pipeline.flows import run_render
+from pipeline.manifest import load_shot
+from pipeline.media.decode import read_image
 from pipeline.media.sequences import read_png_text
 
 pytestmark = pytest.mark.slow
@@ -337,6 +339,24 @@ def test_the_demo_shots_render_as_a_batch(tmp_path, prefect_server):
     assert len(list((root / "demo" / "v001" / "element").glob("*.png"))) == 48
     assert len(list((root / "demo_poisson" / "v001" / "element").glob("*.exr"))) == 12
     assert not (root / "demo_alpha" / "v001" / "element").exists()
+    # demo_poisson's comp has the mirrored face cloned in: the middle of the face differs from the plate,
+    # and outside the crop's square it is the plate, up to the EXR's half floats
+    v = root / "demo_poisson" / "v001"
+    transforms = json.loads((v / "transforms.json").read_text())
+    size = transforms["crop_size"]
+    plates = load_shot(REPO / "shots" / "demo_poisson.yaml").plate.read(0, 12)
+    for i, plate in enumerate(plates):
+        comp = read_image(v / "comp" / f"demo_poisson_comp_v001.{1001 + i}.exr")
+        h, w = plate.shape[:2]
+        ys, xs = np.mgrid[0:h, 0:w]
+        matrix = np.array(transforms["frames"][i]["plate_to_crop"])
+        cx, cy = (matrix @ np.stack([xs.ravel(), ys.ravel(), np.ones(h * w)])).reshape(2, h, w) / size
+        middle = (0.35 < cx) & (cx < 0.65) & (0.45 < cy) & (cy < 0.7)  # cheeks, nose, mouth
+        outside = (cx < -0.05) | (cx > 1.05) | (cy < -0.05) | (cy > 1.05)
+        assert middle.sum() > 1000 and outside.sum() > 0.5 * h * w
+        diff = np.abs(comp - plate / 255.0)
+        assert diff[middle].mean() > 0.02, (i, diff[middle].mean())
+        assert diff[outside].max() < 1e-3, (i, diff[outside].max())
 
 
 def test_a_killed_batch_resumes_and_matches_an_uninterrupted_one(tmp_path, prefect_server):

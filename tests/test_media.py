@@ -5,6 +5,7 @@ from fractions import Fraction
 from pathlib import Path
 
 import av
+import cv2
 import numpy as np
 import OpenEXR
 import pytest
@@ -13,7 +14,7 @@ from PIL import Image
 from pipeline.errors import MediaError
 from pipeline.media import sequences
 from pipeline.media.color import linear_to_srgb, srgb_to_linear, to_uint8, to_uint16
-from pipeline.media.decode import CameraMove, MoviePlate, StillPlate, read_image
+from pipeline.media.decode import CameraMove, MoviePlate, StillPlate, open_plate, read_image
 from pipeline.media.encode import MOVIE_PRESETS, AudioSource, encode_movie, ffmpeg_executable
 from pipeline.media.probe import probe_movie
 from pipeline.media.sequences import read_png_text, write_frame
@@ -43,7 +44,19 @@ def test_chunks_decode_the_same_pixels_as_one_pass(clip, start, stop):
         np.testing.assert_array_equal(got, want)
 
 
+def ffmpeg_rgb(path: Path, width: int, height: int) -> np.ndarray:
+    """Every frame of a movie as RGB, decoded by the ffmpeg command line: a reader independent of PyAV."""
+    raw = subprocess.run(
+        [ffmpeg_executable(), "-v", "error", "-i", str(path), "-f", "rawvideo", "-pix_fmt", "rgb24", "-"],
+        check=True,
+        capture_output=True,
+    ).stdout
+    return np.frombuffer(raw, np.uint8).reshape(-1, height, width, 3)
+
+
 def test_mpeg4_part2_and_prores_decode(tmp_path):
+    """A chunk from frame 5 gives frames 5..23 as ffmpeg decodes them. testsrc2 changes every frame, so a
+    seek that lands a frame early or late matches the neighbouring frame instead."""
     for codec, name in [("mpeg4", "m4.mp4"), ("prores_ks", "pr.mov"), ("dnxhd", "dn.mov")]:
         path = tmp_path / name
         cmd = [
@@ -56,12 +69,18 @@ def test_mpeg4_part2_and_prores_decode(tmp_path):
             "testsrc2=size=256x144:rate=24:duration=1",
             "-c:v",
             codec,
+            "-g",
+            "6",  # keyframes at 0, 6, 12, 18: the chunk starts between two
         ]
         cmd += ["-profile:v", "dnxhr_lb", "-pix_fmt", "yuv422p"] if codec == "dnxhd" else []
         subprocess.run([*cmd, str(path)], check=True)
+        want = ffmpeg_rgb(path, 256, 144).astype(np.int16)
+        assert len(want) == 24, codec
         frames = list(MoviePlate(path).read(5, 24))
         assert len(frames) == 19 and frames[0].shape == (144, 256, 3), codec
-        assert frames[3].std() > 10  # real picture content, not a blank frame
+        for i, got in enumerate(frames, start=5):
+            err = {k: np.abs(got.astype(np.int16) - want[k]).mean() for k in (i - 1, i, i + 1) if k < 24}
+            assert err[i] < 1.0 and all(err[i] * 5 < e for k, e in err.items() if k != i), (codec, i, err)
 
 
 def test_corrupt_movie_names_the_frame(tmp_path, clip):
@@ -136,6 +155,72 @@ def test_sequence_formats_round_trip_with_metadata(tmp_path, fmt):
     else:
         assert read_png_text(path) == META
         assert {k: v for k, v in Image.open(path).text.items()} == META  # an independent reader agrees
+
+
+def srgb_decode(v: np.ndarray) -> np.ndarray:
+    """IEC 61966-2-1: sRGB-encoded values in [0, 1] to linear light (float64, written out here so the
+    pipeline's own curve is checked rather than reused)."""
+    v = np.asarray(v, np.float64)
+    return np.where(v <= 0.04045, v / 12.92, ((v + 0.055) / 1.055) ** 2.4)
+
+
+def srgb_encode(x: np.ndarray) -> np.ndarray:
+    x = np.asarray(x, np.float64)
+    return np.where(x <= 0.0031308, x * 12.92, 1.055 * np.maximum(x, 0.0031308) ** (1 / 2.4) - 0.055)
+
+
+def test_exr_holds_scene_linear_half_floats(tmp_path):
+    """What is in the EXR file, read with the OpenEXR library: the frame's values through the sRGB curve
+    as half floats (RGBA: premultiplied by alpha); and reading it back goes the other way."""
+    rng = np.random.default_rng(2)
+    frame = rng.integers(0, 256, (24, 40, 3), dtype=np.uint8)
+    frame[0, :4] = [[0, 0, 0], [10, 10, 10], [11, 11, 11], [255, 255, 255]]  # both sides of the linear toe
+    path = tmp_path / "x.1001.exr"
+    write_frame(path, frame, "exr", {})
+    with OpenEXR.File(str(path)) as f:
+        raw = f.channels()["RGB"].pixels
+    assert raw.dtype == np.float16 and raw.shape == frame.shape
+    want = srgb_decode(frame / 255.0)
+    np.testing.assert_allclose(raw.astype(np.float64), want, rtol=2**-10, atol=1e-7)  # half: 11 bits
+    np.testing.assert_allclose(read_image(path), srgb_encode(raw.astype(np.float64)), atol=1e-5)
+
+    rgba = np.concatenate([frame, rng.integers(0, 256, (24, 40, 1), dtype=np.uint8)], axis=-1)
+    write_frame(path, rgba, "exr", {})
+    with OpenEXR.File(str(path)) as f:
+        raw = f.channels()["RGBA"].pixels.astype(np.float64)
+    alpha = rgba[..., 3:] / 255.0
+    np.testing.assert_allclose(raw[..., 3:], alpha, rtol=2**-10)
+    np.testing.assert_allclose(raw[..., :3], want * alpha, rtol=2**-10, atol=1e-7)
+
+
+def test_png16_and_exr_sequences_read_as_plates(tmp_path):
+    """README: a plate can be a 16-bit PNG or EXR sequence. 16-bit PNG keeps all 16 bits (files written
+    by OpenCV here, not by the pipeline); EXR's scene-linear values come back through the sRGB curve."""
+    rng = np.random.default_rng(4)
+    deep = [rng.integers(0, 65536, (18, 30, 3), dtype=np.uint16) for _ in range(3)]
+    (tmp_path / "png").mkdir()
+    for i, f in enumerate(deep):
+        cv2.imwrite(str(tmp_path / "png" / f"p.{1001 + i:04d}.png"), cv2.cvtColor(f, cv2.COLOR_RGB2BGR))
+    plate = open_plate("sequence", str(tmp_path / "png" / "p.####.png"))
+    assert (plate.info.frame_count, plate.info.first_frame) == (3, 1001)
+    got = list(plate.read(0, 3))
+    assert len(got) == 3
+    for g, f in zip(got, deep, strict=True):
+        assert g.dtype == np.uint16
+        np.testing.assert_array_equal(g, f)
+
+    linear = [rng.random((18, 30, 3)).astype(np.float16) for _ in range(3)]
+    (tmp_path / "exr").mkdir()
+    for i, f in enumerate(linear):
+        header = {"compression": OpenEXR.ZIP_COMPRESSION, "type": OpenEXR.scanlineimage}
+        with OpenEXR.File(header, {"RGB": f}) as exr:
+            exr.write(str(tmp_path / "exr" / f"e.{1001 + i:04d}.exr"))
+    plate = open_plate("sequence", str(tmp_path / "exr" / "e.%04d.exr"))
+    got = list(plate.read(1, 3))  # a chunk from the second frame
+    assert len(got) == 2
+    for g, f in zip(got, linear[1:], strict=True):
+        assert g.dtype == np.float32
+        np.testing.assert_allclose(g, srgb_encode(f.astype(np.float64)), atol=1e-5)
 
 
 def test_frame_write_is_atomic(tmp_path, monkeypatch):

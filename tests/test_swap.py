@@ -12,6 +12,7 @@ from conftest import write_manifest
 
 from pipeline.errors import ManifestError
 from pipeline.manifest import load_shot
+from pipeline.shot_composite import FaceSource, altered_stages
 from pipeline.swap.convert import convert_faces
 from pipeline.swap.data import Augment, TrainingDataError, load_face_set, make_batch
 from pipeline.swap.loss import ssim_map
@@ -90,11 +91,67 @@ def test_unreadable_checkpoint(tmp_path):
         read_checkpoint(tmp_path)
 
 
-def test_conversion_gives_faces_and_masks_at_the_crop_size(tiny_model):
-    model = load_model(tiny_model)
-    crops = np.random.default_rng(0).random((3, 128, 128, 3)).astype(np.float32)
-    faces, masks = convert_faces(model, crops, "b", batch=2)
+@pytest.fixture(scope="module")
+def swap_model(tiny_model) -> SwapModel:
+    return load_model(tiny_model)
+
+
+def decoded(model: SwapModel, faces: np.ndarray, who: str) -> tuple[np.ndarray, np.ndarray]:
+    """The model's own forward pass through decoder `who`, for faces already at the model's size."""
+    with torch.no_grad():
+        rgb, mask = model(torch.from_numpy(faces.transpose(0, 3, 1, 2).copy()), who)
+    return rgb.permute(0, 2, 3, 1).numpy(), mask[:, 0].numpy()
+
+
+def test_conversion_gives_faces_and_masks_at_the_crop_size(swap_model, crops):
+    """A to B is B's decoder drawing A's face: not the input crop, and not A's decoder."""
+    woman = load_face_set(crops["a"], 64, "a").images[:3]  # real crops of person A at the model's size
+    want_b, mask_b = decoded(swap_model, woman, "b")
+    want_a, _ = decoded(swap_model, woman, "a")
+    # after one training step both decoders draw a near-uniform grey, but not the same one: they differ
+    # by far more than the tolerance below
+    assert np.abs(want_b - want_a).mean() > 1e-3
+    faces, masks = convert_faces(swap_model, woman, "b", batch=2)
+    assert faces.shape == (3, 64, 64, 3) and masks.shape == (3, 64, 64)
+    np.testing.assert_allclose(faces, want_b, atol=1e-5)
+    np.testing.assert_allclose(masks, mask_b, atol=1e-5)
+    assert np.abs(faces - woman).mean() > 0.05
+    # crops bigger than the model: converted at the model's size, then scaled up to the crop size
+    big = load_face_set(crops["a"], 128, "a").images[:3]
+    faces, masks = convert_faces(swap_model, big, "b", batch=2)
     assert faces.shape == (3, 128, 128, 3) and masks.shape == (3, 128, 128)
+    small = np.stack([cv2.resize(f, (64, 64), interpolation=cv2.INTER_AREA) for f in faces])
+    to_b, to_a = np.abs(small - want_b).mean(), np.abs(small - want_a).mean()
+    assert to_b < 1e-3 and to_b * 3 < to_a, (to_b, to_a)
+    assert np.abs(faces - big).mean() > 0.05
+
+
+@pytest.mark.parametrize("direction, decoder", [("a_to_b", "b"), ("b_to_a", "a")])
+def test_swap_direction_picks_the_decoder(
+    direction, decoder, tmp_path, footage, crops, tiny_model, swap_model
+):
+    """README: b_to_a draws B's performance as A, so the new faces come from decoder A (a_to_b: B)."""
+    source_person = "b" if direction == "b_to_a" else "a"
+    plate = footage / ("man_glasses_720x1280.mp4" if source_person == "b" else "woman_headturns_512.mp4")
+    m = write_manifest(
+        tmp_path,
+        f"""
+shot: sw020
+plate: {{movie: {plate}}}
+faces: {{crop_size: 64}}
+composite: {{}}
+swap: {{model: {tiny_model}, direction: {direction}, batch: 2}}
+""",
+    )
+    shot = load_shot(m)
+    assert altered_stages(shot) == [f"face swap ({direction})"]
+    performer = load_face_set(crops[source_person], 64, source_person).images[:3]
+    faces, masks = FaceSource(shot).convert([1001, 1002, 1003], list(performer))
+    want, want_mask = decoded(swap_model, performer, decoder)
+    other, _ = decoded(swap_model, performer, "a" if decoder == "b" else "b")
+    np.testing.assert_allclose(np.stack(faces), want, atol=1e-5)
+    np.testing.assert_allclose(np.stack(masks), want_mask, atol=1e-5)  # use_model_mask is on by default
+    assert np.abs(np.stack(faces) - other).mean() > 1e-3
 
 
 def test_a_model_that_does_not_fit_the_crop_size(tmp_path, woman_clip, tiny_model):
@@ -146,7 +203,35 @@ swap:
     assert report["metadata"]["ai_altered_stages"] == "face swap (a_to_b)"
     assert str(tiny_model) in report["metadata"]["models"]
     assert "swap" in report["stages_run"]
-    identity = report["faces"]["identity"]
-    assert identity["frames"] == 8 and 0 <= identity["closer_to_target"] <= 1
-    assert len(report["faces"]["identity_per_frame"]) == 8
-    assert len(list((v / "comp").glob("*.png"))) == 8
+    # the per-frame rows are [frame, distance to A, distance to B]: real dlib distances, not one number twice
+    rows = report["faces"]["identity_per_frame"]
+    assert [r[0] for r in rows] == list(range(1001, 1009))
+    to_a, to_b = np.array([r[1] for r in rows]), np.array([r[2] for r in rows])
+    assert np.isfinite(to_a).all() and np.isfinite(to_b).all(), rows
+    assert (to_a > 0.05).all() and (to_b > 0.05).all() and (to_a < 2).all() and (to_b < 2).all(), rows
+    assert (np.abs(to_a - to_b) > 1e-4).all(), f"the same distance to A and to B: {rows}"
+    # and the summary is what the rows give, for the target person B
+    assert report["faces"]["identity"] == {
+        "frames": 8,
+        "mean_distance_to_a": pytest.approx(to_a.mean()),
+        "mean_distance_to_b": pytest.approx(to_b.mean()),
+        "closer_to_target": pytest.approx(np.mean(to_b < to_a)),
+        "target": "b",
+    }
+    # the comp has a new face: changed in the middle of the face, untouched above the forehead (the crop's
+    # square covers most of this close-up, and the matte reaches into most of the square)
+    comps = sorted((v / "comp").glob("*.png"))
+    assert len(comps) == 8
+    transforms = json.loads((v / "transforms.json").read_text())
+    size = transforms["crop_size"]
+    for i, (plate, path) in enumerate(zip(load_shot(m).plate.read(0, 8), comps, strict=True)):
+        comp = cv2.cvtColor(cv2.imread(str(path)), cv2.COLOR_BGR2RGB)
+        h, w = plate.shape[:2]
+        ys, xs = np.mgrid[0:h, 0:w]
+        matrix = np.array(transforms["frames"][i]["plate_to_crop"])
+        cx, cy = (matrix @ np.stack([xs.ravel(), ys.ravel(), np.ones(h * w)])).reshape(2, h, w) / size
+        middle = (0.35 < cx) & (cx < 0.65) & (0.45 < cy) & (cy < 0.7)  # cheeks, nose, mouth
+        above = cy < 0.1
+        assert middle.sum() > 5000 and above.sum() > 5000
+        assert np.abs(comp.astype(int) - plate)[middle].mean() > 4, path.name
+        np.testing.assert_array_equal(comp[above], plate[above])
