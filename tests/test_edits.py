@@ -9,15 +9,21 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+import torch
 from conftest import tiny_generator_config, write_manifest
 
 from pipeline import shot_path
 from pipeline.cli import main
 from pipeline.errors import PipelineError
+from pipeline.faces.detect import FaceAnalyzer
 from pipeline.manifest import load_shot
 from pipeline.media.sequences import read_png_text
+from pipeline.project_stills import aligned_face, to_tensor
+from pipeline.stylegan.checkpoints import load_generator
 from pipeline.stylegan.edits import Direction, apply_edit, learn_direction, ramp
 from pipeline.stylegan.generator import Generator
+from pipeline.stylegan.lpips import load_lpips
+from pipeline.stylegan.project import ProjectSettings, project_to_w_plus
 
 CFG = tiny_generator_config()
 
@@ -165,3 +171,20 @@ path:
     assert list(keys["frames"]) == [1, 10]
     assert list(keys["sources"]) == ["image portrait.png, psi 0.5", "seed 1, psi 1"]
     assert keys["latents"].shape == (2, CFG.num_ws, 64) and np.isfinite(keys["latents"]).all()
+
+    # The portrait's key is that portrait's projection: its face aligned and projected here the same way
+    # (3 steps, the generator's fixed noise), then moved halfway (psi 0.5) toward the average w.
+    G, _ = load_generator(generator_file)
+    face = to_tensor([aligned_face(tmp_path / "portrait.png", CFG.resolution, False, FaceAnalyzer())])
+    lpips = load_lpips("vgg")
+    settings = ProjectSettings(steps=3, optimize_noise=False, patience=20)
+    projected = project_to_w_plus(G, face, lpips, settings, init_noise=G.noise_maps()).latents[0]
+    w_avg = G.w_avg.numpy()
+    off = np.abs(keys["latents"][0] - (w_avg + 0.5 * (projected.numpy() - w_avg))).max()
+    assert off < 1e-5, f"the key is {off:.3g} away from the portrait's projection truncated by psi 0.5"
+    # and not the average: undone, the truncation gives a latent that draws the portrait's face better
+    untruncated = torch.from_numpy(w_avg + (keys["latents"][0] - w_avg) / 0.5)
+    with torch.no_grad():
+        fit = lpips(G.synthesis(untruncated[None], "const"), face).item()
+        start = lpips(G.synthesis(G.w_avg.repeat(1, CFG.num_ws, 1), "const"), face).item()
+    assert np.abs(keys["latents"][0] - w_avg).max() > 0.01 and fit < start, (fit, start)

@@ -4,6 +4,7 @@ pickles, training and its exact resume."""
 from __future__ import annotations
 
 import argparse
+import copy
 import os
 import pickle
 import sys
@@ -445,9 +446,60 @@ def test_generators_are_registered_by_name_and_found_by_name_or_path(tmp_path, m
         register_generator("no spaces", tmp_path / "tiny.pt")
 
 
+def watch_synthesis(G: Generator) -> list[tuple[dict, torch.Tensor, torch.Tensor]]:
+    """Each call of G.synthesis as (its weights, the ws, the random state) just before it runs: a hook that
+    observes only, so that the test can replay a call outside train_step."""
+    calls = []
+
+    def before(module, args):
+        state = {k: v.detach().clone() for k, v in module.state_dict().items()}
+        calls.append((state, args[0].detach().clone(), torch.get_rng_state()))
+
+    G.synthesis.register_forward_pre_hook(before)
+    return calls
+
+
 def test_path_length_regularisation_step():
-    s = GanSettings(res=64, batch=4, pl_weight=2.0, pl_every=1)
+    s = GanSettings(res=64, batch=4, pl_weight=2.0, pl_every=2)
     state = new_state(s)
-    record = train_step(state, torch.rand(8, 3, 64, 64) * 2 - 1, s)
-    assert record["pl"] >= 0 and state.pl_mean > 0
+    calls = watch_synthesis(state.G)
+    faces = torch.rand(8, 3, 64, 64) * 2 - 1
+    record = train_step(state, faces, s)  # step 1: lazy, no path-length pass
+    assert len(calls) == 2
+    assert "pl" not in record and state.pl_mean == 0.0
+    record = train_step(state, faces, s)
     assert np.isfinite([record["d_loss"], record["g_loss"]]).all()
+    assert len(calls) == 5  # the fakes for D, for G, and the path-length pass
+    # Replay the path-length pass with StyleGAN2's definitions: a probe y ~ N(0, 1/(H*W)) on the image,
+    # lengths |J^T y| (per layer, averaged over layers), pl_mean an EMA (decay 0.01) starting at 0,
+    # penalty (lengths - pl_mean)^2 scaled by pl_weight * pl_every.
+    weights, ws, rng = calls[-1]
+    synthesis = copy.deepcopy(state.G.synthesis)
+    synthesis.load_state_dict(weights)
+    ws = ws.requires_grad_(True)
+    with torch.random.fork_rng(devices=[]):  # the same random noise maps and probe, then back
+        torch.set_rng_state(rng)
+        img = synthesis(ws, noise="random")
+        probe = torch.randn_like(img) / np.sqrt(img.shape[2] * img.shape[3])
+    (grad,) = torch.autograd.grad((img * probe).sum(), ws, create_graph=True)
+    lengths = grad.square().sum(dim=2).mean(dim=1).sqrt()
+    pl_mean = 0.01 * lengths.mean().item()  # the EMA's first move from 0
+    penalty = (lengths - pl_mean).square().mean()
+    assert ws.shape[0] == s.batch // 2 and lengths.min() > 0
+    assert state.pl_mean == pytest.approx(pl_mean, rel=1e-4)
+    assert record["pl"] == pytest.approx(penalty.item(), rel=1e-4)
+    # the generator's last gradient is that of the weighted penalty
+    (penalty * s.pl_weight * s.pl_every).backward()
+    mine = dict(synthesis.named_parameters())
+    theirs = {k: p.grad for k, p in state.G.synthesis.named_parameters() if p.grad is not None}
+    assert theirs.keys() == {k for k, p in mine.items() if p.grad is not None} and theirs
+    for k, g in theirs.items():
+        assert torch.allclose(g, mine[k].grad, rtol=1e-3, atol=1e-6), k
+
+    # pl_weight 0: no path-length pass at all, no pl figure, pl_mean untouched
+    s0 = GanSettings(res=64, batch=2, pl_weight=0.0, pl_every=1)
+    state0 = new_state(s0)
+    calls0 = watch_synthesis(state0.G)
+    record0 = train_step(state0, faces, s0)
+    assert len(calls0) == 2
+    assert "pl" not in record0 and state0.pl_mean == 0.0
