@@ -434,7 +434,7 @@ def render_shot(
         if force:
             for removed in clear_cache(shot, Path(root), force):
                 log.info(f"{shot.name}: --force {force}: removed {removed}")
-        planned = plan(shot, Path(root))
+        planned = plan(shot, Path(root), force)
     for name, runs, why in planned:
         log.info(f"{shot.name}: {name}: {'runs' if runs else 'from the cache'} ({why})")
     v = open_version(shot, Path(root), resume, version)
