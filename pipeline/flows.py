@@ -745,7 +745,9 @@ def run_render(
     force: str | None = None,
     runner: RunnerSettings | None = None,
 ) -> dict:
-    _precheck(manifest, frames, root)
+    shot = _precheck(manifest, frames, root)
+    if resume:  # a version that is not there is bad input too: one line, before Prefect starts
+        resume_version(Path(root), shot.name, extension(shot.spec.output.sequence), version)
     flow_ = render_shot.with_options(task_runner=make_task_runner(runner))
     return flow_(manifest, frames=frames, resume=resume, version=version, root=root, force=force)
 
