@@ -28,6 +28,8 @@ def composite_stage(shot: Shot, upstream: dict[str, StageKey]) -> StageKey:
         "composite",
         {
             **{name: key.key for name, key in upstream.items()},
+            "plate": digest(shot_faces.plate_fingerprint(shot)),  # also for shots with no face stage
+            "plate settings": digest(shot.spec.plate.model_dump(mode="json") if shot.spec.plate else None),
             "path settings": digest(
                 path.model_dump(mode="json", exclude={"keyframes", "edits", "steps"}) if path else None
             ),
