@@ -3,6 +3,7 @@ from __future__ import annotations
 import os
 import subprocess
 from pathlib import Path
+from typing import NoReturn
 
 import pytest
 
@@ -13,10 +14,24 @@ REPO = Path(__file__).resolve().parents[1]
 FOOTAGE = REPO.parent / "shared" / "footage"
 
 
+def in_ci() -> bool:
+    return os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def missing_shared(message: str) -> NoReturn:
+    """Something from ../shared is missing: a skip on a developer's machine, a failure under CI (the CI
+    variable set true), where a missing ../shared would otherwise pass the suite with its integration
+    tests quietly skipped."""
+    __tracebackhide__ = True  # the skip or failure is reported at the caller's line
+    if in_ci():
+        pytest.fail(f"{message}; CI is set, so this is an error, not a skip", pytrace=False)
+    pytest.skip(message)
+
+
 @pytest.fixture(scope="session")
 def footage() -> Path:
     if not FOOTAGE.is_dir():
-        pytest.skip(f"real footage not found at {FOOTAGE} (the shared/ folder beside the repo)")
+        missing_shared(f"real footage not found at {FOOTAGE} (the shared/ folder beside the repo)")
     return FOOTAGE
 
 

@@ -263,12 +263,15 @@ def test_a_chunk_that_fails_twice_is_retried_and_the_shot_completes(tmp_path, pr
     from pipeline import flows, render
 
     failures = {"left": 2}
+    attempts = []  # when chunk 1004-1006 was started, each time
     real = render.render_frames
 
     def flaky(shot, version, first, last, *args, **kwargs):
-        if first == 1004 and failures["left"]:
-            failures["left"] -= 1
-            raise RuntimeError("a render node hiccup")
+        if first == 1004:
+            attempts.append(time.monotonic())
+            if failures["left"]:
+                failures["left"] -= 1
+                raise RuntimeError("a render node hiccup")
         return real(shot, version, first, last, *args, **kwargs)
 
     monkeypatch.setattr(flows, "render_frames", flaky)
@@ -278,8 +281,44 @@ def test_a_chunk_that_fails_twice_is_retried_and_the_shot_completes(tmp_path, pr
         "output: {sequence: png8, movies: [], chunk_size: 3}\n",
     )
     result = flows.run_render(str(m), root=str(tmp_path / "r"))
-    assert failures["left"] == 0
+    assert failures["left"] == 0 and len(attempts) == 3
     assert len(list((Path(result["path"]) / "comp").glob("*.png"))) == 6
+    # retried after 1 s, then after 4 s (the README's promise; flows.CHUNK_TASK)
+    first_wait, second_wait = attempts[1] - attempts[0], attempts[2] - attempts[1]
+    assert 0.9 <= first_wait < 3.5 and second_wait >= 3.9, (first_wait, second_wait)
+
+
+def test_a_chunk_with_bad_input_fails_at_once_and_the_version_is_failed(
+    tmp_path, prefect_server, monkeypatch, capsys
+):
+    """Bad input fails the same way every time: no retry, and `vfx status` says why the version failed."""
+    from pipeline import flows, render
+
+    calls = []
+    real = render.render_frames
+
+    def bad_frame(shot, version, first, last, *args, **kwargs):
+        calls.append(first)
+        if first == 1004:
+            raise MediaError(f"{shot.manifest_path}: frame 1005: decode error: a planted bad frame")
+        return real(shot, version, first, last, *args, **kwargs)
+
+    monkeypatch.setattr(flows, "render_frames", bad_frame)
+    m = write_manifest(
+        tmp_path,
+        "shot: r020\nplate: {still: builtin:astronaut, hold: 6}\n"
+        "output: {sequence: png8, movies: [], chunk_size: 3}\n",
+    )
+    root = tmp_path / "r"
+    with pytest.raises(MediaError, match="frame 1005: decode error: a planted bad frame"):
+        flows.run_render(str(m), root=str(root))
+    assert sorted(calls) == [1001, 1004]  # the failing chunk ran once
+    v = root / "r020" / "v001"
+    assert len(frames_in(v)) == 3  # the other chunk finished
+    capsys.readouterr()
+    assert main(["status", str(m), "--root", str(root)]) == 0
+    line = capsys.readouterr().out.strip()
+    assert " v001   failed " in line and line.endswith(f"{m}: frame 1005: decode error: a planted bad frame")
 
 
 def test_every_shipped_manifest_validates(capsys):

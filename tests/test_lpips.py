@@ -10,6 +10,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from conftest import missing_shared
 
 from pipeline.models import ModelError, model_path
 from pipeline.stylegan.checkpoints import UnsafePickleError
@@ -20,7 +21,7 @@ FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "lpips"
 
 def image(name: str) -> torch.Tensor:
     if not FIXTURES.is_dir():
-        pytest.skip(f"{FIXTURES} not found (the LPIPS example images live beside the repo in shared/)")
+        missing_shared(f"{FIXTURES} not found (the LPIPS example images live beside the repo in shared/)")
     rgb = cv2.cvtColor(cv2.imread(str(FIXTURES / f"{name}.png")), cv2.COLOR_BGR2RGB)
     return torch.from_numpy(rgb).permute(2, 0, 1)[None].float() / 127.5 - 1
 
