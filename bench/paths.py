@@ -171,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def learn_mouth_direction(args, G, tmp: Path):
     """A mouth-open direction on layers 2-5 from the clip's crops split by lip gap, and its info."""
-    from pipeline.directions import learn_from_folders
+    from pipeline.commands.directions import learn_from_folders
     from pipeline.stylegan.edits import Direction
     from pipeline.stylegan.project import ProjectSettings
 

@@ -127,14 +127,15 @@ def cmd_train_generator(args: argparse.Namespace) -> int:
 
 def cmd_models(args: argparse.Namespace) -> int:
     from pipeline import models
+    from pipeline.stylegan import registry
 
     if args.action == "add":
         if not args.name or not args.path:
             print("vfx models add: give a NAME and a PATH", file=sys.stderr)
             return 2
-        entry = models.register_generator(args.name, args.path)
+        entry = registry.register_generator(args.name, args.path)
         print(f"registered {entry.describe()}")
-        print(f"registry: {models.registry_file()}")
+        print(f"registry: {registry.registry_file()}")
         return 0
     print("model files:")
     for name, model in models.REGISTRY.items():
@@ -143,8 +144,8 @@ def cmd_models(args: argparse.Namespace) -> int:
         except models.ModelError as e:
             where = f"MISSING ({e})"
         print(f"  {name}: {model.filename}, sha256 {model.sha256[:16]}...: {where}")
-    entries = models.registered_generators()
-    print(f"generators ({models.registry_file()}):")
+    entries = registry.registered_generators()
+    print(f"generators ({registry.registry_file()}):")
     for entry in entries.values():
         print(f"  {entry.describe()}")
     if not entries:
@@ -155,7 +156,7 @@ def cmd_models(args: argparse.Namespace) -> int:
 def cmd_project(args: argparse.Namespace) -> int:
     from rich.progress import Progress
 
-    from pipeline.project_stills import image_files, project_stills
+    from pipeline.commands.stills import image_files, project_stills
     from pipeline.stylegan.project import ProjectSettings
 
     settings = ProjectSettings(steps=args.steps, w_plus=not args.w, mse_weight=args.mse)
@@ -182,7 +183,7 @@ def cmd_project(args: argparse.Namespace) -> int:
 def cmd_direction(args: argparse.Namespace) -> int:
     from rich.progress import Progress
 
-    from pipeline.directions import learn_from_folders, parse_layers, pick_faces
+    from pipeline.commands.directions import learn_from_folders, parse_layers, pick_faces
     from pipeline.stylegan.project import ProjectSettings
 
     settings = ProjectSettings(steps=args.steps, optimize_noise=False, patience=20)

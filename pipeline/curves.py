@@ -8,7 +8,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from pipeline.workspace import write_atomic
+from pipeline.files import write_atomic
 
 COLOURS = [(200, 60, 40), (40, 90, 200), (40, 150, 60), (150, 60, 170)]
 

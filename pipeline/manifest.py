@@ -17,7 +17,8 @@ from pipeline.errors import ManifestError, MediaError, PipelineError
 from pipeline.media.decode import CameraMove, Plate, open_plate
 from pipeline.media.encode import MOVIE_PRESETS
 from pipeline.media.sequences import SEQUENCE_FORMATS
-from pipeline.models import ModelError, generator_path
+from pipeline.models import ModelError
+from pipeline.stylegan.registry import generator_path
 
 DEFAULT_FIRST_FRAME = 1001
 SHOT_NAME = re.compile(r"^[A-Za-z0-9_-]+$")

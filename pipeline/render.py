@@ -20,6 +20,7 @@ import numpy as np
 from pipeline import TOOL_NAME, __version__
 from pipeline.errors import MediaError
 from pipeline.faces.draw import grid
+from pipeline.files import write_atomic, write_json_atomic
 from pipeline.manifest import Shot
 from pipeline.media.color import to_uint8
 from pipeline.media.decode import read_image
@@ -34,7 +35,7 @@ from pipeline.shot_composite import (
     models_used,
     write_element,
 )
-from pipeline.workspace import RenderVersion, write_atomic, write_json_atomic
+from pipeline.workspace import RenderVersion
 
 SYNTHETIC_NOTE = (
     "Made by the {tool} face-VFX pipeline. Face stages that altered this imagery with AI: {stages}."

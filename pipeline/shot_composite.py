@@ -22,11 +22,12 @@ from pipeline.composite import alter_face, blend, match_grain, sharpen, transfer
 from pipeline.faces.align import align_face, transform_points, warp_to_plate
 from pipeline.faces.masks import landmark_mask
 from pipeline.faces.track import FaceTrack
+from pipeline.files import write_atomic, write_json_atomic
 from pipeline.manifest import CompositeSpec, MaskSpec, Shot, SwapSpec
 from pipeline.media.color import to_float, to_uint8
 from pipeline.media.sequences import extension, write_frame
 from pipeline.stages import StageKey, code_version, digest, file_digest
-from pipeline.workspace import RenderVersion, write_atomic, write_json_atomic
+from pipeline.workspace import RenderVersion
 
 if TYPE_CHECKING:
     from pipeline.swap.convert import IdentityMeter

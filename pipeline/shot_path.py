@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from pipeline.faces.draw import grid
+from pipeline.files import write_atomic
 from pipeline.manifest import PathKeySpec, PathSpec, Shot, parse_range
 from pipeline.media.color import to_uint8
 from pipeline.media.sequences import write_frame
@@ -26,7 +27,7 @@ from pipeline.stages import StageKey, code_version, digest, file_digest
 from pipeline.stylegan.edits import Direction, apply_edit, ramp
 from pipeline.stylegan.generator import Generator
 from pipeline.stylegan.paths import PathSettings, latent_path
-from pipeline.workspace import RenderVersion, write_atomic
+from pipeline.workspace import RenderVersion
 
 KEYS_FORMAT = 1
 
@@ -113,7 +114,8 @@ def key_latent(shot: Shot, G: Generator, key: PathKeySpec, steps: int) -> tuple[
 def project_portrait(G: Generator, image: Path, steps: int) -> torch.Tensor:
     """A portrait's largest face, aligned and projected with the generator's fixed noise."""
     from pipeline.faces.detect import FaceAnalyzer
-    from pipeline.project_stills import aligned_face, to_tensor
+    from pipeline.faces.extract import aligned_face
+    from pipeline.stylegan.generator import images_to_tensor
     from pipeline.stylegan.lpips import load_lpips
     from pipeline.stylegan.project import ProjectSettings, project_to_w_plus
 
@@ -121,7 +123,7 @@ def project_portrait(G: Generator, image: Path, steps: int) -> torch.Tensor:
     noise = [m.to(device()) for m in G.noise_maps()]
     settings = ProjectSettings(steps=steps, optimize_noise=False, patience=20)
     result = project_to_w_plus(
-        G, to_tensor([face]).to(device()), load_lpips("vgg").to(device()), settings, init_noise=noise
+        G, images_to_tensor([face]).to(device()), load_lpips("vgg").to(device()), settings, init_noise=noise
     )
     return result.latents[0]
 

@@ -28,13 +28,14 @@ from pipeline.errors import ManifestError
 from pipeline.faces.align import align_face
 from pipeline.faces.draw import grid
 from pipeline.faces.track import FaceTrack
+from pipeline.files import write_atomic
 from pipeline.manifest import ProjectSpec, Shot
 from pipeline.media.color import to_uint8
 from pipeline.media.sequences import write_frame
-from pipeline.models import generator_path
 from pipeline.stages import StageKey, code_version, digest, file_digest
 from pipeline.stylegan.generator import Generator
-from pipeline.workspace import RenderVersion, write_atomic
+from pipeline.stylegan.registry import generator_path
+from pipeline.workspace import RenderVersion
 
 PROJECTION_FORMAT = 1  # bump when the stage's code changes what it stores
 

@@ -17,32 +17,14 @@ import os
 import re
 import socket
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
 from pipeline.errors import WorkspaceError
-from pipeline.media.sequences import remove_stale_temporaries
+from pipeline.files import remove_stale_temporaries, write_json_atomic
 
 VERSION_DIR = re.compile(r"^v(\d{3,})$")
-
-
-def write_atomic(path: Path, write: Callable[[Path], object]) -> None:
-    """Write through a hidden temporary file in the same folder, then rename: a reader (or a resumed run)
-    sees the old file or the new one, never half of one. The temporary keeps the suffix, for writers
-    that pick a format by it."""
-    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp{path.suffix}")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def write_json_atomic(path: Path, data: dict) -> None:
-    text = json.dumps(data, indent=2, sort_keys=False, default=str) + "\n"
-    write_atomic(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
 
 def ensure_writable(folder: Path) -> None:

@@ -16,12 +16,12 @@ from pipeline import shot_path
 from pipeline.cli import main
 from pipeline.errors import PipelineError
 from pipeline.faces.detect import FaceAnalyzer
+from pipeline.faces.extract import aligned_face
 from pipeline.manifest import load_shot
 from pipeline.media.sequences import read_png_text
-from pipeline.project_stills import aligned_face, to_tensor
 from pipeline.stylegan.checkpoints import load_generator
 from pipeline.stylegan.edits import Direction, apply_edit, learn_direction, ramp
-from pipeline.stylegan.generator import Generator
+from pipeline.stylegan.generator import Generator, images_to_tensor
 from pipeline.stylegan.lpips import load_lpips
 from pipeline.stylegan.project import ProjectSettings, project_to_w_plus
 
@@ -175,7 +175,7 @@ path:
     # The portrait's key is that portrait's projection: its face aligned and projected here the same way
     # (3 steps, the generator's fixed noise), then moved halfway (psi 0.5) toward the average w.
     G, _ = load_generator(generator_file)
-    face = to_tensor([aligned_face(tmp_path / "portrait.png", CFG.resolution, False, FaceAnalyzer())])
+    face = images_to_tensor([aligned_face(tmp_path / "portrait.png", CFG.resolution, False, FaceAnalyzer())])
     lpips = load_lpips("vgg")
     settings = ProjectSettings(steps=3, optimize_noise=False, patience=20)
     projected = project_to_w_plus(G, face, lpips, settings, init_noise=G.noise_maps()).latents[0]

@@ -21,7 +21,7 @@ from conftest import write_manifest
 from pipeline.cli import main
 from pipeline.errors import ManifestError
 from pipeline.manifest import load_shot
-from pipeline.models import ModelError, generator_path, register_generator, registered_generators, sha256_file
+from pipeline.models import ModelError, sha256_file
 from pipeline.stylegan.augment import diff_augment
 from pipeline.stylegan.checkpoints import (
     CheckpointError,
@@ -39,6 +39,7 @@ from pipeline.stylegan.generator import (
     modulated_conv2d,
     upfirdn2d,
 )
+from pipeline.stylegan.registry import generator_path, register_generator, registered_generators
 from pipeline.stylegan.train import GanSettings, new_state, train_generator, train_step
 
 SMALL = GeneratorConfig(

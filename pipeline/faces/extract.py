@@ -8,9 +8,13 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import cv2
+import numpy as np
+
+from pipeline.errors import PipelineError
 from pipeline.faces.align import align_face, ffhq_params, transform_points
 from pipeline.faces.detect import FaceAnalyzer
-from pipeline.media.decode import Plate, open_plate
+from pipeline.media.decode import Plate, open_plate, read_image
 from pipeline.media.probe import SEQUENCE_TOKEN
 from pipeline.media.sequences import write_frame
 
@@ -75,3 +79,22 @@ def extract_faces(
         os.replace(tmp, side)
         write_frame(png, crop, "png8", meta)  # the PNG last: its presence means the pair is complete
         yield Extracted(number, png)
+
+
+def aligned_face(path: Path, size: int, aligned: bool, analyzer: FaceAnalyzer | None) -> np.ndarray:
+    """The image's largest face aligned FFHQ-style at `size` (float32 RGB in [0, 1]); with `aligned`,
+    the image is taken as an aligned crop already and only resized."""
+    image = read_image(path)
+    if image.dtype != np.float32:
+        image = image.astype(np.float32) / (65535.0 if image.dtype == np.uint16 else 255.0)
+    if aligned:
+        h, w = image.shape[:2]
+        if h != w:
+            raise PipelineError(f"{path}: an aligned crop must be square, this is {w}x{h}")
+        return cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA if h > size else cv2.INTER_CUBIC)
+    assert analyzer is not None
+    faces = analyzer.detect(image)
+    if not faces:
+        raise PipelineError(f"{path}: no face found (give --aligned for crops made by vfx extract)")
+    crop, _ = align_face(image, ffhq_params(faces[0].landmarks), max(size, 256))  # then reduced: no aliasing
+    return crop if size >= 256 else cv2.resize(crop, (size, size), interpolation=cv2.INTER_AREA)

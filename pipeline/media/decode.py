@@ -21,7 +21,7 @@ import numpy as np
 
 from pipeline.errors import MediaError
 from pipeline.media.color import linear_to_srgb
-from pipeline.media.probe import PlateInfo, probe_movie, probe_sequence, probe_still, sequence_path
+from pipeline.media.probe import PlateInfo, probe_movie, probe_sequence, sequence_path
 
 
 class Plate(Protocol):
@@ -167,6 +167,20 @@ class CameraMove:
         m = cv2.getRotationMatrix2D((width / 2, height / 2), angle, zoom)
         m[:, 2] += (dx, dy)
         return m
+
+
+def probe_still(path: str, hold: int, fps: Fraction | None) -> PlateInfo:
+    image = load_still(path)
+    return PlateInfo(
+        kind="still",
+        path=str(path),
+        frame_count=hold,
+        fps=fps or Fraction(24),
+        width=image.shape[1],
+        height=image.shape[0],
+        codec="still",
+        pixel_format="rgb48" if image.dtype.itemsize == 2 else "rgb24",
+    )
 
 
 class StillPlate:

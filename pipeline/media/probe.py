@@ -135,19 +135,3 @@ def probe_sequence(pattern: Path, fps: Fraction | None) -> PlateInfo:
         first_frame=numbers[0],
         frame_numbers=tuple(numbers),
     )
-
-
-def probe_still(path: str, hold: int, fps: Fraction | None) -> PlateInfo:
-    from pipeline.media.decode import load_still
-
-    image = load_still(path)
-    return PlateInfo(
-        kind="still",
-        path=str(path),
-        frame_count=hold,
-        fps=fps or Fraction(24),
-        width=image.shape[1],
-        height=image.shape[0],
-        codec="still",
-        pixel_format="rgb48" if image.dtype.itemsize == 2 else "rgb24",
-    )

@@ -117,13 +117,3 @@ def write_frame(path: Path, frame: np.ndarray, fmt: str, metadata: dict[str, str
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-
-
-def remove_stale_temporaries(folder: Path) -> int:
-    """Delete temporary files left by a killed writer; returns how many."""
-    n = 0
-    for pattern in (".*.tmp", ".*.tmp.*"):  # frames end in .tmp; other writers keep their suffix after it
-        for p in folder.glob(pattern):
-            p.unlink(missing_ok=True)
-            n += 1
-    return n

@@ -14,9 +14,9 @@ from pathlib import Path
 import torch
 
 from pipeline.errors import PipelineError
+from pipeline.files import write_atomic
 from pipeline.models import generator_file
 from pipeline.stylegan.generator import Generator, GeneratorConfig
-from pipeline.workspace import write_atomic
 
 FORMAT = "vfx-stylegan2"
 VERSION = 1

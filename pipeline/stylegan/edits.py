@@ -17,7 +17,7 @@ import numpy as np
 from scipy.optimize import minimize
 
 from pipeline.errors import PipelineError
-from pipeline.workspace import write_atomic
+from pipeline.files import write_atomic
 
 
 @dataclass(frozen=True)

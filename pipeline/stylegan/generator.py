@@ -340,6 +340,16 @@ def mix_styles(ws_a: torch.Tensor, ws_b: torch.Tensor, layer: int) -> torch.Tens
     return out
 
 
+def images_to_tensor(images: np.ndarray | list[np.ndarray]) -> torch.Tensor:
+    """NHWC float RGB images in [0, 1] to the generator's [-1, 1] NCHW tensors."""
+    return torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float() * 2 - 1
+
+
+def tensor_to_images(images: torch.Tensor) -> np.ndarray:
+    """The generator's [-1, 1] NCHW tensors to NHWC float32 RGB images in [0, 1]."""
+    return ((images.detach().clamp(-1, 1) + 1) / 2).permute(0, 2, 3, 1).cpu().numpy().astype(np.float32)
+
+
 def to_uint8(images: torch.Tensor) -> np.ndarray:
     """[-1, 1] NCHW tensors to uint8 NHWC RGB arrays."""
     x = (images.detach().float().clamp(-1, 1) + 1) * 127.5

@@ -24,6 +24,7 @@ import torch.nn.functional as F
 
 from pipeline.curves import loss_curve, write_png
 from pipeline.errors import PipelineError
+from pipeline.files import write_atomic
 from pipeline.models import GENERATOR_FILE
 from pipeline.stylegan.augment import diff_augment
 from pipeline.stylegan.checkpoints import CheckpointError, save_generator
@@ -37,7 +38,6 @@ from pipeline.stylegan.generator import (
     to_uint8,
 )
 from pipeline.swap.data import load_face_set
-from pipeline.workspace import write_atomic
 
 TRAINING_NAME = "training.pt"
 TRAINING_FORMAT = 1

@@ -17,10 +17,10 @@ import torch
 
 from pipeline.curves import loss_curve, write_png
 from pipeline.errors import PipelineError
+from pipeline.files import write_atomic
 from pipeline.swap.data import Augment, FaceSet, load_face_set, make_batch
 from pipeline.swap.loss import swap_loss
 from pipeline.swap.model import PRESETS, SwapConfig, SwapModel
-from pipeline.workspace import write_atomic
 
 CHECKPOINT_FORMAT = 1
 CHECKPOINT_NAME = "swap.pt"

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
+from pipeline.commands.stills import image_files, project_stills
 from pipeline.errors import PipelineError
-from pipeline.project_stills import image_files, project_stills
 from pipeline.stylegan.edits import Direction, learn_direction
 from pipeline.stylegan.project import ProjectSettings
 

@@ -8,22 +8,21 @@ from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 
-import cv2
 import numpy as np
 import torch
 
 from pipeline import TOOL_NAME, __version__
 from pipeline.errors import PipelineError
-from pipeline.faces.align import align_face, ffhq_params
 from pipeline.faces.detect import FaceAnalyzer
-from pipeline.faces.extract import IMAGE_SUFFIXES
-from pipeline.media.decode import read_image
+from pipeline.faces.extract import IMAGE_SUFFIXES, aligned_face
+from pipeline.files import write_atomic
 from pipeline.media.sequences import write_frame
-from pipeline.models import generator_path, sha256_file
+from pipeline.models import sha256_file
 from pipeline.stylegan.checkpoints import load_generator
+from pipeline.stylegan.generator import images_to_tensor, tensor_to_images
 from pipeline.stylegan.lpips import load_lpips
 from pipeline.stylegan.project import Projection, ProjectSettings, project_to_w_plus
-from pipeline.workspace import write_atomic
+from pipeline.stylegan.registry import generator_path
 
 
 def image_files(source: Path) -> list[Path]:
@@ -35,33 +34,6 @@ def image_files(source: Path) -> list[Path]:
     if not source.is_file():
         raise PipelineError(f"{source}: not found")
     return [source]
-
-
-def aligned_face(path: Path, size: int, aligned: bool, analyzer: FaceAnalyzer | None) -> np.ndarray:
-    """The image's largest face aligned FFHQ-style at `size` (float32 RGB in [0, 1]); with `aligned`,
-    the image is taken as an aligned crop already and only resized."""
-    image = read_image(path)
-    if image.dtype != np.float32:
-        image = image.astype(np.float32) / (65535.0 if image.dtype == np.uint16 else 255.0)
-    if aligned:
-        h, w = image.shape[:2]
-        if h != w:
-            raise PipelineError(f"{path}: an aligned crop must be square, this is {w}x{h}")
-        return cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA if h > size else cv2.INTER_CUBIC)
-    assert analyzer is not None
-    faces = analyzer.detect(image)
-    if not faces:
-        raise PipelineError(f"{path}: no face found (give --aligned for crops made by vfx extract)")
-    crop, _ = align_face(image, ffhq_params(faces[0].landmarks), max(size, 256))  # then reduced: no aliasing
-    return crop if size >= 256 else cv2.resize(crop, (size, size), interpolation=cv2.INTER_AREA)
-
-
-def to_tensor(faces: list[np.ndarray]) -> torch.Tensor:
-    return torch.from_numpy(np.stack(faces)).permute(0, 3, 1, 2).float() * 2 - 1
-
-
-def to_rgb(images: torch.Tensor) -> np.ndarray:
-    return ((images.detach().clamp(-1, 1) + 1) / 2).permute(0, 2, 3, 1).cpu().numpy().astype(np.float32)
 
 
 def project_stills(
@@ -101,10 +73,10 @@ def project_stills(
             None if settings.optimize_noise else [m.expand(len(paths), -1, -1, -1) for m in G.noise_maps()]
         )
         result: Projection = project_to_w_plus(
-            G, to_tensor(faces).to(device), lpips, settings, init_noise=fixed, on_step=on_step
+            G, images_to_tensor(faces).to(device), lpips, settings, init_noise=fixed, on_step=on_step
         )
         with torch.no_grad():
-            recon = to_rgb(G.synthesis(result.latents, result.noise))
+            recon = tensor_to_images(G.synthesis(result.latents, result.noise))
         for i, p in enumerate(paths):
             record = {
                 "image": str(p),

@@ -1,0 +1,99 @@
+"""Generators registered by name: each with its path, checksum and what the file holds, so manifests can
+say `generator: ffhq` and every render node finds (and checks) the same file.
+
+The registry is `$VFX_MODELS/generators.json`. Registering reads the file with the safe checkpoint reader
+(it may be an official pickle) only to learn its sizes.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from pipeline.files import write_json_atomic
+from pipeline.models import ModelError, ModelFile, generator_file, models_dir, sha256_file, verify
+
+
+@dataclass(frozen=True)
+class GeneratorEntry:
+    name: str
+    path: str
+    sha256: str
+    format: str  # vfx-stylegan2, rosinality-pt, nvidia-pkl
+    resolution: int
+    w_dim: int
+    num_ws: int
+    mapping_layers: int
+    size_bytes: int
+
+    def describe(self) -> str:
+        return (
+            f"{self.name}: {self.resolution} px, w {self.w_dim}, {self.num_ws} layers (W+ [N, {self.num_ws}, "
+            f"{self.w_dim}]), mapping {self.mapping_layers}, {self.format}, sha256 {self.sha256[:16]}..., "
+            f"{self.path}"
+        )
+
+
+def registry_file() -> Path:
+    return models_dir() / "generators.json"
+
+
+def registered_generators() -> dict[str, GeneratorEntry]:
+    path = registry_file()
+    if not path.is_file():
+        return {}
+    try:
+        data = json.loads(path.read_text())
+        return {name: GeneratorEntry(**entry) for name, entry in data.items()}
+    except (ValueError, TypeError) as e:
+        raise ModelError(f"{path}: unreadable generator registry: {e}") from None
+
+
+def register_generator(name: str, path: str | Path) -> GeneratorEntry:
+    """Read the file (safely: it may be an official pickle) to learn its sizes, checksum it, and record
+    it under `name`. Re-registering a name replaces its entry."""
+    from pipeline.stylegan.checkpoints import load_generator  # torch: only when registering
+
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name):
+        raise ModelError(f"generator name {name!r}: use letters, digits, '.', '_' and '-'")
+    path = generator_file(Path(path).resolve())
+    G, info = load_generator(path)
+    entry = GeneratorEntry(
+        name=name,
+        path=str(path),
+        sha256=sha256_file(path),
+        format=info["format"],
+        resolution=G.cfg.resolution,
+        w_dim=G.cfg.w_dim,
+        num_ws=G.num_ws,
+        mapping_layers=G.cfg.mapping_layers,
+        size_bytes=path.stat().st_size,
+    )
+    entries = {**registered_generators(), name: entry}
+    registry_file().parent.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(registry_file(), {n: asdict(e) for n, e in sorted(entries.items())})
+    return entry
+
+
+def generator_path(ref: str, base: Path | None = None) -> Path:
+    """A generator by registered name (its checksum checked) or by path (relative to `base`)."""
+    entries = registered_generators()
+    if ref in entries:
+        entry = entries[ref]
+        model = ModelFile(
+            entry.name, Path(entry.path).name, entry.sha256, None, f"vfx models add {entry.name} PATH"
+        )
+        path = Path(entry.path)
+        if not path.is_file():
+            raise ModelError(
+                f"{path}: registered generator {ref!r} is missing; register it again with vfx models add"
+            )
+        verify(path, model)
+        return path
+    path = generator_file(Path(ref) if base is None else base / ref)
+    if not path.is_file():
+        known = ", ".join(entries) or "none registered"
+        raise ModelError(f"{ref}: neither a registered generator ({known}) nor a file ({path})")
+    return path
