@@ -36,14 +36,13 @@ from pipeline.config import RunnerSettings  # noqa: E402
 from pipeline.flows import SHOTS_AT_ONCE, WORKERS, local_server, run_batch  # noqa: E402
 from pipeline.manifest import load_shot  # noqa: E402
 from pipeline.media.sequences import extension  # noqa: E402
-from pipeline.render import chunk_ranges, encode_movies, output_metadata, render_frames  # noqa: E402
-from pipeline.shot_composite import (  # noqa: E402
-    Compositor,
-    composite_spec,
-    identity_references,
-    load_identity_references,
-)
-from pipeline.shot_faces import detect_range, finish_track  # noqa: E402
+from pipeline.shot.composite import Compositor, composite_spec, write_element  # noqa: E402
+from pipeline.shot.frames import chunk_ranges, render_frames  # noqa: E402
+from pipeline.shot.movies import encode_movies  # noqa: E402
+from pipeline.shot.report import output_metadata  # noqa: E402
+from pipeline.shot.stages import face_links  # noqa: E402
+from pipeline.shot.swap import identity_references, load_identity_references  # noqa: E402
+from pipeline.shot.track import detect_range, finish_track  # noqa: E402
 from pipeline.workspace import new_version  # noqa: E402
 
 FOOTAGE = Path(__file__).resolve().parents[2] / "shared" / "footage"
@@ -118,8 +117,16 @@ def render_plainly(manifest: Path, root: Path) -> int:
         refs = load_identity_references(str(refs_file) if refs_file else None)
 
         def chunk(r: tuple[int, int]):
-            compositor = Compositor(shot, track, refs) if composite_spec(shot) else None
-            return render_frames(shot, version, r[0], r[1], metadata, compositor)
+            compositor = Compositor(shot, track, face_links(shot, {}), refs) if composite_spec(shot) else None
+            return render_frames(
+                shot,
+                version,
+                r[0],
+                r[1],
+                metadata,
+                compositor,
+                write_element=lambda n, element: write_element(version, shot, n, element, metadata),
+            )
 
         written = sum(c.written for c in pool.map(chunk, ranges))
     encode_movies(shot, version, metadata)

@@ -36,8 +36,8 @@ from pipeline.faces.track import FaceTrack
 from pipeline.manifest import Shot, load_shot
 from pipeline.media.decode import MoviePlate
 from pipeline.media.encode import ffmpeg_executable
-from pipeline.shot_composite import Compositor
-from pipeline.shot_faces import detect_range, finish_track
+from pipeline.shot.composite import Compositor
+from pipeline.shot.track import detect_range, finish_track
 
 FOOTAGE = Path(__file__).resolve().parents[2] / "shared" / "footage"
 CLIP = "woman_headturns_512.mp4"
@@ -169,7 +169,7 @@ def decode_all(shot: Shot) -> int:
 
 def composite_all(shot: Shot, track: FaceTrack) -> int:
     """Decode and composite every frame of the shot, as render_frames does without writing; faces put in."""
-    compositor = Compositor(shot, track)
+    compositor = Compositor(shot, track, [])
     start = shot.plate_index(shot.first)
     frames = shot.plate.read(start, start + shot.frame_count)
     numbers = range(shot.first, shot.last + 1)
@@ -187,7 +187,7 @@ def step_breakdown(shot: Shot, track: FaceTrack, repeats: int) -> dict[str, floa
     Every blend mode is also timed on the same region ("blend <mode>"); only the shot's own mode counts
     toward the sum.
     """
-    compositor = Compositor(shot, track)
+    compositor = Compositor(shot, track, [])
     spec, size = compositor.spec, compositor.size
     start = shot.plate_index(shot.first)
     keys = (*STEPS, *(f"blend {m}" for m in BLEND_MODES))
@@ -269,7 +269,7 @@ def bench_clip(clip: Path, n: int, repeats: int, folder: Path) -> tuple[list[Row
         assert count == n, f"{clip.name}: decoded {count} of {n} frames"
 
     for shot in shots.values():  # one-off start-up costs (first calls into OpenCV and NumPy): not timed
-        Compositor(shot, track).frame(shot.first, next(shot.plate.read(0, 1)))
+        Compositor(shot, track, []).frame(shot.first, next(shot.plate.read(0, 1)))
     timed = best_of(repeats, {"decode": decode} | {name: keep(name, shot) for name, shot in shots.items()})
     wall = {name: t.wall for name, t in timed.items()}
     with_face = int(track.has_face.sum())
@@ -349,7 +349,7 @@ def main(argv: list[str] | None = None) -> int:
     settings = ", ".join(f"{k} {v}" for k, v in COMPOSITE.items() if k != "element")
     print(
         f"composite: {settings}, element png16 (built in memory, not written); faces defaults otherwise.\n"
-        "composite rows = decode + Compositor(shot, track) + frame() on every frame; nothing is written",
+        "composite rows = decode + Compositor(shot, track, []) + frame() on every frame; nothing is written",
         flush=True,
     )
 

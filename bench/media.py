@@ -26,7 +26,9 @@ from pipeline.manifest import load_shot
 from pipeline.media.decode import MoviePlate
 from pipeline.media.encode import MOVIE_PRESETS, burn_in_font, encode_movie, ffmpeg_executable
 from pipeline.media.sequences import write_frame
-from pipeline.render import chunk_ranges, encode_movies, output_metadata, render_frames, write_report
+from pipeline.shot.frames import chunk_ranges, render_frames
+from pipeline.shot.movies import encode_movies
+from pipeline.shot.report import output_metadata, write_report
 from pipeline.workspace import new_version
 
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")  # before prefect is imported (lazily)

@@ -32,8 +32,8 @@ from pipeline.faces.align import transform_points
 from pipeline.faces.extract import extract_faces
 from pipeline.faces.track import FaceTrack
 from pipeline.manifest import load_shot
-from pipeline.shot_path import GeneratedFaces
-from pipeline.shot_project import aligned_faces
+from pipeline.shot.path import GeneratedFaces
+from pipeline.shot.project import aligned_faces
 from pipeline.stylegan.checkpoints import load_generator
 from pipeline.stylegan.lpips import load_lpips
 from pipeline.stylegan.paths import PathSettings, latent_path

@@ -19,9 +19,11 @@ import numpy as np
 import torch
 
 from pipeline.manifest import load_shot
-from pipeline.render import output_metadata, render_frames
-from pipeline.shot_composite import Compositor
-from pipeline.shot_faces import detect_range, finish_track
+from pipeline.shot.composite import Compositor, write_element
+from pipeline.shot.frames import render_frames
+from pipeline.shot.report import output_metadata
+from pipeline.shot.swap import SwappedFaces
+from pipeline.shot.track import detect_range, finish_track
 from pipeline.swap.convert import convert_faces
 from pipeline.swap.model import PRESETS
 from pipeline.swap.train import TrainSettings, new_state, save_checkpoint
@@ -71,16 +73,19 @@ def main(argv: list[str] | None = None) -> int:
             shot = load_shot(manifest)
             found = detect_range(shot, shot.first, shot.last).faces
             track = finish_track(shot, found, folder / f"track{preset}.npz")
-            compositor = Compositor(shot, track)
+            swapped = SwappedFaces(shot)
+            compositor = Compositor(shot, track, [swapped])
             crops = np.random.default_rng(0).random((n, cfg.size, cfg.size, 3)).astype(np.float32)
-            model = compositor.source.model
-            assert model is not None
+            model = swapped.model
             t_model = best(args.repeats, lambda m=model, c=crops: convert_faces(m, c, "b", batch=16))
             t_decode = best(args.repeats, lambda s=shot: sum(1 for _ in s.plate.read(0, n)))
 
             def chunk(s=shot, c=compositor, root=folder / f"render{preset}") -> None:
                 v = new_version(root, s.name, "png")
-                render_frames(s, v, s.first, s.last, output_metadata(s, v), c)
+                meta = output_metadata(s, v)
+                render_frames(
+                    s, v, s.first, s.last, meta, c, write_element=lambda k, e: write_element(v, s, k, e, meta)
+                )
 
             t_chunk = best(args.repeats, chunk)
             rows.append((preset, cfg.size, n / t_model, n / t_chunk, n / t_decode))

@@ -31,7 +31,13 @@ def cmd_validate(args: argparse.Namespace) -> int:
 def cmd_render(args: argparse.Namespace) -> int:
     from pipeline.config import load_runner
     from pipeline.flows import dry_run, run_render
+    from pipeline.shot.stages import STAGE_NAMES
 
+    if args.force is not None and args.force not in STAGE_NAMES:
+        print(
+            f"vfx render --force {args.force}: not a stage (one of {', '.join(STAGE_NAMES)})", file=sys.stderr
+        )
+        return 2
     if args.dry_run:
         for name, runs, why in dry_run(str(args.manifest), args.frames, str(args.root), args.force):
             print(f"{name:10} {'runs' if runs else 'cached':7} {why}")
@@ -209,7 +215,7 @@ def cmd_direction(args: argparse.Namespace) -> int:
 
 def cmd_status(args: argparse.Namespace) -> int:
     from pipeline.manifest import load_shot
-    from pipeline.shot_stages import shot_status
+    from pipeline.shot.stages import shot_status
 
     manifests = []
     for target in args.targets:
@@ -302,9 +308,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--root", type=Path, default=Path("render"), help="output root (default: render)")
     r.add_argument("--dry-run", action="store_true", help="say which stages would run and why; run nothing")
     r.add_argument(
-        "--force",
-        choices=["track", "swap", "project", "path", "composite"],
-        help="rerun this stage and those after",
+        "--force", metavar="STAGE", help="rerun this stage and those after (--dry-run lists the stages)"
     )
     add_runner_options(r)
     r.set_defaults(func=cmd_render)

@@ -42,41 +42,28 @@ from prefect.futures import as_completed  # noqa: E402
 from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings  # noqa: E402
 from prefect.task_runners import ThreadPoolTaskRunner  # noqa: E402
 
-from pipeline import shot_faces, shot_path, shot_project  # noqa: E402
 from pipeline.config import RunnerSettings  # noqa: E402
 from pipeline.errors import ManifestError, PipelineError  # noqa: E402
 from pipeline.faces.track import FaceTrack  # noqa: E402
 from pipeline.manifest import Shot, load_shot, parse_range  # noqa: E402
 from pipeline.media.encode import encode_movie  # noqa: E402
 from pipeline.media.sequences import extension  # noqa: E402
-from pipeline.render import (  # noqa: E402
-    ChunkResult,
-    MovieResult,
-    StageClock,
-    chunk_ranges,
-    drop_review_tiles,
-    encode_movies,
-    output_metadata,
-    render_frames,
-    report_markdown,
-    write_report,
-)
-from pipeline.shot_composite import (  # noqa: E402
-    Compositor,
-    composite_spec,
-    identity_references,
-    identity_summary,
-    load_identity_references,
-    swap_cache_dir,
-    swap_spec,
-    write_transforms,
-)
-from pipeline.shot_review import (  # noqa: E402
-    ReviewTiles,
-    composite_contact_sheet,
+from pipeline.shot.frames import ChunkResult, chunk_ranges  # noqa: E402
+from pipeline.shot.movies import MovieResult, encode_movies  # noqa: E402
+from pipeline.shot.render import ShotRender  # noqa: E402
+from pipeline.shot.render import render_chunk as render_frames_of_chunk  # noqa: E402
+from pipeline.shot.report import output_metadata, report_markdown, write_report  # noqa: E402
+from pipeline.shot.review import drop_review_tiles  # noqa: E402
+from pipeline.shot.stage import Stage, StageJob, StageOutput  # noqa: E402
+from pipeline.shot.stages import BY_NAME, plan, shot_status, stage_keys  # noqa: E402
+from pipeline.shot.track import (  # noqa: E402
+    TRACK,
     faces_contact_sheet,
+    faces_spec,
+    overlay_dir,
+    overlay_path,
+    render_overlay,
 )
-from pipeline.shot_stages import clear_cache, plan, stage_keys, stage_record  # noqa: E402
 from pipeline.workspace import (  # noqa: E402
     RenderVersion,
     clean_temporaries,
@@ -240,66 +227,54 @@ def _version_for_task(shot: Shot, version_path: str) -> RenderVersion:
 
 @task(name="render-chunk", **CHUNK_TASK)
 def render_chunk(
+    manifest: str, frames: str | None, version_path: str, files: dict[str, str], first: int, last: int
+) -> ChunkResult:
+    """One chunk of frames; it opens the plate and the stages' files itself, so a chunk can run anywhere."""
+    shot = prepare_shot(manifest, frames)
+    return render_frames_of_chunk(shot, _version_for_task(shot, version_path), files, first, last)
+
+
+@task(name="stage-chunk", **CHUNK_TASK)
+def stage_chunk(stage: str, manifest: str, frames: str | None, first: int, last: int) -> object:
+    """A stage's chunked work on frames first..last (the track's face detection)."""
+    return BY_NAME[stage].work_chunk(prepare_shot(manifest, frames), first, last)
+
+
+@task(name="stage", **CHUNK_TASK)
+def stage_task(
+    stage: str,
     manifest: str,
     frames: str | None,
-    version_path: str,
-    track_file: str | None,
-    identity_file: str | None,
-    first: int,
-    last: int,
-    keys_file: str | None = None,
-    swap_cache: str | None = None,
-) -> ChunkResult:
-    """One chunk of frames; opens the plate (and the face track) itself so a chunk can run anywhere."""
+    root: str,
+    version_path: str | None,
+    files: dict,
+    parts: list,
+) -> StageOutput:
+    """A stage's shot-level work (from the shot's cache when its key is unchanged)."""
     shot = prepare_shot(manifest, frames)
-    version = _version_for_task(shot, version_path)
-    track = FaceTrack.load(Path(track_file)) if track_file else None
-    compositor = None
-    if composite_spec(shot) is not None:
-        assert track is not None
-        refs = load_identity_references(identity_file)
-        compositor = Compositor(shot, track, refs, keys_file, swap_cache)
-    elif keys_file is not None:  # no plate: the path's faces, full frame
-        compositor = shot_path.GeneratedFrames(shot, keys_file)
-    metadata = output_metadata(shot, version)
-    return render_frames(shot, version, first, last, metadata, compositor, ReviewTiles(shot, version, track))
+    version = _version_for_task(shot, version_path) if version_path else None
+    key = stage_keys(shot)[stage]
+    job = StageJob(Path(root), key, files, version, parts, get_run_logger().info)
+    return BY_NAME[stage].run(shot, job)
 
 
-@task(name="project-faces", **CHUNK_TASK)
-def project_faces_task(
-    manifest: str, frames: str | None, track_file: str, root: str, swap_cache: str | None = None
-) -> tuple[str, dict]:
-    """The shot's faces in the generator's W+ (from the shot's cache when unchanged)."""
-    shot = prepare_shot(manifest, frames)
-    track = FaceTrack.load(Path(track_file))
-    log = get_run_logger()
-    stage = stage_keys(shot)["project"]
-    path, report = shot_project.project_shot(shot, track, stage, Path(root), log.info, swap_cache)
-    log.info(
-        f"{shot.name}: {report['frames_projected']} faces projected ({report['mode']}), mean LPIPS "
-        f"{report['lpips_mean']:.4f}" + (" (cached latents)" if report["cached"] else "")
+def run_stage(render: ShotRender, stage: Stage, manifest: str, frames: str | None) -> StageOutput:
+    """A stage's work as Prefect tasks: its chunked part one task per chunk, then its shot-level part."""
+    shot = render.shot
+    parts: list = []
+    if span := stage.chunk_range(shot, render.root, render.keys[stage.name]):
+        chunk = stage_chunk.with_options(name=f"{stage.name}-chunk")
+        parts = run_chunks(
+            lambda a, b: chunk.submit(stage.name, manifest, frames, a, b),
+            *span,
+            shot.spec.output.chunk_size,
+            f"{shot.name}: {stage.name}",
+        )
+    version_path = str(render.version.path) if render.version else None
+    files = render.files
+    return stage_task.with_options(name=stage.name)(
+        stage.name, manifest, frames, str(render.root), version_path, files, parts
     )
-    return str(path), report
-
-
-@task(name="path-keys", **CHUNK_TASK)
-def path_keys_task(
-    manifest: str, frames: str | None, latents_file: str | None, root: str
-) -> tuple[str, dict]:
-    """The latent path's keys: projected keyframes, portraits, latent files, seeds (cached when unchanged)."""
-    shot = prepare_shot(manifest, frames)
-    log = get_run_logger()
-    path, report = shot_path.build_keys(shot, Path(root), stage_keys(shot)["path"], latents_file, log.info)
-    log.info(
-        f"{shot.name}: latent path through {len(report['keys'])} keys ({report['interpolation']})"
-        + (" (cached keys)" if report["cached"] else "")
-    )
-    return str(path), report
-
-
-@task(name="detect-faces", **CHUNK_TASK)
-def detect_chunk(manifest: str, first: int, last: int) -> shot_faces.DetectChunk:
-    return shot_faces.detect_range(load_shot(manifest), first, last)
 
 
 @task(name="overlay-chunk", **CHUNK_TASK)
@@ -309,7 +284,7 @@ def overlay_chunk(
     shot = prepare_shot(manifest, frames)
     version = _version_for_task(shot, version_path)
     track = FaceTrack.load(Path(track_file))
-    return shot_faces.render_overlay(shot, version, track, first, last, output_metadata(shot, version))
+    return render_overlay(shot, version, track, first, last, output_metadata(shot, version))
 
 
 @task(
@@ -375,31 +350,6 @@ def run_chunks(submit: Callable[[int, int], object], first: int, last: int, size
     return results
 
 
-def track_faces(manifest: str, shot: Shot, root: Path) -> tuple[FaceTrack, dict]:
-    """The shot's face track: from the cache when plate, frame range and faces settings are unchanged."""
-    t0 = time.perf_counter()
-    path = shot_faces.track_path(root, shot)
-    found_chunks = []
-    if path.is_file():
-        track, cached = FaceTrack.load(path), True
-    else:
-        found_chunks = run_chunks(
-            lambda a, b: detect_chunk.submit(manifest, a, b),
-            shot.range_first,
-            shot.range_last,
-            shot.spec.output.chunk_size,
-            f"{shot.name}: face detection",
-        )
-        found = [f for chunk in sorted(found_chunks, key=lambda c: c.first) for f in chunk.faces]
-        track, cached = shot_faces.finish_track(shot, found, path), False
-    report = shot_faces.track_report(track, cached, path, time.perf_counter() - t0, found_chunks)
-    get_run_logger().info(
-        f"{shot.name}: faces on {report['with_face']} of {report['frames']} frames "
-        f"({report['detected']} detected, {report['filled']} filled)" + (" (cached track)" if cached else "")
-    )
-    return track, report
-
-
 def _finish(shot: Shot, v: RenderVersion, report: dict, t0: float) -> dict:
     create_markdown_artifact(
         markdown=report_markdown(report),
@@ -426,105 +376,34 @@ def render_shot(
 ) -> dict:
     """Render one shot into a new version folder (or finish one with resume=True). Stages whose inputs,
     settings and code are unchanged come from the shot's cache; `force` reruns a stage and those after."""
-    log = get_run_logger()
-    clock = StageClock()
     shot = prepare_shot(manifest, frames)
     ensure_writable(Path(root))
-    with clock("plan"):
-        if force:
-            for removed in clear_cache(shot, Path(root), force):
-                log.info(f"{shot.name}: --force {force}: removed {removed}")
-        planned = plan(shot, Path(root), force)
-    for name, runs, why in planned:
-        log.info(f"{shot.name}: {name}: {'runs' if runs else 'from the cache'} ({why})")
+    render = ShotRender(shot, Path(root), get_run_logger().info)
+    render.plan(force)
     v = open_version(shot, Path(root), resume, version)
     try:
-        metadata = output_metadata(shot, v)
-        log.info(f"{shot.name} {v.label}: frames {shot.first}-{shot.last} -> {v.path}")
-        faces, track = None, None
-        stages = ["decode"]
-        if shot.spec.faces and shot.spec.faces.enabled:
-            with clock("track"):
-                track, faces = track_faces(manifest, shot, Path(root))
-            stages.append("track faces")
-        if swap_spec(shot) is not None:
-            stages.append("swap")
-        latents_file = keys_file = path_report = swap_cache = None
-        if track is not None and swap_spec(shot) is not None:
-            swap_cache = str(swap_cache_dir(Path(root), shot, stage_keys(shot)["track"]))
-        if shot_project.project_spec(shot) is not None and faces is not None:
-            with clock("project"):
-                latents_file, faces["projection"] = project_faces_task(
-                    manifest, frames, faces["path"], root, swap_cache
-                )
-            stages.append("project")
-        if latents_file is not None or shot_path.path_spec(shot) is not None:
-            with clock("path"):
-                keys_file, path_report = path_keys_task(manifest, frames, latents_file, root)
-            stages.append("path")
-        if composite_spec(shot) is not None:
-            stages.append("composite")
-        with clock("frames"):
-            identity_file = identity_references(shot, v.path / "identity_refs.npz")
-            track_file = faces["path"] if faces else None
+        render.open(v)
+        for stage in render.shot_stages:  # track, swap, project, path
+            render.run_stage(stage, lambda s: run_stage(render, s, manifest, frames))
+        with render.clock("frames"):
+            files = render.files
             chunks = run_chunks(
-                lambda a, b: render_chunk.submit(
-                    manifest,
-                    frames,
-                    str(v.path),
-                    track_file,
-                    str(identity_file) if identity_file else None,
-                    a,
-                    b,
-                    keys_file,
-                    swap_cache,
-                ),
+                lambda a, b: render_chunk.submit(manifest, frames, str(v.path), files, a, b),
                 shot.first,
                 shot.last,
                 shot.spec.output.chunk_size,
                 f"{shot.name} {v.label}",
             )
         chunks.sort(key=lambda c: c.first)
-        if (swap := swap_spec(shot)) is not None and faces is not None:
-            rows = sorted(r for c in chunks for r in c.identity)
-            faces["identity"] = identity_summary(rows, swap.direction)
-            faces["identity_per_frame"] = rows
-            if faces["identity"]:
-                log.info(f"{shot.name} {v.label}: identity {faces['identity']}")
-        with clock("review"):
-            if track is not None and faces is not None:
-                faces["contact_sheet"] = str(
-                    faces_contact_sheet(shot, v, track, metadata, shot.first, shot.last)
-                )
-            if composite_spec(shot) is not None and track is not None and faces is not None:
-                faces["transforms"] = str(write_transforms(v, shot, track))
-                faces["composite_contact_sheet"] = str(
-                    composite_contact_sheet(shot, v, track, metadata, keys_file, swap_cache)
-                )
-            if latents_file is not None and faces is not None:
-                faces["projection"]["contact_sheet"] = str(
-                    shot_project.projection_contact_sheet(shot, v, latents_file, metadata)
-                )
-            if keys_file is not None and path_report is not None:
-                path_report["contact_sheet"] = str(shot_path.path_contact_sheet(shot, v, keys_file, metadata))
-        with clock("movies"):
-            movies = encode_movies_task(shot, v, metadata)
+        with render.clock("review"):
+            render.review(chunks)  # each stage's report section and contact sheet
+        with render.clock("movies"):
+            movies = encode_movies_task(shot, v, render.metadata)
         for m in movies:
-            log.info(f"{shot.name} {v.label}: movie {Path(m.path).name} ({m.seconds:.1f} s)")
-        report = write_report(
-            shot,
-            v,
-            chunks,
-            movies,
-            metadata,
-            clock.timings(chunks, faces.get("chunks", []) if faces else []),
-            faces=faces,
-            stages=[*stages, "write", "encode"],
-            path=path_report,
-            record=stage_record(shot, planned),
-        )
+            render.log(f"{shot.name} {v.label}: movie {Path(m.path).name} ({m.seconds:.1f} s)")
+        report = render.write_report(chunks, movies)
         drop_review_tiles(v)
-        return _finish(shot, v, report, clock.t0)
+        return _finish(shot, v, report, render.clock.t0)
     except BaseException as e:
         _failed(v, e)
         raise
@@ -535,18 +414,19 @@ def render_shot(
 @flow(name="track-shot", persist_result=False, task_runner=ThreadPoolTaskRunner(max_workers=WORKERS))
 def track_shot(manifest: str, frames: str | None = None, root: str = "render") -> dict:
     """Track the shot's faces and write a look at it: an overlay movie and an aligned-crop contact sheet."""
-    t0 = time.perf_counter()
     shot = prepare_shot(manifest, frames)
-    shot_faces.faces_spec(shot)
+    faces_spec(shot)
     ensure_writable(Path(root))
+    render = ShotRender(shot, Path(root), get_run_logger().info)
     v = open_version(shot, Path(root), False, None)
     try:
-        metadata = output_metadata(shot, v)
-        track, faces = track_faces(manifest, shot, Path(root))
-        t_track = time.perf_counter()
-        shot_faces.overlay_dir(v).mkdir(exist_ok=True)
+        render.open(v)
+        out = render.run_stage(TRACK, lambda s: run_stage(render, s, manifest, frames))
+        assert out.report is not None
+        track_file = out.files["track"]
+        overlay_dir(v).mkdir(exist_ok=True)
         chunks = run_chunks(
-            lambda a, b: overlay_chunk.submit(manifest, frames, str(v.path), faces["path"], a, b),
+            lambda a, b: overlay_chunk.submit(manifest, frames, str(v.path), track_file, a, b),
             shot.first,
             shot.last,
             shot.spec.output.chunk_size,
@@ -555,23 +435,27 @@ def track_shot(manifest: str, frames: str | None = None, root: str = "render") -
         chunks.sort(key=lambda c: c.first)
         movie = v.path / f"{shot.name}_overlay_{v.label}.mp4"
         t = time.perf_counter()
-        pattern = shot_faces.overlay_dir(v) / f"{shot.name}_overlay_{v.label}.%04d.png"
-        cmd = encode_movie(pattern, shot.first, shot.frame_count, shot.fps, movie, "h264_review", metadata)
+        pattern = overlay_dir(v) / f"{shot.name}_overlay_{v.label}.%04d.png"
+        cmd = encode_movie(
+            pattern, shot.first, shot.frame_count, shot.fps, movie, "h264_review", render.metadata
+        )
         movies = [MovieResult("h264_review", str(movie), time.perf_counter() - t, command=cmd)]
-        faces["contact_sheet"] = str(faces_contact_sheet(shot, v, track, metadata, shot.first, shot.last))
-        timings = {"faces_s": t_track - t0, "total_s": time.perf_counter() - t0}
+        track = FaceTrack.load(Path(track_file))
+        sheet = faces_contact_sheet(shot, v, track, render.metadata, shot.first, shot.last)
+        faces = {**out.report, "contact_sheet": str(sheet)}
+        timings = {"faces_s": render.clock.seconds["track"], "total_s": time.perf_counter() - render.clock.t0}
         report = write_report(
             shot,
             v,
             chunks,
             movies,
-            metadata,
+            render.metadata,
             timings,
-            faces=faces,
-            frame_path=lambda n: shot_faces.overlay_path(v, n),
+            sections={"faces": faces},
+            frame_path=lambda n: overlay_path(v, n),
             stages=["decode", "track faces", "overlay", "encode"],
         )
-        return _finish(shot, v, report, t0)
+        return _finish(shot, v, report, render.clock.t0)
     except BaseException as e:
         _failed(v, e)
         raise
@@ -583,8 +467,6 @@ def track_shot(manifest: str, frames: str | None = None, root: str = "render") -
 def render_shot_task(manifest: str, root: str, runner: dict | None = None, resume: bool = False) -> dict:
     """One shot of a batch, as a task so that shots run side by side (each a render-shot flow run).
     With `resume`, an interrupted latest version is finished and an up-to-date one is left as it is."""
-    from pipeline.shot_stages import shot_status
-
     settings = RunnerSettings(**runner) if runner else None
     finish = False
     if resume:
@@ -664,8 +546,6 @@ def overnight(folder: str, root: str = "render") -> dict:
     """Render the shots whose manifest, plate, models or code changed since their last render (and those
     never rendered, failed or interrupted); leave the rest. Writes the night's summary as a Markdown file
     in render/overnight/ and as a Prefect artifact."""
-    from pipeline.shot_stages import shot_status
-
     started = time.strftime("%Y-%m-%d %H:%M")
     todo, rows = [], []
     for m in batch_manifests(folder):
@@ -773,7 +653,7 @@ def dry_run(manifest: str, frames: str | None = None, root: str = "render", forc
 
 
 def run_track(manifest: str, frames: str | None = None, root: str = "render") -> dict:
-    shot_faces.faces_spec(_precheck(manifest, frames, root))
+    faces_spec(_precheck(manifest, frames, root))
     return track_shot(manifest, frames=frames, root=root)
 
 

@@ -28,8 +28,9 @@ from pipeline.faces.track import FaceTrack
 from pipeline.manifest import load_shot
 from pipeline.media.decode import MoviePlate, load_still, read_image
 from pipeline.media.sequences import read_png_text
-from pipeline.render import contact_sheet, frame_thumb, sample_frames, save_review_tile
-from pipeline.shot_review import composite_contact_sheet, faces_contact_sheet
+from pipeline.shot.composite import composite_contact_sheet
+from pipeline.shot.review import contact_sheet, frame_thumb, sample_frames, save_review_tile
+from pipeline.shot.track import faces_contact_sheet
 from pipeline.workspace import RenderVersion
 
 

@@ -12,13 +12,13 @@ import pytest
 import torch
 from conftest import tiny_generator_config, write_manifest
 
-from pipeline import shot_path
 from pipeline.cli import main
 from pipeline.errors import PipelineError
 from pipeline.faces.detect import FaceAnalyzer
 from pipeline.faces.extract import aligned_face
 from pipeline.manifest import load_shot
 from pipeline.media.sequences import read_png_text
+from pipeline.shot import path as shot_path
 from pipeline.stylegan.checkpoints import load_generator
 from pipeline.stylegan.edits import Direction, apply_edit, learn_direction, ramp
 from pipeline.stylegan.generator import Generator, images_to_tensor

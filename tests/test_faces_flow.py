@@ -112,18 +112,18 @@ def test_analyzers_are_lent_to_one_thread_at_a_time_and_kept_for_the_next_chunk(
 ):
     import threading
 
-    from pipeline import shot_faces
+    from pipeline.shot import track as shot_track
 
     made = []
-    real = shot_faces.FaceAnalyzer
-    monkeypatch.setattr(shot_faces, "FaceAnalyzer", lambda *a, **k: made.append(1) or real(*a, **k))
-    monkeypatch.setattr(shot_faces, "_idle_analyzers", {})
+    real = shot_track.FaceAnalyzer
+    monkeypatch.setattr(shot_track, "FaceAnalyzer", lambda *a, **k: made.append(1) or real(*a, **k))
+    monkeypatch.setattr(shot_track, "_idle_analyzers", {})
     shot = load_shot(manifest(tmp_path, face_sequence))
-    with shot_faces.analyzer(shot) as a, shot_faces.analyzer(shot) as b:
+    with shot_track.analyzer(shot) as a, shot_track.analyzer(shot) as b:
         assert a is not b  # two chunks at once get one each
     found = []
     for first in (1, 3, 5):  # each chunk on a new thread, as in a new shot's task runner
-        t = threading.Thread(target=lambda f=first: found.append(shot_faces.detect_range(shot, f, f + 1)))
+        t = threading.Thread(target=lambda f=first: found.append(shot_track.detect_range(shot, f, f + 1)))
         t.start()
         t.join()
     assert len(made) == 2  # no more loaded

@@ -260,7 +260,8 @@ def test_batch_renders_every_shot_and_reports_the_one_that_fails(tmp_path, prefe
 
 
 def test_a_chunk_that_fails_twice_is_retried_and_the_shot_completes(tmp_path, prefect_server, monkeypatch):
-    from pipeline import flows, render
+    from pipeline import flows
+    from pipeline.shot import render
 
     failures = {"left": 2}
     attempts = []  # when chunk 1004-1006 was started, each time
@@ -274,7 +275,7 @@ def test_a_chunk_that_fails_twice_is_retried_and_the_shot_completes(tmp_path, pr
                 raise RuntimeError("a render node hiccup")
         return real(shot, version, first, last, *args, **kwargs)
 
-    monkeypatch.setattr(flows, "render_frames", flaky)
+    monkeypatch.setattr(render, "render_frames", flaky)
     m = write_manifest(
         tmp_path,
         "shot: r010\nplate: {still: builtin:astronaut, hold: 6}\n"
@@ -292,7 +293,8 @@ def test_a_chunk_with_bad_input_fails_at_once_and_the_version_is_failed(
     tmp_path, prefect_server, monkeypatch, capsys
 ):
     """Bad input fails the same way every time: no retry, and `vfx status` says why the version failed."""
-    from pipeline import flows, render
+    from pipeline import flows
+    from pipeline.shot import render
 
     calls = []
     real = render.render_frames
@@ -303,7 +305,7 @@ def test_a_chunk_with_bad_input_fails_at_once_and_the_version_is_failed(
             raise MediaError(f"{shot.manifest_path}: frame 1005: decode error: a planted bad frame")
         return real(shot, version, first, last, *args, **kwargs)
 
-    monkeypatch.setattr(flows, "render_frames", bad_frame)
+    monkeypatch.setattr(render, "render_frames", bad_frame)
     m = write_manifest(
         tmp_path,
         "shot: r020\nplate: {still: builtin:astronaut, hold: 6}\n"

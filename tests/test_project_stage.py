@@ -12,12 +12,14 @@ import pytest
 import torch
 from conftest import tiny_generator_config, write_manifest
 
-from pipeline import shot_faces, shot_path, shot_project
 from pipeline.errors import ManifestError
 from pipeline.faces.track import FaceTrack
 from pipeline.manifest import load_shot
 from pipeline.media.sequences import read_png_text
-from pipeline.shot_composite import swap_stage
+from pipeline.shot import path as shot_path
+from pipeline.shot import project as shot_project
+from pipeline.shot import track as shot_track
+from pipeline.shot.swap import swap_key
 from pipeline.stylegan.checkpoints import load_generator
 from pipeline.stylegan.lpips import load_lpips
 
@@ -48,8 +50,8 @@ def track(woman_clip, generator_file, tmp_path_factory) -> tuple[FaceTrack, str]
     """The real track of the clip's first 12 frames, made without Prefect."""
     folder = tmp_path_factory.mktemp("track")
     shot = load_shot(write_manifest(folder, shot_yaml(woman_clip, generator_file, "steps: 5")))
-    found = shot_faces.detect_range(shot, shot.first, shot.last).faces
-    return shot_faces.finish_track(shot, found, folder / "track.npz"), shot_faces.track_stage(shot)
+    found = shot_track.detect_range(shot, shot.first, shot.last).faces
+    return shot_track.finish_track(shot, found, folder / "track.npz"), shot_track.track_key(shot)
 
 
 def test_manifest_checks_of_the_project_section(tmp_path, woman_clip, generator_file):
@@ -186,12 +188,12 @@ def test_with_a_swap_the_swapped_faces_are_projected(tmp_path, woman_clip, gener
     b = shot_project.aligned_faces(swapped, t, [1001, 1002], 32)
     assert a.shape == b.shape == (2, 32, 32, 3) and np.abs(a - b).mean() > 0.02
     # the swap model is part of what the cached latents depend on
-    swap = swap_stage(swapped, key)
+    swap = swap_key(swapped, key)
     assert (
-        shot_project.project_stage(plain, key, None).key != shot_project.project_stage(swapped, key, swap).key
+        shot_project.project_key(plain, key, None).key != shot_project.project_key(swapped, key, swap).key
     )
-    assert shot_project.project_stage(swapped, key, swap).changes(
-        shot_project.project_stage(plain, key, None).parts
+    assert shot_project.project_key(swapped, key, swap).changes(
+        shot_project.project_key(plain, key, None).parts
     ) == ["swap"]
     source_plate = load_shot(
         write_manifest(

@@ -13,10 +13,12 @@ from pathlib import Path
 import pytest
 from conftest import REPO, make_clip, write_manifest
 
-from pipeline import shot_faces, shot_stages
 from pipeline.cli import main
 from pipeline.manifest import load_shot
-from pipeline.shot_stages import stage_keys
+from pipeline.shot import composite as shot_composite
+from pipeline.shot import stages as shot_stages
+from pipeline.shot import track as shot_track
+from pipeline.shot.stages import stage_keys
 from pipeline.workspace import RenderVersion
 
 
@@ -53,9 +55,9 @@ def report(version: Path) -> dict:
 @pytest.mark.slow
 def test_dry_run_and_force_from_the_command_line(tmp_path, prefect_server, capsys, monkeypatch):
     detections = []
-    real_detect = shot_faces.detect_range
+    real_detect = shot_track.detect_range
     monkeypatch.setattr(
-        shot_faces, "detect_range", lambda *a, **k: detections.append(a[1:]) or real_detect(*a, **k)
+        shot_track, "detect_range", lambda *a, **k: detections.append(a[1:]) or real_detect(*a, **k)
     )
     m = write_manifest(
         tmp_path,
@@ -63,7 +65,7 @@ def test_dry_run_and_force_from_the_command_line(tmp_path, prefect_server, capsy
         "output: {sequence: png8, movies: []}\nfaces: {crop_size: 64}\n",
     )
     root = tmp_path / "render"
-    track_file = shot_faces.track_path(root, load_shot(m))
+    track_file = shot_track.track_path(root, load_shot(m))
 
     # before any render: every stage runs, and the dry run renders (and makes) nothing
     assert dry_run(capsys, m, root) == {
@@ -257,8 +259,8 @@ def test_status_running_interrupted_done_and_stale(tmp_path, clip, prefect_serve
     assert status(capsys, m, root)[:2] == ("v001", "done")
 
     # the pipeline's code changes (its digest, as if a source file of the composite stage were edited)
-    real = shot_stages.code_version
-    monkeypatch.setattr(shot_stages, "code_version", lambda *modules: real(*modules)[::-1])
+    real = shot_composite.code_version
+    monkeypatch.setattr(shot_composite, "code_version", lambda *modules: real(*modules)[::-1])
     assert status(capsys, m, root) == ("v001", "stale", "code changed")
     monkeypatch.undo()
     assert status(capsys, m, root)[:2] == ("v001", "done")

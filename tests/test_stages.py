@@ -9,11 +9,12 @@ import numpy as np
 import pytest
 from conftest import write_manifest
 
-from pipeline import shot_faces, shot_project
 from pipeline.manifest import load_shot
 from pipeline.media.decode import read_image
-from pipeline.shot_stages import stage_keys
-from pipeline.stages import StageKey, code_version
+from pipeline.shot import project as shot_project
+from pipeline.shot import track as shot_track
+from pipeline.shot.keys import StageKey, code_version
+from pipeline.shot.stages import stage_keys
 
 
 def shot_text(
@@ -78,7 +79,7 @@ def test_a_composite_change_only_recomposites_and_matches_a_fresh_render(
 
         return wrapped
 
-    monkeypatch.setattr(shot_faces, "detect_range", counting("detect", shot_faces.detect_range))
+    monkeypatch.setattr(shot_track, "detect_range", counting("detect", shot_track.detect_range))
     monkeypatch.setattr(convert, "convert_faces", counting("swap", convert.convert_faces))
     monkeypatch.setattr(shot_project, "project_faces", counting("project", shot_project.project_faces))
 

@@ -12,7 +12,8 @@ from conftest import write_manifest
 
 from pipeline.errors import ManifestError
 from pipeline.manifest import load_shot
-from pipeline.shot_composite import FaceSource, altered_stages
+from pipeline.shot.report import altered_stages
+from pipeline.shot.swap import SwappedFaces
 from pipeline.swap.convert import convert_faces
 from pipeline.swap.data import Augment, TrainingDataError, load_face_set, make_batch
 from pipeline.swap.loss import ssim_map
@@ -146,7 +147,7 @@ swap: {{model: {tiny_model}, direction: {direction}, batch: 2}}
     shot = load_shot(m)
     assert altered_stages(shot) == [f"face swap ({direction})"]
     performer = load_face_set(crops[source_person], 64, source_person).images[:3]
-    faces, masks = FaceSource(shot).convert([1001, 1002, 1003], list(performer))
+    faces, masks = SwappedFaces(shot)([1001, 1002, 1003], list(performer), [None] * 3)
     want, want_mask = decoded(swap_model, performer, decoder)
     other, _ = decoded(swap_model, performer, "a" if decoder == "b" else "b")
     np.testing.assert_allclose(np.stack(faces), want, atol=1e-5)

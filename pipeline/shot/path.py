@@ -1,31 +1,40 @@
-"""The latent path of a shot, free of Prefect: its keys, a latent for every frame, edits, and the faces.
+"""The latent path of a shot: its keys, a latent for every frame, edits, and the faces.
 
 Keys come from the shot's projected keyframes, from portraits projected and placed at a frame (morph
 targets: the face becomes that person there and leaves again), from latent files and from seeds (z mapped
 to w, for purely generated sequences); each may be truncated toward the average latent. They are
 resolved once per shot and cached like the projection. Chunks then take the latents of their frames
-from the spline, add the edits, and draw the faces in batches.
+from the spline, add the edits, and draw the faces in batches (a link of the frame chain).
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import cv2
 import numpy as np
 import torch
 
+from pipeline.errors import PipelineError
 from pipeline.faces.draw import grid
 from pipeline.files import write_atomic
 from pipeline.manifest import PathKeySpec, PathSpec, Shot, parse_range
 from pipeline.media.color import to_uint8
 from pipeline.media.sequences import write_frame
-from pipeline.shot_project import ShotProjection, device, generator_file_of, load_shot_generator
-from pipeline.stages import StageKey, code_version, digest, file_digest
+from pipeline.shot.frames import FrameComposite
+from pipeline.shot.keys import StageKey, code_version, digest, file_digest
+from pipeline.shot.project import (
+    ShotProjection,
+    device,
+    generator_file_of,
+    generator_ref,
+    load_shot_generator,
+)
+from pipeline.shot.stage import Rendered, Stage, StageJob, StageOutput
 from pipeline.stylegan.edits import Direction, apply_edit, ramp
-from pipeline.stylegan.generator import Generator
+from pipeline.stylegan.generator import Generator, images_to_tensor, tensor_to_images
 from pipeline.stylegan.paths import PathSettings, latent_path
 from pipeline.workspace import RenderVersion
 
@@ -45,7 +54,7 @@ def path_settings(shot: Shot) -> PathSettings:
     return PathSettings(spec.interpolation, spec.alpha, spec.ends, spec.ease, spec.period)
 
 
-def path_stage(shot: Shot, project: StageKey | None) -> StageKey:
+def path_key(shot: Shot, project: StageKey | None) -> StageKey:
     """The keys change with the projected keyframes (when used), the generator, the path's own keys
     (and their files' contents) and the code that resolves them; not with the spline or the edits, which
     chunks apply when they draw."""
@@ -67,7 +76,7 @@ def path_stage(shot: Shot, project: StageKey | None) -> StageKey:
             "keyframes": digest(keyframes),
             "steps": digest(spec.steps if spec else None),
             "code": code_version(
-                "pipeline.shot_path", "pipeline.stylegan.project", "pipeline.stylegan.lpips"
+                "pipeline.shot.path", "pipeline.stylegan.project", "pipeline.stylegan.lpips"
             ),
         },
     )
@@ -83,8 +92,6 @@ def _truncate(G: Generator, w: torch.Tensor, psi: float) -> torch.Tensor:
 
 def key_latent(shot: Shot, G: Generator, key: PathKeySpec, steps: int) -> tuple[np.ndarray, str]:
     """W+ [num_ws, w_dim] of one key, and where it came from."""
-    from pipeline.errors import PipelineError
-
     with torch.no_grad():
         if key.seed is not None:
             z = torch.randn(1, G.cfg.z_dim, generator=torch.Generator().manual_seed(key.seed)).to(device())
@@ -115,7 +122,6 @@ def project_portrait(G: Generator, image: Path, steps: int) -> torch.Tensor:
     """A portrait's largest face, aligned and projected with the generator's fixed noise."""
     from pipeline.faces.detect import FaceAnalyzer
     from pipeline.faces.extract import aligned_face
-    from pipeline.stylegan.generator import images_to_tensor
     from pipeline.stylegan.lpips import load_lpips
     from pipeline.stylegan.project import ProjectSettings, project_to_w_plus
 
@@ -151,7 +157,6 @@ def build_keys(
     shot: Shot, root: Path, stage: StageKey, latents_file: str | None, log: Callable[[str], None] = print
 ) -> tuple[Path, dict]:
     """The shot's keys file (from the cache when unchanged) and the path's part of the report."""
-    t0 = time.perf_counter()
     path = keys_path(root, shot, stage)
     cached = path.is_file()
     if not cached:
@@ -165,7 +170,6 @@ def build_keys(
     return path, {
         "path": str(path),
         "cached": cached,
-        "seconds": time.perf_counter() - t0,
         "keys": [[int(f), str(s)] for f, s in zip(frames, sources, strict=True)],
         "interpolation": settings.interpolation,
         "alpha": settings.alpha,
@@ -177,7 +181,10 @@ def build_keys(
 
 
 class GeneratedFaces:
-    """The generator's face for any frame: the latent path through the shot's keys, plus its edits."""
+    """The generator's face for any frame: the latent path through the shot's keys, plus its edits. As a
+    link of the frame chain it draws its own faces, so the links before it (a swap) are left out."""
+
+    draws_own_faces = True
 
     def __init__(self, shot: Shot, keys_file: str | Path):
         with np.load(keys_file) as d:
@@ -205,24 +212,29 @@ class GeneratedFaces:
         ws = torch.from_numpy(self.latents(numbers, edited))
         out = []
         for i in range(0, len(ws), batch):
-            images = self.G.synthesis(ws[i : i + batch].to(device()), "const")
-            images = ((images.clamp(-1, 1) + 1) / 2).permute(0, 2, 3, 1).cpu().numpy()
+            images = tensor_to_images(self.G.synthesis(ws[i : i + batch].to(device()), "const"))
             interp = cv2.INTER_CUBIC if size > images.shape[1] else cv2.INTER_AREA
             out += [np.clip(cv2.resize(f, (size, size), interpolation=interp), 0, 1) for f in images]
         return out
 
+    def __call__(
+        self, numbers: list[int], faces: list[np.ndarray], masks: list[np.ndarray | None]
+    ) -> tuple[list[np.ndarray], list[np.ndarray | None]]:
+        """The generator's faces at the size of the aligned crops it replaces."""
+        new = self.faces(numbers, faces[0].shape[0]) if faces else []
+        return new, [None] * len(faces)
+
 
 class GeneratedFrames:
-    """A shot without a plate: the path's faces, full frame. Duck-types the Compositor for render_frames."""
+    """A shot without a plate: the path's faces, full frame (the frame loop's work in place of a
+    composite)."""
 
     def __init__(self, shot: Shot, keys_file: str | Path, batch_size: int = 8):
         self.faces = GeneratedFaces(shot, keys_file)
         self.batch_size = batch_size
         self.new_faces_s = 0.0
 
-    def frames(self, numbers: list[int], plates: list[np.ndarray]):
-        from pipeline.shot_composite import FrameComposite
-
+    def frames(self, numbers: list[int], plates: list[np.ndarray]) -> list[FrameComposite]:
         size = plates[0].shape[0] if plates else 0
         t = time.perf_counter()
         faces = self.faces.faces(numbers, size)
@@ -246,3 +258,77 @@ def path_contact_sheet(
     path = version.path / "path_contact_sheet.png"
     write_frame(path, grid(tiles, columns), "png8", metadata)
     return path
+
+
+def path_markdown(p: dict) -> list[str]:
+    shape = p["interpolation"] + (f" (alpha {p['alpha']:g})" if p["interpolation"] == "catmull_rom" else "")
+    lines = [
+        "",
+        "## Latent path",
+        "",
+        f"- {shape}, ends {p['ends']}{', eased' if p['ease'] else ''}"
+        + (f", closed loop of {p['period']} frames" if p["period"] else "")
+        + f"; {len(p['keys'])} keys"
+        + (" (cached)" if p["cached"] else ""),
+        "- Keys: "
+        + "; ".join(f"{f}: {s}" for f, s in p["keys"][:24])
+        + (" ..." if len(p["keys"]) > 24 else ""),
+    ]
+    for e in p["edits"]:
+        lines.append(
+            f"- Edit {e['direction']}: amount {e['amount']:g} over frames {e['frames'] or 'all'}, "
+            f"ramp {e['ramp']} frames"
+        )
+    return lines
+
+
+class PathStage(Stage):
+    """A latent for every frame: a spline through the key latents, plus edits. It runs whenever faces are
+    projected (between the projected keys), with or without a path section of its own."""
+
+    name = "path"
+    label = "path"
+    report_at = ("path",)
+
+    def section(self, shot: Shot) -> PathSpec | None:
+        return path_spec(shot)
+
+    def on(self, shot: Shot) -> bool:
+        project = shot.spec.project
+        return path_spec(shot) is not None or (project is not None and project.enabled)
+
+    def key(self, shot: Shot, upstream: Mapping[str, StageKey]) -> StageKey:
+        return path_key(shot, upstream.get("project"))
+
+    def cache_path(self, shot: Shot, root: Path, key: StageKey) -> Path:
+        return keys_path(root, shot, key)
+
+    def run(self, shot: Shot, job: StageJob) -> StageOutput:
+        path, report = build_keys(shot, job.root, job.key, job.files.get("project"), job.log)
+        job.log(
+            f"{shot.name}: latent path through {len(report['keys'])} keys ({report['interpolation']})"
+            + (" (cached keys)" if report["cached"] else "")
+        )
+        return StageOutput({"path": str(path)}, report)
+
+    def face_link(self, shot: Shot, files: Mapping[str, str]) -> GeneratedFaces:
+        return GeneratedFaces(shot, files["path"])
+
+    def report(self, r: Rendered) -> dict | None:
+        sheet = path_contact_sheet(r.shot, r.version, r.files["path"], r.metadata)
+        return {**(r.outputs["path"].report or {}), "contact_sheet": str(sheet)}
+
+    def markdown(self, report: dict) -> list[str]:
+        return path_markdown(report["path"]) if report.get("path") else []
+
+    def altered(self, shot: Shot, earlier: list[str]) -> str | None:
+        spec = path_spec(shot)
+        if spec is None:
+            return None
+        return "stylegan latent path" + (" with attribute edits" if spec.edits else "")
+
+    def models(self, shot: Shot) -> list[str]:
+        return [f"generator:{generator_ref(shot)}"]
+
+
+PATH = PathStage()

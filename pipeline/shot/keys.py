@@ -14,8 +14,12 @@ import importlib.util
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-STAGES = ("track", "swap", "project", "path", "composite")
+from pipeline.media.probe import sequence_path
+
+if TYPE_CHECKING:
+    from pipeline.manifest import Shot
 
 
 @functools.lru_cache(maxsize=64)
@@ -71,3 +75,18 @@ def file_digest(path: Path) -> str:
     """The SHA-256 of a file's bytes (remembered per size and modification time within a process)."""
     st = path.stat()
     return _file_sha256(str(path.resolve()), st.st_size, st.st_mtime_ns)
+
+
+def plate_fingerprint(shot: Shot) -> dict:
+    """What identifies the plate's pixels without reading them: files' sizes and modification times."""
+    info = shot.plate.info
+    if info.kind == "sequence":
+        h = hashlib.sha256()
+        for n in info.frame_numbers:
+            st = sequence_path(Path(info.path), n).stat()
+            h.update(f"{n}:{st.st_size}:{st.st_mtime_ns};".encode())
+        return {"path": info.path, "files": h.hexdigest()}
+    if info.path.startswith("builtin:"):
+        return {"path": info.path}
+    st = Path(info.path).stat()
+    return {"path": info.path, "size": st.st_size, "mtime_ns": st.st_mtime_ns}

@@ -1,17 +1,19 @@
-"""The face work of a shot, free of Prefect: detection by chunk, the cached track, overlays, contact sheets.
+"""The track stage of a shot: detection chunk by chunk, the actor's face on every frame (cached per shot),
+the faces report and contact sheet, and the overlay of `vfx track`.
 
-Like `render.py`, this wires stage modules to a `Shot`; `flows.py` runs these functions as tasks.
+Detection runs one task per chunk of frames (anywhere: it opens the plate itself); choosing the actor,
+filling gaps and smoothing need the whole shot and run once, then the track is kept in the shot's cache
+until the plate, the frame range or the faces settings change.
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
 import platform
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -21,7 +23,7 @@ import numpy as np
 from pipeline.errors import PipelineError
 from pipeline.faces.align import align_face, transform_points
 from pipeline.faces.detect import FaceAnalyzer
-from pipeline.faces.draw import draw_crop_tile, draw_overlay, quad_in_plate
+from pipeline.faces.draw import draw_crop_tile, draw_overlay, grid, quad_in_plate
 from pipeline.faces.masks import landmark_mask
 from pipeline.faces.quality import alignment_jitter, landmark_error
 from pipeline.faces.track import (
@@ -34,8 +36,10 @@ from pipeline.faces.track import (
 from pipeline.manifest import FacesSpec, Shot
 from pipeline.media.decode import load_still
 from pipeline.media.sequences import write_frame
-from pipeline.render import ChunkResult
-from pipeline.stages import StageKey, code_version, digest
+from pipeline.shot.frames import ChunkResult
+from pipeline.shot.keys import StageKey, code_version, digest, plate_fingerprint
+from pipeline.shot.review import review_tiles, sample_frames
+from pipeline.shot.stage import Rendered, Stage, StageJob, StageOutput
 from pipeline.workspace import RenderVersion
 
 _analyzers_lock = threading.Lock()
@@ -43,8 +47,9 @@ _idle_analyzers: dict[tuple, list[FaceAnalyzer]] = {}
 
 
 def faces_spec(shot: Shot) -> FacesSpec:
-    spec = shot.spec.faces
-    if spec is None or not spec.enabled:
+    """The shot's faces section; an error naming the manifest when the shot has none."""
+    spec = TRACK.section(shot)
+    if spec is None:
         raise PipelineError(f"{shot.manifest_path}: faces: the shot has no enabled faces section")
     return spec
 
@@ -89,24 +94,7 @@ def analyzer(shot: Shot) -> Iterator[FaceAnalyzer]:
             _idle_analyzers[key].append(lent)
 
 
-def plate_fingerprint(shot: Shot) -> dict:
-    """What identifies the plate's pixels without reading them: files' sizes and modification times."""
-    info = shot.plate.info
-    if info.kind == "sequence":
-        from pipeline.media.probe import sequence_path
-
-        h = hashlib.sha256()
-        for n in info.frame_numbers:
-            st = sequence_path(Path(info.path), n).stat()
-            h.update(f"{n}:{st.st_size}:{st.st_mtime_ns};".encode())
-        return {"path": info.path, "files": h.hexdigest()}
-    if info.path.startswith("builtin:"):
-        return {"path": info.path}
-    st = Path(info.path).stat()
-    return {"path": info.path, "size": st.st_size, "mtime_ns": st.st_mtime_ns}
-
-
-def track_stage(shot: Shot) -> StageKey:
+def track_key(shot: Shot) -> StageKey:
     """Changes when the plate, the shot's frame range, the faces settings or the face code change."""
     spec = faces_spec(shot)
     return StageKey(
@@ -119,13 +107,9 @@ def track_stage(shot: Shot) -> StageKey:
                 {k: v for k, v in spec.model_dump(mode="json").items() if k not in ("crop_size", "mask")}
             ),
             "reference": digest(_file_stamp(shot.resolve(spec.reference)) if spec.reference else None),
-            "code": code_version("pipeline.faces", "pipeline.shot_faces"),
+            "code": code_version("pipeline.faces", "pipeline.shot.track"),
         },
     )
-
-
-def track_key(shot: Shot) -> str:
-    return track_stage(shot).key
 
 
 def _file_stamp(path: str) -> dict:
@@ -134,7 +118,7 @@ def _file_stamp(path: str) -> dict:
 
 
 def track_path(root: Path, shot: Shot) -> Path:
-    return root / shot.name / "cache" / f"track-{track_key(shot)}.npz"
+    return root / shot.name / "cache" / f"track-{track_key(shot).key}.npz"
 
 
 @dataclass
@@ -203,13 +187,10 @@ def track_quality(track: FaceTrack) -> dict:
     }
 
 
-def track_report(
-    track: FaceTrack, cached: bool, path: Path, seconds: float, chunks: Sequence[DetectChunk] = ()
-) -> dict:
+def track_report(track: FaceTrack, cached: bool, path: Path, chunks: Sequence[DetectChunk] = ()) -> dict:
     return {
         "cached": cached,
         "path": str(path),
-        "seconds": seconds,
         "chunks": [c.timing() for c in sorted(chunks, key=lambda c: c.first)],
         **track.summary(),
         "quality": track_quality(track),
@@ -277,3 +258,93 @@ def render_overlay(
         frames.close()
     result.wall_s = time.perf_counter() - t0
     return result
+
+
+def faces_contact_sheet(
+    shot: Shot, version: RenderVersion, track: FaceTrack, metadata: dict[str, str], first: int, last: int
+) -> Path:
+    """Aligned crops across the rendered frames, with their matte outlines and landmarks."""
+
+    def make(n: int) -> np.ndarray:
+        return face_tile(shot, track, n, next(shot.plate.read(shot.plate_index(n), shot.plate_index(n) + 1)))
+
+    tiles = review_tiles(version, "faces", sample_frames(first, last), make)
+    path = version.path / "faces_contact_sheet.png"
+    write_frame(path, grid(tiles), "png8", metadata)
+    return path
+
+
+def faces_markdown(faces: dict) -> list[str]:
+    q = faces["quality"]
+    gaps = ", ".join(f"{a}-{b}" for a, b in faces["no_face_ranges"]) or "none"
+    how = "reused from the cache" if faces["cached"] else f"computed in {faces['seconds']:.1f} s"
+    return [
+        "",
+        "## Faces",
+        "",
+        f"- Detected on {faces['detected']} of {faces['frames']} frames "
+        f"({100 * faces['detected_ratio']:.1f}%), "
+        f"{faces['filled']} more filled by interpolation; no face: {gaps}",
+        f"- Frames with several faces: {faces['several_faces_frames']}; the track was {how}",
+        f"- Alignment jitter {q['alignment_jitter_raw']:.5f} raw, "
+        f"{q['alignment_jitter_smoothed']:.5f} smoothed; "
+        f"landmark error from smoothing {q['landmark_error_smoothed']:.5f} (fractions of the crop size)",
+    ]
+
+
+class TrackStage(Stage):
+    """The actor's face on every frame: landmarks, alignment, per-frame state."""
+
+    name = "track"
+    label = "track faces"
+    report_at = ("faces",)
+
+    def section(self, shot: Shot) -> FacesSpec | None:
+        spec = shot.spec.faces
+        return spec if spec is not None and spec.enabled else None
+
+    def key(self, shot: Shot, upstream: Mapping[str, StageKey]) -> StageKey:
+        return track_key(shot)
+
+    def cache_path(self, shot: Shot, root: Path, key: StageKey) -> Path:
+        return track_path(root, shot)
+
+    def chunk_range(self, shot: Shot, root: Path, key: StageKey) -> tuple[int, int] | None:
+        return None if track_path(root, shot).is_file() else (shot.range_first, shot.range_last)
+
+    def work_chunk(self, shot: Shot, first: int, last: int) -> DetectChunk:
+        return detect_range(shot, first, last)
+
+    def run(self, shot: Shot, job: StageJob) -> StageOutput:
+        path = track_path(job.root, shot)
+        if job.parts:
+            found = [f for chunk in sorted(job.parts, key=lambda c: c.first) for f in chunk.faces]
+            track, cached = finish_track(shot, found, path), False
+        else:
+            track, cached = FaceTrack.load(path), True
+        report = track_report(track, cached, path, job.parts)
+        job.log(
+            f"{shot.name}: faces on {report['with_face']} of {report['frames']} frames "
+            f"({report['detected']} detected, {report['filled']} filled)"
+            + (" (cached track)" if cached else "")
+        )
+        return StageOutput({"track": str(path)}, report)
+
+    def report(self, r: Rendered) -> dict | None:
+        assert r.track is not None
+        sheet = faces_contact_sheet(r.shot, r.version, r.track, r.metadata, r.shot.first, r.shot.last)
+        return {**(r.outputs["track"].report or {}), "contact_sheet": str(sheet)}
+
+    def markdown(self, report: dict) -> list[str]:
+        return faces_markdown(report["faces"]) if report.get("faces") else []
+
+    review_sheet = "faces"
+
+    def tile_frames(self, shot: Shot) -> list[int]:
+        return sample_frames(shot.first, shot.last)
+
+    def tile(self, shot: Shot, track: FaceTrack, frame: int, plate: np.ndarray, comp, done) -> np.ndarray:
+        return face_tile(shot, track, frame, plate)
+
+
+TRACK = TrackStage()

@@ -1,11 +1,10 @@
-"""The projection stage of a shot, free of Prefect: its aligned faces into the generator's W+.
+"""The projection stage of a shot: its aligned faces into the generator's W+.
 
 The faces are projected once per shot range and kept in the shot's cache under a key made of everything
 that changes them (the track, the swap model when the swapped faces are projected, the generator's
 checksum, the settings), so a re-render after a composite change, or of a few frames, reuses them.
-In keyframe mode only the keys are projected and the latent path (`shot_path.py`) fills in the frames
-between them;
-in every-frame mode each frame starts from the previous frame's result with a short schedule.
+In keyframe mode only the keys are projected and the latent path (`path.py`) fills in the frames
+between them; in every-frame mode each frame starts from the previous frame's result with a short schedule.
 
 The generator's fixed noise maps are used throughout (not optimised per frame): noise that changes from
 frame to frame shimmers, and frames between keys have no noise of their own to interpolate.
@@ -16,7 +15,7 @@ from __future__ import annotations
 import functools
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -32,8 +31,10 @@ from pipeline.files import write_atomic
 from pipeline.manifest import ProjectSpec, Shot
 from pipeline.media.color import to_uint8
 from pipeline.media.sequences import write_frame
-from pipeline.stages import StageKey, code_version, digest, file_digest
-from pipeline.stylegan.generator import Generator
+from pipeline.shot.keys import StageKey, code_version, digest, file_digest
+from pipeline.shot.stage import Rendered, Stage, StageJob, StageOutput
+from pipeline.shot.swap import SwappedFaces
+from pipeline.stylegan.generator import Generator, images_to_tensor, tensor_to_images
 from pipeline.stylegan.registry import generator_path
 from pipeline.workspace import RenderVersion
 
@@ -83,7 +84,7 @@ def load_shot_generator(shot: Shot) -> Generator:
     return _cached_generator(str(path), st.st_size, st.st_mtime_ns, str(device()))
 
 
-def project_stage(shot: Shot, track: StageKey, swap: StageKey | None) -> StageKey:
+def project_key(shot: Shot, track: StageKey, swap: StageKey | None) -> StageKey:
     """The latents change with the faces projected (the track, and the swap when swapped faces are
     projected), the generator file, the projection settings and code; not with composite or output."""
     spec = project_spec(shot)
@@ -98,7 +99,7 @@ def project_stage(shot: Shot, track: StageKey, swap: StageKey | None) -> StageKe
             "project settings": digest(spec.model_dump(mode="json", exclude={"generator"})),
             "crop size": digest(shot.spec.faces.crop_size),
             "code": code_version(
-                "pipeline.shot_project", "pipeline.stylegan.project", "pipeline.stylegan.lpips"
+                "pipeline.shot.project", "pipeline.stylegan.project", "pipeline.stylegan.lpips"
             ),
         },
     )
@@ -136,8 +137,6 @@ def aligned_faces(
 ) -> np.ndarray:
     """[N, size, size, 3] float32 faces of `frames`: the plate's aligned crops, or those crops swapped when
     the swapped faces are projected. Aligned at the shot's crop size, then reduced to the generator's."""
-    from pipeline.shot_composite import FaceSource
-
     assert shot.spec.faces is not None
     crop_size = shot.spec.faces.crop_size
     wanted = set(frames)
@@ -151,13 +150,9 @@ def aligned_faces(
     finally:
         plates.close()
     if projects_swapped_faces(shot):
-        crops, _ = FaceSource(shot, swap_cache=swap_cache).convert(frames, crops)
+        crops, _ = SwappedFaces(shot, swap_cache)(frames, crops, [None] * len(crops))
     interp = cv2.INTER_AREA if crop_size > size else cv2.INTER_CUBIC
     return np.stack([cv2.resize(c, (size, size), interpolation=interp) for c in crops]).astype(np.float32)
-
-
-def _to_tensor(faces: np.ndarray) -> torch.Tensor:
-    return torch.from_numpy(faces).permute(0, 3, 1, 2).float() * 2 - 1
 
 
 @dataclass
@@ -199,7 +194,7 @@ def project_faces(
     lpips = load_lpips("vgg").to(device())
     frames = key_frames(shot, track)
     faces = aligned_faces(shot, track, frames, G.cfg.resolution, swap_cache)
-    images = _to_tensor(faces).to(device())
+    images = images_to_tensor(faces).to(device())
     settings = ProjectSettings(
         steps=spec.steps,
         mse_weight=spec.mse,
@@ -248,31 +243,12 @@ def project_faces(
     )
 
 
-def project_shot(
-    shot: Shot,
-    track: FaceTrack,
-    stage: StageKey,
-    root: Path,
-    log: Callable[[str], None] = print,
-    swap_cache: str | Path | None = None,
-) -> tuple[Path, dict]:
-    """The shot's projection, from the cache when nothing it depends on changed; and its report."""
-    t0 = time.perf_counter()
-    path = latents_path(root, shot, stage)
-    cached = path.is_file()
-    projection = ShotProjection.load(path) if cached else project_faces(shot, track, log, swap_cache)
-    if not cached:
-        projection.save(path)
-    return path, projection_report(shot, projection, path, cached, time.perf_counter() - t0)
-
-
-def projection_report(shot: Shot, p: ShotProjection, path: Path, cached: bool, seconds: float) -> dict:
+def projection_report(shot: Shot, p: ShotProjection, path: Path, cached: bool) -> dict:
     spec = project_spec(shot)
     assert spec is not None
     return {
         "path": str(path),
         "cached": cached,
-        "seconds": seconds,
         "projection_seconds": p.seconds,
         "mode": p.mode,
         "source": "swapped faces" if projects_swapped_faces(shot) else "plate faces",
@@ -295,8 +271,9 @@ def projection_contact_sheet(
     G = load_shot_generator(shot)
     pick = np.unique(np.linspace(0, len(p.frames) - 1, min(count, len(p.frames))).round().astype(int))
     with torch.no_grad():
-        recon = G.synthesis(torch.from_numpy(p.latents[pick]).to(device()), "const")
-    recon = to_uint8(((recon.clamp(-1, 1) + 1) / 2).permute(0, 2, 3, 1).cpu().numpy())
+        recon = to_uint8(
+            tensor_to_images(G.synthesis(torch.from_numpy(p.latents[pick]).to(device()), "const"))
+        )
     tiles = []
     for i, r in zip(pick, recon, strict=True):
         pair = cv2.resize(
@@ -309,3 +286,68 @@ def projection_contact_sheet(
     path = version.path / "projection_contact_sheet.png"
     write_frame(path, grid(tiles, 4), "png8", metadata)
     return path
+
+
+def projection_markdown(p: dict | None) -> list[str]:
+    if not p:
+        return []
+    how = "reused from the cache" if p["cached"] else f"projected in {p['projection_seconds']:.1f} s"
+    return [
+        "",
+        "## Projection",
+        "",
+        f"- {p['frames_projected']} {p['source']} projected ({p['mode']}, "
+        f"{'W+' if p['w_plus'] else 'W'}) into {p['generator']}; {how}",
+        f"- LPIPS-VGG of the reconstructions: mean {p['lpips_mean']:.4f}, worst {p['lpips_max']:.4f}; "
+        f"{p['total_steps']} optimisation steps in all",
+    ]
+
+
+class ProjectStage(Stage):
+    """The shot's faces (or its swapped faces) as W+ latents of the generator."""
+
+    name = "project"
+    label = "project"
+    report_at = ("faces", "projection")
+
+    def section(self, shot: Shot) -> ProjectSpec | None:
+        return project_spec(shot)
+
+    def key(self, shot: Shot, upstream: Mapping[str, StageKey]) -> StageKey:
+        return project_key(shot, upstream["track"], upstream.get("swap"))
+
+    def cache_path(self, shot: Shot, root: Path, key: StageKey) -> Path:
+        return latents_path(root, shot, key)
+
+    def run(self, shot: Shot, job: StageJob) -> StageOutput:
+        """The shot's projection, from the cache when nothing it depends on changed; and its report."""
+        path = latents_path(job.root, shot, job.key)
+        cached = path.is_file()
+        if cached:
+            projection = ShotProjection.load(path)
+        else:
+            track = FaceTrack.load(Path(job.files["track"]))
+            projection = project_faces(shot, track, job.log, job.files.get("swap"))
+            projection.save(path)
+        report = projection_report(shot, projection, path, cached)
+        job.log(
+            f"{shot.name}: {report['frames_projected']} faces projected ({report['mode']}), mean LPIPS "
+            f"{report['lpips_mean']:.4f}" + (" (cached latents)" if cached else "")
+        )
+        return StageOutput({"project": str(path)}, report)
+
+    def report(self, r: Rendered) -> dict | None:
+        sheet = projection_contact_sheet(r.shot, r.version, r.files["project"], r.metadata)
+        return {**(r.outputs["project"].report or {}), "contact_sheet": str(sheet)}
+
+    def markdown(self, report: dict) -> list[str]:
+        return projection_markdown((report.get("faces") or {}).get("projection"))
+
+    def altered(self, shot: Shot, earlier: list[str]) -> str | None:
+        return "stylegan projection (faces drawn by a generator)"
+
+    def models(self, shot: Shot) -> list[str]:
+        return [f"generator:{generator_ref(shot)}"]
+
+
+PROJECT = ProjectStage()

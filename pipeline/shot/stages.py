@@ -1,78 +1,59 @@
-"""The stage keys of a shot, in order: what each cached result depends on (see `stages.py`), whether it is
-in the cache, what changed since the last render, and clearing a stage's cache to force it."""
+"""The stages of a shot, in order, and what iterates them: the stage keys, where each keeps its result,
+the plan of what runs and why (`vfx render --dry-run`), clearing caches (`--force STAGE`), the shot's
+status (`vfx status`) and the per-frame chain of a chunk.
+
+A new stage is a module with a `Stage` and one line in STAGES.
+"""
 
 from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Mapping
 from pathlib import Path
 
-from pipeline import shot_faces, shot_path, shot_project
 from pipeline.manifest import Shot
-from pipeline.shot_composite import swap_cache_dir, swap_spec, swap_stage
-from pipeline.stages import STAGES, StageKey, code_version, digest, file_digest
-from pipeline.workspace import existing_versions
+from pipeline.media.sequences import extension
+from pipeline.shot.composite import COMPOSITE
+from pipeline.shot.frames import FaceLink
+from pipeline.shot.keys import StageKey
+from pipeline.shot.path import PATH
+from pipeline.shot.project import PROJECT
+from pipeline.shot.stage import Stage
+from pipeline.shot.swap import SWAP
+from pipeline.shot.track import TRACK
+from pipeline.workspace import RenderVersion, existing_versions
+
+STAGES: tuple[Stage, ...] = (TRACK, SWAP, PROJECT, PATH, COMPOSITE)
+STAGE_NAMES = tuple(s.name for s in STAGES)
+BY_NAME: dict[str, Stage] = {s.name: s for s in STAGES}
 
 
-def composite_stage(shot: Shot, upstream: dict[str, StageKey]) -> StageKey:
-    """The output frames: everything upstream, plus what the chunks do with it (the path's spline and
-    edits, compositing, the output format) and their code."""
-    path = shot.spec.path
-    edits = []
-    if path is not None and path.enabled:
-        edits = [
-            {**e.model_dump(mode="json"), "file": file_digest(Path(shot.resolve(e.direction)))}
-            for e in path.edits
-        ]
-    return StageKey(
-        "composite",
-        {
-            **{name: key.key for name, key in upstream.items()},
-            "plate": digest(shot_faces.plate_fingerprint(shot)),  # also for shots with no face stage
-            "plate settings": digest(shot.spec.plate.model_dump(mode="json") if shot.spec.plate else None),
-            "path settings": digest(
-                path.model_dump(mode="json", exclude={"keyframes", "edits", "steps"}) if path else None
-            ),
-            "edits": digest(edits),
-            "composite settings": digest(
-                shot.spec.composite.model_dump(mode="json") if shot.spec.composite else None
-            ),
-            "output settings": digest(shot.spec.output.model_dump(mode="json")),
-            "frames": digest([shot.first, shot.last]),
-            "code": code_version(
-                "pipeline.composite", "pipeline.shot_composite", "pipeline.render", "pipeline.media"
-            ),
-        },
-    )
+def active_stages(shot: Shot) -> list[Stage]:
+    """The stages this shot runs, in order."""
+    return [s for s in STAGES if s.on(shot)]
 
 
 def stage_keys(shot: Shot) -> dict[str, StageKey]:
-    """The keys of the stages this shot runs, in order: track, swap, project, path, composite."""
+    """The keys of the stages this shot runs, in order; each stage sees the keys of those before it."""
     keys: dict[str, StageKey] = {}
-    if shot.spec.faces is not None and shot.spec.faces.enabled:
-        keys["track"] = shot_faces.track_stage(shot)
-    if swap_spec(shot) is not None:
-        keys["swap"] = swap_stage(shot, keys["track"])
-    if shot_project.project_spec(shot) is not None:
-        keys["project"] = shot_project.project_stage(shot, keys["track"], keys.get("swap"))
-    if "project" in keys or shot_path.path_spec(shot) is not None:
-        keys["path"] = shot_path.path_stage(shot, keys.get("project"))
-    keys["composite"] = composite_stage(shot, dict(keys))
+    for stage in active_stages(shot):
+        keys[stage.name] = stage.key(shot, keys)
     return keys
 
 
-def cache_paths(shot: Shot, root: Path, keys: dict[str, StageKey]) -> dict[str, Path]:
+def cache_paths(shot: Shot, root: Path, keys: Mapping[str, StageKey]) -> dict[str, Path]:
     """Where each cached stage keeps its result (the composite's is the version folder)."""
     paths = {}
-    if "track" in keys:
-        paths["track"] = shot_faces.track_path(root, shot)
-    if "swap" in keys:
-        paths["swap"] = swap_cache_dir(root, shot, keys["track"])
-    if "project" in keys:
-        paths["project"] = shot_project.latents_path(root, shot, keys["project"])
-    if "path" in keys:
-        paths["path"] = shot_path.keys_path(root, shot, keys["path"])
+    for name, key in keys.items():
+        if (path := BY_NAME[name].cache_path(shot, root, key)) is not None:
+            paths[name] = path
     return paths
+
+
+def face_links(shot: Shot, files: Mapping[str, str]) -> list[FaceLink]:
+    """The stages' links of the per-frame chain, in stage order, for a chunk that has their files."""
+    return [link for stage in active_stages(shot) if (link := stage.face_link(shot, files)) is not None]
 
 
 def latest_record(root: Path, shot: Shot) -> tuple[str, dict] | None:
@@ -91,29 +72,23 @@ def latest_record(root: Path, shot: Shot) -> tuple[str, dict] | None:
 def plan(shot: Shot, root: Path, force: str | None = None) -> list[tuple[str, bool, str]]:
     """Per stage: (name, will it run, why), for `vfx render --dry-run` and the render's record."""
     keys = stage_keys(shot)
-    paths = cache_paths(shot, root, keys)
     latest = latest_record(root, shot)
-    forced_from = STAGES.index(force) if force else len(STAGES)
+    forced_from = STAGE_NAMES.index(force) if force else len(STAGES)
     out = []
     for name, key in keys.items():
         before = latest[1].get(name, {}).get("parts") if latest else None
         since = f" since {latest[0]}" if latest else ""
         changed = key.changes(before)
         why = ", ".join(changed) + (" changed" + since if before is not None else "")
-        if STAGES.index(name) >= forced_from:
+        path = BY_NAME[name].cache_path(shot, root, key)
+        if STAGE_NAMES.index(name) >= forced_from:
             out.append((name, True, f"forced (--force {force})"))
-        elif name == "composite":
+        elif path is None:  # its result is the new version itself
             out.append(
                 (name, True, f"a new version; {why}" if changed else f"a new version; nothing changed{since}")
             )
-        elif name == "swap":
-            folder = paths["swap"]
-            done = len(list(folder.glob("*.npz"))) if folder.is_dir() else 0
-            out.append(
-                (name, not done, f"cached ({done} frames in {folder.name})" if done else why or "not cached")
-            )
-        elif paths[name].is_file():
-            out.append((name, False, f"cached ({paths[name].name})"))
+        elif found := BY_NAME[name].cached(path):
+            out.append((name, False, f"cached ({found})"))
         else:
             out.append((name, True, why or "not cached"))
     return out
@@ -121,10 +96,9 @@ def plan(shot: Shot, root: Path, force: str | None = None) -> list[tuple[str, bo
 
 def clear_cache(shot: Shot, root: Path, force: str) -> list[Path]:
     """Remove the cached results of stage `force` and of every stage after it, so they run again."""
-    keys = stage_keys(shot)
     removed = []
-    for name, path in cache_paths(shot, root, keys).items():
-        if STAGES.index(name) < STAGES.index(force) or not path.exists():
+    for name, path in cache_paths(shot, root, stage_keys(shot)).items():
+        if STAGE_NAMES.index(name) < STAGE_NAMES.index(force) or not path.exists():
             continue
         shutil.rmtree(path) if path.is_dir() else path.unlink()
         removed.append(path)
@@ -144,9 +118,6 @@ def stage_record(shot: Shot, planned: list[tuple[str, bool, str]]) -> dict:
 def shot_status(shot: Shot, root: Path) -> dict:
     """The latest version of a shot and its state: done, failed, running, stale (done, but the manifest,
     plate, models or code changed since), interrupted, or never rendered."""
-    from pipeline.media.sequences import extension
-    from pipeline.workspace import RenderVersion
-
     shot_dir = root / shot.name
     versions = existing_versions(shot_dir)
     if not versions:

@@ -1,0 +1,351 @@
+"""The composite stage of a shot: a new face into each plate frame, plus the elements for compositors.
+
+For each frame with a face: the aligned crop, the new face from the frame chain (the generator when the
+shot's faces were projected, else the swap model, else a test alteration of the crop), colour matched to
+the plate's face inside the matte, sharpened and grained to the plate, warped back and blended. The face
+element (RGBA in plate coordinates) is what an "over" of the alpha-blended face gives, for compositors
+finishing elsewhere. Its result is the version's frames, so it always runs and has no cache of its own.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import cv2
+import numpy as np
+
+from pipeline.composite import alter_face, blend, match_grain, sharpen, transfer_color
+from pipeline.faces.align import align_face, transform_points, warp_to_plate
+from pipeline.faces.draw import grid
+from pipeline.faces.masks import landmark_mask
+from pipeline.faces.track import FaceTrack
+from pipeline.files import write_json_atomic
+from pipeline.manifest import CompositeSpec, MaskSpec, Shot
+from pipeline.media.color import to_float, to_uint8
+from pipeline.media.decode import read_image
+from pipeline.media.sequences import extension, write_frame
+from pipeline.shot.frames import FaceLink, FrameComposite, FrameWork, face_chain, run_chain
+from pipeline.shot.keys import StageKey, code_version, digest, file_digest, plate_fingerprint
+from pipeline.shot.path import GeneratedFrames
+from pipeline.shot.review import review_tiles, sample_frames
+from pipeline.shot.stage import Rendered, Stage
+from pipeline.shot.swap import load_identity_references, swap_spec
+from pipeline.workspace import RenderVersion
+
+if TYPE_CHECKING:
+    from pipeline.swap.convert import IdentityMeter
+
+COMPOSITE_SAMPLES = 4  # frames of the composite contact sheet
+
+
+def composite_spec(shot: Shot) -> CompositeSpec | None:
+    spec = shot.spec.composite
+    return spec if spec is not None and spec.enabled else None
+
+
+def composite_key(shot: Shot, upstream: Mapping[str, StageKey]) -> StageKey:
+    """The output frames: everything upstream, plus what the chunks do with it (the path's spline and
+    edits, compositing, the output format) and their code."""
+    path = shot.spec.path
+    edits = []
+    if path is not None and path.enabled:
+        edits = [
+            {**e.model_dump(mode="json"), "file": file_digest(Path(shot.resolve(e.direction)))}
+            for e in path.edits
+        ]
+    return StageKey(
+        "composite",
+        {
+            **{name: key.key for name, key in upstream.items()},
+            "plate": digest(plate_fingerprint(shot)),  # also for shots with no face stage
+            "plate settings": digest(shot.spec.plate.model_dump(mode="json") if shot.spec.plate else None),
+            "path settings": digest(
+                path.model_dump(mode="json", exclude={"keyframes", "edits", "steps"}) if path else None
+            ),
+            "edits": digest(edits),
+            "composite settings": digest(
+                shot.spec.composite.model_dump(mode="json") if shot.spec.composite else None
+            ),
+            "output settings": digest(shot.spec.output.model_dump(mode="json")),
+            "frames": digest([shot.first, shot.last]),
+            "code": code_version(
+                "pipeline.composite",
+                "pipeline.media",
+                *(
+                    f"pipeline.shot.{m}"
+                    for m in ("composite", "frames", "movies", "report", "review", "stages")
+                ),
+            ),
+        },
+    )
+
+
+class AlteredFaces:
+    """The test alteration as a link of the frame chain: it stands in for the face stages while a shot
+    has none, so compositing can be seen at work."""
+
+    draws_own_faces = False
+
+    def __init__(self, how: str):
+        self.how = how
+
+    def __call__(
+        self, numbers: list[int], faces: list[np.ndarray], masks: list[np.ndarray | None]
+    ) -> tuple[list[np.ndarray], list[np.ndarray | None]]:
+        return [alter_face(f, self.how) for f in faces], [None] * len(faces)
+
+
+class Compositor:
+    """A new face into each plate frame: the aligned crop, the frame chain's new face (the stages' links:
+    swap model, generator), colour matched to the plate's face inside the matte, sharpened and grained to
+    the plate, warped back and blended; the face element beside it. With no link in the chain the test
+    alteration stands in for the face stages."""
+
+    def __init__(
+        self,
+        shot: Shot,
+        track: FaceTrack,
+        chain: list[FaceLink],
+        identity_refs: tuple[np.ndarray, np.ndarray] | None = None,
+    ):
+        spec = composite_spec(shot)
+        assert spec is not None and shot.spec.faces is not None
+        self.spec = spec
+        self.mask_spec: MaskSpec = spec.mask or shot.spec.faces.mask
+        self.size = shot.spec.faces.crop_size
+        self.track = track
+        self.crop_landmarks = self._crop_landmarks()
+        self.chain = face_chain(chain) or [AlteredFaces(spec.alteration)]
+        swap = swap_spec(shot)
+        self.batch_size = swap.batch if swap else 8
+        self.new_faces_s = 0.0  # spent making faces, for the run record
+        self.identity: tuple[IdentityMeter, np.ndarray, np.ndarray] | None = None
+        if identity_refs is not None:
+            from pipeline.swap.convert import IdentityMeter
+
+            self.identity = (IdentityMeter(), identity_refs[0], identity_refs[1])
+
+    def _crop_landmarks(self) -> np.ndarray:
+        """Landmarks in crop coordinates for every frame with a face; frames filled by interpolation
+        borrow the nearest detected frame's (in the aligned crop the face barely moves)."""
+        t = self.track
+        out = np.full(t.landmarks.shape, np.nan)
+        detected = np.flatnonzero(t.detected)
+        for i in detected:
+            out[i] = transform_points(t.matrix(int(t.frames[i]), 1), t.landmarks[i]) * self.size
+        for i in np.flatnonzero(t.has_face & ~t.detected):
+            if len(detected):
+                out[i] = out[detected[np.argmin(np.abs(detected - i))]]
+        return out
+
+    def matte(self, index: int) -> np.ndarray:
+        m = self.mask_spec
+        return landmark_mask(self.crop_landmarks[index], self.size, m.kind, m.erode, m.erode_sides, m.feather)
+
+    def frame(self, number: int, plate: np.ndarray) -> FrameComposite:
+        return self.frames([number], [plate])[0]
+
+    def frames(self, numbers: list[int], plates: list[np.ndarray]) -> list[FrameComposite]:
+        """Composite several frames; their new faces are made in one batch."""
+        crops, todo = [], []
+        for k, n in enumerate(numbers):
+            i = self.track.index(n)
+            if self.track.has_face[i] and not np.isnan(self.crop_landmarks[i, 0, 0]):
+                crops.append(align_face(plates[k], self.track.params[i], self.size)[0])
+                todo.append(k)
+        t = time.perf_counter()
+        faces, masks = run_chain(self.chain, [numbers[k] for k in todo], crops)
+        self.new_faces_s += time.perf_counter() - t
+        out = [FrameComposite(p, self._empty_element(p), None, None) for p in plates]
+        for k, crop, face, model_mask in zip(todo, crops, faces, masks, strict=True):
+            out[k] = self._composite(numbers[k], plates[k], crop, face, model_mask)
+            if self.identity is not None:
+                meter, ref_a, ref_b = self.identity
+                e = meter.embed(face, self.crop_landmarks[self.track.index(numbers[k])])
+                out[k].identity = (float(np.linalg.norm(e - ref_a)), float(np.linalg.norm(e - ref_b)))
+        return out
+
+    def _composite(
+        self,
+        number: int,
+        plate: np.ndarray,
+        crop: np.ndarray,
+        face: np.ndarray,
+        model_mask: np.ndarray | None,
+    ) -> FrameComposite:
+        i = self.track.index(number)
+        matrix = self.track.matrix(number, self.size)
+        assert matrix is not None
+        matte = self.matte(i)
+        if model_mask is not None:
+            matte = matte * model_mask
+        face = transfer_color(face, crop, matte, self.spec.color)
+        face = sharpen(face, self.spec.sharpen)
+        if self.spec.grain:
+            face = match_grain(face, crop, matte, seed=number)
+        region = warp_to_plate(face, matte, matrix, plate.shape)
+        comp = blend(plate, region, self.spec.blend)
+        element = self._empty_element(plate)
+        if element is not None and region is not None:
+            element[region.box] = np.concatenate([region.face, region.alpha[..., None]], axis=-1)
+        return FrameComposite(comp, element, face, matte)
+
+    def _empty_element(self, plate: np.ndarray) -> np.ndarray | None:
+        if self.spec.element.format == "none":
+            return None
+        return np.zeros((*plate.shape[:2], 4), np.float32)
+
+
+def element_path(version: RenderVersion, shot: Shot, frame: int) -> Path:
+    spec = composite_spec(shot)
+    assert spec is not None
+    ext = extension(spec.element.format)
+    return version.path / "element" / f"{version.shot}_faceElement_{version.label}.{frame:04d}.{ext}"
+
+
+def write_element(version: RenderVersion, shot: Shot, frame: int, element: np.ndarray, meta: dict) -> None:
+    spec = composite_spec(shot)
+    assert spec is not None
+    path = element_path(version, shot, frame)
+    path.parent.mkdir(exist_ok=True)
+    write_frame(path, element, spec.element.format, meta)
+
+
+def write_transforms(version: RenderVersion, shot: Shot, track: FaceTrack) -> Path:
+    """Per-frame plate->crop matrices, so a compositor can redo the paste-back in their own tool."""
+    size = shot.spec.faces.crop_size if shot.spec.faces else 256
+    frames = []
+    for n in range(shot.first, shot.last + 1):
+        i = track.index(n)
+        m = track.matrix(n, size)
+        state = "detected" if track.detected[i] else "filled" if track.filled[i] else "no face"
+        frames.append(
+            {"frame": n, "state": state, "plate_to_crop": None if m is None else m.round(6).tolist()}
+        )
+    path = version.path / "transforms.json"
+    write_json_atomic(
+        path,
+        {
+            "shot": shot.name,
+            "version": version.label,
+            "crop_size": size,
+            "convention": "x_crop = M @ [x_plate, y_plate, 1], pixel centres",
+            "frames": frames,
+        },
+    )
+    return path
+
+
+def composite_row(frame: int, plate: np.ndarray, done: FrameComposite, comp: np.ndarray) -> np.ndarray:
+    """plate | new face | matte | comp of one frame, 256 px each, for the composite contact sheet."""
+    tile = 256
+    blank = np.zeros((tile, tile, 3), np.float32)
+    row = [
+        _fit(plate, tile),
+        _fit(done.new_face, tile) if done.new_face is not None else blank,
+        _fit(np.repeat(done.matte[..., None], 3, -1), tile) if done.matte is not None else blank,
+        _fit(comp, tile),
+    ]
+    tiles = []
+    for img, label in zip(row, (f"{frame} plate", "new face", "matte", "comp"), strict=True):
+        img = to_uint8(img).copy()
+        cv2.putText(img, label, (4, tile - 6), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (255, 255, 0), 1, cv2.LINE_AA)
+        tiles.append(img)
+    return np.concatenate(tiles, axis=1)
+
+
+def _fit(image: np.ndarray, size: int) -> np.ndarray:
+    img = to_float(image)
+    h, w = img.shape[:2]
+    k = size / max(h, w)
+    small = cv2.resize(img, (max(1, round(w * k)), max(1, round(h * k))), interpolation=cv2.INTER_AREA)
+    out = np.zeros((size, size, 3), np.float32)
+    y, x = (size - small.shape[0]) // 2, (size - small.shape[1]) // 2
+    out[y : y + small.shape[0], x : x + small.shape[1]] = small
+    return out
+
+
+def composite_contact_sheet(
+    shot: Shot,
+    version: RenderVersion,
+    track: FaceTrack,
+    metadata: dict[str, str],
+    chain: Callable[[], list[FaceLink]] = list,
+) -> Path:
+    """Rows of plate | new face | matte | comp for a few frames across the shot (`chain` makes the frame
+    chain, for a frame no chunk saved a tile of)."""
+    compositor: Compositor | None = None
+
+    def make(n: int) -> np.ndarray:
+        nonlocal compositor
+        compositor = compositor or Compositor(shot, track, chain())
+        plate = next(shot.plate.read(shot.plate_index(n), shot.plate_index(n) + 1))
+        return composite_row(n, plate, compositor.frame(n, plate), read_image(version.frame_path(n)))
+
+    rows = review_tiles(version, "composite", sample_frames(shot.first, shot.last, COMPOSITE_SAMPLES), make)
+    path = version.path / "composite_contact_sheet.png"
+    write_frame(path, grid(rows, 1), "png8", metadata)
+    return path
+
+
+class CompositeStage(Stage):
+    """The output frames: the new faces composited into the plate (or, without a plate, the path's faces
+    full frame)."""
+
+    name = "composite"
+    label = "composite"
+    report_at = ("faces",)
+    has_shot_work = False  # its work is the frame chunks
+
+    def section(self, shot: Shot) -> CompositeSpec | None:
+        return composite_spec(shot)
+
+    def on(self, shot: Shot) -> bool:
+        return True  # every render writes frames; its key covers the output settings
+
+    def key(self, shot: Shot, upstream: Mapping[str, StageKey]) -> StageKey:
+        return composite_key(shot, upstream)
+
+    def frame_work(
+        self, shot: Shot, track: FaceTrack | None, links: list[FaceLink], files: Mapping[str, str]
+    ) -> FrameWork | None:
+        """What the frame loop runs on each batch of frames: the chain's new faces composited into the
+        plate, or, for a shot without a plate, the path's faces full frame."""
+        if composite_spec(shot) is not None:
+            assert track is not None
+            return Compositor(shot, track, links, load_identity_references(files.get("identity")))
+        if "path" in files:
+            return GeneratedFrames(shot, files["path"])
+        return None
+
+    review_sheet = "composite"
+
+    def tile_frames(self, shot: Shot) -> list[int]:
+        return sample_frames(shot.first, shot.last, COMPOSITE_SAMPLES) if composite_spec(shot) else []
+
+    def tile(
+        self, shot: Shot, track: FaceTrack, frame: int, plate: np.ndarray, comp, done
+    ) -> np.ndarray | None:
+        return composite_row(frame, plate, done, comp) if done is not None else None
+
+    def report(self, r: Rendered) -> dict | None:
+        if composite_spec(r.shot) is None or r.track is None:
+            return None
+        return {
+            "transforms": str(write_transforms(r.version, r.shot, r.track)),
+            "composite_contact_sheet": str(
+                composite_contact_sheet(r.shot, r.version, r.track, r.metadata, r.chain)
+            ),
+        }
+
+    def altered(self, shot: Shot, earlier: list[str]) -> str | None:
+        spec = composite_spec(shot)
+        if earlier or spec is None or spec.alteration == "none":
+            return None
+        return f"composite (test alteration: {spec.alteration})"
+
+
+COMPOSITE = CompositeStage()

@@ -1,0 +1,167 @@
+"""The frame loop of a render, free of Prefect: decode a chunk of plate frames, run the per-frame chain on
+them, write the frames.
+
+The per-frame chain is the stages' work on each frame, in stage order: links that make or change the new
+face of an aligned crop (the swap model, the generator along the latent path; later a stylisation), then
+the composite that puts the new face back into the plate (`FrameWork`). A new per-frame stage is one more
+link (`Stage.face_link`).
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+
+from pipeline.manifest import Shot
+from pipeline.media.sequences import write_frame
+from pipeline.workspace import RenderVersion
+
+
+@dataclass
+class FrameComposite:
+    comp: np.ndarray
+    element: np.ndarray | None  # RGBA, float32, straight alpha, plate size; None when not written
+    new_face: np.ndarray | None  # the crop that went in (for contact sheets)
+    matte: np.ndarray | None  # its matte in crop coordinates
+    identity: tuple[float, float] | None = None  # the new face's distance to person A and to B
+
+
+class FaceLink(Protocol):
+    """One per-frame stage's work on the new faces of a batch of frames (aligned crops, float32 RGB)."""
+
+    # True when the link draws its own faces and ignores those it is given (the generator): the links
+    # before it in the chain would be wasted work and are left out
+    draws_own_faces: bool
+
+    def __call__(
+        self, numbers: list[int], faces: list[np.ndarray], masks: list[np.ndarray | None]
+    ) -> tuple[list[np.ndarray], list[np.ndarray | None]]:
+        """New faces for frames `numbers`, and the masks that come with them (None: the landmark matte)."""
+        ...
+
+
+def face_chain(links: list[FaceLink]) -> list[FaceLink]:
+    """The links that run: from the last one that draws its own faces on."""
+    start = max((i for i, link in enumerate(links) if link.draws_own_faces), default=0)
+    return links[start:]
+
+
+def run_chain(
+    chain: list[FaceLink], numbers: list[int], crops: list[np.ndarray]
+) -> tuple[list[np.ndarray], list[np.ndarray | None]]:
+    faces: list[np.ndarray] = list(crops)
+    masks: list[np.ndarray | None] = [None] * len(crops)
+    for link in chain:
+        faces, masks = link(numbers, faces, masks)
+    return faces, masks
+
+
+class FrameWork(Protocol):
+    """What the frame loop runs on each batch of frames: the composite (or a shot without a plate's
+    generated frames)."""
+
+    batch_size: int
+    new_faces_s: float  # seconds spent making new faces so far, for the run record
+
+    def frames(self, numbers: list[int], plates: list[np.ndarray]) -> list[FrameComposite]: ...
+
+
+@dataclass
+class ChunkResult:
+    first: int
+    last: int
+    written: int = 0
+    skipped: int = 0
+    decode_s: float = 0.0
+    new_faces_s: float = 0.0  # making the new faces: swap model, generator or test alteration
+    composite_s: float = 0.0  # the rest of compositing: colour, grain, warp back, blend, elements
+    write_s: float = 0.0
+    review_s: float = 0.0  # the contact sheets' tiles of the sampled frames
+    wall_s: float = 0.0
+    identity: list[list[float]] = field(default_factory=list)  # [frame, distance to A, distance to B]
+    worker: str = field(default_factory=lambda: f"{platform.node()}:{os.getpid()}")  # where it ran
+
+
+def chunk_ranges(first: int, last: int, size: int) -> list[tuple[int, int]]:
+    return [(a, min(a + size - 1, last)) for a in range(first, last + 1, size)]
+
+
+def render_frames(
+    shot: Shot,
+    version: RenderVersion,
+    first: int,
+    last: int,
+    metadata: dict[str, str],
+    work: FrameWork | None = None,
+    on_frame: Callable[[int, np.ndarray, np.ndarray, FrameComposite | None], None] | None = None,
+    write_element: Callable[[int, np.ndarray], None] | None = None,
+) -> ChunkResult:
+    """Decode, run the per-frame work and write frames first..last, skipping frames already complete.
+
+    A frame's element (`write_element`) and what `on_frame` saves of it (review tiles) are written before
+    its comp, so a comp on disk means the frame is complete. `on_frame` gets the frame number, the plate,
+    the comp and the composite's parts.
+    """
+    t0 = time.perf_counter()
+    result = ChunkResult(first, last)
+    todo = [n for n in range(first, last + 1) if not version.frame_done(n)]
+    result.skipped = (last - first + 1) - len(todo)
+    if not todo:
+        result.wall_s = time.perf_counter() - t0
+        return result
+    wanted = set(todo)
+    start = todo[0]
+    frames = shot.plate.read(shot.plate_index(start), shot.plate_index(last) + 1)
+    fmt = shot.spec.output.sequence
+    batch_size = work.batch_size if work else 1
+    pending: list[tuple[int, np.ndarray]] = []
+
+    def flush() -> None:
+        numbers = [n for n, _ in pending]
+        outputs = [f for _, f in pending]
+        done: list[FrameComposite | None] = [None] * len(numbers)
+        if work is not None:
+            t, made_before = time.perf_counter(), work.new_faces_s
+            composites = work.frames(numbers, outputs)
+            made = work.new_faces_s - made_before
+            result.new_faces_s += made
+            result.composite_s += time.perf_counter() - t - made
+            done = list(composites)
+            outputs = [d.comp for d in composites]
+            for n, d in zip(numbers, composites, strict=True):
+                if d.element is not None and write_element is not None:
+                    write_element(n, d.element)
+                if d.identity is not None:
+                    result.identity.append([n, *d.identity])
+        for k, (n, frame) in enumerate(zip(numbers, outputs, strict=True)):
+            if on_frame is not None:
+                t = time.perf_counter()
+                on_frame(n, pending[k][1], frame, done[k])
+                result.review_s += time.perf_counter() - t
+            t = time.perf_counter()
+            write_frame(version.frame_path(n), frame, fmt, metadata)
+            result.write_s += time.perf_counter() - t
+        result.written += len(numbers)
+        pending.clear()
+
+    try:
+        for number in range(start, last + 1):
+            t = time.perf_counter()
+            frame = next(frames)
+            result.decode_s += time.perf_counter() - t
+            if number in wanted:
+                pending.append((number, frame))
+            if len(pending) >= batch_size:
+                flush()
+        if pending:
+            flush()
+    finally:
+        frames.close()
+    result.wall_s = time.perf_counter() - t0
+    return result

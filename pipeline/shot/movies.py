@@ -1,0 +1,82 @@
+"""The movies of a render, made from its finished frame sequence: review and delivery movies with the plate's
+audio trimmed to the frames, and the ProRes 4444 face element with alpha when the composite asks for it."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+from pipeline.errors import MediaError
+from pipeline.manifest import Shot
+from pipeline.media.encode import MOVIE_PRESETS, AudioSource, encode_movie
+from pipeline.shot.composite import composite_spec, element_path
+from pipeline.workspace import RenderVersion
+
+
+@dataclass
+class MovieResult:
+    preset: str
+    path: str
+    seconds: float
+    skipped: bool = False
+    audio: bool = False
+    command: list[str] = field(default_factory=list)
+
+
+def plate_audio(shot: Shot) -> AudioSource | None:
+    """The plate's audio trimmed to the rendered frames, when the plate has audio at the shot's rate."""
+    info = shot.plate.info
+    if info.kind != "movie" or info.audio is None or shot.fps != info.fps:
+        return None
+    return AudioSource(
+        info.path,
+        offset=float(shot.plate_index(shot.first) / info.fps),
+        duration=float(shot.frame_count / info.fps),
+    )
+
+
+def encode_movies(shot: Shot, version: RenderVersion, metadata: dict[str, str]) -> list[MovieResult]:
+    missing = next((n for n in range(shot.first, shot.last + 1) if not version.frame_done(n)), None)
+    if missing is not None:
+        raise MediaError(
+            f"{version.frame_path(missing)}: frame {missing} is missing; movies are made from a "
+            "complete sequence only"
+        )
+    results = []
+    audio = plate_audio(shot)
+    for preset in shot.spec.output.movies:
+        out = version.movie_path(preset, MOVIE_PRESETS[preset].extension)
+        if out.is_file():
+            results.append(MovieResult(preset, str(out), 0.0, skipped=True))
+            continue
+        t = time.perf_counter()
+        cmd = encode_movie(
+            version.sequence_pattern,
+            shot.first,
+            shot.frame_count,
+            shot.fps,
+            out,
+            preset,
+            metadata,
+            audio=audio,
+            burn_in_text=f"{shot.name}  {version.label}",
+            linear_exr=shot.spec.output.sequence == "exr",
+        )
+        results.append(
+            MovieResult(preset, str(out), time.perf_counter() - t, audio=audio is not None, command=cmd)
+        )
+    spec = composite_spec(shot)
+    if spec is not None and spec.element.prores4444:
+        out = version.path / f"{shot.name}_faceElement_{version.label}_prores4444.mov"
+        if out.is_file():
+            results.append(MovieResult("prores4444", str(out), 0.0, skipped=True))
+        else:
+            t = time.perf_counter()
+            pattern = element_path(version, shot, shot.first).with_name(
+                f"{shot.name}_faceElement_{version.label}.%04d.png"
+            )
+            cmd = encode_movie(
+                pattern, shot.first, shot.frame_count, shot.fps, out, "prores4444", metadata, alpha=True
+            )
+            results.append(MovieResult("prores4444 element", str(out), time.perf_counter() - t, command=cmd))
+    return results

@@ -1,0 +1,185 @@
+"""The record of a render: the output metadata that says which faces were altered, the timings of each step,
+report.json (for machines), report.md (for people) and the contact sheet of the written frames. Each
+stage writes its own section (`Stage.report`, `Stage.markdown`); this module puts them together.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import platform
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict
+from pathlib import Path
+
+from pipeline import TOOL_NAME, __version__
+from pipeline.files import write_json_atomic
+from pipeline.manifest import Shot
+from pipeline.media.decode import read_image
+from pipeline.shot.frames import ChunkResult
+from pipeline.shot.movies import MovieResult
+from pipeline.shot.review import contact_sheet, frame_thumb, review_tiles, sample_frames
+from pipeline.shot.stages import STAGES, active_stages
+from pipeline.workspace import RenderVersion
+
+SYNTHETIC_NOTE = (
+    "Made by the {tool} face-VFX pipeline. Face stages that altered this imagery with AI: {stages}."
+)
+
+
+def altered_stages(shot: Shot) -> list[str]:
+    """What the shot's stages do to its faces, in order (for the synthetic-imagery metadata)."""
+    out: list[str] = []
+    for stage in active_stages(shot):
+        if (what := stage.altered(shot, out)) is not None:
+            out.append(what)
+    return out
+
+
+def models_used(shot: Shot) -> str:
+    """The model files that made the shot's new faces, each named once."""
+    models = [m for stage in active_stages(shot) for m in stage.models(shot)]
+    return ",".join(dict.fromkeys(models)) or "none"
+
+
+def output_metadata(shot: Shot, version: RenderVersion) -> dict[str, str]:
+    """What every output file carries: whether it holds synthetic (AI-altered) faces, and its origin."""
+    altered_by = altered_stages(shot)
+    return {
+        "synthetic_imagery": "true" if altered_by else "false",
+        "ai_altered_stages": ",".join(altered_by) or "none",
+        "comment": SYNTHETIC_NOTE.format(
+            tool=TOOL_NAME, stages=", ".join(altered_by) or "none (plate passthrough)"
+        ),
+        "shot": shot.name,
+        "render_version": version.label,
+        "software": f"{TOOL_NAME} {__version__}",
+        "models": models_used(shot),
+    }
+
+
+class StageClock:
+    """Wall seconds of each step of a render, for the run record: what a slow render spent its time on."""
+
+    def __init__(self) -> None:
+        self.t0 = time.perf_counter()
+        self.seconds: dict[str, float] = {}
+
+    @contextlib.contextmanager
+    def __call__(self, step: str) -> Iterator[None]:
+        t = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[step] = self.seconds.get(step, 0.0) + time.perf_counter() - t
+
+    def timings(self, chunks: Sequence[ChunkResult], detect_chunks: Sequence[dict] = ()) -> dict:
+        """Each step's wall time (`<step>_s`), the rest (`other_s`: opening the version, logging), and
+        the chunks' own seconds summed by stage (`chunk_seconds`; chunks run side by side, so these add up
+        to more than the wall time of the frames)."""
+        total = time.perf_counter() - self.t0
+        walls = {f"{k}_s": v for k, v in self.seconds.items()}
+        sums = {
+            "decode": sum(c.decode_s for c in chunks) + sum(c["decode_s"] for c in detect_chunks),
+            "detect": sum(c["detect_s"] for c in detect_chunks),
+            "new_faces": sum(c.new_faces_s for c in chunks),
+            "composite": sum(c.composite_s for c in chunks),
+            "write": sum(c.write_s for c in chunks),
+            "review": sum(c.review_s for c in chunks),
+        }
+        return {
+            **walls,
+            "other_s": total - sum(walls.values()),
+            "total_s": total,
+            "chunk_seconds": sums,
+        }
+
+
+def write_report(
+    shot: Shot,
+    version: RenderVersion,
+    chunks: Sequence[ChunkResult],
+    movies: Sequence[MovieResult],
+    metadata: dict[str, str],
+    timings: dict[str, float],
+    sections: dict | None = None,
+    frame_path: Callable[[int], Path] | None = None,
+    stages: Sequence[str] = ("decode", "write"),
+    record: dict | None = None,
+) -> dict:
+    """report.json (for machines), report.md (for people) and the contact sheet of the written frames.
+    `sections` are the stages' parts of the report (`faces`, `path`)."""
+    t = time.perf_counter()
+    read = frame_path or version.frame_path
+    samples = sample_frames(shot.first, shot.last)
+    thumbs = review_tiles(version, "frames", samples, lambda n: frame_thumb(read_image(read(n)), n))
+    sheet = contact_sheet(thumbs, version.path / "contact_sheet.png", metadata)
+    timings = {**timings, "contact_sheet_s": time.perf_counter() - t}
+    report = {
+        "shot": shot.name,
+        "version": version.label,
+        "manifest": str(shot.manifest_path),
+        "settings_hash": shot.settings_hash,
+        "frames": {"first": shot.first, "last": shot.last, "count": shot.frame_count},
+        "fps": float(shot.fps),
+        "plate": shot.plate.info.to_dict(),
+        "output": shot.spec.output.model_dump(),
+        "sequence": str(version.sequence_pattern),
+        "stages_run": list(stages),
+        "metadata": metadata,
+        "chunks": [asdict(c) for c in chunks],
+        "movies": [asdict(m) for m in movies],
+        "timings": timings,
+        "frames_written": sum(c.written for c in chunks),
+        "frames_skipped": sum(c.skipped for c in chunks),
+        "contact_sheet": str(sheet),
+        "host": platform.node(),
+        "software": metadata["software"],
+        "faces": None,
+        "path": None,
+        **(sections or {}),
+        "stages": record,
+    }
+    write_json_atomic(version.path / "report.json", report)
+    (version.path / "report.md").write_text(report_markdown(report), encoding="utf-8")
+    return report
+
+
+def report_markdown(report: dict) -> str:
+    fr, t = report["frames"], report["timings"]
+    lines = [
+        f"# {report['shot']} {report['version']}",
+        "",
+        f"- Frames {fr['first']}-{fr['last']} ({fr['count']}), {report['fps']:g} fps; "
+        f"written {report['frames_written']}, already complete {report['frames_skipped']}",
+        f"- Plate: {report['plate']['path']} ({report['plate']['kind']}, {report['plate']['codec']}, "
+        f"{report['plate']['width']}x{report['plate']['height']})",
+        f"- Synthetic (AI-altered) imagery: {report['metadata']['synthetic_imagery']} "
+        f"(stages: {report['metadata']['ai_altered_stages']})",
+        f"- Sequence: `{report['sequence']}`",
+        f"- Total {t.get('total_s', 0):.1f} s: "
+        + ", ".join(
+            f"{k[:-2]} {v:.1f} s" for k, v in t.items() if k.endswith("_s") and k != "total_s" and v >= 0.05
+        ),
+        "",
+        "| chunk | written | skipped | decode s | new faces s | composite s | write s | wall s | worker |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for c in report["chunks"]:
+        lines.append(
+            f"| {c['first']}-{c['last']} | {c['written']} | {c['skipped']} | {c['decode_s']:.2f} | "
+            f"{c['new_faces_s']:.2f} | {c['composite_s']:.2f} | {c['write_s']:.2f} | "
+            f"{c['wall_s']:.2f} | {c['worker']} |"
+        )
+    for stage in STAGES:  # each says nothing when its section is not in the report
+        lines += stage.markdown(report)
+    if record := report.get("stages"):
+        lines += ["", "| stage | ran | why | key |", "|---|---|---|---|"]
+        lines += [
+            f"| {n} | {'yes' if r['ran'] else 'cached'} | {r['why']} | {r['key']} |"
+            for n, r in record.items()
+        ]
+    lines += ["", "| movie | seconds | audio |", "|---|---|---|"]
+    for m in report["movies"]:
+        lines.append(f"| {Path(m['path']).name} | {m['seconds']:.2f} | {'yes' if m['audio'] else 'no'} |")
+    return "\n".join(lines) + "\n"
