@@ -54,11 +54,10 @@ from pipeline.shot.render import ShotRender  # noqa: E402
 from pipeline.shot.render import render_chunk as render_frames_of_chunk  # noqa: E402
 from pipeline.shot.report import output_metadata, report_markdown, write_report  # noqa: E402
 from pipeline.shot.review import drop_review_tiles  # noqa: E402
-from pipeline.shot.stage import Stage, StageJob, StageOutput  # noqa: E402
+from pipeline.shot.stage import Rendered, Stage, StageJob, StageOutput  # noqa: E402
 from pipeline.shot.stages import BY_NAME, plan, shot_status, stage_keys  # noqa: E402
 from pipeline.shot.track import (  # noqa: E402
     TRACK,
-    faces_contact_sheet,
     faces_spec,
     overlay_dir,
     overlay_path,
@@ -422,7 +421,6 @@ def track_shot(manifest: str, frames: str | None = None, root: str = "render") -
     try:
         render.open(v)
         out = render.run_stage(TRACK, lambda s: run_stage(render, s, manifest, frames))
-        assert out.report is not None
         track_file = out.files["track"]
         overlay_dir(v).mkdir(exist_ok=True)
         chunks = run_chunks(
@@ -440,9 +438,7 @@ def track_shot(manifest: str, frames: str | None = None, root: str = "render") -
             pattern, shot.first, shot.frame_count, shot.fps, movie, "h264_review", render.metadata
         )
         movies = [MovieResult("h264_review", str(movie), time.perf_counter() - t, command=cmd)]
-        track = FaceTrack.load(Path(track_file))
-        sheet = faces_contact_sheet(shot, v, track, render.metadata, shot.first, shot.last)
-        faces = {**out.report, "contact_sheet": str(sheet)}
+        faces = TRACK.report(Rendered(shot, v, render.metadata, render.files, render.outputs, chunks))
         timings = {"faces_s": render.clock.seconds["track"], "total_s": time.perf_counter() - render.clock.t0}
         report = write_report(
             shot,
