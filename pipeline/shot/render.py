@@ -1,9 +1,8 @@
 """One render of a shot, step by step, free of Prefect: the plan, each stage's shot-level work, the frame
 chunks, the stages' report sections and contact sheets, and the report.
 
-`flows.render_shot` runs these steps as Prefect tasks (a stage's chunked work and the frame chunks one task
-per chunk); `run_stage_here` and `render_chunk` are the same work called directly, for benches and
-notebooks.
+`flows.render_shot` runs these steps, with each stage's work and each chunk of frames as Prefect tasks
+(`render_chunk` is one chunk's work, callable without Prefect).
 """
 
 from __future__ import annotations
@@ -14,11 +13,11 @@ from pathlib import Path
 from pipeline.faces.track import FaceTrack
 from pipeline.manifest import Shot
 from pipeline.shot.composite import COMPOSITE, write_element
-from pipeline.shot.frames import ChunkResult, chunk_ranges, render_frames
+from pipeline.shot.frames import ChunkResult, render_frames
 from pipeline.shot.movies import MovieResult
 from pipeline.shot.report import StageClock, output_metadata, write_report
 from pipeline.shot.review import ReviewTiles
-from pipeline.shot.stage import Rendered, Stage, StageJob, StageOutput
+from pipeline.shot.stage import Rendered, Stage, StageOutput
 from pipeline.shot.stages import active_stages, clear_cache, face_links, plan, stage_keys, stage_record
 from pipeline.workspace import RenderVersion
 
@@ -94,26 +93,15 @@ class ShotRender:
         """What the stages so far handed on, by name: for the stages after them and the frame chunks."""
         return {name: path for out in self.outputs.values() for name, path in out.files.items()}
 
-    def job(self, stage: Stage, parts: Sequence = ()) -> StageJob:
-        return StageJob(self.root, self.keys[stage.name], self.files, self.version, list(parts), self.log)
-
     def run_stage(self, stage: Stage, work: Callable[[Stage], StageOutput]) -> StageOutput:
-        """One stage's shot-level work, timed (`work` runs it: as Prefect tasks, or `run_stage_here`); its
-        output is kept for the stages after it and the chunks."""
+        """One stage's shot-level work, timed (`work` runs it: flows.run_stage, as Prefect tasks); its output
+        is kept for the stages after it and the chunks."""
         with self.clock(stage.name):
             out = work(stage)
         if out.report is not None:
             out.report["seconds"] = self.clock.seconds[stage.name]
         self.outputs[stage.name] = out
         return out
-
-    def run_stage_here(self, stage: Stage) -> StageOutput:
-        """A stage's work in this process: its chunks one after another, then its shot-level part."""
-        parts = []
-        if span := stage.chunk_range(self.shot, self.root, self.keys[stage.name]):
-            ranges = chunk_ranges(*span, self.shot.spec.output.chunk_size)
-            parts = [stage.work_chunk(self.shot, a, b) for a, b in ranges]
-        return stage.run(self.shot, self.job(stage, parts))
 
     def review(self, chunks: Sequence[ChunkResult]) -> None:
         """Each stage's report section and contact sheet, once the frames are written."""
