@@ -299,6 +299,7 @@ class CompositeStage(Stage):
     label = "composite"
     report_at = ("faces",)
     has_shot_work = False  # its work is the frame chunks
+    review_sheet = "composite"
 
     def section(self, shot: Shot) -> CompositeSpec | None:
         return composite_spec(shot)
@@ -320,8 +321,6 @@ class CompositeStage(Stage):
         if "path" in files:
             return GeneratedFrames(shot, files["path"])
         return None
-
-    review_sheet = "composite"
 
     def tile_frames(self, shot: Shot) -> list[int]:
         return sample_frames(shot.first, shot.last, COMPOSITE_SAMPLES) if composite_spec(shot) else []

@@ -298,6 +298,7 @@ class TrackStage(Stage):
     name = "track"
     label = "track faces"
     report_at = ("faces",)
+    review_sheet = "faces"
 
     def section(self, shot: Shot) -> FacesSpec | None:
         spec = shot.spec.faces
@@ -337,8 +338,6 @@ class TrackStage(Stage):
 
     def markdown(self, report: dict) -> list[str]:
         return faces_markdown(report["faces"]) if report.get("faces") else []
-
-    review_sheet = "faces"
 
     def tile_frames(self, shot: Shot) -> list[int]:
         return sample_frames(shot.first, shot.last)
