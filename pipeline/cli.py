@@ -51,7 +51,8 @@ def cmd_render(args: argparse.Namespace) -> int:
         force=args.force,
         runner=load_runner(args.runner, args.workers, args.dask_address),
     )
-    print(f"{result['shot']} {result['version']}: {result['path']}")
+    note = f" ({result['note']})" if result.get("note") else ""
+    print(f"{result['shot']} {result['version']}: {result['path']}{note}")
     return 0
 
 

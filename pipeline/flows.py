@@ -20,6 +20,8 @@ os.environ.setdefault("DO_NOT_TRACK", "1")
 
 import contextlib  # noqa: E402
 import fnmatch  # noqa: E402
+import json  # noqa: E402
+import logging  # noqa: E402
 import re  # noqa: E402
 import signal  # noqa: E402
 import socket  # noqa: E402
@@ -39,18 +41,20 @@ from prefect.artifacts import (  # noqa: E402
 )
 from prefect.cache_policies import NO_CACHE  # noqa: E402
 from prefect.futures import as_completed  # noqa: E402
+from prefect.logging.handlers import PrefectConsoleHandler  # noqa: E402
 from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings  # noqa: E402
 from prefect.task_runners import ThreadPoolTaskRunner  # noqa: E402
 
 from pipeline.config import RunnerSettings  # noqa: E402
-from pipeline.errors import ManifestError, PipelineError  # noqa: E402
+from pipeline.errors import ManifestError, PipelineError, WorkspaceError  # noqa: E402
 from pipeline.faces.track import FaceTrack  # noqa: E402
 from pipeline.manifest import Shot, load_shot, parse_range  # noqa: E402
 from pipeline.media.encode import encode_movie  # noqa: E402
 from pipeline.media.sequences import extension  # noqa: E402
 from pipeline.shot.frames import ChunkResult, chunk_ranges  # noqa: E402
+from pipeline.shot.keys import settings_sections  # noqa: E402
 from pipeline.shot.movies import MovieResult, encode_movies  # noqa: E402
-from pipeline.shot.render import ShotRender  # noqa: E402
+from pipeline.shot.render import ShotRender, resume_problem  # noqa: E402
 from pipeline.shot.render import render_chunk as render_frames_of_chunk  # noqa: E402
 from pipeline.shot.report import output_metadata, report_markdown, write_report  # noqa: E402
 from pipeline.shot.review import drop_review_tiles  # noqa: E402
@@ -65,6 +69,8 @@ from pipeline.shot.track import (  # noqa: E402
 )
 from pipeline.workspace import (  # noqa: E402
     RenderVersion,
+    ShotCache,
+    check_new_version,
     clean_temporaries,
     ensure_writable,
     new_version,
@@ -72,6 +78,30 @@ from pipeline.workspace import (  # noqa: E402
 )
 
 WORKERS = max(1, min(4, os.cpu_count() or 1))
+
+
+class BadInputWithoutTraceback(logging.Filter):
+    """Bad input (a PipelineError) fails the same way on every try and the command line prints it as one
+    line, so on the console Prefect's record of it keeps its message and drops the traceback. The Prefect
+    server's log, written before the record reaches the console, keeps the whole of it."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and isinstance(record.exc_info[1], PipelineError):
+            record.exc_info, record.exc_text = None, None
+        return True
+
+
+def console_log_to_stdout() -> None:
+    """Prefect's console log (progress, states) goes to stdout, beside the results, so that stderr holds
+    the errors alone: one line for bad input, at every entry point."""
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, PrefectConsoleHandler):
+            handler.console.file = None  # rich then writes to whatever sys.stdout is at the time
+            if not any(isinstance(f, BadInputWithoutTraceback) for f in handler.filters):
+                handler.addFilter(BadInputWithoutTraceback())
+
+
+console_log_to_stdout()
 SHOTS_AT_ONCE = 2  # a batch's (and a night's) shots rendered side by side
 
 
@@ -188,20 +218,17 @@ def prepare_shot(manifest: str, frames: str | None) -> Shot:
 
 
 def open_version(shot: Shot, root: Path, resume: bool, version: int | None) -> RenderVersion:
+    """A new version, locked; or, with `resume`, the version to finish, locked and checked against the
+    manifest (a finished one is returned as it is: the caller leaves it so)."""
     ext = extension(shot.spec.output.sequence)
     if resume:
         v = resume_version(root, shot.name, ext, version)
         v.lock()
-        state = v.read_state()
-        if state.get("settings_hash") not in (None, shot.settings_hash) or state.get("frames") not in (
-            None,
-            [shot.first, shot.last],
-        ):
+        if v.finished:
+            return v
+        if problem := resume_problem(shot, v):
             v.unlock()
-            raise ManifestError(
-                f"{shot.manifest_path}: the manifest or frame range changed since {v.path} was started; "
-                "render a new version instead of resuming"
-            )
+            raise ManifestError(f"{shot.manifest_path}: {problem}; render a new version instead of resuming")
         clean_temporaries(v)
     else:
         v = new_version(root, shot.name, ext, version)
@@ -210,10 +237,21 @@ def open_version(shot: Shot, root: Path, resume: bool, version: int | None) -> R
         shot=shot.name,
         manifest=str(shot.manifest_path),
         settings_hash=shot.settings_hash,
+        settings_sections=settings_sections(shot),
         frames=[shot.first, shot.last],
         status="running",
     )
     return v
+
+
+def finished_already(shot: Shot, v: RenderVersion) -> dict:
+    """The result of resuming a finished version: nothing to do, and nothing in it is rewritten."""
+    try:
+        report = json.loads((v.path / "report.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        report = {}
+    note = "finished already: nothing to resume"
+    return {"shot": shot.name, "version": v.label, "path": str(v.path), "report": report, "note": note}
 
 
 def _version_for_task(shot: Shot, version_path: str) -> RenderVersion:
@@ -378,9 +416,24 @@ def render_shot(
     shot = prepare_shot(manifest, frames)
     ensure_writable(Path(root))
     render = ShotRender(shot, Path(root), get_run_logger().info)
-    render.plan(force)
-    v = open_version(shot, Path(root), resume, version)
+    cache = ShotCache(Path(root), shot.name)
+    if force:
+        cache.claim(f"--force {force}")
+    else:
+        cache.share()
     try:
+        v = open_version(shot, Path(root), resume, version)
+    except BaseException:
+        cache.release()
+        raise
+    if resume and v.finished:
+        v.unlock()
+        cache.release()
+        render.log(f"{shot.name} {v.label}: finished already: nothing to resume")
+        return finished_already(shot, v)
+    try:
+        render.plan(force)
+        cache.share()  # the cleared entries are gone: other renders of the shot may start
         render.open(v)
         for stage in render.shot_stages:  # track, swap, project, path
             render.run_stage(stage, lambda s: run_stage(render, s, manifest, frames))
@@ -408,6 +461,7 @@ def render_shot(
         raise
     finally:
         v.unlock()
+        cache.release()
 
 
 @flow(name="track-shot", persist_result=False, task_runner=ThreadPoolTaskRunner(max_workers=WORKERS))
@@ -417,7 +471,13 @@ def track_shot(manifest: str, frames: str | None = None, root: str = "render") -
     faces_spec(shot)
     ensure_writable(Path(root))
     render = ShotRender(shot, Path(root), get_run_logger().info)
-    v = open_version(shot, Path(root), False, None)
+    cache = ShotCache(Path(root), shot.name)
+    cache.share()
+    try:
+        v = open_version(shot, Path(root), False, None)
+    except BaseException:
+        cache.release()
+        raise
     try:
         render.open(v)
         out = render.run_stage(TRACK, lambda s: run_stage(render, s, manifest, frames))
@@ -457,6 +517,7 @@ def track_shot(manifest: str, frames: str | None = None, root: str = "render") -
         raise
     finally:
         v.unlock()
+        cache.release()
 
 
 @task(name="render-shot", cache_policy=NO_CACHE, persist_result=False)
@@ -622,8 +683,22 @@ def run_render(
     runner: RunnerSettings | None = None,
 ) -> dict:
     shot = _precheck(manifest, frames, root)
-    if resume:  # a version that is not there is bad input too: one line, before Prefect starts
-        resume_version(Path(root), shot.name, extension(shot.spec.output.sequence), version)
+    # what the flow would refuse is refused here too, in one line, before Prefect starts; the flow checks
+    # again under its locks, for a render that starts in between
+    if resume:
+        v = resume_version(Path(root), shot.name, extension(shot.spec.output.sequence), version)
+        if holder := v.holder():
+            raise WorkspaceError(f"{v.path}: being written by {holder}; wait for it or render a new version")
+        if v.finished:
+            return finished_already(shot, v)
+        if problem := resume_problem(shot, v):
+            raise ManifestError(f"{shot.manifest_path}: {problem}; render a new version instead of resuming")
+    else:
+        check_new_version(Path(root), shot.name, version)
+    if force:
+        cache = ShotCache(Path(root), shot.name)
+        cache.claim(f"--force {force}")
+        cache.release()
     flow_ = render_shot.with_options(task_runner=make_task_runner(runner))
     return flow_(manifest, frames=frames, resume=resume, version=version, root=root, force=force)
 

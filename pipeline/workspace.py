@@ -25,6 +25,7 @@ from pipeline.errors import WorkspaceError
 from pipeline.files import remove_stale_temporaries, write_json_atomic
 
 VERSION_DIR = re.compile(r"^v(\d{3,})$")
+MAX_VERSION = 99999
 
 
 def ensure_writable(folder: Path) -> None:
@@ -116,16 +117,27 @@ class RenderVersion:
 
     def locked_by_another(self) -> bool:
         """Whether a live process holds this version's lock (its render is running)."""
+        return self.holder() is not None
+
+    @property
+    def finished(self) -> bool:
+        """Whether the version was rendered to its end (its record says done; an older one has a report)."""
+        state = self.read_state()
+        return state.get("status") == "done" or (not state and (self.path / "report.json").is_file())
+
+    def holder(self) -> str | None:
+        """Who holds this version's lock ("pid N on host"), or None when no render is writing it."""
         path = self.path / ".lock"
-        if not path.is_file():
-            return False
+        if self._lock is not None or not path.is_file():
+            return None
         with open(path, "a+") as f:
             try:
                 fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except OSError:
-                return True
+                f.seek(0)
+                return f.read().strip() or "another process"
             fcntl.flock(f, fcntl.LOCK_UN)
-            return False
+            return None
 
     def unlock(self) -> None:
         if self._lock:
@@ -133,8 +145,30 @@ class RenderVersion:
             self._lock = None
 
 
+def check_version_number(number: int | None) -> None:
+    """Versions count from 1 (v001): a folder named for 0 or less would be one that status and --resume
+    never see."""
+    if number is not None and not 1 <= number <= MAX_VERSION:
+        raise WorkspaceError(f"--version {number}: versions are numbered 1 to {MAX_VERSION}")
+
+
+def version_exists(path: Path, number: int) -> WorkspaceError:
+    return WorkspaceError(
+        f"{path}: version {number} exists and is never overwritten; use --resume to finish it, "
+        "or leave out --version for a new one"
+    )
+
+
+def check_new_version(root: Path, shot: str, number: int | None) -> None:
+    """Refuse --version N for a version that exists, before any work starts."""
+    check_version_number(number)
+    if number is not None and (path := root / shot / f"v{number:03d}").exists():
+        raise version_exists(path, number)
+
+
 def new_version(root: Path, shot: str, sequence_ext: str, number: int | None = None) -> RenderVersion:
     """Make the next version folder (or the one asked for). An existing folder is never reused."""
+    check_version_number(number)
     shot_dir = root / shot
     ensure_writable(shot_dir)
     n = number if number is not None else (existing_versions(shot_dir) or [0])[-1] + 1
@@ -145,10 +179,7 @@ def new_version(root: Path, shot: str, sequence_ext: str, number: int | None = N
             break
         except FileExistsError:
             if number is not None:
-                raise WorkspaceError(
-                    f"{path}: version {n} exists and is never overwritten; use --resume to finish it, "
-                    "or leave out --version for a new one"
-                ) from None
+                raise version_exists(path, n) from None
             n += 1
         except OSError as e:
             raise WorkspaceError(f"{path}: cannot create the version folder: {e.strerror or e}") from None
@@ -158,6 +189,7 @@ def new_version(root: Path, shot: str, sequence_ext: str, number: int | None = N
 
 
 def resume_version(root: Path, shot: str, sequence_ext: str, number: int | None = None) -> RenderVersion:
+    check_version_number(number)
     shot_dir = root / shot
     versions = existing_versions(shot_dir)
     if number is None:
@@ -170,6 +202,55 @@ def resume_version(root: Path, shot: str, sequence_ext: str, number: int | None 
     version = RenderVersion(shot, number, path, sequence_ext)
     version.comp_dir.mkdir(exist_ok=True)
     return version
+
+
+class ShotCache:
+    """The lock on a shot's stage cache (<root>/<shot>/cache), which the renders of every version share.
+
+    A render holds it shared from its plan to its end, for itself and its chunks, wherever they run: they
+    read the track, the swapped faces and the latents from the cache. `--force STAGE` deletes entries, so
+    it needs the lock alone, and refuses, naming the running render, while another render holds it. The
+    OS drops a dead process's lock.
+    """
+
+    def __init__(self, root: Path, shot: str):
+        self.shot_dir = root / shot
+        self._file: IO | None = None
+
+    def _open(self) -> IO:
+        if self._file is None:
+            self.shot_dir.mkdir(parents=True, exist_ok=True)
+            self._file = open(self.shot_dir / ".cache.lock", "a+")  # noqa: SIM115 - held for the render
+        return self._file
+
+    def share(self) -> None:
+        """Hold the cache for reading and writing new entries; waits while a --force clears entries."""
+        fcntl.flock(self._open(), fcntl.LOCK_SH)
+
+    def claim(self, why: str, mine: RenderVersion | None = None) -> None:
+        """Hold the cache alone, to delete entries; a running render of the shot makes this refuse."""
+        try:
+            fcntl.flock(self._open(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as e:
+            if e.errno not in (errno.EAGAIN, errno.EACCES):
+                raise
+            running = [
+                f"{v.path} ({who})"
+                for n in existing_versions(self.shot_dir)
+                if (v := RenderVersion(self.shot_dir.name, n, self.shot_dir / f"v{n:03d}", ""))
+                and (mine is None or v.path != mine.path)
+                and (who := v.holder())
+            ]
+            by = ", ".join(running) or "another process of this shot"
+            raise WorkspaceError(
+                f"{self.shot_dir / 'cache'}: in use by the render running in {by}; {why} would delete "
+                "what it reads: wait for it to finish"
+            ) from None
+
+    def release(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
 
 
 def clean_temporaries(version: RenderVersion) -> int:

@@ -45,6 +45,15 @@ def digest(value: object) -> str:
     return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
+def settings_sections(shot: Shot) -> dict[str, str]:
+    """A digest of each top-level section of the manifest (the plate's with its resolved path): written
+    into every frame and the version's record, so that a resume can say which setting differs."""
+    settings = shot.spec.model_dump(mode="json")
+    if shot.spec.plate is not None:
+        settings["plate"] = {**settings["plate"], "resolved": shot.resolve(shot.spec.plate.source)}
+    return {name: digest(value)[:8] for name, value in sorted(settings.items())}
+
+
 @dataclass
 class StageKey:
     stage: str

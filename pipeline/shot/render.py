@@ -10,10 +10,13 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from pipeline.errors import PipelineError
 from pipeline.faces.track import FaceTrack
 from pipeline.manifest import Shot
+from pipeline.media.sequences import read_frame_metadata
 from pipeline.shot.composite import COMPOSITE, write_element
 from pipeline.shot.frames import ChunkResult, render_frames
+from pipeline.shot.keys import settings_sections
 from pipeline.shot.movies import MovieResult
 from pipeline.shot.report import StageClock, output_metadata, write_report
 from pipeline.shot.review import ReviewTiles
@@ -41,6 +44,58 @@ def render_chunk(
         ReviewTiles(shot, version, track, active_stages(shot)),
         lambda n, element: write_element(version, shot, n, element, metadata),
     )
+
+
+def _spans(numbers: list[int]) -> str:
+    """1001-1012, 1020 for a sorted list of frame numbers."""
+    spans: list[list[int]] = []
+    for n in numbers:
+        if spans and n == spans[-1][1] + 1:
+            spans[-1][1] = n
+        else:
+            spans.append([n, n])
+    return ", ".join(f"{a}-{b}" if a != b else f"{a}" for a, b in spans)
+
+
+def _differing(now: dict[str, str], then: dict[str, str]) -> str:
+    names = [k for k in sorted(set(now) | set(then)) if now.get(k) != then.get(k)]
+    return ", ".join(names) or "settings"
+
+
+def resume_problem(shot: Shot, version: RenderVersion) -> str | None:
+    """Why this shot cannot finish `version` (None when it can). A version holds frames of one manifest
+    and one frame range: its record says which, and so does every frame and element it holds, so a
+    version whose record is lost is still checked, frame by frame."""
+    frames = output_metadata(shot, version)["render_frames"]
+    now = settings_sections(shot)
+    state = version.read_state()
+    if state.get("frames") not in (None, [shot.first, shot.last]):
+        a, b = state["frames"]
+        return f"{version.path} was started for frames {a}-{b}, not {shot.first}-{shot.last}"
+    if state.get("settings_hash") not in (None, shot.settings_hash):
+        changed = _differing(now, state.get("settings_sections") or {})
+        return f"{version.path} was started from other settings ({changed} differ)"
+    other: dict[int, str] = {}
+    for folder in (version.comp_dir, version.path / "element"):
+        for frame_file in sorted(folder.glob(f"*.{'[0-9]' * 4}*.*")) if folder.is_dir() else []:
+            if frame_file.name.startswith("."):
+                continue
+            try:
+                meta = read_frame_metadata(frame_file)
+            except (OSError, ValueError, PipelineError):
+                meta = {}
+            if meta.get("settings_hash") == shot.settings_hash and meta.get("render_frames") == frames:
+                continue
+            number = int(frame_file.name.split(".")[-2])
+            if meta.get("render_frames") != frames:
+                other[number] = f"rendered for frames {meta.get('render_frames') or 'unknown'}"
+            else:
+                then = dict(p.split("=", 1) for p in meta.get("settings_sections", "").split(",") if "=" in p)
+                other[number] = f"{_differing(now, then)} differ"
+    if other:
+        why = "; ".join(sorted(set(other.values())))
+        return f"{version.path}: frames {_spans(sorted(other))} were rendered from other settings ({why})"
+    return None
 
 
 def place(sections: dict, at: Sequence[str], section: dict) -> None:
