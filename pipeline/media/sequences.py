@@ -12,6 +12,7 @@ import numpy as np
 import OpenEXR
 
 from pipeline.errors import MediaError
+from pipeline.files import temporary_path
 from pipeline.media.color import srgb_to_linear, to_float, to_uint8, to_uint16
 
 SEQUENCE_FORMATS = ("png8", "png16", "exr")
@@ -102,7 +103,7 @@ def write_frame(path: Path, frame: np.ndarray, fmt: str, metadata: dict[str, str
 
     A reader (or a resumed render) never sees a half-written frame under the final name.
     """
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp = temporary_path(path)
     try:
         if fmt == "exr":
             write_exr(tmp, frame, metadata)
