@@ -420,7 +420,7 @@ def track_shot(manifest: str, frames: str | None = None, root: str = "render") -
     render = ShotRender(shot, Path(root), get_run_logger().info)
     v = open_version(shot, Path(root), False, None)
     try:
-        render.open(v)
+        render.open(v, alters_faces=False)  # the overlay draws on the plate
         out = render.run_stage(TRACK, lambda s: run_stage(render, s, manifest, frames))
         track_file = out.files["track"]
         overlay_dir(v).mkdir(exist_ok=True)

@@ -46,27 +46,31 @@ def encode_png(frame: np.ndarray, bit_depth: int, metadata: dict[str, str], leve
 
 
 def read_png_text(path: Path) -> dict[str, str]:
-    """The iTXt/tEXt entries of a PNG file."""
-    data = Path(path).read_bytes()
-    if not data.startswith(PNG_SIGNATURE):
-        raise MediaError(f"{path}: not a PNG file")
+    """The iTXt/tEXt entries of a PNG file before its pixels (where `encode_png` puts them): only the
+    chunks before the first IDAT are read, so asking every frame of a long sequence is cheap."""
     out: dict[str, str] = {}
-    pos = len(PNG_SIGNATURE)
-    while pos + 8 <= len(data):
-        (length,) = struct.unpack(">I", data[pos : pos + 4])
-        kind, body = data[pos + 4 : pos + 8], data[pos + 8 : pos + 8 + length]
-        if kind == b"tEXt":
-            k, _, v = body.partition(b"\x00")
-            out[k.decode("latin-1")] = v.decode("latin-1")
-        elif kind == b"iTXt":
-            k, _, rest = body.partition(b"\x00")
-            # compression flag, method, language tag\0, translated keyword\0, text
-            _, _, rest = rest[2:].partition(b"\x00")
-            _, _, text = rest.partition(b"\x00")
-            out[k.decode("latin-1")] = text.decode("utf-8")
-        elif kind == b"IDAT":
-            break
-        pos += 12 + length
+    with open(path, "rb") as f:
+        if f.read(len(PNG_SIGNATURE)) != PNG_SIGNATURE:
+            raise MediaError(f"{path}: not a PNG file")
+        while len(head := f.read(8)) == 8:
+            (length,) = struct.unpack(">I", head[:4])
+            kind = head[4:]
+            if kind == b"IDAT":
+                break
+            if kind not in (b"tEXt", b"iTXt"):
+                f.seek(length + 4, os.SEEK_CUR)  # the body and its CRC
+                continue
+            body = f.read(length)
+            f.seek(4, os.SEEK_CUR)
+            if kind == b"tEXt":
+                k, _, v = body.partition(b"\x00")
+                out[k.decode("latin-1")] = v.decode("latin-1")
+            else:
+                k, _, rest = body.partition(b"\x00")
+                # compression flag, method, language tag\0, translated keyword\0, text
+                _, _, rest = rest[2:].partition(b"\x00")
+                _, _, text = rest.partition(b"\x00")
+                out[k.decode("latin-1")] = text.decode("utf-8")
     return out
 
 
@@ -94,8 +98,15 @@ def write_exr(path: Path, frame: np.ndarray, metadata: dict[str, str]) -> None:
 
 
 def read_exr_header(path: Path) -> dict:
-    with OpenEXR.File(str(path)) as f:
+    with OpenEXR.File(str(path), header_only=True) as f:
         return dict(f.header())
+
+
+def read_frame_metadata(path: Path) -> dict[str, str]:
+    """The metadata `write_frame` gave a frame (PNG text or EXR header strings), without its pixels."""
+    if Path(path).suffix.lower() == ".exr":
+        return {k: v for k, v in read_exr_header(path).items() if isinstance(v, str)}
+    return read_png_text(path)
 
 
 def write_frame(path: Path, frame: np.ndarray, fmt: str, metadata: dict[str, str]) -> None:
