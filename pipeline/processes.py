@@ -48,8 +48,8 @@ def die_with_parent() -> Callable[[], None] | None:
     parent = os.getpid()
 
     def preexec() -> None:
-        if prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
-            os._exit(127)  # the parent sees the child fail rather than run unwatched
+        if prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:  # the parent's Popen raises it
+            raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed: the child would outlive us")
         if os.getppid() != parent:  # the parent died before the setting: no signal will come
             os._exit(127)
 
