@@ -125,7 +125,7 @@ def render_plainly(manifest: Path, root: Path) -> int:
                 r[1],
                 metadata,
                 compositor,
-                write_element=lambda n, element: write_element(version, shot, n, element, metadata),
+                write_element=lambda n, element, meta: write_element(version, shot, n, element, meta),
             )
 
         written = sum(c.written for c in pool.map(chunk, ranges))

@@ -36,6 +36,7 @@ from pipeline.faces.track import FaceTrack
 from pipeline.manifest import Shot, load_shot
 from pipeline.media.decode import MoviePlate
 from pipeline.media.encode import ffmpeg_executable
+from pipeline.processes import run
 from pipeline.shot.composite import Compositor
 from pipeline.shot.track import detect_range, finish_track
 
@@ -131,7 +132,7 @@ def make_hd_clip(clip: Path, n: int, out: Path) -> None:
     """The clip's first n frames scaled onto a 1920x1080 canvas, with the pipeline's ffmpeg."""
     cmd = [ffmpeg_executable(), "-y", "-v", "error", "-i", str(clip), "-frames:v", str(n)]
     cmd += ["-vf", HD_FILTER, *HD_CODEC, "-an", str(out)]
-    proc = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, text=True)
+    proc = run(cmd, stdin=subprocess.DEVNULL, capture_output=True, text=True)
     if proc.returncode != 0:
         raise RuntimeError(f"making the 1080p clip failed: {' '.join(cmd)}\n{proc.stderr.strip()}")
 

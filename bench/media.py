@@ -26,6 +26,7 @@ from pipeline.manifest import load_shot
 from pipeline.media.decode import MoviePlate
 from pipeline.media.encode import MOVIE_PRESETS, burn_in_font, encode_movie, ffmpeg_executable
 from pipeline.media.sequences import write_frame
+from pipeline.processes import run
 from pipeline.shot.frames import chunk_ranges, render_frames
 from pipeline.shot.movies import encode_movies
 from pipeline.shot.report import output_metadata, write_report
@@ -73,7 +74,7 @@ def best_of(repeats: int, ours: Timed, reference: Timed) -> tuple[float, float]:
 def run_ffmpeg(args: list[str]) -> None:
     """One reference command, with the pipeline's ffmpeg; fails loudly so a broken reference is not timed."""
     cmd = [ffmpeg_executable(), *args]
-    proc = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, text=True)
+    proc = run(cmd, stdin=subprocess.DEVNULL, capture_output=True, text=True)
     if proc.returncode != 0:
         raise RuntimeError(f"reference ffmpeg failed: {' '.join(args)}\n{proc.stderr.strip()}")
 
@@ -290,7 +291,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
 
     ffmpeg = ffmpeg_executable()
-    version = subprocess.run([ffmpeg, "-version"], capture_output=True, text=True).stdout.splitlines()[0]
+    version = run([ffmpeg, "-version"], capture_output=True, text=True).stdout.splitlines()[0]
     print(f"machine: {os.cpu_count()} CPUs; repeats: {repeats} (best of, interleaved)")
     print(f"ffmpeg: {ffmpeg}\n  {version}")
 

@@ -84,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
                 v = new_version(root, s.name, "png")
                 meta = output_metadata(s, v)
                 render_frames(
-                    s, v, s.first, s.last, meta, c, write_element=lambda k, e: write_element(v, s, k, e, meta)
+                    s, v, s.first, s.last, meta, c, write_element=lambda k, e, m: write_element(v, s, k, e, m)
                 )
 
             t_chunk = best(args.repeats, chunk)

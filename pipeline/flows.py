@@ -51,6 +51,7 @@ from pipeline.faces.track import FaceTrack  # noqa: E402
 from pipeline.manifest import Shot, load_shot, parse_range  # noqa: E402
 from pipeline.media.encode import encode_movie  # noqa: E402
 from pipeline.media.sequences import extension  # noqa: E402
+from pipeline.processes import popen  # noqa: E402
 from pipeline.shot.frames import ChunkResult, chunk_ranges  # noqa: E402
 from pipeline.shot.keys import settings_sections  # noqa: E402
 from pipeline.shot.movies import MovieResult, encode_movies  # noqa: E402
@@ -148,7 +149,7 @@ def local_server(home: Path, startup_timeout: float = 180) -> Iterator[dict[str,
     env = {**os.environ, "PREFECT_HOME": str(home), "PREFECT_API_URL": url}
     log_path = home / "server.log"
     with open(log_path, "w") as log:
-        proc = subprocess.Popen(
+        proc = popen(  # it dies with this thread: the block's own thread waits for it at the end
             [str(Path(sys.executable).parent / "prefect"), "server", "start", "--host", "127.0.0.1"]
             + ["--port", str(port)],
             env=env,
@@ -479,7 +480,7 @@ def track_shot(manifest: str, frames: str | None = None, root: str = "render") -
         cache.release()
         raise
     try:
-        render.open(v)
+        render.open(v, alters_faces=False)  # the overlay draws on the plate
         out = render.run_stage(TRACK, lambda s: run_stage(render, s, manifest, frames))
         track_file = out.files["track"]
         overlay_dir(v).mkdir(exist_ok=True)

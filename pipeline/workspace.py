@@ -254,4 +254,5 @@ class ShotCache:
 
 
 def clean_temporaries(version: RenderVersion) -> int:
-    return remove_stale_temporaries(version.comp_dir) + remove_stale_temporaries(version.path)
+    """What killed writers left anywhere in the version (frames, elements, review tiles, movies)."""
+    return remove_stale_temporaries(version.path)

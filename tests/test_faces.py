@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import warnings
+
 import cv2
 import numpy as np
 import pytest
@@ -192,6 +194,16 @@ def test_short_gaps_are_filled_long_gaps_are_no_face(template):
     assert track.missing_ranges() == [(1021, 1030)]
     # the filled frames follow the motion: centre x moves by about 1 px a frame
     np.testing.assert_allclose(np.diff(track.params[9:14, 0]), 1.0, atol=0.3)
+
+
+def test_a_track_without_a_face_has_no_figures_and_no_warnings():
+    """A plate with no face: the track's figures are NaN (no figure), not a NumPy warning."""
+    track = build_track([FrameFaces(1001 + i, []) for i in range(6)], TrackSettings())
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert np.isnan(alignment_jitter(track.params))
+        assert np.isnan(landmark_error(track.params, track.raw_params, track.landmarks))
+        assert track.summary()["with_face"] == 0
 
 
 def test_smoothing_cuts_jitter_and_keeps_landmarks_close(template):

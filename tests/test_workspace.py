@@ -1,9 +1,18 @@
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from pipeline.errors import WorkspaceError
-from pipeline.workspace import ensure_writable, existing_versions, new_version, resume_version
+from pipeline.files import temporary_path
+from pipeline.media.sequences import write_frame
+from pipeline.workspace import (
+    clean_temporaries,
+    ensure_writable,
+    existing_versions,
+    new_version,
+    resume_version,
+)
 
 
 def test_versions_count_up_and_are_never_reused(tmp_path):
@@ -43,3 +52,19 @@ def test_unwritable_output_folder_is_named(tmp_path):
     blocker.write_text("not a folder")
     with pytest.raises(WorkspaceError, match=r"file/render: output folder cannot be written"):
         ensure_writable(blocker / "render")
+
+
+def test_a_resume_removes_what_killed_writers_left_anywhere_in_the_version(tmp_path):
+    v = new_version(tmp_path, "sh010", "png")
+    element = v.path / "element" / "sh010_faceElement_v001.1001.png"
+    element.parent.mkdir()
+    kept = [v.frame_path(1001), element, v.movie_path("h264_review", "mp4")]
+    for path in kept:
+        write_frame(path, np.zeros((4, 4, 3), np.uint8), "png8", {})
+    left = [temporary_path(p) for p in kept] + [temporary_path(v.path / "review" / "comp.1001.npy")]
+    left[-1].parent.mkdir()
+    for path in left:
+        path.write_bytes(b"half a file")
+    assert clean_temporaries(v) == len(left)
+    assert not any(p.exists() for p in left)
+    assert all(p.is_file() for p in kept)  # finished files are kept

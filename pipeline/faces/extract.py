@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,6 +13,7 @@ import numpy as np
 from pipeline.errors import PipelineError
 from pipeline.faces.align import align_face, ffhq_params, transform_points
 from pipeline.faces.detect import FaceAnalyzer
+from pipeline.files import write_atomic
 from pipeline.media.decode import Plate, open_plate, read_image
 from pipeline.media.probe import SEQUENCE_TOKEN
 from pipeline.media.sequences import write_frame
@@ -74,9 +74,7 @@ def extract_faces(
         }
         meta = {"synthetic_imagery": "false", "source": str(plate_path), "frame": str(number)}
         side = png.with_suffix(".json")
-        tmp = side.with_name(f".{side.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(info), encoding="utf-8")
-        os.replace(tmp, side)
+        write_atomic(side, lambda tmp, info=info: tmp.write_text(json.dumps(info), encoding="utf-8"))
         write_frame(png, crop, "png8", meta)  # the PNG last: its presence means the pair is complete
         yield Extracted(number, png)
 

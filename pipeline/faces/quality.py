@@ -56,8 +56,10 @@ def in_crop(params: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
 
 
 def landmark_error(params: np.ndarray, raw_params: np.ndarray, landmarks: np.ndarray) -> float:
+    """NaN, like the other figures, when no frame has a detected face (a mean of nothing is no figure)."""
     d = np.linalg.norm(in_crop(params, landmarks) - in_crop(raw_params, landmarks), axis=-1)
-    return float(np.nanmean(d))
+    d = d[np.isfinite(d)]
+    return float(d.mean()) if d.size else float("nan")
 
 
 def content_jitter(

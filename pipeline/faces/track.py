@@ -15,6 +15,7 @@ from scipy.ndimage import gaussian_filter1d
 
 from pipeline.faces.align import crop_matrix, ffhq_params
 from pipeline.faces.detect import Face, FaceAnalyzer, box_iou, identity_distance
+from pipeline.files import write_atomic
 
 TRACK_FORMAT = 1
 
@@ -115,11 +116,8 @@ class FaceTrack:
         return rows
 
     def save(self, path: Path) -> None:
-        tmp = path.with_name(f".{path.name}.tmp.npz")
-        np.savez_compressed(
-            tmp, format=TRACK_FORMAT, **{k: getattr(self, k) for k in self.__dataclass_fields__}
-        )
-        tmp.replace(path)
+        fields = {k: getattr(self, k) for k in self.__dataclass_fields__}
+        write_atomic(path, lambda tmp: np.savez_compressed(tmp, format=TRACK_FORMAT, **fields))
 
     @classmethod
     def load(cls, path: Path) -> FaceTrack:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import functools
 import os
 import shutil
-import subprocess
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -17,6 +16,8 @@ from pathlib import Path
 import ffmpeg
 
 from pipeline.errors import MediaError
+from pipeline.files import temporary_path
+from pipeline.processes import run
 
 
 @dataclass(frozen=True)
@@ -109,7 +110,6 @@ def movie_args(
     fps: Fraction,
     output: Path,
     preset: str,
-    metadata_file: Path,
     audio: AudioSource | None = None,
     burn_in_text: str | None = None,
     linear_exr: bool = False,
@@ -117,7 +117,8 @@ def movie_args(
 ) -> list[str]:
     """The ffmpeg command line (without the executable) that encodes the sequence into one movie.
 
-    alpha=True keeps the sequence's alpha channel (ProRes 4444 only).
+    The metadata comes on standard input (`_ffmetadata`): no file of it is written, so a killed encode
+    cannot leave one behind. alpha=True keeps the sequence's alpha channel (ProRes 4444 only).
     """
     p = MOVIE_PRESETS[preset]
     in_opts: dict[str, str] = {
@@ -167,7 +168,7 @@ def movie_args(
     # ffmpeg-python leaves out inputs that feed no output stream, so the metadata file (read only through
     # -map_metadata) is added by hand as the last input.
     last_i = max(i for i, a in enumerate(args) if a == "-i")
-    return args[: last_i + 2] + ["-f", "ffmetadata", "-i", str(metadata_file)] + args[last_i + 2 :]
+    return args[: last_i + 2] + ["-f", "ffmetadata", "-i", "pipe:0"] + args[last_i + 2 :]
 
 
 def encode_movie(
@@ -183,35 +184,23 @@ def encode_movie(
     linear_exr: bool = False,
     alpha: bool = False,
 ) -> list[str]:
-    """Encode to a temporary name, then rename: a movie under its final name is always complete.
+    """Encode to a temporary name (`temporary_path`), then rename: a movie under its final name is always
+    complete, and what a killed encode leaves is a temporary that a resume removes. The ffmpeg dies with
+    this process (`pipeline.processes`).
 
     Returns the ffmpeg command line that was run.
     """
-    ext = MOVIE_PRESETS[preset].extension
-    tmp = output.with_name(f".{output.stem}.{os.getpid()}.tmp.{ext}")
-    meta_file = output.with_name(f".{output.stem}.{os.getpid()}.ffmeta")
-    meta_file.write_text(_ffmetadata(metadata), encoding="utf-8")
+    tmp = temporary_path(output)
     args = movie_args(
-        sequence_pattern,
-        first_frame,
-        frame_count,
-        fps,
-        tmp,
-        preset,
-        meta_file,
-        audio,
-        burn_in_text,
-        linear_exr,
-        alpha,
+        sequence_pattern, first_frame, frame_count, fps, tmp, preset, audio, burn_in_text, linear_exr, alpha
     )
     cmd = [ffmpeg_executable(), "-hide_banner", "-nostdin", "-v", "error", *args]
     try:
-        proc = subprocess.run(cmd, capture_output=True, text=True)
+        proc = run(cmd, input=_ffmetadata(metadata), capture_output=True, text=True)
         if proc.returncode != 0:
             first = (proc.stderr.strip().splitlines() or ["(no message)"])[0]  # the cause comes first
             raise MediaError(f"{output}: ffmpeg failed ({preset}): {first}")
         os.replace(tmp, output)
     finally:
         tmp.unlink(missing_ok=True)
-        meta_file.unlink(missing_ok=True)
     return cmd

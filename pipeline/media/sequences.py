@@ -12,6 +12,7 @@ import numpy as np
 import OpenEXR
 
 from pipeline.errors import MediaError
+from pipeline.files import temporary_path
 from pipeline.media.color import srgb_to_linear, to_float, to_uint8, to_uint16
 
 SEQUENCE_FORMATS = ("png8", "png16", "exr")
@@ -45,7 +46,8 @@ def encode_png(frame: np.ndarray, bit_depth: int, metadata: dict[str, str], leve
 
 
 def read_png_text(path: Path) -> dict[str, str]:
-    """The iTXt/tEXt entries of a PNG file (read up to the image data, not the pixels)."""
+    """The iTXt/tEXt entries of a PNG file before its pixels (where `encode_png` puts them): only the
+    chunks before the first IDAT are read, so asking every frame of a long sequence is cheap."""
     out: dict[str, str] = {}
     with open(path, "rb") as f:
         if f.read(len(PNG_SIGNATURE)) != PNG_SIGNATURE:
@@ -55,12 +57,15 @@ def read_png_text(path: Path) -> dict[str, str]:
             kind = head[4:]
             if kind == b"IDAT":
                 break
+            if kind not in (b"tEXt", b"iTXt"):
+                f.seek(length + 4, os.SEEK_CUR)  # the body and its CRC
+                continue
             body = f.read(length)
-            f.seek(4, os.SEEK_CUR)  # the CRC
+            f.seek(4, os.SEEK_CUR)
             if kind == b"tEXt":
                 k, _, v = body.partition(b"\x00")
                 out[k.decode("latin-1")] = v.decode("latin-1")
-            elif kind == b"iTXt":
+            else:
                 k, _, rest = body.partition(b"\x00")
                 # compression flag, method, language tag\0, translated keyword\0, text
                 _, _, rest = rest[2:].partition(b"\x00")
@@ -98,8 +103,8 @@ def read_exr_header(path: Path) -> dict:
 
 
 def read_frame_metadata(path: Path) -> dict[str, str]:
-    """The text metadata a written frame carries (PNG text chunks, EXR string attributes)."""
-    if path.suffix == ".exr":
+    """The metadata `write_frame` gave a frame (PNG text or EXR header strings), without its pixels."""
+    if Path(path).suffix.lower() == ".exr":
         return {k: v for k, v in read_exr_header(path).items() if isinstance(v, str)}
     return read_png_text(path)
 
@@ -109,7 +114,7 @@ def write_frame(path: Path, frame: np.ndarray, fmt: str, metadata: dict[str, str
 
     A reader (or a resumed render) never sees a half-written frame under the final name.
     """
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp = temporary_path(path)
     try:
         if fmt == "exr":
             write_exr(tmp, frame, metadata)

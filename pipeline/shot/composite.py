@@ -76,7 +76,7 @@ def composite_key(shot: Shot, upstream: Mapping[str, StageKey]) -> StageKey:
                 "pipeline.media",
                 *(
                     f"pipeline.shot.{m}"
-                    for m in ("composite", "frames", "movies", "report", "review", "stages")
+                    for m in ("composite", "frames", "movies", "report", "review", "stages", "synthetic")
                 ),
             ),
         },
@@ -159,7 +159,7 @@ class Compositor:
         t = time.perf_counter()
         faces, masks = run_chain(self.chain, [numbers[k] for k in todo], crops)
         self.new_faces_s += time.perf_counter() - t
-        out = [FrameComposite(p, self._empty_element(p), None, None) for p in plates]
+        out = [FrameComposite(p, self._empty_element(p), None, None, altered=False) for p in plates]
         for k, crop, face, model_mask in zip(todo, crops, faces, masks, strict=True):
             out[k] = self._composite(numbers[k], plates[k], crop, face, model_mask)
             if self.identity is not None:

@@ -20,6 +20,7 @@ import numpy as np
 
 from pipeline.manifest import Shot
 from pipeline.media.sequences import write_frame
+from pipeline.shot.synthetic import frame_metadata
 from pipeline.workspace import RenderVersion
 
 
@@ -30,6 +31,9 @@ class FrameComposite:
     new_face: np.ndarray | None  # the crop that went in (for contact sheets)
     matte: np.ndarray | None  # its matte in crop coordinates
     identity: tuple[float, float] | None = None  # the new face's distance to person A and to B
+    # whether a face in the frame was altered (a new face composited, or a generated frame), for its
+    # synthetic-imagery metadata; a frame work that passes a plate frame through says False
+    altered: bool = True
 
 
 class FaceLink(Protocol):
@@ -100,13 +104,14 @@ def render_frames(
     metadata: dict[str, str],
     work: FrameWork | None = None,
     on_frame: Callable[[int, np.ndarray, np.ndarray, FrameComposite | None], None] | None = None,
-    write_element: Callable[[int, np.ndarray], None] | None = None,
+    write_element: Callable[[int, np.ndarray, dict[str, str]], None] | None = None,
 ) -> ChunkResult:
     """Decode, run the per-frame work and write frames first..last, skipping frames already complete.
 
     A frame's element (`write_element`) and what `on_frame` saves of it (review tiles) are written before
     its comp, so a comp on disk means the frame is complete. `on_frame` gets the frame number, the plate,
-    the comp and the composite's parts.
+    the comp and the composite's parts. Each frame and element carries `metadata` as it applies to that
+    frame: synthetic imagery only where the work altered a face in it (a frame without work is the plate).
     """
     t0 = time.perf_counter()
     result = ChunkResult(first, last)
@@ -126,6 +131,7 @@ def render_frames(
         numbers = [n for n, _ in pending]
         outputs = [f for _, f in pending]
         done: list[FrameComposite | None] = [None] * len(numbers)
+        metas = [frame_metadata(metadata, False)] * len(numbers)
         if work is not None:
             t, made_before = time.perf_counter(), work.new_faces_s
             composites = work.frames(numbers, outputs)
@@ -134,9 +140,10 @@ def render_frames(
             result.composite_s += time.perf_counter() - t - made
             done = list(composites)
             outputs = [d.comp for d in composites]
-            for n, d in zip(numbers, composites, strict=True):
+            metas = [frame_metadata(metadata, d.altered) for d in composites]
+            for n, d, meta in zip(numbers, composites, metas, strict=True):
                 if d.element is not None and write_element is not None:
-                    write_element(n, d.element)
+                    write_element(n, d.element, meta)
                 if d.identity is not None:
                     result.identity.append([n, *d.identity])
         for k, (n, frame) in enumerate(zip(numbers, outputs, strict=True)):
@@ -145,7 +152,7 @@ def render_frames(
                 on_frame(n, pending[k][1], frame, done[k])
                 result.review_s += time.perf_counter() - t
             t = time.perf_counter()
-            write_frame(version.frame_path(n), frame, fmt, metadata)
+            write_frame(version.frame_path(n), frame, fmt, metas[k])
             result.write_s += time.perf_counter() - t
         result.written += len(numbers)
         pending.clear()

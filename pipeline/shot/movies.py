@@ -4,12 +4,15 @@ audio trimmed to the frames, and the ProRes 4444 face element with alpha when th
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from pipeline.errors import MediaError
 from pipeline.manifest import Shot
 from pipeline.media.encode import MOVIE_PRESETS, AudioSource, encode_movie
 from pipeline.shot.composite import composite_spec, element_path
+from pipeline.shot.synthetic import sequence_metadata
 from pipeline.workspace import RenderVersion
 
 
@@ -21,6 +24,11 @@ class MovieResult:
     skipped: bool = False
     audio: bool = False
     command: list[str] = field(default_factory=list)
+
+
+def sequence_frames(shot: Shot, version: RenderVersion) -> Iterator[Path]:
+    """The paths of the shot's frames in the version, in order."""
+    return (version.frame_path(n) for n in range(shot.first, shot.last + 1))
 
 
 def plate_audio(shot: Shot) -> AudioSource | None:
@@ -36,12 +44,15 @@ def plate_audio(shot: Shot) -> AudioSource | None:
 
 
 def encode_movies(shot: Shot, version: RenderVersion, metadata: dict[str, str]) -> list[MovieResult]:
+    """The shot's movies from its complete sequence. They say they hold synthetic imagery when any of
+    the frames does (the frames' own metadata, read back), whatever the render's metadata says."""
     missing = next((n for n in range(shot.first, shot.last + 1) if not version.frame_done(n)), None)
     if missing is not None:
         raise MediaError(
             f"{version.frame_path(missing)}: frame {missing} is missing; movies are made from a "
             "complete sequence only"
         )
+    metadata = sequence_metadata(metadata, sequence_frames(shot, version))
     results = []
     audio = plate_audio(shot)
     for preset in shot.spec.output.movies:

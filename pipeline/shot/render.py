@@ -17,11 +17,12 @@ from pipeline.media.sequences import read_frame_metadata
 from pipeline.shot.composite import COMPOSITE, write_element
 from pipeline.shot.frames import ChunkResult, render_frames
 from pipeline.shot.keys import settings_sections
-from pipeline.shot.movies import MovieResult
+from pipeline.shot.movies import MovieResult, sequence_frames
 from pipeline.shot.report import StageClock, output_metadata, write_report
 from pipeline.shot.review import ReviewTiles
 from pipeline.shot.stage import Rendered, Stage, StageOutput
 from pipeline.shot.stages import active_stages, clear_cache, face_links, plan, stage_keys, stage_record
+from pipeline.shot.synthetic import frame_metadata, sequence_metadata
 from pipeline.workspace import RenderVersion
 
 
@@ -42,7 +43,7 @@ def render_chunk(
         metadata,
         work,
         ReviewTiles(shot, version, track, active_stages(shot)),
-        lambda n, element: write_element(version, shot, n, element, metadata),
+        lambda n, element, meta: write_element(version, shot, n, element, meta),
     )
 
 
@@ -132,9 +133,11 @@ class ShotRender:
             self.log(f"{self.shot.name}: {name}: {'runs' if runs else 'from the cache'} ({why})")
         return self.planned
 
-    def open(self, version: RenderVersion) -> None:
+    def open(self, version: RenderVersion, alters_faces: bool = True) -> None:
+        """Start on the version. alters_faces=False: a run none of whose outputs alter a face (`vfx
+        track`), whose metadata says so even when the shot's stages would alter faces."""
         self.version = version
-        self.metadata = output_metadata(self.shot, version)
+        self.metadata = frame_metadata(output_metadata(self.shot, version), alters_faces)
         shot = self.shot
         self.log(f"{shot.name} {version.label}: frames {shot.first}-{shot.last} -> {version.path}")
 
@@ -159,8 +162,10 @@ class ShotRender:
         return out
 
     def review(self, chunks: Sequence[ChunkResult]) -> None:
-        """Each stage's report section and contact sheet, once the frames are written."""
+        """Each stage's report section and contact sheet, once the frames are written. From here on the
+        render's metadata (contact sheets, movies, report) says synthetic imagery only if a frame does."""
         assert self.version is not None
+        self.metadata = sequence_metadata(self.metadata, sequence_frames(self.shot, self.version))
         files = self.files
         rendered = Rendered(
             self.shot,

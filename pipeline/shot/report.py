@@ -21,11 +21,8 @@ from pipeline.shot.keys import settings_sections
 from pipeline.shot.movies import MovieResult
 from pipeline.shot.review import contact_sheet, frame_thumb, review_tiles, sample_frames
 from pipeline.shot.stages import STAGES, active_stages
+from pipeline.shot.synthetic import synthetic_fields
 from pipeline.workspace import RenderVersion
-
-SYNTHETIC_NOTE = (
-    "Made by the {tool} face-VFX pipeline. Face stages that altered this imagery with AI: {stages}."
-)
 
 
 def altered_stages(shot: Shot) -> list[str]:
@@ -44,14 +41,10 @@ def models_used(shot: Shot) -> str:
 
 
 def output_metadata(shot: Shot, version: RenderVersion) -> dict[str, str]:
-    """What every output file carries: whether it holds synthetic (AI-altered) faces, and its origin."""
-    altered_by = altered_stages(shot)
+    """What every output file carries: whether it holds synthetic (AI-altered) faces, and its origin. This
+    is the form for outputs with an altered face; those without one say so (`pipeline.shot.synthetic`)."""
     return {
-        "synthetic_imagery": "true" if altered_by else "false",
-        "ai_altered_stages": ",".join(altered_by) or "none",
-        "comment": SYNTHETIC_NOTE.format(
-            tool=TOOL_NAME, stages=", ".join(altered_by) or "none (plate passthrough)"
-        ),
+        **synthetic_fields(altered_stages(shot)),
         "shot": shot.name,
         "render_version": version.label,
         "software": f"{TOOL_NAME} {__version__}",

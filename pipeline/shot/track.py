@@ -40,6 +40,7 @@ from pipeline.shot.frames import ChunkResult
 from pipeline.shot.keys import StageKey, code_version, digest, plate_fingerprint
 from pipeline.shot.review import review_tiles, sample_frames
 from pipeline.shot.stage import Rendered, Stage, StageJob, StageOutput
+from pipeline.shot.synthetic import unaltered
 from pipeline.workspace import RenderVersion
 
 _analyzers_lock = threading.Lock()
@@ -228,7 +229,9 @@ def overlay_path(version: RenderVersion, frame: int) -> Path:
 def render_overlay(
     shot: Shot, version: RenderVersion, track: FaceTrack, first: int, last: int, metadata: dict[str, str]
 ) -> ChunkResult:
-    """Plate frames with the track drawn on them, for `vfx track`'s overlay movie."""
+    """Plate frames with the track drawn on them, for `vfx track`'s overlay movie (no face altered, so
+    their metadata says no synthetic imagery)."""
+    metadata = unaltered(metadata)
     t0 = time.perf_counter()
     result = ChunkResult(first, last)
     size = faces_spec(shot).crop_size
@@ -333,7 +336,9 @@ class TrackStage(Stage):
 
     def report(self, r: Rendered) -> dict | None:
         assert r.track is not None
-        sheet = faces_contact_sheet(r.shot, r.version, r.track, r.metadata, r.shot.first, r.shot.last)
+        # the plate's own faces, aligned: no synthetic imagery in it
+        meta = unaltered(r.metadata)
+        sheet = faces_contact_sheet(r.shot, r.version, r.track, meta, r.shot.first, r.shot.last)
         return {**(r.outputs["track"].report or {}), "contact_sheet": str(sheet)}
 
     def markdown(self, report: dict) -> list[str]:

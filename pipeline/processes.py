@@ -1,0 +1,71 @@
+"""Child processes that die with the pipeline: the one way the pipeline starts one (ffmpeg, servers).
+
+A render killed with SIGKILL runs no clean-up code, so a child it started (the ffmpeg encoding a movie)
+would carry on alone for seconds, writing into the version folder. On Linux each child asks the kernel,
+between fork and exec, for SIGKILL when its parent dies (prctl PR_SET_PDEATHSIG); the setting survives
+the exec of ffmpeg.
+
+The "parent" the kernel watches is the *thread* that forked the child, not the process: the signal comes
+when that thread exits. Prefect runs tasks in worker threads, so a child must be waited for by the thread
+that started it: `run` blocks until the child exits, and a `popen` caller must wait for (or stop) its
+child before its thread ends, or a thread pool retiring the thread would kill the child early.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any
+
+PR_SET_PDEATHSIG = 1
+
+
+@functools.cache
+def _prctl() -> Callable[..., int] | None:
+    """libc's prctl, looked up in the parent: the child between fork and exec only calls it."""
+    if not sys.platform.startswith("linux"):
+        return None
+    prctl = ctypes.CDLL(None, use_errno=True).prctl
+    prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
+    prctl.restype = ctypes.c_int
+    return prctl
+
+
+def die_with_parent() -> Callable[[], None] | None:
+    """A preexec_fn that has the kernel SIGKILL the child when this thread (or process) dies; None where
+    the platform has no such setting.
+
+    It runs in the forked child of a threaded process, so it does no more than a foreign call and two
+    system calls (no imports, no allocation of its own)."""
+    prctl = _prctl()
+    if prctl is None:
+        return None
+    parent = os.getpid()
+
+    def preexec() -> None:
+        if prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:  # the parent's Popen raises it
+            raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed: the child would outlive us")
+        if os.getppid() != parent:  # the parent died before the setting: no signal will come
+            os._exit(127)
+
+    return preexec
+
+
+def popen(args: Sequence[str], **kwargs: Any) -> subprocess.Popen:
+    """subprocess.Popen for a child that dies with this thread; see the module's note on threads."""
+    if "preexec_fn" in kwargs:
+        raise TypeError("pipeline.processes sets preexec_fn itself")
+    return subprocess.Popen(args, preexec_fn=die_with_parent(), **kwargs)
+
+
+def run(args: Sequence[str], **kwargs: Any) -> subprocess.CompletedProcess:
+    """subprocess.run for a child that dies with this process; it blocks until the child exits, so the
+    thread the kernel watches outlives the child."""
+    if "preexec_fn" in kwargs:
+        raise TypeError("pipeline.processes sets preexec_fn itself")
+    return subprocess.run(args, preexec_fn=die_with_parent(), **kwargs)
