@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 from conftest import REPO, write_manifest
+from test_render_behaviour import listing
 
 from pipeline.cli import main
 from pipeline.manifest import load_shot
@@ -91,7 +92,7 @@ def test_force_refuses_while_a_render_of_the_shot_reads_the_cache(tmp_path, pref
     assert running.returncode == 0, err[-3000:]
     assert json.loads((v1.path / "render.json").read_text())["status"] == "done"
     assert len(list((v1.path / "comp").glob("*.png"))) == 48
-    assert sorted(p.name for p in (root / "rc010").iterdir() if not p.name.startswith(".")) == [
+    assert listing(root / "rc010") == [
         "cache",
         "v001",
     ]
@@ -180,7 +181,7 @@ def test_resuming_a_finished_version_changes_nothing(tmp_path, prefect_server, c
     assert rc == 0 and not err.strip()
     assert out.strip().splitlines()[-1] == f"rc010 v001: {v1} (finished already: nothing to resume)"
     assert {p: p.read_bytes() for p in v1.rglob("*") if p.is_file()} == before
-    assert sorted(p.name for p in (root / "rc010").iterdir() if not p.name.startswith(".")) == [
+    assert listing(root / "rc010") == [
         "cache",
         "v001",
     ]

@@ -48,6 +48,11 @@ def status(capsys, manifest: Path, root: Path) -> tuple[str, str, str]:
     return fields[0], fields[1], fields[2] if len(fields) > 2 else ""
 
 
+def listing(folder: Path) -> list[str]:
+    """What a folder shows (its hidden lock files left out)."""
+    return sorted(p.name for p in folder.iterdir() if not p.name.startswith("."))
+
+
 def report(version: Path) -> dict:
     return json.loads((version / "report.json").read_text())
 
@@ -86,7 +91,7 @@ def test_dry_run_and_force_from_the_command_line(tmp_path, prefect_server, capsy
         "track": ("runs", "forced (--force track)"),
         "composite": ("runs", "forced (--force track)"),
     }
-    assert track_file.is_file() and sorted(p.name for p in (root / "fx010").iterdir()) == ["cache", "v001"]
+    assert track_file.is_file() and listing(root / "fx010") == ["cache", "v001"]
 
     # --force composite keeps the track ...
     stamp = track_file.stat().st_mtime_ns
@@ -132,13 +137,13 @@ def test_resume_of_a_given_version_writes_only_its_missing_frames(tmp_path, pref
     assert len(list((v1 / "comp").glob("*.png"))) == 6
     assert {name: (v1 / "comp" / name).stat().st_mtime_ns for name in kept} == kept
     assert json.loads((v1 / "render.json").read_text())["status"] == "done"
-    assert sorted(p.name for p in (root / "rs010").iterdir()) == ["v001", "v002"]
+    assert listing(root / "rs010") == ["v001", "v002"]
     assert {p: p.stat().st_mtime_ns for p in v2.rglob("*")} == later
 
     rc, out, err = vfx(capsys, "render", m, "--resume", "--version", "7", "--root", root)
     assert rc == 2
     assert err.strip().splitlines() == [f"{root / 'rs010' / 'v007'}: no such version to resume"]
-    assert sorted(p.name for p in (root / "rs010").iterdir()) == ["v001", "v002"]
+    assert listing(root / "rs010") == ["v001", "v002"]
 
 
 def swap_and_project_manifest(folder: Path, clip: Path, model: Path, generator: Path) -> Path:
