@@ -840,8 +840,16 @@ def deploy_render(pool: str, name: str = "render-shot") -> str:
 def submit_render(manifest: str, root: str = "render", deployment: str = "render-shot/render-shot") -> str:
     """Queue one shot on the deployment (a render node's worker runs it); returns the flow run's id."""
     from prefect.deployments import run_deployment
+    from prefect.exceptions import ObjectNotFound
 
     shot = _precheck(manifest, None, root)
+    if deployment.count("/") != 1 or not all(deployment.split("/")):
+        raise ManifestError(f"--deployment {deployment}: not a deployment name like render-shot/render-shot")
     parameters = {"manifest": str(Path(manifest).resolve()), "root": str(Path(root).resolve())}
-    run = run_deployment(deployment, parameters=parameters, timeout=0, flow_run_name=shot.name)
+    try:
+        run = run_deployment(deployment, parameters=parameters, timeout=0, flow_run_name=shot.name)
+    except ObjectNotFound:
+        raise ManifestError(
+            f"--deployment {deployment}: no such deployment on the Prefect server (vfx deploy makes it)"
+        ) from None
     return str(run.id)

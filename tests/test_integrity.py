@@ -242,3 +242,20 @@ def test_bad_input_raised_inside_a_flow_prints_one_line_and_fails_the_flow_run(
         latest = max((r for r in runs if flows[r.flow_id] == "train-swap"), key=lambda r: r.created)
     assert latest.state.is_failed()
     assert not (tmp_path / "m" / "swap.pt").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "deployment, message",
+    [
+        (
+            "nope/nope",
+            "--deployment nope/nope: no such deployment on the Prefect server (vfx deploy makes it)",
+        ),
+        ("nope", "--deployment nope: not a deployment name like render-shot/render-shot"),
+    ],
+)
+def test_submit_to_a_missing_deployment_prints_one_line(tmp_path, prefect_server, capfd, deployment, message):
+    m = long_shot(tmp_path, frames=2)
+    rc, out, err = vfx(capfd, "submit", m, "--root", tmp_path / "render", "--deployment", deployment)
+    assert rc == 2 and one_line(err, out) == message
