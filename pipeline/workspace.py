@@ -119,9 +119,11 @@ class RenderVersion:
         path = self.path / ".lock"
         if not path.is_file():
             return False
-        with open(path, "a+") as f:
+        # Read-only, and a shared lock (which a render's exclusive one still refuses): status may only
+        # read the folder, and NFS's emulation of flock wants write access for an exclusive lock.
+        with open(path) as f:
             try:
-                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                fcntl.flock(f, fcntl.LOCK_SH | fcntl.LOCK_NB)
             except OSError:
                 return True
             fcntl.flock(f, fcntl.LOCK_UN)
