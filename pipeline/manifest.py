@@ -14,7 +14,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from pipeline.errors import ManifestError, MediaError, PipelineError
-from pipeline.media.decode import CameraMove, Plate, open_plate
+from pipeline.files import read_array
+from pipeline.media.decode import CameraMove, Plate, open_plate, read_image
 from pipeline.media.encode import MOVIE_PRESETS
 from pipeline.media.sequences import SEQUENCE_FORMATS
 from pipeline.models import ModelError
@@ -372,6 +373,15 @@ class Shot:
     def plate_index(self, frame: int) -> int:
         return frame - self.plate_first
 
+    def where(self, *loc: Any) -> str:
+        """`path:LINE field` of a manifest field, for an error found after loading (a latent file that
+        does not fit the generator): the manifest is read again for the line."""
+        try:
+            root, _ = parse_yaml(self.manifest_path, read_text(self.manifest_path))
+        except ManifestError:
+            root = None
+        return f"{self.manifest_path}:{_node_line(root, loc)} {_field_name(loc)}"
+
     def with_frames(self, first: int, last: int) -> Shot:
         plate_last = self.plate_first + self.plate.info.frame_count - 1
         if first < self.plate_first or last > plate_last or last < first:
@@ -575,6 +585,21 @@ def _check_project(path: Path, root: yaml.Node | None, spec: ManifestModel) -> N
         )
 
 
+def _check_file(path: Path, root: yaml.Node | None, loc: tuple[Any, ...], file: Path, kind: str) -> None:
+    """A file the manifest names is there and reads as what it should be (an image, a latent array):
+    checked at load, so a bad one is refused by validate, not by a render worker after its retries."""
+    where = f"{path}:{_node_line(root, loc)} {_field_name(loc)}"
+    if not file.is_file():
+        raise ManifestError(f"{where}: {file}: file not found")
+    try:
+        if kind == "image":
+            read_image(file)
+        elif kind == "latent":
+            read_array(file, keys=("latents",), ndims=(1, 2))  # [w_dim] or [num_ws, w_dim]
+    except PipelineError as e:
+        raise ManifestError(f"{where}: {e.one_line()}") from None
+
+
 def _check_path(path: Path, root: yaml.Node | None, base: Path, spec: ManifestModel) -> None:
     from pipeline.stylegan.edits import Direction
 
@@ -592,12 +617,8 @@ def _check_path(path: Path, root: yaml.Node | None, base: Path, spec: ManifestMo
     for i, key in enumerate(ps.keyframes):
         for kind in ("image", "latent"):
             file = getattr(key, kind)
-            if file and not Path(_resolve(base, file)).is_file():
-                loc = ("path", "keyframes", i, kind)
-                raise ManifestError(
-                    f"{path}:{_node_line(root, loc)} {_field_name(loc)}: {_resolve(base, file)}: "
-                    "file not found"
-                )
+            if file:
+                _check_file(path, root, ("path", "keyframes", i, kind), Path(_resolve(base, file)), kind)
     for i, edit in enumerate(ps.edits):
         loc = ("path", "edits", i, "direction")
         try:
@@ -723,11 +744,10 @@ def load_shot(path: str | Path) -> Shot:
                 ) from None
     if spec.faces is not None:
         for key, value in [("reference", spec.faces.reference), *spec.faces.models.model_dump().items()]:
-            if value and not Path(_resolve(base, value)).is_file():
+            if value:
                 loc = ("faces", key) if key == "reference" else ("faces", "models", key)
-                raise ManifestError(
-                    f"{path}:{_node_line(root, loc)} {_field_name(loc)}: {_resolve(base, value)}: "
-                    "file not found"
+                _check_file(
+                    path, root, loc, Path(_resolve(base, value)), "image" if key == "reference" else ""
                 )
     settings = spec.model_dump(mode="json")
     settings["plate"] = {**p.model_dump(mode="json"), "resolved": _resolve(base, p.source)}
