@@ -5,17 +5,19 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
+import numpy as np
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from pipeline.errors import ManifestError, MediaError, PipelineError
 from pipeline.files import read_array
-from pipeline.media.decode import CameraMove, Plate, open_plate, read_image
+from pipeline.media.decode import CameraMove, FrameError, Plate, open_plate, read_image
 from pipeline.media.encode import MOVIE_PRESETS
 from pipeline.media.sequences import SEQUENCE_FORMATS
 from pipeline.models import ModelError
@@ -372,6 +374,14 @@ class Shot:
 
     def plate_index(self, frame: int) -> int:
         return frame - self.plate_first
+
+    def read_frames(self, first: int, last: int) -> Iterator[np.ndarray]:
+        """The plate's pictures of frames first..last (the shot's numbers), in order. A frame that cannot
+        be decoded is named by its number in the shot (1029), not by its place in the plate file (28)."""
+        try:
+            yield from self.plate.read(self.plate_index(first), self.plate_index(last) + 1)
+        except FrameError as e:
+            raise e.numbered(self.plate_first) from None
 
     def where(self, *loc: Any) -> str:
         """`path:LINE field` of a manifest field, for an error found after loading (a latent file that
