@@ -522,7 +522,7 @@ def parse_yaml(path: Path, text: str) -> tuple[yaml.Node | None, Any]:
         line = mark.line + 1 if mark else None
         if line is None and isinstance(getattr(e, "position", None), int):  # a reader error
             line = text.count("\n", 0, e.position) + 1
-        problem = getattr(e, "problem", None) or getattr(e, "reason", None) or str(e).splitlines()[0]
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
         raise ManifestError(f"{path}{f':{line}' if line else ''} yaml: {problem}") from None
     except RecursionError:  # PyYAML composes nested collections recursively
         line = loader.get_mark().line + 1 if loader else 1
