@@ -3,28 +3,97 @@
 from __future__ import annotations
 
 import argparse
+import math
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import NoReturn
 
 from pipeline import __version__
 from pipeline.errors import PipelineError
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse with its errors on one line (`vfx render: error: ...`), like every other error of vfx:
+    the usage it prints above them is a second line that a script reading stderr takes for a second
+    error. Subcommands' parsers are made of the same class (argparse uses the parent's)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {' '.join(message.split())} (see {self.prog} --help)\n")
+
+
+def whole(low: int, high: int) -> Callable[[str], int]:
+    """An argparse type: a whole number from low to high. Zero or a negative count would divide by zero
+    or loop for ever far from the command line; a huge one would fill memory."""
+
+    def parse(text: str) -> int:
+        try:
+            n = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if not low <= n <= high:
+            raise argparse.ArgumentTypeError(f"{n} is out of range: give {low} to {high}")
+        return n
+
+    return parse
+
+
+def number(low: float, high: float, low_open: bool = False) -> Callable[[str], float]:
+    """An argparse type: a finite number from low (excluded with low_open) to high; float() alone takes
+    nan and inf."""
+
+    def parse(text: str) -> float:
+        try:
+            x = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        if not math.isfinite(x) or x < low or (low_open and x == low) or x > high:
+            above = f"more than {low:g}" if low_open else f"{low:g}"
+            raise argparse.ArgumentTypeError(f"{text} is out of range: give {above} to {high:g}")
+        return x
+
+    return parse
+
+
+MAX_STEPS = 10_000_000  # training steps
+MAX_PROJECT_STEPS = 100_000  # as the manifest's project.steps
+MAX_BATCH = 1024
+MAX_MINUTES = 7 * 24 * 60  # a week
+MAX_FACES = 1_000_000
+
+
+def manifest_files(target: Path) -> list[Path]:
+    """A manifest, or the manifests (*.yaml, *.yml) of a folder, in order."""
+    if not target.is_dir():
+        return [target]
+    found = sorted(target.glob("*.y*ml"))
+    if not found:
+        raise PipelineError(f"{target}: no shot manifests (*.yaml) found")
+    return found
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
     from pipeline.manifest import load_shot
 
     failed = 0
-    for path in args.manifests:
+    for target in args.manifests:
         try:
-            shot = load_shot(path)
-            info = shot.plate.info
-            print(
-                f"{path}: ok: {shot.name}, frames {shot.first}-{shot.last} ({shot.frame_count}), "
-                f"{float(shot.fps):g} fps, {info.kind} {info.width}x{info.height} {info.codec}"
-            )
+            paths = manifest_files(target)
         except PipelineError as e:
-            print(str(e), file=sys.stderr)
+            print(e.one_line(), file=sys.stderr)
             failed += 1
+            continue
+        for path in paths:  # one bad manifest is reported, and the others still are
+            try:
+                shot = load_shot(path)
+                info = shot.plate.info
+                print(
+                    f"{path}: ok: {shot.name}, frames {shot.first}-{shot.last} ({shot.frame_count}), "
+                    f"{float(shot.fps):g} fps, {info.kind} {info.width}x{info.height} {info.codec}"
+                )
+            except PipelineError as e:
+                print(e.one_line(), file=sys.stderr)
+                failed += 1
     return 2 if failed else 0
 
 
@@ -73,6 +142,8 @@ def cmd_extract(args: argparse.Namespace) -> int:
 
     from pipeline.faces.extract import extract_faces, open_any_plate
 
+    if args.out.exists() and not args.out.is_dir():
+        raise PipelineError(f"--out {args.out}: a file is there; give a folder for the crops")
     total = -(-open_any_plate(args.plate).info.frame_count // args.every)
     found = missing = 0
     with Progress(transient=True) as progress:
@@ -218,15 +289,23 @@ def cmd_status(args: argparse.Namespace) -> int:
     from pipeline.manifest import load_shot
     from pipeline.shot.stages import shot_status
 
+    if args.root.exists() and not args.root.is_dir():
+        raise PipelineError(f"--root {args.root}: a file is there, not a render folder")
     manifests = []
     for target in args.targets:
-        manifests += sorted(target.glob("*.y*ml")) if target.is_dir() else [target]
+        manifests += manifest_files(target)
     rows = []
-    for m in manifests:
+    for m in manifests:  # status only reads: a manifest or render folder it cannot read is one row
         try:
-            s = shot_status(load_shot(m), args.root)
+            shot = load_shot(m)
         except PipelineError as e:
-            s = {"shot": m.stem, "version": None, "state": "invalid", "detail": str(e)}
+            rows.append((str(m), "-", "invalid", e.one_line()))
+            continue
+        try:
+            s = shot_status(shot, args.root)
+        except (OSError, PipelineError) as e:
+            detail = e.one_line() if isinstance(e, PipelineError) else f"{e.filename}: {e.strerror}"
+            s = {"shot": shot.name, "version": None, "state": "unreadable", "detail": detail}
         rows.append((str(m), s["version"] or "-", s["state"], s["detail"]))
     width = max((len(r[0]) for r in rows), default=8)
     for r in rows:
@@ -286,17 +365,17 @@ def add_runner_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--runner", choices=["threads", "dask"], help="how chunks run (default: vfx.toml, else threads)"
     )
-    p.add_argument("--workers", type=int, help="threads, or local Dask worker processes")
+    p.add_argument("--workers", type=whole(1, 256), help="threads, or local Dask worker processes")
     p.add_argument("--dask-address", help="an existing Dask scheduler, like tcp://10.0.0.5:8786")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="vfx", description="Face-VFX shot pipeline.")
+    p = Parser(prog="vfx", description="Face-VFX shot pipeline.")
     p.add_argument("--version", action="version", version=f"vfx {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
 
     v = sub.add_parser("validate", help="check manifests and their plates without rendering")
-    v.add_argument("manifests", nargs="+", type=Path)
+    v.add_argument("manifests", nargs="+", type=Path, help="manifests, or folders of them")
     v.set_defaults(func=cmd_validate)
 
     r = sub.add_parser("render", help="render one shot into a new version")
@@ -305,7 +384,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument(
         "--resume", action="store_true", help="finish an interrupted version (the latest, or --version)"
     )
-    r.add_argument("--version", type=int, dest="version", help="version number to create (or resume)")
+    r.add_argument(
+        "--version", type=whole(1, 99999), dest="version", help="version number to create (or resume)"
+    )
     r.add_argument("--root", type=Path, default=Path("render"), help="output root (default: render)")
     r.add_argument("--dry-run", action="store_true", help="say which stages would run and why; run nothing")
     r.add_argument(
@@ -325,8 +406,10 @@ def build_parser() -> argparse.ArgumentParser:
     e = sub.add_parser("extract", help="aligned face crops and landmarks from a plate, for training")
     e.add_argument("plate", help="movie, image sequence (name.####.png) or image")
     e.add_argument("--out", type=Path, required=True)
-    e.add_argument("--size", type=int, default=256, help="crop size in pixels, 64-1024 (default 256)")
-    e.add_argument("--every", type=int, default=1, help="take every N-th frame (default 1)")
+    e.add_argument(
+        "--size", type=whole(64, 1024), default=256, help="crop size in pixels, 64-1024 (default 256)"
+    )
+    e.add_argument("--every", type=whole(1, 100_000), default=1, help="take every N-th frame (default 1)")
     e.set_defaults(func=cmd_extract)
 
     tr = sub.add_parser("train", help="train a model")
@@ -336,10 +419,16 @@ def build_parser() -> argparse.ArgumentParser:
     ts.add_argument("--b", type=Path, required=True, help="crops of person B")
     ts.add_argument("--out", type=Path, required=True, help="model folder (swap.pt, preview.png, loss.png)")
     ts.add_argument("--preset", choices=["64", "128"], default="64")
-    ts.add_argument("--steps", type=int, help="train until this many steps in all")
-    ts.add_argument("--minutes", type=float, help="train for this many minutes")
-    ts.add_argument("--batch", type=int, default=16, help="faces of each person per step (default 16)")
-    ts.add_argument("--lr", type=float, default=5e-5, help="Adam learning rate (default 5e-5)")
+    ts.add_argument("--steps", type=whole(1, MAX_STEPS), help="train until this many steps in all")
+    ts.add_argument(
+        "--minutes", type=number(0, MAX_MINUTES, low_open=True), help="train for this many minutes"
+    )
+    ts.add_argument(
+        "--batch", type=whole(1, MAX_BATCH), default=16, help="faces of each person per step (default 16)"
+    )
+    ts.add_argument(
+        "--lr", type=number(0, 1, low_open=True), default=5e-5, help="Adam learning rate (default 5e-5)"
+    )
     ts.add_argument("--no-warp", action="store_true", help="no random warp: a final polishing phase")
     ts.add_argument("--resume", action="store_true", help="continue the checkpoint in --out")
     ts.set_defaults(func=cmd_train_swap)
@@ -348,12 +437,22 @@ def build_parser() -> argparse.ArgumentParser:
     tg.add_argument("--faces", type=Path, action="append", required=True, help="crop folder (repeatable)")
     tg.add_argument("--out", type=Path, required=True, help="model folder (generator.pt, samples, losses)")
     tg.add_argument("--res", type=int, choices=[64, 128, 256], default=64)
-    tg.add_argument("--kimg", type=float, help="train until this many thousand images shown in all")
-    tg.add_argument("--minutes", type=float, help="train for this many minutes")
-    tg.add_argument("--batch", type=int, default=16, help="images per step (default 16)")
-    tg.add_argument("--lr", type=float, default=0.0025, help="Adam learning rate (default 0.0025)")
-    tg.add_argument("--gamma", type=float, help="R1 weight (default 0.0002 * res^2 / batch)")
-    tg.add_argument("--pl-weight", type=float, default=0.0, help="path-length regularisation (default off)")
+    tg.add_argument(
+        "--kimg",
+        type=number(0, 1_000_000, low_open=True),
+        help="train until this many thousand images shown in all",
+    )
+    tg.add_argument(
+        "--minutes", type=number(0, MAX_MINUTES, low_open=True), help="train for this many minutes"
+    )
+    tg.add_argument("--batch", type=whole(1, MAX_BATCH), default=16, help="images per step (default 16)")
+    tg.add_argument(
+        "--lr", type=number(0, 1, low_open=True), default=0.0025, help="Adam learning rate (default 0.0025)"
+    )
+    tg.add_argument("--gamma", type=number(0, 1e6), help="R1 weight (default 0.0002 * res^2 / batch)")
+    tg.add_argument(
+        "--pl-weight", type=number(0, 1e6), default=0.0, help="path-length regularisation (default off)"
+    )
     tg.add_argument("--resume", action="store_true", help="continue the training state in --out")
     tg.set_defaults(func=cmd_train_generator)
 
@@ -364,12 +463,14 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--generator", required=True, help="a registered generator's name, or its file")
     pr.add_argument("--out", type=Path, required=True)
     pr.add_argument("--aligned", action="store_true", help="the images are aligned crops (vfx extract)")
-    pr.add_argument("--steps", type=int, default=1000, help="optimisation steps (default 1000)")
+    pr.add_argument(
+        "--steps", type=whole(1, MAX_PROJECT_STEPS), default=1000, help="optimisation steps (default 1000)"
+    )
     pr.add_argument("--w", action="store_true", help="optimise one w for all layers (W) instead of W+")
     pr.add_argument(
-        "--mse", type=float, default=0.1, help="weight of the pixel MSE beside LPIPS (default 0.1)"
+        "--mse", type=number(0, 100), default=0.1, help="weight of the pixel MSE beside LPIPS (default 0.1)"
     )
-    pr.add_argument("--batch", type=int, default=8, help="faces optimised together (default 8)")
+    pr.add_argument("--batch", type=whole(1, 256), default=8, help="faces optimised together (default 8)")
     pr.set_defaults(func=cmd_project)
 
     d = sub.add_parser("direction", help="attribute directions for latent edits")
@@ -381,9 +482,16 @@ def build_parser() -> argparse.ArgumentParser:
     dl.add_argument("--out", type=Path, required=True, help="the direction file (.npz)")
     dl.add_argument("--layers", help="W+ layers the edit may touch, like 2-5 (default: all)")
     dl.add_argument("--aligned", action="store_true", help="the images are aligned crops (vfx extract)")
-    dl.add_argument("--steps", type=int, default=500, help="projection steps per face (default 500)")
-    dl.add_argument("--batch", type=int, default=8, help="faces projected together (default 8)")
-    dl.add_argument("--max-faces", type=int, help="at most this many faces of each folder, spread evenly")
+    dl.add_argument(
+        "--steps",
+        type=whole(1, MAX_PROJECT_STEPS),
+        default=500,
+        help="projection steps per face (default 500)",
+    )
+    dl.add_argument("--batch", type=whole(1, 256), default=8, help="faces projected together (default 8)")
+    dl.add_argument(
+        "--max-faces", type=whole(1, MAX_FACES), help="at most this many faces of each folder, spread evenly"
+    )
     dl.set_defaults(func=cmd_direction)
 
     m = sub.add_parser("models", help="list model files and registered generators, or register one")
@@ -436,7 +544,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except PipelineError as e:
-        print(str(e), file=sys.stderr)
+        print(e.one_line(), file=sys.stderr)
         return e.exit_code
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

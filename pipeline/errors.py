@@ -6,6 +6,11 @@ class PipelineError(Exception):
 
     exit_code = 2
 
+    def one_line(self) -> str:
+        """The message as the one line the CLI prints: a message wrapped around a library's error can
+        carry that error's line breaks, and a second line on stderr reads as a second error."""
+        return "; ".join(part.strip() for part in str(self).splitlines() if part.strip())
+
 
 class ManifestError(PipelineError):
     """A manifest that cannot be read or does not fit the schema or its plate."""

@@ -1,4 +1,4 @@
-"""Atomic file writes, and the clean-up of what a killed writer leaves behind.
+"""Atomic file writes, the clean-up of what a killed writer leaves behind, and safe reads of users' arrays.
 
 Every file the pipeline writes (frames, checkpoints, caches, reports) goes through a hidden temporary in
 the same folder and a rename, so a reader or a resumed run sees the old file or the new one, never half of
@@ -9,8 +9,13 @@ from __future__ import annotations
 
 import json
 import os
+import zipfile
 from collections.abc import Callable
 from pathlib import Path
+
+import numpy as np
+
+from pipeline.errors import PipelineError
 
 
 def temporary_path(path: Path) -> Path:
@@ -46,3 +51,54 @@ def remove_stale_temporaries(folder: Path) -> int:
                 p.unlink(missing_ok=True)
                 n += 1
     return n
+
+
+NPY_MAGIC = b"\x93NUMPY"
+ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")  # an .npz is a zip (the second: an empty one)
+
+
+def read_array(
+    path: Path,
+    keys: tuple[str, ...] = (),
+    skip: tuple[str, ...] = (),
+    ndims: tuple[int, ...] = (1, 2),
+    max_values: int = 1 << 22,
+    dtype: type = np.float32,
+) -> np.ndarray:
+    """A finite array of numbers from a user's .npy or .npz (from an .npz: the first of `keys` it has,
+    else its first array not in `skip`), read without unpickling: a malformed file fails here, with its
+    name, instead of in a render worker after its retries."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(6)
+        size = path.stat().st_size
+    except OSError as e:
+        raise PipelineError(f"{path}: cannot be read: {e.strerror or e}") from None
+    if not (head.startswith(NPY_MAGIC) or head[:4] in ZIP_MAGIC):
+        raise PipelineError(f"{path}: not a .npy or .npz array file")
+    if size > max_values * 8 + (1 << 16):
+        raise PipelineError(f"{path}: {size} bytes, more than an array of {max_values} values needs")
+    try:
+        data = np.load(path, allow_pickle=False)
+        if isinstance(data, np.ndarray):
+            array = data
+        else:
+            with data:
+                names = [k for k in keys if k in data.files] or [n for n in data.files if n not in skip]
+                if not names:
+                    raise PipelineError(f"{path}: an .npz without an array")
+                array = data[names[0]]
+    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as e:
+        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise PipelineError(f"{path}: not a readable .npy/.npz array ({reason})") from None
+    if array.dtype.kind not in "fiu":
+        raise PipelineError(f"{path}: an array of {array.dtype}; numbers are needed")
+    if array.ndim not in ndims or array.size == 0 or array.size > max_values:
+        wanted = " or ".join(f"{n}-d" for n in ndims)
+        raise PipelineError(
+            f"{path}: an array of shape {list(array.shape)}; a non-empty {wanted} one is needed"
+        )
+    bad = int(np.count_nonzero(~np.isfinite(array)))
+    if bad:
+        raise PipelineError(f"{path}: {bad} of its {array.size} values are NaN or infinite")
+    return array.astype(dtype)

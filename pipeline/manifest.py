@@ -5,16 +5,19 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
+import numpy as np
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from pipeline.errors import ManifestError, MediaError, PipelineError
-from pipeline.media.decode import CameraMove, Plate, open_plate
+from pipeline.files import read_array
+from pipeline.media.decode import CameraMove, FrameError, Plate, open_plate, read_image
 from pipeline.media.encode import MOVIE_PRESETS
 from pipeline.media.sequences import SEQUENCE_FORMATS
 from pipeline.models import ModelError
@@ -22,25 +25,84 @@ from pipeline.stylegan.registry import generator_path
 
 DEFAULT_FIRST_FRAME = 1001
 SHOT_NAME = re.compile(r"^[A-Za-z0-9_-]+$")
+# Bounds on what a manifest may ask for, so that a typo fails at validate instead of filling memory or
+# disk in a render: a manifest is a few KB; a shot is at most about 70 minutes at 24 fps.
+MAX_MANIFEST_BYTES = 1 << 20
+MAX_YAML_VALUES = 100_000  # values in the document once YAML aliases are expanded
+MAX_YAML_DEPTH = 50  # nested mappings and lists; a manifest needs 5
+MAX_FRAMES = 100_000
+MAX_FRAME_NUMBER = 9_999_999
+MAX_FPS = 1000
+
+
+class DuplicateKeyError(yaml.constructor.ConstructorError):
+    """A key given twice in one mapping: YAML's rule (the last wins) would drop the first silently."""
+
+    def __init__(self, mapping: yaml.MappingNode, key_node: yaml.Node, first: yaml.Node, key: Any):
+        super().__init__(None, None, f"duplicate key {key!r}", key_node.start_mark)
+        self.mapping, self.key, self.first = mapping, key, first
+
+
+class ManifestLoader(yaml.SafeLoader):
+    """YAML's safe loader, refusing a key given twice in a mapping (merge keys, `<<: *defaults`, may
+    still be overridden, as YAML intends) and nesting deeper than MAX_YAML_DEPTH: PyYAML composes
+    recursively, and its scanner slows with the square of the depth."""
+
+    depth = 0
+
+    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node:
+        self.depth += 1
+        try:
+            if self.depth > MAX_YAML_DEPTH:
+                raise yaml.composer.ComposerError(
+                    None, None, f"nested deeper than {MAX_YAML_DEPTH} levels", self.peek_event().start_mark
+                )
+            return super().compose_node(parent, index)
+        finally:
+            self.depth -= 1
+
+    def construct_mapping(self, node: yaml.Node, deep: bool = False) -> dict:
+        if isinstance(node, yaml.MappingNode):
+            seen: dict[Any, yaml.Node] = {}
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":
+                    continue
+                key = self.construct_object(key_node, deep=True)
+                try:
+                    first = seen.setdefault(key, key_node)
+                except TypeError:
+                    continue  # an unhashable key: the base constructor refuses it, with its own message
+                if first is not key_node:
+                    raise DuplicateKeyError(node, key_node, first, key)
+        return super().construct_mapping(node, deep)
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # NaN and infinity pass a float field (and a bound: every comparison with NaN is false) and then
+    # spoil every frame; no setting of a shot means them.
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+
+Zoom = Annotated[float, Field(gt=0, le=100)]
+Pixels = Annotated[float, Field(ge=-100_000, le=100_000)]
+Degrees = Annotated[float, Field(ge=-3600, le=3600)]
 
 
 class CameraMoveSpec(Strict):
-    zoom: tuple[float, float] = (1.0, 1.0)
-    pan: tuple[tuple[float, float], tuple[float, float]] = ((0.0, 0.0), (0.0, 0.0))
-    rotate: tuple[float, float] = (0.0, 0.0)
+    zoom: tuple[Zoom, Zoom] = (1.0, 1.0)
+    pan: tuple[tuple[Pixels, Pixels], tuple[Pixels, Pixels]] = ((0.0, 0.0), (0.0, 0.0))
+    rotate: tuple[Degrees, Degrees] = (0.0, 0.0)
 
 
 class PlateSpec(Strict):
     movie: str | None = None
     sequence: str | None = None
     still: str | None = None
-    hold: int | None = Field(None, ge=1, description="frames a still is held for")
+    hold: int | None = Field(None, ge=1, le=MAX_FRAMES, description="frames a still is held for")
     move: CameraMoveSpec | None = None
-    first_frame: int | None = Field(None, ge=0, description="frame number of the plate's first frame")
+    first_frame: int | None = Field(
+        None, ge=0, le=MAX_FRAME_NUMBER, description="frame number of the plate's first frame"
+    )
 
     @model_validator(mode="after")
     def one_source(self) -> PlateSpec:
@@ -112,7 +174,9 @@ class ProjectSpec(Strict):
     generator: str = Field(description="a registered generator's name, or a file path")
     mode: Literal["keyframes", "every_frame"] = "keyframes"
     every: int = Field(12, ge=1, le=10000, description="keyframe mode: a key every this many frames")
-    key_frames: list[int] = Field([], description="keyframe mode: these frames instead of every k-th")
+    key_frames: list[Annotated[int, Field(ge=0, le=MAX_FRAME_NUMBER)]] = Field(
+        [], description="keyframe mode: these frames instead of every k-th"
+    )
     steps: int = Field(1000, ge=1, le=100000, description="the full schedule: keyframes, the first frame")
     following_steps: int = Field(150, ge=1, le=100000, description="every-frame mode: at most, per frame")
     patience: int = Field(20, ge=0, le=100000, description="early stop after this many steps without gain")
@@ -128,10 +192,10 @@ class ProjectSpec(Strict):
 class PathKeySpec(Strict):
     """A key latent placed at a frame: a portrait projected (a morph target), a latent file, or a seed."""
 
-    frame: int
+    frame: int = Field(ge=0, le=MAX_FRAME_NUMBER)
     image: str | None = Field(None, description="a portrait: its face is aligned and projected")
     latent: str | None = Field(None, description="a .npz or .npy file of W+ [num_ws, w_dim] (or a w)")
-    seed: int | None = Field(None, ge=0, description="a random z mapped to w")
+    seed: int | None = Field(None, ge=0, le=2**32 - 1, description="a random z mapped to w")
     psi: float = Field(1.0, ge=0, le=2, description="truncation toward the average latent (1: none)")
 
     @model_validator(mode="after")
@@ -157,7 +221,9 @@ class PathSpec(Strict):
     alpha: float = Field(0.5, ge=0, le=1, description="0 uniform, 0.5 centripetal, 1 chordal")
     ends: Literal["extrapolated", "clamped"] = "extrapolated"
     ease: bool = False
-    period: int | None = Field(None, ge=2, description="a closed loop: key 0 again this many frames on")
+    period: int | None = Field(
+        None, ge=2, le=MAX_FRAMES, description="a closed loop: key 0 again this many frames on"
+    )
     projected: bool = Field(True, description="use the shot's projected keyframes as keys")
     keyframes: list[PathKeySpec] = []
     steps: int = Field(1000, ge=1, le=100000, description="projection steps for image keys")
@@ -236,30 +302,49 @@ class ManifestModel(Strict):
             raise ValueError(f"{v!r} is not a shot name: use letters, digits, _ and - only")
         return v
 
-    @field_validator("fps")
+    @field_validator("fps", mode="before")
     @classmethod
-    def fps_value(cls, v: float | str | None) -> float | str | None:
-        if v is not None and parse_fps(v) <= 0:
-            raise ValueError("must be positive")
+    def fps_value(cls, v: Any) -> Any:
+        """Checked before the union's members see it: there `true` is 1 fps and `.inf` fails as both a
+        float and a string, in two errors that name neither."""
+        if v is None:
+            return v
+        if isinstance(v, bool) or not isinstance(v, int | float | str):
+            raise ValueError(f"{v!r} is not a frame rate (24, 23.976 or 24000/1001)")
+        if not 0 < parse_fps(v) <= MAX_FPS:
+            raise ValueError(f"{v} is out of range: a frame rate is more than 0 and at most {MAX_FPS}")
+        return v
+
+    @field_validator("frames", mode="before")
+    @classmethod
+    def frames_value(cls, v: Any) -> Any:
+        if v is not None and (isinstance(v, bool) or not isinstance(v, int | str)):
+            raise ValueError(f"{v!r} is not a frame range like 1001-1100")
         return v
 
 
 def parse_fps(v: float | str) -> Fraction:
     try:
         f = Fraction(str(v)) if isinstance(v, str) else Fraction(v).limit_denominator(1001 * 1000)
-    except (ValueError, ZeroDivisionError):
+    except (ValueError, ZeroDivisionError, OverflowError):
         raise ValueError(f"{v!r} is not a frame rate (24, 23.976 or 24000/1001)") from None
     return f
 
 
 def parse_range(text: str | int) -> tuple[int, int]:
-    """'1001-1100' (inclusive) or a single frame '1001'."""
+    """'1001-1100' (inclusive) or a single frame '1001', within the frame numbers and length a shot may
+    have."""
     m = re.fullmatch(r"\s*(\d+)\s*(?:-\s*(\d+)\s*)?", str(text))
     if not m:
         raise ValueError(f"{text!r} is not a frame range like 1001-1100")
+    for number in m.groups():
+        if number is not None and (len(number) > 9 or int(number) > MAX_FRAME_NUMBER):
+            raise ValueError(f"frame {number[:12]} is past {MAX_FRAME_NUMBER}, the largest frame number")
     a, b = int(m.group(1)), int(m.group(2) or m.group(1))
     if b < a:
         raise ValueError(f"end {b} is before start {a}")
+    if b - a + 1 > MAX_FRAMES:
+        raise ValueError(f"{a}-{b} is {b - a + 1} frames; a shot has at most {MAX_FRAMES}")
     return a, b
 
 
@@ -290,6 +375,23 @@ class Shot:
     def plate_index(self, frame: int) -> int:
         return frame - self.plate_first
 
+    def read_frames(self, first: int, last: int) -> Iterator[np.ndarray]:
+        """The plate's pictures of frames first..last (the shot's numbers), in order. A frame that cannot
+        be decoded is named by its number in the shot (1029), not by its place in the plate file (28)."""
+        try:
+            yield from self.plate.read(self.plate_index(first), self.plate_index(last) + 1)
+        except FrameError as e:
+            raise e.numbered(self.plate_first) from None
+
+    def where(self, *loc: Any) -> str:
+        """`path:LINE field` of a manifest field, for an error found after loading (a latent file that
+        does not fit the generator): the manifest is read again for the line."""
+        try:
+            root, _ = parse_yaml(self.manifest_path, read_text(self.manifest_path))
+        except ManifestError:
+            root = None
+        return f"{self.manifest_path}:{_node_line(root, loc)} {_field_name(loc)}"
+
     def with_frames(self, first: int, last: int) -> Shot:
         plate_last = self.plate_first + self.plate.info.frame_count - 1
         if first < self.plate_first or last > plate_last or last < first:
@@ -305,18 +407,51 @@ def _node_line(root: yaml.Node | None, loc: tuple[Any, ...]) -> int:
     node, line = root, (root.start_mark.line + 1) if root else 1
     for part in loc:
         if isinstance(node, yaml.MappingNode):
-            for key, value in node.value:
-                if key.value == part:
-                    node, line = value, key.start_mark.line + 1
-                    break
-            else:
+            # the last match: keys merged in (`<<: *defaults`) come before those that override them
+            found = [(key, value) for key, value in node.value if key.value == part]
+            if not found:
                 return line
+            key, node = found[-1]
+            line = key.start_mark.line + 1
         elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value):
             node = node.value[part]
             line = node.start_mark.line + 1
         else:
             return line
     return line
+
+
+def _node_loc(root: yaml.Node, target: yaml.Node) -> tuple[Any, ...]:
+    """The location (keys and indexes) of a node in the document; () for the root or when not found."""
+    stack: list[tuple[yaml.Node, tuple[Any, ...]]] = [(root, ())]
+    seen: set[int] = set()
+    while stack:
+        node, loc = stack.pop()
+        if node is target:
+            return loc
+        if id(node) in seen:
+            continue
+        seen.add(id(node))
+        if isinstance(node, yaml.MappingNode):
+            stack += [(value, (*loc, key.value)) for key, value in node.value]
+        elif isinstance(node, yaml.SequenceNode):
+            stack += [(value, (*loc, i)) for i, value in enumerate(node.value)]
+    return ()
+
+
+def _count_values(root: yaml.Node, limit: int) -> int:
+    """Values in the document with its aliases expanded, counting up to just past `limit`: a few lines
+    of aliases to aliases (a "billion laughs") expand to more than any machine holds."""
+    stack, n = [root], 0
+    while stack and n <= limit:
+        node = stack.pop()
+        n += 1
+        if isinstance(node, yaml.MappingNode):
+            for key, value in node.value:
+                stack += (key, value)
+        elif isinstance(node, yaml.SequenceNode):
+            stack += node.value
+    return n
 
 
 def _field_name(loc: tuple[Any, ...]) -> str:
@@ -341,19 +476,64 @@ def _resolve(base: Path, p: str) -> str:
     return str((base / p).resolve())
 
 
-def read_manifest(path: Path) -> tuple[ManifestModel, yaml.Node | None]:
+def read_text(path: Path) -> str:
+    """The manifest's text: at most MAX_MANIFEST_BYTES (read no further: a wrong file can be huge, or
+    endless), and UTF-8."""
     try:
-        text = path.read_text(encoding="utf-8")
+        with open(path, "rb") as f:
+            raw = f.read(MAX_MANIFEST_BYTES + 1)
     except OSError as e:
         raise ManifestError(f"{path}: cannot read manifest: {e.strerror or e}") from None
+    if len(raw) > MAX_MANIFEST_BYTES:
+        raise ManifestError(
+            f"{path} manifest: larger than {MAX_MANIFEST_BYTES >> 20} MB, the limit for a manifest "
+            "(a shot's manifest is a few KB: is this the right file?)"
+        )
     try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
+        return raw.decode("utf-8").removeprefix("\ufeff")
+    except UnicodeDecodeError as e:
+        line = raw.count(b"\n", 0, e.start) + 1
+        column = e.start - raw.rfind(b"\n", 0, e.start)
+        raise ManifestError(
+            f"{path}:{line} manifest: not UTF-8 text (byte 0x{raw[e.start]:02x} at column {column}); "
+            "save the file as UTF-8"
+        ) from None
+
+
+def parse_yaml(path: Path, text: str) -> tuple[yaml.Node | None, Any]:
+    """The document's node tree (for line numbers) and its data, built from one parse."""
+    loader = None
+    try:
+        loader = ManifestLoader(text)  # its reader refuses control characters already
+        root = loader.get_single_node()
+        if root is not None and _count_values(root, MAX_YAML_VALUES) > MAX_YAML_VALUES:
+            raise ManifestError(
+                f"{path}:1 manifest: more than {MAX_YAML_VALUES} values once its YAML aliases are expanded"
+            )
+        return root, (loader.construct_document(root) if root is not None else None)
+    except DuplicateKeyError as e:
+        loc = (*_node_loc(root, e.mapping), e.key) if root is not None else (e.key,)
+        raise ManifestError(
+            f"{path}:{e.problem_mark.line + 1} {_field_name(loc)}: duplicate key "
+            f"(first on line {e.first.start_mark.line + 1})"
+        ) from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
-        line = f":{mark.line + 1}" if mark else ""
+        line = mark.line + 1 if mark else None
+        if line is None and isinstance(getattr(e, "position", None), int):  # a reader error
+            line = text.count("\n", 0, e.position) + 1
         problem = getattr(e, "problem", None) or str(e).splitlines()[0]
-        raise ManifestError(f"{path}{line} yaml: {problem}") from None
+        raise ManifestError(f"{path}{f':{line}' if line else ''} yaml: {problem}") from None
+    except RecursionError:  # PyYAML composes nested collections recursively
+        line = loader.get_mark().line + 1 if loader else 1
+        raise ManifestError(f"{path}:{line} yaml: nested too deeply") from None
+    finally:
+        if loader:
+            loader.dispose()
+
+
+def read_manifest(path: Path) -> tuple[ManifestModel, yaml.Node | None]:
+    root, data = parse_yaml(path, read_text(path))
     if not isinstance(data, dict):
         raise ManifestError(f"{path}:1 manifest: expected a mapping of keys (shot, plate, ...)")
     try:
@@ -415,6 +595,21 @@ def _check_project(path: Path, root: yaml.Node | None, spec: ManifestModel) -> N
         )
 
 
+def _check_file(path: Path, root: yaml.Node | None, loc: tuple[Any, ...], file: Path, kind: str) -> None:
+    """A file the manifest names is there and reads as what it should be (an image, a latent array):
+    checked at load, so a bad one is refused by validate, not by a render worker after its retries."""
+    where = f"{path}:{_node_line(root, loc)} {_field_name(loc)}"
+    if not file.is_file():
+        raise ManifestError(f"{where}: {file}: file not found")
+    try:
+        if kind == "image":
+            read_image(file)
+        elif kind == "latent":
+            read_array(file, keys=("latents",), ndims=(1, 2))  # [w_dim] or [num_ws, w_dim]
+    except PipelineError as e:
+        raise ManifestError(f"{where}: {e.one_line()}") from None
+
+
 def _check_path(path: Path, root: yaml.Node | None, base: Path, spec: ManifestModel) -> None:
     from pipeline.stylegan.edits import Direction
 
@@ -432,12 +627,8 @@ def _check_path(path: Path, root: yaml.Node | None, base: Path, spec: ManifestMo
     for i, key in enumerate(ps.keyframes):
         for kind in ("image", "latent"):
             file = getattr(key, kind)
-            if file and not Path(_resolve(base, file)).is_file():
-                loc = ("path", "keyframes", i, kind)
-                raise ManifestError(
-                    f"{path}:{_node_line(root, loc)} {_field_name(loc)}: {_resolve(base, file)}: "
-                    "file not found"
-                )
+            if file:
+                _check_file(path, root, ("path", "keyframes", i, kind), Path(_resolve(base, file)), kind)
     for i, edit in enumerate(ps.edits):
         loc = ("path", "edits", i, "direction")
         try:
@@ -498,6 +689,12 @@ def load_shot(path: str | Path) -> Shot:
         )
     info = plate.info
     plate_last = plate_first + info.frame_count - 1
+    if plate_last > MAX_FRAME_NUMBER:
+        loc = ("plate", "first_frame") if spec.plate and spec.plate.first_frame is not None else ("plate",)
+        raise ManifestError(
+            f"{path}:{_node_line(root, loc)} {_field_name(loc)}: the plate's frames "
+            f"{plate_first}-{plate_last} go past {MAX_FRAME_NUMBER}, the largest frame number"
+        )
     first, last = plate_first, plate_last
     if spec.frames is not None:
         line = _node_line(root, ("frames",))
@@ -557,11 +754,10 @@ def load_shot(path: str | Path) -> Shot:
                 ) from None
     if spec.faces is not None:
         for key, value in [("reference", spec.faces.reference), *spec.faces.models.model_dump().items()]:
-            if value and not Path(_resolve(base, value)).is_file():
+            if value:
                 loc = ("faces", key) if key == "reference" else ("faces", "models", key)
-                raise ManifestError(
-                    f"{path}:{_node_line(root, loc)} {_field_name(loc)}: {_resolve(base, value)}: "
-                    "file not found"
+                _check_file(
+                    path, root, loc, Path(_resolve(base, value)), "image" if key == "reference" else ""
                 )
     settings = spec.model_dump(mode="json")
     settings["plate"] = {**p.model_dump(mode="json"), "resolved": _resolve(base, p.source)}

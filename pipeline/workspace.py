@@ -130,9 +130,11 @@ class RenderVersion:
         path = self.path / ".lock"
         if self._lock is not None or not path.is_file():
             return None
-        with open(path, "a+") as f:
+        # Read-only, and a shared lock (which a render's exclusive one still refuses): status may only
+        # read the folder, and NFS's emulation of flock wants write access for an exclusive lock.
+        with open(path) as f:
             try:
-                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                fcntl.flock(f, fcntl.LOCK_SH | fcntl.LOCK_NB)
             except OSError:
                 f.seek(0)
                 return f.read().strip() or "another process"

@@ -13,7 +13,7 @@ import torch
 from conftest import tiny_generator_config, write_manifest
 
 from pipeline.cli import main
-from pipeline.errors import PipelineError
+from pipeline.errors import ManifestError, PipelineError
 from pipeline.faces.detect import FaceAnalyzer
 from pipeline.faces.extract import aligned_face
 from pipeline.manifest import load_shot
@@ -68,6 +68,31 @@ def test_a_learned_direction_finds_the_attribute_on_its_layers_only(tmp_path):
     assert Direction.load(tmp_path / "plain.npy").for_generator(6, 16).shape == (6, 16)
     with pytest.raises(PipelineError, match=r"layers \[7\]: the generator's W\+ has layers 0-5"):
         learn_direction(pos, neg, layers=[7])
+
+
+def test_keys_and_edits_that_do_not_fit_the_generator_name_their_manifest_field(generator_file, tmp_path):
+    """Validate reads the latent and direction files but not the generator, so a size that does not fit
+    it is found when the keys are resolved: the error still names the manifest's line and field."""
+    np.save(tmp_path / "key.npy", np.zeros((CFG.num_ws, 32), np.float32))  # the generator's w is 64
+    np.save(tmp_path / "dir.npy", np.ones(32, np.float32))
+    keys = "  keyframes:\n    - {frame: 1001, seed: 1}\n    - {frame: 1010, latent: key.npy}\n"
+    head = f"shot: gen\nframes: 1001-1010\npath:\n  generator: {generator_file}\n"
+    m = write_manifest(tmp_path, head + keys)
+    with pytest.raises(ManifestError) as e:
+        shot_path.resolve_keys(load_shot(m), None, log=lambda s: None)
+    assert str(e.value).startswith(
+        f"{m}:7 path.keyframes[1].latent: {tmp_path / 'key.npy'}: a latent of shape"
+    )
+    m = write_manifest(
+        tmp_path,
+        head + keys.replace("key.npy", "ok.npy") + "  edits:\n    - {direction: dir.npy, amount: 1}\n",
+    )
+    np.save(tmp_path / "ok.npy", np.zeros((CFG.num_ws, 64), np.float32))
+    shot = load_shot(m)
+    np.savez(tmp_path / "keys.npz", **shot_path.resolve_keys(shot, None, log=lambda s: None))
+    with pytest.raises(ManifestError) as e:
+        shot_path.GeneratedFaces(shot, tmp_path / "keys.npz")
+    assert str(e.value).startswith(f"{m}:9 path.edits[0].direction: {tmp_path / 'dir.npy'}: the direction is")
 
 
 def test_direction_learn_command(generator_file, crops, tmp_path, capsys):

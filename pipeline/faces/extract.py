@@ -45,7 +45,10 @@ def extract_faces(
     """
     plate = open_any_plate(plate_path)
     analyzer = analyzer or FaceAnalyzer()
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise PipelineError(f"{out}: cannot make the crop folder: {e.strerror or e}") from None
     stem = Path(plate_path).name.split(".")[0].replace("#", "").replace("%", "") or "plate"
     first = plate.info.first_frame or 0
     for index, frame in enumerate(plate.read(0, plate.info.frame_count)):

@@ -24,6 +24,19 @@ from pipeline.media.color import linear_to_srgb
 from pipeline.media.probe import PlateInfo, probe_movie, probe_sequence, sequence_path
 
 
+class FrameError(MediaError):
+    """A plate frame that cannot be decoded. The plate counts its frames from 0; the shot that reads it
+    renumbers the error with its own frame numbers (`numbered`), which are what the artist knows."""
+
+    def __init__(self, path: Path | str, index: int, problem: str, first: int = 0):
+        super().__init__(f"{path}: frame {first + index}: {problem}")
+        self.path, self.index, self.problem = path, index, problem
+
+    def numbered(self, first: int) -> FrameError:
+        """The same error, naming the frame as number `first + index`."""
+        return FrameError(self.path, self.index, self.problem, first)
+
+
 class Plate(Protocol):
     info: PlateInfo
 
@@ -103,7 +116,7 @@ class MoviePlate:
                     container.seek(target, stream=stream, backward=True, any_frame=False)
                 for frame in self._decode(container, stream, expected):
                     if frame.pts is None:
-                        raise MediaError(f"{self.path}: frame {expected}: the frame has no timestamp")
+                        raise FrameError(self.path, expected, "the frame has no timestamp")
                     index = self._index(frame, start_pts, time_base)
                     if index < expected:
                         continue  # before the range: decoded from the keyframe, not wanted
@@ -111,23 +124,25 @@ class MoviePlate:
                         if expected == start and start > 0:
                             yield from self._read_from_zero(start, stop)  # seek landed past the range
                             return
-                        raise MediaError(f"{self.path}: frame {expected}: missing from the stream")
+                        raise FrameError(self.path, expected, "missing from the stream")
                     yield frame.to_ndarray(format="rgb24", threads=1)
                     expected += 1
                     if expected >= stop:
                         break
         except av.FFmpegError as e:
-            raise MediaError(f"{self.path}: frame {expected}: decode error: {e.strerror or e}") from None
+            raise FrameError(self.path, expected, f"decode error: {e.strerror or e}") from None
         if expected < stop:
-            raise MediaError(
-                f"{self.path}: frame {expected}: the movie ends after {expected} frames, but its container "
-                f"says {self.info.frame_count} (truncated file?)"
+            raise FrameError(
+                self.path,
+                expected,
+                f"the movie ends after {expected} frames, but its container says {self.info.frame_count} "
+                "(truncated file?)",
             )
 
     def _decode(self, container, stream, expected: int) -> Iterator[av.VideoFrame]:
         for packet in container.demux(stream):
             if packet.is_corrupt:
-                raise MediaError(f"{self.path}: frame {expected}: corrupt packet in the stream")
+                raise FrameError(self.path, expected, "corrupt packet in the stream")
             yield from packet.decode()
 
     def _read_from_zero(self, start: int, stop: int) -> Iterator[np.ndarray]:
@@ -146,8 +161,12 @@ class SequencePlate:
         for i in range(start, min(stop, self.info.frame_count)):
             path = sequence_path(self.pattern, first + i)
             if not path.is_file():
-                raise MediaError(f"{path}: frame {first + i} of the sequence is missing")
-            yield read_image(path)
+                raise FrameError(path, i, "missing from the sequence", first)
+            try:
+                image = read_image(path)
+            except MediaError as e:
+                raise FrameError(path, i, str(e).removeprefix(f"{path}: "), first) from None
+            yield image
 
 
 @dataclass(frozen=True)

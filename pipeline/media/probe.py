@@ -82,6 +82,8 @@ def probe_movie(path: Path) -> PlateInfo:
             count = stream.frames
             if not count:  # containers without a frame count (some MKV, AVI): count the packets
                 count = sum(1 for p in container.demux(stream) if p.size)
+            if not count or stream.codec_context.width <= 0 or stream.codec_context.height <= 0:
+                raise MediaError(f"{path}: cannot be read as a movie: no frames with a picture size")
             audio = None
             if container.streams.audio:
                 a = container.streams.audio[0]
@@ -123,6 +125,8 @@ def probe_sequence(pattern: Path, fps: Fraction | None) -> PlateInfo:
             width, height, codec, pix = cc.width, cc.height, cc.name, cc.pix_fmt or ""
     except (av.FFmpegError, IndexError) as e:
         raise MediaError(f"{first}: cannot be read as an image: {e}") from None
+    if width <= 0 or height <= 0:  # FFmpeg opens a text file as a "video" of no size
+        raise MediaError(f"{first}: cannot be read as an image: no picture size")
     return PlateInfo(
         kind="sequence",
         path=str(pattern),

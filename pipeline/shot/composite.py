@@ -282,7 +282,7 @@ def composite_contact_sheet(
     def make(n: int) -> np.ndarray:
         nonlocal compositor
         compositor = compositor or Compositor(shot, track, chain())
-        plate = next(shot.plate.read(shot.plate_index(n), shot.plate_index(n) + 1))
+        plate = next(shot.read_frames(n, n))
         return composite_row(n, plate, compositor.frame(n, plate), read_image(version.frame_path(n)))
 
     rows = review_tiles(version, "composite", sample_frames(shot.first, shot.last, COMPOSITE_SAMPLES), make)

@@ -122,7 +122,7 @@ def render_frames(
         return result
     wanted = set(todo)
     start = todo[0]
-    frames = shot.plate.read(shot.plate_index(start), shot.plate_index(last) + 1)
+    frames = shot.read_frames(start, last)
     fmt = shot.spec.output.sequence
     batch_size = work.batch_size if work else 1
     pending: list[tuple[int, np.ndarray]] = []

@@ -17,9 +17,9 @@ import cv2
 import numpy as np
 import torch
 
-from pipeline.errors import PipelineError
+from pipeline.errors import ManifestError, PipelineError
 from pipeline.faces.draw import grid
-from pipeline.files import write_atomic
+from pipeline.files import read_array, write_atomic
 from pipeline.manifest import PathKeySpec, PathSpec, Shot, parse_range
 from pipeline.media.color import to_uint8
 from pipeline.media.sequences import write_frame
@@ -98,12 +98,7 @@ def key_latent(shot: Shot, G: Generator, key: PathKeySpec, steps: int) -> tuple[
             w, source = G.map(z)[0], f"seed {key.seed}"
         elif key.latent is not None:
             path = Path(shot.resolve(key.latent))
-            data = np.load(path, allow_pickle=False)
-            if isinstance(data, np.ndarray):
-                arr = data.astype(np.float32)
-            else:
-                with data:
-                    arr = data["latents" if "latents" in data else data.files[0]].astype(np.float32)
+            arr = read_array(path, keys=("latents",), ndims=(1, 2))
             if arr.shape == (G.cfg.w_dim,):
                 arr = np.repeat(arr[None], G.num_ws, axis=0)
             if arr.shape != (G.num_ws, G.cfg.w_dim):
@@ -142,8 +137,12 @@ def resolve_keys(shot: Shot, latents_file: str | None, log: Callable[[str], None
     if latents_file and (spec is None or spec.projected):
         p = ShotProjection.load(Path(latents_file))
         keys = {int(f): (w, "projected") for f, w in zip(p.frames, p.latents, strict=True)}
-    for key in spec.keyframes if spec else []:
-        keys[key.frame] = key_latent(shot, G, key, spec.steps if spec else 1000)
+    for i, key in enumerate(spec.keyframes if spec else []):
+        try:
+            keys[key.frame] = key_latent(shot, G, key, spec.steps if spec else 1000)
+        except PipelineError as e:  # the file changed since validate, or does not fit the generator
+            kind = "latent" if key.latent else "image" if key.image else "seed"
+            raise ManifestError(f"{shot.where('path', 'keyframes', i, kind)}: {e.one_line()}") from None
         log(f"key at frame {key.frame}: {keys[key.frame][1]}")
     frames = sorted(keys)
     return {
@@ -194,9 +193,14 @@ class GeneratedFaces:
         self.center = self.G.w_avg.cpu().numpy()
         self.edits: list[tuple[np.ndarray, float, int, int, int]] = []
         spec = path_spec(shot)
-        for e in spec.edits if spec else []:
+        for i, e in enumerate(spec.edits if spec else []):
             file = shot.resolve(e.direction)
-            vector = Direction.load(Path(file)).for_generator(self.G.num_ws, self.G.cfg.w_dim, file)
+            try:
+                vector = Direction.load(Path(file)).for_generator(self.G.num_ws, self.G.cfg.w_dim, file)
+            except PipelineError as err:
+                raise ManifestError(
+                    f"{shot.where('path', 'edits', i, 'direction')}: {err.one_line()}"
+                ) from None
             first, last = parse_range(e.frames) if e.frames else (shot.range_first, shot.range_last)
             self.edits.append((vector, e.amount, first, last, e.ramp))
 

@@ -141,7 +141,7 @@ def aligned_faces(
     crop_size = shot.spec.faces.crop_size
     wanted = set(frames)
     crops = []
-    plates = shot.plate.read(shot.plate_index(frames[0]), shot.plate_index(frames[-1]) + 1)
+    plates = shot.read_frames(frames[0], frames[-1])
     try:
         for n in range(frames[0], frames[-1] + 1):
             plate = next(plates)

@@ -141,7 +141,7 @@ class DetectChunk:
 def detect_range(shot: Shot, first: int, last: int) -> DetectChunk:
     t0 = time.perf_counter()
     spec = faces_spec(shot)
-    frames = shot.plate.read(shot.plate_index(first), shot.plate_index(last) + 1)
+    frames = shot.read_frames(first, last)
     chunk = DetectChunk(first, last, [])
 
     def timed_frames() -> Iterator[tuple[int, np.ndarray]]:
@@ -235,7 +235,7 @@ def render_overlay(
     t0 = time.perf_counter()
     result = ChunkResult(first, last)
     size = faces_spec(shot).crop_size
-    frames = shot.plate.read(shot.plate_index(first), shot.plate_index(last) + 1)
+    frames = shot.read_frames(first, last)
     try:
         for n in range(first, last + 1):
             frame = next(frames)
@@ -269,7 +269,7 @@ def faces_contact_sheet(
     """Aligned crops across the rendered frames, with their matte outlines and landmarks."""
 
     def make(n: int) -> np.ndarray:
-        return face_tile(shot, track, n, next(shot.plate.read(shot.plate_index(n), shot.plate_index(n) + 1)))
+        return face_tile(shot, track, n, next(shot.read_frames(n, n)))
 
     tiles = review_tiles(version, "faces", sample_frames(first, last), make)
     path = version.path / "faces_contact_sheet.png"

@@ -10,6 +10,7 @@ ones), alone.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,7 +18,7 @@ import numpy as np
 from scipy.optimize import minimize
 
 from pipeline.errors import PipelineError
-from pipeline.files import write_atomic
+from pipeline.files import ZIP_MAGIC, read_array, write_atomic
 
 
 @dataclass(frozen=True)
@@ -48,31 +49,24 @@ class Direction:
     @classmethod
     def load(cls, path: Path) -> Direction:
         """A direction file written by `vfx direction learn`, or a plain .npy/.npz array ([w_dim] for
-        every layer, or [num_ws, w_dim])."""
+        every layer, or [num_ws, w_dim]): read without unpickling, and its values and settings checked
+        here, so a bad file is refused when the manifest is loaded."""
         if not path.is_file():
             raise PipelineError(f"{path}: direction file not found")
-        try:
-            if path.suffix == ".npy":
-                vector, meta = np.load(path, allow_pickle=False), {}
-            else:
-                with np.load(path, allow_pickle=False) as d:
-                    key = "direction" if "direction" in d else next(iter(d.files))
-                    vector = d[key]
-                    meta = json.loads(str(d["meta"])) if "meta" in d else {}
-        except (OSError, ValueError, StopIteration) as e:
-            raise PipelineError(f"{path}: not a readable direction file ({e})") from None
-        vector = np.asarray(vector, np.float64)
-        if vector.ndim not in (1, 2):
-            raise PipelineError(
-                f"{path}: a direction is [w_dim] or [num_ws, w_dim], not {list(vector.shape)}"
-            )
-        layers = tuple(meta.get("layers", range(vector.shape[0] if vector.ndim == 2 else 0)))
+        vector = read_array(path, keys=("direction",), skip=("meta",), dtype=np.float64)
+        meta = _read_meta(path)
+        default_layers = list(range(vector.shape[0] if vector.ndim == 2 else 0))
+        layers = meta.get("layers", default_layers)
+        if not isinstance(layers, list) or not all(type(i) is int and i >= 0 for i in layers):
+            raise PipelineError(f"{path}: meta layers is {layers!r}; a list of W+ layer numbers is needed")
+        numbers = {}
+        for key, default in (("bias", 0.0), ("accuracy", float("nan"))):
+            value = meta.get(key, default)
+            if type(value) not in (int, float) or (key == "bias" and not math.isfinite(value)):
+                raise PipelineError(f"{path}: meta {key} is {value!r}; a number is needed")
+            numbers[key] = float(value)
         return cls(
-            vector,
-            layers,
-            float(meta.get("bias", 0.0)),
-            meta.get("name", path.stem),
-            float(meta.get("accuracy", float("nan"))),
+            vector, tuple(layers), numbers["bias"], str(meta.get("name", path.stem)), numbers["accuracy"]
         )
 
     def for_generator(self, num_ws: int, w_dim: int, source: str = "") -> np.ndarray:
@@ -86,6 +80,23 @@ class Direction:
                 f"[{num_ws}, {w_dim}]"
             )
         return v
+
+
+def _read_meta(path: Path) -> dict:
+    """The settings `vfx direction learn` stores beside the vector (a JSON string); {} for a bare array."""
+    with open(path, "rb") as f:
+        if f.read(4) not in ZIP_MAGIC:
+            return {}
+    try:
+        with np.load(path, allow_pickle=False) as d:
+            if "meta" not in d.files:
+                return {}
+            meta = json.loads(str(d["meta"]))
+    except (OSError, ValueError) as e:
+        raise PipelineError(f"{path}: its meta cannot be read ({str(e).splitlines()[0]})") from None
+    if not isinstance(meta, dict):
+        raise PipelineError(f"{path}: its meta is {type(meta).__name__}, not a JSON object")
+    return meta
 
 
 def learn_direction(

@@ -1,0 +1,590 @@
+"""Bad input through the whole command line (issue 16: nothing lost, nothing mixed, no traceback).
+
+Each row of CASES is one bad manifest, plate, model file or argument, run through `vfx` as a user runs
+it. Each must end with status 2 and exactly one line on stderr that names the file (or the argument) and
+the field (`path:LINE field: ...`) or frame, with no traceback, and must write nothing: no render
+version, no crops, no out file. A new class of bad input found in the field is a new row.
+
+The rows run in-process (`pipeline.cli.main`), and fail before any Prefect flow or torch work starts, so
+the table stays fast; a few real processes prove the exit status a shell sees.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import shlex
+import shutil
+import subprocess
+import sys
+import tempfile
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import REPO, write_manifest
+
+from pipeline.cli import main
+from pipeline.errors import MediaError
+from pipeline.manifest import load_shot
+
+
+@dataclass
+class Case:
+    argv: list[str]
+    names: list[str]  # what the one stderr line must contain: the file or argument, the field or frame
+    stdout: list[str] = field(default_factory=list)  # what stdout must still report (the other manifests)
+
+
+Build = Callable[[Path, Path], Case]  # (an empty folder, the test clip) -> the case
+
+
+def run_cli(argv: list[str], capfd) -> tuple[int, str, str]:
+    """`vfx ARGV` in this process: its status, stdout and stderr as a user would see them (a crash is
+    shown as the traceback and status 1 a process would give)."""
+    capfd.readouterr()
+    try:
+        code = main(argv)
+    except SystemExit as e:
+        code = e.code if isinstance(e.code, int) else 1
+    except Exception:
+        traceback.print_exc()
+        code = 1
+    out, err = capfd.readouterr()
+    return code, out, err
+
+
+def files_under(folder: Path) -> set[Path]:
+    return {p.relative_to(folder) for p in folder.rglob("*")}
+
+
+# ----------------------------------------------------------------------------------------------------
+# Manifests whose text is the problem: `{m}` is the manifest's path, `{clip}` a small real movie.
+
+GOOD_MOVIE = "shot: a\nplate:\n  movie: {clip}\n"
+STILL = "shot: a\nplate:\n  still: builtin:astronaut\n  hold: 10\n"
+# A shot without a plate: the generator's faces along a path. Validate checks that the generator file is
+# there (the render reads it), so a placeholder stands in for one.
+PATH_SHOT = "shot: gen\nframes: 1001-1010\npath:\n  generator: g.pt\n  keyframes:\n"
+
+
+def manifest(text: str, *names: str, raw: bytes | None = None) -> Build:
+    def build(d: Path, clip: Path) -> Case:
+        (d / "g.pt").write_bytes(b"placeholder")
+        m = d / "shot.yaml"
+        if raw is not None:
+            m.write_bytes(raw)
+        else:
+            write_manifest(d, text.replace("{clip}", str(clip)))
+        return Case(["validate", str(m)], [n.replace("{m}", str(m)) for n in names])
+
+    return build
+
+
+def big_manifest() -> bytes:
+    comment = b"# " + b"x" * 98 + b"\n"
+    return STILL.encode() + comment * 20_000  # 2 MB
+
+
+def alias_bomb() -> str:
+    lines = ['a0: &a0 ["x", "x", "x", "x", "x", "x", "x", "x", "x", "x"]']
+    lines += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 10)}]" for i in range(1, 9)]
+    return (
+        "shot: a\nplate:\n  still: builtin:astronaut\n  hold: 10\nx:\n"
+        + "".join(f"  {line}\n" for line in lines)
+        + "path:\n  keyframes: *a8\n"
+    )
+
+
+MANIFEST_CASES = {
+    # the file itself
+    "not-utf8": manifest(
+        "", "{m}:1 manifest: ", "UTF-8", raw=b"shot: caf\xe9\nplate:\n  still: builtin:astronaut\n"
+    ),
+    "binary-file": manifest(
+        "", "{m}:1 manifest: ", "UTF-8", raw=b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\xff\xfe"
+    ),
+    "utf16": manifest("", "{m}:1 manifest: ", "UTF-8", raw=STILL.encode("utf-16")),
+    "nul-byte": manifest("", "{m}:1 yaml: ", raw=b"shot: a\x00b\n"),
+    "too-big": manifest("", "{m} manifest: ", "1 MB", raw=big_manifest()),
+    "alias-bomb": manifest(alias_bomb(), "{m}:1 manifest: ", "100000"),
+    "deep-nesting": manifest("shot: a\nx: " + "[" * 100 + "]" * 100 + "\n", "{m}:2 yaml: ", "nested"),
+    "duplicate-key": manifest("shot: a\nshot: b\nplate:\n  movie: {clip}\n", "{m}:2 shot: duplicate key"),
+    "duplicate-nested-key": manifest(STILL + "  hold: 20\n", "{m}:5 plate.hold: duplicate key"),
+    "yaml-syntax": manifest("shot: a\nplate: [movie: {clip}\n", "{m}:3 yaml: "),
+    "not-a-mapping": manifest("- shot: a\n- plate: x\n", "{m}:1 manifest:"),
+    "empty": manifest("", "{m}:1 manifest:"),
+    # numbers out of range
+    "fps-inf": manifest(GOOD_MOVIE + "fps: .inf\n", "{m}:4 fps:"),
+    "fps-nan": manifest(GOOD_MOVIE + "fps: .nan\n", "{m}:4 fps:"),
+    "fps-inf-text": manifest(GOOD_MOVIE + "fps: 'inf'\n", "{m}:4 fps:"),
+    "fps-huge": manifest(GOOD_MOVIE + "fps: 1e9\n", "{m}:4 fps:", "1000"),
+    "fps-zero-denominator": manifest(GOOD_MOVIE + "fps: 24/0\n", "{m}:4 fps:"),
+    "fps-bool": manifest(GOOD_MOVIE + "fps: true\n", "{m}:4 fps:"),
+    "hold-huge": manifest(STILL.replace("10", "2000000000"), "{m}:4 plate.hold:", "100000"),
+    "hold-zero": manifest(STILL.replace("10", "0"), "{m}:4 plate.hold:"),
+    "first-frame-huge": manifest(GOOD_MOVIE + "  first_frame: 1000000000000\n", "{m}:4 plate.first_frame:"),
+    "frames-float": manifest(GOOD_MOVIE + "frames: 1001.5\n", "{m}:4 frames:"),
+    "frames-reversed": manifest(GOOD_MOVIE + "frames: 1040-1010\n", "{m}:4 frames:"),
+    "no-plate-frames-huge": manifest(
+        PATH_SHOT.replace("1001-1010", "1001-150000") + "    - {frame: 1001, seed: 1}\n",
+        "{m}:2 frames:",
+        "100000",
+    ),
+    "move-zoom-nan": manifest(STILL + "  move: {zoom: [1, .nan]}\n", "{m}:5 plate.move.zoom[1]:"),
+    "move-pan-inf": manifest(STILL + "  move: {pan: [[0, 0], [.inf, 0]]}\n", "{m}:5 plate.move.pan[1][0]:"),
+    "move-zoom-zero": manifest(STILL + "  move: {zoom: [1, 0]}\n", "{m}:5 plate.move.zoom[1]:"),
+    "crop-size-huge": manifest(STILL + "faces:\n  crop_size: 5000\n", "{m}:6 faces.crop_size:", "1024"),
+    "chunk-size-zero": manifest(GOOD_MOVIE + "output:\n  chunk_size: 0\n", "{m}:5 output.chunk_size:"),
+    "path-size-huge": manifest(
+        PATH_SHOT + "    - {frame: 1001, seed: 1}\n  size: 100000\n", "{m}:7 path.size:", "8192"
+    ),
+    "key-frame-negative": manifest(
+        PATH_SHOT + "    - {frame: -5, seed: 1}\n", "{m}:6 path.keyframes[0].frame:"
+    ),
+    "key-seed-huge": manifest(
+        PATH_SHOT + "    - {frame: 1001, seed: 100000000000000000000000}\n", "{m}:6 path.keyframes[0].seed:"
+    ),
+    "path-period-huge": manifest(
+        PATH_SHOT + "    - {frame: 1001, seed: 1}\n  period: 1000000000\n", "{m}:7 path.period:", "100000"
+    ),
+    "edit-amount-nan": manifest(
+        PATH_SHOT + "    - {frame: 1001, seed: 1}\n  edits:\n    - {direction: d.npy, amount: .nan}\n",
+        "{m}:8 path.edits[0].amount:",
+    ),
+    # plates that are not there
+    "movie-missing": manifest("shot: a\nplate:\n  movie: gone.mp4\n", "{m}:3 plate.movie:", "gone.mp4"),
+    "movie-is-a-folder": manifest("shot: a\nplate:\n  movie: .\n", "{m}:3 plate.movie:"),
+    "sequence-without-files": manifest("shot: a\nplate:\n  sequence: pl.####.png\n", "{m}:3 plate.sequence:"),
+}
+
+
+def with_files(text: str, files: dict[str, Callable[[Path], object]], *names: str) -> Build:
+    """A manifest with files beside it; `{f:NAME}` in `names` is that file's full path."""
+
+    def build(d: Path, clip: Path) -> Case:
+        (d / "g.pt").write_bytes(b"placeholder")
+        for name, make in files.items():
+            make(d / name)
+        m = write_manifest(d, text.replace("{clip}", str(clip)))
+        out = []
+        for n in names:
+            n = n.replace("{m}", str(m))
+            for name in files:
+                n = n.replace(f"{{f:{name}}}", str((d / name).resolve()))
+            out.append(n)
+        return Case(["validate", str(m)], out)
+
+    return build
+
+
+def save(array: np.ndarray, pickled: bool = False) -> Callable[[Path], None]:
+    return lambda p: p.write_bytes(_npy_bytes(array, pickled))
+
+
+def _npy_bytes(array: np.ndarray, pickled: bool = False) -> bytes:
+    import io
+
+    buf = io.BytesIO()
+    np.save(buf, array, allow_pickle=pickled)
+    return buf.getvalue()
+
+
+def nan_latent() -> np.ndarray:
+    w = np.zeros((8, 64), np.float32)
+    w[3, 5] = np.nan
+    return w
+
+
+def direction_npz(vector: np.ndarray, meta: str) -> Callable[[Path], None]:
+    def make(p: Path) -> None:
+        with open(p, "wb") as f:
+            np.savez(f, direction=vector, meta=meta)
+
+    return make
+
+
+def empty_npz(p: Path) -> None:
+    with open(p, "wb") as f:
+        np.savez(f)
+
+
+LATENT_KEY = PATH_SHOT + "    - {frame: 1001, latent: key.npy}\n"
+EDIT = PATH_SHOT + "    - {frame: 1001, seed: 1}\n  edits:\n    - {direction: d.npy, amount: 2}\n"
+EDIT_NPZ = EDIT.replace("d.npy", "d.npz")
+LATENT_FIELD = ("{m}:6 path.keyframes[0].latent: ", "{f:key.npy}")
+DIRECTION_FIELD = ("{m}:8 path.edits[0].direction: ",)
+
+FILE_CASES = {
+    # latents and directions: user .npy/.npz files, read without unpickling and checked at load
+    "latent-object-dtype": with_files(
+        LATENT_KEY, {"key.npy": save(np.array([{"w": 1}, None], dtype=object), pickled=True)}, *LATENT_FIELD
+    ),
+    "latent-nan": with_files(LATENT_KEY, {"key.npy": save(nan_latent())}, *LATENT_FIELD, "NaN"),
+    "latent-3d": with_files(LATENT_KEY, {"key.npy": save(np.zeros((2, 8, 64), np.float32))}, *LATENT_FIELD),
+    "latent-text-file": with_files(
+        LATENT_KEY, {"key.npy": lambda p: p.write_text("0.1 0.2\n")}, *LATENT_FIELD
+    ),
+    "latent-a-pickle": with_files(
+        LATENT_KEY, {"key.npy": lambda p: p.write_bytes(pickle.dumps([0.1] * 64))}, *LATENT_FIELD
+    ),
+    "latent-truncated": with_files(
+        LATENT_KEY,
+        {"key.npy": lambda p: p.write_bytes(_npy_bytes(np.zeros((8, 64), np.float32))[:300])},
+        *LATENT_FIELD,
+    ),
+    "latent-strings": with_files(LATENT_KEY, {"key.npy": save(np.array(["a", "b"]))}, *LATENT_FIELD),
+    "latent-empty-npz": with_files(
+        LATENT_KEY.replace("key.npy", "key.npz"),
+        {"key.npz": empty_npz},
+        "{m}:6 path.keyframes[0].latent: ",
+        "{f:key.npz}",
+    ),
+    "latent-empty-file": with_files(LATENT_KEY, {"key.npy": lambda p: p.write_bytes(b"")}, *LATENT_FIELD),
+    "direction-object-dtype": with_files(
+        EDIT, {"d.npy": save(np.array([None, 1], dtype=object), pickled=True)}, *DIRECTION_FIELD, "{f:d.npy}"
+    ),
+    "direction-nan": with_files(
+        EDIT_NPZ, {"d.npz": direction_npz(nan_latent(), "{}")}, *DIRECTION_FIELD, "{f:d.npz}", "NaN"
+    ),
+    "direction-bad-meta": with_files(
+        EDIT_NPZ,
+        {"d.npz": direction_npz(np.ones(64, np.float32), json.dumps({"bias": "high"}))},
+        *DIRECTION_FIELD,
+        "{f:d.npz}",
+        "bias",
+    ),
+    "direction-meta-not-json": with_files(
+        EDIT_NPZ, {"d.npz": direction_npz(np.ones(64, np.float32), "{oops")}, *DIRECTION_FIELD, "{f:d.npz}"
+    ),
+    # plates that are not what they say
+    "movie-not-a-movie": with_files(
+        "shot: a\nplate:\n  movie: notes.mp4\n",
+        {"notes.mp4": lambda p: p.write_text("not a movie")},
+        "{m}:3 plate.movie: ",
+        "{f:notes.mp4}",
+    ),
+    "movie-empty-file": with_files(
+        "shot: a\nplate:\n  movie: empty.mov\n",
+        {"empty.mov": lambda p: p.write_bytes(b"")},
+        "{m}:3 plate.movie: ",
+    ),
+    "still-not-an-image": with_files(
+        "shot: a\nplate:\n  still: still.png\n  hold: 5\n",
+        {"still.png": lambda p: p.write_text("not a png")},
+        "{m}:3 plate.still: ",
+        "{f:still.png}",
+    ),
+    "sequence-frame-not-an-image": with_files(
+        "shot: a\nplate:\n  sequence: pl.####.png\n",
+        {"pl.0001.png": lambda p: p.write_text("not a png")},
+        "{m}:3 plate.sequence: ",
+    ),
+    # an image key and the actor's reference: images that are not images
+    "key-image-not-an-image": with_files(
+        PATH_SHOT + "    - {frame: 1001, image: face.jpg}\n",
+        {"face.jpg": lambda p: p.write_text("not a jpeg")},
+        "{m}:6 path.keyframes[0].image: ",
+        "{f:face.jpg}",
+    ),
+    "reference-not-an-image": with_files(
+        STILL + "faces:\n  reference: actor.png\n",
+        {"actor.png": lambda p: p.write_text("not a png")},
+        "{m}:6 faces.reference: ",
+        "{f:actor.png}",
+    ),
+}
+
+
+# ----------------------------------------------------------------------------------------------------
+# Folders of manifests: one bad one is reported, the others still are.
+
+
+def folder_with_one_bad(d: Path, clip: Path) -> Case:
+    shots = d / "shots"
+    shots.mkdir()
+    write_manifest(shots, GOOD_MOVIE.replace("{clip}", str(clip)), "a_good.yaml")
+    (shots / "b_bad.yaml").write_bytes(b"shot: b\nplate:\n  movie: caf\xe9.mp4\n")
+    write_manifest(
+        shots, GOOD_MOVIE.replace("{clip}", str(clip)).replace("shot: a", "shot: c"), "c_good.yaml"
+    )
+    return Case(
+        ["validate", str(shots)],
+        [f"{shots / 'b_bad.yaml'}:3 ", "UTF-8"],
+        stdout=[f"{shots / 'a_good.yaml'}: ok", f"{shots / 'c_good.yaml'}: ok"],
+    )
+
+
+def files_with_one_bad(d: Path, clip: Path) -> Case:
+    good = write_manifest(d, GOOD_MOVIE.replace("{clip}", str(clip)), "good.yaml")
+    bad = d / "bad.yaml"
+    bad.write_bytes(STILL.encode("latin-1") + b"# r\xe9sum\xe9\n")
+    return Case(["validate", str(bad), str(good)], [f"{bad}:5 ", "UTF-8"], stdout=[f"{good}: ok"])
+
+
+def empty_folder(d: Path, clip: Path) -> Case:
+    (d / "shots").mkdir()
+    return Case(["validate", str(d / "shots")], [str(d / "shots"), "no shot manifests"])
+
+
+# ----------------------------------------------------------------------------------------------------
+# Arguments.
+
+
+def args(command: str, *names: str) -> Build:
+    """A command line (split like a shell's); `{d}` is the case's folder, `{clip}` the test clip, `{m}` a
+    good manifest."""
+
+    def build(d: Path, clip: Path) -> Case:
+        m = write_manifest(d, GOOD_MOVIE.replace("{clip}", str(clip)))
+        (d / "crops").mkdir()
+
+        def sub(s: str) -> str:
+            return s.replace("{d}", str(d)).replace("{clip}", str(clip)).replace("{m}", str(m))
+
+        return Case([sub(a) for a in shlex.split(command)], [sub(n) for n in names])
+
+    return build
+
+
+def out_is_a_file(d: Path, clip: Path) -> Case:
+    out = d / "crops.txt"
+    out.write_text("my notes\n")
+    return Case(["extract", str(clip), "--out", str(out)], [str(out), "--out"])
+
+
+def status_root_is_a_file(d: Path, clip: Path) -> Case:
+    m = write_manifest(d, GOOD_MOVIE.replace("{clip}", str(clip)))
+    root = d / "render"
+    root.write_text("")
+    return Case(["status", str(m), "--root", str(root)], [str(root), "--root"])
+
+
+def render_root_is_a_file(d: Path, clip: Path) -> Case:
+    m = write_manifest(d, GOOD_MOVIE.replace("{clip}", str(clip)))
+    root = d / "render"
+    root.write_text("")
+    return Case(["render", str(m), "--root", str(root)], [str(root)])
+
+
+EXTRACT = "extract {clip} --out {d}/out"
+TRAIN_SWAP = "train swap --a {d}/crops --b {d}/crops --out {d}/m"
+TRAIN_GENERATOR = "train generator --faces {d}/crops --out {d}/g"
+PROJECT = "project {d}/crops --generator g --out {d}/p"
+DIRECTION = "direction learn --pos {d}/crops --neg {d}/crops --generator g --out {d}/d.npz"
+
+ARG_CASES = {
+    "extract-every-zero": args(f"{EXTRACT} --every 0", "--every"),
+    "extract-every-negative": args(f"{EXTRACT} --every -2", "--every"),
+    "extract-size-tiny": args(f"{EXTRACT} --size 5", "--size", "64"),
+    "extract-size-huge": args(f"{EXTRACT} --size 9000", "--size", "1024"),
+    "extract-out-is-a-file": out_is_a_file,
+    "extract-plate-missing": args("extract {d}/gone.mp4 --out {d}/out", "{d}/gone.mp4"),
+    "extract-plate-not-a-movie": args("extract {m} --out {d}/out", "{m}"),
+    "extract-no-out": args("extract {clip}", "--out"),
+    "render-frames-reversed": args("render {m} --frames 1040-1010", "--frames"),
+    "render-frames-text": args("render {m} --frames all", "--frames"),
+    "render-frames-huge": args("render {m} --frames 1001-99999999999", "--frames"),
+    "render-frames-outside": args("render {m} --frames 1040-1060", "--frames", "1050"),
+    "render-version-zero": args("render {m} --version 0", "--version"),
+    "render-workers-zero": args("render {m} --workers 0", "--workers"),
+    "render-force-unknown": args("render {m} --force paint", "--force"),
+    "render-unknown-option": args("render {m} --colour red", "--colour"),
+    "render-runner-unknown": args("render {m} --runner slurm", "--runner"),
+    "render-root-is-a-file": render_root_is_a_file,
+    "unknown-command": args("paint", "paint"),
+    "train-swap-steps-zero": args(f"{TRAIN_SWAP} --steps 0", "--steps"),
+    "train-swap-steps-negative": args(f"{TRAIN_SWAP} --steps -1", "--steps"),
+    "train-swap-batch-zero": args(f"{TRAIN_SWAP} --steps 5 --batch 0", "--batch"),
+    "train-swap-minutes-negative": args(f"{TRAIN_SWAP} --minutes -1", "--minutes"),
+    "train-swap-lr-nan": args(f"{TRAIN_SWAP} --steps 5 --lr nan", "--lr"),
+    "train-generator-kimg-zero": args(f"{TRAIN_GENERATOR} --kimg 0", "--kimg"),
+    "train-generator-batch-zero": args(f"{TRAIN_GENERATOR} --kimg 1 --batch 0", "--batch"),
+    "project-steps-zero": args(f"{PROJECT} --steps 0", "--steps"),
+    "project-batch-zero": args(f"{PROJECT} --batch 0", "--batch"),
+    "project-mse-negative": args(f"{PROJECT} --mse -1", "--mse"),
+    "direction-max-faces-zero": args(f"{DIRECTION} --max-faces 0", "--max-faces"),
+    "direction-steps-zero": args(f"{DIRECTION} --steps 0", "--steps"),
+    "status-root-is-a-file": status_root_is_a_file,
+    "batch-folder-missing": args("batch {d}/gone", "{d}/gone"),
+    "serve-cron-bad": args("serve {d} --cron '99 99 * * *'", "--cron"),
+}
+
+CASES: dict[str, Build] = {
+    **MANIFEST_CASES,
+    **FILE_CASES,
+    "validate-folder-one-bad": folder_with_one_bad,
+    "validate-files-one-bad": files_with_one_bad,
+    "validate-empty-folder": empty_folder,
+    **ARG_CASES,
+}
+
+
+def test_the_table_is_large():
+    assert len(CASES) >= 40, len(CASES)
+
+
+@pytest.mark.parametrize("build", list(CASES.values()), ids=list(CASES))
+def test_bad_input_is_one_line_and_status_2(build, tmp_path, clip, capfd, monkeypatch):
+    d = tmp_path / "work"
+    d.mkdir()
+    monkeypatch.chdir(d)  # a default output root (render/, models/) would land here, and be seen
+    case = build(d, clip)
+    before = files_under(tmp_path)
+    code, out, err = run_cli(case.argv, capfd)
+    assert "Traceback" not in out + err, err
+    lines = err.splitlines()
+    assert code == 2 and len(lines) == 1 and lines[0].strip(), (code, err)
+    for name in case.names:
+        assert name in lines[0], (name, lines[0])
+    for text in case.stdout:
+        assert text in out, (text, out)
+    assert files_under(tmp_path) == before, "bad input wrote files"
+
+
+# ----------------------------------------------------------------------------------------------------
+# Real processes: the exit status and stderr a shell sees.
+
+
+@pytest.mark.parametrize(
+    "argv, name",
+    [
+        (["validate", "bad.yaml"], "bad.yaml:1 "),
+        (["extract", "CLIP", "--out", "out", "--every", "0"], "--every"),
+        (["render", "good.yaml", "--colour", "red"], "--colour"),
+    ],
+    ids=["manifest", "int-argument", "argparse"],
+)
+def test_a_process_exits_2_with_one_line(tmp_path, clip, argv, name):
+    (tmp_path / "bad.yaml").write_bytes(b"shot: caf\xe9\n")
+    write_manifest(tmp_path, GOOD_MOVIE.replace("{clip}", str(clip)), "good.yaml")
+    before = files_under(tmp_path)
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    vfx = Path(sys.executable).with_name("vfx")
+    cmd = [str(vfx)] if vfx.is_file() and argv[0] == "validate" else [sys.executable, "-m", "pipeline"]
+    argv = [str(clip) if a == "CLIP" else a for a in argv]
+    p = subprocess.run(cmd + argv, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert p.returncode == 2, p.stderr
+    assert "Traceback" not in p.stdout + p.stderr
+    lines = p.stderr.splitlines()
+    assert len(lines) == 1 and name in lines[0], p.stderr
+    assert files_under(tmp_path) == before
+
+
+# ----------------------------------------------------------------------------------------------------
+# vfx status only reads: a bad manifest is one row among the others, a read-only root is fine.
+
+
+def test_status_reports_the_other_manifests_beside_a_bad_one(tmp_path, clip, capfd):
+    shots = tmp_path / "shots"
+    shots.mkdir()
+    write_manifest(shots, GOOD_MOVIE.replace("{clip}", str(clip)), "a.yaml")
+    (shots / "b.yaml").write_bytes(b"shot: b\xff\n")
+    code, out, err = run_cli(["status", str(shots), "--root", str(tmp_path / "render")], capfd)
+    assert code == 0 and "Traceback" not in out + err, err
+    rows = out.splitlines()
+    assert len(rows) == 2
+    assert "a.yaml" in rows[0] and "never rendered" in rows[0]
+    assert "b.yaml" in rows[1] and "invalid" in rows[1] and "UTF-8" in rows[1]
+    assert not (tmp_path / "render").exists()
+
+
+def test_status_on_a_read_only_root(clip):
+    """A render root the user may read but not write (another artist's, a mounted archive): status only
+    reads, so it reports. Root ignores permissions, so as root the command runs as nobody."""
+    unprivileged: list[str] = []
+    if os.geteuid() == 0:
+        setpriv = shutil.which("setpriv")
+        if setpriv is None:
+            pytest.skip("running as root without setpriv: a read-only folder cannot be made")
+        unprivileged = [setpriv, "--reuid=65534", "--regid=65534", "--clear-groups"]
+        if subprocess.run([*unprivileged, sys.executable, "-c", "pass"], capture_output=True).returncode:
+            pytest.skip("as root, and nobody cannot run this Python: no read-only folder can be made")
+    d = Path(tempfile.mkdtemp(prefix="vfx-ro-"))  # not under pytest's private tmp folder: nobody reads it
+    try:
+        d.chmod(0o755)
+        shutil.copy(clip, d / "c.mp4")
+        write_manifest(d, "shot: a\nplate:\n  movie: c.mp4\n", "a.yaml")
+        v = d / "render" / "a" / "v001"
+        v.mkdir(parents=True)
+        (v / "render.json").write_text(json.dumps({"status": "running"}))
+        (v / ".lock").write_text("pid 1 on elsewhere")
+        for p in (v / "render.json", v / ".lock", v, v.parent, v.parent.parent):
+            p.chmod(0o444 if p.is_file() else 0o555)
+        env = {**os.environ, "PYTHONPATH": str(REPO), "PYTHONDONTWRITEBYTECODE": "1"}
+        p = subprocess.run(
+            [*unprivileged, sys.executable, "-m", "pipeline", "status", "a.yaml", "--root", "render"],
+            cwd=d,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert p.returncode == 0 and "Traceback" not in p.stderr, p.stderr
+        assert "v001" in p.stdout and "interrupted" in p.stdout, p.stdout
+        assert sorted(x.name for x in v.iterdir()) == [".lock", "render.json"]
+    finally:
+        for p in d.rglob("*"):
+            if p.is_dir():
+                p.chmod(0o755)
+        shutil.rmtree(d)
+
+
+# ----------------------------------------------------------------------------------------------------
+# A corrupt plate: the error names the frame by the shot's number (what the artist sees), not by its
+# position in the movie file.
+
+
+def corrupt_copy(clip: Path, dest: Path) -> Path:
+    data = bytearray(clip.read_bytes())
+    mdat = data.find(b"mdat")
+    start = mdat + (len(data) - mdat) // 2
+    data[start : start + 3000] = np.random.default_rng(0).integers(0, 256, 3000, dtype=np.uint8).tobytes()
+    dest.write_bytes(bytes(data))
+    return dest
+
+
+def test_a_decode_error_names_the_shots_frame_number(tmp_path, clip):
+    bad = corrupt_copy(clip, tmp_path / "corrupt.mp4")
+    m = write_manifest(tmp_path, f"shot: a\nplate:\n  movie: {bad}\n  first_frame: 5001\n")
+    shot = load_shot(m)
+    with pytest.raises(MediaError, match=r"corrupt\.mp4: frame \d+: (decode error|corrupt packet)") as e:
+        list(shot.read_frames(shot.first, shot.last))
+    frame = int(str(e.value).split("frame ")[1].split(":")[0])
+    assert 5006 < frame < 5050, str(e.value)  # the movie's frames 5-49 are the shot's 5006-5050
+
+
+# The one case here that needs a Prefect flow: the damage is found only when a chunk decodes it. It runs
+# as a real process (on the session's Prefect server), since in this process pytest would capture
+# Prefect's log lines. Prefect prints the failed task's traceback above the one line; the lead engineer's
+# fix for that is coming on main (issue 16). Until it lands, the extra lines are an expected failure,
+# checked after everything else.
+@pytest.mark.slow
+def test_a_render_of_a_corrupt_plate_names_the_shots_frame(tmp_path, clip, prefect_server):
+    bad = corrupt_copy(clip, tmp_path / "corrupt.mp4")
+    m = write_manifest(
+        tmp_path, f"shot: bad\nplate:\n  movie: {bad}\noutput: {{sequence: png8, chunk_size: 10}}\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(REPO), "PREFECT_API_URL": prefect_server}
+    p = subprocess.run(
+        [sys.executable, "-m", "pipeline", "render", str(m), "--root", str(tmp_path / "r")],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    lines = p.stderr.splitlines()
+    assert p.returncode == 2 and lines, p.stderr
+    assert lines[-1].startswith(f"{bad}: frame 10"), lines[-1]  # the shot's numbers start at 1001
+    frame = int(lines[-1].split("frame ")[1].split(":")[0])
+    assert 1006 < frame <= 1050, lines[-1]
+    v = tmp_path / "r" / "bad" / "v001"
+    assert json.loads((v / "render.json").read_text())["status"] == "failed"
+    assert not list(v.glob("*.mp4")) and not (v / "report.json").exists()  # no finished movie or report
+    if len(lines) != 1 or "Traceback" in p.stdout + p.stderr:
+        pytest.xfail("Prefect prints the chunk's traceback above the line (the fix is coming on main)")
