@@ -559,10 +559,8 @@ def test_a_decode_error_names_the_shots_frame_number(tmp_path, clip):
 
 
 # The one case here that needs a Prefect flow: the damage is found only when a chunk decodes it. It runs
-# as a real process (on the session's Prefect server), since in this process pytest would capture
-# Prefect's log lines. Prefect prints the failed task's traceback above the one line; the lead engineer's
-# fix for that is coming on main (issue 16). Until it lands, the extra lines are an expected failure,
-# checked after everything else.
+# as a real process (on the session's Prefect server), so that Prefect's own log lines are seen as a
+# user sees them: on stdout, without the traceback of the failed task.
 @pytest.mark.slow
 def test_a_render_of_a_corrupt_plate_names_the_shots_frame(tmp_path, clip, prefect_server):
     bad = corrupt_copy(clip, tmp_path / "corrupt.mp4")
@@ -586,5 +584,4 @@ def test_a_render_of_a_corrupt_plate_names_the_shots_frame(tmp_path, clip, prefe
     v = tmp_path / "r" / "bad" / "v001"
     assert json.loads((v / "render.json").read_text())["status"] == "failed"
     assert not list(v.glob("*.mp4")) and not (v / "report.json").exists()  # no finished movie or report
-    if len(lines) != 1 or "Traceback" in p.stdout + p.stderr:
-        pytest.xfail("Prefect prints the chunk's traceback above the line (the fix is coming on main)")
+    assert len(lines) == 1 and "Traceback" not in p.stdout + p.stderr, p.stdout + p.stderr
