@@ -110,7 +110,7 @@ MANIFEST_CASES = {
     ),
     "utf16": manifest("", "{m}:1 manifest: ", "UTF-8", raw=STILL.encode("utf-16")),
     "nul-byte": manifest("", "{m}:1 yaml: ", raw=b"shot: a\x00b\n"),
-    "too-big": manifest("", "{m} manifest: ", "1 MB", raw=big_manifest()),
+    "too-big": manifest("", "{m} manifest: ", "256 KB", raw=big_manifest()),
     "alias-bomb": manifest(alias_bomb(), "{m}:1 manifest: ", "100000"),
     "deep-nesting": manifest("shot: a\nx: " + "[" * 100 + "]" * 100 + "\n", "{m}:2 yaml: ", "nested"),
     "duplicate-key": manifest("shot: a\nshot: b\nplate:\n  movie: {clip}\n", "{m}:2 shot: duplicate key"),
