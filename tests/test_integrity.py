@@ -17,6 +17,8 @@ from conftest import REPO, write_manifest
 from test_render_behaviour import listing
 
 from pipeline.cli import main
+from pipeline.errors import WorkspaceError
+from pipeline.flows import run_render
 from pipeline.manifest import load_shot
 from pipeline.media.sequences import read_png_text
 from pipeline.shot.track import track_path
@@ -26,7 +28,10 @@ from pipeline.workspace import RenderVersion
 def vfx(capfd, *args: object) -> tuple[int, str, str]:
     """`vfx ARGS` in this process: (exit status, stdout, stderr), as the file descriptors saw them."""
     capfd.readouterr()
-    rc = main([str(a) for a in args])
+    try:
+        rc = main([str(a) for a in args])
+    except SystemExit as e:  # argparse's errors
+        rc = e.code
     out, err = capfd.readouterr()
     return rc, out, err
 
@@ -193,7 +198,13 @@ def test_version_numbers_outside_1_to_99999_are_refused(tmp_path, capfd, number)
     for extra in ([], ["--resume"]):
         rc, out, err = vfx(capfd, "render", m, "--root", root, "--version", number, *extra)
         assert rc == 2
-        assert one_line(err, out) == f"--version {number}: versions are numbered 1 to 99999"
+        assert one_line(err, out) == (
+            f"vfx render: error: argument --version: {number} is out of range: give 1 to 99999 "
+            "(see vfx render --help)"
+        )
+        # and the same bound where a flow is called without the command line
+        with pytest.raises(WorkspaceError, match=f"^--version {number}: versions are numbered 1 to 99999$"):
+            run_render(str(m), root=str(root), version=int(number), resume=bool(extra))
     assert not (root / "rc010").exists()
 
 
