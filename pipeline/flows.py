@@ -46,7 +46,7 @@ from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settin
 from prefect.task_runners import ThreadPoolTaskRunner  # noqa: E402
 
 from pipeline.config import RunnerSettings  # noqa: E402
-from pipeline.errors import ManifestError, PipelineError, WorkspaceError  # noqa: E402
+from pipeline.errors import ManifestError, PipelineError  # noqa: E402
 from pipeline.faces.track import FaceTrack  # noqa: E402
 from pipeline.manifest import Shot, load_shot, parse_range  # noqa: E402
 from pipeline.media.encode import encode_movie  # noqa: E402
@@ -79,6 +79,7 @@ from pipeline.workspace import (  # noqa: E402
 )
 
 WORKERS = max(1, min(4, os.cpu_count() or 1))
+SHOTS_AT_ONCE = 2  # a batch's (and a night's) shots rendered side by side
 
 
 class BadInputWithoutTraceback(logging.Filter):
@@ -103,7 +104,6 @@ def console_log_to_stdout() -> None:
 
 
 console_log_to_stdout()
-SHOTS_AT_ONCE = 2  # a batch's (and a night's) shots rendered side by side
 
 
 def make_task_runner(runner: RunnerSettings | None):
@@ -225,11 +225,12 @@ def open_version(shot: Shot, root: Path, resume: bool, version: int | None) -> R
     if resume:
         v = resume_version(root, shot.name, ext, version)
         v.lock()
-        if v.finished:
-            return v
-        if problem := resume_problem(shot, v):
+        try:
+            if not needs_finishing(shot, v):
+                return v
+        except BaseException:
             v.unlock()
-            raise ManifestError(f"{shot.manifest_path}: {problem}; render a new version instead of resuming")
+            raise
         clean_temporaries(v)
     else:
         v = new_version(root, shot.name, ext, version)
@@ -243,6 +244,16 @@ def open_version(shot: Shot, root: Path, resume: bool, version: int | None) -> R
         status="running",
     )
     return v
+
+
+def needs_finishing(shot: Shot, v: RenderVersion) -> bool:
+    """Whether --resume has work in `v`: False for a finished version (left as it is), and an error for
+    one that this manifest and frame range did not start."""
+    if v.finished:
+        return False
+    if problem := resume_problem(shot, v):
+        raise ManifestError(f"{shot.manifest_path}: {problem}; render a new version instead of resuming")
+    return True
 
 
 def finished_already(shot: Shot, v: RenderVersion) -> dict:
@@ -688,12 +699,9 @@ def run_render(
     # again under its locks, for a render that starts in between
     if resume:
         v = resume_version(Path(root), shot.name, extension(shot.spec.output.sequence), version)
-        if holder := v.holder():
-            raise WorkspaceError(f"{v.path}: being written by {holder}; wait for it or render a new version")
-        if v.finished:
+        v.check_free()
+        if not needs_finishing(shot, v):
             return finished_already(shot, v)
-        if problem := resume_problem(shot, v):
-            raise ManifestError(f"{shot.manifest_path}: {problem}; render a new version instead of resuming")
     else:
         check_new_version(Path(root), shot.name, version)
     if force:

@@ -105,9 +105,7 @@ class RenderVersion:
             holder = f.read().strip() or "another process"
             f.close()
             if e.errno in (errno.EAGAIN, errno.EACCES):
-                raise WorkspaceError(
-                    f"{self.path}: being written by {holder}; wait for it or render a new version"
-                ) from None
+                raise self._being_written(holder) from None
             raise
         f.seek(0)
         f.truncate()
@@ -124,6 +122,14 @@ class RenderVersion:
         """Whether the version was rendered to its end (its record says done; an older one has a report)."""
         state = self.read_state()
         return state.get("status") == "done" or (not state and (self.path / "report.json").is_file())
+
+    def _being_written(self, holder: str) -> WorkspaceError:
+        return WorkspaceError(f"{self.path}: being written by {holder}; wait for it or render a new version")
+
+    def check_free(self) -> None:
+        """Refuse, naming the process, a version that a running render is writing."""
+        if holder := self.holder():
+            raise self._being_written(holder)
 
     def holder(self) -> str | None:
         """Who holds this version's lock ("pid N on host"), or None when no render is writing it."""

@@ -270,3 +270,25 @@ def test_submit_to_a_missing_deployment_prints_one_line(tmp_path, prefect_server
     m = long_shot(tmp_path, frames=2)
     rc, out, err = vfx(capfd, "submit", m, "--root", tmp_path / "render", "--deployment", deployment)
     assert rc == 2 and one_line(err, out) == message
+
+
+def test_a_frame_without_a_record_of_its_settings_is_not_taken_as_this_manifests(tmp_path):
+    import numpy as np
+
+    from pipeline.media.sequences import write_frame
+    from pipeline.shot.render import resume_problem
+    from pipeline.shot.report import output_metadata
+    from pipeline.workspace import new_version
+
+    shot = load_shot(long_shot(tmp_path, frames=4))
+    v = new_version(tmp_path / "render", shot.name, "png")
+    frame = np.zeros((8, 8, 3), np.uint8)
+    for n in (1001, 1002):
+        write_frame(v.frame_path(n), frame, "png8", output_metadata(shot, v))
+    assert resume_problem(shot, v) is None
+    write_frame(v.frame_path(1003), frame, "png8", {"shot": shot.name})  # a foreign or older frame
+    assert resume_problem(shot, v) == (
+        f"{v.path}: frames 1003 were rendered from other settings (no record of their settings)"
+    )
+    v.write_state(frames="1001 to 1004")  # a record tampered with
+    assert resume_problem(shot, v) == f"{v.path} was started for frames 1001 to 1004, not 1001-1004"

@@ -70,9 +70,9 @@ def resume_problem(shot: Shot, version: RenderVersion) -> str | None:
     frames = output_metadata(shot, version)["render_frames"]
     now = settings_sections(shot)
     state = version.read_state()
-    if state.get("frames") not in (None, [shot.first, shot.last]):
-        a, b = state["frames"]
-        return f"{version.path} was started for frames {a}-{b}, not {shot.first}-{shot.last}"
+    if (then := state.get("frames")) not in (None, [shot.first, shot.last]):
+        said = "-".join(map(str, then)) if isinstance(then, list) else str(then)
+        return f"{version.path} was started for frames {said}, not {shot.first}-{shot.last}"
     if state.get("settings_hash") not in (None, shot.settings_hash):
         changed = _differing(now, state.get("settings_sections") or {})
         return f"{version.path} was started from other settings ({changed} differ)"
@@ -87,9 +87,14 @@ def resume_problem(shot: Shot, version: RenderVersion) -> str | None:
                 meta = {}
             if meta.get("settings_hash") == shot.settings_hash and meta.get("render_frames") == frames:
                 continue
-            number = int(frame_file.name.split(".")[-2])
-            if meta.get("render_frames") != frames:
-                other[number] = f"rendered for frames {meta.get('render_frames') or 'unknown'}"
+            try:
+                number = int(frame_file.name.split(".")[-2])
+            except ValueError:  # not a frame of the sequence
+                continue
+            if "settings_hash" not in meta:
+                other[number] = "no record of their settings"
+            elif meta.get("render_frames") != frames:
+                other[number] = f"rendered for frames {meta.get('render_frames')}"
             else:
                 then = dict(p.split("=", 1) for p in meta.get("settings_sections", "").split(",") if "=" in p)
                 other[number] = f"{_differing(now, then)} differ"
