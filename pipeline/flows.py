@@ -256,6 +256,28 @@ def needs_finishing(shot: Shot, v: RenderVersion) -> bool:
     return True
 
 
+@contextlib.contextmanager
+def writing(
+    shot: Shot, root: Path, resume: bool, version: int | None, force: str | None = None
+) -> Iterator[tuple[RenderVersion, ShotCache]]:
+    """The version a render writes (new, or the one to finish), locked, and the shot's cache held: shared,
+    or alone when `force` is to clear entries (refused while another render of the shot runs). Both are
+    let go however the render ends, and the OS lets them go if it is killed."""
+    cache = ShotCache(root, shot.name)
+    if force:
+        cache.claim(f"--force {force}")
+    else:
+        cache.share()
+    try:
+        v = open_version(shot, root, resume, version)
+        try:
+            yield v, cache
+        finally:
+            v.unlock()
+    finally:
+        cache.release()
+
+
 def finished_already(shot: Shot, v: RenderVersion) -> dict:
     """The result of resuming a finished version: nothing to do, and nothing in it is rewritten."""
     try:
@@ -428,21 +450,24 @@ def render_shot(
     shot = prepare_shot(manifest, frames)
     ensure_writable(Path(root))
     render = ShotRender(shot, Path(root), get_run_logger().info)
-    cache = ShotCache(Path(root), shot.name)
-    if force:
-        cache.claim(f"--force {force}")
-    else:
-        cache.share()
-    try:
-        v = open_version(shot, Path(root), resume, version)
-    except BaseException:
-        cache.release()
-        raise
-    if resume and v.finished:
-        v.unlock()
-        cache.release()
-        render.log(f"{shot.name} {v.label}: finished already: nothing to resume")
-        return finished_already(shot, v)
+    with writing(shot, Path(root), resume, version, force) as (v, cache):
+        if resume and v.finished:
+            render.log(f"{shot.name} {v.label}: finished already: nothing to resume")
+            return finished_already(shot, v)
+        return render_version(render, v, cache, manifest, frames, force)
+
+
+def render_version(
+    render: ShotRender,
+    v: RenderVersion,
+    cache: ShotCache,
+    manifest: str,
+    frames: str | None,
+    force: str | None,
+) -> dict:
+    """The plan, the stages, the frames, the review, the movies and the report of a render, into the open
+    version (marked failed when anything fails)."""
+    shot = render.shot
     try:
         render.plan(force)
         cache.share()  # the cleared entries are gone: other renders of the shot may start
@@ -471,9 +496,6 @@ def render_shot(
     except BaseException as e:
         _failed(v, e)
         raise
-    finally:
-        v.unlock()
-        cache.release()
 
 
 @flow(name="track-shot", persist_result=False, task_runner=ThreadPoolTaskRunner(max_workers=WORKERS))
@@ -483,13 +505,14 @@ def track_shot(manifest: str, frames: str | None = None, root: str = "render") -
     faces_spec(shot)
     ensure_writable(Path(root))
     render = ShotRender(shot, Path(root), get_run_logger().info)
-    cache = ShotCache(Path(root), shot.name)
-    cache.share()
-    try:
-        v = open_version(shot, Path(root), False, None)
-    except BaseException:
-        cache.release()
-        raise
+    with writing(shot, Path(root), False, None) as (v, _):
+        return track_version(render, v, manifest, frames)
+
+
+def track_version(render: ShotRender, v: RenderVersion, manifest: str, frames: str | None) -> dict:
+    """The track, its overlay frames and movie and the report, into the open version (marked failed when
+    anything fails)."""
+    shot = render.shot
     try:
         render.open(v, alters_faces=False)  # the overlay draws on the plate
         out = render.run_stage(TRACK, lambda s: run_stage(render, s, manifest, frames))
@@ -527,9 +550,6 @@ def track_shot(manifest: str, frames: str | None = None, root: str = "render") -
     except BaseException as e:
         _failed(v, e)
         raise
-    finally:
-        v.unlock()
-        cache.release()
 
 
 @task(name="render-shot", cache_policy=NO_CACHE, persist_result=False)
