@@ -18,10 +18,14 @@ import numpy as np
 from pipeline.errors import PipelineError
 
 
-def temporary_path(path: Path) -> Path:
+def temporary_path(path: Path, keep_suffix: bool = True) -> Path:
     """The hidden temporary a writer of `path` writes before its rename: in the same folder (so the
     rename is atomic), named by this process (two writers never share one), and named so that
-    `remove_stale_temporaries` knows it. It keeps the suffix, for writers that pick a format by it."""
+    `remove_stale_temporaries` knows it. It keeps the suffix, for writers that pick a format by it;
+    without it (`keep_suffix=False`: the frames of a sequence) it ends in .tmp, so a half-written frame
+    is never among the sequence's files (`*.png`), whoever lists them."""
+    if not keep_suffix:
+        return path.with_name(f".{path.name}.{os.getpid()}.tmp")
     return path.with_name(f".{path.stem}.{os.getpid()}.tmp{path.suffix}")
 
 

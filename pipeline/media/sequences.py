@@ -114,7 +114,7 @@ def write_frame(path: Path, frame: np.ndarray, fmt: str, metadata: dict[str, str
 
     A reader (or a resumed render) never sees a half-written frame under the final name.
     """
-    tmp = temporary_path(path)
+    tmp = temporary_path(path, keep_suffix=False)  # the writers below take the format, not the suffix
     try:
         if fmt == "exr":
             write_exr(tmp, frame, metadata)
