@@ -54,6 +54,16 @@ def settings_sections(shot: Shot) -> dict[str, str]:
     return {name: digest(value)[:8] for name, value in sorted(settings.items())}
 
 
+def sections_text(sections: dict[str, str]) -> str:
+    """The section digests as one metadata string: `faces=1a2b3c4d,plate=...`."""
+    return ",".join(f"{k}={v}" for k, v in sections.items())
+
+
+def parse_sections(text: str) -> dict[str, str]:
+    """The section digests from their metadata string (`sections_text`)."""
+    return dict(part.split("=", 1) for part in text.split(",") if "=" in part)
+
+
 @dataclass
 class StageKey:
     stage: str

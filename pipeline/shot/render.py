@@ -16,7 +16,7 @@ from pipeline.manifest import Shot
 from pipeline.media.sequences import read_frame_metadata
 from pipeline.shot.composite import COMPOSITE, write_element
 from pipeline.shot.frames import ChunkResult, render_frames
-from pipeline.shot.keys import settings_sections
+from pipeline.shot.keys import parse_sections, settings_sections
 from pipeline.shot.movies import MovieResult, sequence_frames
 from pipeline.shot.report import StageClock, output_metadata, write_report
 from pipeline.shot.review import ReviewTiles
@@ -96,8 +96,7 @@ def resume_problem(shot: Shot, version: RenderVersion) -> str | None:
             elif meta.get("render_frames") != frames:
                 other[number] = f"rendered for frames {meta.get('render_frames')}"
             else:
-                then = dict(p.split("=", 1) for p in meta.get("settings_sections", "").split(",") if "=" in p)
-                other[number] = f"{_differing(now, then)} differ"
+                other[number] = f"{_differing(now, parse_sections(meta.get('settings_sections', '')))} differ"
     if other:
         why = "; ".join(sorted(set(other.values())))
         return f"{version.path}: frames {_spans(sorted(other))} were rendered from other settings ({why})"

@@ -17,7 +17,7 @@ from pipeline.files import write_json_atomic
 from pipeline.manifest import Shot
 from pipeline.media.decode import read_image
 from pipeline.shot.frames import ChunkResult
-from pipeline.shot.keys import settings_sections
+from pipeline.shot.keys import sections_text, settings_sections
 from pipeline.shot.movies import MovieResult
 from pipeline.shot.review import contact_sheet, frame_thumb, review_tiles, sample_frames
 from pipeline.shot.stages import STAGES, active_stages
@@ -51,7 +51,7 @@ def output_metadata(shot: Shot, version: RenderVersion) -> dict[str, str]:
         "models": models_used(shot),
         # what the version was rendered from: a resume checks its frames against the manifest by these
         "settings_hash": shot.settings_hash,
-        "settings_sections": ",".join(f"{k}={v}" for k, v in settings_sections(shot).items()),
+        "settings_sections": sections_text(settings_sections(shot)),
         "render_frames": f"{shot.first}-{shot.last}",
     }
 
