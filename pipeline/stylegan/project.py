@@ -45,6 +45,16 @@ class ProjectSettings:
     temporal: float = 0.0  # weight of |w_i - w_prev|^2 in sequences: keeps neighbouring latents close
 
 
+def polish_settings(steps: int = 100, lr: float = 0.01, **changes) -> ProjectSettings:
+    """The short schedule that polishes a good start (an encoder's W+, or the previous frame's result):
+    no ramp-up and no latent noise, which are there to escape the average latent's basin, and a small
+    learning rate, so the polish refines the start instead of wandering off it (ReStyle's observation that
+    an encoder's W+ needs only small corrections; PTI's pivots start the same way)."""
+    return ProjectSettings(
+        **{"steps": steps, "lr": lr, "lr_rampup": 0.0, "latent_noise": 0.0, "optimize_noise": False, **changes}
+    )
+
+
 @dataclass
 class Projection:
     latents: torch.Tensor  # [N, num_ws, w_dim]
