@@ -167,26 +167,82 @@ class MaskSpec(Strict):
     feather: float = Field(0.03, ge=0, le=0.3)
 
 
+class StitchSpec(Strict):
+    """STIT's stitching tuning after the pivotal tuning: the matte's border band toward the plate."""
+
+    steps: int = Field(100, ge=1, le=100000)
+    lr: float = Field(3e-4, gt=0, le=1)
+    band: float = Field(0.06, gt=0, le=0.3, description="half the band's width, as a fraction of the crop")
+
+
+class TuneSpec(Strict):
+    """Pivotal tuning (PTI; STIT over all frames): a copy of the generator tuned so the shot's latents draw
+    its faces, with PTI's locality regulariser; the tuned copy draws every frame of the path."""
+
+    steps: int = Field(300, ge=1, le=100000)
+    lr: float = Field(3e-4, gt=0, le=1)
+    batch: int = Field(4, ge=1, le=256, description="pivots per step")
+    pivots: Literal["frames", "keys"] = Field(
+        "frames",
+        description="frames: every frame's latent on the path (STIT); keys: the projected keys (PTI)",
+    )
+    max_pivots: int = Field(128, ge=1, le=100000, description="at most this many frames, spread evenly")
+    lpips: float = Field(1.0, ge=0, le=100)
+    mse: float = Field(1.0, ge=0, le=100)
+    locality: float = Field(0.1, ge=0, le=100, description="weight of PTI's locality regulariser")
+    locality_radius: float = Field(1.0, gt=0, le=100, description="in units of the generator's w spread")
+    stitch: StitchSpec | None = None
+
+
 class ProjectSpec(Strict):
     """W+ projection of the shot's aligned faces (or of the swapped faces, when the swap stage runs)."""
 
     enabled: bool = True
     generator: str = Field(description="a registered generator's name, or a file path")
+    encoder: str | None = Field(None, description="a registered encoder's name, or its folder or file")
+    init: Literal["encoder", "mean"] | None = Field(
+        None, description="where each projection starts; default: encoder when one is named, else mean"
+    )
     mode: Literal["keyframes", "every_frame"] = "keyframes"
     every: int = Field(12, ge=1, le=10000, description="keyframe mode: a key every this many frames")
     key_frames: list[Annotated[int, Field(ge=0, le=MAX_FRAME_NUMBER)]] = Field(
         [], description="keyframe mode: these frames instead of every k-th"
     )
-    steps: int = Field(1000, ge=1, le=100000, description="the full schedule: keyframes, the first frame")
+    steps: int = Field(
+        None,  # type: ignore[assignment]  # filled in: 1000 from the mean, 100 from the encoder
+        ge=1,
+        le=100000,
+        description="optimisation steps from the start (keys, the first frame; every face from an encoder)",
+    )
     following_steps: int = Field(150, ge=1, le=100000, description="every-frame mode: at most, per frame")
     patience: int = Field(20, ge=0, le=100000, description="early stop after this many steps without gain")
     w_plus: bool = True
     mse: float = Field(0.1, ge=0, le=100, description="weight of the pixel MSE beside LPIPS-VGG")
     temporal: float = Field(0.0, ge=0, le=1000, description="every-frame mode: pull toward the last latent")
-    batch: int = Field(8, ge=1, le=256, description="keyframes projected at once")
+    batch: int = Field(8, ge=1, le=256, description="faces projected at once")
     source: Literal["auto", "plate", "swap"] = Field(
         "auto", description="project the plate's faces or the swapped ones; auto: swapped when swap runs"
     )
+    tune: TuneSpec | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def default_steps(cls, data: Any) -> Any:
+        """A polish from an encoder's W+ needs a tenth of the steps of a projection from the average."""
+        if isinstance(data, dict) and data.get("steps") is None:
+            from_encoder = data.get("init", "encoder" if data.get("encoder") else "mean") == "encoder"
+            data = {**data, "steps": 100 if from_encoder else 1000}
+        return data
+
+    @model_validator(mode="after")
+    def encoder_named(self) -> ProjectSpec:
+        if self.init == "encoder" and not self.encoder:
+            raise ValueError("init: encoder needs an encoder")
+        return self
+
+    @property
+    def starts_from_encoder(self) -> bool:
+        return self.encoder is not None and self.init != "mean"
 
 
 class PathKeySpec(Strict):

@@ -189,9 +189,7 @@ def test_with_a_swap_the_swapped_faces_are_projected(tmp_path, woman_clip, gener
     assert a.shape == b.shape == (2, 32, 32, 3) and np.abs(a - b).mean() > 0.02
     # the swap model is part of what the cached latents depend on
     swap = swap_key(swapped, key)
-    assert (
-        shot_project.project_key(plain, key, None).key != shot_project.project_key(swapped, key, swap).key
-    )
+    assert shot_project.project_key(plain, key, None).key != shot_project.project_key(swapped, key, swap).key
     assert shot_project.project_key(swapped, key, swap).changes(
         shot_project.project_key(plain, key, None).parts
     ) == ["swap"]

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 from scipy.ndimage import gaussian_filter1d
 
-from pipeline.faces.align import crop_matrix, ffhq_params
+from pipeline.faces.align import crop_matrix, ffhq_params, transform_points
 from pipeline.faces.detect import Face, FaceAnalyzer, box_iou, identity_distance
 from pipeline.files import write_atomic
 
@@ -72,6 +72,20 @@ class FaceTrack:
     def matrix(self, frame: int, crop_size: int) -> np.ndarray | None:
         p = self.params[self.index(frame)]
         return None if np.isnan(p[0]) else crop_matrix(p, crop_size)
+
+    def crop_landmarks(self, size: int) -> np.ndarray:
+        """Landmarks in the coordinates of `size` px aligned crops, for every frame with a face (NaN
+        elsewhere); frames filled by interpolation borrow the nearest detected frame's (in the aligned
+        crop the face barely moves)."""
+        out = np.full(self.landmarks.shape, np.nan)
+        detected = np.flatnonzero(self.detected)
+        for i in detected:
+            matrix = crop_matrix(self.params[i], 1)
+            out[i] = transform_points(matrix, self.landmarks[i]) * size
+        for i in np.flatnonzero(self.has_face & ~self.detected):
+            if len(detected):
+                out[i] = out[detected[np.argmin(np.abs(detected - i))]]
+        return out
 
     def missing_ranges(self) -> list[tuple[int, int]]:
         """Inclusive frame ranges with no face (after gap filling)."""

@@ -18,7 +18,7 @@ import cv2
 import numpy as np
 
 from pipeline.composite import alter_face, blend, match_grain, sharpen, transfer_color
-from pipeline.faces.align import align_face, transform_points, warp_to_plate
+from pipeline.faces.align import align_face, warp_to_plate
 from pipeline.faces.draw import grid
 from pipeline.faces.masks import landmark_mask
 from pipeline.faces.track import FaceTrack
@@ -117,7 +117,7 @@ class Compositor:
         self.mask_spec: MaskSpec = spec.mask or shot.spec.faces.mask
         self.size = shot.spec.faces.crop_size
         self.track = track
-        self.crop_landmarks = self._crop_landmarks()
+        self.crop_landmarks = track.crop_landmarks(self.size)
         self.chain = face_chain(chain) or [AlteredFaces(spec.alteration)]
         swap = swap_spec(shot)
         self.batch_size = swap.batch if swap else 8
@@ -127,19 +127,6 @@ class Compositor:
             from pipeline.swap.convert import IdentityMeter
 
             self.identity = (IdentityMeter(), identity_refs[0], identity_refs[1])
-
-    def _crop_landmarks(self) -> np.ndarray:
-        """Landmarks in crop coordinates for every frame with a face; frames filled by interpolation
-        borrow the nearest detected frame's (in the aligned crop the face barely moves)."""
-        t = self.track
-        out = np.full(t.landmarks.shape, np.nan)
-        detected = np.flatnonzero(t.detected)
-        for i in detected:
-            out[i] = transform_points(t.matrix(int(t.frames[i]), 1), t.landmarks[i]) * self.size
-        for i in np.flatnonzero(t.has_face & ~t.detected):
-            if len(detected):
-                out[i] = out[detected[np.argmin(np.abs(detected - i))]]
-        return out
 
     def matte(self, index: int) -> np.ndarray:
         m = self.mask_spec

@@ -185,10 +185,10 @@ class GeneratedFaces:
 
     draws_own_faces = True
 
-    def __init__(self, shot: Shot, keys_file: str | Path):
+    def __init__(self, shot: Shot, keys_file: str | Path, tuned: str | None = None):
         with np.load(keys_file) as d:
             self.frames, self.keys = d["frames"], d["latents"]
-        self.G = load_shot_generator(shot)
+        self.G = load_shot_generator(shot, tuned)  # the copy tuned to the shot, when the tune stage made one
         self.settings = path_settings(shot)
         self.center = self.G.w_avg.cpu().numpy()
         self.edits: list[tuple[np.ndarray, float, int, int, int]] = []
@@ -247,10 +247,15 @@ class GeneratedFrames:
 
 
 def path_contact_sheet(
-    shot: Shot, version: RenderVersion, keys_file: str | Path, metadata: dict[str, str], columns: int = 6
+    shot: Shot,
+    version: RenderVersion,
+    keys_file: str | Path,
+    metadata: dict[str, str],
+    tuned: str | None = None,
+    columns: int = 6,
 ) -> Path:
     """The path's faces at every key and half-way between keys: what the spline does between them."""
-    faces = GeneratedFaces(shot, keys_file)
+    faces = GeneratedFaces(shot, keys_file, tuned)
     keys = [int(f) for f in faces.frames if shot.first <= f <= shot.last] or [shot.first]
     frames = sorted({*keys, *[(a + b) // 2 for a, b in zip(keys[:-1], keys[1:], strict=True)]})[:24]
     tiles = []
@@ -316,10 +321,10 @@ class PathStage(Stage):
         return StageOutput({"path": str(path)}, report)
 
     def face_link(self, shot: Shot, files: Mapping[str, str]) -> GeneratedFaces:
-        return GeneratedFaces(shot, files["path"])
+        return GeneratedFaces(shot, files["path"], files.get("tune"))
 
     def report(self, r: Rendered) -> dict | None:
-        sheet = path_contact_sheet(r.shot, r.version, r.files["path"], r.metadata)
+        sheet = path_contact_sheet(r.shot, r.version, r.files["path"], r.metadata, r.files.get("tune"))
         return {**(r.outputs["path"].report or {}), "contact_sheet": str(sheet)}
 
     def markdown(self, report: dict) -> list[str]:

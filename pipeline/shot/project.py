@@ -5,6 +5,9 @@ that changes them (the track, the swap model when the swapped faces are projecte
 checksum, the settings), so a re-render after a composite change, or of a few frames, reuses them.
 In keyframe mode only the keys are projected and the latent path (`path.py`) fills in the frames
 between them; in every-frame mode each frame starts from the previous frame's result with a short schedule.
+With an encoder (pSp/e4e, `stylegan/encoder.py`) each face starts from its encoding and a short polish
+finishes it; in every-frame mode the frames are then polished together in batches, each latent held to
+its neighbours by the temporal term. The tune stage (`tune.py`) then adapts the generator to the shot.
 
 The generator's fixed noise maps are used throughout (not optimised per frame): noise that changes from
 frame to frame shimmers, and frames between keys have no noise of their own to interpolate.
@@ -16,14 +19,15 @@ import functools
 import json
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
 import torch
 
-from pipeline.errors import ManifestError
+from pipeline.errors import ManifestError, PipelineError
 from pipeline.faces.align import align_face
 from pipeline.faces.draw import grid
 from pipeline.faces.track import FaceTrack
@@ -38,7 +42,10 @@ from pipeline.stylegan.generator import Generator, images_to_tensor, tensor_to_i
 from pipeline.stylegan.registry import generator_path
 from pipeline.workspace import RenderVersion
 
-PROJECTION_FORMAT = 1  # bump when the stage's code changes what it stores
+if TYPE_CHECKING:
+    from pipeline.stylegan.encoder import Encoder
+
+PROJECTION_FORMAT = 2  # bump when the stage's code changes what it stores
 
 
 def project_spec(shot: Shot) -> ProjectSpec | None:
@@ -78,10 +85,52 @@ def _cached_generator(path: str, size: int, mtime_ns: int, on: str) -> Generator
     return G.eval().requires_grad_(False).to(on)
 
 
-def load_shot_generator(shot: Shot) -> Generator:
-    path = generator_file_of(shot).resolve()
+def load_generator_file(path: str | Path) -> Generator:
+    """A generator file (the shot's, or one tuned to the shot), once per process and device."""
+    path = Path(path).resolve()
     st = path.stat()
     return _cached_generator(str(path), st.st_size, st.st_mtime_ns, str(device()))
+
+
+def load_shot_generator(shot: Shot, tuned: str | None = None) -> Generator:
+    """The shot's generator, or the copy the tune stage adapted to the shot when it handed one on."""
+    return load_generator_file(tuned or generator_file_of(shot))
+
+
+def encoder_file_of(shot: Shot) -> Path | None:
+    """The encoder the projection starts from, or None when it starts from the average latent."""
+    spec = project_spec(shot)
+    if spec is None or not spec.starts_from_encoder:
+        return None
+    assert spec.encoder is not None
+    from pipeline.stylegan.registry import encoder_path
+
+    return encoder_path(spec.encoder, shot.manifest_path.resolve().parent)
+
+
+@functools.lru_cache(maxsize=2)
+def _cached_encoder(path: str, size: int, mtime_ns: int, generator: str, on: str) -> Encoder:
+    from pipeline.stylegan.encoder import load_encoder
+
+    E, _ = load_encoder(Path(path), Path(generator))
+    return E.eval().requires_grad_(False).to(on)
+
+
+def load_shot_encoder(shot: Shot) -> Encoder:
+    """The shot's encoder, checked against the shot's generator (an encoder serves one generator only)."""
+    path = encoder_file_of(shot)
+    assert path is not None
+    st = path.resolve().stat()
+    try:
+        return _cached_encoder(
+            str(path.resolve()),
+            st.st_size,
+            st.st_mtime_ns,
+            str(generator_file_of(shot).resolve()),
+            str(device()),
+        )
+    except PipelineError as e:
+        raise ManifestError(f"{shot.where('project', 'encoder')}: {e.one_line()}") from None
 
 
 def project_key(shot: Shot, track: StageKey, swap: StageKey | None) -> StageKey:
@@ -96,10 +145,16 @@ def project_key(shot: Shot, track: StageKey, swap: StageKey | None) -> StageKey:
             "swap": swap.key if swap is not None and projects_swapped_faces(shot) else "none",
             "frames": digest([shot.range_first, shot.range_last]),
             "generator": file_digest(generator_file_of(shot))[:16],
-            "project settings": digest(spec.model_dump(mode="json", exclude={"generator"})),
+            "encoder": file_digest(encoder)[:16] if (encoder := encoder_file_of(shot)) else "none",
+            "project settings": digest(
+                spec.model_dump(mode="json", exclude={"generator", "encoder", "tune"})
+            ),
             "crop size": digest(shot.spec.faces.crop_size),
             "code": code_version(
-                "pipeline.shot.project", "pipeline.stylegan.project", "pipeline.stylegan.lpips"
+                "pipeline.shot.project",
+                "pipeline.stylegan.project",
+                "pipeline.stylegan.lpips",
+                "pipeline.stylegan.encoder",
             ),
         },
     )
@@ -164,10 +219,14 @@ class ShotProjection:
     targets: np.ndarray  # [K, r, r, 3] uint8: the faces that were projected, for review
     mode: str
     seconds: float
+    encoder_lpips: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))  # [K]: the encoding's
+    init: str = "mean"  # where the projections started: mean or encoder
 
     def save(self, path: Path) -> None:
         arrays = {k: v for k, v in asdict(self).items() if isinstance(v, np.ndarray)}
-        meta = json.dumps({"mode": self.mode, "seconds": self.seconds, "format": PROJECTION_FORMAT})
+        meta = json.dumps(
+            {"mode": self.mode, "seconds": self.seconds, "init": self.init, "format": PROJECTION_FORMAT}
+        )
         path.parent.mkdir(parents=True, exist_ok=True)
         write_atomic(path, lambda tmp: np.savez(tmp, meta=meta, **arrays))
 
@@ -176,8 +235,23 @@ class ShotProjection:
         with np.load(path) as d:
             meta = json.loads(str(d["meta"]))
             return cls(
-                d["frames"], d["latents"], d["lpips"], d["steps"], d["targets"], meta["mode"], meta["seconds"]
+                d["frames"],
+                d["latents"],
+                d["lpips"],
+                d["steps"],
+                d["targets"],
+                meta["mode"],
+                meta["seconds"],
+                d["encoder_lpips"],
+                meta["init"],
             )
+
+
+def encode_faces(shot: Shot, G: Generator, images: torch.Tensor, batch: int) -> torch.Tensor:
+    """The encoder's W+ of each face: the start of its polish."""
+    E = load_shot_encoder(shot)
+    with torch.no_grad():
+        return torch.cat([E(images[i : i + batch]) for i in range(0, len(images), batch)])
 
 
 def project_faces(
@@ -185,7 +259,13 @@ def project_faces(
 ) -> ShotProjection:
     """Project the shot's key faces (or every face) with the manifest's settings."""
     from pipeline.stylegan.lpips import load_lpips
-    from pipeline.stylegan.project import ProjectSettings, project_sequence, project_to_w_plus
+    from pipeline.stylegan.project import (
+        ProjectSettings,
+        polish_settings,
+        project_sequence,
+        project_to_w_plus,
+    )
+    from pipeline.stylegan.tune import lpips_per_face
 
     spec = project_spec(shot)
     assert spec is not None
@@ -195,16 +275,15 @@ def project_faces(
     frames = key_frames(shot, track)
     faces = aligned_faces(shot, track, frames, G.cfg.resolution, swap_cache)
     images = images_to_tensor(faces).to(device())
-    settings = ProjectSettings(
-        steps=spec.steps,
-        mse_weight=spec.mse,
-        w_plus=spec.w_plus,
-        optimize_noise=False,
-        patience=spec.patience,
-        temporal=spec.temporal,
-    )
     noise = [m.to(device()) for m in G.noise_maps()]
-    if spec.mode == "every_frame":
+    common = dict(mse_weight=spec.mse, w_plus=spec.w_plus, patience=spec.patience, temporal=spec.temporal)
+    encoded = None
+    if spec.starts_from_encoder:
+        encoded = encode_faces(shot, G, images, spec.batch)
+        encoded_lpips = lpips_per_face(G, encoded, images, lpips)
+        log(f"encoded {len(frames)} faces: LPIPS {encoded_lpips.mean():.4f} before the polish")
+    if spec.mode == "every_frame" and encoded is None:
+        settings = ProjectSettings(steps=spec.steps, optimize_noise=False, **common)
         following = replace(settings, steps=spec.following_steps, lr=0.02, lr_rampup=0.0, latent_noise=0.0)
 
         def on_frame(i: int, r) -> None:
@@ -219,15 +298,33 @@ def project_faces(
         scores = np.concatenate([r.lpips for r in results])
         steps = np.array([r.steps for r in results])
     else:
-        parts = []
+        # keys from the average or from their encodings; every frame from its encoding, in order, each
+        # batch held to the last latent of the batch before by the temporal term
+        sequence = spec.mode == "every_frame"
+        if encoded is None:
+            settings = ProjectSettings(steps=spec.steps, optimize_noise=False, **common)
+        else:
+            settings = polish_settings(spec.steps, **common)
+        parts: list = []
         for start in range(0, len(frames), spec.batch):
             batch = images[start : start + spec.batch]
             batch_noise = [m.expand(len(batch), -1, -1, -1) for m in noise]
-            r = project_to_w_plus(G, batch, lpips, settings, init_noise=batch_noise, seed=start)
+            r = project_to_w_plus(
+                G,
+                batch,
+                lpips,
+                settings,
+                init=None if encoded is None else encoded[start : start + spec.batch],
+                init_noise=batch_noise,
+                previous=parts[-1].latents[-1:] if sequence and parts else None,
+                seed=start,
+                sequence=sequence,
+            )
             parts.append(r)
             log(
-                f"projected keys {frames[start]}-{frames[start + len(batch) - 1]} "
-                f"({start + len(batch)}/{len(frames)}): LPIPS {r.lpips.mean():.4f}, {r.steps} steps"
+                f"projected {'frames' if sequence else 'keys'} {frames[start]}-"
+                f"{frames[start + len(batch) - 1]} ({start + len(batch)}/{len(frames)}): "
+                f"LPIPS {r.lpips.mean():.4f}, {r.steps} steps"
             )
         latents = torch.cat([r.latents for r in parts])
         scores = np.concatenate([r.lpips for r in parts])
@@ -240,6 +337,8 @@ def project_faces(
         to_uint8(faces),
         spec.mode,
         time.perf_counter() - t0,
+        encoded_lpips.astype(np.float32) if encoded is not None else np.zeros(0, np.float32),
+        "encoder" if encoded is not None else "mean",
     )
 
 
@@ -260,31 +359,49 @@ def projection_report(shot: Shot, p: ShotProjection, path: Path, cached: bool) -
         "lpips_max": float(p.lpips.max()),
         "lpips_per_frame": [[int(f), float(v)] for f, v in zip(p.frames, p.lpips, strict=True)],
         "w_plus": spec.w_plus,
+        "init": p.init,
+        **(
+            {
+                "encoder": str(encoder_file_of(shot)),
+                "encoder_sha256": file_digest(encoder_file_of(shot)),
+                "encoder_lpips_mean": float(p.encoder_lpips.mean()),
+                "encoder_lpips_per_frame": [
+                    [int(f), float(v)] for f, v in zip(p.frames, p.encoder_lpips, strict=True)
+                ],
+            }
+            if p.init == "encoder"
+            else {}
+        ),
     }
 
 
 def projection_contact_sheet(
-    shot: Shot, version: RenderVersion, latents_file: str | Path, metadata: dict[str, str], count: int = 8
+    shot: Shot,
+    version: RenderVersion,
+    latents_file: str | Path,
+    metadata: dict[str, str],
+    tuned: str | None = None,
+    count: int = 8,
 ) -> Path:
-    """Projected faces beside their reconstructions (up to `count` across the shot), for review."""
+    """Projected faces (up to `count` across the shot): the real face, the pivot (what the shot's generator
+    draws from its latent) and, when the tune stage adapted the generator, what the tuned copy draws."""
     p = ShotProjection.load(Path(latents_file))
-    G = load_shot_generator(shot)
     pick = np.unique(np.linspace(0, len(p.frames) - 1, min(count, len(p.frames))).round().astype(int))
+    ws = torch.from_numpy(p.latents[pick]).to(device())
+    columns = [p.targets[pick]]
     with torch.no_grad():
-        recon = to_uint8(
-            tensor_to_images(G.synthesis(torch.from_numpy(p.latents[pick]).to(device()), "const"))
-        )
+        for G in [load_shot_generator(shot)] + ([load_generator_file(tuned)] if tuned else []):
+            columns.append(to_uint8(tensor_to_images(G.synthesis(ws, "const"))))
     tiles = []
-    for i, r in zip(pick, recon, strict=True):
-        pair = cv2.resize(
-            np.concatenate([p.targets[i], r], axis=1), (256, 128), interpolation=cv2.INTER_NEAREST
-        )
+    for k, i in enumerate(pick):
+        row = np.concatenate([c[k] for c in columns], axis=1)
+        row = cv2.resize(row, (128 * len(columns), 128), interpolation=cv2.INTER_NEAREST)
         cv2.putText(
-            pair, f"{p.frames[i]} {p.lpips[i]:.3f}", (4, 122), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (255, 255, 0), 1
+            row, f"{p.frames[i]} {p.lpips[i]:.3f}", (4, 122), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (255, 255, 0), 1
         )
-        tiles.append(pair)
+        tiles.append(row)
     path = version.path / "projection_contact_sheet.png"
-    write_frame(path, grid(tiles, 4), "png8", metadata)
+    write_frame(path, grid(tiles, 4 if len(columns) == 2 else 2), "png8", metadata)
     return path
 
 
@@ -300,7 +417,14 @@ def projection_markdown(p: dict | None) -> list[str]:
         f"{'W+' if p['w_plus'] else 'W'}) into {p['generator']}; {how}",
         f"- LPIPS-VGG of the reconstructions: mean {p['lpips_mean']:.4f}, worst {p['lpips_max']:.4f}; "
         f"{p['total_steps']} optimisation steps in all",
-    ]
+    ] + (
+        [
+            f"- Started from the encoder {p['encoder']}: LPIPS-VGG {p['encoder_lpips_mean']:.4f} before the "
+            "polish"
+        ]
+        if p.get("init") == "encoder"
+        else []
+    )
 
 
 class ProjectStage(Stage):
@@ -337,7 +461,9 @@ class ProjectStage(Stage):
         return StageOutput({"project": str(path)}, report)
 
     def report(self, r: Rendered) -> dict | None:
-        sheet = projection_contact_sheet(r.shot, r.version, r.files["project"], r.metadata)
+        sheet = projection_contact_sheet(
+            r.shot, r.version, r.files["project"], r.metadata, r.files.get("tune")
+        )
         return {**(r.outputs["project"].report or {}), "contact_sheet": str(sheet)}
 
     def markdown(self, report: dict) -> list[str]:
@@ -347,7 +473,9 @@ class ProjectStage(Stage):
         return "stylegan projection (faces drawn by a generator)"
 
     def models(self, shot: Shot) -> list[str]:
-        return [f"generator:{generator_ref(shot)}"]
+        spec = project_spec(shot)
+        encoder = [f"encoder:{spec.encoder}"] if spec is not None and spec.starts_from_encoder else []
+        return [f"generator:{generator_ref(shot)}", *encoder]
 
 
 PROJECT = ProjectStage()

@@ -51,7 +51,14 @@ def polish_settings(steps: int = 100, lr: float = 0.01, **changes) -> ProjectSet
     learning rate, so the polish refines the start instead of wandering off it (ReStyle's observation that
     an encoder's W+ needs only small corrections; PTI's pivots start the same way)."""
     return ProjectSettings(
-        **{"steps": steps, "lr": lr, "lr_rampup": 0.0, "latent_noise": 0.0, "optimize_noise": False, **changes}
+        **{
+            "steps": steps,
+            "lr": lr,
+            "lr_rampup": 0.0,
+            "latent_noise": 0.0,
+            "optimize_noise": False,
+            **changes,
+        }
     )
 
 
@@ -116,11 +123,15 @@ def project_to_w_plus(
     previous: torch.Tensor | None = None,
     seed: int = 0,
     on_step: Callable[[int, np.ndarray], None] | None = None,
+    sequence: bool = False,
 ) -> Projection:
     """Project [N, 3, H, W] images in [-1, 1] (H = W = the generator's size).
 
     `init` (W+ [N, num_ws, w_dim]) and `init_noise` start from a given solution instead of the average;
     `previous` (W+ of the preceding frames) adds the temporal term when settings.temporal > 0.
+    `sequence`: the images are consecutive frames, polished together; the temporal term then joins each
+    face's latent to the one before it in the batch (and the first to `previous` [1, num_ws, w_dim], the
+    last result of the batch before), so the frames' latents move smoothly as a whole.
     """
     s = settings
     device = G.w_avg.device
@@ -177,7 +188,13 @@ def project_to_w_plus(
         loss = per_face.sum()
         if s.optimize_noise and s.noise_reg:
             loss = loss + s.noise_reg * noise_regularisation(noise).sum()
-        if s.temporal and previous is not None:
+        if s.temporal and sequence:
+            before = None if previous is None else previous.to(device)[:1]
+            if before is not None and not s.w_plus:
+                before = before.mean(dim=1, keepdim=True)
+            chain = w_opt if before is None else torch.cat([before, w_opt])
+            loss = loss + s.temporal * (chain[1:] - chain[:-1]).square().sum(dim=-1).mean(dim=-1).sum()
+        elif s.temporal and previous is not None:
             loss = loss + s.temporal * (w_opt - previous.to(device)).square().sum(dim=-1).mean(dim=-1).sum()
         opt.zero_grad(set_to_none=True)
         loss.backward()
