@@ -51,7 +51,14 @@ def polish_settings(steps: int = 100, lr: float = 0.01, **changes) -> ProjectSet
     learning rate, so the polish refines the start instead of wandering off it (ReStyle's observation that
     an encoder's W+ needs only small corrections; PTI's pivots start the same way)."""
     return ProjectSettings(
-        **{"steps": steps, "lr": lr, "lr_rampup": 0.0, "latent_noise": 0.0, "optimize_noise": False, **changes}
+        **{
+            "steps": steps,
+            "lr": lr,
+            "lr_rampup": 0.0,
+            "latent_noise": 0.0,
+            "optimize_noise": False,
+            **changes,
+        }
     )
 
 
