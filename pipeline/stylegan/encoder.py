@@ -48,6 +48,7 @@ FORMAT = "vfx-encoder"
 VERSION = 1
 MAX_INPUT = 256  # larger faces are area-reduced to this first: pSp encodes 1024 px faces at 256
 WIDTH_BASE, WIDTH_MAX = 32, 256
+HEAD_INIT = 1e-3  # the heads' last weights start at this std (over sqrt(fan in)): W+ starts at w_avg
 
 
 def style_groups(num_ws: int) -> tuple[int, int, int]:
@@ -149,7 +150,7 @@ class StyleHead(nn.Module):
             size //= 2
         self.convs = nn.ModuleList(convs)
         self.linear = nn.Linear(channels * size * size, count * w_dim)
-        nn.init.normal_(self.linear.weight, std=1e-3 / math.sqrt(self.linear.in_features))
+        nn.init.normal_(self.linear.weight, std=HEAD_INIT / math.sqrt(self.linear.in_features))
         nn.init.zeros_(self.linear.bias)
         self.count, self.w_dim = count, w_dim
 
