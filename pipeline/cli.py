@@ -203,6 +203,33 @@ def cmd_train_generator(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_train_encoder(args: argparse.Namespace) -> int:
+    from pipeline.stylegan.encoder_train import check_inputs
+    from pipeline.stylegan.registry import generator_path
+
+    if (args.steps is None) == (args.minutes is None):
+        print("vfx train encoder: give one of --steps or --minutes", file=sys.stderr)
+        return 2
+    generator = generator_path(args.generator, Path.cwd())
+    check_inputs(generator, args.faces, args.out, args.resume)  # before Prefect starts: bad input is quick
+
+    from pipeline.flows import train_encoder
+
+    result = train_encoder(
+        str(generator),
+        [str(f) for f in args.faces],
+        str(args.out),
+        steps=args.steps,
+        minutes=args.minutes,
+        batch=args.batch,
+        lr=args.lr,
+        seed=args.seed,
+        resume=args.resume,
+    )
+    print(f"{args.out}: step {result['step']}, {result['seconds']:.0f} s; {result['losses']}")
+    return 0
+
+
 def cmd_models(args: argparse.Namespace) -> int:
     from pipeline import models
     from pipeline.stylegan import registry
@@ -211,6 +238,11 @@ def cmd_models(args: argparse.Namespace) -> int:
         if not args.name or not args.path:
             print("vfx models add: give a NAME and a PATH", file=sys.stderr)
             return 2
+        if registry.is_encoder(args.path):
+            encoder = registry.register_encoder(args.name, args.path)
+            print(f"registered encoder {encoder.describe()}")
+            print(f"registry: {registry.encoders_file()}")
+            return 0
         entry = registry.register_generator(args.name, args.path)
         print(f"registered {entry.describe()}")
         print(f"registry: {registry.registry_file()}")
@@ -228,6 +260,12 @@ def cmd_models(args: argparse.Namespace) -> int:
         print(f"  {entry.describe()}")
     if not entries:
         print("  none registered (vfx models add NAME PATH)")
+    encoders = registry.registered_encoders()
+    print(f"encoders ({registry.encoders_file()}):")
+    for encoder in encoders.values():
+        print(f"  {encoder.describe()}")
+    if not encoders:
+        print("  none registered (vfx train encoder, then vfx models add NAME FOLDER)")
     return 0
 
 
@@ -456,6 +494,38 @@ def build_parser() -> argparse.ArgumentParser:
     tg.add_argument("--resume", action="store_true", help="continue the training state in --out")
     tg.set_defaults(func=cmd_train_generator)
 
+    te = trs.add_parser(
+        "encoder", help="an encoder from aligned faces to a generator's W+ (pSp/e4e): projection's start"
+    )
+    te.add_argument(
+        "--generator", required=True, help="a registered generator's name, or its file or model folder"
+    )
+    te.add_argument(
+        "--faces",
+        type=Path,
+        action="append",
+        default=[],
+        help="folder of real aligned crops (vfx extract; repeatable; optional: the generator's own "
+        "samples always train it)",
+    )
+    te.add_argument(
+        "--out",
+        type=Path,
+        required=True,
+        help="model folder (encoder.pt, training.pt, preview.png, loss.png)",
+    )
+    te.add_argument("--steps", type=whole(1, MAX_STEPS), help="train until this many steps in all")
+    te.add_argument(
+        "--minutes", type=number(0, MAX_MINUTES, low_open=True), help="train for this many minutes"
+    )
+    te.add_argument("--batch", type=whole(1, MAX_BATCH), default=8, help="faces per step (default 8)")
+    te.add_argument(
+        "--lr", type=number(0, 1, low_open=True), default=1e-4, help="Adam learning rate (default 1e-4)"
+    )
+    te.add_argument("--seed", type=whole(0, 2**31 - 1), default=0, help="random seed (default 0)")
+    te.add_argument("--resume", action="store_true", help="continue the training state in --out")
+    te.set_defaults(func=cmd_train_encoder)
+
     pr = sub.add_parser(
         "project", help="project still faces into a generator's W+ (latents, reconstructions)"
     )
@@ -494,10 +564,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     dl.set_defaults(func=cmd_direction)
 
-    m = sub.add_parser("models", help="list model files and registered generators, or register one")
+    m = sub.add_parser(
+        "models", help="list model files and registered generators and encoders, or register one"
+    )
     m.add_argument("action", nargs="?", choices=["list", "add"], default="list")
     m.add_argument("name", nargs="?", help="add: the name manifests will use")
-    m.add_argument("path", nargs="?", help="add: generator file (ours, rosinality .pt, NVIDIA .pkl)")
+    m.add_argument(
+        "path",
+        nargs="?",
+        help="add: a generator file (ours, rosinality .pt, NVIDIA .pkl) or folder; or an encoder's",
+    )
     m.set_defaults(func=cmd_models)
 
     st = sub.add_parser("status", help="the latest version of each shot and its state")

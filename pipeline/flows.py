@@ -842,6 +842,63 @@ def train_generator(
     }
 
 
+LOG_EVERY_S = 30.0  # an encoder training's log line at most this often
+
+
+@flow(name="train-encoder", persist_result=False)
+def train_encoder(
+    generator: str,
+    faces: list[str],
+    out: str,
+    steps: int | None = None,
+    minutes: float | None = None,
+    batch: int = 8,
+    lr: float = 1e-4,
+    seed: int = 0,
+    resume: bool = False,
+) -> dict:
+    """Train an encoder for a generator (a file or folder) as a Prefect run (an overnight job on a render
+    node): its own samples teach it, the crops in `faces` (optional) refine it."""
+    from pipeline.stylegan.encoder_train import EncoderSettings, describe_losses, recent_losses
+    from pipeline.stylegan.encoder_train import train_encoder as train
+
+    log = get_run_logger()
+    settings = EncoderSettings(batch=batch, lr=lr, seed=seed)
+    progress = ProgressArtifact(f"encoder training {out}")
+    started = last_log = time.monotonic()
+    first_step: int | None = None
+
+    def on_step(record: dict) -> None:
+        nonlocal first_step, last_log
+        step, now = record["step"], time.monotonic()
+        first_step = step if first_step is None else first_step
+        if steps:
+            done = (step - first_step + 1) / max(1, steps - first_step + 1)
+        else:
+            done = (now - started) / (60 * (minutes or 1))
+        progress.update(min(100.0, 100 * done))
+        if step == first_step or step == steps or now - last_log >= LOG_EVERY_S:
+            last_log = now
+            log.info(f"step {step} ({record['seconds']:.0f} s in all): {describe_losses(record)}")
+
+    state = train(
+        generator,
+        [Path(f) for f in faces],
+        Path(out),
+        settings,
+        steps=steps,
+        minutes=minutes,
+        resume=resume,
+        on_step=on_step,
+    )
+    return {
+        "out": out,
+        "step": state.step,
+        "seconds": time.monotonic() - started,
+        "losses": describe_losses(recent_losses(state.history)),
+    }
+
+
 # ---------------------------------------------------------------------------------------------------
 # Render nodes: a deployment of render-shot on a process work pool; `prefect worker start --pool NAME` on
 # each node takes shot runs from the shared queue. Paths are absolute, on a filesystem every node shares.

@@ -156,6 +156,14 @@ def generator_file(path: Path) -> Path:
     return path / GENERATOR_FILE if path.is_dir() else path
 
 
+ENCODER_FILE = "encoder.pt"  # inside a model folder made by vfx train encoder
+
+
+def encoder_file(path: Path) -> Path:
+    """An encoder file, or the one inside a model folder."""
+    return path / ENCODER_FILE if path.is_dir() else path
+
+
 def models_dir() -> Path:
     """Where registered models live and are listed: $VFX_MODELS (shared by a farm's nodes), else ./models."""
     return Path(os.environ.get("VFX_MODELS") or "models")

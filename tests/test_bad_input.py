@@ -374,6 +374,7 @@ def render_root_is_a_file(d: Path, clip: Path) -> Case:
 EXTRACT = "extract {clip} --out {d}/out"
 TRAIN_SWAP = "train swap --a {d}/crops --b {d}/crops --out {d}/m"
 TRAIN_GENERATOR = "train generator --faces {d}/crops --out {d}/g"
+TRAIN_ENCODER = "train encoder --generator {d}/g.pt --faces {d}/crops --out {d}/e"
 PROJECT = "project {d}/crops --generator g --out {d}/p"
 DIRECTION = "direction learn --pos {d}/crops --neg {d}/crops --generator g --out {d}/d.npz"
 
@@ -404,6 +405,12 @@ ARG_CASES = {
     "train-swap-lr-nan": args(f"{TRAIN_SWAP} --steps 5 --lr nan", "--lr"),
     "train-generator-kimg-zero": args(f"{TRAIN_GENERATOR} --kimg 0", "--kimg"),
     "train-generator-batch-zero": args(f"{TRAIN_GENERATOR} --kimg 1 --batch 0", "--batch"),
+    "train-encoder-steps-zero": args(f"{TRAIN_ENCODER} --steps 0", "--steps"),
+    "train-encoder-no-length": args(TRAIN_ENCODER, "--steps", "--minutes"),
+    "train-encoder-batch-zero": args(f"{TRAIN_ENCODER} --steps 5 --batch 0", "--batch"),
+    "train-encoder-lr-nan": args(f"{TRAIN_ENCODER} --steps 5 --lr nan", "--lr"),
+    "train-encoder-seed-negative": args(f"{TRAIN_ENCODER} --steps 5 --seed -1", "--seed"),
+    "train-encoder-generator-missing": args(f"{TRAIN_ENCODER} --steps 5", "{d}/g.pt"),
     "project-steps-zero": args(f"{PROJECT} --steps 0", "--steps"),
     "project-batch-zero": args(f"{PROJECT} --batch 0", "--batch"),
     "project-mse-negative": args(f"{PROJECT} --mse -1", "--mse"),

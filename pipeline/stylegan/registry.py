@@ -1,8 +1,8 @@
-"""Generators registered by name: each with its path, checksum and what the file holds, so manifests can
-say `generator: ffhq` and every render node finds (and checks) the same file.
+"""Generators and encoders registered by name: each with its path, checksum and what the file holds, so
+manifests can say `generator: ffhq` and every render node finds (and checks) the same file.
 
-The registry is `$VFX_MODELS/generators.json`. Registering reads the file with the safe checkpoint reader
-(it may be an official pickle) only to learn its sizes.
+The registries are `$VFX_MODELS/generators.json` and `$VFX_MODELS/encoders.json`. Registering reads the
+file with the safe checkpoint reader (it may be an official pickle) only to learn its sizes.
 """
 
 from __future__ import annotations
@@ -13,7 +13,18 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from pipeline.files import write_json_atomic
-from pipeline.models import ModelError, ModelFile, generator_file, models_dir, sha256_file, verify
+from pipeline.models import (
+    ENCODER_FILE,
+    ModelError,
+    ModelFile,
+    encoder_file,
+    generator_file,
+    models_dir,
+    sha256_file,
+    verify,
+)
+
+NAME = r"[A-Za-z0-9][A-Za-z0-9_.-]*"
 
 
 @dataclass(frozen=True)
@@ -56,7 +67,7 @@ def register_generator(name: str, path: str | Path) -> GeneratorEntry:
     it under `name`. Re-registering a name replaces its entry."""
     from pipeline.stylegan.checkpoints import load_generator  # torch: only when registering
 
-    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name):
+    if not re.fullmatch(NAME, name):
         raise ModelError(f"generator name {name!r}: use letters, digits, '.', '_' and '-'")
     path = generator_file(Path(path).resolve())
     G, info = load_generator(path)
@@ -96,4 +107,110 @@ def generator_path(ref: str, base: Path | None = None) -> Path:
     if not path.is_file():
         known = ", ".join(entries) or "none registered"
         raise ModelError(f"{ref}: neither a registered generator ({known}) nor a file ({path})")
+    return path
+
+
+# ---------------------------------------------------------------------------------------------------
+# Encoders (vfx train encoder): each belongs to one generator, whose checksum its file records
+
+
+@dataclass(frozen=True)
+class EncoderEntry:
+    name: str
+    path: str
+    sha256: str
+    generator_sha256: str  # the generator it was trained for
+    resolution: int
+    w_dim: int
+    num_ws: int
+    steps: int
+    size_bytes: int
+
+    def describe(self) -> str:
+        return (
+            f"{self.name}: {self.resolution} px, {self.num_ws} layers (W+ [N, {self.num_ws}, {self.w_dim}]), "
+            f"{self.steps} steps, for the generator with sha256 {self.generator_sha256[:16]}..., "
+            f"sha256 {self.sha256[:16]}..., {self.path}"
+        )
+
+
+def encoders_file() -> Path:
+    return models_dir() / "encoders.json"
+
+
+def registered_encoders() -> dict[str, EncoderEntry]:
+    path = encoders_file()
+    if not path.is_file():
+        return {}
+    try:
+        data = json.loads(path.read_text())
+        return {name: EncoderEntry(**entry) for name, entry in data.items()}
+    except (ValueError, TypeError) as e:
+        raise ModelError(f"{path}: unreadable encoder registry: {e}") from None
+
+
+def is_encoder(path: str | Path) -> bool:
+    """Whether `vfx models add` was given an encoder: a folder holding encoder.pt, or a torch file of
+    format vfx-encoder (read with mmap, so a large generator file is not read to find out)."""
+    import torch  # only when registering
+
+    from pipeline.stylegan.encoder import FORMAT
+
+    path = Path(path)
+    if path.is_dir():
+        return (path / ENCODER_FILE).is_file()
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception:  # noqa: BLE001 - not a weights-only torch file (a pickle, rosinality's .pt): no encoder
+        return False
+    return isinstance(data, dict) and data.get("format") == FORMAT
+
+
+def register_encoder(name: str, path: str | Path) -> EncoderEntry:
+    """Read the encoder file to learn its sizes and generator, checksum it, and record it under `name`.
+    Re-registering a name replaces its entry."""
+    from pipeline.stylegan.encoder import load_encoder  # torch: only when registering
+
+    if not re.fullmatch(NAME, name):
+        raise ModelError(f"encoder name {name!r}: use letters, digits, '.', '_' and '-'")
+    path = encoder_file(Path(path).resolve())
+    encoder, meta = load_encoder(path)
+    cfg = encoder.cfg
+    entry = EncoderEntry(
+        name=name,
+        path=str(path),
+        sha256=sha256_file(path),
+        generator_sha256=meta["generator_sha256"],
+        resolution=cfg.resolution,
+        w_dim=cfg.w_dim,
+        num_ws=cfg.num_ws,
+        steps=int(meta.get("steps", 0)),
+        size_bytes=path.stat().st_size,
+    )
+    entries = {**registered_encoders(), name: entry}
+    encoders_file().parent.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(encoders_file(), {n: asdict(e) for n, e in sorted(entries.items())})
+    return entry
+
+
+def encoder_path(ref: str, base: Path | None = None) -> Path:
+    """An encoder by registered name (its checksum checked) or by file or folder (relative to `base`).
+    Whether it fits a generator is `load_encoder(path, generator_file)`'s check."""
+    entries = registered_encoders()
+    if ref in entries:
+        entry = entries[ref]
+        model = ModelFile(
+            entry.name, Path(entry.path).name, entry.sha256, None, f"vfx models add {entry.name} PATH"
+        )
+        path = Path(entry.path)
+        if not path.is_file():
+            raise ModelError(
+                f"{path}: registered encoder {ref!r} is missing; register it again with vfx models add"
+            )
+        verify(path, model)
+        return path
+    path = encoder_file(Path(ref) if base is None else base / ref)
+    if not path.is_file():
+        known = ", ".join(entries) or "none registered"
+        raise ModelError(f"{ref}: neither a registered encoder ({known}) nor a file ({path})")
     return path
