@@ -273,9 +273,12 @@ def cmd_project(args: argparse.Namespace) -> int:
     from rich.progress import Progress
 
     from pipeline.commands.stills import image_files, project_stills
-    from pipeline.stylegan.project import ProjectSettings
+    from pipeline.stylegan.project import ProjectSettings, polish_settings
 
-    settings = ProjectSettings(steps=args.steps, w_plus=not args.w, mse_weight=args.mse)
+    if args.encoder:
+        settings = polish_settings(args.steps or 100, w_plus=not args.w, mse_weight=args.mse)
+    else:
+        settings = ProjectSettings(steps=args.steps or 1000, w_plus=not args.w, mse_weight=args.mse)
     count = len(image_files(args.source))
     with Progress(transient=True) as progress:
         bar = progress.add_task(
@@ -289,6 +292,7 @@ def cmd_project(args: argparse.Namespace) -> int:
             aligned=args.aligned,
             batch=args.batch,
             on_step=lambda step, losses: progress.advance(bar),
+            encoder=args.encoder,
         )
     for r in results:
         print(f"{r['image']}: LPIPS-VGG {r['lpips_vgg']:.4f} after {r['steps']} steps")
@@ -534,7 +538,12 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--out", type=Path, required=True)
     pr.add_argument("--aligned", action="store_true", help="the images are aligned crops (vfx extract)")
     pr.add_argument(
-        "--steps", type=whole(1, MAX_PROJECT_STEPS), default=1000, help="optimisation steps (default 1000)"
+        "--encoder", help="start each face from this encoder's W+ (a registered name, folder or file)"
+    )
+    pr.add_argument(
+        "--steps",
+        type=whole(1, MAX_PROJECT_STEPS),
+        help="optimisation steps (default 1000; with --encoder, the polish: default 100)",
     )
     pr.add_argument("--w", action="store_true", help="optimise one w for all layers (W) instead of W+")
     pr.add_argument(

@@ -20,8 +20,8 @@ from pipeline.files import read_array
 from pipeline.media.decode import CameraMove, FrameError, Plate, open_plate, read_image
 from pipeline.media.encode import MOVIE_PRESETS
 from pipeline.media.sequences import SEQUENCE_FORMATS
-from pipeline.models import ModelError
-from pipeline.stylegan.registry import generator_path
+from pipeline.models import ModelError, sha256_file
+from pipeline.stylegan.registry import encoder_path, generator_path, registered_encoders
 
 DEFAULT_FIRST_FRAME = 1001
 SHOT_NAME = re.compile(r"^[A-Za-z0-9_-]+$")
@@ -651,6 +651,26 @@ def _check_project(path: Path, root: yaml.Node | None, spec: ManifestModel) -> N
         )
 
 
+def _check_encoder(path: Path, root: yaml.Node | None, base: Path, project: ProjectSpec) -> None:
+    """The encoder is there, and a registered one was trained for the shot's generator (its entry records
+    the generator's checksum); a file's own record is checked when the projection loads it."""
+    assert project.encoder is not None
+    where = f"{path}:{_node_line(root, ('project', 'encoder'))} project.encoder"
+    try:
+        encoder_path(project.encoder, base)
+        entry = registered_encoders().get(project.encoder)
+        if entry is not None:
+            generator = generator_path(project.generator, base)
+            if sha256_file(generator) != entry.generator_sha256:
+                raise ManifestError(
+                    f"{where}: {project.encoder} was trained for the generator with sha256 "
+                    f"{entry.generator_sha256[:16]}..., not {generator}; train an encoder for it with "
+                    "vfx train encoder"
+                )
+    except ModelError as e:
+        raise ManifestError(f"{where}: {e}") from None
+
+
 def _check_file(path: Path, root: yaml.Node | None, loc: tuple[Any, ...], file: Path, kind: str) -> None:
     """A file the manifest names is there and reads as what it should be (an image, a latent array):
     checked at load, so a bad one is refused by validate, not by a render worker after its retries."""
@@ -808,6 +828,8 @@ def load_shot(path: str | Path) -> Shot:
                 raise ManifestError(
                     f"{path}:{_node_line(root, (stage, 'generator'))} {stage}.generator: {e}"
                 ) from None
+    if spec.project is not None and spec.project.enabled and spec.project.starts_from_encoder:
+        _check_encoder(path, root, base, spec.project)
     if spec.faces is not None:
         for key, value in [("reference", spec.faces.reference), *spec.faces.models.model_dump().items()]:
             if value:

@@ -333,11 +333,14 @@ def test_every_shipped_manifest_validates(capsys):
 def test_the_stylegan_demos_validate_and_the_morph_renders(
     tmp_path, footage, tiny_generator_file, prefect_server
 ):
-    """The generator demos as shipped, with a tiny generator and direction in models/ standing in for the
-    ones the README's commands train and learn."""
+    """The generator demos as shipped, with a tiny generator, encoder and direction in models/ standing in
+    for the ones the README's commands train and learn."""
     from conftest import tiny_generator_config
 
+    from pipeline.models import sha256_file
+    from pipeline.stylegan.checkpoints import load_generator
     from pipeline.stylegan.edits import Direction
+    from pipeline.stylegan.encoder import Encoder, save_encoder
 
     stylegan, models = tmp_path / "shots" / "stylegan", tmp_path / "models" / "demo_gan"
     stylegan.mkdir(parents=True)
@@ -347,6 +350,10 @@ def test_the_stylegan_demos_validate_and_the_morph_renders(
     vector = np.zeros((cfg.num_ws, cfg.w_dim))
     vector[:6] = np.random.default_rng(0).normal(size=(6, cfg.w_dim))
     Direction(vector / np.linalg.norm(vector), tuple(range(6)), name="toward_b").save(models / "toward_b.npz")
+    G, _ = load_generator(tiny_generator_file)
+    encoder = tmp_path / "models" / "demo_enc" / "encoder.pt"
+    encoder.parent.mkdir()
+    save_encoder(encoder, Encoder.for_generator(G, samples=500), sha256_file(tiny_generator_file))
     shipped = sorted((REPO / "shots" / "stylegan").glob("*.yaml"))
     assert [p.name for p in shipped] == ["demo_morph.yaml", "demo_project.yaml"]
     for p in shipped:  # the plate is found where ../shared is on this machine
@@ -360,6 +367,12 @@ def test_the_stylegan_demos_validate_and_the_morph_renders(
     assert report["path"]["period"] == 64
     assert report["path"]["edits"][0]["direction"] == "../../models/demo_gan/toward_b.npz"
     assert report["metadata"]["ai_altered_stages"] == "stylegan latent path with attribute edits"
+    # the projection demo starts from the encoder and tunes the generator (its first 12 frames here)
+    demo = ["render", str(stylegan / "demo_project.yaml"), "--root", str(root), "--frames", "1001-1012"]
+    assert main(demo) == 0
+    report = json.loads((root / "demo_project" / "v001" / "report.json").read_text())
+    assert report["faces"]["projection"]["init"] == "encoder"
+    assert report["faces"]["fit"]["tuned"] and report["faces"]["fit"]["frames_measured"] == 12
 
 
 def test_the_demo_shots_render_as_a_batch(tmp_path, prefect_server):

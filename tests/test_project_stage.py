@@ -201,3 +201,57 @@ def test_with_a_swap_the_swapped_faces_are_projected(tmp_path, woman_clip, gener
         )
     )
     assert not shot_project.projects_swapped_faces(source_plate)
+
+
+def test_projection_starts_from_an_encoder_of_the_shots_generator(
+    tmp_path, woman_clip, generator_file, track, monkeypatch
+):
+    from pipeline.models import sha256_file
+    from pipeline.stylegan.checkpoints import save_generator
+    from pipeline.stylegan.encoder import Encoder, save_encoder
+    from pipeline.stylegan.generator import Generator
+    from pipeline.stylegan.registry import register_encoder
+
+    t, _ = track
+    G, _ = load_generator(generator_file)
+    encoder = tmp_path / "enc" / "encoder.pt"
+    encoder.parent.mkdir()
+    save_encoder(encoder, Encoder.for_generator(G, samples=500), sha256_file(generator_file))
+    shot = load_shot(
+        write_manifest(tmp_path, shot_yaml(woman_clip, generator_file, f"encoder: {encoder}, every: 6"))
+    )
+    assert shot.spec.project.steps == 100  # a polish from the encoder: a tenth of the default schedule
+    project = f"encoder: {encoder}, every: 6, steps: 3, patience: 0"
+    shot = load_shot(write_manifest(tmp_path, shot_yaml(woman_clip, generator_file, project)))
+    p = shot_project.project_faces(shot, t, log=lambda _: None)
+    assert p.init == "encoder" and list(p.frames) == [1001, 1007, 1012] and list(p.steps) == [3, 3, 3]
+    assert p.encoder_lpips.shape == (3,) and np.isfinite(p.encoder_lpips).all()
+    # the encoder is part of the projection's key; init: mean leaves it out
+    key = shot_project.project_key(shot, shot_track.track_key(shot), None)
+    mean = load_shot(
+        write_manifest(tmp_path, shot_yaml(woman_clip, generator_file, project + ", init: mean"))
+    )
+    assert shot_project.project_key(mean, shot_track.track_key(mean), None).parts["encoder"] == "none"
+    assert key.parts["encoder"] != "none"
+
+    # an encoder of another generator is refused, naming the field: a file when it is loaded, a
+    # registered one when the manifest is
+    torch.manual_seed(8)
+    other = tmp_path / "other.pt"
+    save_generator(other, Generator(CFG).eval())
+    wrong = tmp_path / "wrong" / "encoder.pt"
+    wrong.parent.mkdir()
+    save_encoder(wrong, Encoder.for_generator(G, samples=500), sha256_file(other))
+    shot = load_shot(
+        write_manifest(tmp_path, shot_yaml(woman_clip, generator_file, f"encoder: {wrong}, steps: 3"))
+    )
+    with pytest.raises(ManifestError, match=r":7 project\.encoder: .*trained for the generator"):
+        shot_project.project_faces(shot, t, log=lambda _: None)
+    monkeypatch.setenv("VFX_MODELS", str(tmp_path / "models"))
+    register_encoder("wrong_enc", wrong)
+    m = write_manifest(tmp_path, shot_yaml(woman_clip, generator_file, "encoder: wrong_enc"))
+    with pytest.raises(ManifestError, match=r":7 project\.encoder: wrong_enc was trained for the generator"):
+        load_shot(m)
+    m = write_manifest(tmp_path, shot_yaml(woman_clip, generator_file, "init: encoder"))
+    with pytest.raises(ManifestError, match=r"project.*init: encoder needs an encoder"):
+        load_shot(m)

@@ -19,10 +19,11 @@ from pipeline.files import write_atomic
 from pipeline.media.sequences import write_frame
 from pipeline.models import sha256_file
 from pipeline.stylegan.checkpoints import load_generator
+from pipeline.stylegan.encoder import load_encoder
 from pipeline.stylegan.generator import images_to_tensor, tensor_to_images
 from pipeline.stylegan.lpips import load_lpips
 from pipeline.stylegan.project import Projection, ProjectSettings, project_to_w_plus
-from pipeline.stylegan.registry import generator_path
+from pipeline.stylegan.registry import encoder_path, generator_path
 
 
 def image_files(source: Path) -> list[Path]:
@@ -44,14 +45,20 @@ def project_stills(
     aligned: bool = False,
     batch: int = 8,
     on_step: Callable[[int, np.ndarray], None] | None = None,
+    encoder: str | None = None,
 ) -> list[dict]:
     """Project every image of `source` (an image, a folder, or a list of images); returns one summary per
     image. Existing outputs are kept: an image whose .npz exists is skipped, so a re-run finishes an
-    interrupted one."""
+    interrupted one. With an `encoder` (trained for this generator), each face starts from its encoding
+    and `settings` is the polish (see `polish_settings`)."""
     gpath = generator_path(generator, Path.cwd())
     G, info = load_generator(gpath)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     G = G.to(device)
+    E = None
+    if encoder is not None:
+        E, _ = load_encoder(encoder_path(encoder, Path.cwd()), gpath, G)
+        E = E.eval().requires_grad_(False).to(device)
     lpips = load_lpips("vgg").to(device)
     files = source if isinstance(source, list) else image_files(source)
     out.mkdir(parents=True, exist_ok=True)
@@ -72,8 +79,11 @@ def project_stills(
         fixed = (
             None if settings.optimize_noise else [m.expand(len(paths), -1, -1, -1) for m in G.noise_maps()]
         )
+        images = images_to_tensor(faces).to(device)
+        with torch.no_grad():
+            init = None if E is None else E(images)
         result: Projection = project_to_w_plus(
-            G, images_to_tensor(faces).to(device), lpips, settings, init_noise=fixed, on_step=on_step
+            G, images, lpips, settings, init=init, init_noise=fixed, on_step=on_step
         )
         with torch.no_grad():
             recon = tensor_to_images(G.synthesis(result.latents, result.noise))
@@ -85,6 +95,7 @@ def project_stills(
                 "lpips_vgg": float(result.lpips[i]),
                 "steps": result.steps,
                 "w_plus": settings.w_plus,
+                "init": "mean" if encoder is None else f"encoder {encoder}",
             }
             arrays = dict(
                 latents=result.latents[i].cpu().numpy(),
