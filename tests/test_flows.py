@@ -367,12 +367,14 @@ def test_the_stylegan_demos_validate_and_the_morph_renders(
     assert report["path"]["period"] == 64
     assert report["path"]["edits"][0]["direction"] == "../../models/demo_gan/toward_b.npz"
     assert report["metadata"]["ai_altered_stages"] == "stylegan latent path with attribute edits"
-    # the projection demo starts from the encoder and tunes the generator (its first 12 frames here)
+    # the projection demo starts from the encoder and tunes the generator over the whole shot's frames (the
+    # track's), rendered here for its first 12
     demo = ["render", str(stylegan / "demo_project.yaml"), "--root", str(root), "--frames", "1001-1012"]
     assert main(demo) == 0
     report = json.loads((root / "demo_project" / "v001" / "report.json").read_text())
     assert report["faces"]["projection"]["init"] == "encoder"
-    assert report["faces"]["fit"]["tuned"] and report["faces"]["fit"]["frames_measured"] == 12
+    assert report["faces"]["fit"]["tuned"] and report["faces"]["fit"]["frames_measured"] == 48
+    assert len(list((root / "demo_project" / "v001" / "comp").glob("*.png"))) == 12
 
 
 def test_the_demo_shots_render_as_a_batch(tmp_path, prefect_server):
