@@ -218,7 +218,7 @@ class ProjectSpec(Strict):
     patience: int = Field(20, ge=0, le=100000, description="early stop after this many steps without gain")
     w_plus: bool = True
     mse: float = Field(0.1, ge=0, le=100, description="weight of the pixel MSE beside LPIPS-VGG")
-    temporal: float = Field(0.0, ge=0, le=1000, description="every-frame mode: pull toward the last latent")
+    temporal: float = Field(0.0, ge=0, le=1000, description="every-frame mode: hold each latent to the last")
     batch: int = Field(8, ge=1, le=256, description="faces projected at once")
     source: Literal["auto", "plate", "swap"] = Field(
         "auto", description="project the plate's faces or the swapped ones; auto: swapped when swap runs"
