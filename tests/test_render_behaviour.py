@@ -173,12 +173,12 @@ def test_report_records_every_stage_and_status_sees_a_changed_generator(
     keys = stage_keys(load_shot(m))
     assert vfx(capsys, "render", m, "--root", root)[0] == 0
     first = report(root / "rec010" / "v001")["stages"]
-    assert list(first) == ["track", "swap", "project", "path", "composite"]
+    assert list(first) == ["track", "swap", "project", "path", "tune", "composite"]
     for name, record in first.items():
         assert record["key"] == keys[name].key and record["parts"] == keys[name].parts, name
         assert record["ran"] is True, name
     assert {name: r["why"] for name, r in first.items()} == {
-        **{name: "no earlier render" for name in ("track", "swap", "project", "path")},
+        **{name: "no earlier render" for name in ("track", "swap", "project", "path", "tune")},
         "composite": "a new version; no earlier render",
     }
 
@@ -191,6 +191,7 @@ def test_report_records_every_stage_and_status_sees_a_changed_generator(
         "swap": False,
         "project": False,
         "path": False,
+        "tune": False,
         "composite": True,
     }
     paths = shot_stages.cache_paths(load_shot(m), root, keys)
@@ -199,6 +200,7 @@ def test_report_records_every_stage_and_status_sees_a_changed_generator(
     assert second["swap"]["why"] == f"cached (2 frames in {paths['swap'].name})"
     assert second["project"]["why"] == f"cached ({paths['project'].name})"
     assert second["path"]["why"] == f"cached ({paths['path'].name})"
+    assert second["tune"]["why"] == f"cached ({paths['tune'].name}/fit.json)"  # measured, not tuned
     assert second["composite"]["why"] == "a new version; nothing changed since v001"
     assert status(capsys, m, root)[:2] == ("v002", "done")
 
@@ -213,13 +215,14 @@ def test_report_records_every_stage_and_status_sees_a_changed_generator(
     other = Generator(tiny_generator_config()).eval()
     other.compute_w_avg(100)
     save_generator(generator, other)
-    assert status(capsys, m, root) == ("v002", "stale", "path, project changed")
+    assert status(capsys, m, root) == ("v002", "stale", "path, project, tune changed")
     assert dry_run(capsys, m, root) == {
         "track": ("cached", second["track"]["why"]),
         "swap": ("cached", second["swap"]["why"]),
         "project": ("runs", "generator changed since v002"),
         "path": ("runs", "generator, project changed since v002"),  # it draws with the generator too
-        "composite": ("runs", "a new version; path, project changed since v002"),
+        "tune": ("runs", "path changed since v002"),
+        "composite": ("runs", "a new version; path, project, tune changed since v002"),
     }
 
 

@@ -36,13 +36,13 @@ def test_stage_keys_change_with_their_own_parts_only(tmp_path, woman_clip, tiny_
     base = stage_keys(
         load_shot(write_manifest(tmp_path, shot_text(woman_clip, tiny_model, tiny_generator_file)))
     )
-    assert list(base) == ["track", "swap", "project", "path", "composite"]
+    assert list(base) == ["track", "swap", "project", "path", "tune", "composite"]
     comp = stage_keys(
         load_shot(
             write_manifest(tmp_path, shot_text(woman_clip, tiny_model, tiny_generator_file, "{blend: alpha}"))
         )
     )
-    assert all(comp[k].key == base[k].key for k in ("track", "swap", "project", "path"))
+    assert all(comp[k].key == base[k].key for k in ("track", "swap", "project", "path", "tune"))
     assert comp["composite"].changes(base["composite"].parts) == ["composite settings"]
     swap = stage_keys(
         load_shot(
@@ -56,7 +56,8 @@ def test_stage_keys_change_with_their_own_parts_only(tmp_path, woman_clip, tiny_
     assert swap["swap"].changes(base["swap"].parts) == ["swap settings"]
     assert swap["project"].changes(base["project"].parts) == ["swap"]  # it projects the swapped faces
     assert swap["path"].changes(base["path"].parts) == ["project"]
-    assert swap["composite"].changes(base["composite"].parts) == ["path", "project", "swap"]
+    assert swap["tune"].changes(base["tune"].parts) == ["path", "swap"]  # it measures the swapped faces
+    assert swap["composite"].changes(base["composite"].parts) == ["path", "project", "swap", "tune"]
     assert StageKey("x", {"a": "1"}).changes(None) == ["no earlier render"]
     assert len(code_version("pipeline.swap")) == 16 and code_version("pipeline.swap") != code_version(
         "pipeline.faces"
