@@ -139,8 +139,6 @@ def shot_table(args, per_face_s: float, tmp: Path) -> None:
         ),
         "every frame: encoder + 100, temporal": f"encoder: {enc}, mode: every_frame, steps: 100, "
         f"temporal: {args.temporal}",
-        "every frame: encoder + 100, temporal, tuned": f"encoder: {enc}, mode: every_frame, steps: 100, "
-        f"temporal: {args.temporal}, {tune}",
     }
     if args.independent:
         variants["every frame: mean + 1000 steps"] = "every: 1, steps: 1000, patience: 0"

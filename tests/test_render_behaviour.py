@@ -196,8 +196,9 @@ def test_report_records_every_stage_and_status_sees_a_changed_generator(
     }
     paths = shot_stages.cache_paths(load_shot(m), root, keys)
     assert second["track"]["why"] == f"cached ({paths['track'].name})"
-    # the swap feeds the projection only: the two key frames were swapped (1001 and the last, 1004)
-    assert second["swap"]["why"] == f"cached (2 frames in {paths['swap'].name})"
+    # the swap feeds the projection (the two keys, 1001 and the last, 1004) and the tune stage's measure of
+    # every frame's fit: all four frames were swapped
+    assert second["swap"]["why"] == f"cached (4 frames in {paths['swap'].name})"
     assert second["project"]["why"] == f"cached ({paths['project'].name})"
     assert second["path"]["why"] == f"cached ({paths['path'].name})"
     assert second["tune"]["why"] == f"cached ({paths['tune'].name}/fit.json)"  # measured, not tuned

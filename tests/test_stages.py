@@ -87,8 +87,9 @@ def test_a_composite_change_only_recomposites_and_matches_a_fresh_render(
     first = write_manifest(tmp_path, shot_text(woman_clip, tiny_model, tiny_generator_file), "a.yaml")
     run_render(str(first), root=str(tmp_path / "r"))
     after_first = dict(calls)
-    # two detection chunks; the swap of the three keys that are projected; one projection
-    assert after_first == {"detect": 2, "swap": 1, "project": 1}
+    # two detection chunks; the swap of the three keys that are projected, then of the other frames, whose
+    # swapped faces the tune stage measures the drawn faces against; one projection
+    assert after_first == {"detect": 2, "swap": 2, "project": 1}
 
     changed = write_manifest(
         tmp_path,
