@@ -144,6 +144,8 @@ def shot_table(args, per_face_s: float, tmp: Path) -> None:
         variants["every frame: mean + 1000 steps"] = "every: 1, steps: 1000, patience: 0"
     rows = []
     for i, (name, project) in enumerate(variants.items()):
+        if args.only and str(i) not in args.only.split(","):
+            continue
         manifest = tmp / f"v{i}.yaml"
         manifest.write_text(
             f"shot: bench_inversion_{i}\nplate: {{movie: {CLIPS[0]}}}\nframes: 1001-{last}\n"
@@ -208,6 +210,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--temporal", type=float, default=0.01)
     ap.add_argument("--independent", action="store_true", help="render every frame at 1000 steps too")
     ap.add_argument("--skip-held-out", action="store_true")
+    ap.add_argument("--only", help="part 2's variants to render, by number (0,1,...); default all")
     args = ap.parse_args(argv)
     gfile = generator_file(args.generator)
     G, meta = load_generator(gfile)
