@@ -19,7 +19,6 @@ from pipeline.stylegan.tune import (
     StitchSettings,
     TuneSettings,
     border_band,
-    lpips_between,
     lpips_per_face,
     stitch_generator,
     tune_generator,
@@ -61,7 +60,7 @@ def pivots_and_targets(G) -> tuple[torch.Tensor, torch.Tensor]:
 
 def change(a: Generator, b: Generator, ws: torch.Tensor, lpips) -> float:
     with torch.no_grad():
-        return float(lpips_between(lpips, a.synthesis(ws, "const"), b.synthesis(ws, "const")).mean())
+        return float(lpips.between(a.synthesis(ws, "const"), b.synthesis(ws, "const")).mean())
 
 
 def test_tuning_fits_the_pivots_and_the_locality_term_keeps_faces_far_from_them(G, lpips, pivots_and_targets):

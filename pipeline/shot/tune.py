@@ -114,12 +114,10 @@ def face_chunks(
 
 def consecutive(lpips, images: torch.Tensor) -> np.ndarray:
     """LPIPS between each face and the next (the flicker a viewer sees)."""
-    from pipeline.stylegan.tune import lpips_between
-
     if len(images) < 2:
         return np.zeros(0)
     with torch.no_grad():
-        return lpips_between(lpips, images[1:], images[:-1]).cpu().numpy()
+        return lpips.between(images[1:], images[:-1]).cpu().numpy()
 
 
 class FitMeter:
@@ -155,7 +153,6 @@ class FitMeter:
         """Per generator: `lpips` [frames], `flicker` [frames - 1], `identity` [identity frames]; and the
         plate's own flicker under `real`."""
         from pipeline.stylegan.generator import tensor_to_images
-        from pipeline.stylegan.tune import lpips_between
 
         out: dict[str, dict[str, list]] = {
             n: {"lpips": [], "flicker": [], "identity": []} for n in generators
@@ -174,9 +171,7 @@ class FitMeter:
                         ]
                     )
                     out[name]["lpips"].append(
-                        lpips_between(self.lpips, drawn_by[name].to(device()), real.to(device()))
-                        .cpu()
-                        .numpy()
+                        self.lpips.between(drawn_by[name].to(device()), real.to(device())).cpu().numpy()
                     )
             for name, images in {"real": real, **drawn_by}.items():
                 joined = images if name not in last else torch.cat([last[name], images])

@@ -38,7 +38,7 @@ from pipeline.stylegan.encoder import (
     save_encoder,
 )
 from pipeline.stylegan.generator import Generator, image_grid, to_uint8
-from pipeline.stylegan.lpips import LPIPS, load_lpips
+from pipeline.stylegan.lpips import LPIPS, load_lpips, reduce_for_lpips
 from pipeline.stylegan.project import polish_settings, project_to_w_plus, w_stats
 from pipeline.stylegan.train import default_device, load_faces
 from pipeline.swap.data import MIN_FACES, TrainingDataError
@@ -46,7 +46,6 @@ from pipeline.swap.data import MIN_FACES, TrainingDataError
 TRAINING_NAME = "training.pt"
 TRAINING_FORMAT = "vfx-encoder-training"
 TRAINING_VERSION = 1
-LPIPS_SIZE = 256  # LPIPS at the generator's size up to 256 px, as projection measures it
 # Real crops are held in memory at the generator's size up to this, and each batch is enlarged to a larger
 # generator's size when drawn: a thousand 1024 px crops would take 12 GB, and the encoder reads them at
 # 256 px and LPIPS compares them at 256 px anyway.
@@ -133,10 +132,6 @@ def real_batch(faces: torch.Tensor, rng: np.random.Generator, n: int) -> torch.T
     return torch.where(flip[:, None, None, None], x.flip(3), x)
 
 
-def _area(images: torch.Tensor, size: int) -> torch.Tensor:
-    return images if images.shape[2] <= size else F.interpolate(images, size=(size, size), mode="area")
-
-
 def encoder_losses(
     G: Generator,
     encoder: Encoder,
@@ -152,10 +147,9 @@ def encoder_losses(
     drawn = G.synthesis(ws, "const")
     out = {}
     if lpips is not None:
-        size = min(LPIPS_SIZE, G.cfg.resolution)
         with torch.no_grad():
-            target = lpips.features(_area(images, size))
-        out["lpips"] = lpips.distance(lpips.features(_area(drawn, size)), target)
+            target = lpips.features(reduce_for_lpips(images))
+        out["lpips"] = lpips.distance(lpips.features(reduce_for_lpips(drawn)), target)
     out["mse"] = (drawn - images).square().mean(dim=[1, 2, 3])
     out["delta"] = deltas.norm(dim=-1).mean(dim=1) / spread
     if true_ws is not None:

@@ -33,6 +33,7 @@ ALEX_CONVS = [
     (256, 3, 1, 1),
     (256, 3, 1, 1),
 ]  # out, k, stride, pad
+LOSS_SIZE = 256  # the size faces are compared at when larger: projection, encoder, tuning, reports
 
 
 class VGG16Features(nn.Module):
@@ -122,6 +123,17 @@ class LPIPS(nn.Module):
 
     def forward(self, a: torch.Tensor, b: torch.Tensor, spatial: bool = False) -> torch.Tensor:
         return self.distance(self.features(a), self.features(b), tuple(a.shape[2:]) if spatial else None)
+
+    def between(self, a: torch.Tensor, b: torch.Tensor, size: int = LOSS_SIZE) -> torch.Tensor:
+        """Per-pair distance [N] with both image batches reduced to `size` first (see `reduce_for_lpips`)."""
+        a, b = reduce_for_lpips(a, size), reduce_for_lpips(b, size)
+        return self.distance(self.features(a), self.features(b))
+
+
+def reduce_for_lpips(images: torch.Tensor, size: int = LOSS_SIZE) -> torch.Tensor:
+    """Images larger than `size` area-reduced to it: the networks saw 224 px ImageNet images, and NVIDIA's
+    projector (Karras et al. 2020) compares faces at 256 px whatever the generator's size."""
+    return images if images.shape[2] <= size else F.interpolate(images, size=(size, size), mode="area")
 
 
 def read_weights(path: Path) -> dict:

@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from pipeline.stylegan.generator import Generator
-from pipeline.stylegan.lpips import LPIPS
+from pipeline.stylegan.lpips import LPIPS, reduce_for_lpips
 
 
 @dataclass(frozen=True)
@@ -100,10 +100,6 @@ def noise_regularisation(maps: list[torch.Tensor]) -> torch.Tensor:
     return total
 
 
-def _resize(images: torch.Tensor, size: int) -> torch.Tensor:
-    return images if images.shape[2] <= size else F.interpolate(images, size=(size, size), mode="area")
-
-
 def learning_rate(step: int, s: ProjectSettings) -> float:
     t = step / s.steps
     ramp = min(1.0, (1.0 - t) / s.lr_rampdown) if s.lr_rampdown > 0 else 1.0
@@ -148,9 +144,9 @@ def project_to_w_plus(
         return torch.cat([torch.randn((1, *shape[1:]), generator=g) for g in gens]).to(device)
 
     w_avg, w_std = w_stats(G)
-    size = min(s.lpips_size, G.cfg.resolution)
+    size = s.lpips_size
     target = images.to(device)
-    target_feats = lpips.features(_resize(target, size))
+    target_feats = lpips.features(reduce_for_lpips(target, size))
 
     if init is not None:
         start = init.to(device).clone()
@@ -181,7 +177,7 @@ def project_to_w_plus(
         if not s.w_plus:
             ws = ws.expand(-1, G.num_ws, -1)
         synth = G.synthesis(ws, noise)
-        synth_small = _resize(synth, size)
+        synth_small = reduce_for_lpips(synth, size)
         per_face = lpips.distance(lpips.features(synth_small), target_feats)
         if s.mse_weight:
             per_face = per_face + s.mse_weight * (synth - target).square().mean(dim=[1, 2, 3])
@@ -219,7 +215,8 @@ def project_to_w_plus(
         latents = latents.expand(-1, G.num_ws, -1).clone()
     noise = [m.detach() for m in noise]
     with torch.no_grad():
-        final = lpips.distance(lpips.features(_resize(G.synthesis(latents, noise), size)), target_feats)
+        drawn = reduce_for_lpips(G.synthesis(latents, noise), size)
+        final = lpips.distance(lpips.features(drawn), target_feats)
     return Projection(
         latents, noise, np.stack(history), final.cpu().numpy(), step + 1, time.perf_counter() - started
     )

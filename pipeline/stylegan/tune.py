@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import copy
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -62,10 +62,6 @@ class Tuning:
     seconds: float
 
 
-def _resize(images: torch.Tensor, size: int) -> torch.Tensor:
-    return images if images.shape[2] <= size else F.interpolate(images, size=(size, size), mode="area")
-
-
 def tunable_copy(G: Generator) -> Generator:
     """A copy of G whose synthesis weights train; the original is left as it was."""
     tuned = copy.deepcopy(G).eval()
@@ -91,10 +87,15 @@ def locality_latents(
     return start + radius * w_std * direction
 
 
-def lpips_between(lpips: LPIPS, images: torch.Tensor, targets: torch.Tensor, size: int = 256) -> torch.Tensor:
-    """LPIPS-VGG per image pair, both reduced to `size` when larger (the projection's loss size)."""
-    size = min(size, images.shape[-1])
-    return lpips.distance(lpips.features(_resize(images, size)), lpips.features(_resize(targets, size)))
+def pivot_batches(count: int, batch: int, gen: torch.Generator) -> Iterator[list[int]]:
+    """Endless batches of pivot indices: every pivot once per pass, the passes in random orders."""
+    batch = min(batch, count)
+    order: list[int] = []
+    while True:
+        if len(order) < batch:
+            order += torch.randperm(count, generator=gen).tolist()
+        yield order[:batch]
+        order = order[batch:]
 
 
 def tune_generator(
@@ -113,23 +114,20 @@ def tune_generator(
     k = latents.shape[0]
     if targets.shape[0] != k or targets.shape[1:] != (3, G.cfg.resolution, G.cfg.resolution):
         raise ValueError(f"{k} pivots and targets of shape {list(targets.shape)}")
-    size = min(s.lpips_size, G.cfg.resolution)
     G.requires_grad_(False)
     tuned = tunable_copy(G)
     opt = torch.optim.Adam([p for p in tuned.parameters() if p.requires_grad], lr=s.lr)
     gen = torch.Generator().manual_seed(s.seed)
     pivots = latents.to(device)
-    order: list[int] = []
     losses, local_losses = [], []
     started = time.perf_counter()
+    batches = pivot_batches(k, s.batch, gen)
     for step in range(s.steps):
-        if len(order) < min(s.batch, k):
-            order += torch.randperm(k, generator=gen).tolist()
-        pick, order = order[: min(s.batch, k)], order[min(s.batch, k) :]
+        pick = next(batches)
         w = pivots[pick]
         target = targets[pick].to(device)
         synth = tuned.synthesis(w, "const")
-        loss = s.lpips_weight * lpips_between(lpips, synth, target, size).mean()
+        loss = s.lpips_weight * lpips.between(synth, target, s.lpips_size).mean()
         loss = loss + s.mse_weight * (synth - target).square().mean()
         total = loss
         local = torch.zeros(())
@@ -138,7 +136,7 @@ def tune_generator(
             with torch.no_grad():
                 before = G.synthesis(w_r, "const")
             after = tuned.synthesis(w_r, "const")
-            local = lpips_between(lpips, after, before, size).mean() + (after - before).square().mean()
+            local = lpips.between(after, before, s.lpips_size).mean() + (after - before).square().mean()
             total = total + s.locality * local
         opt.zero_grad(set_to_none=True)
         total.backward()
@@ -177,7 +175,6 @@ def stitch_generator(
     s = settings
     device = G.w_avg.device
     k = latents.shape[0]
-    size = min(s.lpips_size, G.cfg.resolution)
     G.requires_grad_(False)
     band, inside = border_band(mattes, s.band)
     with torch.no_grad():
@@ -185,13 +182,11 @@ def stitch_generator(
     stitched = tunable_copy(G)
     opt = torch.optim.Adam([p for p in stitched.parameters() if p.requires_grad], lr=s.lr)
     gen = torch.Generator().manual_seed(s.seed)
-    order: list[int] = []
     losses = []
     started = time.perf_counter()
+    batches = pivot_batches(k, s.batch, gen)
     for step in range(s.steps):
-        if len(order) < min(s.batch, k):
-            order += torch.randperm(k, generator=gen).tolist()
-        pick, order = order[: min(s.batch, k)], order[min(s.batch, k) :]
+        pick = next(batches)
         b, i = band[pick].to(device), inside[pick].to(device)
         plate, face = plates[pick].to(device), drawn[pick].to(device)
         synth = stitched.synthesis(latents[pick].to(device), "const")
@@ -199,7 +194,7 @@ def stitch_generator(
         target = face * (1 - b) + plate * b
         loss = (b * (synth - plate)).square().sum() / b.sum().clamp_min(1) / 3
         loss = loss + (i * (synth - face)).square().sum() / i.sum().clamp_min(1) / 3
-        loss = loss + lpips_between(lpips, synth, target, size).mean()
+        loss = loss + lpips.between(synth, target, s.lpips_size).mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -216,9 +211,8 @@ def lpips_per_face(
 ) -> np.ndarray:
     """LPIPS-VGG of what G draws from each latent against its target ([K] numpy), at the loss size."""
     device = G.w_avg.device
-    size = min(256, G.cfg.resolution)
     out = []
     for i in range(0, latents.shape[0], batch):
         synth = G.synthesis(latents[i : i + batch].to(device), "const")
-        out.append(lpips_between(lpips, synth, targets[i : i + batch].to(device), size).cpu())
+        out.append(lpips.between(synth, targets[i : i + batch].to(device)).cpu())
     return torch.cat(out).numpy() if out else np.zeros(0)
