@@ -1,6 +1,6 @@
 """Inversion with an encoder and pivotal tuning, against projection from the average latent.
 
-    .venv/bin/python bench/inversion.py --generator G --encoder E [--frames 48] [--tune-steps 300]
+    .venv/bin/python bench/inversion.py --generator G --encoder E [--frames 48] [--tune-steps N] [--tune-lr X]
 
 1. Held-out faces: 16 aligned crops from odd frames of the two anonymous clips (the generator and the
    encoder are trained on every 2nd frame from frame 0, `vfx extract --every 2`, so odd frames are unseen),
@@ -129,14 +129,13 @@ def render(manifest: Path, root: Path) -> tuple[dict, float]:
 def shot_table(args, per_face_s: float, tmp: Path) -> None:
     last = 1000 + args.frames
     gen, enc = args.generator.resolve(), args.encoder.resolve()
-    tune = f"tune: {{steps: {args.tune_steps}}}"
+    tune_settings = f"steps: {args.tune_steps}" + (f", lr: {args.tune_lr}" if args.tune_lr else "")
+    tune = f"tune: {{{tune_settings}}}"
     keys = f"encoder: {enc}, every: {args.every}, steps: 100"
     variants = {
         "keys: mean + 1000 steps, path": f"every: {args.every}, steps: 1000, patience: 0",
         "keys: encoder + 100, path, tuned (frames)": f"{keys}, {tune}",
-        "keys: encoder + 100, path, tuned (keys)": (
-            f"{keys}, tune: {{steps: {args.tune_steps}, pivots: keys}}"
-        ),
+        "keys: encoder + 100, path, tuned (keys)": (f"{keys}, tune: {{{tune_settings}, pivots: keys}}"),
         "every frame: encoder + 100, temporal": f"encoder: {enc}, mode: every_frame, steps: 100, "
         f"temporal: {args.temporal}",
     }
@@ -207,6 +206,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--frames", type=int, default=48)
     ap.add_argument("--every", type=int, default=12)
     ap.add_argument("--tune-steps", type=int, default=300)
+    ap.add_argument("--tune-lr", type=float, help="the tuning's learning rate (default: project.tune's)")
     ap.add_argument("--temporal", type=float, default=0.01)
     ap.add_argument("--independent", action="store_true", help="render every frame at 1000 steps too")
     ap.add_argument("--skip-held-out", action="store_true")
