@@ -135,7 +135,7 @@ def shot_table(args, per_face_s: float, tmp: Path) -> None:
     variants = {
         "keys: mean + 1000 steps, path": f"every: {args.every}, steps: 1000, patience: 0",
         "keys: encoder + 100, path, tuned (frames)": f"{keys}, {tune}",
-        "keys: encoder + 100, path, tuned (keys)": (f"{keys}, tune: {{{tune_settings}, pivots: keys}}"),
+        "keys: encoder + 100, path, tuned (keys)": f"{keys}, tune: {{{tune_settings}, pivots: keys}}",
         "every frame: encoder + 100, temporal": f"encoder: {enc}, mode: every_frame, steps: 100, "
         f"temporal: {args.temporal}",
     }
