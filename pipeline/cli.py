@@ -98,19 +98,22 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_render(args: argparse.Namespace) -> int:
-    from pipeline.config import load_runner
-    from pipeline.flows import dry_run, run_render
-    from pipeline.shot.stages import STAGE_NAMES
+    from pipeline.shot.stages import STAGE_NAMES, plan
 
     if args.force is not None and args.force not in STAGE_NAMES:
         print(
             f"vfx render --force {args.force}: not a stage (one of {', '.join(STAGE_NAMES)})", file=sys.stderr
         )
         return 2
-    if args.dry_run:
-        for name, runs, why in dry_run(str(args.manifest), args.frames, str(args.root), args.force):
+    if args.dry_run:  # reads the manifest and the stage records only: no torch, no Prefect
+        from pipeline.manifest import load_shot
+
+        for name, runs, why in plan(load_shot(args.manifest, args.frames), args.root, args.force):
             print(f"{name:10} {'runs' if runs else 'cached':7} {why}")
         return 0
+    from pipeline.config import load_runner
+    from pipeline.flows import run_render
+
     result = run_render(
         str(args.manifest),
         frames=args.frames,

@@ -7,8 +7,10 @@ one. Techniques and render folders both use it, so it sits below them.
 
 from __future__ import annotations
 
+import collections
 import json
 import os
+import pickle
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
@@ -106,3 +108,38 @@ def read_array(
     if bad:
         raise PipelineError(f"{path}: {bad} of its {array.size} values are NaN or infinite")
     return array.astype(dtype)
+
+
+class _TensorFreeUnpickler(pickle.Unpickler):
+    """Reads a torch.save pickle without torch: tensors and storages become None; plain containers
+    (dicts, lists, tuples, numbers, strings, OrderedDict) come back as they are; any other class is
+    refused, so a hostile file runs nothing."""
+
+    def find_class(self, module: str, name: str):
+        if module == "torch" or module.startswith("torch."):
+            return _tensor_placeholder
+        if (module, name) == ("collections", "OrderedDict"):
+            return collections.OrderedDict
+        raise pickle.UnpicklingError(f"refused class {module}.{name}")
+
+    def persistent_load(self, pid: object) -> None:
+        return None
+
+
+def _tensor_placeholder(*args: object, **kwargs: object) -> None:
+    return None
+
+
+def read_torch_file_without_tensors(path: Path) -> object:
+    """What a torch.save file holds, with every tensor as None: the configs, settings and histories of
+    checkpoints, for `vfx validate`, `status` and `--dry-run`, which must not import torch (2-7 s). Reads
+    only the zip's pickle, never the tensor data."""
+    try:
+        with zipfile.ZipFile(path) as z:
+            name = next((n for n in z.namelist() if n.endswith("/data.pkl") or n == "data.pkl"), None)
+            if name is None:
+                raise PipelineError(f"{path}: not a torch checkpoint (no data.pkl inside)")
+            with z.open(name) as f:
+                return _TensorFreeUnpickler(f).load()
+    except (zipfile.BadZipFile, pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError) as e:
+        raise PipelineError(f"{path}: not a readable torch checkpoint: {str(e).splitlines()[0]}") from None

@@ -48,7 +48,7 @@ from prefect.task_runners import ThreadPoolTaskRunner  # noqa: E402
 from pipeline.config import RunnerSettings  # noqa: E402
 from pipeline.errors import ManifestError, PipelineError  # noqa: E402
 from pipeline.faces.track import FaceTrack  # noqa: E402
-from pipeline.manifest import Shot, load_shot, parse_range  # noqa: E402
+from pipeline.manifest import Shot, load_shot  # noqa: E402
 from pipeline.media.encode import encode_movie  # noqa: E402
 from pipeline.media.sequences import extension  # noqa: E402
 from pipeline.processes import popen  # noqa: E402
@@ -60,7 +60,7 @@ from pipeline.shot.render import render_chunk as render_frames_of_chunk  # noqa:
 from pipeline.shot.report import output_metadata, report_markdown, write_report  # noqa: E402
 from pipeline.shot.review import drop_review_tiles  # noqa: E402
 from pipeline.shot.stage import Rendered, Stage, StageJob, StageOutput  # noqa: E402
-from pipeline.shot.stages import BY_NAME, plan, shot_status, stage_keys  # noqa: E402
+from pipeline.shot.stages import BY_NAME, shot_status, stage_keys  # noqa: E402
 from pipeline.shot.track import (  # noqa: E402
     TRACK,
     faces_spec,
@@ -208,14 +208,7 @@ def _artifact_key(shot: str) -> str:
 
 
 def prepare_shot(manifest: str, frames: str | None) -> Shot:
-    shot = load_shot(manifest)
-    if frames:
-        try:
-            first, last = parse_range(frames)
-        except ValueError as e:
-            raise ManifestError(f"--frames: {e}") from None
-        shot = shot.with_frames(first, last)
-    return shot
+    return load_shot(manifest, frames)
 
 
 def open_version(shot: Shot, root: Path, resume: bool, version: int | None) -> RenderVersion:
@@ -744,12 +737,6 @@ def run_batch(
     with shared_cluster(runner) as shared:
         runner_dict = asdict(shared) if shared else None
         return render_batch(folder, root=root, only=only, runner=runner_dict, resume=resume)
-
-
-def dry_run(manifest: str, frames: str | None = None, root: str = "render", force: str | None = None) -> list:
-    """Which stages a render would run and why; runs nothing and needs no Prefect server."""
-    shot = _precheck(manifest, frames, root)
-    return plan(shot, Path(root), force)
 
 
 def run_track(manifest: str, frames: str | None = None, root: str = "render") -> dict:

@@ -604,7 +604,7 @@ def read_manifest(path: Path) -> tuple[ManifestModel, yaml.Node | None]:
 
 
 def _check_swap(path: Path, root: yaml.Node | None, base: Path, spec: ManifestModel) -> None:
-    from pipeline.swap.train import CheckpointError, checkpoint_config
+    from pipeline.swap.checkpoint import CheckpointError, checkpoint_config
 
     swap = spec.swap
     assert swap is not None
@@ -743,8 +743,9 @@ def _no_plate(
     return plate_spec, open_plate("still", source, fps=fps, hold=last - first + 1), first
 
 
-def load_shot(path: str | Path) -> Shot:
-    """Read, validate and check a manifest against its plate (opened and probed, not decoded)."""
+def load_shot(path: str | Path, frames: str | None = None) -> Shot:
+    """Read, validate and check a manifest against its plate (opened and probed, not decoded); with
+    `frames` (a command line's --frames, "1010-1020"), the shot narrowed to that part."""
     path = Path(path)
     spec, root = read_manifest(path)
     base = path.resolve().parent
@@ -840,7 +841,7 @@ def load_shot(path: str | Path) -> Shot:
     settings = spec.model_dump(mode="json")
     settings["plate"] = {**p.model_dump(mode="json"), "resolved": _resolve(base, p.source)}
     digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()
-    return Shot(
+    shot = Shot(
         name=spec.shot,
         manifest_path=path,
         spec=spec,
@@ -853,3 +854,10 @@ def load_shot(path: str | Path) -> Shot:
         fps=fps_override or info.fps,
         settings_hash=digest,
     )
+    if not frames:
+        return shot
+    try:
+        part_first, part_last = parse_range(frames)
+    except ValueError as e:
+        raise ManifestError(f"--frames: {e}") from None
+    return shot.with_frames(part_first, part_last)

@@ -12,10 +12,10 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
-import torch
 
 from pipeline.errors import ManifestError, PipelineError
 from pipeline.faces.draw import grid
@@ -34,9 +34,13 @@ from pipeline.shot.project import (
 )
 from pipeline.shot.stage import Rendered, Stage, StageJob, StageOutput
 from pipeline.stylegan.edits import Direction, apply_edit, ramp
-from pipeline.stylegan.generator import Generator, images_to_tensor, tensor_to_images
 from pipeline.stylegan.paths import PathSettings, latent_path
 from pipeline.workspace import RenderVersion
+
+if TYPE_CHECKING:
+    import torch
+
+    from pipeline.stylegan.generator import Generator
 
 KEYS_FORMAT = 1
 
@@ -92,6 +96,8 @@ def _truncate(G: Generator, w: torch.Tensor, psi: float) -> torch.Tensor:
 
 def key_latent(shot: Shot, G: Generator, key: PathKeySpec, steps: int) -> tuple[np.ndarray, str]:
     """W+ [num_ws, w_dim] of one key, and where it came from."""
+    import torch
+
     with torch.no_grad():
         if key.seed is not None:
             z = torch.randn(1, G.cfg.z_dim, generator=torch.Generator().manual_seed(key.seed)).to(device())
@@ -117,6 +123,7 @@ def project_portrait(G: Generator, image: Path, steps: int) -> torch.Tensor:
     """A portrait's largest face, aligned and projected with the generator's fixed noise."""
     from pipeline.faces.detect import FaceAnalyzer
     from pipeline.faces.extract import aligned_face
+    from pipeline.stylegan.generator import images_to_tensor
     from pipeline.stylegan.lpips import load_lpips
     from pipeline.stylegan.project import ProjectSettings, project_to_w_plus
 
@@ -211,12 +218,16 @@ class GeneratedFaces:
             ws = apply_edit(ws, vector, amount, ramp(at, first, last, ramp_frames))
         return ws.astype(np.float32)
 
-    @torch.no_grad()
     def faces(self, numbers: list[int], size: int, batch: int = 16, edited: bool = True) -> list[np.ndarray]:
+        import torch
+
+        from pipeline.stylegan.generator import tensor_to_images
+
         ws = torch.from_numpy(self.latents(numbers, edited))
         out = []
         for i in range(0, len(ws), batch):
-            images = tensor_to_images(self.G.synthesis(ws[i : i + batch].to(device()), "const"))
+            with torch.no_grad():
+                images = tensor_to_images(self.G.synthesis(ws[i : i + batch].to(device()), "const"))
             interp = cv2.INTER_CUBIC if size > images.shape[1] else cv2.INTER_AREA
             out += [np.clip(cv2.resize(f, (size, size), interpolation=interp), 0, 1) for f in images]
         return out

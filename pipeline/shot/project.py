@@ -25,7 +25,6 @@ from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
-import torch
 
 from pipeline.errors import ManifestError, PipelineError
 from pipeline.faces.align import align_face
@@ -38,12 +37,14 @@ from pipeline.media.sequences import write_frame
 from pipeline.shot.keys import StageKey, code_version, digest, file_digest
 from pipeline.shot.stage import Rendered, Stage, StageJob, StageOutput
 from pipeline.shot.swap import SwappedFaces
-from pipeline.stylegan.generator import Generator, images_to_tensor, tensor_to_images
 from pipeline.stylegan.registry import generator_path
 from pipeline.workspace import RenderVersion
 
 if TYPE_CHECKING:
+    import torch
+
     from pipeline.stylegan.encoder import Encoder
+    from pipeline.stylegan.generator import Generator
 
 PROJECTION_FORMAT = 2  # bump when the stage's code changes what it stores
 
@@ -60,6 +61,8 @@ def projects_swapped_faces(shot: Shot) -> bool:
 
 
 def device() -> torch.device:
+    import torch  # here, not above: vfx status and --dry-run compute stage keys without torch
+
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
@@ -249,6 +252,8 @@ class ShotProjection:
 
 def encode_faces(shot: Shot, G: Generator, images: torch.Tensor, batch: int) -> torch.Tensor:
     """The encoder's W+ of each face: the start of its polish."""
+    import torch
+
     E = load_shot_encoder(shot)
     with torch.no_grad():
         return torch.cat([E(images[i : i + batch]) for i in range(0, len(images), batch)])
@@ -258,6 +263,9 @@ def project_faces(
     shot: Shot, track: FaceTrack, log: Callable[[str], None] = print, swap_cache: str | Path | None = None
 ) -> ShotProjection:
     """Project the shot's key faces (or every face) with the manifest's settings."""
+    import torch
+
+    from pipeline.stylegan.generator import images_to_tensor
     from pipeline.stylegan.lpips import load_lpips
     from pipeline.stylegan.project import (
         ProjectSettings,
@@ -385,6 +393,10 @@ def projection_contact_sheet(
 ) -> Path:
     """Projected faces (up to `count` across the shot): the real face, the pivot (what the shot's generator
     draws from its latent) and, when the tune stage adapted the generator, what the tuned copy draws."""
+    import torch
+
+    from pipeline.stylegan.generator import tensor_to_images
+
     p = ShotProjection.load(Path(latents_file))
     pick = np.unique(np.linspace(0, len(p.frames) - 1, min(count, len(p.frames))).round().astype(int))
     ws = torch.from_numpy(p.latents[pick]).to(device())

@@ -22,10 +22,10 @@ import json
 import time
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
-import torch
 
 from pipeline.faces.masks import landmark_mask
 from pipeline.faces.track import FaceTrack
@@ -42,7 +42,11 @@ from pipeline.shot.project import (
     projects_swapped_faces,
 )
 from pipeline.shot.stage import Rendered, Stage, StageJob, StageOutput
-from pipeline.stylegan.generator import Generator, images_to_tensor
+
+if TYPE_CHECKING:
+    import torch
+
+    from pipeline.stylegan.generator import Generator
 
 CHUNK = 64  # frames measured at once: a long shot at 1024 px is never held whole
 IDENTITY_FRAMES = 48  # frames whose dlib distance is measured, spread over the shot
@@ -107,6 +111,8 @@ def face_chunks(
     shot: Shot, track: FaceTrack, frames: list[int], size: int, swap_cache: str | None
 ) -> Iterator[tuple[list[int], torch.Tensor]]:
     """The real (or swapped) aligned faces of `frames` as [-1, 1] tensors, CHUNK frames at a time."""
+    from pipeline.stylegan.generator import images_to_tensor
+
     for i in range(0, len(frames), CHUNK):
         part = frames[i : i + CHUNK]
         yield part, images_to_tensor(aligned_faces(shot, track, part, size, swap_cache))
@@ -114,6 +120,8 @@ def face_chunks(
 
 def consecutive(lpips, images: torch.Tensor) -> np.ndarray:
     """LPIPS between each face and the next (the flicker a viewer sees)."""
+    import torch
+
     if len(images) < 2:
         return np.zeros(0)
     with torch.no_grad():
@@ -152,6 +160,8 @@ class FitMeter:
     ) -> dict[str, dict[str, np.ndarray]]:
         """Per generator: `lpips` [frames], `flicker` [frames - 1], `identity` [identity frames]; and the
         plate's own flicker under `real`."""
+        import torch
+
         from pipeline.stylegan.generator import tensor_to_images
 
         out: dict[str, dict[str, list]] = {
@@ -194,6 +204,8 @@ class FitMeter:
 
 def pivot_mattes(shot: Shot, track: FaceTrack, frames: list[int], size: int) -> torch.Tensor:
     """The composite's matte of each pivot in crop coordinates at the generator's size, [K, 1, R, R]."""
+    import torch
+
     faces, composite = shot.spec.faces, shot.spec.composite
     assert faces is not None
     m = (composite.mask if composite is not None else None) or faces.mask
@@ -215,7 +227,10 @@ def tune_shot(
 ) -> dict:
     """Tune the generator to the shot (when the manifest asks) and measure every frame; writes the tuned
     generator and `fit.json` into `out`, and returns the report."""
+    import torch
+
     from pipeline.stylegan.checkpoints import save_generator
+    from pipeline.stylegan.generator import images_to_tensor
     from pipeline.stylegan.tune import (
         StitchSettings,
         TuneSettings,

@@ -6,7 +6,6 @@ so training killed at any moment continues from the last checkpoint exactly as i
 
 from __future__ import annotations
 
-import functools
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -18,16 +17,10 @@ import torch
 from pipeline.curves import loss_curve, write_png
 from pipeline.errors import PipelineError
 from pipeline.files import write_atomic
+from pipeline.swap.checkpoint import CHECKPOINT_FORMAT, CHECKPOINT_NAME, CheckpointError, checkpoint_file
 from pipeline.swap.data import Augment, FaceSet, load_face_set, make_batch
 from pipeline.swap.loss import swap_loss
 from pipeline.swap.model import PRESETS, SwapConfig, SwapModel
-
-CHECKPOINT_FORMAT = 1
-CHECKPOINT_NAME = "swap.pt"
-
-
-class CheckpointError(PipelineError):
-    """A checkpoint that is missing, unreadable, or from another preset."""
 
 
 @dataclass
@@ -76,11 +69,7 @@ def save_checkpoint(path: Path, state: TrainState, settings: TrainSettings) -> N
 
 
 def read_checkpoint(path: Path) -> dict:
-    path = Path(path)
-    if path.is_dir():
-        path = path / CHECKPOINT_NAME
-    if not path.is_file():
-        raise CheckpointError(f"{path}: no swap checkpoint (train one with vfx train swap)")
+    path = checkpoint_file(path)
     try:
         # tensors and plain containers only; mmap so reading the config does not read a 1 GB file
         data = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
@@ -89,23 +78,6 @@ def read_checkpoint(path: Path) -> dict:
     if not isinstance(data, dict) or data.get("format") != CHECKPOINT_FORMAT or "config" not in data:
         raise CheckpointError(f"{path}: not a swap checkpoint of format {CHECKPOINT_FORMAT}")
     return data
-
-
-def checkpoint_config(path: Path) -> dict:
-    """The model config of a swap checkpoint, as manifest checks need it. Cached by the file's identity:
-    every chunk of every shot loads its manifest, and reading a checkpoint's index costs about 0.1 s."""
-    path = Path(path)
-    if path.is_dir():
-        path = path / CHECKPOINT_NAME
-    if not path.is_file():
-        raise CheckpointError(f"{path}: no swap checkpoint (train one with vfx train swap)")
-    st = path.stat()
-    return dict(_checkpoint_config(str(path), st.st_size, st.st_mtime_ns))
-
-
-@functools.lru_cache(maxsize=16)
-def _checkpoint_config(path: str, size: int, mtime_ns: int) -> dict:
-    return read_checkpoint(Path(path))["config"]
 
 
 def load_model(path: Path) -> SwapModel:

@@ -1,0 +1,101 @@
+"""The bookkeeping commands (validate, status, render --dry-run) stay light: they read manifests, model
+headers and stage records, and never import torch or Prefect (which cost 2-7 s on a quiet machine)."""
+
+from __future__ import annotations
+
+import json
+import pickle
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import write_manifest
+
+from pipeline.errors import PipelineError
+from pipeline.files import read_torch_file_without_tensors
+from pipeline.swap.checkpoint import checkpoint_config
+from pipeline.swap.train import read_checkpoint
+
+PROBE = """
+import json, sys
+from pipeline.cli import main
+from pipeline.manifest import load_shot
+from pipeline.shot.stages import stage_keys
+m, root = sys.argv[1], sys.argv[2]
+codes = [
+    main(["validate", m]),
+    main(["render", m, "--dry-run", "--root", root]),
+    main(["status", m, "--root", root]),
+]
+keys = sorted(stage_keys(load_shot(m)))
+heavy = [n for n in ("torch", "prefect") if n in sys.modules]
+print(json.dumps({"codes": codes, "keys": keys, "heavy": heavy}))
+"""
+
+
+def test_validate_status_and_dry_run_import_neither_torch_nor_prefect(
+    tmp_path, woman_clip, tiny_model, tiny_generator_file
+):
+    m = write_manifest(
+        tmp_path,
+        f"""
+shot: bk010
+plate: {{movie: {woman_clip}}}
+frames: 1001-1010
+output: {{sequence: png8, movies: []}}
+faces: {{crop_size: 64}}
+swap: {{model: {tiny_model}, direction: a_to_b}}
+project: {{generator: {tiny_generator_file}, steps: 8, tune: {{steps: 10}}}}
+path: {{edits: []}}
+composite: {{}}
+""",
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", PROBE, str(m), str(tmp_path / "render")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    out = json.loads(done.stdout.strip().splitlines()[-1])
+    assert out["codes"] == [0, 0, 0]
+    # every stage's key was computed (the dry run and stage_keys), yet neither torch nor Prefect was loaded
+    assert out["keys"] == ["composite", "path", "project", "swap", "track", "tune"]
+    assert out["heavy"] == []
+    assert "swap       runs" in done.stdout and "never rendered" in done.stdout
+
+
+def test_a_checkpoint_is_read_without_torch_as_torch_reads_it(tiny_model, tmp_path):
+    header = read_torch_file_without_tensors(tiny_model / "swap.pt")
+    full = read_checkpoint(tiny_model)
+    assert header["config"] == full["config"] == checkpoint_config(tiny_model)
+    assert header["step"] == full["step"] and header["history"] == full["history"]
+    # tensors are left out, their names kept
+    assert set(header["model"]) == set(full["model"]) and all(v is None for v in header["model"].values())
+    torch.save({"format": 1, "config": {"size": 64}, "w": torch.ones(3)}, tmp_path / "plain.pt")
+    plain = read_torch_file_without_tensors(tmp_path / "plain.pt")
+    assert plain == {"format": 1, "config": {"size": 64}, "w": None}
+
+
+class Hostile:
+    def __reduce__(self):
+        return (Path.touch, (Path("/nonexistent-dir/pwned"),))
+
+
+def test_a_hostile_or_broken_checkpoint_is_refused_without_running_it(tmp_path):
+    bad = tmp_path / "bad.pt"
+    with zipfile.ZipFile(bad, "w") as z:
+        z.writestr("bad/data.pkl", pickle.dumps({"config": Hostile()}))
+    refused = r"bad\.pt: not a readable torch checkpoint: refused class pathlib"
+    with pytest.raises(PipelineError, match=refused):
+        read_torch_file_without_tensors(bad)
+    (tmp_path / "text.pt").write_text("not a zip")
+    with pytest.raises(PipelineError, match=r"text\.pt: not a readable torch checkpoint"):
+        read_torch_file_without_tensors(tmp_path / "text.pt")
+    with zipfile.ZipFile(tmp_path / "empty.pt", "w") as z:
+        z.writestr("x/other", b"")
+    with pytest.raises(PipelineError, match=r"empty\.pt: not a torch checkpoint \(no data\.pkl inside\)"):
+        read_torch_file_without_tensors(tmp_path / "empty.pt")
