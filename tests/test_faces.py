@@ -227,6 +227,19 @@ def test_the_actor_is_followed_not_the_biggest_face(template):
     assert all(face is actor[i] for i, (face, _) in enumerate(chosen))
 
 
+def test_faint_detections_are_not_counted_as_more_faces(template):
+    """A second detection scoring a tenth of the actor's (HOG on a badge) is not a second face; a second
+    person scoring near the actor is."""
+    actor, badge, person = (synthetic_face(x, 200, 100) for x in (100, 300, 500))
+    actor.score, badge.score, person.score = 1.4, 0.12, 0.9
+    track = build_track(
+        [FrameFaces(0, [actor]), FrameFaces(1, [actor, badge]), FrameFaces(2, [actor, badge, person])],
+        TrackSettings(),
+    )
+    assert track.faces_found.tolist() == [1, 1, 2]
+    assert track.summary()["several_faces_frames"] == 1
+
+
 def test_a_reference_picks_the_closest_identity(template):
     a, b = np.zeros(128, np.float32), np.full(128, 0.1, np.float32)
     found = [FrameFaces(0, [synthetic_face(100, 100, 120, a), synthetic_face(300, 100, 80, b)])]

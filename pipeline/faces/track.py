@@ -18,6 +18,18 @@ from pipeline.faces.detect import Face, FaceAnalyzer, box_iou, identity_distance
 from pipeline.files import write_atomic
 
 TRACK_FORMAT = 1
+# A second detection counts as a face when it scores at least this share of the frame's best: dlib's HOG
+# finds faint "faces" in badges and folds of clothing (scores 0-0.2 beside 1.2-1.6 for the real face on the
+# astronaut plate), and a report that counts them says a portrait of one person has several.
+CONFIDENT_SHARE = 0.4
+
+
+def confident_faces(faces: Sequence[Face]) -> int:
+    """How many of a frame's detections are faces with some confidence (see CONFIDENT_SHARE)."""
+    if not faces:
+        return 0
+    best = max(f.score for f in faces)
+    return sum(1 for f in faces if f.score >= CONFIDENT_SHARE * best)
 
 
 @dataclass(frozen=True)
@@ -53,7 +65,7 @@ class FaceTrack:
     """Per-frame arrays over the frames of a shot; NaN where there is no face."""
 
     frames: np.ndarray  # (N,) frame numbers
-    faces_found: np.ndarray  # (N,) how many faces the detector found
+    faces_found: np.ndarray  # (N,) how many faces the detector found with confidence (confident_faces)
     detected: np.ndarray  # (N,) bool: the actor's face was detected on this frame
     filled: np.ndarray  # (N,) bool: no detection, but inside a short gap that was interpolated
     landmarks: np.ndarray  # (N, 68, 2) the actor's detected landmarks (plate pixels)
@@ -232,7 +244,7 @@ def build_track(
     filled_params, filled = fill_gaps(raw, settings.max_gap)
     return FaceTrack(
         frames=np.array([f.frame for f in found], np.int64),
-        faces_found=np.array([len(f.faces) for f in found], np.int32),
+        faces_found=np.array([confident_faces(f.faces) for f in found], np.int32),
         detected=detected,
         filled=filled,
         landmarks=landmarks,

@@ -35,7 +35,7 @@ def altered_stages(shot: Shot) -> list[str]:
 
 
 def models_used(shot: Shot) -> str:
-    """The model files that made the shot's new faces, each named once."""
+    """The models that found, placed and made the shot's new faces, each named once."""
     models = [m for stage in active_stages(shot) for m in stage.models(shot)]
     return ",".join(dict.fromkeys(models)) or "none"
 

@@ -141,5 +141,5 @@ class Stage:
         return None
 
     def models(self, shot: Shot) -> list[str]:
-        """The model files that make its faces, for the output metadata."""
+        """The models that find, place or make its faces, for the output metadata."""
         return []

@@ -344,6 +344,16 @@ class TrackStage(Stage):
     def markdown(self, report: dict) -> list[str]:
         return faces_markdown(report["faces"]) if report.get("faces") else []
 
+    def models(self, shot: Shot) -> list[str]:
+        """dlib's detector and landmark model place every new face (and its recognition model picks the
+        actor when a reference is given)."""
+        spec = self.section(shot)
+        if spec is None:
+            return []
+        detector = "dlib:mmod_human_face_detector" if spec.detector == "cnn" else "dlib:hog_frontal_face"
+        recognition = ["dlib:face_recognition_resnet_model_v1"] if spec.reference else []
+        return [detector, "dlib:shape_predictor_68_face_landmarks", *recognition]
+
     def tile_frames(self, shot: Shot) -> list[int]:
         return sample_frames(shot.first, shot.last)
 
