@@ -125,7 +125,20 @@ def cmd_render(args: argparse.Namespace) -> int:
     )
     note = f" ({result['note']})" if result.get("note") else ""
     print(f"{result['shot']} {result['version']}: {result['path']}{note}")
+    for line in what_to_open(Path(result["path"])):
+        print(f"  {line}")
     return 0
+
+
+def what_to_open(version: Path) -> list[str]:
+    """Where a newcomer looks first in a render folder: the review movie (or the contact sheet), then the
+    report."""
+    review = sorted(version.glob("*_h264_review.mp4"))
+    first = review[0] if review else version / "contact_sheet.png"
+    lines = [f"open first: {first}"] if first.is_file() else []
+    if (version / "report.md").is_file():
+        lines.append(f"report: {version / 'report.md'} (frames in {version / 'comp'})")
+    return lines
 
 
 def cmd_track(args: argparse.Namespace) -> int:

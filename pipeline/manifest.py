@@ -318,7 +318,7 @@ class ElementSpec(Strict):
 
 class CompositeSpec(Strict):
     enabled: bool = True
-    alteration: Literal["none", "mirror", "recolor"] = Field(
+    alteration: Literal["none", "mirror", "recolor", "retouch"] = Field(
         "none", description="a test change to the face while no face stage (swap, projection) runs"
     )
     color: Literal["rct", "hist", "lct", "none"] = "rct"

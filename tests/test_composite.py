@@ -94,6 +94,32 @@ def test_colour_transfer_undoes_a_known_lab_shift(method, analyzer):
     assert after * 5 <= before, (before, after)
 
 
+def test_retouch_changes_the_face_where_the_colour_match_cannot_undo_it(analyzer):
+    """The demo's alteration: the eyes larger and the jaw slimmer. After rct, recolor leaves almost no
+    difference (by design) while retouch leaves a visible one, inside the face only."""
+    frame = load_still("builtin:astronaut")
+    face = analyzer.detect(frame)[0]
+    crop, m = align_face(frame, ffhq_params(face.landmarks), 256)
+    landmarks = transform_points(m, face.landmarks)
+    mask = landmark_mask(landmarks, 256, "extended", erode=0.02, feather=0.03)
+
+    def left_after_rct(how: str) -> float:
+        altered = transfer_color(alter_face(crop, how, landmarks), crop, mask, "rct")
+        return float(np.abs(altered - crop)[mask > 0.5].mean())
+
+    assert left_after_rct("recolor") < 0.01 < 0.03 < left_after_rct("retouch")
+    out = alter_face(crop, "retouch", landmarks)
+    # the eyes grow: the dark pixels (iris, lashes) around each eye's centre become more
+    for eye in (landmarks[36:42], landmarks[42:48]):
+        (x0, y0), (x1, y1) = eye.min(0).astype(int) - 6, eye.max(0).astype(int) + 6
+        before, after = ((im[y0:y1, x0:x1].mean(-1) < 0.3).sum() for im in (crop, out))
+        assert after > 1.3 * before, (after, before)
+    # far from the face (the crop's top corners) nothing moves; without landmarks nothing changes
+    for corner in (np.s_[:20, :20], np.s_[:20, -20:]):
+        assert np.abs(out[corner] - crop[corner]).max() < 1e-3
+    assert np.array_equal(alter_face(crop, "retouch", None), crop)
+
+
 def test_rct_on_real_footage_fivefold(footage, analyzer):
     for plate in real_frames(footage):
         crop, _, mask = prepared(plate, analyzer)

@@ -22,6 +22,7 @@ from pipeline.cli import main
 from pipeline.errors import ManifestError, MediaError
 from pipeline.flows import run_render
 from pipeline.manifest import load_shot
+from pipeline.media.color import to_float
 from pipeline.media.decode import read_image
 from pipeline.media.sequences import read_png_text
 
@@ -392,30 +393,43 @@ def test_the_demo_shots_render_as_a_batch(tmp_path, prefect_server):
         report = json.loads((v / "report.json").read_text())
         assert report["frames_written"] == n
         assert report["faces"]["with_face"] == n  # the astronaut is tracked through every camera move
+        # a photo of one person: the faint "faces" HOG finds on her suit's badges are not counted
+        assert report["faces"]["several_faces_frames"] == 0
+        assert report["metadata"]["models"] == "dlib:hog_frontal_face,dlib:shape_predictor_68_face_landmarks"
         assert report["metadata"]["synthetic_imagery"] == "true"
         with av.open(str(v / movie)) as c:
             assert sum(1 for _ in c.decode(video=0)) == n
     assert len(list((root / "demo" / "v001" / "element").glob("*.png"))) == 48
     assert len(list((root / "demo_poisson" / "v001" / "element").glob("*.exr"))) == 12
     assert not (root / "demo_alpha" / "v001" / "element").exists()
-    # demo_poisson's comp has the mirrored face cloned in: the middle of the face differs from the plate,
-    # and outside the crop's square it is the plate, up to the EXR's half floats
-    v = root / "demo_poisson" / "v001"
+    # the README's demo retouches her face (larger eyes, slimmer jaw) and demo_poisson clones the mirrored
+    # face in: inside the face the comp differs from the plate, and outside the crop's square it is the
+    # plate, up to the 16-bit PNG's or the EXR's half floats
+    for shot, ext, n in (("demo", "png", 48), ("demo_poisson", "exr", 12)):
+        diff_middle = face_against_plate(root / shot / "v001", shot, ext, n)
+        assert diff_middle > 0.02, (shot, diff_middle)
+
+
+def face_against_plate(v: Path, shot: str, ext: str, n: int) -> float:
+    """The smallest mean difference between comp and plate in the middle of the face over the frames;
+    asserts that outside the face's crop square the comp is the plate."""
     transforms = json.loads((v / "transforms.json").read_text())
     size = transforms["crop_size"]
-    plates = load_shot(REPO / "shots" / "demo_poisson.yaml").plate.read(0, 12)
+    plates = load_shot(REPO / "shots" / f"{shot}.yaml").plate.read(0, n)
+    smallest = np.inf
     for i, plate in enumerate(plates):
-        comp = read_image(v / "comp" / f"demo_poisson_comp_v001.{1001 + i}.exr")
+        comp = to_float(read_image(v / "comp" / f"{shot}_comp_v001.{1001 + i}.{ext}"))
         h, w = plate.shape[:2]
         ys, xs = np.mgrid[0:h, 0:w]
         matrix = np.array(transforms["frames"][i]["plate_to_crop"])
         cx, cy = (matrix @ np.stack([xs.ravel(), ys.ravel(), np.ones(h * w)])).reshape(2, h, w) / size
-        middle = (0.35 < cx) & (cx < 0.65) & (0.45 < cy) & (cy < 0.7)  # cheeks, nose, mouth
+        middle = (0.3 < cx) & (cx < 0.7) & (0.4 < cy) & (cy < 0.75)  # eyes, cheeks, nose, mouth, jaw
         outside = (cx < -0.05) | (cx > 1.05) | (cy < -0.05) | (cy > 1.05)
         assert middle.sum() > 1000 and outside.sum() > 0.5 * h * w
         diff = np.abs(comp - plate / 255.0)
-        assert diff[middle].mean() > 0.02, (i, diff[middle].mean())
-        assert diff[outside].max() < 1e-3, (i, diff[outside].max())
+        smallest = min(smallest, float(diff[middle].mean()))
+        assert diff[outside].max() < 1e-3, (shot, i, diff[outside].max())
+    return smallest
 
 
 def test_a_killed_batch_resumes_and_matches_an_uninterrupted_one(tmp_path, prefect_server):

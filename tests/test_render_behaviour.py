@@ -79,8 +79,15 @@ def test_dry_run_and_force_from_the_command_line(tmp_path, prefect_server, capsy
     }
     assert not (root / "fx010").exists()
 
-    assert vfx(capsys, "render", m, "--root", root)[0] == 0
-    assert detections and not report(root / "fx010" / "v001")["faces"]["cached"]
+    rc, out, _ = vfx(capsys, "render", m, "--root", root)
+    assert rc == 0 and detections and not report(root / "fx010" / "v001")["faces"]["cached"]
+    # it ends by saying where the render is and what to open first (no review movie here: the sheet)
+    v1 = root / "fx010" / "v001"
+    assert out.splitlines()[-3:] == [
+        f"fx010 v001: {v1}",
+        f"  open first: {v1 / 'contact_sheet.png'}",
+        f"  report: {v1 / 'report.md'} (frames in {v1 / 'comp'})",
+    ]
     assert track_file.is_file()
     assert dry_run(capsys, m, root) == {
         "track": ("cached", f"cached ({track_file.name})"),

@@ -89,13 +89,19 @@ class AlteredFaces:
 
     draws_own_faces = False
 
-    def __init__(self, how: str):
+    def __init__(self, how: str, track: FaceTrack, crop_landmarks: np.ndarray):
         self.how = how
+        self.track = track
+        self.crop_landmarks = crop_landmarks  # [frames, 68, 2] in crop pixels (retouch warps by them)
 
     def __call__(
         self, numbers: list[int], faces: list[np.ndarray], masks: list[np.ndarray | None]
     ) -> tuple[list[np.ndarray], list[np.ndarray | None]]:
-        return [alter_face(f, self.how) for f in faces], [None] * len(faces)
+        out = [
+            alter_face(f, self.how, self.crop_landmarks[self.track.index(n)])
+            for n, f in zip(numbers, faces, strict=True)
+        ]
+        return out, [None] * len(faces)
 
 
 class Compositor:
@@ -118,7 +124,7 @@ class Compositor:
         self.size = shot.spec.faces.crop_size
         self.track = track
         self.crop_landmarks = track.crop_landmarks(self.size)
-        self.chain = face_chain(chain) or [AlteredFaces(spec.alteration)]
+        self.chain = face_chain(chain) or [AlteredFaces(spec.alteration, track, self.crop_landmarks)]
         swap = swap_spec(shot)
         self.batch_size = swap.batch if swap else 8
         self.new_faces_s = 0.0  # spent making faces, for the run record
