@@ -19,6 +19,9 @@ def loss_curve(
     """One line per `series` (label -> history key) against step, smoothed, each scaled to the plot."""
     img = np.full((height, width, 3), 255, np.uint8)
     if len(history) < 2:
+        steps = f" ({len(history)} so far)" if history else ""
+        text = f"too few steps for a curve{steps}: it is drawn from the second step on"
+        cv2.putText(img, text, (30, height // 2), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 1, cv2.LINE_AA)
         return img
     steps = np.array([h["step"] for h in history], np.float64)
     pad = 30
@@ -42,3 +45,27 @@ def loss_curve(
 
 def write_png(path: Path, rgb: np.ndarray) -> None:
     write_atomic(path, lambda tmp: cv2.imwrite(str(tmp), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)))
+
+
+def labelled(
+    image: np.ndarray, columns: list[str] | None = None, rows: list[str] | None = None, caption: str = ""
+) -> np.ndarray:
+    """A preview grid (uint8 RGB) with a band naming its equal-width columns above it, one naming its
+    equal-height rows on its left, and a caption (the training step) below: a preview someone else can
+    read without the code."""
+    font, scale, ink = cv2.FONT_HERSHEY_SIMPLEX, 0.4, (0, 0, 0)
+    h, w = image.shape[:2]
+    left = 8 + max((cv2.getTextSize(r, font, scale, 1)[0][0] for r in rows), default=-8) if rows else 0
+    top, bottom = (18 if columns else 0), (18 if caption else 0)
+    out = np.full((h + top + bottom, w + left, 3), 255, np.uint8)
+    out[top : top + h, left:] = image
+    for i, name in enumerate(columns or []):
+        tw = cv2.getTextSize(name, font, scale, 1)[0][0]
+        x = left + int((i + 0.5) * w / len(columns)) - tw // 2  # type: ignore[arg-type]
+        cv2.putText(out, name, (max(x, left), 13), font, scale, ink, 1, cv2.LINE_AA)
+    for i, name in enumerate(rows or []):
+        y = top + int((i + 0.5) * h / len(rows)) + 4  # type: ignore[arg-type]
+        cv2.putText(out, name, (4, y), font, scale, ink, 1, cv2.LINE_AA)
+    if caption:
+        cv2.putText(out, caption, (4, top + h + 13), font, scale, ink, 1, cv2.LINE_AA)
+    return out

@@ -11,10 +11,11 @@ import torch
 from conftest import write_manifest
 
 from pipeline.errors import ManifestError
+from pipeline.faces.detect import identity_verdict
 from pipeline.manifest import load_shot
 from pipeline.shot.report import altered_stages
 from pipeline.shot.swap import SwappedFaces
-from pipeline.swap.convert import convert_faces
+from pipeline.swap.convert import IdentityMeter, convert_faces
 from pipeline.swap.data import Augment, TrainingDataError, load_face_set, make_batch
 from pipeline.swap.loss import ssim_map
 from pipeline.swap.model import PRESETS, SwapModel
@@ -177,6 +178,39 @@ swap: {{model: {tiny_model}}}
         load_shot(m)
 
 
+def test_a_one_step_training_leaves_a_labelled_preview_and_a_loss_plot_that_says_why_it_is_empty(tiny_model):
+    preview = cv2.imread(str(tiny_model / "preview.png"))
+    loss = cv2.imread(str(tiny_model / "loss.png"))
+    # 4 faces of 64 px in 6 columns, with a band of column names above and the step below
+    assert preview.shape == (4 * 64 + 18 + 18, 6 * 64, 3)
+    top, bottom = preview[:18], preview[-18:]
+    assert (top < 128).any() and (bottom < 128).any() and (top > 250).mean() > 0.8
+    # one step gives no curve; the plot says so rather than staying blank
+    assert (loss < 128).sum() > 200
+
+
+def test_the_identity_verdict_looks_at_absolute_figures_first():
+    # a grid nearer B on every frame (the old check's success) fails: it is not a face
+    assert identity_verdict(found=0.0, to_target=0.9, closer_to_target=1.0)["verdict"] == "fail"
+    assert identity_verdict(1.0, 0.5, closer_to_target=0.2)["why"].startswith("nearer the source person")
+    weak = identity_verdict(0.95, 0.72, closer_to_target=0.8)
+    assert weak["verdict"] == "weak" and "0.720 is above 0.6" in weak["why"]
+    assert identity_verdict(1.0, 0.45, closer_to_target=0.9)["verdict"] == "pass"
+    assert identity_verdict(1.0, 0.45)["verdict"] == "pass"  # projection: no source person
+
+
+def test_dlib_finds_real_aligned_faces_but_not_noise_grids_or_blur(crops):
+    meter = IdentityMeter()
+    faces = load_face_set(crops["a"], 64, "a").images[:4]
+    assert all(meter.finds_face(f) for f in faces)
+    rng = np.random.default_rng(0)
+    grid = np.zeros((64, 64, 3), np.float32)
+    grid[::8], grid[:, ::8] = 0.8, 0.8
+    blurred = cv2.GaussianBlur(faces[0], (0, 0), 3)
+    for fake in (rng.random((64, 64, 3), dtype=np.float32), grid, blurred):
+        assert not meter.finds_face(fake)
+
+
 @pytest.mark.slow
 def test_swap_render_through_the_flow(tmp_path, woman_clip, tiny_model, crops, prefect_server):
     from pipeline.flows import run_render
@@ -204,21 +238,28 @@ swap:
     assert report["metadata"]["ai_altered_stages"] == "face swap (a_to_b)"
     assert str(tiny_model) in report["metadata"]["models"]
     assert "swap" in report["stages_run"]
-    # the per-frame rows are [frame, distance to A, distance to B]: real dlib distances, not one number twice
+    # the per-frame rows are [frame, distance to A, distance to B, face found]: real dlib distances, not one
+    # number twice
     rows = report["faces"]["identity_per_frame"]
     assert [r[0] for r in rows] == list(range(1001, 1009))
     to_a, to_b = np.array([r[1] for r in rows]), np.array([r[2] for r in rows])
     assert np.isfinite(to_a).all() and np.isfinite(to_b).all(), rows
     assert (to_a > 0.05).all() and (to_b > 0.05).all() and (to_a < 2).all() and (to_b < 2).all(), rows
     assert (np.abs(to_a - to_b) > 1e-4).all(), f"the same distance to A and to B: {rows}"
-    # and the summary is what the rows give, for the target person B
-    assert report["faces"]["identity"] == {
+    # and the summary is what the rows give, for the target person B; a model trained for one step draws
+    # no face at all, whatever share of frames is nearer B, and the verdict says so (report.md too)
+    identity = report["faces"]["identity"]
+    assert {k: identity[k] for k in identity if k not in ("verdict", "why")} == {
         "frames": 8,
         "mean_distance_to_a": pytest.approx(to_a.mean()),
         "mean_distance_to_b": pytest.approx(to_b.mean()),
         "closer_to_target": pytest.approx(np.mean(to_b < to_a)),
+        "face_found": 0.0,
         "target": "b",
     }
+    assert [r[3] for r in rows] == [0.0] * 8
+    assert identity["verdict"] == "fail" and identity["why"].startswith("not a face: dlib finds a face in 0%")
+    assert "- Verdict: **fail**: not a face" in (v / "report.md").read_text()
     # the comp has a new face: changed in the middle of the face, untouched above the forehead (the crop's
     # square covers most of this close-up, and the matte reaches into most of the square)
     comps = sorted((v / "comp").glob("*.png"))

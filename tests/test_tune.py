@@ -181,11 +181,14 @@ def test_a_ten_frame_shot_with_tuning_renders_and_reuses_the_tuned_generator(
     assert fit["after"]["lpips_mean"] < fit["before"]["lpips_mean"]
     assert all(after < before for _, before, after in fit["lpips_per_pivot"])
     assert fit["before"]["identity_mean"] is not None and fit["plate_flicker"] > 0
+    # an untrained 32 px generator draws no face: the identity verdict says so, whatever the distances
+    assert fit["before"]["face_found"] == 0.0 and fit["before"]["verdict"] == "fail"
+    assert fit["after"]["verdict"] in ("fail", "weak", "pass") and 0 <= fit["after"]["face_found"] <= 1
     assert report["timings"]["tune_s"] > 0 and fit["steps"] == 15
     tuned = Path(fit["path"]) / "generator.pt"
     assert tuned.is_file()
     assert len(list((v / "comp").glob("*.png"))) == 10
-    assert "## Fit to the real faces" in (v / "report.md").read_text()
+    assert "## Fit to the real faces" in (md := (v / "report.md").read_text()) and "identity **fail**" in md
     assert (v / "projection_contact_sheet.png").is_file()
 
     # a composite change reuses the tuned generator (the file is not written again)

@@ -119,3 +119,37 @@ class FaceAnalyzer:
 def identity_distance(a: np.ndarray, b: np.ndarray) -> float:
     """Euclidean distance of dlib embeddings: the same person is below about 0.6."""
     return float(np.linalg.norm(a - b))
+
+
+SAME_PERSON = 0.6  # dlib's threshold: pairs of one person's faces are below it (99.38% right on LFW)
+FACES_FOUND = 0.9  # a new face must be found as a face on this share of frames
+
+
+def identity_verdict(found: float, to_target: float, closer_to_target: float | None = None) -> dict:
+    """Whether new faces are the target person: `found` is the share of them in which dlib's detector
+    finds a face, `to_target` their mean dlib distance to the target, `closer_to_target` (for a swap) the
+    share of frames nearer the target than the source. A share of frames alone can pass a grid pattern that
+    is marginally nearer one descriptor than the other, so the verdict looks at absolute figures first:
+    fail when the faces are not faces or lean to the source, weak when they are faces but farther from the
+    target than dlib's same-person threshold, pass otherwise."""
+    if found < FACES_FOUND:
+        return {
+            "verdict": "fail",
+            "why": f"not a face: dlib finds a face in {found:.0%} of the new faces (needs {FACES_FOUND:.0%})",
+        }
+    if closer_to_target is not None and closer_to_target < 0.5:
+        return {
+            "verdict": "fail",
+            "why": f"nearer the source person than the target on {1 - closer_to_target:.0%} of the frames",
+        }
+    if to_target > SAME_PERSON:
+        return {
+            "verdict": "weak",
+            "why": f"a face, but not recognisably the target: mean distance {to_target:.3f} is above "
+            f"{SAME_PERSON} (dlib's same-person threshold)",
+        }
+    return {
+        "verdict": "pass",
+        "why": f"a face in {found:.0%} of the frames, the target at mean distance {to_target:.3f} "
+        f"(same person below {SAME_PERSON})",
+    }

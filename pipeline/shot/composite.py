@@ -158,7 +158,8 @@ class Compositor:
             if self.identity is not None:
                 meter, ref_a, ref_b = self.identity
                 e = meter.embed(face, self.crop_landmarks[self.track.index(numbers[k])])
-                out[k].identity = (float(np.linalg.norm(e - ref_a)), float(np.linalg.norm(e - ref_b)))
+                found = float(meter.finds_face(face))
+                out[k].identity = (float(np.linalg.norm(e - ref_a)), float(np.linalg.norm(e - ref_b)), found)
         return out
 
     def _composite(

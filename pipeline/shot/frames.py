@@ -30,7 +30,8 @@ class FrameComposite:
     element: np.ndarray | None  # RGBA, float32, straight alpha, plate size; None when not written
     new_face: np.ndarray | None  # the crop that went in (for contact sheets)
     matte: np.ndarray | None  # its matte in crop coordinates
-    identity: tuple[float, float] | None = None  # the new face's distance to person A and to B
+    # the new face's distance to person A and to B, and whether dlib's detector finds a face in it (1 or 0)
+    identity: tuple[float, float, float] | None = None
     # whether a face in the frame was altered (a new face composited, or a generated frame), for its
     # synthetic-imagery metadata; a frame work that passes a plate frame through says False
     altered: bool = True
@@ -88,7 +89,8 @@ class ChunkResult:
     write_s: float = 0.0
     review_s: float = 0.0  # the contact sheets' tiles of the sampled frames
     wall_s: float = 0.0
-    identity: list[list[float]] = field(default_factory=list)  # [frame, distance to A, distance to B]
+    # [frame, distance to A, distance to B, a face found (1) or not (0)]
+    identity: list[list[float]] = field(default_factory=list)
     worker: str = field(default_factory=lambda: f"{platform.node()}:{os.getpid()}")  # where it ran
 
 

@@ -171,19 +171,42 @@ def load_identity_references(path: str | None) -> tuple[np.ndarray, np.ndarray] 
 
 
 def identity_summary(rows: list[list[float]], direction: str) -> dict | None:
-    """Mean distances to A and B over the converted frames, and the share closer to the target person."""
+    """Mean distances to A and B over the converted frames, the share closer to the target person, the
+    share in which a face is found at all, and the verdict (faces.detect.identity_verdict)."""
+    from pipeline.faces.detect import identity_verdict
+
     if not rows:
         return None
     d = np.array(rows)
     target_b = direction == "a_to_b"
     closer = (d[:, 2] < d[:, 1]) if target_b else (d[:, 1] < d[:, 2])
+    to_target = float(d[:, 2 if target_b else 1].mean())
+    found = float(d[:, 3].mean())
     return {
         "frames": len(d),
         "mean_distance_to_a": float(d[:, 1].mean()),
         "mean_distance_to_b": float(d[:, 2].mean()),
         "closer_to_target": float(closer.mean()),
+        "face_found": found,
         "target": "b" if target_b else "a",
+        **identity_verdict(found, to_target, float(closer.mean())),
     }
+
+
+def identity_markdown(identity: dict | None) -> list[str]:
+    if not identity:
+        return ["## Identity", "", "- Not measured (give swap.reference_a and reference_b to measure it)", ""]
+    t = identity["target"].upper()
+    return [
+        "## Identity",
+        "",
+        f"- Verdict: **{identity['verdict']}**: {identity['why']}",
+        f"- Over {identity['frames']} frames: mean dlib distance to A {identity['mean_distance_to_a']:.3f}, "
+        f"to B {identity['mean_distance_to_b']:.3f} (target {t}; the same person is below 0.6)",
+        f"- Closer to {t} than to the other person on {identity['closer_to_target']:.0%} of the frames; "
+        f"a face found in {identity['face_found']:.0%} of the new faces",
+        "",
+    ]
 
 
 class SwapStage(Stage):
@@ -229,6 +252,9 @@ class SwapStage(Stage):
         if summary:
             r.log(f"{r.shot.name} {r.version.label}: identity {summary}")
         return {"identity": summary, "identity_per_frame": rows}
+
+    def markdown(self, report: dict) -> list[str]:
+        return identity_markdown((report.get("faces") or {}).get("identity"))
 
     def altered(self, shot: Shot, earlier: list[str]) -> str | None:
         swap = swap_spec(shot)

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING
 import cv2
 import numpy as np
 
+from pipeline.faces.detect import identity_verdict
 from pipeline.faces.masks import landmark_mask
 from pipeline.faces.track import FaceTrack
 from pipeline.files import write_json_atomic
@@ -158,14 +159,15 @@ class FitMeter:
     def measure(
         self, chunks: Iterator[tuple[list[int], torch.Tensor]], generators: dict[str, Generator], path
     ) -> dict[str, dict[str, np.ndarray]]:
-        """Per generator: `lpips` [frames], `flicker` [frames - 1], `identity` [identity frames]; and the
-        plate's own flicker under `real`."""
+        """Per generator: `lpips` [frames], `flicker` [frames - 1], `identity` [identity frames] and
+        `found` [identity frames] (1 where dlib's detector finds a face in the drawn face); and the plate's
+        own flicker under `real`."""
         import torch
 
         from pipeline.stylegan.generator import tensor_to_images
 
         out: dict[str, dict[str, list]] = {
-            n: {"lpips": [], "flicker": [], "identity": []} for n in generators
+            n: {"lpips": [], "flicker": [], "identity": [], "found": []} for n in generators
         }
         out["real"] = {"flicker": []}
         last: dict[str, torch.Tensor] = {}
@@ -196,6 +198,8 @@ class FitMeter:
                         a, b = self.embed(real_faces[k], numbers[i]), self.embed(faces[k], numbers[i])
                         if a is not None and b is not None:
                             out[name]["identity"].append(np.array([float(np.linalg.norm(a - b))]))
+                            assert self._meter is not None
+                            out[name]["found"].append(np.array([float(self._meter.finds_face(faces[k]))]))
         return {
             name: {k: np.concatenate(v) if v else np.zeros(0) for k, v in parts.items()}
             for name, parts in out.items()
@@ -308,7 +312,10 @@ def tune_shot(
             "lpips_max": float(f["lpips"].max()),
             "flicker": float(f["flicker"].mean()) if len(f["flicker"]) else 0.0,
             "identity_mean": float(f["identity"].mean()) if len(f["identity"]) else None,
+            "face_found": float(f["found"].mean()) if len(f["found"]) else None,
         }
+        if len(f["identity"]):  # the performer is the target: is the drawn face a face, and theirs?
+            report[name].update(identity_verdict(float(f["found"].mean()), float(f["identity"].mean())))
     report["plate_flicker"] = plate_flicker
     report["lpips_per_frame"] = [
         [n, *(float(fit[name]["lpips"][i]) for name in generators)] for i, n in enumerate(frames)
@@ -339,7 +346,8 @@ def fit_markdown(t: dict | None) -> list[str]:
                 f"- {'Shot generator' if name == 'before' else 'Tuned generator'}: LPIPS-VGG to the real "
                 f"faces over {t['frames_measured']} frames mean {f['lpips_mean']:.4f} (worst "
                 f"{f['lpips_max']:.4f}); flicker {f['flicker']:.4f} (plate {t['plate_flicker']:.4f}); "
-                f"dlib distance {ident}"
+                f"dlib distance to the real face {ident}"
+                + (f"; identity **{f['verdict']}**: {f['why']}" if "verdict" in f else "")
             )
     return lines
 

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from pipeline.curves import loss_curve, write_png
+from pipeline.curves import labelled, loss_curve, write_png
 from pipeline.errors import PipelineError
 from pipeline.files import write_atomic
 from pipeline.models import ENCODER_FILE, GENERATOR_FILE, generator_file, sha256_file
@@ -279,7 +279,7 @@ def preview_faces(G: Generator, faces: torch.Tensor | None, count: int) -> torch
 
 
 def preview(
-    G: Generator, encoder: Encoder, lpips: LPIPS, faces: torch.Tensor, polish_steps: int
+    G: Generator, encoder: Encoder, lpips: LPIPS, faces: torch.Tensor, polish_steps: int, caption: str = ""
 ) -> np.ndarray:
     """A grid: the faces, the generator's drawing of their encoded W+, and that W+ after a short polish
     (how projection uses the encoder); one face per column."""
@@ -299,7 +299,8 @@ def preview(
         )
         with torch.no_grad():
             rows.append(G.synthesis(polished.latents, polished.noise))
-    return image_grid(to_uint8(torch.cat(rows)), faces.shape[0])
+    names = ["face", "encoded"] + ([f"polished {polish_steps}"] if polish_steps > 0 else [])
+    return labelled(image_grid(to_uint8(torch.cat(rows)), faces.shape[0]), rows=names, caption=caption)
 
 
 def write_outputs(
@@ -321,7 +322,8 @@ def write_outputs(
 def write_figures(
     out: Path, state: EncoderState, G: Generator, lpips: LPIPS, faces: torch.Tensor, settings: EncoderSettings
 ) -> None:
-    write_png(out / "preview.png", preview(G, state.encoder, lpips, faces, settings.preview_polish_steps))
+    shown = preview(G, state.encoder, lpips, faces, settings.preview_polish_steps, f"step {state.step}")
+    write_png(out / "preview.png", shown)
     # the parts, not the total: with real crops every few steps the total zigzags between two sums
     series = {"latent": "latent", "LPIPS": "lpips", "MSE": "mse", "real LPIPS": "real_lpips"}
     present = {label: key for label, key in series.items() if any(key in h for h in state.history)}

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pipeline.curves import loss_curve, write_png
+from pipeline.curves import labelled, loss_curve, write_png
 from pipeline.errors import PipelineError
 from pipeline.files import write_atomic
 from pipeline.swap.checkpoint import CHECKPOINT_FORMAT, CHECKPOINT_NAME, CheckpointError, checkpoint_file
@@ -126,9 +126,12 @@ def train_step(state: TrainState, faces: dict[str, FaceSet], settings: TrainSett
     return record
 
 
+PREVIEW_COLUMNS = ("A", "A->A", "A->B", "B", "B->B", "B->A")
+
+
 @torch.no_grad()
-def preview(model: SwapModel, faces: dict[str, FaceSet], count: int = 4) -> np.ndarray:
-    """Rows of A, A->A, A->B, B, B->B, B->A for a few fixed faces (uint8 RGB)."""
+def preview(model: SwapModel, faces: dict[str, FaceSet], step: int, count: int = 4) -> np.ndarray:
+    """Columns A, A->A, A->B, B, B->B, B->A for a few fixed faces (uint8 RGB), named, with the step."""
     model.eval()
     cols = []
     for who, other in (("a", "b"), ("b", "a")):
@@ -137,7 +140,8 @@ def preview(model: SwapModel, faces: dict[str, FaceSet], count: int = 4) -> np.n
         swapped, _ = model(x, other)
         for t in (x, same, swapped):
             cols.append(np.concatenate(list(t.permute(0, 2, 3, 1).numpy()), axis=0))
-    return (np.clip(np.concatenate(cols, axis=1), 0, 1) * 255 + 0.5).astype(np.uint8)
+    grid = (np.clip(np.concatenate(cols, axis=1), 0, 1) * 255 + 0.5).astype(np.uint8)
+    return labelled(grid, columns=list(PREVIEW_COLUMNS), caption=f"step {step}")
 
 
 def train(
@@ -170,12 +174,12 @@ def train(
             if on_step:
                 on_step(record)
             if state.step % settings.preview_every == 0:
-                write_png(out / "preview.png", preview(state.model, faces))
+                write_png(out / "preview.png", preview(state.model, faces, state.step))
             if time.monotonic() - last_save > settings.checkpoint_minutes * 60:
                 save_checkpoint(ckpt, state, settings)
                 last_save = time.monotonic()
     finally:  # also on Ctrl-C: nothing since the last checkpoint is lost
         save_checkpoint(ckpt, state, settings)
-        write_png(out / "preview.png", preview(state.model, faces))
+        write_png(out / "preview.png", preview(state.model, faces, state.step))
         write_png(out / "loss.png", loss_curve(state.history, {"loss A": "a_total", "loss B": "b_total"}))
     return state
