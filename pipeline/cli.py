@@ -124,9 +124,9 @@ def cmd_render(args: argparse.Namespace) -> int:
         runner=load_runner(args.runner, args.workers, args.dask_address),
     )
     note = f" ({result['note']})" if result.get("note") else ""
-    print(f"{result['shot']} {result['version']}: {result['path']}{note}")
     for line in what_to_open(Path(result["path"])):
-        print(f"  {line}")
+        print(line)
+    print(f"{result['shot']} {result['version']}: {result['path']}{note}")  # the last line, for scripts
     return 0
 
 
@@ -440,10 +440,15 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("manifest", type=Path)
     r.add_argument("--frames", help="inclusive frame range to render, e.g. 1040-1060")
     r.add_argument(
-        "--resume", action="store_true", help="finish an interrupted version (the latest, or --version)"
+        "--resume",
+        action="store_true",
+        help="finish an interrupted version (the latest, or --render-version)",
     )
     r.add_argument(
-        "--version", type=whole(1, 99999), dest="version", help="version number to create (or resume)"
+        "--render-version",
+        type=whole(1, 99999),
+        dest="version",
+        help="the render version to create or resume (v003: 3); vfx --version is the program's",
     )
     r.add_argument("--root", type=Path, default=Path("render"), help="output root (default: render)")
     r.add_argument("--dry-run", action="store_true", help="say which stages would run and why; run nothing")

@@ -157,18 +157,18 @@ def check_version_number(number: int | None) -> None:
     """Versions count from 1 (v001): a folder named for 0 or less would be one that status and --resume
     never see."""
     if number is not None and not 1 <= number <= MAX_VERSION:
-        raise WorkspaceError(f"--version {number}: versions are numbered 1 to {MAX_VERSION}")
+        raise WorkspaceError(f"--render-version {number}: versions are numbered 1 to {MAX_VERSION}")
 
 
 def version_exists(path: Path, number: int) -> WorkspaceError:
     return WorkspaceError(
         f"{path}: version {number} exists and is never overwritten; use --resume to finish it, "
-        "or leave out --version for a new one"
+        "or leave out --render-version for a new one"
     )
 
 
 def check_new_version(root: Path, shot: str, number: int | None) -> None:
-    """Refuse --version N for a version that exists, before any work starts."""
+    """Refuse --render-version N for a version that exists, before any work starts."""
     check_version_number(number)
     if number is not None and (path := root / shot / f"v{number:03d}").exists():
         raise version_exists(path, number)

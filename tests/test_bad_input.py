@@ -391,7 +391,7 @@ ARG_CASES = {
     "render-frames-text": args("render {m} --frames all", "--frames"),
     "render-frames-huge": args("render {m} --frames 1001-99999999999", "--frames"),
     "render-frames-outside": args("render {m} --frames 1040-1060", "--frames", "1050"),
-    "render-version-zero": args("render {m} --version 0", "--version"),
+    "render-version-zero": args("render {m} --render-version 0", "--render-version"),
     "render-workers-zero": args("render {m} --workers 0", "--workers"),
     "render-force-unknown": args("render {m} --force paint", "--force"),
     "render-unknown-option": args("render {m} --colour red", "--colour"),

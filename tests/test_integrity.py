@@ -125,10 +125,10 @@ def interrupted_version(capfd, m: Path, root: Path, missing: range) -> RenderVer
 def test_two_resumes_of_one_version_one_finishes_it_the_other_refuses(tmp_path, prefect_server, capfd):
     m, root = long_shot(tmp_path), tmp_path / "render"
     v = interrupted_version(capfd, m, root, range(1003, 1025))
-    first = start_render(prefect_server, m, "--root", root, "--resume", "--version", "1")
+    first = start_render(prefect_server, m, "--root", root, "--resume", "--render-version", "1")
     who = wait_until_writing(v, first)
 
-    rc, out, err = vfx(capfd, "render", m, "--root", root, "--resume", "--version", "1")
+    rc, out, err = vfx(capfd, "render", m, "--root", root, "--resume", "--render-version", "1")
     assert rc == 2
     assert one_line(err, out) == f"{v.path}: being written by {who}; wait for it or render a new version"
 
@@ -196,14 +196,15 @@ def test_resuming_a_finished_version_changes_nothing(tmp_path, prefect_server, c
 def test_version_numbers_outside_1_to_99999_are_refused(tmp_path, capfd, number):
     m, root = long_shot(tmp_path, frames=2), tmp_path / "render"
     for extra in ([], ["--resume"]):
-        rc, out, err = vfx(capfd, "render", m, "--root", root, "--version", number, *extra)
+        rc, out, err = vfx(capfd, "render", m, "--root", root, "--render-version", number, *extra)
         assert rc == 2
         assert one_line(err, out) == (
-            f"vfx render: error: argument --version: {number} is out of range: give 1 to 99999 "
+            f"vfx render: error: argument --render-version: {number} is out of range: give 1 to 99999 "
             "(see vfx render --help)"
         )
         # and the same bound where a flow is called without the command line
-        with pytest.raises(WorkspaceError, match=f"^--version {number}: versions are numbered 1 to 99999$"):
+        bound = f"^--render-version {number}: versions are numbered 1 to 99999$"
+        with pytest.raises(WorkspaceError, match=bound):
             run_render(str(m), root=str(root), version=int(number), resume=bool(extra))
     assert not (root / "rc010").exists()
 
@@ -213,7 +214,7 @@ def test_an_existing_version_number_is_refused_before_the_flow(tmp_path, prefect
     m, root = long_shot(tmp_path, frames=2), tmp_path / "render"
     assert vfx(capfd, "render", m, "--root", root)[0] == 0
     before = {p: p.stat().st_mtime_ns for p in (root / "rc010").rglob("*")}
-    rc, out, err = vfx(capfd, "render", m, "--root", root, "--version", "1")
+    rc, out, err = vfx(capfd, "render", m, "--root", root, "--render-version", "1")
     assert rc == 2
     assert one_line(err, out).startswith(
         f"{root / 'rc010' / 'v001'}: version 1 exists and is never overwritten"

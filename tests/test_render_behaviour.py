@@ -1,5 +1,5 @@
 """What the README promises of `vfx render` and `vfx status` beyond a plain render: --dry-run and --force
-from the command line, --resume --version N, the stage records in report.json, and each state status
+from the command line, --resume --render-version N, the stage records in report.json, and each state status
 reports (running, interrupted, done, stale after a plate, model or code change)."""
 
 from __future__ import annotations
@@ -84,9 +84,9 @@ def test_dry_run_and_force_from_the_command_line(tmp_path, prefect_server, capsy
     # it ends by saying where the render is and what to open first (no review movie here: the sheet)
     v1 = root / "fx010" / "v001"
     assert out.splitlines()[-3:] == [
+        f"open first: {v1 / 'contact_sheet.png'}",
+        f"report: {v1 / 'report.md'} (frames in {v1 / 'comp'})",
         f"fx010 v001: {v1}",
-        f"  open first: {v1 / 'contact_sheet.png'}",
-        f"  report: {v1 / 'report.md'} (frames in {v1 / 'comp'})",
     ]
     assert track_file.is_file()
     assert dry_run(capsys, m, root) == {
@@ -137,7 +137,7 @@ def test_resume_of_a_given_version_writes_only_its_missing_frames(tmp_path, pref
     kept = {p.name: p.stat().st_mtime_ns for p in (v1 / "comp").glob("*.png")}
     later = {p: p.stat().st_mtime_ns for p in v2.rglob("*")}
 
-    rc, out, _ = vfx(capsys, "render", m, "--resume", "--version", "1", "--root", root)
+    rc, out, _ = vfx(capsys, "render", m, "--resume", "--render-version", "1", "--root", root)
     assert rc == 0 and out.strip().endswith(f"rs010 v001: {v1}")
     r = report(v1)
     assert (r["frames_written"], r["frames_skipped"]) == (2, 4)
@@ -147,7 +147,7 @@ def test_resume_of_a_given_version_writes_only_its_missing_frames(tmp_path, pref
     assert listing(root / "rs010") == ["v001", "v002"]
     assert {p: p.stat().st_mtime_ns for p in v2.rglob("*")} == later
 
-    rc, out, err = vfx(capsys, "render", m, "--resume", "--version", "7", "--root", root)
+    rc, out, err = vfx(capsys, "render", m, "--resume", "--render-version", "7", "--root", root)
     assert rc == 2
     assert err.strip().splitlines() == [f"{root / 'rs010' / 'v007'}: no such version to resume"]
     assert listing(root / "rs010") == ["v001", "v002"]
