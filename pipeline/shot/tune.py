@@ -27,6 +27,7 @@ import cv2
 import numpy as np
 import torch
 
+from pipeline.devices import resolve_device
 from pipeline.faces.masks import landmark_mask
 from pipeline.faces.track import FaceTrack
 from pipeline.files import write_json_atomic
@@ -36,7 +37,6 @@ from pipeline.shot.path import GeneratedFaces, path_settings
 from pipeline.shot.project import (
     ShotProjection,
     aligned_faces,
-    device,
     load_shot_generator,
     project_spec,
     projects_swapped_faces,
@@ -127,7 +127,8 @@ class FitMeter:
     def __init__(self, shot: Shot, track: FaceTrack, frames: list[int], size: int):
         from pipeline.stylegan.lpips import load_lpips
 
-        self.lpips = load_lpips("vgg").to(device())
+        self.device = resolve_device()
+        self.lpips = load_lpips("vgg").to(self.device)
         self.frames = frames
         self.size = size
         self.landmarks = track.crop_landmarks(size)
@@ -166,16 +167,16 @@ class FitMeter:
                 with torch.no_grad():
                     drawn_by[name] = torch.cat(
                         [
-                            G.synthesis(ws[i : i + 16].to(device()), "const").cpu()
+                            G.synthesis(ws[i : i + 16].to(self.device), "const").cpu()
                             for i in range(0, len(ws), 16)
                         ]
                     )
                     out[name]["lpips"].append(
-                        self.lpips.between(drawn_by[name].to(device()), real.to(device())).cpu().numpy()
+                        self.lpips.between(drawn_by[name].to(self.device), real.to(self.device)).cpu().numpy()
                     )
             for name, images in {"real": real, **drawn_by}.items():
                 joined = images if name not in last else torch.cat([last[name], images])
-                out[name]["flicker"].append(consecutive(self.lpips, joined.to(device())))
+                out[name]["flicker"].append(consecutive(self.lpips, joined.to(self.device)))
                 last[name] = images[-1:]
             wanted = [i for i, n in enumerate(numbers) if n in self.identity_frames]
             if wanted:
