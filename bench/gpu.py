@@ -37,7 +37,7 @@ import numpy as np
 import torch
 from common import print_table
 
-from pipeline.devices import resolve_device
+from pipeline.devices import DeviceError, resolve_device
 from pipeline.stylegan.generator import Generator, GeneratorConfig, default_channels
 from pipeline.stylegan.train import WIDTHS, GanSettings
 from pipeline.swap.data import FaceSet
@@ -313,7 +313,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--steps", type=int, help="steps timed per row (default 20 on a GPU, 3 on a CPU)")
     ap.add_argument("--only", help=f"comma-separated stages among {', '.join(STAGES)}")
     args = ap.parse_args(argv)
-    device = resolve_device(args.device)
+    try:
+        device = resolve_device(args.device)
+    except DeviceError as e:
+        ap.error(e.one_line())
     steps = args.steps or (20 if device.type == "cuda" else 3)
     only = set(args.only.split(",")) if args.only else set(STAGES)
     if only - set(STAGES):
