@@ -18,6 +18,7 @@ import time
 import torch
 from common import print_table
 
+from pipeline.devices import resolve_device
 from pipeline.stylegan.generator import Generator, GeneratorConfig, default_channels
 from pipeline.stylegan.lpips import load_lpips
 from pipeline.stylegan.project import ProjectSettings, project_to_w_plus
@@ -25,19 +26,20 @@ from pipeline.stylegan.train import WIDTHS
 
 
 def sync(device: str) -> None:
-    if device == "cuda":
+    if device.startswith("cuda"):
         torch.cuda.synchronize()
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--device", help="default: the pipeline's (pipeline/devices.py)")
     ap.add_argument("--steps", type=int, default=10, help="steps timed per configuration")
     ap.add_argument("--sizes", default="64,128,256")
     args = ap.parse_args(argv)
-    dev = args.device
+    dev = str(resolve_device(args.device))
+    name = torch.cuda.get_device_name(dev) if dev.startswith("cuda") else f"{os.cpu_count()} CPUs"
     print(
-        f"device: {dev} ({torch.cuda.get_device_name() if dev == 'cuda' else f'{os.cpu_count()} CPUs'}), "
+        f"device: {dev} ({name}), "
         f"torch {torch.__version__}, {torch.get_num_threads()} threads; {args.steps} steps per timing; "
         f"load average {os.getloadavg()[0]:.2f}"
     )

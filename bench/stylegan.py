@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from common import print_table
 
 import pipeline.stylegan.generator as gen
+from pipeline.devices import resolve_device
 from pipeline.stylegan.generator import Generator, GeneratorConfig, blur_filter, default_channels, upfirdn2d
 from pipeline.stylegan.train import GanSettings, new_state, train_step
 
@@ -56,11 +57,11 @@ def best(repeats: int, fn: Callable[[], object], device: str) -> float:
     fn()  # warm-up: allocator, kernels
     times = []
     for _ in range(repeats):
-        if device == "cuda":
+        if device.startswith("cuda"):
             torch.cuda.synchronize()
         t = time.perf_counter()
         fn()
-        if device == "cuda":
+        if device.startswith("cuda"):
             torch.cuda.synchronize()
         times.append(time.perf_counter() - t)
     return min(times)
@@ -68,13 +69,13 @@ def best(repeats: int, fn: Callable[[], object], device: str) -> float:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--device", help="default: the pipeline's (pipeline/devices.py)")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--train-steps", type=int, default=5, help="training steps per timing")
     args = ap.parse_args(argv)
-    dev = args.device
-    name = torch.cuda.get_device_name() if dev == "cuda" else f"{os.cpu_count()} CPUs"
+    dev = str(resolve_device(args.device))
+    name = torch.cuda.get_device_name(dev) if dev.startswith("cuda") else f"{os.cpu_count()} CPUs"
     print(
         f"device: {dev} ({name}), torch {torch.__version__}, {torch.get_num_threads()} threads; "
         f"batch {args.batch}; best of {args.repeats}; load average {os.getloadavg()[0]:.2f}"

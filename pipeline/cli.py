@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -427,6 +428,26 @@ def add_runner_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dask-address", help="an existing Dask scheduler, like tcp://10.0.0.5:8786")
 
 
+def add_device_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--device",
+        help="where models run: cpu, cuda or cuda:N (default: $VFX_DEVICE, else cuda when there is a GPU)",
+    )
+
+
+def use_device(args: argparse.Namespace) -> None:
+    """For the commands that run models: --device (or $VFX_DEVICE) checked before any work starts, and
+    --device passed on as VFX_DEVICE, which the models of this process, its Prefect tasks and the Dask
+    worker processes it starts all follow (`pipeline.devices`)."""
+    if not hasattr(args, "device") or getattr(args, "dry_run", False):  # a dry run loads no model
+        return
+    from pipeline.devices import ENV, resolve_device
+
+    resolve_device(args.device)
+    if args.device is not None:
+        os.environ[ENV] = args.device
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = Parser(prog="vfx", description="Face-VFX shot pipeline.")
     p.add_argument("--version", action="version", version=f"vfx {__version__}")
@@ -481,7 +502,7 @@ def build_parser() -> argparse.ArgumentParser:
     ts.add_argument("--a", type=Path, required=True, help="crops of person A")
     ts.add_argument("--b", type=Path, required=True, help="crops of person B")
     ts.add_argument("--out", type=Path, required=True, help="model folder (swap.pt, preview.png, loss.png)")
-    ts.add_argument("--preset", choices=["64", "128"], default="64")
+    ts.add_argument("--preset", choices=["64", "128", "256"], default="64")
     ts.add_argument("--steps", type=whole(1, MAX_STEPS), help="train until this many steps in all")
     ts.add_argument(
         "--minutes", type=number(0, MAX_MINUTES, low_open=True), help="train for this many minutes"
@@ -642,12 +663,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_runner_options(b)
     b.set_defaults(func=cmd_batch)
+
+    for runs_models in (r, b, on, sv, ts, tg, te, pr, dl):
+        add_device_option(runs_models)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        use_device(args)
         return args.func(args)
     except PipelineError as e:
         print(e.one_line(), file=sys.stderr)

@@ -397,6 +397,8 @@ ARG_CASES = {
     "render-unknown-option": args("render {m} --colour red", "--colour"),
     "render-runner-unknown": args("render {m} --runner slurm", "--runner"),
     "render-root-is-a-file": render_root_is_a_file,
+    "render-device-unknown": args("render {m} --device tpu", "--device tpu"),
+    "train-swap-device-absent": args(f"{TRAIN_SWAP} --steps 1 --device cuda:99", "--device cuda:99"),
     "unknown-command": args("paint", "paint"),
     "train-swap-steps-zero": args(f"{TRAIN_SWAP} --steps 0", "--steps"),
     "train-swap-steps-negative": args(f"{TRAIN_SWAP} --steps -1", "--steps"),
@@ -463,8 +465,9 @@ def test_bad_input_is_one_line_and_status_2(build, tmp_path, clip, capfd, monkey
         (["validate", "bad.yaml"], "bad.yaml:1 "),
         (["extract", "CLIP", "--out", "out", "--every", "0"], "--every"),
         (["render", "good.yaml", "--colour", "red"], "--colour"),
+        (["render", "good.yaml", "--device", "tpu"], "--device tpu"),
     ],
-    ids=["manifest", "int-argument", "argparse"],
+    ids=["manifest", "int-argument", "argparse", "device"],
 )
 def test_a_process_exits_2_with_one_line(tmp_path, clip, argv, name):
     (tmp_path / "bad.yaml").write_bytes(b"shot: caf\xe9\n")

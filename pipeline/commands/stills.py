@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from pipeline import TOOL_NAME, __version__
+from pipeline.devices import resolve_device
 from pipeline.errors import PipelineError
 from pipeline.faces.detect import FaceAnalyzer
 from pipeline.faces.extract import IMAGE_SUFFIXES, aligned_face
@@ -53,7 +54,7 @@ def project_stills(
     and `settings` is the polish (see `polish_settings`)."""
     gpath = generator_path(generator, Path.cwd())
     G, info = load_generator(gpath)
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = resolve_device()
     G = G.to(device)
     E = None
     if encoder is not None:

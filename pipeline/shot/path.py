@@ -27,7 +27,6 @@ from pipeline.shot.frames import FrameComposite
 from pipeline.shot.keys import StageKey, code_version, digest, file_digest
 from pipeline.shot.project import (
     ShotProjection,
-    device,
     generator_file_of,
     generator_ref,
     load_shot_generator,
@@ -100,7 +99,8 @@ def key_latent(shot: Shot, G: Generator, key: PathKeySpec, steps: int) -> tuple[
 
     with torch.no_grad():
         if key.seed is not None:
-            z = torch.randn(1, G.cfg.z_dim, generator=torch.Generator().manual_seed(key.seed)).to(device())
+            seeded = torch.Generator().manual_seed(key.seed)  # the same z on every device
+            z = torch.randn(1, G.cfg.z_dim, generator=seeded).to(G.w_avg.device)
             w, source = G.map(z)[0], f"seed {key.seed}"
         elif key.latent is not None:
             path = Path(shot.resolve(key.latent))
@@ -112,7 +112,7 @@ def key_latent(shot: Shot, G: Generator, key: PathKeySpec, steps: int) -> tuple[
                     f"{path}: a latent of shape {list(arr.shape)}; the generator's W+ is [{G.num_ws}, "
                     f"{G.cfg.w_dim}]"
                 )
-            w, source = torch.from_numpy(arr).to(device()), f"file {path.name}"
+            w, source = torch.from_numpy(arr).to(G.w_avg.device), f"file {path.name}"
     if key.image is not None:
         w, source = project_portrait(G, Path(shot.resolve(key.image)), steps), f"image {Path(key.image).name}"
     with torch.no_grad():
@@ -128,10 +128,11 @@ def project_portrait(G: Generator, image: Path, steps: int) -> torch.Tensor:
     from pipeline.stylegan.project import ProjectSettings, project_to_w_plus
 
     face = aligned_face(image, G.cfg.resolution, False, FaceAnalyzer())
-    noise = [m.to(device()) for m in G.noise_maps()]
+    device = G.w_avg.device  # the shot's generator is on the pipeline's device
+    noise = [m.to(device) for m in G.noise_maps()]
     settings = ProjectSettings(steps=steps, optimize_noise=False, patience=20)
     result = project_to_w_plus(
-        G, images_to_tensor([face]).to(device()), load_lpips("vgg").to(device()), settings, init_noise=noise
+        G, images_to_tensor([face]).to(device), load_lpips("vgg").to(device), settings, init_noise=noise
     )
     return result.latents[0]
 
@@ -227,7 +228,8 @@ class GeneratedFaces:
         out = []
         for i in range(0, len(ws), batch):
             with torch.no_grad():
-                images = tensor_to_images(self.G.synthesis(ws[i : i + batch].to(device()), "const"))
+                drawn = self.G.synthesis(ws[i : i + batch].to(self.G.w_avg.device), "const")
+            images = tensor_to_images(drawn)
             interp = cv2.INTER_CUBIC if size > images.shape[1] else cv2.INTER_AREA
             out += [np.clip(cv2.resize(f, (size, size), interpolation=interp), 0, 1) for f in images]
         return out

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING
 import cv2
 import numpy as np
 
+from pipeline.devices import resolve_device
 from pipeline.errors import ManifestError, PipelineError
 from pipeline.faces.align import align_face
 from pipeline.faces.draw import grid
@@ -60,12 +61,6 @@ def projects_swapped_faces(shot: Shot) -> bool:
     return spec is not None and (spec.source == "swap" or (spec.source == "auto" and swap))
 
 
-def device() -> torch.device:
-    import torch  # here, not above: vfx status and --dry-run compute stage keys without torch
-
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
 def generator_ref(shot: Shot) -> str:
     """The shot's generator: the path section's when it names one, else the project section's."""
     path, project = shot.spec.path, shot.spec.project
@@ -92,7 +87,7 @@ def load_generator_file(path: str | Path) -> Generator:
     """A generator file (the shot's, or one tuned to the shot), once per process and device."""
     path = Path(path).resolve()
     st = path.stat()
-    return _cached_generator(str(path), st.st_size, st.st_mtime_ns, str(device()))
+    return _cached_generator(str(path), st.st_size, st.st_mtime_ns, str(resolve_device()))
 
 
 def load_shot_generator(shot: Shot, tuned: str | None = None) -> Generator:
@@ -130,7 +125,7 @@ def load_shot_encoder(shot: Shot) -> Encoder:
             st.st_size,
             st.st_mtime_ns,
             str(generator_file_of(shot).resolve()),
-            str(device()),
+            str(resolve_device()),
         )
     except PipelineError as e:
         raise ManifestError(f"{shot.where('project', 'encoder')}: {e.one_line()}") from None
@@ -279,11 +274,12 @@ def project_faces(
     assert spec is not None
     t0 = time.perf_counter()
     G = load_shot_generator(shot)
-    lpips = load_lpips("vgg").to(device())
+    device = resolve_device()
+    lpips = load_lpips("vgg").to(device)
     frames = key_frames(shot, track)
     faces = aligned_faces(shot, track, frames, G.cfg.resolution, swap_cache)
-    images = images_to_tensor(faces).to(device())
-    noise = [m.to(device()) for m in G.noise_maps()]
+    images = images_to_tensor(faces).to(device)
+    noise = [m.to(device) for m in G.noise_maps()]
     common = dict(mse_weight=spec.mse, w_plus=spec.w_plus, patience=spec.patience, temporal=spec.temporal)
     encoded = None
     if spec.starts_from_encoder:
@@ -399,7 +395,7 @@ def projection_contact_sheet(
 
     p = ShotProjection.load(Path(latents_file))
     pick = np.unique(np.linspace(0, len(p.frames) - 1, min(count, len(p.frames))).round().astype(int))
-    ws = torch.from_numpy(p.latents[pick]).to(device())
+    ws = torch.from_numpy(p.latents[pick]).to(resolve_device())
     columns = [p.targets[pick]]
     with torch.no_grad():
         for G in [load_shot_generator(shot)] + ([load_generator_file(tuned)] if tuned else []):

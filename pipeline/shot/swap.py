@@ -1,5 +1,6 @@
 """The swap stage of a shot: the shared-encoder autoencoder draws person A's aligned face as person B (or B's
-as A), one frame at a time in the frame chain, each swapped face kept in the shot's cache.
+as A), in batches of `swap.batch` frames in the frame chain on the pipeline's device (`pipeline.devices`),
+each swapped face kept in the shot's cache.
 
 The cache is a file per frame under a key of the track, the model file and the swap settings, so a
 re-render after a composite change, or of a few frames, converts nothing again. When the shot names
@@ -85,11 +86,12 @@ class SwapCache:
 
 
 @functools.lru_cache(maxsize=2)
-def _cached_model(path: str, size: int, mtime_ns: int) -> SwapModel:
-    """One copy of a model per process (keyed by the file's identity): chunks share it read-only."""
+def _cached_model(path: str, size: int, mtime_ns: int, on: str) -> SwapModel:
+    """One copy of a model per process and device (keyed by the file's identity): chunks share it
+    read-only."""
     from pipeline.swap.train import load_model
 
-    return load_model(Path(path))
+    return load_model(Path(path), on)
 
 
 class SwappedFaces:
@@ -103,9 +105,11 @@ class SwappedFaces:
         assert swap is not None
         self.swap = swap
         self.cache = SwapCache(cache) if cache else None
+        from pipeline.devices import resolve_device
+
         path = model_file(shot)
         st = path.stat()
-        self.model = _cached_model(str(path), st.st_size, st.st_mtime_ns)
+        self.model = _cached_model(str(path), st.st_size, st.st_mtime_ns, str(resolve_device()))
 
     def __call__(
         self, numbers: list[int], faces: list[np.ndarray], masks: list[np.ndarray | None]

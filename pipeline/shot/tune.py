@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING
 import cv2
 import numpy as np
 
+from pipeline.devices import resolve_device
 from pipeline.faces.detect import identity_verdict
 from pipeline.faces.masks import landmark_mask
 from pipeline.faces.track import FaceTrack
@@ -37,7 +38,6 @@ from pipeline.shot.path import GeneratedFaces, path_settings
 from pipeline.shot.project import (
     ShotProjection,
     aligned_faces,
-    device,
     load_shot_generator,
     project_spec,
     projects_swapped_faces,
@@ -136,7 +136,8 @@ class FitMeter:
     def __init__(self, shot: Shot, track: FaceTrack, frames: list[int], size: int):
         from pipeline.stylegan.lpips import load_lpips
 
-        self.lpips = load_lpips("vgg").to(device())
+        self.device = resolve_device()
+        self.lpips = load_lpips("vgg").to(self.device)
         self.frames = frames
         self.size = size
         self.landmarks = track.crop_landmarks(size)
@@ -178,16 +179,16 @@ class FitMeter:
                 with torch.no_grad():
                     drawn_by[name] = torch.cat(
                         [
-                            G.synthesis(ws[i : i + 16].to(device()), "const").cpu()
+                            G.synthesis(ws[i : i + 16].to(self.device), "const").cpu()
                             for i in range(0, len(ws), 16)
                         ]
                     )
                     out[name]["lpips"].append(
-                        self.lpips.between(drawn_by[name].to(device()), real.to(device())).cpu().numpy()
+                        self.lpips.between(drawn_by[name].to(self.device), real.to(self.device)).cpu().numpy()
                     )
             for name, images in {"real": real, **drawn_by}.items():
                 joined = images if name not in last else torch.cat([last[name], images])
-                out[name]["flicker"].append(consecutive(self.lpips, joined.to(device())))
+                out[name]["flicker"].append(consecutive(self.lpips, joined.to(self.device)))
                 last[name] = images[-1:]
             wanted = [i for i, n in enumerate(numbers) if n in self.identity_frames]
             if wanted:

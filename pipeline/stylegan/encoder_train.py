@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from pipeline.curves import labelled, loss_curve, write_png
+from pipeline.devices import resolve_device
 from pipeline.errors import PipelineError
 from pipeline.files import write_atomic
 from pipeline.models import ENCODER_FILE, GENERATOR_FILE, generator_file, sha256_file
@@ -40,7 +41,7 @@ from pipeline.stylegan.encoder import (
 from pipeline.stylegan.generator import Generator, image_grid, to_uint8
 from pipeline.stylegan.lpips import LPIPS, load_lpips, reduce_for_lpips
 from pipeline.stylegan.project import polish_settings, project_to_w_plus, w_stats
-from pipeline.stylegan.train import default_device, load_faces
+from pipeline.stylegan.train import load_faces
 from pipeline.swap.data import MIN_FACES, TrainingDataError
 
 TRAINING_NAME = "training.pt"
@@ -371,15 +372,16 @@ def train_encoder(
     minutes: float | None = None,
     resume: bool = False,
     on_step: Callable[[dict], None] | None = None,
+    device: torch.device | str | None = None,
 ) -> EncoderState:
     """Train (or with `resume` continue) the encoder in `out` for the generator file (or folder)
     `generator` until `steps` steps in all, or for `minutes` of this run. `folders` of real aligned
-    crops are optional."""
+    crops are optional. `device`: default the pipeline's rule (`resolve_device`)."""
     if steps is None and minutes is None:
         raise PipelineError("training needs --steps or --minutes")
     out, folders = Path(out), [Path(f) for f in folders]
     gen = check_inputs(Path(generator), folders, out, resume)
-    device = default_device()
+    device = resolve_device(device)
     G, _ = load_generator(gen)
     G = G.to(device).eval().requires_grad_(False)
     sha = sha256_file(gen)

@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from pipeline.curves import loss_curve, write_png
+from pipeline.devices import resolve_device
 from pipeline.errors import PipelineError
 from pipeline.files import write_atomic
 from pipeline.models import GENERATOR_FILE
@@ -97,10 +98,6 @@ def _adam(params, lr: float, every: int) -> torch.optim.Adam:
     the effective optimiser the same (StyleGAN2, appendix B)."""
     c = every / (every + 1) if every > 0 else 1.0
     return torch.optim.Adam(params, lr=lr * c, betas=(0.0, 0.99**c), eps=1e-8)
-
-
-def default_device() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
 def new_state(settings: GanSettings, device: torch.device | str = "cpu") -> GanState:
@@ -244,6 +241,9 @@ def save_training(path: Path, state: GanState, settings: GanSettings) -> None:
         "torch_rng": torch.get_rng_state(),
         "history": state.history,
     }
+    device = state.G.w_avg.device
+    if device.type == "cuda":  # z, noise and augmentation are drawn on the GPU, from its own stream
+        data["cuda_rng"] = torch.cuda.get_rng_state(device)
     write_atomic(path, lambda tmp: torch.save(data, tmp))
 
 
@@ -268,6 +268,8 @@ def load_training(path: Path, settings: GanSettings, device: torch.device | str 
     state.d_opt.load_state_dict(data["d_opt"])
     state.rng.bit_generator.state = data["numpy_rng"]
     torch.set_rng_state(data["torch_rng"])
+    if "cuda_rng" in data and state.G.w_avg.device.type == "cuda":
+        torch.cuda.set_rng_state(data["cuda_rng"], state.G.w_avg.device)
     state.step, state.nimg, state.pl_mean = int(data["step"]), int(data["nimg"]), float(data["pl_mean"])
     state.history = list(data["history"])
     return state
@@ -291,12 +293,15 @@ def train_generator(
     minutes: float | None = None,
     resume: bool = False,
     on_step: Callable[[dict], None] | None = None,
+    device: torch.device | str | None = None,
 ) -> GanState:
     """Train until `kimg` thousand real images have been shown in all (counting resumed ones), or for
-    `minutes` of this run; checkpoint every few minutes and on Ctrl-C."""
+    `minutes` of this run; checkpoint every few minutes and on Ctrl-C. `device`: default the pipeline's
+    rule (`resolve_device`). No mixed precision: NVIDIA's trainer runs only the four highest-resolution
+    layers in fp16, with activations clamped, which this generator does not do."""
     if kimg is None and minutes is None:
         raise PipelineError("training needs --kimg or --minutes")
-    device = default_device()
+    device = resolve_device(device)
     faces = load_faces(folders, settings.res).to(device)
     out.mkdir(parents=True, exist_ok=True)
     if resume:

@@ -2,6 +2,10 @@
 
 The identity measure is dlib's 128-d recognition embedding: the distance of each converted face to
 the centroid of a person's reference faces (the same person is below about 0.6).
+
+Faces are converted in batches on the model's device. On a CUDA GPU the forward pass runs in fp16 (ten
+bits of mantissa, finer than bf16's seven, and what the swap cache stores); a batch whose result is not
+finite in fp16 is converted again in fp32.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ import dlib
 import numpy as np
 import torch
 
+from pipeline.devices import autocast, module_device
 from pipeline.media.color import to_float, to_uint8
 from pipeline.models import model_path
 from pipeline.swap.model import SwapModel
@@ -18,20 +23,25 @@ from pipeline.swap.model import SwapModel
 
 @torch.no_grad()
 def convert_faces(
-    model: SwapModel, crops: np.ndarray, to: str, batch: int = 32
+    model: SwapModel, crops: np.ndarray, to: str, batch: int = 32, mixed_precision: bool = True
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Aligned crops (N, S, S, 3) drawn as person `to` ("a" or "b"): faces and masks at the crops' size."""
+    """Aligned crops (N, S, S, 3) drawn as person `to` ("a" or "b"): faces and masks at the crops' size,
+    `batch` faces at a time on the model's device (fp16 on a CUDA GPU with `mixed_precision`)."""
     if len(crops) == 0:
         return crops, np.zeros(crops.shape[:3], np.float32)
     size, m = crops.shape[1], model.cfg.size
     small = np.stack([cv2.resize(to_float(c), (m, m), interpolation=cv2.INTER_AREA) for c in crops])
     faces, masks = [], []
     model.eval()
+    device = module_device(model)
     for i in range(0, len(small), batch):
-        x = torch.from_numpy(small[i : i + batch].transpose(0, 3, 1, 2).copy())
-        rgb, mask = model(x, to)
-        faces.append(rgb.permute(0, 2, 3, 1).numpy())
-        masks.append(mask[:, 0].numpy())
+        x = torch.from_numpy(small[i : i + batch].transpose(0, 3, 1, 2).copy()).to(device)
+        with autocast(device, torch.float16, mixed_precision):
+            rgb, mask = model(x, to)
+        if not (torch.isfinite(rgb).all() and torch.isfinite(mask).all()):
+            rgb, mask = model(x, to)  # an fp16 overflow: this batch again in fp32
+        faces.append(rgb.float().permute(0, 2, 3, 1).cpu().numpy())
+        masks.append(mask[:, 0].float().cpu().numpy())
     up = cv2.INTER_CUBIC if size > m else cv2.INTER_AREA
     out_faces = np.stack(
         [np.clip(cv2.resize(f, (size, size), interpolation=up), 0, 1) for f in np.concatenate(faces)]

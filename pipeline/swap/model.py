@@ -9,6 +9,7 @@ Presets:
   2), dense 1024, dense 4x4x1024, upscale to 8x8x512; decoders upscale 256-128-64 and end in a 5x5 conv
   to RGB plus a mask channel.
 - "128": 128 px, narrower convolutions with residual blocks in the decoders; slower, sharper.
+- "256": the 128 preset one level deeper (one more encoder conv and decoder stage), for a GPU.
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ class SwapConfig:
 PRESETS = {
     "64": SwapConfig("64", 64, (128, 256, 512, 1024), 1024, 1024, (512, 256, 128, 64), 0),
     "128": SwapConfig("128", 128, (64, 128, 256, 512, 768), 512, 512, (512, 256, 128, 64, 32), 1),
+    "256": SwapConfig("256", 256, (64, 128, 256, 512, 768, 1024), 512, 512, (512, 256, 128, 64, 32, 32), 1),
 }
 
 
