@@ -160,11 +160,12 @@ def cmd_extract(args: argparse.Namespace) -> int:
 
 
 def cmd_train_swap(args: argparse.Namespace) -> int:
-    from pipeline.flows import train_swap
+    from pipeline.flows import start_prefect, train_swap
 
     if (args.steps is None) == (args.minutes is None):
         print("vfx train swap: give one of --steps or --minutes", file=sys.stderr)
         return 2
+    start_prefect()
     result = train_swap(
         str(args.a),
         str(args.b),
@@ -182,11 +183,12 @@ def cmd_train_swap(args: argparse.Namespace) -> int:
 
 
 def cmd_train_generator(args: argparse.Namespace) -> int:
-    from pipeline.flows import train_generator
+    from pipeline.flows import start_prefect, train_generator
 
     if (args.kimg is None) == (args.minutes is None):
         print("vfx train generator: give one of --kimg or --minutes", file=sys.stderr)
         return 2
+    start_prefect()
     result = train_generator(
         [str(f) for f in args.faces],
         str(args.out),
@@ -216,8 +218,9 @@ def cmd_train_encoder(args: argparse.Namespace) -> int:
     generator = generator_path(args.generator, Path.cwd())
     check_inputs(generator, args.faces, args.out, args.resume)  # before Prefect starts: bad input is quick
 
-    from pipeline.flows import train_encoder
+    from pipeline.flows import start_prefect, train_encoder
 
+    start_prefect()
     result = train_encoder(
         str(generator),
         [str(f) for f in args.faces],
@@ -395,8 +398,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_overnight(args: argparse.Namespace) -> int:
-    from pipeline.flows import overnight
+    from pipeline.flows import overnight, start_prefect
 
+    start_prefect()
     result = overnight(str(args.folder), root=str(args.root))
     print(Path(result["summary"]).read_text(encoding="utf-8"))
     return 1 if result["failed"] else 0

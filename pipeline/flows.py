@@ -53,7 +53,7 @@ from pipeline.manifest import Shot, load_shot, parse_range  # noqa: E402
 from pipeline.media.encode import encode_movie  # noqa: E402
 from pipeline.media.sequences import extension  # noqa: E402
 from pipeline.processes import popen  # noqa: E402
-from pipeline.progress import Progress  # noqa: E402
+from pipeline.progress import Progress, Waiting  # noqa: E402
 from pipeline.shot.frames import ChunkResult, chunk_progress_key, chunk_ranges  # noqa: E402
 from pipeline.shot.keys import settings_sections  # noqa: E402
 from pipeline.shot.movies import MovieResult, encode_movies  # noqa: E402
@@ -710,6 +710,19 @@ def serve_overnight(folder: str, cron: str, root: str = "render") -> None:
     overnight.serve(name="overnight", cron=cron, parameters=parameters)
 
 
+def start_prefect() -> None:
+    """Prefect's temporary server, when no PREFECT_API_URL is set, started now with lines saying so: it
+    takes 10-20 s on two busy cores, which the first flow would otherwise spend in silence. The flows of
+    this process then use it (Prefect keeps one and stops it at exit)."""
+    from prefect.client.orchestration import get_client
+    from prefect.settings import PREFECT_API_URL
+
+    if PREFECT_API_URL.value():
+        return
+    with Waiting("starting Prefect's temporary server"), get_client(sync_client=True) as client:
+        client.api_healthcheck()
+
+
 def _precheck(manifest: str, frames: str | None, root: str) -> Shot:
     """Check the manifest and the output folder before Prefect starts, so bad input fails fast and plainly."""
     shot = prepare_shot(manifest, frames)
@@ -741,6 +754,7 @@ def run_render(
         cache.claim(f"--force {force}")
         cache.release()
     flow_ = render_shot.with_options(task_runner=make_task_runner(runner))
+    start_prefect()
     return flow_(manifest, frames=frames, resume=resume, version=version, root=root, force=force)
 
 
@@ -753,6 +767,7 @@ def run_batch(
 ) -> list[dict]:
     """A batch, with one local Dask cluster for all its shots when the runner is a local Dask one."""
     batch_manifests(folder, only)  # fails plainly before Prefect starts
+    start_prefect()
     with shared_cluster(runner) as shared:
         runner_dict = asdict(shared) if shared else None
         return render_batch(folder, root=root, only=only, runner=runner_dict, resume=resume)
@@ -766,6 +781,7 @@ def dry_run(manifest: str, frames: str | None = None, root: str = "render", forc
 
 def run_track(manifest: str, frames: str | None = None, root: str = "render") -> dict:
     faces_spec(_precheck(manifest, frames, root))
+    start_prefect()
     return track_shot(manifest, frames=frames, root=root)
 
 

@@ -28,8 +28,9 @@ from rich.console import Console
 from rich.table import Column
 from rich.text import Text
 
-LINE_EVERY_S = 5.0  # plain lines: at most this long between two while the work advances,
-LINE_EVERY_MAX_S = 60.0  # stretched to a tenth of the time so far, up to this, for work that lasts hours
+LINE_EVERY_S = 4.0  # plain lines: one this often (also while the work does not advance),
+LINE_STRETCH = 30  # stretched to the time so far over this after two minutes,
+LINE_EVERY_MAX_S = 60.0  # up to this: a line a minute for work that lasts hours
 LIVE_REFRESH_PER_S = 4
 
 Part = tuple[int, int]  # a chunk's inclusive frame range
@@ -86,6 +87,7 @@ class Progress:
         self.key = key
         self.clock = clock
         self.started = self.last_line = clock()
+        self.lines = 0  # plain lines so far
         self.done = 0.0
         self.note = ""
         self.first: tuple[float, float] | None = None  # (time, count) at the first update
@@ -140,15 +142,15 @@ class Progress:
             self.line_if_due()
 
     def line_if_due(self) -> None:
-        """The plain line, if the last was long enough ago: every LINE_EVERY_S, stretched to a tenth of the
-        time so far (at most LINE_EVERY_MAX_S) for work that lasts."""
+        """The plain line, at the first update (the loop has started) and then every LINE_EVERY_S,
+        stretched for work that lasts (LINE_STRETCH, LINE_EVERY_MAX_S)."""
         with self._lock:
             now = self.clock()
-            if self.closed or now - self.last_line < min(
-                LINE_EVERY_MAX_S, max(LINE_EVERY_S, (now - self.started) / 10)
-            ):
+            every = min(LINE_EVERY_MAX_S, max(LINE_EVERY_S, (now - self.started) / LINE_STRETCH))
+            started = self.lines == 0 and self.first is not None
+            if self.closed or (now - self.last_line < every and not started):
                 return
-            self.last_line = now
+            self.last_line, self.lines = now, self.lines + 1
             line = self.line()
         self.emit(line)
 
@@ -190,7 +192,7 @@ class Progress:
     def status(self) -> str:
         """The count, the rate, the time left and the note: `24/48 frames (50%), 3.1 frames/s, 8 s left`."""
         count = f"{_count(self.done)}/{_count(self.total)}" if self.total else _count(self.done)
-        parts = [f"{count} {self.units}"]
+        parts = [f"{count} {self.unit if count == '1' else self.units}"]
         fraction = self.fraction()
         if fraction is not None:
             parts[0] += f" ({100 * fraction:.0f}%)"
@@ -238,6 +240,20 @@ class Progress:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class Waiting(Progress):
+    """Work that has nothing to count (a server starting): a line says what it waits for as it starts,
+    then how long it has waited, so the wait is not a silence; it prints no last line."""
+
+    def __init__(self, label: str, **options):
+        super().__init__(label, **options)
+        if self.row is None:
+            self.lines += 1
+            self.emit(label)
+
+    def status(self) -> str:
+        return f"{duration(self.clock() - self.started)} so far"
 
 
 _OPEN: dict[str, Progress] = {}

@@ -45,21 +45,23 @@ class Clock:
 def test_plain_lines_give_count_rate_and_time_left_every_few_seconds_and_a_last_line():
     clock, lines = Clock(), []
     bar = Progress("track", 48, "frame", emit=lines.append, live=False, clock=clock)
-    bar.update(0)  # the loop starts: rate and time left are measured from here
+    clock.now += 3
+    bar.update(0)  # the loop starts: a line says so, and rate and time left are measured from here
+    assert lines == ["track: 0/48 frames (0%), 3.0 s so far"]
     clock.now += 8
     bar.update(24, note="7 faces")  # 3 frames/s, 24 frames left
-    assert lines == ["track: 24/48 frames (50%), 3.0 frames/s, 8.0 s left, 7 faces"]
+    assert lines[1:] == ["track: 24/48 frames (50%), 3.0 frames/s, 8.0 s left, 7 faces"]
     clock.now += 2
     bar.advance()
-    assert len(lines) == 1  # not due: the last line was 2 s ago
+    assert len(lines) == 2  # not due: the last line was 2 s ago
     clock.now += 4
     bar.advance(2)
-    assert len(lines) == 2 and lines[-1].startswith("track: 27/48 frames (56%), 1.9 frames/s, 11 s left")
+    assert len(lines) == 3 and lines[-1].startswith("track: 27/48 frames (56%), 1.9 frames/s, 11 s left")
     clock.now += 30
     bar.close()
     bar.close()  # once
-    assert lines[-1] == "track: 27/48 frames in 44 s (1.9 frames/s), 7 faces"
-    assert len(lines) == 3
+    assert lines[-1] == "track: 27/48 frames in 47 s (1.9 frames/s), 7 faces"
+    assert len(lines) == 4
 
 
 def test_lines_space_out_for_work_that_lasts_hours_and_a_time_budget_gives_the_time_left():
