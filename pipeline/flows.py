@@ -54,9 +54,9 @@ from pipeline.media.encode import encode_movie  # noqa: E402
 from pipeline.media.sequences import extension  # noqa: E402
 from pipeline.processes import popen  # noqa: E402
 from pipeline.progress import Progress, Waiting  # noqa: E402
-from pipeline.shot.frames import ChunkResult, chunk_progress_key, chunk_ranges  # noqa: E402
+from pipeline.shot.frames import ChunkResult, chunk_ranges, render_progress_key  # noqa: E402
 from pipeline.shot.keys import settings_sections  # noqa: E402
-from pipeline.shot.movies import MovieResult, encode_movies  # noqa: E402
+from pipeline.shot.movies import MovieResult, encode_movies, movie_count  # noqa: E402
 from pipeline.shot.render import ShotRender, resume_problem  # noqa: E402
 from pipeline.shot.render import render_chunk as render_frames_of_chunk  # noqa: E402
 from pipeline.shot.report import output_metadata, report_markdown, write_report  # noqa: E402
@@ -342,7 +342,7 @@ def run_stage(render: ShotRender, stage: Stage, manifest: str, frames: str | Non
             *span,
             shot.spec.output.chunk_size,
             f"{shot.name}: {stage.name}",
-            chunk_progress_key(shot, stage.name),
+            render_progress_key(shot, stage.name),
         )
     version_path = str(render.version.path) if render.version else None
     files = render.files
@@ -488,12 +488,21 @@ def render_version(
                 shot.last,
                 shot.spec.output.chunk_size,
                 f"{shot.name} {v.label}",
-                chunk_progress_key(shot, "frames"),
+                render_progress_key(shot, "frames"),
             )
         chunks.sort(key=lambda c: c.first)
         with render.clock("review"):
             render.review(chunks)  # each stage's report section and contact sheet
-        with render.clock("movies"):
+        with (
+            render.clock("movies"),
+            Progress(
+                f"{shot.name} {v.label}: movies",
+                movie_count(shot),
+                "movie",
+                emit=render.log,
+                key=render_progress_key(shot, "movies"),
+            ),
+        ):
             movies = encode_movies_task(shot, v, render.metadata)
         for m in movies:
             render.log(f"{shot.name} {v.label}: movie {Path(m.path).name} ({m.seconds:.1f} s)")
@@ -531,15 +540,16 @@ def track_version(render: ShotRender, v: RenderVersion, manifest: str, frames: s
             shot.last,
             shot.spec.output.chunk_size,
             f"{shot.name} {v.label} overlay",
-            chunk_progress_key(shot, "overlay"),
+            render_progress_key(shot, "overlay"),
         )
         chunks.sort(key=lambda c: c.first)
         movie = v.path / f"{shot.name}_overlay_{v.label}.mp4"
         t = time.perf_counter()
         pattern = overlay_dir(v) / f"{shot.name}_overlay_{v.label}.%04d.png"
-        cmd = encode_movie(
-            pattern, shot.first, shot.frame_count, shot.fps, movie, "h264_review", render.metadata
-        )
+        with Waiting(f"{shot.name} {v.label}: overlay movie", emit=render.log):
+            cmd = encode_movie(
+                pattern, shot.first, shot.frame_count, shot.fps, movie, "h264_review", render.metadata
+            )
         movies = [MovieResult("h264_review", str(movie), time.perf_counter() - t, command=cmd)]
         faces = TRACK.report(Rendered(shot, v, render.metadata, render.files, render.outputs, chunks))
         timings = {"faces_s": render.clock.seconds["track"], "total_s": time.perf_counter() - render.clock.t0}

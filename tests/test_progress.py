@@ -18,7 +18,7 @@ from pipeline import progress
 from pipeline.cli import main
 from pipeline.manifest import load_shot
 from pipeline.progress import Progress
-from pipeline.shot.frames import chunk_progress_key
+from pipeline.shot.frames import render_progress_key
 from pipeline.shot.render import render_chunk
 from pipeline.workspace import new_version
 
@@ -139,7 +139,7 @@ def test_render_chunk_counts_each_frame_it_writes_and_those_already_written(tmp_
     )
     version = new_version(tmp_path / "render", shot.name, "png")
     clock, counts = Clock(), []
-    key = chunk_progress_key(shot, "frames")
+    key = render_progress_key(shot, "frames")
 
     def moving_clock() -> float:  # every update is due for a line
         clock.now += 10

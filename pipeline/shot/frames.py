@@ -97,9 +97,10 @@ def chunk_ranges(first: int, last: int, size: int) -> list[tuple[int, int]]:
     return [(a, min(a + size - 1, last)) for a in range(first, last + 1, size)]
 
 
-def chunk_progress_key(shot: Shot, work: str) -> str:
-    """The key of the progress a render shows over its chunks of `work` (track, frames, overlay), under
-    which a chunk running in the same process counts its frames as it goes (`progress.advance`)."""
+def render_progress_key(shot: Shot, work: str) -> str:
+    """The key of the progress a render shows of `work` (track, frames, overlay, movies), under which the
+    tasks doing it (its chunks) count their frames as they go when they run in the same process
+    (`progress.advance`)."""
     return f"{shot.manifest_path}:{shot.first}-{shot.last}:{work}"
 
 
@@ -124,7 +125,7 @@ def render_frames(
     result = ChunkResult(first, last)
     todo = [n for n in range(first, last + 1) if not version.frame_done(n)]
     result.skipped = (last - first + 1) - len(todo)
-    progress_key = chunk_progress_key(shot, "frames")
+    progress_key = render_progress_key(shot, "frames")
     if result.skipped:
         progress.advance(progress_key, result.skipped, part=(first, last))
     if not todo:

@@ -37,7 +37,7 @@ from pipeline.faces.track import (
 from pipeline.manifest import FacesSpec, Shot
 from pipeline.media.decode import load_still
 from pipeline.media.sequences import write_frame
-from pipeline.shot.frames import ChunkResult, chunk_progress_key
+from pipeline.shot.frames import ChunkResult, render_progress_key
 from pipeline.shot.keys import StageKey, code_version, digest, plate_fingerprint
 from pipeline.shot.review import review_tiles, sample_frames
 from pipeline.shot.stage import Rendered, Stage, StageJob, StageOutput
@@ -144,7 +144,7 @@ def detect_range(shot: Shot, first: int, last: int) -> DetectChunk:
     spec = faces_spec(shot)
     frames = shot.read_frames(first, last)
     chunk = DetectChunk(first, last, [])
-    progress_key = chunk_progress_key(shot, "track")
+    progress_key = render_progress_key(shot, "track")
 
     def timed_frames() -> Iterator[tuple[int, np.ndarray]]:
         for n in range(first, last + 1):
@@ -238,7 +238,7 @@ def render_overlay(
     t0 = time.perf_counter()
     result = ChunkResult(first, last)
     size = faces_spec(shot).crop_size
-    progress_key = chunk_progress_key(shot, "overlay")
+    progress_key = render_progress_key(shot, "overlay")
     frames = shot.read_frames(first, last)
     try:
         for n in range(first, last + 1):
