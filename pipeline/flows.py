@@ -496,7 +496,7 @@ def render_version(
         with (
             render.clock("movies"),
             Progress(
-                f"{shot.name} {v.label}: movies",
+                f"{shot.name} {v.label}",
                 movie_count(shot),
                 "movie",
                 emit=render.log,
