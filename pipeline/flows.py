@@ -855,8 +855,9 @@ def train_generator(
     bar = Progress(f"train generator {out}", None, "step", seconds=budget, emit=log.info)
 
     def on_step(record: dict) -> None:
-        if kimg and bar.total is None:  # the steps left to show kimg thousand images, from where it starts
-            bar.total = record["step"] + math.ceil(max(0.0, 1000 * (kimg - record["kimg"])) / batch)
+        if kimg and bar.total is None:  # the steps to show kimg thousand images, from where it starts
+            images_left = 1000 * kimg - round(1000 * record["kimg"])  # shown so far: a whole number
+            bar.total = record["step"] + max(0, math.ceil(images_left / batch - 1e-9))
         bar.update(
             record["step"],
             note=f"{record['kimg']:.1f} kimg, D loss {record['d_loss']:.3f}, G loss {record['g_loss']:.3f}, "
