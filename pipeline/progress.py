@@ -2,10 +2,11 @@
 way by every command, so that no step of a few seconds or more runs in silence.
 
 On a terminal each open `Progress` is a row of one live rich display: the bar, the count, the rate and
-the time left. Elsewhere (a farm's log, a pipe, a test) it prints plain lines, one every few seconds while
-the work advances, and a last line when it ends:
+the time left. Elsewhere (a farm's log, a pipe, a test) it prints plain lines, one when the loop starts,
+then one every few seconds (also while it waits on something), and a last line when it ends:
 
-    track: 24/48 frames (50%), 3.1 frames/s, 8 s left
+    demo: track: 16/48 frames (33%), 5.8 frames/s, 5.5 s left
+    demo: track: 48/48 frames in 13 s (6.0 frames/s)
 
 Both go to stdout, beside Prefect's console log, so that stderr holds the errors alone. Techniques never
 print: they take callbacks, and the stages, flows and commands that call them advance a `Progress`.
@@ -21,7 +22,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from rich import progress as rich_progress
 from rich.console import Console
@@ -246,7 +247,7 @@ class Waiting(Progress):
     """Work that has nothing to count (a server starting): a line says what it waits for as it starts,
     then how long it has waited, so the wait is not a silence; it prints no last line."""
 
-    def __init__(self, label: str, **options):
+    def __init__(self, label: str, **options: Any):
         super().__init__(label, **options)
         if self.row is None:
             self.lines += 1
