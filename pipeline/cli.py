@@ -154,7 +154,7 @@ def cmd_extract(args: argparse.Namespace) -> int:
         for item in extract_faces(args.plate, args.out, size=args.size, every=args.every):
             found += item.crop is not None
             missing += item.crop is None
-            bar.advance(note=f"{found} faces")
+            bar.advance(note=f"{found} with a face")
     print(f"{args.out}: {found} aligned {args.size} px crops; {missing} frames without a face")
     return 0
 

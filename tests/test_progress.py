@@ -164,9 +164,9 @@ def test_extract_prints_plain_lines_when_stdout_is_not_a_terminal(
     lines = [x for x in out if x.startswith("extract pl.####.png: ")]
     counts = [int(re.match(r"extract pl\.####\.png: (\d+)/12 frames", x)[1]) for x in lines]
     assert len(lines) >= 3 and counts == sorted(counts), out
-    rate_and_left = r"/12 frames \(\d+%\), [\d.]+ (frames/s|s/frame), [\d.]+ s left, \d+ faces"
+    rate_and_left = r"/12 frames \(\d+%\), [\d.]+ (frames/s|s/frame), [\d.]+ s left, \d+ with a face"
     assert any(re.search(rate_and_left, x) for x in lines), lines
-    assert re.fullmatch(r"extract pl\.####\.png: 12/12 frames in [\d.]+ s \(.*\), \d+ faces", lines[-1])
+    assert re.fullmatch(r"extract pl\.####\.png: 12/12 frames in [\d.]+ s \(.*\), \d+ with a face", lines[-1])
     assert "\x1b[" not in "\n".join(out)  # no terminal codes in a log
 
 
