@@ -8,10 +8,15 @@ import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 from pipeline import __version__
 from pipeline.errors import PipelineError
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from pipeline.progress import Progress
 
 
 class Parser(argparse.ArgumentParser):
@@ -155,30 +160,29 @@ def cmd_track(args: argparse.Namespace) -> int:
 
 
 def cmd_extract(args: argparse.Namespace) -> int:
-    from rich.progress import Progress
-
     from pipeline.faces.extract import extract_faces, open_any_plate
+    from pipeline.progress import Progress
 
     if args.out.exists() and not args.out.is_dir():
         raise PipelineError(f"--out {args.out}: a file is there; give a folder for the crops")
     total = -(-open_any_plate(args.plate).info.frame_count // args.every)
     found = missing = 0
-    with Progress(transient=True) as progress:
-        bar = progress.add_task(f"extracting {args.plate}", total=total)
+    with Progress(f"extract {Path(args.plate).name}", total, "frame") as bar:
         for item in extract_faces(args.plate, args.out, size=args.size, every=args.every):
             found += item.crop is not None
             missing += item.crop is None
-            progress.advance(bar)
+            bar.advance(note=f"{found} with a face")
     print(f"{args.out}: {found} aligned {args.size} px crops; {missing} frames without a face")
     return 0
 
 
 def cmd_train_swap(args: argparse.Namespace) -> int:
-    from pipeline.flows import train_swap
+    from pipeline.flows import start_prefect, train_swap
 
     if (args.steps is None) == (args.minutes is None):
         print("vfx train swap: give one of --steps or --minutes", file=sys.stderr)
         return 2
+    start_prefect()
     result = train_swap(
         str(args.a),
         str(args.b),
@@ -196,11 +200,12 @@ def cmd_train_swap(args: argparse.Namespace) -> int:
 
 
 def cmd_train_generator(args: argparse.Namespace) -> int:
-    from pipeline.flows import train_generator
+    from pipeline.flows import start_prefect, train_generator
 
     if (args.kimg is None) == (args.minutes is None):
         print("vfx train generator: give one of --kimg or --minutes", file=sys.stderr)
         return 2
+    start_prefect()
     result = train_generator(
         [str(f) for f in args.faces],
         str(args.out),
@@ -230,8 +235,9 @@ def cmd_train_encoder(args: argparse.Namespace) -> int:
     generator = generator_path(args.generator, Path.cwd())
     check_inputs(generator, args.faces, args.out, args.resume)  # before Prefect starts: bad input is quick
 
-    from pipeline.flows import train_encoder
+    from pipeline.flows import start_prefect, train_encoder
 
+    start_prefect()
     result = train_encoder(
         str(generator),
         [str(f) for f in args.faces],
@@ -286,10 +292,22 @@ def cmd_models(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_project(args: argparse.Namespace) -> int:
-    from rich.progress import Progress
+def batch_steps(bar: Progress, steps: int) -> Callable[[int, np.ndarray], None]:
+    """A projection's on_step for `bar` counting `steps` a batch: a batch that stops early (its loss no
+    longer falls) counts in full when the next one starts."""
+    batches = 0
 
+    def on_step(step: int, losses: np.ndarray) -> None:
+        nonlocal batches
+        batches += step == 0
+        bar.update((batches - 1) * steps + step + 1, note=f"loss {float(losses.mean()):.4f}")
+
+    return on_step
+
+
+def cmd_project(args: argparse.Namespace) -> int:
     from pipeline.commands.stills import image_files, project_stills
+    from pipeline.progress import Progress
     from pipeline.stylegan.project import ProjectSettings, polish_settings
 
     if args.encoder:
@@ -297,10 +315,7 @@ def cmd_project(args: argparse.Namespace) -> int:
     else:
         settings = ProjectSettings(steps=args.steps or 1000, w_plus=not args.w, mse_weight=args.mse)
     count = len(image_files(args.source))
-    with Progress(transient=True) as progress:
-        bar = progress.add_task(
-            f"projecting {count} image(s)", total=settings.steps * -(-count // args.batch)
-        )
+    with Progress(f"project {count} image(s)", settings.steps * -(-count // args.batch)) as bar:
         results = project_stills(
             args.source,
             args.generator,
@@ -308,7 +323,7 @@ def cmd_project(args: argparse.Namespace) -> int:
             settings,
             aligned=args.aligned,
             batch=args.batch,
-            on_step=lambda step, losses: progress.advance(bar),
+            on_step=batch_steps(bar, settings.steps),
             encoder=args.encoder,
         )
     for r in results:
@@ -318,15 +333,15 @@ def cmd_project(args: argparse.Namespace) -> int:
 
 
 def cmd_direction(args: argparse.Namespace) -> int:
-    from rich.progress import Progress
-
     from pipeline.commands.directions import learn_from_folders, parse_layers, pick_faces
+    from pipeline.progress import Progress
     from pipeline.stylegan.project import ProjectSettings
 
     settings = ProjectSettings(steps=args.steps, optimize_noise=False, patience=20)
-    count = len(pick_faces(args.pos, args.max_faces)) + len(pick_faces(args.neg, args.max_faces))
-    with Progress(transient=True) as progress:
-        bar = progress.add_task(f"projecting {count} faces", total=None)
+    sizes = [len(pick_faces(args.pos, args.max_faces)), len(pick_faces(args.neg, args.max_faces))]
+    count = sum(sizes)
+    batches = sum(-(-n // args.batch) for n in sizes)
+    with Progress(f"project {count} faces", settings.steps * batches) as bar:
         d = learn_from_folders(
             args.pos,
             args.neg,
@@ -336,7 +351,7 @@ def cmd_direction(args: argparse.Namespace) -> int:
             parse_layers(args.layers),
             aligned=args.aligned,
             batch=args.batch,
-            on_step=lambda step, losses: progress.advance(bar),
+            on_step=batch_steps(bar, settings.steps),
             max_faces=args.max_faces,
         )
     layers = f"{min(d.layers)}-{max(d.layers)}" if d.layers else "all"
@@ -400,8 +415,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_overnight(args: argparse.Namespace) -> int:
-    from pipeline.flows import overnight
+    from pipeline.flows import overnight, start_prefect
 
+    start_prefect()
     result = overnight(str(args.folder), root=str(args.root))
     print(Path(result["summary"]).read_text(encoding="utf-8"))
     return 1 if result["failed"] else 0

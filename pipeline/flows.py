@@ -22,6 +22,7 @@ import contextlib  # noqa: E402
 import fnmatch  # noqa: E402
 import json  # noqa: E402
 import logging  # noqa: E402
+import math  # noqa: E402
 import re  # noqa: E402
 import signal  # noqa: E402
 import socket  # noqa: E402
@@ -52,9 +53,10 @@ from pipeline.manifest import Shot, load_shot  # noqa: E402
 from pipeline.media.encode import encode_movie  # noqa: E402
 from pipeline.media.sequences import extension  # noqa: E402
 from pipeline.processes import popen  # noqa: E402
-from pipeline.shot.frames import ChunkResult, chunk_ranges  # noqa: E402
+from pipeline.progress import Progress, Waiting  # noqa: E402
+from pipeline.shot.frames import ChunkResult, chunk_ranges, render_progress_key  # noqa: E402
 from pipeline.shot.keys import settings_sections  # noqa: E402
-from pipeline.shot.movies import MovieResult, encode_movies  # noqa: E402
+from pipeline.shot.movies import MovieResult, encode_movies, movie_count  # noqa: E402
 from pipeline.shot.render import ShotRender, resume_problem  # noqa: E402
 from pipeline.shot.render import render_chunk as render_frames_of_chunk  # noqa: E402
 from pipeline.shot.report import output_metadata, report_markdown, write_report  # noqa: E402
@@ -333,6 +335,7 @@ def run_stage(render: ShotRender, stage: Stage, manifest: str, frames: str | Non
             *span,
             shot.spec.output.chunk_size,
             f"{shot.name}: {stage.name}",
+            render_progress_key(shot, stage.name),
         )
     version_path = str(render.version.path) if render.version else None
     files = render.files
@@ -387,28 +390,31 @@ class ProgressArtifact:
             update_progress_artifact(self.artifact_id, percent)
 
 
-def run_chunks(submit: Callable[[int, int], object], first: int, last: int, size: int, what: str) -> list:
-    """Submit one task per chunk of frames, log progress as they finish (also as a Prefect artifact when
-    the work lasts).
+def run_chunks(
+    submit: Callable[[int, int], object], first: int, last: int, size: int, what: str, key: str | None = None
+) -> list:
+    """Submit one task per chunk of frames and show their progress (also as a Prefect artifact when the
+    work lasts): chunks on this process's threads count their frames under `key` as they go, the others
+    when they end.
 
     If a chunk fails, the others still finish before the error is raised, so nothing is left writing.
     """
-    log = get_run_logger()
     ranges = chunk_ranges(first, last, size)
     total = last - first + 1
     progress = ProgressArtifact(what)
-    futures = {submit(a, b): (a, b) for a, b in ranges}
     results, errors, done = [], [], 0
-    for fut in as_completed(list(futures)):
-        a, b = futures[fut]
-        try:
-            results.append(fut.result())
-        except Exception as e:
-            errors.append(e)
-            continue
-        done += b - a + 1
-        log.info(f"{what}: frames {a}-{b} done, {100.0 * done / total:.0f}%")
-        progress.update(100.0 * done / total)
+    with Progress(what, total, "frame", emit=get_run_logger().info, key=key) as bar:
+        futures = {submit(a, b): (a, b) for a, b in ranges}
+        for fut in as_completed(list(futures)):
+            a, b = futures[fut]
+            try:
+                results.append(fut.result())
+            except Exception as e:
+                errors.append(e)
+                continue
+            done += b - a + 1
+            bar.finish_part((a, b))
+            progress.update(100.0 * done / total)
     if errors:
         raise errors[0]
     return results
@@ -475,11 +481,21 @@ def render_version(
                 shot.last,
                 shot.spec.output.chunk_size,
                 f"{shot.name} {v.label}",
+                render_progress_key(shot, "frames"),
             )
         chunks.sort(key=lambda c: c.first)
         with render.clock("review"):
             render.review(chunks)  # each stage's report section and contact sheet
-        with render.clock("movies"):
+        with (
+            render.clock("movies"),
+            Progress(
+                f"{shot.name} {v.label}",
+                movie_count(shot),
+                "movie",
+                emit=render.log,
+                key=render_progress_key(shot, "movies"),
+            ),
+        ):
             movies = encode_movies_task(shot, v, render.metadata)
         for m in movies:
             render.log(f"{shot.name} {v.label}: movie {Path(m.path).name} ({m.seconds:.1f} s)")
@@ -517,14 +533,16 @@ def track_version(render: ShotRender, v: RenderVersion, manifest: str, frames: s
             shot.last,
             shot.spec.output.chunk_size,
             f"{shot.name} {v.label} overlay",
+            render_progress_key(shot, "overlay"),
         )
         chunks.sort(key=lambda c: c.first)
         movie = v.path / f"{shot.name}_overlay_{v.label}.mp4"
         t = time.perf_counter()
         pattern = overlay_dir(v) / f"{shot.name}_overlay_{v.label}.%04d.png"
-        cmd = encode_movie(
-            pattern, shot.first, shot.frame_count, shot.fps, movie, "h264_review", render.metadata
-        )
+        with Waiting(f"{shot.name} {v.label}: overlay movie", emit=render.log):
+            cmd = encode_movie(
+                pattern, shot.first, shot.frame_count, shot.fps, movie, "h264_review", render.metadata
+            )
         movies = [MovieResult("h264_review", str(movie), time.perf_counter() - t, command=cmd)]
         faces = TRACK.report(Rendered(shot, v, render.metadata, render.files, render.outputs, chunks))
         timings = {"faces_s": render.clock.seconds["track"], "total_s": time.perf_counter() - render.clock.t0}
@@ -575,14 +593,18 @@ def render_shots(
     or with its error's first line: a failing shot is logged and does not stop the others."""
     log = get_run_logger()
     futures = {render_shot_task.submit(m, root, runner, resume): m for m in manifests}
-    for fut in as_completed(list(futures)):
-        m = futures[fut]
-        try:
-            yield m, fut.result(), None
-        except Exception as e:
-            message = str(e).splitlines()[0] if str(e) else type(e).__name__
-            log.error(f"{m}: {message}")
-            yield m, {}, message
+    failed = 0
+    with Progress("batch", len(manifests), "shot", emit=log.info) as bar:
+        for fut in as_completed(list(futures)):
+            m = futures[fut]
+            try:
+                result, message = fut.result(), None
+            except Exception as e:
+                message = str(e).splitlines()[0] if str(e) else type(e).__name__
+                log.error(f"{m}: {message}")
+                result, failed = {}, failed + 1
+            bar.advance(note=f"{failed} failed" if failed else None)
+            yield m, result, message
 
 
 def batch_manifests(folder: str, only: str | None = None) -> list[str]:
@@ -691,6 +713,19 @@ def serve_overnight(folder: str, cron: str, root: str = "render") -> None:
     overnight.serve(name="overnight", cron=cron, parameters=parameters)
 
 
+def start_prefect() -> None:
+    """Prefect's temporary server, when no PREFECT_API_URL is set, started now with lines saying so: it
+    takes 10-20 s on two busy cores, which the first flow would otherwise spend in silence. The flows of
+    this process then use it (Prefect keeps one and stops it at exit)."""
+    from prefect.client.orchestration import get_client
+    from prefect.settings import PREFECT_API_URL
+
+    if PREFECT_API_URL.value():
+        return
+    with Waiting("starting Prefect's temporary server"), get_client(sync_client=True) as client:
+        client.api_healthcheck()
+
+
 def _precheck(manifest: str, frames: str | None, root: str) -> Shot:
     """Check the manifest and the output folder before Prefect starts, so bad input fails fast and plainly."""
     shot = prepare_shot(manifest, frames)
@@ -722,6 +757,7 @@ def run_render(
         cache.claim(f"--force {force}")
         cache.release()
     flow_ = render_shot.with_options(task_runner=make_task_runner(runner))
+    start_prefect()
     return flow_(manifest, frames=frames, resume=resume, version=version, root=root, force=force)
 
 
@@ -734,6 +770,7 @@ def run_batch(
 ) -> list[dict]:
     """A batch, with one local Dask cluster for all its shots when the runner is a local Dask one."""
     batch_manifests(folder, only)  # fails plainly before Prefect starts
+    start_prefect()
     with shared_cluster(runner) as shared:
         runner_dict = asdict(shared) if shared else None
         return render_batch(folder, root=root, only=only, runner=runner_dict, resume=resume)
@@ -741,6 +778,7 @@ def run_batch(
 
 def run_track(manifest: str, frames: str | None = None, root: str = "render") -> dict:
     faces_spec(_precheck(manifest, frames, root))
+    start_prefect()
     return track_shot(manifest, frames=frames, root=root)
 
 
@@ -764,16 +802,17 @@ def train_swap(
     settings = TrainSettings(preset=preset, batch=batch, lr=lr, warp=warp)
     progress_id = create_progress_artifact(progress=0.0, description=f"swap training {out}")
     started = time.monotonic()
+    budget = None if steps else 60 * (minutes or 0)
+    bar = Progress(f"train swap {out}", steps, "step", seconds=budget, emit=log.info)
 
     def on_step(record: dict) -> None:
+        bar.update(record["step"], note=f"loss A {record['a_total']:.4f}, B {record['b_total']:.4f}")
         if record["step"] % 50 == 0:
             done = record["step"] / steps if steps else (time.monotonic() - started) / (60 * (minutes or 1))
             update_progress_artifact(progress_id, min(100.0, 100 * done))
-            log.info(f"step {record['step']}: loss A {record['a_total']:.4f}, B {record['b_total']:.4f}")
 
-    state = train(
-        Path(a), Path(b), Path(out), settings, steps=steps, minutes=minutes, resume=resume, on_step=on_step
-    )
+    with bar:
+        state = train(Path(a), Path(b), Path(out), settings, steps, minutes, resume=resume, on_step=on_step)
     last = state.history[-1] if state.history else {}
     return {"out": out, "step": state.step, "loss_a": last.get("a_total"), "loss_b": last.get("b_total")}
 
@@ -799,26 +838,32 @@ def train_generator(
     settings = GanSettings(res=res, batch=batch, lr=lr, gamma=gamma, pl_weight=pl_weight)
     progress_id = create_progress_artifact(progress=0.0, description=f"generator training {out}")
     started = time.monotonic()
+    budget = None if kimg else 60 * (minutes or 0)
+    bar = Progress(f"train generator {out}", None, "step", seconds=budget, emit=log.info)
 
     def on_step(record: dict) -> None:
+        if kimg and bar.total is None:  # the steps to show kimg thousand images, from where it starts
+            images_left = 1000 * kimg - round(1000 * record["kimg"])  # shown so far: a whole number
+            bar.total = record["step"] + max(0, math.ceil(images_left / batch - 1e-9))
+        bar.update(
+            record["step"],
+            note=f"{record['kimg']:.1f} kimg, D loss {record['d_loss']:.3f}, G loss {record['g_loss']:.3f}, "
+            f"D(real) {record['real_score']:+.2f}, D(fake) {record['fake_score']:+.2f}",
+        )
         if record["step"] % 100 == 0:
             done = record["kimg"] / kimg if kimg else (time.monotonic() - started) / (60 * (minutes or 1))
             update_progress_artifact(progress_id, min(100.0, 100 * done))
-            log.info(
-                f"step {record['step']} ({record['kimg']:.1f} kimg): D loss {record['d_loss']:.3f}, "
-                f"G loss {record['g_loss']:.3f}, D(real) {record['real_score']:+.2f}, "
-                f"D(fake) {record['fake_score']:+.2f}"
-            )
 
-    state = train(
-        [Path(f) for f in faces],
-        Path(out),
-        settings,
-        kimg=kimg,
-        minutes=minutes,
-        resume=resume,
-        on_step=on_step,
-    )
+    with bar:
+        state = train(
+            [Path(f) for f in faces],
+            Path(out),
+            settings,
+            kimg=kimg,
+            minutes=minutes,
+            resume=resume,
+            on_step=on_step,
+        )
     last = state.history[-1] if state.history else {}
     return {
         "out": out,
@@ -827,9 +872,6 @@ def train_generator(
         "d_loss": last.get("d_loss"),
         "g_loss": last.get("g_loss"),
     }
-
-
-LOG_EVERY_S = 30.0  # an encoder training's log line at most this often
 
 
 @flow(name="train-encoder", persist_result=False)
@@ -852,11 +894,13 @@ def train_encoder(
     log = get_run_logger()
     settings = EncoderSettings(batch=batch, lr=lr, seed=seed)
     progress = ProgressArtifact(f"encoder training {out}")
-    started = last_log = time.monotonic()
+    started = time.monotonic()
     first_step: int | None = None
+    budget = None if steps else 60 * (minutes or 0)
+    bar = Progress(f"train encoder {out}", steps, "step", seconds=budget, emit=log.info)
 
     def on_step(record: dict) -> None:
-        nonlocal first_step, last_log
+        nonlocal first_step
         step, now = record["step"], time.monotonic()
         first_step = step if first_step is None else first_step
         if steps:
@@ -864,20 +908,19 @@ def train_encoder(
         else:
             done = (now - started) / (60 * (minutes or 1))
         progress.update(min(100.0, 100 * done))
-        if step == first_step or step == steps or now - last_log >= LOG_EVERY_S:
-            last_log = now
-            log.info(f"step {step} ({record['seconds']:.0f} s in all): {describe_losses(record)}")
+        bar.update(step, note=describe_losses(record))
 
-    state = train(
-        generator,
-        [Path(f) for f in faces],
-        Path(out),
-        settings,
-        steps=steps,
-        minutes=minutes,
-        resume=resume,
-        on_step=on_step,
-    )
+    with bar:
+        state = train(
+            generator,
+            [Path(f) for f in faces],
+            Path(out),
+            settings,
+            steps=steps,
+            minutes=minutes,
+            resume=resume,
+            on_step=on_step,
+        )
     return {
         "out": out,
         "step": state.step,

@@ -18,6 +18,7 @@ from typing import Protocol
 
 import numpy as np
 
+from pipeline import progress
 from pipeline.manifest import Shot
 from pipeline.media.sequences import write_frame
 from pipeline.shot.synthetic import frame_metadata
@@ -98,6 +99,13 @@ def chunk_ranges(first: int, last: int, size: int) -> list[tuple[int, int]]:
     return [(a, min(a + size - 1, last)) for a in range(first, last + 1, size)]
 
 
+def render_progress_key(shot: Shot, work: str) -> str:
+    """The key of the progress a render shows of `work` (track, frames, overlay, movies), under which the
+    tasks doing it (its chunks) count their frames as they go when they run in the same process
+    (`progress.advance`)."""
+    return f"{shot.manifest_path}:{shot.first}-{shot.last}:{work}"
+
+
 def render_frames(
     shot: Shot,
     version: RenderVersion,
@@ -119,6 +127,9 @@ def render_frames(
     result = ChunkResult(first, last)
     todo = [n for n in range(first, last + 1) if not version.frame_done(n)]
     result.skipped = (last - first + 1) - len(todo)
+    progress_key = render_progress_key(shot, "frames")
+    if result.skipped:
+        progress.advance(progress_key, result.skipped, part=(first, last))
     if not todo:
         result.wall_s = time.perf_counter() - t0
         return result
@@ -156,6 +167,7 @@ def render_frames(
             t = time.perf_counter()
             write_frame(version.frame_path(n), frame, fmt, metas[k])
             result.write_s += time.perf_counter() - t
+            progress.advance(progress_key, part=(first, last))
         result.written += len(numbers)
         pending.clear()
 

@@ -8,10 +8,12 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from pipeline import progress
 from pipeline.errors import MediaError
 from pipeline.manifest import Shot
 from pipeline.media.encode import MOVIE_PRESETS, AudioSource, encode_movie
 from pipeline.shot.composite import composite_spec, element_path
+from pipeline.shot.frames import render_progress_key
 from pipeline.shot.synthetic import sequence_metadata
 from pipeline.workspace import RenderVersion
 
@@ -41,6 +43,12 @@ def plate_audio(shot: Shot) -> AudioSource | None:
         offset=float(shot.plate_index(shot.first) / info.fps),
         duration=float(shot.frame_count / info.fps),
     )
+
+
+def movie_count(shot: Shot) -> int:
+    """How many movies `encode_movies` makes: the output's, and the face element's when asked for."""
+    spec = composite_spec(shot)
+    return len(shot.spec.output.movies) + (1 if spec is not None and spec.element.prores4444 else 0)
 
 
 def encode_movies(shot: Shot, version: RenderVersion, metadata: dict[str, str]) -> list[MovieResult]:
@@ -76,6 +84,7 @@ def encode_movies(shot: Shot, version: RenderVersion, metadata: dict[str, str]) 
         results.append(
             MovieResult(preset, str(out), time.perf_counter() - t, audio=audio is not None, command=cmd)
         )
+        progress.advance(render_progress_key(shot, "movies"))
     spec = composite_spec(shot)
     if spec is not None and spec.element.prores4444:
         out = version.path / f"{shot.name}_faceElement_{version.label}_prores4444.mov"
@@ -90,4 +99,5 @@ def encode_movies(shot: Shot, version: RenderVersion, metadata: dict[str, str]) 
                 pattern, shot.first, shot.frame_count, shot.fps, out, "prores4444", metadata, alpha=True
             )
             results.append(MovieResult("prores4444 element", str(out), time.perf_counter() - t, command=cmd))
+            progress.advance(render_progress_key(shot, "movies"))
     return results

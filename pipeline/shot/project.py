@@ -35,6 +35,7 @@ from pipeline.files import write_atomic
 from pipeline.manifest import ProjectSpec, Shot
 from pipeline.media.color import to_uint8
 from pipeline.media.sequences import write_frame
+from pipeline.progress import Progress
 from pipeline.shot.keys import StageKey, code_version, digest, file_digest
 from pipeline.shot.stage import Rendered, Stage, StageJob, StageOutput
 from pipeline.shot.swap import SwappedFaces
@@ -290,14 +291,18 @@ def project_faces(
         settings = ProjectSettings(steps=spec.steps, optimize_noise=False, **common)
         following = replace(settings, steps=spec.following_steps, lr=0.02, lr_rampup=0.0, latent_noise=0.0)
 
-        def on_frame(i: int, r) -> None:
-            if i % 10 == 0 or i == len(frames) - 1:
-                log(
-                    f"projected frame {frames[i]} ({i + 1}/{len(frames)}): LPIPS {r.lpips[0]:.4f}, "
-                    f"{r.steps} steps"
-                )
+        bar = Progress(f"{shot.name}: project", len(frames), "frame", emit=log)
 
-        results = project_sequence(G, images, lpips, settings, following, on_frame=on_frame, noise=noise)
+        def on_frame(i: int, r) -> None:
+            bar.update(i + 1, f"frame {frames[i]}: LPIPS {r.lpips[0]:.4f} in {r.steps} steps")
+
+        def on_step(step: int, losses: np.ndarray) -> None:  # the frames' steps: the first takes hundreds
+            bar.update(bar.done, f"frame {frames[int(bar.done)]}: step {step + 1}, loss {losses.mean():.4f}")
+
+        with bar:
+            results = project_sequence(
+                G, images, lpips, settings, following, on_frame=on_frame, noise=noise, on_step=on_step
+            )
         latents = torch.cat([r.latents for r in results])
         scores = np.concatenate([r.lpips for r in results])
         steps = np.array([r.steps for r in results])
@@ -310,26 +315,31 @@ def project_faces(
         else:
             settings = polish_settings(spec.steps, **common)
         parts: list = []
-        for start in range(0, len(frames), spec.batch):
-            batch = images[start : start + spec.batch]
-            batch_noise = [m.expand(len(batch), -1, -1, -1) for m in noise]
-            r = project_to_w_plus(
-                G,
-                batch,
-                lpips,
-                settings,
-                init=None if encoded is None else encoded[start : start + spec.batch],
-                init_noise=batch_noise,
-                previous=parts[-1].latents[-1:] if sequence and parts else None,
-                seed=start,
-                sequence=sequence,
-            )
-            parts.append(r)
-            log(
-                f"projected {'frames' if sequence else 'keys'} {frames[start]}-"
-                f"{frames[start + len(batch) - 1]} ({start + len(batch)}/{len(frames)}): "
-                f"LPIPS {r.lpips.mean():.4f}, {r.steps} steps"
-            )
+        batches = -(-len(frames) // spec.batch)
+        with Progress(f"{shot.name}: project", batches * settings.steps, emit=log) as bar:
+            for start in range(0, len(frames), spec.batch):
+                batch = images[start : start + spec.batch]
+                batch_noise = [m.expand(len(batch), -1, -1, -1) for m in noise]
+                r = project_to_w_plus(
+                    G,
+                    batch,
+                    lpips,
+                    settings,
+                    init=None if encoded is None else encoded[start : start + spec.batch],
+                    init_noise=batch_noise,
+                    previous=parts[-1].latents[-1:] if sequence and parts else None,
+                    seed=start,
+                    on_step=lambda step, losses: bar.update(  # a batch that stops early counts in full
+                        len(parts) * settings.steps + step + 1, f"loss {losses.mean():.4f}"
+                    ),
+                    sequence=sequence,
+                )
+                parts.append(r)
+                log(
+                    f"projected {'frames' if sequence else 'keys'} {frames[start]}-"
+                    f"{frames[start + len(batch) - 1]} ({start + len(batch)}/{len(frames)}): "
+                    f"LPIPS {r.lpips.mean():.4f}, {r.steps} steps"
+                )
         latents = torch.cat([r.latents for r in parts])
         scores = np.concatenate([r.lpips for r in parts])
         steps = np.concatenate([[r.steps] * r.latents.shape[0] for r in parts])

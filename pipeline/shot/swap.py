@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import functools
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -20,6 +20,7 @@ import numpy as np
 
 from pipeline.files import write_atomic
 from pipeline.manifest import Shot, SwapSpec
+from pipeline.progress import Waiting
 from pipeline.shot.keys import StageKey, code_version, digest, file_digest
 from pipeline.shot.stage import Rendered, Stage, StageJob, StageOutput
 
@@ -135,15 +136,16 @@ class SwappedFaces:
         return list(new), list(new_masks) if self.swap.use_model_mask else [None] * len(faces)
 
 
-def identity_references(shot: Shot, out: Path) -> Path | None:
+def identity_references(shot: Shot, out: Path, log: Callable[[str], None] = print) -> Path | None:
     """Centroids of the dlib embeddings of person A's and B's reference crops, saved for the chunks."""
     swap = swap_spec(shot)
     if swap is None or not (swap.reference_a and swap.reference_b):
         return None
-    refs = [
-        _reference_centroid(*_folder_identity(Path(shot.resolve(f))))
-        for f in (swap.reference_a, swap.reference_b)
-    ]
+    with Waiting(f"{shot.name}: identity references of both people", emit=log):
+        refs = [
+            _reference_centroid(*_folder_identity(Path(shot.resolve(f))))
+            for f in (swap.reference_a, swap.reference_b)
+        ]
     np.savez(out, a=refs[0], b=refs[1])
     return out
 
@@ -239,7 +241,7 @@ class SwapStage(Stage):
         files = {"swap": str(swap_cache_dir(job.root, shot, job.key))}
         if job.version is not None:
             t = time.perf_counter()
-            refs = identity_references(shot, job.version.path / "identity_refs.npz")
+            refs = identity_references(shot, job.version.path / "identity_refs.npz", job.log)
             if refs is not None:
                 files["identity"] = str(refs)
                 job.log(f"{shot.name}: identity references in {time.perf_counter() - t:.1f} s")

@@ -20,6 +20,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from pipeline import progress
 from pipeline.errors import PipelineError
 from pipeline.faces.align import align_face, transform_points
 from pipeline.faces.detect import FaceAnalyzer
@@ -36,7 +37,7 @@ from pipeline.faces.track import (
 from pipeline.manifest import FacesSpec, Shot
 from pipeline.media.decode import load_still
 from pipeline.media.sequences import write_frame
-from pipeline.shot.frames import ChunkResult
+from pipeline.shot.frames import ChunkResult, render_progress_key
 from pipeline.shot.keys import StageKey, code_version, digest, plate_fingerprint
 from pipeline.shot.review import review_tiles, sample_frames
 from pipeline.shot.stage import Rendered, Stage, StageJob, StageOutput
@@ -143,6 +144,7 @@ def detect_range(shot: Shot, first: int, last: int) -> DetectChunk:
     spec = faces_spec(shot)
     frames = shot.read_frames(first, last)
     chunk = DetectChunk(first, last, [])
+    progress_key = render_progress_key(shot, "track")
 
     def timed_frames() -> Iterator[tuple[int, np.ndarray]]:
         for n in range(first, last + 1):
@@ -152,6 +154,7 @@ def detect_range(shot: Shot, first: int, last: int) -> DetectChunk:
             if frame is None:
                 return
             yield n, frame
+            progress.advance(progress_key, part=(first, last))  # its faces are found
 
     try:
         with analyzer(shot) as face_analyzer:
@@ -235,6 +238,7 @@ def render_overlay(
     t0 = time.perf_counter()
     result = ChunkResult(first, last)
     size = faces_spec(shot).crop_size
+    progress_key = render_progress_key(shot, "overlay")
     frames = shot.read_frames(first, last)
     try:
         for n in range(first, last + 1):
@@ -242,6 +246,7 @@ def render_overlay(
             out = overlay_path(version, n)
             if out.is_file():
                 result.skipped += 1
+                progress.advance(progress_key, part=(first, last))
                 continue
             i = track.index(n)
             m = track.matrix(n, size)
@@ -257,6 +262,7 @@ def render_overlay(
             )
             write_frame(out, img, "png8", metadata)
             result.written += 1
+            progress.advance(progress_key, part=(first, last))
     finally:
         frames.close()
     result.wall_s = time.perf_counter() - t0

@@ -33,6 +33,7 @@ from pipeline.faces.masks import landmark_mask
 from pipeline.faces.track import FaceTrack
 from pipeline.files import write_json_atomic
 from pipeline.manifest import Shot, TuneSpec
+from pipeline.progress import Progress
 from pipeline.shot.keys import StageKey, code_version, digest
 from pipeline.shot.path import GeneratedFaces, path_settings
 from pipeline.shot.project import (
@@ -270,16 +271,10 @@ def tune_shot(
             locality=spec.locality,
             locality_radius=spec.locality_radius,
         )
-        every = max(1, spec.steps // 5)
-
-        def progress(step: int, loss: float) -> None:
-            if (step + 1) % every == 0 or step + 1 == spec.steps:
-                log(
-                    f"{shot.name}: tuning the generator on {len(pivots)} pivots: "
-                    f"step {step + 1}/{spec.steps}, loss {loss:.4f}"
-                )
-
-        tuning = tune_generator(G, ws, targets, lpips, settings, progress)
+        with Progress(f"{shot.name}: tune on {len(pivots)} pivots", spec.steps, emit=log) as bar:
+            tuning = tune_generator(
+                G, ws, targets, lpips, settings, lambda step, loss: bar.update(step + 1, f"loss {loss:.4f}")
+            )
         tuned = tuning.generator
         after = lpips_per_face(tuned, ws, targets, lpips)
         report.update(
@@ -295,7 +290,16 @@ def tune_shot(
             stitch = StitchSettings(steps=spec.stitch.steps, lr=spec.stitch.lr, band=spec.stitch.band)
             mattes = pivot_mattes(shot, track, pivots, size)
             edited = torch.from_numpy(path.latents(pivots, edited=True))
-            stitched = stitch_generator(tuned, edited, targets, mattes, lpips, stitch)
+            with Progress(f"{shot.name}: stitch", stitch.steps, emit=log) as bar:
+                stitched = stitch_generator(
+                    tuned,
+                    edited,
+                    targets,
+                    mattes,
+                    lpips,
+                    stitch,
+                    lambda step, loss: bar.update(step + 1, f"loss {loss:.4f}"),
+                )
             tuned = stitched.generator
             report.update(stitch_steps=stitched.steps, stitch_seconds=stitched.seconds)
         save_generator(
@@ -304,7 +308,9 @@ def tune_shot(
             {"tuned_for": shot.name, "pivots": [int(f) for f in pivots], "steps": tuning.steps},
         )
         generators["after"] = tuned
-    fit = meter.measure(face_chunks(shot, track, frames, size, swap_cache), generators, path)
+    with Progress(f"{shot.name}: measure the fit", len(frames), "frame", emit=log) as bar:
+        chunks = bar.each(face_chunks(shot, track, frames, size, swap_cache), lambda chunk: len(chunk[0]))
+        fit = meter.measure(chunks, generators, path)
     plate_flicker = float(fit["real"]["flicker"].mean()) if len(frames) > 1 else 0.0
     for name in generators:
         f = fit[name]

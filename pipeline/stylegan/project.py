@@ -230,11 +230,12 @@ def project_sequence(
     following: ProjectSettings | None = None,
     on_frame: Callable[[int, Projection], None] | None = None,
     noise: list[torch.Tensor] | None = None,
+    on_step: Callable[[int, np.ndarray], None] | None = None,
 ) -> list[Projection]:
     """Every frame of a shot, in order: the first with the full schedule from the average w, each next
     one warm-started from the previous result with the (much shorter) `following` schedule. `noise`
     starts the first frame's noise maps (fixed ones, such as the generator's own, with optimize_noise
-    off)."""
+    off). `on_step` is each frame's `project_to_w_plus` on_step."""
     following = following or replace(first, steps=150, lr=0.02, lr_rampup=0.0, latent_noise=0.0, patience=20)
     out: list[Projection] = []
     for i in range(frames.shape[0]):
@@ -248,6 +249,7 @@ def project_sequence(
             init_noise=noise if prev is None else prev.noise,
             previous=None if prev is None else prev.latents,
             seed=i,
+            on_step=on_step,
         )
         out.append(result)
         if on_frame:
