@@ -173,6 +173,39 @@ swap: {{model: {tiny_model}, direction: {direction}, batch: 2}}
     assert np.abs(np.stack(faces) - other).mean() > 1e-3
 
 
+def test_chunks_starting_together_load_the_swap_model_once(tmp_path, woman_clip, tiny_model, monkeypatch):
+    """A render's chunks run on threads; four of them starting at once must not each read the checkpoint."""
+    import threading
+    import time
+
+    from pipeline.shot import swap as swap_stage
+    from pipeline.swap import train as swap_train
+
+    m = write_manifest(
+        tmp_path,
+        f"shot: sw030\nplate: {{movie: {woman_clip}}}\nfaces: {{crop_size: 64}}\ncomposite: {{}}\n"
+        f"swap: {{model: {tiny_model}}}\n",
+    )
+    shot = load_shot(m)
+    loads, real_load = [], swap_train.load_model
+
+    def slow_load(*args, **kwargs):
+        loads.append(args[0])
+        time.sleep(0.5)  # a 1 GB checkpoint takes seconds: the other threads arrive meanwhile
+        return real_load(*args, **kwargs)
+
+    monkeypatch.setattr(swap_train, "load_model", slow_load)
+    swap_stage._cached_model.cache_clear()
+    models = []
+    threads = [threading.Thread(target=lambda: models.append(SwappedFaces(shot).model)) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    swap_stage._cached_model.cache_clear()
+    assert len(loads) == 1 and len(models) == 4 and all(x is models[0] for x in models)
+
+
 def test_a_model_that_does_not_fit_the_crop_size(tmp_path, woman_clip, tiny_model):
     m = write_manifest(
         tmp_path,

@@ -37,7 +37,7 @@ from pipeline.media.color import to_uint8
 from pipeline.media.sequences import write_frame
 from pipeline.progress import Progress
 from pipeline.shot.keys import StageKey, code_version, digest, file_digest
-from pipeline.shot.stage import Rendered, Stage, StageJob, StageOutput
+from pipeline.shot.stage import MODEL_LOAD_LOCK, Rendered, Stage, StageJob, StageOutput
 from pipeline.shot.swap import SwappedFaces
 from pipeline.stylegan.registry import generator_path
 from pipeline.workspace import RenderVersion
@@ -88,7 +88,8 @@ def load_generator_file(path: str | Path) -> Generator:
     """A generator file (the shot's, or one tuned to the shot), once per process and device."""
     path = Path(path).resolve()
     st = path.stat()
-    return _cached_generator(str(path), st.st_size, st.st_mtime_ns, str(resolve_device()))
+    with MODEL_LOAD_LOCK:
+        return _cached_generator(str(path), st.st_size, st.st_mtime_ns, str(resolve_device()))
 
 
 def load_shot_generator(shot: Shot, tuned: str | None = None) -> Generator:
@@ -121,13 +122,14 @@ def load_shot_encoder(shot: Shot) -> Encoder:
     assert path is not None
     st = path.resolve().stat()
     try:
-        return _cached_encoder(
-            str(path.resolve()),
-            st.st_size,
-            st.st_mtime_ns,
-            str(generator_file_of(shot).resolve()),
-            str(resolve_device()),
-        )
+        with MODEL_LOAD_LOCK:
+            return _cached_encoder(
+                str(path.resolve()),
+                st.st_size,
+                st.st_mtime_ns,
+                str(generator_file_of(shot).resolve()),
+                str(resolve_device()),
+            )
     except PipelineError as e:
         raise ManifestError(f"{shot.where('project', 'encoder')}: {e.one_line()}") from None
 

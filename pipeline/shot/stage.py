@@ -17,6 +17,7 @@ Every part has a default that does nothing, so a stage writes only what it has.
 from __future__ import annotations
 
 import functools
+import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +30,11 @@ from pipeline.manifest import Shot
 from pipeline.shot.frames import ChunkResult, FaceLink, FrameComposite
 from pipeline.shot.keys import StageKey
 from pipeline.workspace import RenderVersion
+
+# Held while a stage loads a model into its per-process cache: the chunks of a render run on threads, and
+# without it four of them starting together each read the same 1 GB swap checkpoint (lru_cache does not
+# stop a second caller while the first is still loading).
+MODEL_LOAD_LOCK = threading.RLock()
 
 
 @dataclass

@@ -22,7 +22,7 @@ from pipeline.files import write_atomic
 from pipeline.manifest import Shot, SwapSpec
 from pipeline.progress import Waiting
 from pipeline.shot.keys import StageKey, code_version, digest, file_digest
-from pipeline.shot.stage import Rendered, Stage, StageJob, StageOutput
+from pipeline.shot.stage import MODEL_LOAD_LOCK, Rendered, Stage, StageJob, StageOutput
 
 if TYPE_CHECKING:
     from pipeline.swap.model import SwapModel
@@ -110,7 +110,8 @@ class SwappedFaces:
 
         path = model_file(shot)
         st = path.stat()
-        self.model = _cached_model(str(path), st.st_size, st.st_mtime_ns, str(resolve_device()))
+        with MODEL_LOAD_LOCK:
+            self.model = _cached_model(str(path), st.st_size, st.st_mtime_ns, str(resolve_device()))
 
     def __call__(
         self, numbers: list[int], faces: list[np.ndarray], masks: list[np.ndarray | None]
