@@ -18,7 +18,9 @@ os.environ.setdefault("PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_BATCH_SIZE", "5
 os.environ.setdefault("PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_READ_BATCH_SIZE", "50")
 os.environ.setdefault("DO_NOT_TRACK", "1")
 
+import base64  # noqa: E402
 import contextlib  # noqa: E402
+import contextvars  # noqa: E402
 import fnmatch  # noqa: E402
 import json  # noqa: E402
 import logging  # noqa: E402
@@ -31,6 +33,8 @@ import sys  # noqa: E402
 import time  # noqa: E402
 import urllib.request  # noqa: E402
 from collections.abc import Callable, Iterator  # noqa: E402
+from concurrent.futures import ThreadPoolExecutor  # noqa: E402
+from concurrent.futures import as_completed as threads_completed  # noqa: E402
 from dataclasses import asdict, replace  # noqa: E402
 from pathlib import Path  # noqa: E402
 
@@ -41,6 +45,7 @@ from prefect.artifacts import (  # noqa: E402
     update_progress_artifact,
 )
 from prefect.cache_policies import NO_CACHE  # noqa: E402
+from prefect.context import FlowRunContext  # noqa: E402
 from prefect.futures import as_completed  # noqa: E402
 from prefect.logging.handlers import PrefectConsoleHandler  # noqa: E402
 from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings  # noqa: E402
@@ -209,6 +214,28 @@ def _artifact_key(shot: str) -> str:
     return re.sub(r"[^a-z0-9-]", "-", shot.lower())
 
 
+def manifest_run_name() -> str:
+    """A shot's flow run is named by its manifest's file (`sh010.yaml`: `sh010`, and the frames of a partial
+    render) until its version is open, so that the Prefect UI's list of runs says which shot each is, also
+    of one that fails before it has a version; then by the shot and version (name_shot_run)."""
+    from prefect.runtime import flow_run
+
+    parameters = flow_run.parameters
+    name = Path(parameters["manifest"]).stem
+    return f"{name} {parameters['frames']}" if parameters.get("frames") else name
+
+
+def name_shot_run(shot: Shot, v: RenderVersion, frames: str | None) -> None:
+    """Rename the running flow run to its shot and version (`sh010 v003`, and the frames of a partial
+    render, `sh010 v004 1040-1060`): known only once the version is open, after the run has started."""
+    context = FlowRunContext.get()
+    if context is None or context.flow_run is None:
+        return
+    name = f"{shot.name} {v.label}" + (f" {shot.first}-{shot.last}" if frames else "")
+    context.client.set_flow_run_name(context.flow_run.id, name)
+    context.flow_run.name = name  # for the loggers made from here on
+
+
 def prepare_shot(manifest: str, frames: str | None) -> Shot:
     return load_shot(manifest, frames)
 
@@ -291,22 +318,27 @@ def _version_for_task(shot: Shot, version_path: str) -> RenderVersion:
     return version
 
 
-@task(name="render-chunk", **CHUNK_TASK)
+@task(name="render-chunk", task_run_name="chunk {first}-{last}", **CHUNK_TASK)
 def render_chunk(
     manifest: str, frames: str | None, version_path: str, files: dict[str, str], first: int, last: int
 ) -> ChunkResult:
     """One chunk of frames; it opens the plate and the stages' files itself, so a chunk can run anywhere."""
     shot = prepare_shot(manifest, frames)
-    return render_frames_of_chunk(shot, _version_for_task(shot, version_path), files, first, last)
+    result = render_frames_of_chunk(shot, _version_for_task(shot, version_path), files, first, last)
+    get_run_logger().info(
+        f"{shot.name}: frames {first}-{last}: {result.written} written, {result.skipped} already complete, "
+        f"{result.wall_s:.1f} s on {result.worker}"
+    )
+    return result
 
 
-@task(name="stage-chunk", **CHUNK_TASK)
+@task(name="stage-chunk", task_run_name="{stage} {first}-{last}", **CHUNK_TASK)
 def stage_chunk(stage: str, manifest: str, frames: str | None, first: int, last: int) -> object:
     """A stage's chunked work on frames first..last (the track's face detection)."""
     return BY_NAME[stage].work_chunk(prepare_shot(manifest, frames), first, last)
 
 
-@task(name="stage", **CHUNK_TASK)
+@task(name="stage", task_run_name="{stage}", **CHUNK_TASK)
 def stage_task(
     stage: str,
     manifest: str,
@@ -322,6 +354,13 @@ def stage_task(
     key = stage_keys(shot)[stage]
     job = StageJob(Path(root), key, files, version, parts, get_run_logger().info)
     return BY_NAME[stage].run(shot, job)
+
+
+def upstream(render: ShotRender) -> list[dict[str, str]]:
+    """What the stages so far handed on, as the `wait_for` of a task that reads their files: Prefect then
+    lists those stages' task runs as the task's inputs and draws them upstream of it in the run's graph
+    (a task's plain arguments show as empty inputs). The task takes the files from its own arguments."""
+    return [out.files for out in render.outputs.values()]
 
 
 def run_stage(render: ShotRender, stage: Stage, manifest: str, frames: str | None) -> StageOutput:
@@ -340,11 +379,11 @@ def run_stage(render: ShotRender, stage: Stage, manifest: str, frames: str | Non
     version_path = str(render.version.path) if render.version else None
     files = render.files
     return stage_task.with_options(name=stage.name)(
-        stage.name, manifest, frames, str(render.root), version_path, files, parts
+        stage.name, manifest, frames, str(render.root), version_path, files, parts, wait_for=upstream(render)
     )
 
 
-@task(name="overlay-chunk", **CHUNK_TASK)
+@task(name="overlay-chunk", task_run_name="overlay {first}-{last}", **CHUNK_TASK)
 def overlay_chunk(
     manifest: str, frames: str | None, version_path: str, track_file: str, first: int, last: int
 ) -> ChunkResult:
@@ -356,6 +395,7 @@ def overlay_chunk(
 
 @task(
     name="encode-movies",
+    task_run_name="movies",
     retries=1,
     retry_condition_fn=_retry_unless_bad_input,
     cache_policy=NO_CACHE,
@@ -420,9 +460,34 @@ def run_chunks(
     return results
 
 
+SHEET_WIDTH_IN_UI = 640  # px: a contact sheet as the report artifact shows it
+
+
+def sheets_markdown(v: RenderVersion) -> str:
+    """The version's contact sheets as images in Markdown, for the report artifact: the Prefect UI cannot
+    open files on the render filesystem, so each is a downsized JPEG inside a data: URI (a 4x4 sheet of
+    detailed frames is about 140 kB of the artifact, which the server's database keeps)."""
+    import cv2
+
+    sheets = sorted(v.path.glob("*contact_sheet.png"), key=lambda p: (p.name != "contact_sheet.png", p.name))
+    lines = ["", "## Contact sheets"] if sheets else []
+    for path in sheets:
+        image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+        if image is None:
+            continue
+        h, w = image.shape[:2]
+        if w > SHEET_WIDTH_IN_UI:
+            size = (SHEET_WIDTH_IN_UI, max(1, round(h * SHEET_WIDTH_IN_UI / w)))
+            image = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+        jpeg = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, 75])[1]
+        data = base64.b64encode(jpeg.tobytes()).decode("ascii")
+        lines += ["", f"`{path.resolve()}`", "", f"![{path.stem}](data:image/jpeg;base64,{data})"]
+    return "\n".join(lines) + "\n" if lines else ""
+
+
 def _finish(shot: Shot, v: RenderVersion, report: dict, t0: float) -> dict:
     create_markdown_artifact(
-        markdown=report_markdown(report),
+        markdown=report_markdown(report) + sheets_markdown(v),
         key=f"{_artifact_key(shot.name)}-report",
         description=f"{shot.name} {v.label} report",
     )
@@ -435,7 +500,12 @@ def _failed(v: RenderVersion, e: BaseException) -> None:
     v.write_state(status="failed", error=str(e).splitlines()[0] if str(e) else type(e).__name__)
 
 
-@flow(name="render-shot", persist_result=False, task_runner=ThreadPoolTaskRunner(max_workers=WORKERS))
+@flow(
+    name="render-shot",
+    flow_run_name=manifest_run_name,
+    persist_result=False,
+    task_runner=ThreadPoolTaskRunner(max_workers=WORKERS),
+)
 def render_shot(
     manifest: str,
     frames: str | None = None,
@@ -450,6 +520,7 @@ def render_shot(
     ensure_writable(Path(root))
     render = ShotRender(shot, Path(root), get_run_logger().info)
     with writing(shot, Path(root), resume, version, force) as (v, cache):
+        name_shot_run(shot, v, frames)
         if resume and v.finished:
             render.log(f"{shot.name} {v.label}: finished already: nothing to resume")
             return finished_already(shot, v)
@@ -474,9 +545,9 @@ def render_version(
         for stage in render.shot_stages:  # track, swap, project, path
             render.run_stage(stage, lambda s: run_stage(render, s, manifest, frames))
         with render.clock("frames"):
-            files = render.files
+            files, after = render.files, upstream(render)
             chunks = run_chunks(
-                lambda a, b: render_chunk.submit(manifest, frames, str(v.path), files, a, b),
+                lambda a, b: render_chunk.submit(manifest, frames, str(v.path), files, a, b, wait_for=after),
                 shot.first,
                 shot.last,
                 shot.spec.output.chunk_size,
@@ -507,7 +578,12 @@ def render_version(
         raise
 
 
-@flow(name="track-shot", persist_result=False, task_runner=ThreadPoolTaskRunner(max_workers=WORKERS))
+@flow(
+    name="track-shot",
+    flow_run_name=manifest_run_name,
+    persist_result=False,
+    task_runner=ThreadPoolTaskRunner(max_workers=WORKERS),
+)
 def track_shot(manifest: str, frames: str | None = None, root: str = "render") -> dict:
     """Track the shot's faces and write a look at it: an overlay movie and an aligned-crop contact sheet."""
     shot = prepare_shot(manifest, frames)
@@ -515,6 +591,7 @@ def track_shot(manifest: str, frames: str | None = None, root: str = "render") -
     ensure_writable(Path(root))
     render = ShotRender(shot, Path(root), get_run_logger().info)
     with writing(shot, Path(root), False, None) as (v, _):
+        name_shot_run(shot, v, frames)
         return track_version(render, v, manifest, frames)
 
 
@@ -527,8 +604,11 @@ def track_version(render: ShotRender, v: RenderVersion, manifest: str, frames: s
         out = render.run_stage(TRACK, lambda s: run_stage(render, s, manifest, frames))
         track_file = out.files["track"]
         overlay_dir(v).mkdir(exist_ok=True)
+        after = upstream(render)
         chunks = run_chunks(
-            lambda a, b: overlay_chunk.submit(manifest, frames, str(v.path), track_file, a, b),
+            lambda a, b: overlay_chunk.submit(
+                manifest, frames, str(v.path), track_file, a, b, wait_for=after
+            ),
             shot.first,
             shot.last,
             shot.spec.output.chunk_size,
@@ -563,9 +643,9 @@ def track_version(render: ShotRender, v: RenderVersion, manifest: str, frames: s
         raise
 
 
-@task(name="render-shot", cache_policy=NO_CACHE, persist_result=False)
-def render_shot_task(manifest: str, root: str, runner: dict | None = None, resume: bool = False) -> dict:
-    """One shot of a batch, as a task so that shots run side by side (each a render-shot flow run).
+def render_batch_shot(manifest: str, root: str, runner: dict | None = None, resume: bool = False) -> dict:
+    """One shot of a batch, run in a thread of the batch's flow as a render-shot subflow run: the shot's
+    logs and report artifact are on its own run (a flow called inside a task files them on the task).
     With `resume`, an interrupted latest version is finished and an up-to-date one is left as it is."""
     settings = RunnerSettings(**runner) if runner else None
     finish = False
@@ -581,30 +661,38 @@ def render_shot_task(manifest: str, root: str, runner: dict | None = None, resum
     # The batch's own flow run keeps the heartbeat of this process; a shot's run sending its own would
     # only make it wait for the heartbeat thread's next one-second tick at its end (half a second a shot).
     with temporary_settings({PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
-        return render_shot.with_options(task_runner=make_task_runner(settings))(
-            manifest, root=root, resume=finish
-        )
+        flow_ = render_shot.with_options(task_runner=make_task_runner(settings))
+        return flow_(manifest, root=root, resume=finish)
 
 
 def render_shots(
     manifests: list[str], root: str, runner: dict | None = None, resume: bool = False
 ) -> Iterator[tuple[str, dict, str | None]]:
-    """Render shots side by side (the calling flow's task runner); yield each as it ends with its result,
-    or with its error's first line: a failing shot is logged and does not stop the others."""
+    """Render shots side by side (SHOTS_AT_ONCE threads, each in a copy of the calling flow's context, so
+    each shot is a subflow run of it); yield each as it ends with its result, or with its error's first
+    line: a failing shot is logged and does not stop the others."""
     log = get_run_logger()
-    futures = {render_shot_task.submit(m, root, runner, resume): m for m in manifests}
+    # Prefect numbers a flow's subflow runs on its one event-loop thread, so threads may start them at once
+    pool = ThreadPoolExecutor(max_workers=SHOTS_AT_ONCE, thread_name_prefix="shot")
     failed = 0
-    with Progress("batch", len(manifests), "shot", emit=log.info) as bar:
-        for fut in as_completed(list(futures)):
-            m = futures[fut]
-            try:
-                result, message = fut.result(), None
-            except Exception as e:
-                message = str(e).splitlines()[0] if str(e) else type(e).__name__
-                log.error(f"{m}: {message}")
-                result, failed = {}, failed + 1
-            bar.advance(note=f"{failed} failed" if failed else None)
-            yield m, result, message
+    try:
+        futures = {
+            pool.submit(contextvars.copy_context().run, render_batch_shot, m, root, runner, resume): m
+            for m in manifests
+        }
+        with Progress("batch", len(manifests), "shot", emit=log.info) as bar:
+            for fut in threads_completed(futures):
+                m = futures[fut]
+                try:
+                    result, message = fut.result(), None
+                except Exception as e:
+                    message = str(e).splitlines()[0] if str(e) else type(e).__name__
+                    log.error(f"{m}: {message}")
+                    result, failed = {}, failed + 1
+                bar.advance(note=f"{failed} failed" if failed else None)
+                yield m, result, message
+    finally:  # interrupted (Ctrl-C): the shots not started yet are not started
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def batch_manifests(folder: str, only: str | None = None) -> list[str]:
@@ -618,7 +706,16 @@ def batch_manifests(folder: str, only: str | None = None) -> list[str]:
     return manifests
 
 
-@flow(name="render-batch", persist_result=False, task_runner=ThreadPoolTaskRunner(max_workers=SHOTS_AT_ONCE))
+def batch_run_name() -> str:
+    """`batch shots/`, or `batch shots/ sh01*` for the shots that --only picks."""
+    from prefect.runtime import flow_run
+
+    parameters = flow_run.parameters
+    only = [parameters["only"]] if parameters.get("only") else []
+    return " ".join(["batch", parameters["folder"], *only])
+
+
+@flow(name="render-batch", flow_run_name=batch_run_name, persist_result=False)
 def render_batch(
     folder: str,
     root: str = "render",
@@ -645,7 +742,7 @@ def render_batch(
 NEEDS_RENDER = ("never rendered", "stale", "failed", "interrupted")
 
 
-@flow(name="overnight", persist_result=False, task_runner=ThreadPoolTaskRunner(max_workers=SHOTS_AT_ONCE))
+@flow(name="overnight", flow_run_name="overnight {folder}", persist_result=False)
 def overnight(folder: str, root: str = "render") -> dict:
     """Render the shots whose manifest, plate, models or code changed since their last render (and those
     never rendered, failed or interrupted); leave the rest. Writes the night's summary as a Markdown file

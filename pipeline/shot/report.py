@@ -122,6 +122,7 @@ def write_report(
         "fps": float(shot.fps),
         "plate": shot.plate.info.to_dict(),
         "output": shot.spec.output.model_dump(),
+        "folder": str(version.path.resolve()),
         "sequence": str(version.sequence_pattern),
         "stages_run": list(stages),
         "metadata": metadata,
@@ -154,6 +155,7 @@ def report_markdown(report: dict) -> str:
         f"{report['plate']['width']}x{report['plate']['height']})",
         f"- Synthetic (AI-altered) imagery: {report['metadata']['synthetic_imagery']} "
         f"(stages: {report['metadata']['ai_altered_stages']})",
+        f"- Folder: `{report['folder']}`",
         f"- Sequence: `{report['sequence']}`",
         f"- Total {t.get('total_s', 0):.1f} s: "
         + ", ".join(
