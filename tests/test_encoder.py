@@ -7,6 +7,7 @@ from __future__ import annotations
 import functools
 
 import cv2
+import numpy as np
 import pytest
 import torch
 from conftest import tiny_generator_config
@@ -158,6 +159,13 @@ def test_an_encoder_is_refused_for_another_generator(G, tiny_generator_file, oth
 # Training
 
 
+def assert_labelled_grid(preview: np.ndarray, height: int, width: int) -> None:
+    """A preview of `height` x `width` faces with its row names on the left and its step below."""
+    assert preview.shape[0] == height + 18 and width + 30 < preview.shape[1] < width + 120, preview.shape
+    band, caption = preview[:height, : preview.shape[1] - width], preview[height:]
+    assert (band < 128).any() and (caption < 128).any()  # dark text on white
+
+
 def test_a_short_training_lowers_the_loss_on_unseen_faces(G, lpips, trained, tiny_generator_file):
     untrained = new_state(G, "", QUICK).encoder.eval()  # the same seed: the trained encoder's start
     enc, meta = load_encoder(trained, tiny_generator_file, G)
@@ -172,8 +180,8 @@ def test_a_short_training_lowers_the_loss_on_unseen_faces(G, lpips, trained, tin
     assert after["mse"].mean() < 0.7 * before["mse"].mean()
     for name in ("encoder.pt", "training.pt", "preview.png", "loss.png"):
         assert (trained / name).is_file(), name
-    preview = cv2.imread(str(trained / "preview.png"))
-    assert preview.shape == (3 * 32, QUICK.preview_faces * 32, 3)  # face, encoded, polished; a column each
+    # rows face, encoded, polished (named in a band on the left), a column per face, the step below
+    assert_labelled_grid(cv2.imread(str(trained / "preview.png")), 3 * 32, QUICK.preview_faces * 32)
 
 
 def test_the_encoders_w_plus_starts_projection_better_than_the_average_w(G, lpips, trained):
@@ -292,7 +300,7 @@ def test_train_encoder_command_runs_as_a_prefect_flow_and_registers(
     assert f"{out}: step 2, " in stdout and "real LPIPS" in stdout
     for name in ("encoder.pt", "training.pt", "preview.png", "loss.png"):
         assert (out / name).is_file(), name
-    assert cv2.imread(str(out / "preview.png")).shape == (3 * 32, 6 * 32, 3)
+    assert_labelled_grid(cv2.imread(str(out / "preview.png")), 3 * 32, 6 * 32)
 
     code, stdout, err = run(["models", "add", "enc", str(out)], capsys)
     assert code == 0, err
