@@ -173,7 +173,7 @@ def swap_rows(device: torch.device, preset: str, small: bool, steps: int) -> lis
         state = new_state(settings, device)
         seconds, peak = measure(device, lambda s=state, st=settings: train_step(s, faces, st), steps)
         rows.append(Row("swap train", f"{size} px", device, label, batch, seconds, "step", peak, note))
-        print(rows[-1].cells(), flush=True)
+        print("done: " + ", ".join(rows[-1].cells()), flush=True)  # as it goes: the real sizes take minutes
         model = state.model.eval()
         seconds, peak = measure(
             device,
@@ -182,7 +182,7 @@ def swap_rows(device: torch.device, preset: str, small: bool, steps: int) -> lis
         )
         per_frame = seconds / frames
         rows.append(Row("swap convert", f"{size} px", device, label, convert_batch, per_frame, "frame", peak))
-        print(rows[-1].cells(), flush=True)
+        print("done: " + ", ".join(rows[-1].cells()), flush=True)  # as it goes: the real sizes take minutes
         state = model = None  # freed before the next precision's model is made
     return rows
 
@@ -212,7 +212,7 @@ def generator_rows(device: torch.device, res: int, small: bool, steps: int) -> l
     n = max(steps, settings.r1_every) if device.type == "cuda" else steps
     seconds, peak = measure(device, lambda: train_step(state, reals, settings), n)
     rows = [Row("generator train", label, device, "fp32", batch, seconds, "step", peak)]
-    print(rows[-1].cells(), flush=True)
+    print("done: " + ", ".join(rows[-1].cells()), flush=True)  # as it goes: the real sizes take minutes
     state = reals = None
     G = generator(res, widths, device)
     draw_batch = 2 if small else 8
@@ -224,7 +224,7 @@ def generator_rows(device: torch.device, res: int, small: bool, steps: int) -> l
 
     seconds, peak = measure(device, draw, steps)
     rows.append(Row("generator draw", label, device, "fp32", draw_batch, seconds / draw_batch, "frame", peak))
-    print(rows[-1].cells(), flush=True)
+    print("done: " + ", ".join(rows[-1].cells()), flush=True)  # as it goes: the real sizes take minutes
     return rows
 
 
@@ -244,7 +244,7 @@ def inversion_rows(device: torch.device, res: int, small: bool, steps: int, lpip
     state = new_encoder(G, "bench", settings)
     seconds, peak = measure(device, lambda: train_step(state, G, lpips, None, settings), steps)
     rows = [Row("encoder train", label, device, "fp32", batch, seconds, "step", peak)]
-    print(rows[-1].cells(), flush=True)
+    print("done: " + ", ".join(rows[-1].cells()), flush=True)  # as it goes: the real sizes take minutes
     state = None
     batch = 2 if small else 8
     images = torch.rand(batch, 3, res, res, device=device) * 2 - 1
@@ -253,14 +253,14 @@ def inversion_rows(device: torch.device, res: int, small: bool, steps: int, lpip
     )
     note = f"{seconds / batch:.2f} s a face for {steps} steps"
     rows.append(Row("projection", label, device, "fp32", batch, seconds / steps, "step", peak, note))
-    print(rows[-1].cells(), flush=True)
+    print("done: " + ", ".join(rows[-1].cells()), flush=True)  # as it goes: the real sizes take minutes
     pivots = 2 if small else 4
     latents = G.map(torch.randn(8, G.cfg.z_dim, device=device)).cpu()
     targets = torch.rand(8, 3, res, res) * 2 - 1
     tune = TuneSettings(steps=steps, batch=pivots, locality_batch=2)
     seconds, peak = measure(device, lambda: tune_generator(G, latents, targets, lpips, tune), 1)
     rows.append(Row("tune", label, device, "fp32", pivots, seconds / steps, "step", peak))
-    print(rows[-1].cells(), flush=True)
+    print("done: " + ", ".join(rows[-1].cells()), flush=True)  # as it goes: the real sizes take minutes
     return rows
 
 
@@ -299,7 +299,7 @@ def composite_rows(name: str, repeats: int) -> list[Row]:
 
     seconds, _ = measure(cpu, frame, repeats)
     rows = [Row("composite", f"{name} {w}x{h}", cpu, "fp32", 1, seconds, "frame", None, "no GPU path")]
-    print(rows[-1].cells(), flush=True)
+    print("done: " + ", ".join(rows[-1].cells()), flush=True)  # as it goes: the real sizes take minutes
     return rows
 
 
