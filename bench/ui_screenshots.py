@@ -99,11 +99,18 @@ def pages(api: str) -> dict[str, str]:
             artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[shot.id]))
         )
         report = next(a for a in artifact if a.type == "markdown")
-        tasks = client.read_task_runs(
-            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[shot.id])),
-            task_run_filter=TaskRunFilter(flow_run_id=TaskRunFilterFlowRunId(any_=[shot.id])),
-        )
-        chunk = next(t for t in tasks if t.name.startswith("chunk "))
+        # the server records task runs from their events a moment after they end: wait for the chunks
+        for _ in range(60):
+            tasks = client.read_task_runs(
+                flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[shot.id])),
+                task_run_filter=TaskRunFilter(flow_run_id=TaskRunFilterFlowRunId(any_=[shot.id])),
+            )
+            chunk = next((t for t in tasks if t.name.startswith("chunk ")), None)
+            if chunk is not None:
+                break
+            time.sleep(0.5)
+        else:
+            raise SystemExit(f"no chunk task run of {shot.name} recorded in 30 s")
     print(f"batch run {batch.name!r}; shot runs {[r.name for r in shots]}; chunk {chunk.name!r}")
     # The server's root opens the UI's second version (/v2, the default for a new browser); the links in
     # Prefect's log ("View at .../runs/flow-run/<id>") open the first. Both are shown.

@@ -395,6 +395,7 @@ def test_the_demo_shots_render_as_a_batch(tmp_path, prefect_server):
         assert report["faces"]["with_face"] == n  # the astronaut is tracked through every camera move
         # a photo of one person: the faint "faces" HOG finds on her suit's badges are not counted
         assert report["faces"]["several_faces_frames"] == 0
+        assert "## Identity" not in (v / "report.md").read_text()  # no swap, no identity section
         assert report["metadata"]["models"] == "dlib:hog_frontal_face,dlib:shape_predictor_68_face_landmarks"
         assert report["metadata"]["synthetic_imagery"] == "true"
         with av.open(str(v / movie)) as c:

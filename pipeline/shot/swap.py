@@ -202,9 +202,10 @@ def identity_summary(rows: list[list[float]], direction: str) -> dict | None:
 
 def identity_markdown(identity: dict | None) -> list[str]:
     if not identity:
-        return ["## Identity", "", "- Not measured (give swap.reference_a and reference_b to measure it)", ""]
+        return ["", "## Identity", "", "- Not measured (give swap.reference_a and reference_b to measure it)"]
     t = identity["target"].upper()
     return [
+        "",
         "## Identity",
         "",
         f"- Verdict: **{identity['verdict']}**: {identity['why']}",
@@ -212,7 +213,6 @@ def identity_markdown(identity: dict | None) -> list[str]:
         f"to B {identity['mean_distance_to_b']:.3f} (target {t}; the same person is below 0.6)",
         f"- Closer to {t} than to the other person on {identity['closer_to_target']:.0%} of the frames; "
         f"a face found in {identity['face_found']:.0%} of the new faces",
-        "",
     ]
 
 
@@ -261,7 +261,9 @@ class SwapStage(Stage):
         return {"identity": summary, "identity_per_frame": rows}
 
     def markdown(self, report: dict) -> list[str]:
-        return identity_markdown((report.get("faces") or {}).get("identity"))
+        faces = report.get("faces") or {}
+        # the key is there (None without references) only when the swap ran
+        return identity_markdown(faces["identity"]) if "identity" in faces else []
 
     def altered(self, shot: Shot, earlier: list[str]) -> str | None:
         swap = swap_spec(shot)
