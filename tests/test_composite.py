@@ -114,10 +114,11 @@ def test_retouch_changes_the_face_where_the_colour_match_cannot_undo_it(analyzer
         (x0, y0), (x1, y1) = eye.min(0).astype(int) - 6, eye.max(0).astype(int) + 6
         before, after = ((im[y0:y1, x0:x1].mean(-1) < 0.3).sum() for im in (crop, out))
         assert after > 1.3 * before, (after, before)
-    # far from the face (the crop's top corners) nothing moves; without landmarks nothing changes
+    # far from the face (the crop's top corners) nothing moves; without landmarks it refuses
     for corner in (np.s_[:20, :20], np.s_[:20, -20:]):
         assert np.abs(out[corner] - crop[corner]).max() < 1e-3
-    assert np.array_equal(alter_face(crop, "retouch", None), crop)
+    with pytest.raises(ValueError, match="needs the face's 68 landmarks"):
+        alter_face(crop, "retouch", None)
 
 
 def test_rct_on_real_footage_fivefold(footage, analyzer):

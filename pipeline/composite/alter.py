@@ -30,7 +30,7 @@ def alter_face(crop: np.ndarray, how: str, landmarks: np.ndarray | None = None) 
         return from_lab(lab)
     if how == "retouch":
         if landmarks is None or np.isnan(landmarks).any():
-            return crop
+            raise ValueError("the retouch alteration needs the face's 68 landmarks in crop pixels")
         return retouch(crop, landmarks)
     raise ValueError(f"unknown alteration {how!r} (one of {', '.join(ALTERATIONS)})")
 
