@@ -7,8 +7,16 @@ import numpy as np
 import pytest
 
 from pipeline.errors import PipelineError
-from pipeline.faces.align import align_face, crop_matrix, ffhq_params, paste_back, transform_points
+from pipeline.faces.align import (
+    align_face,
+    crop_matrix,
+    ffhq_params,
+    paste_back,
+    plate_coverage,
+    transform_points,
+)
 from pipeline.faces.detect import Face, FaceAnalyzer
+from pipeline.faces.draw import draw_crop_tile
 from pipeline.faces.masks import landmark_mask
 from pipeline.faces.quality import alignment_jitter, landmark_error
 from pipeline.faces.track import FrameFaces, TrackSettings, build_track, choose_actor, fill_gaps
@@ -111,6 +119,25 @@ def test_a_crop_past_the_frame_edge_is_padded_not_shrunk(astronaut, astronaut_fa
     detail = np.abs(cv2.Laplacian(crop, cv2.CV_32F)).mean(-1)
     far = cv2.distanceTransform((~inside).astype(np.uint8), cv2.DIST_L2, 5) > 20
     assert detail[far].mean() < 0.5 * detail[inside].mean()  # and blurred away from the edge
+
+
+def test_contact_tile_hatches_the_part_of_a_crop_past_the_frame_edge(astronaut, astronaut_face):
+    params = ffhq_params(astronaut_face.landmarks)
+    params[0] = 40.0
+    crop, m = align_face(astronaut, params, 256)
+    coverage = plate_coverage(astronaut.shape, params, 256)
+    outside = coverage < 0.5
+    assert 256 * 40 < outside.sum() < 256 * 200 and outside[:, 0].all() and not outside[:, -1].any()
+    plain = draw_crop_tile(crop, None, None, "x")
+    tile = draw_crop_tile(crop, None, None, "x", coverage)
+    rows = slice(0, 200)  # above the label
+    changed = np.abs(tile.astype(int) - plain).max(-1)[rows] > 0
+    far_inside = cv2.distanceTransform((~outside).astype(np.uint8), cv2.DIST_L2, 5)[rows] > 3
+    assert changed[outside[rows]].mean() > 0.9  # hatched (with the edge line)
+    assert not changed[far_inside].any()  # the plate's own pixels are untouched
+    # an all-inside crop is left as it is
+    inner = ffhq_params(astronaut_face.landmarks)
+    assert plate_coverage(astronaut.shape, inner, 256).min() > 0.99
 
 
 @pytest.mark.parametrize("size", [256, 512])

@@ -71,14 +71,7 @@ def align_face(frame: np.ndarray, params: np.ndarray, crop_size: int) -> tuple[n
     crop = cv2.warpAffine(
         src, m, (crop_size, crop_size), flags=cv2.INTER_CUBIC, borderMode=cv2.BORDER_REFLECT101
     )
-    inside = cv2.warpAffine(
-        np.ones(src.shape[:2], np.float32),
-        m,
-        (crop_size, crop_size),
-        flags=cv2.INTER_LINEAR,
-        borderMode=cv2.BORDER_CONSTANT,
-        borderValue=0,
-    )
+    inside = _coverage(src.shape, m, crop_size)
     if inside.min() < 0.999:
         outside = (inside < 0.5).astype(np.uint8)
         dist = cv2.distanceTransform(outside, cv2.DIST_L2, 5) / crop_size
@@ -89,6 +82,23 @@ def align_face(frame: np.ndarray, params: np.ndarray, crop_size: int) -> tuple[n
         w_med = np.clip(dist / 0.25, 0, 1)[..., None] * 0.7
         crop = crop + (median - crop) * w_med
     return np.clip(crop, 0, 1).astype(np.float32), matrix
+
+
+def _coverage(shape: tuple[int, ...], matrix: np.ndarray, crop_size: int) -> np.ndarray:
+    return cv2.warpAffine(
+        np.ones(shape[:2], np.float32),
+        matrix,
+        (crop_size, crop_size),
+        flags=cv2.INTER_LINEAR,
+        borderMode=cv2.BORDER_CONSTANT,
+        borderValue=0,
+    )
+
+
+def plate_coverage(plate_shape: tuple[int, ...], params: np.ndarray, crop_size: int) -> np.ndarray:
+    """Where an aligned crop shows the plate (1) and where it shows align_face's padding past the frame
+    edge (0), so a reviewer can tell padding from a bad crop."""
+    return _coverage(plate_shape, crop_matrix(params, crop_size), crop_size)
 
 
 @dataclass(frozen=True)

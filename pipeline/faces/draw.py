@@ -67,11 +67,34 @@ def draw_overlay(
     return img
 
 
+def hatch_outside(img: np.ndarray, coverage: np.ndarray) -> np.ndarray:
+    """Grey diagonal stripes over the part of a crop that lies past the plate's edge (align_face pads it
+    with a blurred mirror of the plate, which reads as a dark or smeared strip), with a line at the edge."""
+    outside = coverage < 0.5
+    if not outside.any():
+        return img
+    h, w = outside.shape
+    yy, xx = np.mgrid[0:h, 0:w]
+    stripes = ((xx + yy) // max(2, w // 32)) % 2 == 0
+    out = img.copy()
+    out[outside] = (0.5 * out[outside] + 0.5 * np.where(stripes[outside, None], 160, 96)).astype(np.uint8)
+    contours, _ = cv2.findContours(outside.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    cv2.drawContours(out, contours, -1, WHITE, 1, cv2.LINE_AA)
+    return out
+
+
 def draw_crop_tile(
-    crop: np.ndarray, landmarks_crop: np.ndarray | None, mask: np.ndarray | None, label: str
+    crop: np.ndarray,
+    landmarks_crop: np.ndarray | None,
+    mask: np.ndarray | None,
+    label: str,
+    coverage: np.ndarray | None = None,
 ) -> np.ndarray:
-    """An aligned crop with its matte outline and landmarks, for the contact sheet."""
+    """An aligned crop with its matte outline and landmarks, for the contact sheet; where `coverage` (see
+    align.plate_coverage) says the crop runs past the plate, that part is hatched."""
     img = np.ascontiguousarray(to_uint8(crop)).copy()
+    if coverage is not None:
+        img = hatch_outside(img, coverage)
     if mask is not None:
         contours, _ = cv2.findContours(
             (mask > 0.5).astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE

@@ -22,7 +22,7 @@ import numpy as np
 
 from pipeline import progress
 from pipeline.errors import PipelineError
-from pipeline.faces.align import align_face, transform_points
+from pipeline.faces.align import align_face, plate_coverage, transform_points
 from pipeline.faces.detect import FaceAnalyzer
 from pipeline.faces.draw import draw_crop_tile, draw_overlay, grid, quad_in_plate
 from pipeline.faces.masks import landmark_mask
@@ -217,7 +217,8 @@ def face_tile(shot: Shot, track: FaceTrack, frame: int, plate: np.ndarray) -> np
             if lm is not None
             else None
         )
-        tile = draw_crop_tile(crop, lm, mask, f"{frame} {'filled' if track.filled[i] else ''}".strip())
+        label = f"{frame} {'filled' if track.filled[i] else ''}".strip()
+        tile = draw_crop_tile(crop, lm, mask, label, plate_coverage(plate.shape, track.params[i], size))
     return cv2.resize(tile, (256, 256), interpolation=cv2.INTER_AREA) if tile.shape[0] != 256 else tile
 
 
