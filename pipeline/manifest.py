@@ -297,7 +297,19 @@ class FaceModelPaths(Strict):
 
 class FacesSpec(Strict):
     enabled: bool = True
-    detector: Literal["hog", "cnn"] = "hog"
+    landmarks: Literal["dlib68", "mesh"] = Field(
+        "dlib68", description="dlib's 68 points, or MediaPipe's 478-point face mesh (mapped to the same 68)"
+    )
+    detector: Literal["hog", "cnn", "mediapipe"] | None = Field(
+        None, description="default: mediapipe (BlazeFace full range) with the mesh, hog with dlib68"
+    )
+    profile_yaw: float = Field(
+        60.0,
+        ge=0,
+        le=180,
+        description="frames whose head is turned further than this (degrees of yaw) are 'profile': "
+        "face stages leave them as they are and the report lists them for an artist",
+    )
     detect_size: int = Field(640, ge=0, le=8192, description="longest side detection runs at; 0 = full size")
     upsample: int = Field(0, ge=0, le=3)
     reference: str | None = Field(None, description="an image of the actor, to pick them among several faces")

@@ -1,4 +1,5 @@
-"""Face detection (dlib HOG or MMOD CNN), 68-point landmarks, and the 128-d identity embedding."""
+"""Face detection (dlib HOG, dlib MMOD CNN, or MediaPipe's BlazeFace), landmarks (dlib's 68 points, or
+MediaPipe's 478-point mesh mapped to the same 68), and dlib's 128-d identity embedding."""
 
 from __future__ import annotations
 
@@ -17,8 +18,9 @@ from pipeline.models import model_path
 class Face:
     box: np.ndarray  # left, top, right, bottom in plate pixels
     score: float
-    landmarks: np.ndarray  # (68, 2) float32, plate pixels
+    landmarks: np.ndarray  # (68, 2) float32, plate pixels (dlib's semantics with either backend)
     embedding: np.ndarray | None = field(default=None, repr=False)  # (128,) when asked for
+    mesh: np.ndarray | None = field(default=None, repr=False)  # (478, 2) plate pixels, mesh backend only
 
     @property
     def area(self) -> float:
@@ -33,35 +35,64 @@ def box_iou(a: np.ndarray, b: np.ndarray) -> float:
     return float(inter / union) if union > 0 else 0.0
 
 
-class FaceAnalyzer:
-    """dlib's detector, landmark predictor and recognition network, loaded once per instance.
+DETECTORS = ("hog", "cnn", "mediapipe")
+LANDMARKS = ("dlib68", "mesh")
 
-    dlib's detectors keep scratch buffers, so an instance must not be shared between threads.
-    Detection runs on a copy scaled so its longer side is at most `detect_size` (faces in plates are
-    large; this keeps HOG fast); landmarks are fitted on the full-resolution frame.
+
+def default_detector(landmarks: str) -> str:
+    """The detector that goes with a landmark backend: MediaPipe's full-range BlazeFace with the mesh (it
+    finds three-quarter and profile faces, which dlib's HOG misses), HOG with dlib's 68 points."""
+    return "mediapipe" if landmarks == "mesh" else "hog"
+
+
+class FaceAnalyzer:
+    """A face detector, a landmark model and dlib's recognition network, loaded once per instance.
+
+    dlib's detectors and the LiteRT interpreters keep scratch buffers, so an instance must not be shared
+    between threads. dlib's detectors run on a copy scaled so its longer side is at most `detect_size`
+    (faces in plates are large; this keeps HOG fast); landmarks are fitted on the full-resolution frame.
+    With `landmarks="mesh"` every face also carries MediaPipe's 478-point mesh, and its 68 points are the
+    mesh's, mapped to dlib's semantics (so alignment and mattes work the same with either backend).
     """
 
     def __init__(
         self,
-        detector: str = "hog",
+        detector: str | None = None,
         detect_size: int = 640,
         upsample: int = 0,
+        landmarks: str = "dlib68",
         landmarks_model: str | Path | None = None,
         detector_model: str | Path | None = None,
         recognition_model: str | Path | None = None,
     ):
+        if landmarks not in LANDMARKS:
+            raise ValueError(f"unknown landmarks {landmarks!r} ({' or '.join(LANDMARKS)})")
+        detector = detector or default_detector(landmarks)
+        if detector not in DETECTORS:
+            raise ValueError(f"unknown detector {detector!r} ({', '.join(DETECTORS)})")
         self.detector_kind = detector
+        self.landmarks_kind = landmarks
         self.detect_size = detect_size
         self.upsample = upsample
+        self._mesh = None
+        if detector == "mediapipe" or landmarks == "mesh":
+            from pipeline.faces.mesh import MeshFaceModel
+
+            self._mesh = MeshFaceModel(
+                detector_model=detector_model if detector == "mediapipe" else None,
+                mesh_model=landmarks_model if landmarks == "mesh" else None,
+            )
         if detector == "hog":
             self._detector = dlib.get_frontal_face_detector()
         elif detector == "cnn":
             self._detector = dlib.cnn_face_detection_model_v1(
                 str(model_path("dlib_mmod_detector", detector_model))
             )
-        else:
-            raise ValueError(f"unknown detector {detector!r} (hog or cnn)")
-        self._predictor = dlib.shape_predictor(str(model_path("dlib_landmarks_68", landmarks_model)))
+        self._predictor = (
+            dlib.shape_predictor(str(model_path("dlib_landmarks_68", landmarks_model)))
+            if landmarks == "dlib68"
+            else None
+        )
         self._recognition_model = recognition_model
         self._recognizer = None
 
@@ -87,22 +118,52 @@ class FaceAnalyzer:
     def detect(self, frame: np.ndarray, embed: bool = False) -> list[Face]:
         """Every face in an RGB frame, largest first."""
         image = np.ascontiguousarray(to_uint8(frame))
+        if self.detector_kind == "mediapipe":
+            assert self._mesh is not None
+            found = [(m.box, m.score, m) for m in self._mesh.detect(image)]
+        else:
+            found = [(box, score, None) for box, score in zip(*self._detect_boxes(image), strict=True)]
         faces = []
-        for box, score in zip(*self._detect_boxes(image), strict=True):
-            rect = dlib.rectangle(*[int(round(v)) for v in box])
-            shape = self._predictor(image, rect)
-            lm = np.array([(p.x, p.y) for p in shape.parts()], np.float32)
-            face = Face(box=box, score=score, landmarks=lm)
+        for box, score, mesh_face in found:
+            face = self._landmarks(image, box, score, mesh_face)
+            if face is None:
+                continue
             if embed:
-                face.embedding = self._embed(image, shape)
+                face.embedding = self.embed(image, face)
             faces.append(face)
         faces.sort(key=lambda f: -f.area)
         return faces
 
-    def _embed(self, image: np.ndarray, shape: dlib.full_object_detection) -> np.ndarray:
+    def _landmarks(self, image: np.ndarray, box: np.ndarray, score: float, mesh_face) -> Face | None:
+        if self.landmarks_kind == "dlib68":
+            assert self._predictor is not None
+            shape = self._predictor(image, dlib.rectangle(*[int(round(v)) for v in box]))
+            lm = np.array([(p.x, p.y) for p in shape.parts()], np.float32)
+            return Face(box=np.asarray(box, np.float32), score=score, landmarks=lm)
+        from pipeline.faces.mesh import mesh_to_68
+
+        assert self._mesh is not None
+        if mesh_face is None:  # a dlib box: fit the mesh on it
+            mesh_face = self._mesh.fit(image, np.asarray(box, np.float32))
+            if mesh_face is None:  # the mesh model says there is no face in the box
+                return None
+        mesh = np.asarray(mesh_face.mesh, np.float32)
+        return Face(
+            box=np.asarray(box, np.float32),
+            score=score,
+            landmarks=mesh_to_68(mesh).astype(np.float32),
+            mesh=mesh,
+        )
+
+    def embed(self, image: np.ndarray, face: Face) -> np.ndarray:
+        """dlib's 128-d descriptor of a face (on the chip dlib cuts from its 68 points)."""
         if self._recognizer is None:
             path = model_path("dlib_face_recognition", self._recognition_model)
             self._recognizer = dlib.face_recognition_model_v1(str(path))
+        image = np.ascontiguousarray(to_uint8(image))
+        left, top, right, bottom = (int(round(v)) for v in face.box)
+        points = dlib.points([dlib.point(int(round(x)), int(round(y))) for x, y in face.landmarks])
+        shape = dlib.full_object_detection(dlib.rectangle(left, top, right, bottom), points)
         return np.array(self._recognizer.compute_face_descriptor(image, shape), np.float32)
 
     def reference_embedding(self, image: np.ndarray, source: str) -> np.ndarray:

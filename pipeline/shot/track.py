@@ -23,7 +23,7 @@ import numpy as np
 from pipeline import progress
 from pipeline.errors import PipelineError
 from pipeline.faces.align import align_face, plate_coverage, transform_points
-from pipeline.faces.detect import FaceAnalyzer
+from pipeline.faces.detect import FaceAnalyzer, default_detector
 from pipeline.faces.draw import draw_crop_tile, draw_overlay, grid, quad_in_plate
 from pipeline.faces.masks import landmark_mask
 from pipeline.faces.quality import alignment_jitter, landmark_error
@@ -58,7 +58,7 @@ def faces_spec(shot: Shot) -> FacesSpec:
 
 def track_settings(spec: FacesSpec) -> TrackSettings:
     return TrackSettings(
-        detector=spec.detector,
+        detector=spec.detector or default_detector(spec.landmarks),
         detect_size=spec.detect_size,
         upsample=spec.upsample,
         identity_threshold=spec.identity_threshold,
@@ -76,7 +76,7 @@ def analyzer(shot: Shot) -> Iterator[FaceAnalyzer]:
     shot of a batch run on new threads."""
     spec = faces_spec(shot)
     models = {k: (shot.resolve(v) if v else None) for k, v in spec.models.model_dump().items()}
-    key = (spec.detector, spec.detect_size, spec.upsample, tuple(sorted(models.items())))
+    key = (spec.detector, spec.landmarks, spec.detect_size, spec.upsample, tuple(sorted(models.items())))
     with _analyzers_lock:
         idle = _idle_analyzers.setdefault(key, [])
         lent = idle.pop() if idle else None
@@ -85,6 +85,7 @@ def analyzer(shot: Shot) -> Iterator[FaceAnalyzer]:
             spec.detector,
             spec.detect_size,
             spec.upsample,
+            landmarks=spec.landmarks,
             landmarks_model=models["landmarks"],
             detector_model=models["detector"],
             recognition_model=models["recognition"],
@@ -352,14 +353,21 @@ class TrackStage(Stage):
         return faces_markdown(report["faces"]) if report.get("faces") else []
 
     def models(self, shot: Shot) -> list[str]:
-        """dlib's detector and landmark model place every new face (and its recognition model picks the
-        actor when a reference is given)."""
+        """The detector and landmark model place every new face; dlib's recognition model keeps the track
+        on the actor (with or without a reference)."""
         spec = self.section(shot)
         if spec is None:
             return []
-        detector = "dlib:mmod_human_face_detector" if spec.detector == "cnn" else "dlib:hog_frontal_face"
-        recognition = ["dlib:face_recognition_resnet_model_v1"] if spec.reference else []
-        return [detector, "dlib:shape_predictor_68_face_landmarks", *recognition]
+        detector = {
+            "hog": "dlib:hog_frontal_face",
+            "cnn": "dlib:mmod_human_face_detector",
+            "mediapipe": "mediapipe:face_detection_full_range_sparse",
+        }[spec.detector or default_detector(spec.landmarks)]
+        landmarks = {
+            "dlib68": ["dlib:shape_predictor_68_face_landmarks"],
+            "mesh": ["mediapipe:face_landmark", "mediapipe:iris_landmark"],
+        }[spec.landmarks]
+        return [detector, *landmarks, "dlib:face_recognition_resnet_model_v1"]
 
     def tile_frames(self, shot: Shot) -> list[int]:
         return sample_frames(shot.first, shot.last)
