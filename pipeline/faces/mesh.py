@@ -1,0 +1,347 @@
+"""Dense face landmarks: MediaPipe's full-range face detector, Face Mesh and Iris models, run by LiteRT.
+
+Three small networks, each run on a crop the previous one chose, as MediaPipe's own graphs do
+(mediapipe/modules/face_detection, face_landmark, iris_landmark; the pre- and post-processing below
+follows their .pbtxt files, rewritten here in numpy and OpenCV):
+
+- BlazeFace, full range (Bazarevsky et al. 2019, "BlazeFace: Sub-millisecond Neural Face Detection on
+  Mobile GPUs"): the whole frame letterboxed to 192x192, values in [-1, 1]; a single-layer SSD of 48x48
+  anchors of fixed unit size; scores are sigmoids, boxes and 6 keypoints offsets from the anchor centre in
+  input pixels; overlapping detections (IoU > 0.3) are merged by score-weighted averaging.
+- Face Mesh (Kartynnik et al. 2019, "Real-time Facial Surface Geometry from Monocular Video on Mobile
+  GPUs"): a 192x192 crop, values in [0, 1], of the square 1.5 times the detector's box, rotated so the eyes
+  are level; 468 points (x, y, z) in crop pixels and a face-presence logit.
+- Iris (Ablavatski et al. 2020, "Real-time Pupil Tracking from Monocular Video for Digital Puppetry"): a
+  64x64 crop of each eye, 2.3 times the span of its corners (33-133 and 362-263), the second eye mirrored;
+  71 eye-contour, halo and brow points, of which the 16 of the lids replace the mesh's (MediaPipe's iris
+  graph replaces all 71, but its brow points sit farther from dlib's brows than the mesh's own: 0.023 of
+  the crop size against 0.012 at the brow ends on 28 frontal faces), and 5 iris points (centre, then four
+  edges) appended as points 468-472 (the eye of corners 33/133, on the image's left in a frontal face) and
+  473-477: the order of MediaPipe's 478-point refined mesh.
+
+Why not MediaPipe itself: its wheels pin numpy<2; only the .tflite files of the 0.10 wheel are used.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from pipeline.media.color import to_uint8
+from pipeline.models import model_path
+
+DETECT_SIZE, MESH_SIZE, IRIS_SIZE = 192, 192, 64
+GRID = 48  # the full-range detector's single SSD layer: stride 4 over 192 px
+NMS_IOU = 0.3
+FACE_SCALE, EYE_SCALE = 1.5, 2.3  # crop square around the detector's box / the eye corners
+MIN_PRESENCE = 0.5
+
+# MediaPipe's contour orderings of the mesh (python/solutions/face_mesh_connections.py), as closed loops.
+FACE_OVAL = (
+    10, 338, 297, 332, 284, 251, 389, 356, 454, 323, 361, 288, 397, 365, 379, 378, 400, 377,
+    152, 148, 176, 149, 150, 136, 172, 58, 132, 93, 234, 127, 162, 21, 54, 103, 67, 109,
+)  # fmt: skip
+"""The face outline, from the top of the forehead (10) down the image's right side to the chin (152) and
+back up the other side: 36 points."""
+
+# The 71 points the iris model returns for an eye (contour, halos and brow) as mesh indices, for the eye
+# of corners 33/133 and (mirrored) 362/263: MediaPipe's update_face_landmarks_calculator.cc.
+EYE_POINTS = (
+    (
+        33, 7, 163, 144, 145, 153, 154, 155, 133, 246, 161, 160, 159, 158, 157, 173, 130, 25, 110, 24, 23,
+        22, 26, 112, 243, 247, 30, 29, 27, 28, 56, 190, 226, 31, 228, 229, 230, 231, 232, 233, 244, 113,
+        225, 224, 223, 222, 221, 189, 35, 124, 46, 53, 52, 65, 143, 111, 117, 118, 119, 120, 121, 128, 245,
+        156, 70, 63, 105, 66, 107, 55, 193,
+    ),
+    (
+        263, 249, 390, 373, 374, 380, 381, 382, 362, 466, 388, 387, 386, 385, 384, 398, 359, 255, 339, 254,
+        253, 252, 256, 341, 463, 467, 260, 259, 257, 258, 286, 414, 446, 261, 448, 449, 450, 451, 452, 453,
+        464, 342, 445, 444, 443, 442, 441, 413, 265, 353, 276, 283, 282, 295, 372, 340, 346, 347, 348, 349,
+        350, 357, 465, 383, 300, 293, 334, 296, 336, 285, 417,
+    ),
+)  # fmt: skip
+EYE_CONTOUR = 16  # the first 16 of the 71: the lid contour itself (lower 9 with the corners, upper 7)
+EYE_CORNERS = ((33, 133), (362, 263))  # outer-inner, inner-outer: both run left to right in the image
+
+# dlib's 68-point semantics on the mesh: each of the 68 is one mesh point or the mean of two. The usual
+# table (jaw on the face oval), checked point by point against dlib on 28 frontal faces (stills, the woman
+# and talking-head clips): mean distance 0.012 of dlib's FFHQ crop size, 0.006 at the eye corners, 0.02 on
+# the jaw, whose dlib points follow the visible cheek edge rather than a fixed place on the face.
+MESH_TO_68: tuple[tuple[int, ...], ...] = (
+    # jaw, 0-16: the face oval from the image-left ear past the chin (8 = 152) to the other ear
+    (127,), (234,), (93,), (132, 58), (58, 172), (136,), (150,), (176,), (152,),
+    (400,), (378,), (365,), (397, 288), (361,), (323,), (454,), (356,),
+    # brows, 17-26: outer to inner on the image-left brow, inner to outer on the other
+    (70,), (63,), (105,), (66,), (107,), (336,), (296,), (334,), (293,), (300,),
+    # nose bridge 27-30 down to the tip, nostrils 31-35
+    (168, 6), (197,), (5,), (4,), (75,), (97,), (2,), (326,), (305,),
+    # eyes 36-47: outer corner, upper lid, inner corner, lower lid; then inner corner first on the other
+    (33,), (160,), (158,), (133,), (153,), (144,), (362,), (385,), (387,), (263,), (373,), (380,),
+    # outer lips 48-59 from the image-left corner, over the top, back under the bottom
+    (61,), (39,), (37,), (0,), (267,), (269,), (291,), (405,), (314,), (17,), (84,), (181,),
+    # inner lips 60-67
+    (78,), (82,), (13,), (312,), (308,), (317,), (14,), (87,),
+)  # fmt: skip
+
+
+@dataclass
+class MeshFace:
+    """One face: the detector's box, score and 6 keypoints (eyes, nose tip, mouth, ears), and the mesh.
+
+    `mesh` holds 478 points in plate pixels: the 468 of Face Mesh then 5 per iris. Without the iris model
+    the 10 iris points are each eye's lid-contour mean (the iris centre's rough place; no iris size).
+    `depth` is each point's relative z in plate pixels (smaller is nearer the camera), the mesh's scale.
+    """
+
+    box: np.ndarray  # (4,) left, top, right, bottom, plate pixels, float32
+    score: float  # detector score (1.0 for a fit on a given box)
+    presence: float  # the mesh model's probability that the crop holds a face
+    keypoints: np.ndarray  # (6, 2) float32 plate pixels
+    mesh: np.ndarray  # (478, 2) float32 plate pixels
+    depth: np.ndarray  # (478,) float32
+
+    @property
+    def area(self) -> float:
+        return float(max(0, self.box[2] - self.box[0]) * max(0, self.box[3] - self.box[1]))
+
+    @property
+    def landmarks68(self) -> np.ndarray:
+        return mesh_to_68(self.mesh)
+
+
+def mesh_to_68(mesh: np.ndarray) -> np.ndarray:
+    """dlib's 68-point semantics from a mesh of at least 468 points: (68, 2) float32."""
+    pts = np.asarray(mesh, np.float64)[:, :2]
+    return np.array([pts[list(idx)].mean(0) for idx in MESH_TO_68], np.float32)
+
+
+def face_outline(mesh: np.ndarray) -> np.ndarray:
+    """The face-oval contour of a mesh, (36, 2), in FACE_OVAL's order."""
+    return np.asarray(mesh, np.float32)[list(FACE_OVAL), :2]
+
+
+# Detector decoding -------------------------------------------------------------------------------------
+
+
+def ssd_anchors() -> np.ndarray:
+    """(2304, 2) anchor centres in [0, 1]: one per cell of the 48x48 grid, unit size (fixed_anchor_size)."""
+    c = (np.arange(GRID) + 0.5) / GRID
+    y, x = np.meshgrid(c, c, indexing="ij")
+    return np.stack([x.ravel(), y.ravel()], 1)
+
+
+ANCHORS = ssd_anchors()
+
+
+def decode_detections(
+    regressors: np.ndarray, logits: np.ndarray, min_score: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Boxes (N, 4: x0, y0, x1, y1), keypoints (N, 6, 2) in [0, 1] of the detector's input, and scores,
+    for the anchors scoring at least min_score."""
+    scores = 1 / (1 + np.exp(-np.clip(logits.reshape(-1).astype(np.float64), -100, 100)))
+    keep = scores >= min_score
+    raw, anchors = regressors.reshape(-1, 16)[keep] / DETECT_SIZE, ANCHORS[keep]
+    centre, half = raw[:, 0:2] + anchors, raw[:, 2:4] / 2
+    boxes = np.concatenate([centre - half, centre + half], 1)
+    keypoints = raw[:, 4:16].reshape(-1, 6, 2) + anchors[:, None]
+    return boxes, keypoints, scores[keep]
+
+
+def iou_with(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+    ix = np.clip(np.minimum(box[2], boxes[:, 2]) - np.maximum(box[0], boxes[:, 0]), 0, None)
+    iy = np.clip(np.minimum(box[3], boxes[:, 3]) - np.maximum(box[1], boxes[:, 1]), 0, None)
+    inter = ix * iy
+    union = (box[2] - box[0]) * (box[3] - box[1]) + (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+    return np.where(union > 0, inter / np.maximum(union, 1e-12), 0.0)
+
+
+def weighted_nms(
+    boxes: np.ndarray, keypoints: np.ndarray, scores: np.ndarray, threshold: float = NMS_IOU
+) -> list[tuple[np.ndarray, np.ndarray, float]]:
+    """MediaPipe's weighted non-maximum suppression: the best remaining detection and every one overlapping
+    it by more than `threshold` IoU merge into their score-weighted mean box and keypoints, keeping the
+    best score. Averaging the many anchors that fire on a face steadies the box from frame to frame."""
+    order = np.argsort(-scores)
+    out = []
+    while order.size:
+        overlap = iou_with(boxes[order[0]], boxes[order]) > threshold
+        group, order = order[overlap], order[~overlap]
+        w = scores[group] / scores[group].sum()
+        out.append(
+            (
+                (boxes[group] * w[:, None]).sum(0),
+                (keypoints[group] * w[:, None, None]).sum(0),
+                float(scores[group[0]]),
+            )
+        )
+    return out
+
+
+# Crops ------------------------------------------------------------------------------------------------
+
+
+def square_matrix(centre: np.ndarray, size: float, angle: float, out: int) -> np.ndarray:
+    """2x3 plate -> crop matrix of a square of side `size` plate pixels about `centre`, turned by `angle`
+    radians (clockwise in the image: the crop's x axis runs along that direction), onto out x out pixels.
+    Coordinates are OpenCV's (a pixel's centre is an integer), so the square's centre lands on the crop's
+    centre, (out - 1) / 2."""
+    k = out / size
+    cos, sin = np.cos(angle), np.sin(angle)
+    rot = k * np.array([[cos, sin], [-sin, cos]])
+    return np.hstack([rot, ((out - 1) / 2 - rot @ np.asarray(centre, np.float64))[:, None]])
+
+
+def to_plate(matrix: np.ndarray, points: np.ndarray) -> np.ndarray:
+    """Model outputs, in input pixels measured from the input's edge (MediaPipe's normalised coordinates
+    times the input size), to plate pixels (OpenCV's, where pixel centres are integers)."""
+    inverse = cv2.invertAffineTransform(matrix)
+    return (np.asarray(points, np.float64) - 0.5) @ inverse[:, :2].T + inverse[:, 2]
+
+
+def crop(image: np.ndarray, matrix: np.ndarray, out: int) -> np.ndarray:
+    """The crop as float32 in [0, 1], edge pixels repeated past the frame (MediaPipe's BORDER_REPLICATE)."""
+    return (
+        cv2.warpAffine(
+            image, matrix, (out, out), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE
+        ).astype(np.float32)
+        / 255.0
+    )
+
+
+def eye_square(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, float, float]:
+    """Centre, side and angle of the eye crop from its two corners: the corners' bounding box scaled by
+    2.3 and made square on its long side, turned level with the line from a to b."""
+    lo, hi = np.minimum(a, b), np.maximum(a, b)
+    d = b - a
+    return (lo + hi) / 2, float((hi - lo).max() * EYE_SCALE), float(np.arctan2(d[1], d[0]))
+
+
+class MeshFaceModel:
+    """MediaPipe's face detector, mesh and iris networks, each loaded once.
+
+    A LiteRT interpreter holds its tensors, so an instance must not be shared between threads: make one
+    per thread (as with dlib's FaceAnalyzer). `num_threads` is the interpreter's own thread count.
+    """
+
+    def __init__(
+        self,
+        detector_model: str | Path | None = None,
+        mesh_model: str | Path | None = None,
+        iris_model: str | Path | None = None,
+        iris: bool = True,
+        min_score: float = 0.5,
+        num_threads: int = 1,
+    ):
+        from ai_edge_litert.interpreter import Interpreter
+
+        def load(name: str, override: str | Path | None) -> Interpreter:
+            interpreter = Interpreter(model_path=str(model_path(name, override)), num_threads=num_threads)
+            interpreter.allocate_tensors()
+            return interpreter
+
+        self.min_score = min_score
+        self._detector = load("mediapipe_face_detector", detector_model)
+        self._mesh = load("mediapipe_face_mesh", mesh_model)
+        self._iris = load("mediapipe_iris", iris_model) if iris else None
+
+    @staticmethod
+    def _run(interpreter, tensor: np.ndarray) -> list[np.ndarray]:
+        """The outputs, largest first (each model's outputs differ in size: points, then a flag or score)."""
+        interpreter.set_tensor(interpreter.get_input_details()[0]["index"], tensor[None].astype(np.float32))
+        interpreter.invoke()
+        outs = [interpreter.get_tensor(d["index"]) for d in interpreter.get_output_details()]
+        return sorted(outs, key=lambda a: -a.size)
+
+    def detect(self, image: np.ndarray) -> list[MeshFace]:
+        """Every face in an RGB frame, with its mesh, largest first; a face whose mesh model doubts it is a
+        face (presence below 0.5) is dropped."""
+        image = np.ascontiguousarray(to_uint8(image))
+        faces = []
+        for box, keypoints, score in self._detections(image):
+            d = keypoints[1] - keypoints[0]  # from the eye on the image's left to the other
+            face = self._fit(image, (box[:2] + box[2:]) / 2, float((box[2:] - box[:2]).max()) * FACE_SCALE,
+                             float(np.arctan2(d[1], d[0])))  # fmt: skip
+            if face.presence < MIN_PRESENCE:
+                continue
+            face.box, face.score, face.keypoints = box.astype(np.float32), score, keypoints.astype(np.float32)
+            faces.append(face)
+        faces.sort(key=lambda f: -f.area)
+        return faces
+
+    def _detections(self, image: np.ndarray) -> list[tuple[np.ndarray, np.ndarray, float]]:
+        """Detector boxes and keypoints in plate pixels: the frame letterboxed (black bars) to 192x192."""
+        h, w = image.shape[:2]
+        scale = DETECT_SIZE / max(h, w)
+        nw, nh = max(1, round(w * scale)), max(1, round(h * scale))
+        small = cv2.resize(image, (nw, nh), interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
+        x0, y0 = (DETECT_SIZE - nw) // 2, (DETECT_SIZE - nh) // 2
+        tensor = np.zeros((DETECT_SIZE, DETECT_SIZE, 3), np.float32) - 1.0
+        tensor[y0 : y0 + nh, x0 : x0 + nw] = small.astype(np.float32) / 127.5 - 1.0
+        regressors, logits = self._run(self._detector, tensor)
+        boxes, keypoints, scores = decode_detections(regressors, logits, self.min_score)
+        to_px = np.array([w / nw, h / nh])
+        offset = np.array([x0, y0])
+
+        def plate(p: np.ndarray) -> np.ndarray:  # edge-based [0, 1] to plate pixel centres (cv2.resize's)
+            return (p * DETECT_SIZE - offset) * to_px - 0.5
+
+        return [
+            (plate(b.reshape(2, 2)).ravel(), plate(k), s)
+            for b, k, s in weighted_nms(boxes, keypoints, scores)
+        ]
+
+    def fit(self, image: np.ndarray, box: np.ndarray, angle: float | None = None) -> MeshFace | None:
+        """The mesh on a face another detector found: the square 1.5 times `box` (left, top, right, bottom),
+        turned by `angle` (radians, clockwise in the image; level when None); None when the mesh model
+        finds no face there (presence below 0.5)."""
+        image = np.ascontiguousarray(to_uint8(image))
+        b = np.asarray(box, np.float64)
+        face = self._fit(image, (b[:2] + b[2:]) / 2, float((b[2:] - b[:2]).max()) * FACE_SCALE, angle or 0.0)
+        if face.presence < MIN_PRESENCE:
+            return None
+        face.box = b.astype(np.float32)
+        return face
+
+    def _fit(self, image: np.ndarray, centre: np.ndarray, size: float, angle: float) -> MeshFace:
+        m = square_matrix(centre, size, angle, MESH_SIZE)
+        points, flag = self._run(self._mesh, crop(image, m, MESH_SIZE))
+        xyz = points.reshape(468, 3).astype(np.float64)
+        presence = float(1 / (1 + np.exp(-flag.reshape(-1)[0])))
+        mesh = np.zeros((478, 2))
+        depth = np.zeros(478)
+        mesh[:468] = to_plate(m, xyz[:, :2])
+        depth[:468] = xyz[:, 2] * size / MESH_SIZE
+        for eye, (a, b) in enumerate(EYE_CORNERS):
+            idx = list(EYE_POINTS[eye][:EYE_CONTOUR])
+            iris = slice(468 + 5 * eye, 473 + 5 * eye)
+            depth[iris] = depth[idx].mean()  # as MediaPipe's refinement: the lid contour's mean depth
+            if self._iris is None:
+                mesh[iris] = mesh[idx].mean(0)
+                continue
+            contour, iris_points = self._eye(image, mesh[a], mesh[b], mirrored=eye == 1)
+            mesh[idx] = contour[:EYE_CONTOUR]
+            mesh[iris] = iris_points
+        box = np.concatenate([mesh[:468].min(0), mesh[:468].max(0)])
+        return MeshFace(
+            box=box.astype(np.float32),
+            score=1.0,
+            presence=presence,
+            keypoints=np.full((6, 2), np.nan, np.float32),
+            mesh=mesh.astype(np.float32),
+            depth=depth.astype(np.float32),
+        )
+
+    def _eye(self, image: np.ndarray, a: np.ndarray, b: np.ndarray, mirrored: bool) -> tuple[np.ndarray, ...]:
+        """The iris model's 71 eye/brow points and 5 iris points in plate pixels."""
+        centre, size, angle = eye_square(a, b)
+        m = square_matrix(centre, size, angle, IRIS_SIZE)
+        tensor = crop(image, m, IRIS_SIZE)
+        if mirrored:
+            tensor = tensor[:, ::-1]
+        contour, iris = (o.reshape(-1, 3)[:, :2].astype(np.float64) for o in self._run(self._iris, tensor))
+        if mirrored:
+            contour[:, 0], iris[:, 0] = IRIS_SIZE - contour[:, 0], IRIS_SIZE - iris[:, 0]
+        return to_plate(m, contour), to_plate(m, iris)
