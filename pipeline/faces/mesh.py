@@ -24,6 +24,11 @@ Why not MediaPipe itself: its wheels pin numpy<2; only the .tflite files of the 
 
 from __future__ import annotations
 
+import contextlib
+import os
+import sys
+import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -85,6 +90,25 @@ MESH_TO_68: tuple[tuple[int, ...], ...] = (
     # inner lips 60-67
     (78,), (82,), (13,), (312,), (308,), (317,), (14,), (87,),
 )  # fmt: skip
+
+
+_stderr_lock = threading.Lock()
+
+
+@contextlib.contextmanager
+def _native_stderr_silenced() -> Iterator[None]:
+    """LiteRT's C++ prints "INFO: Created TensorFlow Lite XNNPACK delegate for CPU." on the process's
+    stderr when a model loads; a render's console and error output stay for what the user must read."""
+    with _stderr_lock:
+        sys.stderr.flush()
+        saved = os.dup(2)
+        try:
+            with open(os.devnull, "wb") as null:
+                os.dup2(null.fileno(), 2)
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
 
 
 @dataclass
@@ -238,8 +262,10 @@ class MeshFaceModel:
         from ai_edge_litert.interpreter import Interpreter
 
         def load(name: str, override: str | Path | None) -> Interpreter:
-            interpreter = Interpreter(model_path=str(model_path(name, override)), num_threads=num_threads)
-            interpreter.allocate_tensors()
+            path = str(model_path(name, override))
+            with _native_stderr_silenced():
+                interpreter = Interpreter(model_path=path, num_threads=num_threads)
+                interpreter.allocate_tensors()
             return interpreter
 
         self.min_score = min_score
