@@ -73,3 +73,26 @@ def landmark_mask(
     if feather > 0:
         out = cv2.GaussianBlur(out, (0, 0), sigmaX=feather * size)
     return np.clip(out, 0, 1)
+
+
+def face_down(landmarks: np.ndarray) -> np.ndarray:
+    """The unit vector down the face: perpendicular to the line between the eye centres."""
+    across = landmarks[42:48].mean(0) - landmarks[36:42].mean(0)
+    down = np.array([-across[1], across[0]], np.float64)
+    return down / max(float(np.linalg.norm(down)), 1e-9)
+
+
+def chin_drop(landmarks: np.ndarray) -> float:
+    """How far the chin (point 8) lies below the lower lip's outer edge (57), along the face: the jaw carries
+    both, so this barely changes when the mouth opens, and a landmark model that puts the chin at mouth
+    level on an extreme expression (dlib's 68 points on an "O" mouth) shows as a drop near zero."""
+    return float((landmarks[8] - landmarks[57]) @ face_down(landmarks))
+
+
+def chin_guard(landmarks: np.ndarray, drop: float) -> np.ndarray:
+    """Points 7-9 of the jaw, moved down the face where needed so the chin lies at least `drop` below the
+    lower lip (the shot's typical chin drop): added to the matte's points, the matte reaches the chin on
+    an open mouth even when the landmark model's chin does not."""
+    down = face_down(landmarks)
+    short = max(0.0, drop - chin_drop(landmarks))
+    return landmarks[7:10] + down * short
