@@ -396,7 +396,9 @@ def test_the_demo_shots_render_as_a_batch(tmp_path, prefect_server):
         # a photo of one person: the faint "faces" HOG finds on her suit's badges are not counted
         assert report["faces"]["several_faces_frames"] == 0
         assert "## Identity" not in (v / "report.md").read_text()  # no swap, no identity section
-        assert report["metadata"]["models"] == "dlib:hog_frontal_face,dlib:shape_predictor_68_face_landmarks"
+        assert report["metadata"]["models"] == (
+            "dlib:hog_frontal_face,dlib:shape_predictor_68_face_landmarks,dlib:face_recognition_resnet_model_v1"
+        )
         assert report["metadata"]["synthetic_imagery"] == "true"
         with av.open(str(v / movie)) as c:
             assert sum(1 for _ in c.decode(video=0)) == n

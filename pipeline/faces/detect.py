@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -98,6 +99,17 @@ class FaceAnalyzer:
             faces.append(face)
         faces.sort(key=lambda f: -f.area)
         return faces
+
+    def embed(self, frame: np.ndarray, faces: Sequence[Face]) -> None:
+        """Give faces found on an RGB frame by `detect` their identity descriptors, from their landmarks (so
+        that a tracker can detect every frame and pay for descriptors only on the frames it checks)."""
+        if not faces:
+            return
+        image = np.ascontiguousarray(to_uint8(frame))
+        for face in faces:
+            rect = dlib.rectangle(*[int(round(v)) for v in face.box])
+            points = dlib.points([dlib.point(int(x), int(y)) for x, y in face.landmarks])
+            face.embedding = self._embed(image, dlib.full_object_detection(rect, points))
 
     def _embed(self, image: np.ndarray, shape: dlib.full_object_detection) -> np.ndarray:
         if self._recognizer is None:
