@@ -110,7 +110,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return 2 if failed else 0
 
 
-LONG_PLATE = 300  # frames: looking for cuts in a plate this long shows its progress
+LONG_PLATE = 500  # frames: looking for cuts in a plate this long shows its progress
 
 
 def plate_cuts(shot: Shot) -> list[int]:

@@ -306,7 +306,7 @@ class FacesSpec(Strict):
     )
     identity_threshold: float = Field(0.6, gt=0, le=2, description="farther faces are not the actor")
     identity_every: int = Field(
-        12,
+        24,
         ge=0,
         le=100000,
         description="an identity check every this many frames (0: at re-acquisitions only)",

@@ -71,8 +71,11 @@ class TrackSettings:
     detect_size: int = 640
     upsample: int = 0
     identity_threshold: float = 0.6  # faces farther than this from the actor's descriptor are not the actor
-    identity_every: int = 12  # a descriptor check every this many frames (0: at re-acquisitions only)
-    cut_threshold: float = CUT_THRESHOLD  # pipeline.media.cuts
+    # A descriptor check every this many frames (0: at re-acquisitions only). A descriptor costs about three
+    # HOG detections at 512 px (110 ms against 35 on a busy core): checks every 24 frames add about a fifth
+    # to detection alone, every 12 a quarter to two fifths, every 6 half or more (bench/track_reference.py).
+    identity_every: int = 24
+    cut_threshold: float | None = CUT_THRESHOLD  # pipeline.media.cuts; None: no cut detection
     min_scene: int = MIN_SCENE
     smooth_center: float = 1.0  # Gaussian sigma in frames
     smooth_size: float = 3.0
