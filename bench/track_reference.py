@@ -75,7 +75,7 @@ def track(
     if how == "every frame":
         found = [FrameFaces(n, analyzer.detect(f, embed=True)) for n, f in numbered]
     else:
-        found = detect_frames(analyzer, numbered, settings, identify=how != "detection only")
+        found = detect_frames(analyzer, numbered, settings, identify=how != "detection only", origin=1001)
     embedding = None if reference is None else analyzer.reference_embedding(reference, "reference")
     return build_track(found, settings, embedding)
 

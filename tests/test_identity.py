@@ -141,11 +141,11 @@ class Seen:
     change: float = 1.0
 
 
-def policy(frames: list[Seen], every: int = 12) -> list[int]:
+def policy(frames: list[Seen], every: int = 12, origin: int = 0) -> list[int]:
     """The frames needs_descriptors picks, run as detect_frames runs it (one chunk)."""
     settings = TrackSettings(identity_every=every)
     found = [FrameFaces(s.frame, [face(c) for c in s.centres], s.change) for s in frames]
-    return [ff.frame for i, ff in enumerate(found) if needs_descriptors(found, i, settings)]
+    return [ff.frame for i, ff in enumerate(found) if needs_descriptors(found, i, settings, origin)]
 
 
 def test_descriptors_only_on_the_frames_that_need_a_verdict():
@@ -154,6 +154,7 @@ def test_descriptors_only_on_the_frames_that_need_a_verdict():
     ]  # one face, moving slowly: checks at 1 (start), 12, 24
     assert policy(frames) == [1, 12, 24]
     assert policy(frames, every=0) == [1]
+    assert policy(frames, origin=1) == [1, 13, 25]  # counted from the shot's first frame
     frames[4] = Seen(5)  # no face on 5: 6 is a re-acquisition
     frames[14] = Seen(15, (115, 400))  # a second face appears (and leaves on 16)
     frames[19] = Seen(20, (260,))  # the box jumps

@@ -72,8 +72,9 @@ class TrackSettings:
     upsample: int = 0
     identity_threshold: float = 0.6  # faces farther than this from the actor's descriptor are not the actor
     # A descriptor check every this many frames (0: at re-acquisitions only). A descriptor costs about three
-    # HOG detections at 512 px (110 ms against 35 on a busy core): checks every 24 frames add about a fifth
-    # to detection alone, every 12 a quarter to two fifths, every 6 half or more (bench/track_reference.py).
+    # HOG detections at 512 px (110 ms against 35 on a busy core): with checks every 24 frames tracking takes
+    # 1.3-1.4x detection alone, every 12 1.4-1.6x, every 6 1.9-2.1x (bench/track_reference.py). 24 is also
+    # the default chunk, whose first frame is always checked.
     identity_every: int = 24
     cut_threshold: float | None = CUT_THRESHOLD  # pipeline.media.cuts; None: no cut detection
     min_scene: int = MIN_SCENE
@@ -98,10 +99,11 @@ class FrameFaces:
         return any(f.embedding is not None for f in self.faces)
 
 
-def needs_descriptors(found: Sequence[FrameFaces], i: int, settings: TrackSettings) -> bool:
+def needs_descriptors(found: Sequence[FrameFaces], i: int, settings: TrackSettings, origin: int = 0) -> bool:
     """Whether the faces of frame i of a run of detection need descriptors, from what detection found on
     the run's frames (up to WINDOW frames after i): the run's first frame, every `identity_every` frames
-    (by frame number, so that chunks agree with a whole-shot run), and wherever the track could pick up
+    counted from frame `origin` (the shot's first: with chunks of a multiple of identity_every frames, the
+    periodic checks fall on the chunks' first frames), and wherever the track could pick up
     someone else: a face after a frame without faces, a possible camera cut (`could_be_cut`: every cut
     that `build_track` will find), a change in the number of confident faces, or a confident face that
     overlaps no face of the previous frame (a jump of the box)."""
@@ -111,7 +113,7 @@ def needs_descriptors(found: Sequence[FrameFaces], i: int, settings: TrackSettin
         return False
     if i == 0:
         return True
-    if settings.identity_every and current.frame % settings.identity_every == 0:
+    if settings.identity_every and (current.frame - origin) % settings.identity_every == 0:
         return True
     if could_be_cut(
         [ff.change for ff in found[max(0, i - WINDOW) : i + 1 + WINDOW]],
@@ -131,9 +133,11 @@ def detect_frames(
     settings: TrackSettings | None = None,
     previous: np.ndarray | None = None,
     identify: bool = True,
+    origin: int = 0,
 ) -> list[FrameFaces]:
     """Faces on each frame, the change score against the frame before (`previous` for the first one), and
-    descriptors of the confident faces on the frames `needs_descriptors` picks (none when not `identify`):
+    descriptors of the confident faces on the frames `needs_descriptors` picks (none when not `identify`;
+    `origin`: the shot's first frame, where the periodic checks count from):
     a frame's turn comes once WINDOW more frames are scored, so it keeps the last few pictures."""
     settings = settings or TrackSettings()
     before = None if previous is None else frame_signature(previous)
@@ -141,7 +145,7 @@ def detect_frames(
     waiting: deque[tuple[int, np.ndarray]] = deque()  # (index, picture) of frames not yet decided
 
     def decide(i: int, frame: np.ndarray) -> None:
-        if identify and needs_descriptors(found, i, settings):
+        if identify and needs_descriptors(found, i, settings, origin):
             analyzer.embed(frame, confident(found[i].faces))
 
     for n, frame in numbered_frames:

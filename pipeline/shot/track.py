@@ -167,7 +167,9 @@ def detect_range(shot: Shot, first: int, last: int) -> DetectChunk:
         previous = next(frames, None) if has_previous else None
         chunk.decode_s = time.perf_counter() - t0
         with analyzer(shot) as face_analyzer:
-            chunk.faces = detect_frames(face_analyzer, timed_frames(), settings, previous)
+            chunk.faces = detect_frames(
+                face_analyzer, timed_frames(), settings, previous, origin=shot.range_first
+            )
     finally:
         frames.close()
     chunk.wall_s = time.perf_counter() - t0
