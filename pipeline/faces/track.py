@@ -73,7 +73,7 @@ class TrackSettings:
     identity_threshold: float = 0.6  # faces farther than this from the actor's descriptor are not the actor
     # A descriptor check every this many frames (0: at re-acquisitions only). A descriptor costs about three
     # HOG detections at 512 px (110 ms against 35 on a busy core): with checks every 24 frames tracking takes
-    # 1.3-1.4x detection alone, every 12 1.4-1.6x, every 6 1.9-2.1x (bench/track_reference.py). 24 is also
+    # 1.2-1.4x detection alone, every 12 1.4-1.6x, every 6 1.9-2.1x (bench/track_reference.py). 24 is also
     # the default chunk, whose first frame is always checked.
     identity_every: int = 24
     cut_threshold: float | None = CUT_THRESHOLD  # pipeline.media.cuts; None: no cut detection
