@@ -101,12 +101,6 @@ def find_cuts(
     return cuts
 
 
-def shot_segments(n: int, cuts: Sequence[int]) -> list[tuple[int, int]]:
-    """Half-open index ranges of the camera shots of n frames cut at `cuts` (indices)."""
-    edges = [0, *[c for c in cuts if 0 < c < n], n]
-    return [(a, b) for a, b in zip(edges, edges[1:], strict=False) if b > a]
-
-
 def plate_cuts(
     frames: Iterable[np.ndarray], threshold: float | None = CUT_THRESHOLD, min_scene: int = MIN_SCENE
 ) -> tuple[np.ndarray, list[int]]:
