@@ -42,7 +42,12 @@ def main() -> None:
         "vfx status shots/": [*vfx, "status", "shots/", "--root", root],
         "vfx validate shots/": [*vfx, "validate", "shots/"],
         "vfx render shots/demo.yaml --dry-run": [
-            *vfx, "render", "shots/demo.yaml", "--dry-run", "--root", root
+            *vfx,
+            "render",
+            "shots/demo.yaml",
+            "--dry-run",
+            "--root",
+            root,
         ],
     }
     times: dict[str, list[float]] = {name: [] for name in commands}

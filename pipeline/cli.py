@@ -16,6 +16,7 @@ from pipeline.errors import PipelineError
 if TYPE_CHECKING:
     import numpy as np
 
+    from pipeline.manifest import Shot
     from pipeline.progress import Progress
 
 
@@ -97,10 +98,37 @@ def cmd_validate(args: argparse.Namespace) -> int:
                     f"{path}: ok: {shot.name}, frames {shot.first}-{shot.last} ({shot.frame_count}), "
                     f"{float(shot.fps):g} fps, {info.kind} {info.width}x{info.height} {info.codec}"
                 )
+                cuts = plate_cuts(shot)
+                if cuts:
+                    print(
+                        f"warning: {path}: the plate has camera cuts at frames {', '.join(map(str, cuts))}: "
+                        "the face track restarts at each and identifies the actor again"
+                    )
             except PipelineError as e:
                 print(e.one_line(), file=sys.stderr)
                 failed += 1
     return 2 if failed else 0
+
+
+LONG_PLATE = 500  # frames: looking for cuts in a plate this long shows its progress
+
+
+def plate_cuts(shot: Shot) -> list[int]:
+    """The frames of a shot that start a new camera shot (with the shot's faces settings, or the defaults),
+    from every frame decoded at the size of the cut detector's signature (a few ms a frame)."""
+    from pipeline.media.cuts import CUT_THRESHOLD, MIN_SCENE, SIGNATURE_SIZE, plate_cuts
+    from pipeline.progress import Progress
+
+    faces = shot.spec.faces
+    threshold, min_scene = (faces.cut_threshold, faces.min_scene) if faces else (CUT_THRESHOLD, MIN_SCENE)
+    if threshold is None:
+        return []
+    first, last = shot.range_first, shot.range_last
+    frames = shot.read_frames(first, last, (SIGNATURE_SIZE, SIGNATURE_SIZE))
+    if last - first + 1 < LONG_PLATE:
+        return [first + c for c in plate_cuts(frames, threshold, min_scene)[1]]
+    with Progress(f"{shot.name}: look for camera cuts", last - first + 1, "frame") as bar:
+        return [first + c for c in plate_cuts(bar.each(frames), threshold, min_scene)[1]]
 
 
 def cmd_render(args: argparse.Namespace) -> int:

@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from pipeline.errors import ManifestError, MediaError, PipelineError
 from pipeline.files import read_array
+from pipeline.media.cuts import CUT_THRESHOLD, MIN_SCENE
 from pipeline.media.decode import CameraMove, FrameError, Plate, open_plate, read_image
 from pipeline.media.encode import MOVIE_PRESETS
 from pipeline.media.sequences import SEQUENCE_FORMATS
@@ -312,8 +313,23 @@ class FacesSpec(Strict):
     )
     detect_size: int = Field(640, ge=0, le=8192, description="longest side detection runs at; 0 = full size")
     upsample: int = Field(0, ge=0, le=3)
-    reference: str | None = Field(None, description="an image of the actor, to pick them among several faces")
-    identity_threshold: float = Field(0.6, gt=0, le=2)
+    reference: str | None = Field(
+        None, description="an image of the actor; without one, the first face the track finds is the actor"
+    )
+    identity_threshold: float = Field(0.6, gt=0, le=2, description="farther faces are not the actor")
+    identity_every: int = Field(
+        24,
+        ge=0,
+        le=100000,
+        description="an identity check every this many frames (0: at re-acquisitions only)",
+    )
+    cut_threshold: float | None = Field(
+        CUT_THRESHOLD,
+        gt=0,
+        le=255,
+        description="picture change that makes a camera cut; null: no cut detection",
+    )
+    min_scene: int = Field(MIN_SCENE, ge=1, le=100000, description="frames: no cut closer to the last one")
     crop_size: int = Field(256, ge=64, le=1024)
     smooth: SmoothSpec = SmoothSpec()
     max_gap: int = Field(5, ge=0, le=1000, description="gaps up to this many frames are interpolated")
@@ -443,11 +459,12 @@ class Shot:
     def plate_index(self, frame: int) -> int:
         return frame - self.plate_first
 
-    def read_frames(self, first: int, last: int) -> Iterator[np.ndarray]:
-        """The plate's pictures of frames first..last (the shot's numbers), in order. A frame that cannot
-        be decoded is named by its number in the shot (1029), not by its place in the plate file (28)."""
+    def read_frames(self, first: int, last: int, size: tuple[int, int] | None = None) -> Iterator[np.ndarray]:
+        """The plate's pictures of frames first..last (the shot's numbers), in order (scaled to `size`,
+        width and height, when given). A frame that cannot be decoded is named by its number in the shot
+        (1029), not by its place in the plate file (28)."""
         try:
-            yield from self.plate.read(self.plate_index(first), self.plate_index(last) + 1)
+            yield from self.plate.read(self.plate_index(first), self.plate_index(last) + 1, size)
         except FrameError as e:
             raise e.numbered(self.plate_first) from None
 

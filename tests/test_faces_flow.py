@@ -20,7 +20,13 @@ from pipeline.media.sequences import read_png_text
 pytestmark = pytest.mark.slow
 
 
-def manifest(folder: Path, plate: Path, smooth_center: float = 1.0, movies: str = "[h264_review]") -> Path:
+def manifest(
+    folder: Path,
+    plate: Path,
+    smooth_center: float = 1.0,
+    movies: str = "[h264_review]",
+    cut_threshold: str = "24.0",
+) -> Path:
     return write_manifest(
         folder,
         f"""
@@ -32,13 +38,15 @@ faces:
   crop_size: 128
   max_gap: 3
   smooth: {{center: {smooth_center}}}
+  cut_threshold: {cut_threshold}
 """,
     )
 
 
 def test_track_command_writes_overlay_sheet_and_per_frame_report(tmp_path, face_sequence, prefect_server):
     sequence = face_sequence
-    m = manifest(tmp_path, sequence)
+    # the plate's blank frames are cuts to a flat grey picture: cut detection off, to see the gap filled
+    m = manifest(tmp_path, sequence, cut_threshold="null")
     result = run_track(str(m), root=str(tmp_path / "r"))
     v = Path(result["path"])
     faces = json.loads((v / "report.json").read_text())["faces"]
@@ -49,6 +57,7 @@ def test_track_command_writes_overlay_sheet_and_per_frame_report(tmp_path, face_
     assert states[9] == states[10] == "filled"  # the short gap
     assert all(states[n] == "no face" for n in range(15, 23))  # the long gap
     assert faces["no_face_ranges"][-1] == [15, 22]
+    assert faces["cuts"] == []
     assert not faces["cached"]
     overlay = v / "fc010_overlay_v001.mp4"
     with av.open(str(overlay)) as c:
@@ -64,6 +73,10 @@ def test_render_reuses_the_track_until_faces_settings_change(tmp_path, face_sequ
     root = tmp_path / "r"
     m = manifest(tmp_path, sequence)
     first = run_render(str(m), root=str(root))["report"]["faces"]
+    # with cut detection (the default) the blank frames start new camera shots: the gap after the cut to
+    # a grey picture is not filled (the cut back at 11 is within min_scene of it)
+    assert first["cuts"] == [9, 23]
+    assert {r["frame"]: r["state"] for r in first["per_frame"]}[10] == "no face"
     again = run_render(str(m), root=str(root))["report"]["faces"]
     assert not first["cached"] and again["cached"] and again["path"] == first["path"]
     m = manifest(tmp_path, sequence, movies="[]")  # output settings do not touch the track

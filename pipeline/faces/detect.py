@@ -3,6 +3,7 @@ MediaPipe's 478-point mesh mapped to the same 68), and dlib's 128-d identity emb
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -123,15 +124,11 @@ class FaceAnalyzer:
             found = [(m.box, m.score, m) for m in self._mesh.detect(image)]
         else:
             found = [(box, score, None) for box, score in zip(*self._detect_boxes(image), strict=True)]
-        faces = []
-        for box, score, mesh_face in found:
-            face = self._landmarks(image, box, score, mesh_face)
-            if face is None:
-                continue
-            if embed:
-                face.embedding = self.embed(image, face)
-            faces.append(face)
+        fitted = (self._landmarks(image, box, score, mesh_face) for box, score, mesh_face in found)
+        faces = [face for face in fitted if face is not None]
         faces.sort(key=lambda f: -f.area)
+        if embed:
+            self.embed(image, faces)
         return faces
 
     def _landmarks(self, image: np.ndarray, box: np.ndarray, score: float, mesh_face) -> Face | None:
@@ -155,16 +152,21 @@ class FaceAnalyzer:
             mesh=mesh,
         )
 
-    def embed(self, image: np.ndarray, face: Face) -> np.ndarray:
-        """dlib's 128-d descriptor of a face (on the chip dlib cuts from its 68 points)."""
+    def embed(self, frame: np.ndarray, faces: Sequence[Face]) -> None:
+        """Give faces found on an RGB frame by `detect` their identity descriptors: dlib's 128-d descriptor
+        on the chip dlib cuts from their 68 points (either backend's), so that a tracker can detect every
+        frame and pay for descriptors only on the frames it checks."""
+        if not faces:
+            return
         if self._recognizer is None:
             path = model_path("dlib_face_recognition", self._recognition_model)
             self._recognizer = dlib.face_recognition_model_v1(str(path))
-        image = np.ascontiguousarray(to_uint8(image))
-        left, top, right, bottom = (int(round(v)) for v in face.box)
-        points = dlib.points([dlib.point(int(round(x)), int(round(y))) for x, y in face.landmarks])
-        shape = dlib.full_object_detection(dlib.rectangle(left, top, right, bottom), points)
-        return np.array(self._recognizer.compute_face_descriptor(image, shape), np.float32)
+        image = np.ascontiguousarray(to_uint8(frame))
+        for face in faces:
+            rect = dlib.rectangle(*[int(round(v)) for v in face.box])
+            points = dlib.points([dlib.point(int(round(x)), int(round(y))) for x, y in face.landmarks])
+            shape = dlib.full_object_detection(rect, points)
+            face.embedding = np.array(self._recognizer.compute_face_descriptor(image, shape), np.float32)
 
     def reference_embedding(self, image: np.ndarray, source: str) -> np.ndarray:
         """The embedding of the (largest) face in a reference image; an image without a face is an error."""

@@ -60,7 +60,7 @@ def draw_overlay(
         (5, th + 6),
         cv2.FONT_HERSHEY_SIMPLEX,
         size,
-        RED if state == "no face" else WHITE,
+        WHITE if state in ("detected", "filled") else RED,
         max(1, round(scale)),
         cv2.LINE_AA,
     )

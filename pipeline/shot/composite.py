@@ -215,9 +215,8 @@ def write_transforms(version: RenderVersion, shot: Shot, track: FaceTrack) -> Pa
     for n in range(shot.first, shot.last + 1):
         i = track.index(n)
         m = track.matrix(n, size)
-        state = "detected" if track.detected[i] else "filled" if track.filled[i] else "no face"
         frames.append(
-            {"frame": n, "state": state, "plate_to_crop": None if m is None else m.round(6).tolist()}
+            {"frame": n, "state": track.state(i), "plate_to_crop": None if m is None else m.round(6).tolist()}
         )
     path = version.path / "transforms.json"
     write_json_atomic(

@@ -62,6 +62,9 @@ def track_settings(spec: FacesSpec) -> TrackSettings:
         detect_size=spec.detect_size,
         upsample=spec.upsample,
         identity_threshold=spec.identity_threshold,
+        identity_every=spec.identity_every,
+        cut_threshold=spec.cut_threshold,
+        min_scene=spec.min_scene,
         smooth_center=spec.smooth.center,
         smooth_size=spec.smooth.size,
         smooth_rotation=spec.smooth.rotation,
@@ -141,11 +144,15 @@ class DetectChunk:
 
 
 def detect_range(shot: Shot, first: int, last: int) -> DetectChunk:
+    """Faces on frames first..last, with the change score of each frame from the one before: the chunk
+    reads the frame before its first (when there is one in the shot), so that chunks find the same cuts
+    and pick the same frames for descriptors as one run over the whole shot would."""
     t0 = time.perf_counter()
-    spec = faces_spec(shot)
-    frames = shot.read_frames(first, last)
+    settings = track_settings(faces_spec(shot))
     chunk = DetectChunk(first, last, [])
     progress_key = render_progress_key(shot, "track")
+    has_previous = first > shot.range_first
+    frames = shot.read_frames(first - 1 if has_previous else first, last)
 
     def timed_frames() -> Iterator[tuple[int, np.ndarray]]:
         for n in range(first, last + 1):
@@ -158,8 +165,12 @@ def detect_range(shot: Shot, first: int, last: int) -> DetectChunk:
             progress.advance(progress_key, part=(first, last))  # its faces are found
 
     try:
+        previous = next(frames, None) if has_previous else None
+        chunk.decode_s = time.perf_counter() - t0
         with analyzer(shot) as face_analyzer:
-            chunk.faces = detect_frames(face_analyzer, timed_frames(), embed=spec.reference is not None)
+            chunk.faces = detect_frames(
+                face_analyzer, timed_frames(), settings, previous, origin=shot.range_first
+            )
     finally:
         frames.close()
     chunk.wall_s = time.perf_counter() - t0
@@ -209,7 +220,7 @@ def face_tile(shot: Shot, track: FaceTrack, frame: int, plate: np.ndarray) -> np
     size = spec.crop_size
     i = track.index(frame)
     if not track.has_face[i]:
-        tile = draw_crop_tile(np.zeros((size, size, 3), np.uint8), None, None, f"{frame} no face")
+        tile = draw_crop_tile(np.zeros((size, size, 3), np.uint8), None, None, f"{frame} {track.state(i)}")
     else:
         crop, m = align_face(plate, track.params[i], size)
         lm = transform_points(m, track.landmarks[i]) if track.detected[i] else None
@@ -253,11 +264,10 @@ def render_overlay(
             i = track.index(n)
             m = track.matrix(n, size)
             quad = quad_in_plate(cv2.invertAffineTransform(m), size) if m is not None else None
-            state = "detected" if track.detected[i] else "filled" if track.filled[i] else "no face"
             img = draw_overlay(
                 frame,
                 n,
-                state,
+                track.state(i),
                 track.landmarks[i] if track.detected[i] else None,
                 quad,
                 int(track.faces_found[i]),
@@ -300,6 +310,48 @@ def faces_markdown(faces: dict) -> list[str]:
         f"- Alignment jitter {q['alignment_jitter_raw']:.5f} raw, "
         f"{q['alignment_jitter_smoothed']:.5f} smoothed; "
         f"landmark error from smoothing {q['landmark_error_smoothed']:.5f} (fractions of the crop size)",
+        *cuts_markdown(faces),
+        *identity_markdown(faces),
+    ]
+
+
+def cuts_markdown(faces: dict) -> list[str]:
+    if not faces["cuts"] and not faces["jumps"]:
+        return ["- Camera cuts: none found"]
+    lines = []
+    if faces["cuts"]:
+        lines.append(
+            f"- Camera cuts at frames {', '.join(map(str, faces['cuts']))}: the track restarts there "
+            "(no gap filled, no smoothing across)"
+        )
+    if faces["jumps"]:
+        lines.append(
+            "- The face jumped (no overlap with its last box) at frames "
+            f"{', '.join(map(str, faces['jumps']))}: treated like cuts"
+        )
+    return lines
+
+
+def identity_markdown(faces: dict) -> list[str]:
+    threshold, margin = faces["identity_threshold"], faces["identity_margin"]
+    others = ", ".join(f"{a}-{b}" if a != b else str(a) for a, b in faces["other_person_ranges"])
+    near = faces["near_threshold_frames"]
+    distances = (
+        f"the actor's distance {faces['mean_identity_distance']:.3f} on average, "
+        f"{faces['max_identity_distance']:.3f} at most"
+        if faces["mean_identity_distance"] is not None
+        else "the actor never checked"
+    )
+    return [
+        f"- Identity checked on {faces['identity_checked_frames']} frames: {distances} "
+        f"(threshold {threshold}); another person, not the actor, on {faces['other_person_frames']} frames"
+        + (f" ({others})" if others else ""),
+        f"- Identity near the threshold (within {margin}) on {len(near)} frames"
+        + (
+            f": {', '.join(map(str, near[:20]))}{' ...' if len(near) > 20 else ''} (check them)"
+            if near
+            else ""
+        ),
     ]
 
 
