@@ -11,6 +11,7 @@ import cv2
 import dlib
 import numpy as np
 
+from pipeline.faces.pose import head_pose
 from pipeline.media.color import to_uint8
 from pipeline.models import model_path
 
@@ -22,6 +23,7 @@ class Face:
     landmarks: np.ndarray  # (68, 2) float32, plate pixels (dlib's semantics with either backend)
     embedding: np.ndarray | None = field(default=None, repr=False)  # (128,) when asked for
     mesh: np.ndarray | None = field(default=None, repr=False)  # (478, 2) plate pixels, mesh backend only
+    pose: np.ndarray | None = None  # (3,) head yaw, pitch, roll in degrees (pipeline.faces.pose)
 
     @property
     def area(self) -> float:
@@ -126,6 +128,8 @@ class FaceAnalyzer:
             found = [(box, score, None) for box, score in zip(*self._detect_boxes(image), strict=True)]
         fitted = (self._landmarks(image, box, score, mesh_face) for box, score, mesh_face in found)
         faces = [face for face in fitted if face is not None]
+        for face in faces:
+            face.pose = np.array(head_pose(face.landmarks, (image.shape[1], image.shape[0])), np.float32)
         faces.sort(key=lambda f: -f.area)
         if embed:
             self.embed(image, faces)

@@ -90,9 +90,12 @@ def chin_drop(landmarks: np.ndarray) -> float:
 
 
 def chin_guard(landmarks: np.ndarray, drop: float) -> np.ndarray:
-    """Points 7-9 of the jaw, moved down the face where needed so the chin lies at least `drop` below the
-    lower lip (the shot's typical chin drop): added to the matte's points, the matte reaches the chin on
-    an open mouth even when the landmark model's chin does not."""
+    """Jaw points 5-11, moved down the face where needed so the chin lies at least `drop` below the lower
+    lip (the shot's typical chin drop), the chin (7-9) fully and its neighbours in part: added to the
+    matte's points, the matte reaches the chin on an open mouth even when the landmark model's does not."""
     down = face_down(landmarks)
     short = max(0.0, drop - chin_drop(landmarks))
-    return landmarks[7:10] + down * short
+    return landmarks[5:12] + np.outer(GUARD_WEIGHTS, down * short)
+
+
+GUARD_WEIGHTS = np.array([0.3, 0.7, 1.0, 1.0, 1.0, 0.7, 0.3])  # jaw points 5-11

@@ -24,6 +24,8 @@ from scipy.ndimage import gaussian_filter1d
 
 from pipeline.faces.align import crop_matrix, ffhq_params, transform_points
 from pipeline.faces.detect import Face, FaceAnalyzer, box_iou, identity_distance
+from pipeline.faces.masks import GUARD_WEIGHTS, chin_drop, chin_guard, landmark_mask
+from pipeline.faces.mesh import FACE_OVAL
 from pipeline.files import write_atomic
 from pipeline.media.cuts import (
     CUT_THRESHOLD,
@@ -35,7 +37,7 @@ from pipeline.media.cuts import (
     frame_signature,
 )
 
-TRACK_FORMAT = 2
+TRACK_FORMAT = 3
 # A second detection counts as a face when it scores at least this share of the frame's best: dlib's HOG
 # finds faint "faces" in badges and folds of clothing (scores 0-0.2 beside 1.2-1.6 for the real face on the
 # astronaut plate), and a report that counts them says a portrait of one person has several.
@@ -82,6 +84,7 @@ class TrackSettings:
     smooth_size: float = 3.0
     smooth_rotation: float = 3.0
     max_gap: int = 5  # gaps up to this many frames are filled by interpolation
+    profile_yaw: float = 60.0  # the actor's head turned further (degrees of yaw): "profile", left alone
 
 
 @dataclass
@@ -186,7 +189,11 @@ class FaceTrack:
     change: np.ndarray  # (N,) the picture's change score from the frame before (pipeline.media.cuts)
     cuts: np.ndarray  # (K,) frames that start a new camera shot: nothing is filled or smoothed across them
     jumps: np.ndarray  # (J,) frames where the actor's box jumped (no overlap with the last): the same
+    mesh: np.ndarray  # (N, 478, 2) the actor's face mesh (plate pixels); NaN with dlib's 68 landmarks
+    pose: np.ndarray  # (N, 3) the actor's head yaw, pitch, roll in degrees (pipeline.faces.pose)
+    profile: np.ndarray  # (N,) bool: the actor's head is turned past profile_yaw; no face for the stages
     identity_threshold: float = 0.6
+    profile_yaw: float = 60.0
 
     @property
     def has_face(self) -> np.ndarray:
@@ -198,6 +205,8 @@ class FaceTrack:
             return "detected"
         if self.filled[i]:
             return "filled"
+        if self.profile[i]:
+            return "profile"
         if self.other_person[i]:
             return "other person"
         return "no face"
@@ -217,15 +226,37 @@ class FaceTrack:
         """Landmarks in the coordinates of `size` px aligned crops, for every frame with a face (NaN
         elsewhere); frames filled by interpolation borrow the nearest detected frame's (in the aligned
         crop the face barely moves)."""
-        out = np.full(self.landmarks.shape, np.nan)
+        return self._in_crops(self.landmarks, size)
+
+    def _in_crops(self, points: np.ndarray, size: int) -> np.ndarray:
+        out = np.full(points.shape, np.nan)
         detected = np.flatnonzero(self.detected)
         for i in detected:
             matrix = crop_matrix(self.params[i], 1)
-            out[i] = transform_points(matrix, self.landmarks[i]) * size
+            out[i] = transform_points(matrix, points[i]) * size
         for i in np.flatnonzero(self.has_face & ~self.detected):
             if len(detected):
                 out[i] = out[detected[np.argmin(np.abs(detected - i))]]
         return out
+
+    def matte_outline(self, size: int) -> np.ndarray:
+        """Points that shape each frame's matte beside its 68 landmarks, in crop coordinates (see
+        masks.matte_points): the mesh's face oval where the track has the mesh, and the chin guard (the
+        jaw around the chin pushed down to the shot's median chin drop below the lower lip, so the matte
+        reaches the chin on an open mouth where the landmark model's chin does not: on the woman clip's
+        widest "O" (frames 306-321) the mesh's drop falls from about 0.13 of the crop to 0.08, dlib's to
+        0.10, and the picture shows the chin near dlib's)."""
+        landmarks = self.crop_landmarks(size)
+        has = np.isfinite(landmarks[:, 0, 0])
+        drops = [chin_drop(landmarks[i]) for i in np.flatnonzero(has & self.detected)]
+        typical = float(np.median(drops)) if drops else 0.0
+        guard = np.full((len(landmarks), len(GUARD_WEIGHTS), 2), np.nan)
+        for i in np.flatnonzero(has):
+            guard[i] = chin_guard(landmarks[i], typical)
+        if not np.isfinite(self.mesh[:, 0, 0]).any():
+            return guard
+        oval = self._in_crops(self.mesh[:, list(FACE_OVAL)], size)
+        return np.concatenate([oval, guard], axis=1)
 
     def missing_ranges(self) -> list[tuple[int, int]]:
         """Inclusive frame ranges with no face (after gap filling)."""
@@ -234,6 +265,7 @@ class FaceTrack:
     def summary(self) -> dict:
         n = len(self.frames)
         actor = self.identity[self.detected & np.isfinite(self.identity)]  # distances of the actor's checks
+        yaws = self.pose[:, 0]
         return {
             "frames": n,
             "detected": int(self.detected.sum()),
@@ -252,6 +284,11 @@ class FaceTrack:
             "mean_identity_distance": float(np.mean(actor)) if len(actor) else None,
             "max_identity_distance": float(np.max(actor)) if len(actor) else None,
             "near_threshold_frames": [int(f) for f in self.frames[self.near_threshold]],
+            "landmarks": "mesh" if np.isfinite(self.mesh[:, 0, 0]).any() else "dlib68",
+            "largest_yaw": float(np.nanmax(np.abs(yaws))) if np.isfinite(yaws).any() else None,
+            "profile_yaw": float(self.profile_yaw),
+            "profile_frames": int(self.profile.sum()),
+            "profile_ranges": frame_ranges(self.frames, self.profile),
         }
 
     def per_frame(self) -> list[dict]:
@@ -267,6 +304,9 @@ class FaceTrack:
                 "identity": figure(self.identity[i], 3),
                 "near_threshold": bool(self.near_threshold[i]),
                 "change": figure(self.change[i], 2),
+                "yaw": figure(self.pose[i, 0], 1),
+                "pitch": figure(self.pose[i, 1], 1),
+                "roll": figure(self.pose[i, 2], 1),
             }
             for i, n in enumerate(self.frames)
         ]
@@ -282,6 +322,27 @@ class FaceTrack:
                 raise ValueError(f"{path}: track format {int(data['format'])}, expected {TRACK_FORMAT}")
             values = {k: data[k] for k in cls.__dataclass_fields__}
         return cls(**{k: v.item() if v.ndim == 0 else v for k, v in values.items()})
+
+
+class CropMattes:
+    """Each frame's matte in `size` px aligned crops, from its landmarks and the track's matte outline (the
+    mesh's face oval, the chin guard): computed once for the shot, then frame by frame."""
+
+    def __init__(self, track: FaceTrack, size: int):
+        self.size = size
+        self.landmarks = track.crop_landmarks(size)  # (N, 68, 2), NaN on frames without a face
+        self.outline = track.matte_outline(size)
+
+    def matte(
+        self,
+        i: int,
+        kind: str = "hull",
+        erode: float = 0.0,
+        erode_sides: dict[str, float] | None = None,
+        feather: float = 0.0,
+    ) -> np.ndarray:
+        """Frame i's matte (see masks.landmark_mask for the settings)."""
+        return landmark_mask(self.landmarks[i], self.size, kind, erode, erode_sides, feather, self.outline[i])
 
 
 UNKNOWN, ACTOR, OTHER = 0, 1, 2  # what the track knows of a face: see choose_actor
@@ -442,20 +503,30 @@ def build_track(
     identity = np.full(n, np.nan, np.float32)
     raw = np.full((n, 4), np.nan)
     boxes = np.full((n, 4), np.nan, np.float32)
+    mesh = np.full((n, 478, 2), np.nan, np.float32)
+    pose = np.full((n, 3), np.nan, np.float32)
+    profile = np.zeros(n, bool)
     for i, (face, dist) in enumerate(chosen):
         identity[i] = dist
-        if face is not None:
-            landmarks[i] = face.landmarks
-            scores[i] = face.score
+        if face is None:
+            continue
+        landmarks[i] = face.landmarks
+        scores[i] = face.score
+        boxes[i] = face.box
+        if face.mesh is not None:
+            mesh[i] = face.mesh
+        if face.pose is not None:
+            pose[i] = face.pose
+            profile[i] = abs(float(face.pose[0])) > settings.profile_yaw
+        if not profile[i]:
             raw[i] = ffhq_params(face.landmarks)
-            boxes[i] = face.box
     detected = ~np.isnan(raw[:, 0])
     other_person = np.array(
         [c[0] is None and bool(f.faces) for c, f in zip(chosen, found, strict=True)], bool
     )
     jumps = box_jumps(boxes, detected, set(cuts))
     breaks = sorted({*cuts, *jumps})
-    filled_params, filled = fill_gaps(raw, settings.max_gap, breaks, blocked=other_person)
+    filled_params, filled = fill_gaps(raw, settings.max_gap, breaks, blocked=other_person | profile)
     return FaceTrack(
         frames=frames,
         faces_found=np.array([confident_faces(f.faces) for f in found], np.int32),
@@ -472,5 +543,9 @@ def build_track(
         change=change,
         cuts=frames[cuts],
         jumps=frames[jumps],
+        mesh=mesh,
+        pose=pose,
+        profile=profile,
         identity_threshold=settings.identity_threshold,
+        profile_yaw=settings.profile_yaw,
     )

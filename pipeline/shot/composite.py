@@ -20,8 +20,7 @@ import numpy as np
 from pipeline.composite import alter_face, blend, match_grain, sharpen, transfer_color
 from pipeline.faces.align import align_face, warp_to_plate
 from pipeline.faces.draw import grid
-from pipeline.faces.masks import landmark_mask
-from pipeline.faces.track import FaceTrack
+from pipeline.faces.track import CropMattes, FaceTrack
 from pipeline.files import write_json_atomic
 from pipeline.manifest import CompositeSpec, MaskSpec, Shot
 from pipeline.media.color import to_float, to_uint8
@@ -123,7 +122,8 @@ class Compositor:
         self.mask_spec: MaskSpec = spec.mask or shot.spec.faces.mask
         self.size = shot.spec.faces.crop_size
         self.track = track
-        self.crop_landmarks = track.crop_landmarks(self.size)
+        self.mattes = CropMattes(track, self.size)
+        self.crop_landmarks = self.mattes.landmarks
         self.chain = face_chain(chain) or [AlteredFaces(spec.alteration, track, self.crop_landmarks)]
         swap = swap_spec(shot)
         self.batch_size = swap.batch if swap else 8
@@ -136,7 +136,7 @@ class Compositor:
 
     def matte(self, index: int) -> np.ndarray:
         m = self.mask_spec
-        return landmark_mask(self.crop_landmarks[index], self.size, m.kind, m.erode, m.erode_sides, m.feather)
+        return self.mattes.matte(index, m.kind, m.erode, m.erode_sides, m.feather)
 
     def frame(self, number: int, plate: np.ndarray) -> FrameComposite:
         return self.frames([number], [plate])[0]

@@ -25,9 +25,9 @@ from pipeline.errors import PipelineError
 from pipeline.faces.align import align_face, plate_coverage, transform_points
 from pipeline.faces.detect import FaceAnalyzer, default_detector
 from pipeline.faces.draw import draw_crop_tile, draw_overlay, grid, quad_in_plate
-from pipeline.faces.masks import landmark_mask
 from pipeline.faces.quality import alignment_jitter, landmark_error
 from pipeline.faces.track import (
+    CropMattes,
     FaceTrack,
     FrameFaces,
     TrackSettings,
@@ -69,6 +69,7 @@ def track_settings(spec: FacesSpec) -> TrackSettings:
         smooth_size=spec.smooth.size,
         smooth_rotation=spec.smooth.rotation,
         max_gap=spec.max_gap,
+        profile_yaw=spec.profile_yaw,
     )
 
 
@@ -225,7 +226,9 @@ def face_tile(shot: Shot, track: FaceTrack, frame: int, plate: np.ndarray) -> np
         crop, m = align_face(plate, track.params[i], size)
         lm = transform_points(m, track.landmarks[i]) if track.detected[i] else None
         mask = (
-            landmark_mask(lm, size, spec.mask.kind, spec.mask.erode, spec.mask.erode_sides, spec.mask.feather)
+            CropMattes(track, size).matte(
+                i, spec.mask.kind, spec.mask.erode, spec.mask.erode_sides, spec.mask.feather
+            )
             if lm is not None
             else None
         )
@@ -268,7 +271,7 @@ def render_overlay(
                 frame,
                 n,
                 track.state(i),
-                track.landmarks[i] if track.detected[i] else None,
+                track.landmarks[i] if np.isfinite(track.landmarks[i, 0, 0]) else None,
                 quad,
                 int(track.faces_found[i]),
             )
@@ -312,6 +315,22 @@ def faces_markdown(faces: dict) -> list[str]:
         f"landmark error from smoothing {q['landmark_error_smoothed']:.5f} (fractions of the crop size)",
         *cuts_markdown(faces),
         *identity_markdown(faces),
+        *profile_markdown(faces),
+    ]
+
+
+def profile_markdown(faces: dict) -> list[str]:
+    """The frames where the head is turned too far for the face models: left as they are, for an artist."""
+    largest = faces["largest_yaw"]
+    turned = f"largest head turn {largest:.0f} degrees of yaw" if largest is not None else "no head pose"
+    if not faces["profile_frames"]:
+        return [f"- Landmarks: {faces['landmarks']}; {turned}; no frame turned past {faces['profile_yaw']:g}"]
+    ranges = ", ".join(f"{a}-{b}" if a != b else str(a) for a, b in faces["profile_ranges"])
+    return [
+        f"- Landmarks: {faces['landmarks']}; {turned}",
+        f"- **Frames for an artist:** {ranges} ({faces['profile_frames']} frames): the head is turned past "
+        f"{faces['profile_yaw']:g} degrees, further than the face models redraw; face stages leave them as "
+        "they are",
     ]
 
 

@@ -29,8 +29,7 @@ import numpy as np
 
 from pipeline.devices import resolve_device
 from pipeline.faces.detect import identity_verdict
-from pipeline.faces.masks import landmark_mask
-from pipeline.faces.track import FaceTrack
+from pipeline.faces.track import CropMattes, FaceTrack
 from pipeline.files import write_json_atomic
 from pipeline.manifest import Shot, TuneSpec
 from pipeline.progress import Progress
@@ -216,10 +215,10 @@ def pivot_mattes(shot: Shot, track: FaceTrack, frames: list[int], size: int) -> 
     assert faces is not None
     m = (composite.mask if composite is not None else None) or faces.mask
     crop = faces.crop_size
-    landmarks = track.crop_landmarks(crop)
+    crop_mattes = CropMattes(track, crop)
     mattes = []
     for n in frames:
-        matte = landmark_mask(landmarks[track.index(n)], crop, m.kind, m.erode, m.erode_sides, m.feather)
+        matte = crop_mattes.matte(track.index(n), m.kind, m.erode, m.erode_sides, m.feather)
         mattes.append(cv2.resize(matte.astype(np.float32), (size, size), interpolation=cv2.INTER_AREA))
     return torch.from_numpy(np.stack(mattes))[:, None]
 
