@@ -26,6 +26,7 @@ def manifest(
     smooth_center: float = 1.0,
     movies: str = "[h264_review]",
     cut_threshold: str = "24.0",
+    landmarks: str = "dlib68",
 ) -> Path:
     return write_manifest(
         folder,
@@ -39,6 +40,7 @@ faces:
   max_gap: 3
   smooth: {{center: {smooth_center}}}
   cut_threshold: {cut_threshold}
+  landmarks: {landmarks}
 """,
     )
 
@@ -81,9 +83,14 @@ def test_render_reuses_the_track_until_faces_settings_change(tmp_path, face_sequ
     assert not first["cached"] and again["cached"] and again["path"] == first["path"]
     m = manifest(tmp_path, sequence, movies="[]")  # output settings do not touch the track
     assert run_render(str(m), root=str(root))["report"]["faces"]["cached"]
-    m = manifest(tmp_path, sequence, smooth_center=2.0)  # faces settings do
-    changed = run_render(str(m), root=str(root))["report"]["faces"]
+    m = manifest(tmp_path, sequence, landmarks="mesh")  # faces settings do: here MediaPipe's mesh
+    report = run_render(str(m), root=str(root))["report"]
+    changed = report["faces"]
     assert not changed["cached"] and changed["path"] != first["path"]
+    assert changed["landmarks"] == "mesh" and first["landmarks"] == "dlib68"
+    assert "mediapipe:face_landmark" in report["metadata"]["models"]
+    states = {r["frame"]: r["state"] for r in changed["per_frame"]}
+    assert all(states[n] == "detected" for n, (kind, _) in LAYOUT.items() if kind == "face")
     assert len(list((root / "fc010" / "cache").glob("track-*.npz"))) == 2
 
 
