@@ -100,7 +100,13 @@ def test_every_frame_mode_starts_each_frame_from_the_last(tmp_path, woman_clip, 
     shot = load_shot(
         write_manifest(tmp_path, shot_yaml(woman_clip, generator_file, project, frames="1001-1005"))
     )
-    t5 = FaceTrack(**{k: v[:5] for k, v in t.__dict__.items()})
+    per_frame = len(t.frames)
+    t5 = FaceTrack(  # the first 5 frames: per-frame arrays cut, the rest (cuts, thresholds) kept
+        **{
+            k: v[:5] if isinstance(v, np.ndarray) and len(v) == per_frame else v
+            for k, v in t.__dict__.items()
+        }
+    )
     p = shot_project.project_faces(shot, t5, log=lambda _: None)
     assert list(p.frames) == [1001, 1002, 1003, 1004, 1005]
     assert list(p.steps) == [12, 3, 3, 3, 3]
