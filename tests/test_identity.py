@@ -12,7 +12,7 @@ import pytest
 from conftest import write_manifest
 
 from pipeline.cli import main
-from pipeline.faces.detect import Face, FaceAnalyzer
+from pipeline.faces.detect import Face, FaceAnalyzer, identity_distance
 from pipeline.faces.track import (
     FaceTrack,
     FrameFaces,
@@ -110,6 +110,22 @@ def test_the_verdict_follows_the_face_by_overlap_between_checks_and_restarts_at_
     chosen = choose_actor(
         [FrameFaces(0, [face(100, who=A)]), FrameFaces(1, [face(100)])], None, 0.6, cuts={1}
     )
+    assert chosen[1][0] is None
+
+
+def test_a_check_just_past_the_threshold_keeps_a_continuing_actor_but_not_a_new_face():
+    near = A + 0.63 / np.sqrt(128)  # 0.63 from A: past 0.6, within the 0.05 margin
+    assert identity_distance(near, A) == pytest.approx(0.63, abs=1e-4)
+    found = [
+        FrameFaces(0, [face(100, who=A)]),
+        FrameFaces(1, [face(101)]),
+        FrameFaces(2, [face(102, who=near)]),
+    ]
+    found += [FrameFaces(3, []), FrameFaces(4, [face(104, who=near)])]  # lost, then picked up again
+    chosen = choose_actor(found, A, 0.6)  # A as the reference: the actor's descriptor stays A
+    assert [c[0] is not None for c in chosen] == [True, True, True, False, False]
+    far = A + 0.7 / np.sqrt(128)  # past the margin: not the actor even when it continues the box
+    chosen = choose_actor([FrameFaces(0, [face(100, who=A)]), FrameFaces(1, [face(101, who=far)])], A, 0.6)
     assert chosen[1][0] is None
 
 

@@ -402,7 +402,11 @@ def choose_actor(
                     labels[k], overlap[k] = previous_labels[j], ious[j]
             if f.embedding is not None and actor is not None:
                 dists[k] = identity_distance(f.embedding, actor)
-                labels[k] = ACTOR if dists[k] <= threshold else OTHER
+                # a face that continues the actor's keeps its verdict up to the margin past the threshold
+                # (flagged near_threshold): a periodic check at 0.61 on the right person, seen on real
+                # footage, must not drop them; a face picked up anew must be within the threshold itself
+                limit = threshold + IDENTITY_MARGIN if labels[k] == ACTOR else threshold
+                labels[k] = ACTOR if dists[k] <= limit else OTHER
         actors = [k for k, label in enumerate(labels) if label == ACTOR]
         for k in sorted(actors, key=lambda k: (np.nan_to_num(dists[k], nan=np.inf), -overlap[k]))[1:]:
             labels[k] = OTHER  # two faces cannot both be the actor
