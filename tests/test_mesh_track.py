@@ -9,7 +9,7 @@ import pytest
 
 from pipeline.faces.align import crop_matrix, transform_points
 from pipeline.faces.detect import FaceAnalyzer
-from pipeline.faces.masks import chin_drop, chin_guard, landmark_mask
+from pipeline.faces.masks import chin_drop, chin_guard, forehead_points, landmark_mask, matte_points
 from pipeline.faces.track import CropMattes, TrackSettings, build_track, detect_frames
 from pipeline.media.decode import MoviePlate, load_still
 
@@ -90,7 +90,7 @@ def test_the_matte_covers_the_chin_on_an_open_mouth(woman_plate, mesh_analyzer):
         below_lip[: int(dlib_landmarks[57, 1])] = 0
         chin = below_lip > 0
         matte = mattes.matte(i, "hull") > 0.5
-        bare = landmark_mask(mattes.landmarks[i], size, "hull", outline=mattes.outline[i, :36]) > 0.5
+        bare = landmark_mask(mattes.landmarks[i], size, "hull", oval=mattes.oval[i]) > 0.5
         assert matte[chin].mean() > 0.85, i  # measured 0.87-0.97 (without the guard 0.58-0.72)
         assert matte[chin].mean() > bare[chin].mean() + 0.1, i
         # and the guard does not reach far past dlib's chin
@@ -111,3 +111,17 @@ def test_the_chin_guard_restores_a_chin_that_collapsed_to_the_mouth():
     guard = chin_guard(collapsed, 40)
     assert guard[3, 1] == pytest.approx(230) and np.allclose(guard[:, 0], collapsed[5:12, 0])
     assert collapsed[5, 1] < guard[0, 1] < guard[1, 1] < guard[2, 1]  # the neighbours follow in part
+
+
+def test_the_chin_guard_adds_to_the_matte_and_takes_nothing_from_the_forehead():
+    landmarks = (
+        FaceAnalyzer(upsample=1).detect(load_still("builtin:astronaut"))[0].landmarks.astype(np.float64)
+    )
+    guard = chin_guard(landmarks, chin_drop(landmarks) + 10)
+    points = matte_points(landmarks, "extended", chin=guard)
+    for part in (landmarks, forehead_points(landmarks), guard):  # dlib's track: the forehead stays
+        assert all((points == p).all(1).any() for p in part)
+    size = 640
+    with_guard = landmark_mask(landmarks, size, "extended", chin=guard)
+    plain = landmark_mask(landmarks, size, "extended")
+    assert (with_guard >= plain - 0.1).all() and with_guard.sum() > plain.sum()  # (anti-aliased edges)

@@ -16,25 +16,29 @@ def forehead_points(landmarks: np.ndarray, reach: float = 0.6) -> np.ndarray:
     return brows + up * reach
 
 
-def matte_points(landmarks: np.ndarray, kind: str, outline: np.ndarray | None = None) -> np.ndarray:
+def matte_points(
+    landmarks: np.ndarray, kind: str, oval: np.ndarray | None = None, chin: np.ndarray | None = None
+) -> np.ndarray:
     """The points whose hull is the matte. hull: the 68 points (brows to chin); extended: up to the
-    forehead. With a face outline (the mesh's face oval), its points join them: below the brows for hull,
-    all of it (it reaches the hairline) for extended, in place of the brow points pushed up."""
+    forehead. With the mesh's face oval, its points join them: below the brows for hull, all of it (it
+    reaches the hairline) for extended, in place of the brow points pushed up. `chin`: the chin guard's
+    points (see chin_guard), added as they are."""
     pts = np.asarray(landmarks, np.float64)
     if kind not in ("hull", "extended"):
         raise ValueError(f"unknown mask kind {kind!r} (hull or extended)")
-    if outline is not None and np.isfinite(outline).all():
-        oval = np.asarray(outline, np.float64)
+    extra = [np.asarray(chin, np.float64)] if chin is not None and np.isfinite(chin).all() else []
+    if oval is not None and np.isfinite(oval).all():
+        outline = np.asarray(oval, np.float64)
         if kind == "hull":
             # "below the brows": along the face's own up direction, as far from the nose as the brows
             up = pts[17:27].mean(0) - pts[30]
             reach = np.linalg.norm(up)
-            along = (oval - pts[30]) @ (up / max(reach, 1e-6))
-            oval = oval[along <= reach]
-        return np.vstack([pts, oval])
-    if kind == "extended":
-        pts = np.vstack([pts, forehead_points(pts)])
-    return pts
+            along = (outline - pts[30]) @ (up / max(reach, 1e-6))
+            outline = outline[along <= reach]
+        extra.append(outline)
+    elif kind == "extended":
+        extra.append(forehead_points(pts))
+    return np.vstack([pts, *extra])
 
 
 def landmark_mask(
@@ -44,15 +48,16 @@ def landmark_mask(
     erode: float = 0.0,
     erode_sides: dict[str, float] | None = None,
     feather: float = 0.0,
-    outline: np.ndarray | None = None,
+    oval: np.ndarray | None = None,
+    chin: np.ndarray | None = None,
 ) -> np.ndarray:
     """A float32 matte in [0, 1] of shape (size, size).
 
     erode, erode_sides and feather are fractions of the crop size: erosion pulls the edge in (on every
     side, then more on the named sides of the crop), feathering blurs it with that Gaussian sigma.
-    `outline` is the mesh's face oval in the same coordinates (see matte_points).
+    `oval` (the mesh's face oval) and `chin` (the chin guard) are in the same coordinates (matte_points).
     """
-    pts = matte_points(landmarks, kind, outline)
+    pts = matte_points(landmarks, kind, oval, chin)
     hull = cv2.convexHull(np.round(pts * 16).astype(np.int32))
     mask = np.zeros((size, size), np.uint8)
     cv2.fillConvexPoly(mask, hull, 255, lineType=cv2.LINE_AA, shift=4)

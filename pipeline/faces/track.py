@@ -226,9 +226,11 @@ class FaceTrack:
         """Landmarks in the coordinates of `size` px aligned crops, for every frame with a face (NaN
         elsewhere); frames filled by interpolation borrow the nearest detected frame's (in the aligned
         crop the face barely moves)."""
-        return self._in_crops(self.landmarks, size)
+        return self.in_crops(self.landmarks, size)
 
-    def _in_crops(self, points: np.ndarray, size: int) -> np.ndarray:
+    def in_crops(self, points: np.ndarray, size: int) -> np.ndarray:
+        """Per-frame points (N, K, 2) in plate pixels, in the coordinates of `size` px aligned crops (see
+        crop_landmarks)."""
         out = np.full(points.shape, np.nan)
         detected = np.flatnonzero(self.detected)
         for i in detected:
@@ -238,25 +240,6 @@ class FaceTrack:
             if len(detected):
                 out[i] = out[detected[np.argmin(np.abs(detected - i))]]
         return out
-
-    def matte_outline(self, size: int) -> np.ndarray:
-        """Points that shape each frame's matte beside its 68 landmarks, in crop coordinates (see
-        masks.matte_points): the mesh's face oval where the track has the mesh, and the chin guard (the
-        jaw around the chin pushed down to the shot's median chin drop below the lower lip, so the matte
-        reaches the chin on an open mouth where the landmark model's chin does not: on the woman clip's
-        widest "O" (frames 306-321) the mesh's drop falls from about 0.13 of the crop to 0.08, dlib's to
-        0.10, and the picture shows the chin near dlib's)."""
-        landmarks = self.crop_landmarks(size)
-        has = np.isfinite(landmarks[:, 0, 0])
-        drops = [chin_drop(landmarks[i]) for i in np.flatnonzero(has & self.detected)]
-        typical = float(np.median(drops)) if drops else 0.0
-        guard = np.full((len(landmarks), len(GUARD_WEIGHTS), 2), np.nan)
-        for i in np.flatnonzero(has):
-            guard[i] = chin_guard(landmarks[i], typical)
-        if not np.isfinite(self.mesh[:, 0, 0]).any():
-            return guard
-        oval = self._in_crops(self.mesh[:, list(FACE_OVAL)], size)
-        return np.concatenate([oval, guard], axis=1)
 
     def missing_ranges(self) -> list[tuple[int, int]]:
         """Inclusive frame ranges with no face (after gap filling)."""
@@ -325,13 +308,24 @@ class FaceTrack:
 
 
 class CropMattes:
-    """Each frame's matte in `size` px aligned crops, from its landmarks and the track's matte outline (the
-    mesh's face oval, the chin guard): computed once for the shot, then frame by frame."""
+    """Each frame's matte in `size` px aligned crops, from its 68 landmarks, the mesh's face oval where the
+    track has the mesh, and the chin guard: computed once for the shot, then frame by frame.
+
+    The chin guard pushes the jaw around the chin down to the shot's median chin drop below the lower lip
+    (masks.chin_guard), so the matte reaches the chin on an open mouth where the landmark model's chin does
+    not: on the woman clip's widest "O" (frames 306-321) the mesh's drop falls from about 0.13 of the crop
+    to 0.08, dlib's to 0.10, and the picture shows the chin near dlib's."""
 
     def __init__(self, track: FaceTrack, size: int):
         self.size = size
         self.landmarks = track.crop_landmarks(size)  # (N, 68, 2), NaN on frames without a face
-        self.outline = track.matte_outline(size)
+        self.oval = track.in_crops(track.mesh[:, list(FACE_OVAL)], size)  # NaN without the mesh
+        has = np.isfinite(self.landmarks[:, 0, 0])
+        drops = [chin_drop(self.landmarks[i]) for i in np.flatnonzero(has & track.detected)]
+        typical = float(np.median(drops)) if drops else 0.0
+        self.chin = np.full((len(has), len(GUARD_WEIGHTS), 2), np.nan)
+        for i in np.flatnonzero(has):
+            self.chin[i] = chin_guard(self.landmarks[i], typical)
 
     def matte(
         self,
@@ -342,7 +336,9 @@ class CropMattes:
         feather: float = 0.0,
     ) -> np.ndarray:
         """Frame i's matte (see masks.landmark_mask for the settings)."""
-        return landmark_mask(self.landmarks[i], self.size, kind, erode, erode_sides, feather, self.outline[i])
+        return landmark_mask(
+            self.landmarks[i], self.size, kind, erode, erode_sides, feather, self.oval[i], self.chin[i]
+        )
 
 
 UNKNOWN, ACTOR, OTHER = 0, 1, 2  # what the track knows of a face: see choose_actor
