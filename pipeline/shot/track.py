@@ -215,8 +215,11 @@ def track_report(track: FaceTrack, cached: bool, path: Path, chunks: Sequence[De
     }
 
 
-def face_tile(shot: Shot, track: FaceTrack, frame: int, plate: np.ndarray) -> np.ndarray:
-    """The aligned crop of one frame with its matte outline and landmarks, 256 px, for the contact sheet."""
+def face_tile(
+    shot: Shot, track: FaceTrack, frame: int, plate: np.ndarray, mattes: CropMattes | None = None
+) -> np.ndarray:
+    """The aligned crop of one frame with its matte outline and landmarks, 256 px, for the contact sheet
+    (`mattes`: the track's, at the crop size, when the caller draws several tiles)."""
     spec = faces_spec(shot)
     size = spec.crop_size
     i = track.index(frame)
@@ -226,7 +229,7 @@ def face_tile(shot: Shot, track: FaceTrack, frame: int, plate: np.ndarray) -> np
         crop, m = align_face(plate, track.params[i], size)
         lm = transform_points(m, track.landmarks[i]) if track.detected[i] else None
         mask = (
-            CropMattes(track, size).matte(
+            (mattes or CropMattes(track, size)).matte(
                 i, spec.mask.kind, spec.mask.erode, spec.mask.erode_sides, spec.mask.feather
             )
             if lm is not None
@@ -288,9 +291,10 @@ def faces_contact_sheet(
     shot: Shot, version: RenderVersion, track: FaceTrack, metadata: dict[str, str], first: int, last: int
 ) -> Path:
     """Aligned crops across the rendered frames, with their matte outlines and landmarks."""
+    mattes = CropMattes(track, faces_spec(shot).crop_size)  # once for every tile
 
     def make(n: int) -> np.ndarray:
-        return face_tile(shot, track, n, next(shot.read_frames(n, n)))
+        return face_tile(shot, track, n, next(shot.read_frames(n, n)), mattes)
 
     tiles = review_tiles(version, "faces", sample_frames(first, last), make)
     path = version.path / "faces_contact_sheet.png"
