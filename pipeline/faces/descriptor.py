@@ -1,4 +1,4 @@
-"""dlib's 128-d face descriptor as a differentiable torch module, and dlib's face chip cut with grid_sample.
+"""dlib's 128-d face descriptor as a differentiable torch module, and dlib's face chip cut differentiably.
 
 The network is dlib's ResNet of `dlib_face_recognition_resnet_model_v1.dat` (`anet_type` of dlib's
 examples/dnn_face_recognition_ex.cpp), read from dlib's own binary serialisation here, without dlib: a
@@ -472,7 +472,9 @@ def _load(path: str, device: str) -> FaceDescriptorNet:
     return net.requires_grad_(False).eval().to(device)
 
 
-def load_face_descriptor(path: str | Path | None = None, device=None) -> FaceDescriptorNet:
+def load_face_descriptor(
+    path: str | Path | None = None, device: torch.device | str | None = None
+) -> FaceDescriptorNet:
     """dlib's descriptor network from the registry's file (checksum checked) or `path`, in eval mode with
     frozen parameters, on `device` (the CPU by default). Cached per process: callers share the module,
     so move or change a copy, not it."""
