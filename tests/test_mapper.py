@@ -164,7 +164,7 @@ def test_an_edit_by_zero_returns_the_input_exactly(G, judges):
         for p in mapper.parameters():
             p.normal_(0, 1)
     w, _ = held_out(G, mapper, n=4)
-    for zero in ({}, {"a": 0.0}, {"a": 0, "b": 0.0, "c": -0.0}, torch.zeros(3), torch.zeros(4, 3)):
+    for zero in ({}, {"a": 0.0}, {"a": 0, "b": np.float32(0), "c": -0.0}, torch.zeros(3), torch.zeros(4, 3)):
         assert torch.equal(edit_latents(mapper, w, zero), w), zero
     change = torch.tensor([[0.0, 0, 0], [judges.scales["a"], 0, 0], [0, 0, 0], [0, -judges.scales["b"], 0]])
     edited = edit_latents(mapper, w, change)

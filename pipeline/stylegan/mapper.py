@@ -26,6 +26,7 @@ A mapper belongs to one generator and one set of recognisers: its file records b
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -208,7 +209,7 @@ def change_tensor(
             raise PipelineError(f"unknown attribute {unknown[0]!r}: this mapper edits {', '.join(names)}")
         row = torch.zeros(len(names))
         for name, amount in changes.items():
-            if isinstance(amount, bool) or not isinstance(amount, int | float):
+            if isinstance(amount, bool) or not isinstance(amount, numbers.Real):
                 raise PipelineError(f"the change of {name} is {amount!r}; a number is needed")
             row[names.index(name)] = float(amount)
         change = row[None].expand(count, -1)
