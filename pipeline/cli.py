@@ -62,6 +62,25 @@ def number(low: float, high: float, low_open: bool = False) -> Callable[[str], f
     return parse
 
 
+def loss_weights(text: str) -> dict[str, float]:
+    """An argparse type: NAME=NUMBER[,NAME=NUMBER...] (which names are losses is the trainer's check)."""
+    weights = {}
+    for part in text.split(","):
+        name, sep, value = part.partition("=")
+        if not sep or not name.strip():
+            raise argparse.ArgumentTypeError(f"{part!r} is not NAME=NUMBER (like identity=0.5)")
+        weights[name.strip()] = number(0, 1e6)(value.strip())
+    return weights
+
+
+def name_list(text: str) -> list[str]:
+    """An argparse type: NAME[,NAME...], none empty."""
+    names = [n.strip() for n in text.split(",")]
+    if not all(names):
+        raise argparse.ArgumentTypeError(f"{text!r} has an empty name; give names separated by commas")
+    return names
+
+
 MAX_STEPS = 10_000_000  # training steps
 MAX_PROJECT_STEPS = 100_000  # as the manifest's project.steps
 MAX_BATCH = 1024
@@ -281,6 +300,40 @@ def cmd_train_encoder(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_train_mapper(args: argparse.Namespace) -> int:
+    from pipeline.stylegan.mapper_train import MapperSettings, check_inputs
+    from pipeline.stylegan.registry import generator_path
+
+    if (args.steps is None) == (args.minutes is None):
+        print("vfx train mapper: give one of --steps or --minutes", file=sys.stderr)
+        return 2
+    MapperSettings().with_weights(args.weights or {})  # before Prefect starts: bad input is quick
+    generator = generator_path(args.generator, Path.cwd())
+    check_inputs(generator, args.recognisers, args.out, args.resume)
+
+    from pipeline.flows import start_prefect, train_mapper
+
+    start_prefect()
+    result = train_mapper(
+        str(generator),
+        str(args.recognisers),
+        str(args.out),
+        steps=args.steps,
+        minutes=args.minutes,
+        attributes=args.attributes,
+        weights=args.weights,
+        batch=args.batch,
+        lr=args.lr,
+        seed=args.seed,
+        resume=args.resume,
+    )
+    print(
+        f"{args.out}: step {result['step']}, {result['seconds']:.0f} s, edits "
+        f"{', '.join(result['attributes'])}; {result['losses']}"
+    )
+    return 0
+
+
 def cmd_models(args: argparse.Namespace) -> int:
     from pipeline import models
     from pipeline.stylegan import registry
@@ -293,6 +346,11 @@ def cmd_models(args: argparse.Namespace) -> int:
             encoder = registry.register_encoder(args.name, args.path)
             print(f"registered encoder {encoder.describe()}")
             print(f"registry: {registry.encoders_file()}")
+            return 0
+        if registry.is_mapper(args.path):
+            mapper = registry.register_mapper(args.name, args.path)
+            print(f"registered mapper {mapper.describe()}")
+            print(f"registry: {registry.mappers_file()}")
             return 0
         entry = registry.register_generator(args.name, args.path)
         print(f"registered {entry.describe()}")
@@ -317,6 +375,12 @@ def cmd_models(args: argparse.Namespace) -> int:
         print(f"  {encoder.describe()}")
     if not encoders:
         print("  none registered (vfx train encoder, then vfx models add NAME FOLDER)")
+    mappers = registry.registered_mappers()
+    print(f"mappers ({registry.mappers_file()}):")
+    for mapper in mappers.values():
+        print(f"  {mapper.describe()}")
+    if not mappers:
+        print("  none registered (vfx train mapper, then vfx models add NAME FOLDER)")
     return 0
 
 
@@ -616,6 +680,44 @@ def build_parser() -> argparse.ArgumentParser:
     te.add_argument("--resume", action="store_true", help="continue the training state in --out")
     te.set_defaults(func=cmd_train_encoder)
 
+    tm = trs.add_parser(
+        "mapper", help="a latent-to-latent mapper (L2L): edits named attributes in W+ and keeps the person"
+    )
+    tm.add_argument(
+        "--generator", required=True, help="a registered generator's name, or its file or model folder"
+    )
+    tm.add_argument(
+        "--recognisers",
+        type=Path,
+        required=True,
+        help="the generator's attribute recognisers (vfx train recognisers: folder or file)",
+    )
+    tm.add_argument(
+        "--out", type=Path, required=True, help="model folder (mapper.pt, training.pt, preview.png, loss.png)"
+    )
+    tm.add_argument("--steps", type=whole(1, MAX_STEPS), help="train until this many steps in all")
+    tm.add_argument(
+        "--minutes", type=number(0, MAX_MINUTES, low_open=True), help="train for this many minutes"
+    )
+    tm.add_argument(
+        "--attributes",
+        type=name_list,
+        help="the attributes it edits, like yaw,mouth_open (default: all the recognisers read)",
+    )
+    tm.add_argument(
+        "--weights",
+        type=loss_weights,
+        help="loss weights, like identity=2,neighbourhood=0.05 (attribute 1, identity 1, cycle 1, "
+        "neighbourhood 0.1 by default)",
+    )
+    tm.add_argument("--batch", type=whole(1, MAX_BATCH), default=8, help="latents per step (default 8)")
+    tm.add_argument(
+        "--lr", type=number(0, 1, low_open=True), default=5e-4, help="Adam learning rate (default 5e-4)"
+    )
+    tm.add_argument("--seed", type=whole(0, 2**31 - 1), default=0, help="random seed (default 0)")
+    tm.add_argument("--resume", action="store_true", help="continue the training state in --out")
+    tm.set_defaults(func=cmd_train_mapper)
+
     pr = sub.add_parser(
         "project", help="project still faces into a generator's W+ (latents, reconstructions)"
     )
@@ -660,14 +762,15 @@ def build_parser() -> argparse.ArgumentParser:
     dl.set_defaults(func=cmd_direction)
 
     m = sub.add_parser(
-        "models", help="list model files and registered generators and encoders, or register one"
+        "models", help="list model files and registered generators, encoders and mappers, or register one"
     )
     m.add_argument("action", nargs="?", choices=["list", "add"], default="list")
     m.add_argument("name", nargs="?", help="add: the name manifests will use")
     m.add_argument(
         "path",
         nargs="?",
-        help="add: a generator file (ours, rosinality .pt, NVIDIA .pkl) or folder; or an encoder's",
+        help="add: a generator file (ours, rosinality .pt, NVIDIA .pkl) or folder; or an encoder's or a "
+        "mapper's",
     )
     m.set_defaults(func=cmd_models)
 
@@ -708,7 +811,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_runner_options(b)
     b.set_defaults(func=cmd_batch)
 
-    for runs_models in (r, b, on, sv, ts, tg, te, pr, dl):
+    for runs_models in (r, b, on, sv, ts, tg, te, tm, pr, dl):
         add_device_option(runs_models)
     return p
 

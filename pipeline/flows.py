@@ -1026,6 +1026,66 @@ def train_encoder(
     }
 
 
+@flow(name="train-mapper", persist_result=False)
+def train_mapper(
+    generator: str,
+    recognisers: str,
+    out: str,
+    steps: int | None = None,
+    minutes: float | None = None,
+    attributes: list[str] | None = None,
+    weights: dict[str, float] | None = None,
+    batch: int = 8,
+    lr: float = 5e-4,
+    seed: int = 0,
+    resume: bool = False,
+) -> dict:
+    """Train a latent-to-latent mapper (L2L) for a generator, judged by its attribute recognisers and a
+    face-recognition network, as a Prefect run (an overnight job on a render node)."""
+    from pipeline.stylegan.encoder_train import recent_losses
+    from pipeline.stylegan.mapper_train import MapperSettings, describe_losses
+    from pipeline.stylegan.mapper_train import train_mapper as train
+
+    log = get_run_logger()
+    settings = MapperSettings(batch=batch, lr=lr, seed=seed, attributes=tuple(attributes or ()))
+    settings = settings.with_weights(weights or {})
+    progress = ProgressArtifact(f"mapper training {out}")
+    started = time.monotonic()
+    first_step: int | None = None
+    budget = None if steps else 60 * (minutes or 0)
+    bar = Progress(f"train mapper {out}", steps, "step", seconds=budget, emit=log.info)
+
+    def on_step(record: dict) -> None:
+        nonlocal first_step
+        step, now = record["step"], time.monotonic()
+        first_step = step if first_step is None else first_step
+        if steps:
+            done = (step - first_step + 1) / max(1, steps - first_step + 1)
+        else:
+            done = (now - started) / (60 * (minutes or 1))
+        progress.update(min(100.0, 100 * done))
+        bar.update(step, note=describe_losses(record))
+
+    with bar:
+        state = train(
+            generator,
+            recognisers,
+            Path(out),
+            settings,
+            steps=steps,
+            minutes=minutes,
+            resume=resume,
+            on_step=on_step,
+        )
+    return {
+        "out": out,
+        "step": state.step,
+        "seconds": time.monotonic() - started,
+        "attributes": state.mapper.names,
+        "losses": describe_losses(recent_losses(state.history)),
+    }
+
+
 # ---------------------------------------------------------------------------------------------------
 # Render nodes: a deployment of render-shot on a process work pool; `prefect worker start --pool NAME` on
 # each node takes shot runs from the shared queue. Paths are absolute, on a filesystem every node shares.

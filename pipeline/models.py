@@ -192,6 +192,14 @@ def encoder_file(path: Path) -> Path:
     return path / ENCODER_FILE if path.is_dir() else path
 
 
+MAPPER_FILE = "mapper.pt"  # inside a model folder made by vfx train mapper
+
+
+def mapper_file(path: Path) -> Path:
+    """A latent mapper file, or the one inside a model folder."""
+    return path / MAPPER_FILE if path.is_dir() else path
+
+
 def models_dir() -> Path:
     """Where registered models live and are listed: $VFX_MODELS (shared by a farm's nodes), else ./models."""
     return Path(os.environ.get("VFX_MODELS") or "models")

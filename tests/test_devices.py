@@ -115,6 +115,7 @@ def run(argv: list[str], capfd) -> tuple[int, list[str]]:
         ["train", "swap", "--a", "a", "--b", "b", "--out", "m", "--steps", "1"],
         ["train", "generator", "--faces", "a", "--out", "g", "--kimg", "1"],
         ["train", "encoder", "--generator", "g.pt", "--out", "e", "--steps", "1"],
+        ["train", "mapper", "--generator", "g.pt", "--recognisers", "r.pt", "--out", "m", "--steps", "1"],
         ["project", "faces", "--generator", "g", "--out", "p"],
         ["direction", "learn", "--pos", "a", "--neg", "b", "--generator", "g", "--out", "d.npz"],
     ],
@@ -202,6 +203,21 @@ def encoder_training(fx: dict, out: Path) -> list[torch.nn.Module]:
     return [train_encoder(fx["tiny_generator_file"], [], out, settings, steps=1).encoder]
 
 
+def mapper_training(fx: dict, out: Path) -> list[torch.nn.Module]:
+    """The mapper and its judges (test_mapper's tiny ones; the generator file stands in as the
+    recognisers' file, which training only checksums when given the judges)."""
+    from test_mapper import tiny_judges
+
+    from pipeline.stylegan.checkpoints import load_generator
+    from pipeline.stylegan.mapper_train import MapperSettings, train_mapper
+
+    judges = tiny_judges(load_generator(fx["tiny_generator_file"])[0])
+    settings = MapperSettings(batch=2, preview_faces=1)
+    gen = fx["tiny_generator_file"]
+    state = train_mapper(gen, gen, out, settings, steps=1, judges=judges)
+    return [state.mapper, judges.attribute_fn, judges.identity_fn]
+
+
 def shot_generator(fx: dict, out: Path) -> list[torch.nn.Module]:
     """The generator the project, path and tune stages draw with."""
     from pipeline.shot.project import load_generator_file
@@ -214,6 +230,7 @@ MODELS: dict[str, Callable[[dict, Path], list[torch.nn.Module]]] = {
     "swap conversion": swap_conversion,
     "generator training": generator_training,
     "encoder training": encoder_training,
+    "mapper training": mapper_training,
     "shot generator": shot_generator,
 }
 
@@ -228,6 +245,7 @@ NEEDS = {
     "swap conversion": ("woman_clip", "tiny_model"),
     "generator training": ("crops",),
     "encoder training": ("tiny_generator_file",),
+    "mapper training": ("tiny_generator_file",),
     "shot generator": ("tiny_generator_file",),
 }
 

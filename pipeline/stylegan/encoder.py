@@ -260,13 +260,19 @@ def read_encoder_file(path: Path) -> dict:
     return data
 
 
-def refuse_other_generator(path: Path, recorded: str, generator: Path, actual: str) -> None:
-    """An encoder (or its training state at `path`) made for the generator with checksum `recorded` is
-    not used with another one: its W+ would draw other faces."""
+def refuse_other_generator(
+    path: Path,
+    recorded: str,
+    generator: Path,
+    actual: str,
+    remedy: str = "an encoder for it with vfx train encoder",
+) -> None:
+    """An encoder (or a mapper, or its training state at `path`) made for the generator with checksum
+    `recorded` is not used with another one: its W+ would draw other faces. `remedy`: what to train."""
     if recorded != actual:
         raise ModelError(
             f"{path}: trained for the generator with sha256 {recorded[:16]}..., not {generator} "
-            f"(sha256 {actual[:16]}...); train an encoder for it with vfx train encoder"
+            f"(sha256 {actual[:16]}...); train {remedy}"
         )
 
 
