@@ -22,7 +22,7 @@ from pipeline.media.decode import CameraMove, FrameError, Plate, open_plate, rea
 from pipeline.media.encode import MOVIE_PRESETS
 from pipeline.media.sequences import SEQUENCE_FORMATS
 from pipeline.models import ModelError, sha256_file
-from pipeline.stylegan.registry import encoder_path, generator_path, registered_encoders
+from pipeline.stylegan.registry import encoder_path, generator_path, mapper_path, registered_encoders
 
 DEFAULT_FIRST_FRAME = 1001
 SHOT_NAME = re.compile(r"^[A-Za-z0-9_-]+$")
@@ -263,10 +263,27 @@ class PathKeySpec(Strict):
 
 
 class EditSpec(Strict):
-    direction: str = Field(description="a direction file (vfx direction learn), relative to the manifest")
-    amount: float = Field(ge=-100, le=100, description="how far: the classifier's score moves this much")
+    """An attribute edit along the path: a linear direction (InterFaceGAN-style, `vfx direction learn`), or
+    an attribute of the path's learned mapper (L2L, `vfx train mapper`), which keeps the person better."""
+
+    direction: str | None = Field(
+        None, description="a direction file (vfx direction learn), relative to the manifest"
+    )
+    attribute: str | None = Field(None, description="an attribute the path's mapper edits (path.mapper)")
+    amount: float = Field(
+        ge=-100,
+        le=100,
+        description="how far: the direction's score moves this much, or the attribute changes this much in "
+        "its unit (degrees for yaw, pitch and roll; a ratio to the eye distance for the others)",
+    )
     frames: str | None = Field(None, description="where the edit applies (default: the whole shot)")
     ramp: int = Field(0, ge=0, le=10000, description="frames over which it eases in and out")
+
+    @model_validator(mode="after")
+    def one_kind(self) -> EditSpec:
+        if (self.direction is None) == (self.attribute is None):
+            raise ValueError("give exactly one of direction or attribute")
+        return self
 
 
 class PathSpec(Strict):
@@ -285,6 +302,9 @@ class PathSpec(Strict):
     keyframes: list[PathKeySpec] = []
     steps: int = Field(1000, ge=1, le=100000, description="projection steps for image keys")
     size: int = Field(512, ge=32, le=8192, description="frame size when there is no plate")
+    mapper: str | None = Field(
+        None, description="a registered latent mapper's name, or its folder or file: for edits by attribute"
+    )
     edits: list[EditSpec] = []
 
 
@@ -734,18 +754,47 @@ def _check_path(path: Path, root: yaml.Node | None, base: Path, spec: ManifestMo
             file = getattr(key, kind)
             if file:
                 _check_file(path, root, ("path", "keyframes", i, kind), Path(_resolve(base, file)), kind)
+    names = _mapper_attributes(path, root, base, ps) if ps.mapper else None
     for i, edit in enumerate(ps.edits):
-        loc = ("path", "edits", i, "direction")
-        try:
-            Direction.load(Path(_resolve(base, edit.direction)))
-        except PipelineError as e:
-            raise ManifestError(f"{path}:{_node_line(root, loc)} {_field_name(loc)}: {e}") from None
+        if edit.direction is not None:
+            loc = ("path", "edits", i, "direction")
+            try:
+                Direction.load(Path(_resolve(base, edit.direction)))
+            except PipelineError as e:
+                raise ManifestError(f"{path}:{_node_line(root, loc)} {_field_name(loc)}: {e}") from None
+        else:
+            loc = ("path", "edits", i, "attribute")
+            where = f"{path}:{_node_line(root, loc)} {_field_name(loc)}"
+            if names is None:
+                raise ManifestError(f"{where}: an edit by attribute needs path.mapper (vfx train mapper)")
+            if edit.attribute not in names:
+                raise ManifestError(
+                    f"{where}: {edit.attribute!r} is not an attribute of mapper {ps.mapper} "
+                    f"({', '.join(names)})"
+                )
         if edit.frames is not None:
             loc = ("path", "edits", i, "frames")
             try:
                 parse_range(edit.frames)
             except ValueError as e:
                 raise ManifestError(f"{path}:{_node_line(root, loc)} {_field_name(loc)}: {e}") from None
+
+
+def _mapper_attributes(path: Path, root: yaml.Node | None, base: Path, ps: PathSpec) -> list[str]:
+    """The attributes the path's mapper edits; the mapper is refused here when it cannot be read."""
+    from pipeline.stylegan.mapper import read_mapper_file
+
+    loc = ("path", "mapper")
+    assert ps.mapper is not None
+    try:
+        data = read_mapper_file(mapper_path(ps.mapper, base))
+        return [str(n) for n in data["config"]["names"]]
+    except (KeyError, TypeError) as e:
+        raise ManifestError(
+            f"{path}:{_node_line(root, loc)} {_field_name(loc)}: a damaged mapper ({e})"
+        ) from None
+    except PipelineError as e:
+        raise ManifestError(f"{path}:{_node_line(root, loc)} {_field_name(loc)}: {e.one_line()}") from None
 
 
 def _no_plate(

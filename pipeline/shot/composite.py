@@ -28,7 +28,7 @@ from pipeline.media.decode import read_image
 from pipeline.media.sequences import extension, write_frame
 from pipeline.shot.frames import FaceLink, FrameComposite, FrameWork, face_chain, run_chain
 from pipeline.shot.keys import StageKey, code_version, digest, file_digest, plate_fingerprint
-from pipeline.shot.path import GeneratedFrames
+from pipeline.shot.path import GeneratedFrames, mapper_file_of
 from pipeline.shot.review import review_tiles, sample_frames
 from pipeline.shot.stage import Rendered, Stage
 from pipeline.shot.swap import load_identity_references, swap_spec
@@ -52,9 +52,15 @@ def composite_key(shot: Shot, upstream: Mapping[str, StageKey]) -> StageKey:
     edits = []
     if path is not None and path.enabled:
         edits = [
-            {**e.model_dump(mode="json"), "file": file_digest(Path(shot.resolve(e.direction)))}
+            {
+                **e.model_dump(mode="json"),
+                "file": file_digest(Path(shot.resolve(e.direction))) if e.direction else None,
+            }
             for e in path.edits
         ]
+        if any(e.attribute for e in path.edits):  # the mapper's weights, wherever the name points
+            mapper = mapper_file_of(shot)
+            edits.append({"mapper": file_digest(mapper) if mapper else None})
     return StageKey(
         "composite",
         {

@@ -40,6 +40,7 @@ if TYPE_CHECKING:
     import torch
 
     from pipeline.stylegan.generator import Generator
+    from pipeline.stylegan.mapper import LatentMapper
 
 KEYS_FORMAT = 1
 
@@ -83,6 +84,34 @@ def path_key(shot: Shot, project: StageKey | None) -> StageKey:
             ),
         },
     )
+
+
+def mapper_file_of(shot: Shot) -> Path | None:
+    """The path's latent mapper (L2L), or None when the shot names none."""
+    spec = path_spec(shot)
+    if spec is None or not spec.mapper:
+        return None
+    from pipeline.stylegan.registry import mapper_path
+
+    try:
+        return mapper_path(spec.mapper, shot.manifest_path.resolve().parent)
+    except PipelineError as e:
+        raise ManifestError(f"{shot.where('path', 'mapper')}: {e.one_line()}") from None
+
+
+def load_shot_mapper(shot: Shot, G: Generator) -> LatentMapper | None:
+    """The path's mapper on the generator's device, checked against the shot's generator: a mapper
+    serves the generator it was trained through only (a tuned copy keeps its latent space)."""
+    path = mapper_file_of(shot)
+    if path is None:
+        return None
+    from pipeline.stylegan.mapper import load_mapper
+
+    try:
+        mapper, _ = load_mapper(path, generator_file_of(shot), G)
+    except PipelineError as e:
+        raise ManifestError(f"{shot.where('path', 'mapper')}: {e.one_line()}") from None
+    return mapper.to(G.w_avg.device)
 
 
 def keys_path(root: Path, shot: Shot, stage: StageKey) -> Path:
@@ -184,6 +213,7 @@ def build_keys(
         "ease": settings.ease,
         "period": settings.period,
         "edits": [e.model_dump(mode="json") for e in spec.edits] if spec else [],
+        "mapper": spec.mapper if spec else None,
     }
 
 
@@ -200,8 +230,23 @@ class GeneratedFaces:
         self.settings = path_settings(shot)
         self.center = self.G.w_avg.cpu().numpy()
         self.edits: list[tuple[np.ndarray, float, int, int, int]] = []
+        self.attribute_edits: list[tuple[int, float, int, int, int]] = []
+        self.mapper = load_shot_mapper(shot, self.G)
         spec = path_spec(shot)
         for i, e in enumerate(spec.edits if spec else []):
+            first, last = parse_range(e.frames) if e.frames else (shot.range_first, shot.range_last)
+            if e.attribute is not None:
+                assert self.mapper is not None  # validate refuses attribute edits without a mapper
+                if e.attribute not in self.mapper.names:  # the mapper file changed since validate
+                    raise ManifestError(
+                        f"{shot.where('path', 'edits', i, 'attribute')}: {e.attribute!r} is not an attribute "
+                        f"of the mapper ({', '.join(self.mapper.names)})"
+                    )
+                self.attribute_edits.append(
+                    (self.mapper.names.index(e.attribute), e.amount, first, last, e.ramp)
+                )
+                continue
+            assert e.direction is not None
             file = shot.resolve(e.direction)
             try:
                 vector = Direction.load(Path(file)).for_generator(self.G.num_ws, self.G.cfg.w_dim, file)
@@ -209,12 +254,26 @@ class GeneratedFaces:
                 raise ManifestError(
                     f"{shot.where('path', 'edits', i, 'direction')}: {err.one_line()}"
                 ) from None
-            first, last = parse_range(e.frames) if e.frames else (shot.range_first, shot.range_last)
             self.edits.append((vector, e.amount, first, last, e.ramp))
+
+    def attribute_changes(self, numbers: list[int]) -> np.ndarray:
+        """[T, K]: each frame's change of the mapper's attributes (all edits by attribute, ramped, summed)."""
+        at = np.array(numbers, np.float64)
+        change = np.zeros((len(at), len(self.mapper.names) if self.mapper else 0))
+        for index, amount, first, last, ramp_frames in self.attribute_edits:
+            change[:, index] += amount * ramp(at, first, last, ramp_frames)
+        return change
 
     def latents(self, numbers: list[int], edited: bool = True) -> np.ndarray:
         at = np.array(numbers, np.float64)
         ws = latent_path(self.frames, self.keys, at, self.settings, self.center)
+        if edited and self.attribute_edits:  # the mapper reads the path's latent, before any direction
+            import torch
+
+            from pipeline.stylegan.mapper import edit_latents
+
+            change = torch.from_numpy(self.attribute_changes(numbers)).float()
+            ws = edit_latents(self.mapper, torch.from_numpy(ws).float(), change).numpy().astype(np.float64)
         for vector, amount, first, last, ramp_frames in self.edits if edited else []:
             ws = apply_edit(ws, vector, amount, ramp(at, first, last, ramp_frames))
         return ws.astype(np.float32)
@@ -298,8 +357,9 @@ def path_markdown(p: dict) -> list[str]:
     ]
     for e in p["edits"]:
         lines.append(
-            f"- Edit {e['direction']}: amount {e['amount']:g} over frames {e['frames'] or 'all'}, "
-            f"ramp {e['ramp']} frames"
+            f"- Edit {e.get('direction') or e.get('attribute')}: amount {e['amount']:g} over frames "
+            f"{e['frames'] or 'all'}, ramp {e['ramp']} frames"
+            + (f" (mapper {p['mapper']})" if e.get("attribute") else "")
         )
     return lines
 
@@ -350,7 +410,11 @@ class PathStage(Stage):
         return "stylegan latent path" + (" with attribute edits" if spec.edits else "")
 
     def models(self, shot: Shot) -> list[str]:
-        return [f"generator:{generator_ref(shot)}"]
+        spec = path_spec(shot)
+        mapper = (
+            [f"mapper:{spec.mapper}"] if spec and spec.mapper and any(e.attribute for e in spec.edits) else []
+        )
+        return [f"generator:{generator_ref(shot)}", *mapper]
 
 
 PATH = PathStage()

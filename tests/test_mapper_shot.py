@@ -1,0 +1,133 @@
+"""Edits by attribute in shots: `path.mapper` and `path.edits[].attribute` (L2L's learned mapper beside the
+linear directions), checked at validate, applied per frame with their ramps, part of the output's key."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import write_manifest
+
+from pipeline.cli import main
+from pipeline.errors import ManifestError
+from pipeline.manifest import load_shot
+from pipeline.models import sha256_file
+from pipeline.shot import path as shot_path
+from pipeline.shot.composite import composite_key
+from pipeline.stylegan.checkpoints import load_generator
+from pipeline.stylegan.mapper import LatentMapper, edit_latents, save_mapper
+
+NAMES = ["mouth_open", "yaw"]
+
+
+def tiny_mapper(generator_file: Path, out: Path, seed: int) -> Path:
+    """An untrained mapper (random weights, bigger than a new one's) for the tiny generator: edits by it
+    move the latent, which is all the shot's plumbing needs."""
+    G, _ = load_generator(generator_file)
+    torch.manual_seed(seed)
+    mapper = LatentMapper.for_generator(G, {"mouth_open": 0.1, "yaw": 10.0}, {"yaw": "degrees"})
+    with torch.no_grad():
+        for p in mapper.parameters():
+            p.add_(torch.randn_like(p) * 0.2)
+    out.mkdir(parents=True, exist_ok=True)
+    save_mapper(out / "mapper.pt", mapper, sha256_file(generator_file), "0" * 64)
+    return out
+
+
+def manifest(tmp_path: Path, generator_file: Path, edits: str, mapper: str = "m") -> Path:
+    return write_manifest(
+        tmp_path,
+        f"""
+shot: gen011
+frames: 1001-1012
+output: {{sequence: png8, movies: [], chunk_size: 6}}
+path:
+  generator: {generator_file}
+  size: 64
+  mapper: {mapper}
+  keyframes:
+    - {{frame: 1001, seed: 1}}
+    - {{frame: 1012, seed: 2}}
+  edits:
+{edits}""",
+    )
+
+
+def test_attribute_edits_are_ramped_combined_and_keyed_by_the_mapper_file(tiny_generator_file, tmp_path):
+    tiny_mapper(tiny_generator_file, tmp_path / "m", seed=0)
+    edits = (
+        "    - {attribute: mouth_open, amount: 0.2, frames: 1005-1012, ramp: 2}\n"
+        "    - {attribute: yaw, amount: -15, frames: 1009-1012}\n"
+    )
+    m = manifest(tmp_path, tiny_generator_file, edits)
+    shot = load_shot(m)
+    keys = tmp_path / "keys.npz"
+    np.savez(keys, **shot_path.resolve_keys(shot, None, log=lambda s: None))
+    faces = shot_path.GeneratedFaces(shot, keys)
+    frames = list(range(1001, 1013))
+    change = faces.attribute_changes(frames)
+    assert np.allclose(change[:, 0], [0, 0, 0, 0, 0, 0.1, 0.2, 0.2, 0.2, 0.2, 0.1, 0])  # eased in and out
+    assert np.allclose(change[:, 1], [0] * 8 + [-15] * 4)
+    plain, edited = faces.latents(frames, edited=False), faces.latents(frames)
+    assert np.array_equal(plain[:4], edited[:4])  # an edit by zero is no edit
+    assert np.abs(edited[5:11] - plain[5:11]).max() > 1e-3
+    # the frames with both edits get the mapper's edit of both at once, not one after the other
+    both = edit_latents(faces.mapper, torch.from_numpy(plain[8:10]), torch.tensor([0.2, -15.0])).numpy()
+    assert np.allclose(edited[8:10], both, atol=1e-5)
+
+    # the output's key follows the mapper's weights, not only its name; other settings leave it alone
+    before = composite_key(shot, {}).key
+    assert composite_key(load_shot(m), {}).key == before
+    tiny_mapper(tiny_generator_file, tmp_path / "m", seed=1)
+    assert composite_key(load_shot(m), {}).key != before
+    assert "mapper:m" in shot_path.PATH.models(shot)
+
+
+def test_attribute_edits_are_refused_at_validate_naming_the_field(tiny_generator_file, tmp_path, capsys):
+    tiny_mapper(tiny_generator_file, tmp_path / "m", seed=0)
+    m = manifest(tmp_path, tiny_generator_file, "    - {attribute: smile_width, amount: 0.2}\n")
+    with pytest.raises(ManifestError) as e:
+        load_shot(m)
+    assert str(e.value) == (
+        f"{m}:13 path.edits[0].attribute: 'smile_width' is not an attribute of mapper m (mouth_open, yaw)"
+    )
+    assert main(["validate", str(m)]) == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1].startswith(f"{m}:13 path.edits[0].attribute")
+
+    m = manifest(tmp_path, tiny_generator_file, "    - {attribute: yaw, amount: 5}\n", mapper="nowhere")
+    with pytest.raises(ManifestError, match=r":8 path.mapper: .*nowhere"):
+        load_shot(m)
+    m = manifest(tmp_path, tiny_generator_file, "    - {attribute: yaw, amount: 5, direction: d.npz}\n")
+    with pytest.raises(ManifestError, match="give exactly one of direction or attribute"):
+        load_shot(m)
+    text = m.read_text().replace("  mapper: m\n", "").replace(", direction: d.npz", "")
+    m.write_text(text)
+    with pytest.raises(
+        ManifestError, match=r"path.edits\[0\].attribute: an edit by attribute needs path.mapper"
+    ):
+        load_shot(m)
+
+
+def test_a_mapper_for_another_generator_is_refused_when_the_path_draws(
+    tiny_generator_file, tmp_path, tmp_path_factory
+):
+    from conftest import tiny_generator_config
+
+    from pipeline.stylegan.checkpoints import save_generator
+    from pipeline.stylegan.generator import Generator
+
+    torch.manual_seed(5)
+    other = tmp_path_factory.mktemp("other") / "generator.pt"
+    save_generator(other, Generator(tiny_generator_config()))
+    tiny_mapper(other, tmp_path / "m", seed=0)
+    m = manifest(tmp_path, tiny_generator_file, "    - {attribute: yaw, amount: 5}\n")
+    shot = load_shot(m)
+    keys = tmp_path / "keys.npz"
+    np.savez(keys, **shot_path.resolve_keys(shot, None, log=lambda s: None))
+    with pytest.raises(ManifestError) as e:
+        shot_path.GeneratedFaces(shot, keys)
+    assert str(e.value).startswith(f"{m}:8 path.mapper: ") and "trained for the generator" in str(e.value)
+    assert json.dumps(str(e.value)).count("\\n") == 0
