@@ -424,6 +424,28 @@ def cmd_project(args: argparse.Namespace) -> int:
     return 0
 
 
+def attribute_change(text: str) -> tuple[str, float]:
+    """An argparse type: NAME=AMOUNT (yaw=+15, smile_width=-0.2); which names exist is the mapper's check."""
+    name, sep, value = text.partition("=")
+    if not sep or not name.strip():
+        raise argparse.ArgumentTypeError(f"{text!r} is not NAME=AMOUNT (like yaw=+15)")
+    return name.strip(), number(-1e4, 1e4)(value.strip())
+
+
+def cmd_edit(args: argparse.Namespace) -> int:
+    from pipeline.commands.stills import edit_still
+
+    changes: dict[str, float] = {}
+    for name, amount in args.set:
+        changes[name] = changes.get(name, 0.0) + amount
+    r = edit_still(
+        args.source, args.mapper, changes, args.out, args.generator, args.encoder, args.steps, args.aligned
+    )
+    print(f"{r['source']}: {', '.join(f'{k} {v:+g}' for k, v in changes.items())} -> {r['out']}")
+    print(f"attribute sheet: {r['sheet']}")
+    return 0
+
+
 def cmd_direction(args: argparse.Namespace) -> int:
     from pipeline.commands.directions import learn_from_folders, parse_layers, pick_faces
     from pipeline.progress import Progress
@@ -739,6 +761,26 @@ def build_parser() -> argparse.ArgumentParser:
     )
     pr.add_argument("--batch", type=whole(1, 256), default=8, help="faces optimised together (default 8)")
     pr.set_defaults(func=cmd_project)
+
+    ed = sub.add_parser(
+        "edit", help="edit a still face (an image or a latent file) by a latent mapper: vfx train mapper"
+    )
+    ed.add_argument("source", type=Path, help="an image, or a latent file (.npz from vfx project, .npy)")
+    ed.add_argument("--mapper", required=True, help="a registered mapper's name, or its folder or file")
+    ed.add_argument(
+        "--set",
+        type=attribute_change,
+        action="append",
+        required=True,
+        metavar="NAME=AMOUNT",
+        help="an attribute's change in its unit (yaw=+15 degrees, mouth_open=+0.2); repeat for several",
+    )
+    ed.add_argument("--out", type=Path, required=True, help="folder for the edited face and its sheets")
+    ed.add_argument("--generator", help="default: the one the latent file or the mapper records")
+    ed.add_argument("--encoder", help="project an image from this encoder's W+ (then a 100-step polish)")
+    ed.add_argument("--steps", type=whole(1, MAX_PROJECT_STEPS), help="projection steps for an image")
+    ed.add_argument("--aligned", action="store_true", help="the image is an aligned crop (vfx extract)")
+    ed.set_defaults(func=cmd_edit)
 
     d = sub.add_parser("direction", help="attribute directions for latent edits")
     ds = d.add_subparsers(dest="action", required=True)

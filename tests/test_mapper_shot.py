@@ -131,3 +131,61 @@ def test_a_mapper_for_another_generator_is_refused_when_the_path_draws(
         shot_path.GeneratedFaces(shot, keys)
     assert str(e.value).startswith(f"{m}:8 path.mapper: ") and "trained for the generator" in str(e.value)
     assert json.dumps(str(e.value)).count("\\n") == 0
+
+
+def test_vfx_edit_edits_a_latent_and_an_image_and_draws_the_attribute_sheet(
+    tiny_generator_file, crops, tmp_path, capsys
+):
+    import cv2
+
+    from pipeline.commands.stills import read_still_latent
+    from pipeline.media.sequences import read_png_text
+
+    tiny_mapper(tiny_generator_file, tmp_path / "m", seed=0)
+    G, _ = load_generator(tiny_generator_file)
+    w = G.map(torch.randn(1, G.cfg.z_dim, generator=torch.Generator().manual_seed(4)))[0].detach().numpy()
+    np.savez(tmp_path / "face.npz", latents=w)
+    base = ["edit", "--mapper", str(tmp_path / "m"), "--generator", str(tiny_generator_file)]
+    out = tmp_path / "out"
+    assert (
+        main(
+            [
+                *base,
+                str(tmp_path / "face.npz"),
+                "--set",
+                "yaw=+15",
+                "--set",
+                "mouth_open=-0.1",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
+    assert "yaw +15, mouth_open -0.1" in capsys.readouterr().out
+    edited = read_still_latent(out / "face_edited.npz")[0]
+    from pipeline.stylegan.mapper import load_mapper
+
+    M, _ = load_mapper(tmp_path / "m", tiny_generator_file, G)
+    want = edit_latents(M, torch.from_numpy(w)[None], {"yaw": 15.0, "mouth_open": -0.1})[0].numpy()
+    assert np.allclose(edited, want, atol=1e-6) and np.abs(edited - w).max() > 1e-3
+    sheet = cv2.imread(str(out / "face_attributes.png"))
+    assert sheet.shape[0] > 4 * 32 and sheet.shape[1] > 5 * 32  # 2 attributes x 2 faces, 5 amounts
+    assert read_png_text(out / "face_edited.png")["synthetic_imagery"] == "true"
+    assert "mapper" in read_png_text(out / "face_edited.png")["models"]
+
+    # an image is projected first (kept under projected/, so the next edit of it reuses the projection)
+    image = sorted(crops["a"].glob("*.png"))[0]
+    assert main([*base, str(image), "--aligned", "--steps", "3", "--set", "yaw=-10", "--out", str(out)]) == 0
+    assert (out / "projected" / f"{image.stem}.npz").is_file() and (
+        out / f"{image.stem}_edited.png"
+    ).is_file()
+
+    # an attribute the mapper does not edit, or a change that is not NAME=AMOUNT: one line, exit 2
+    capsys.readouterr()
+    assert main([*base, str(tmp_path / "face.npz"), "--set", "smile_width=1", "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].endswith("unknown attribute 'smile_width': this mapper edits mouth_open, yaw")
+    with pytest.raises(SystemExit) as e:
+        main([*base, str(tmp_path / "face.npz"), "--set", "yaw", "--out", str(out)])
+    assert e.value.code == 2

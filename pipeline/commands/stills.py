@@ -111,3 +111,106 @@ def project_stills(
             write_frame(out / f"{p.stem}_side_by_side.png", side, "png8", {**meta, "source": str(p)})
             results.append(record)
     return results
+
+
+LATENT_SUFFIXES = (".npz", ".npy")
+SHEET_AMOUNTS = (-2.0, -1.0, 0.0, 1.0, 2.0)  # the attribute sheet's columns, in typical scales
+
+
+def read_still_latent(path: Path) -> tuple[np.ndarray, list[np.ndarray] | None, dict]:
+    """W+ (or w) of a latent file, with the noise maps and the record `vfx project` writes beside it."""
+    from pipeline.files import read_array
+
+    latents = read_array(path, keys=("latents",), ndims=(1, 2))
+    noise, record = None, {}
+    if path.suffix == ".npz":
+        with np.load(path, allow_pickle=False) as d:
+            maps = sorted((k for k in d.files if k.startswith("noise")), key=lambda k: int(k[5:] or 0))
+            noise = [d[k].astype(np.float32) for k in maps] or None
+            if "record" in d.files:
+                try:
+                    record = json.loads(str(d["record"]))
+                except ValueError:
+                    record = {}
+    return latents, noise, record
+
+
+def edit_still(
+    source: Path,
+    mapper: str,
+    changes: dict[str, float],
+    out: Path,
+    generator: str | None = None,
+    encoder: str | None = None,
+    steps: int | None = None,
+    aligned: bool = False,
+) -> dict:
+    """Edit one face by a latent mapper (L2L): an image is projected first (with `encoder`, if given, and
+    kept under out/projected, so a second edit of it costs nothing), a latent file is read as it is.
+    Writes the edited face, original | edited, the edited latent and the attribute sheet (a row per
+    attribute, a column per amount: the review picture that stands in for L2L's sliders)."""
+    from pipeline.stylegan.mapper import edit_latents, load_mapper, read_mapper_file
+    from pipeline.stylegan.mapper_train import preview
+    from pipeline.stylegan.project import polish_settings
+    from pipeline.stylegan.registry import mapper_path
+
+    mfile = mapper_path(mapper, Path.cwd())
+    mapper_meta = dict(read_mapper_file(mfile).get("meta") or {})
+    is_latent = source.suffix.lower() in LATENT_SUFFIXES
+    if not source.is_file():
+        raise PipelineError(f"{source}: not found")
+    record = read_still_latent(source)[2] if is_latent else {}
+    ref = generator or record.get("generator") or mapper_meta.get("generator")
+    if not ref:
+        raise PipelineError(f"{source}: which generator drew it is not recorded; give --generator")
+    gpath = generator_path(str(ref), Path.cwd())
+    out.mkdir(parents=True, exist_ok=True)
+    if not is_latent:
+        settings = polish_settings(steps or 100) if encoder else ProjectSettings(steps=steps or 1000)
+        project_stills([source], str(gpath), out / "projected", settings, aligned, encoder=encoder)
+        source = out / "projected" / f"{source.stem}.npz"
+    latents, noise_maps, _ = read_still_latent(source)
+    G, _ = load_generator(gpath)
+    device = resolve_device()
+    G = G.to(device).eval()
+    M, _ = load_mapper(mfile, gpath, G)
+    M = M.to(device)
+    w = torch.from_numpy(np.asarray(latents, np.float32)).to(device)
+    if w.ndim == 1:
+        w = w[None].expand(G.num_ws, -1)
+    if tuple(w.shape) != (G.num_ws, G.cfg.w_dim):
+        raise PipelineError(
+            f"{source}: a latent of shape {list(latents.shape)}; the generator's W+ is "
+            f"[{G.num_ws}, {G.cfg.w_dim}]"
+        )
+    edited = edit_latents(M, w[None], changes)
+    noise = (
+        "const" if noise_maps is None else [torch.from_numpy(m)[None, None].to(device) for m in noise_maps]
+    )
+    with torch.no_grad():
+        before, after = tensor_to_images(G.synthesis(torch.cat([w[None], edited]), noise))
+    stem = source.stem
+    asked = ", ".join(f"{k} {v:+g}" for k, v in changes.items())
+    meta = {
+        "synthetic_imagery": "true",
+        "ai_altered_stages": f"stylegan latent mapper edit ({asked})",
+        "software": f"{TOOL_NAME} {__version__}",
+        "models": f"generator:{gpath}; mapper:{mfile}",
+        "source": str(source),
+    }
+    record = {
+        "source": str(source),
+        "generator": str(gpath),
+        "mapper": str(mfile),
+        "changes": changes,
+        "latent_change": float((edited[0] - w).norm()),
+    }
+    write_atomic(
+        out / f"{stem}_edited.npz",
+        lambda tmp: np.savez(tmp, latents=edited[0].cpu().numpy(), record=json.dumps(record)),
+    )
+    write_frame(out / f"{stem}_edited.png", after, "png8", meta)
+    write_frame(out / f"{stem}_before_after.png", np.concatenate([before, after], axis=1), "png8", meta)
+    sheet = preview(G, M, torch.cat([w[None], edited]), SHEET_AMOUNTS, "rows: the original, then the edit")
+    write_frame(out / f"{stem}_attributes.png", sheet, "png8", meta)
+    return {**record, "out": str(out / f"{stem}_edited.png"), "sheet": str(out / f"{stem}_attributes.png")}
