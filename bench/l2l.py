@@ -1,0 +1,223 @@
+"""Latent-to-latent edits (L2L, Khodadadeh et al. 2022) against a linear direction (InterFaceGAN, Shen et al.
+2020, as `vfx direction learn` makes them), side by side, at the same change of the asked attribute.
+
+    .venv/bin/python bench/l2l.py --generator G --mapper M [--attributes mouth_open,yaw] [--amounts 0.5,1,2]
+
+1. The direction: `--samples` of G's faces (psi 0.7) are measured by dlib's landmarks
+   (`find_aligned_landmarks`, `measure_attributes`); the top and bottom thirds by the attribute are the
+   positive and negative sets of `learn_direction` on all layers (what `vfx direction learn` does with
+   folders an artist sorted).
+2. `--faces` other faces (another seed) are edited by the mapper at each amount (in the attribute's
+   typical scale, as the mapper records it). The change the landmarks see is the mean over the faces dlib
+   finds both before and after. The direction's amount is then searched (secant on the mean change) until
+   its landmark change equals the mapper's, so both are compared at the same asked-attribute change.
+3. For both: the identity drift (dlib's descriptor distance, edited to unedited, on chips cut from each
+   face's own landmarks by the torch port, which matches dlib within 4e-7), and the drift of the other
+   measured attributes (mean |change| in units of each attribute's spread over the faces, averaged).
+4. Cycle: each face edited by a random change of all attributes and back; LPIPS-VGG to the original.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from common import print_table
+
+from pipeline.faces.attributes import GEOMETRIC_ATTRIBUTES, find_aligned_landmarks, measure_attributes
+from pipeline.faces.descriptor import chip_transforms, extract_chips, load_face_descriptor
+from pipeline.faces.detect import FaceAnalyzer
+from pipeline.media.color import to_uint8
+from pipeline.models import generator_file, sha256_file
+from pipeline.stylegan.checkpoints import load_generator
+from pipeline.stylegan.edits import learn_direction
+from pipeline.stylegan.generator import Generator
+from pipeline.stylegan.lpips import load_lpips
+from pipeline.stylegan.mapper import LatentMapper, edit_latents, load_mapper
+
+PSI = 0.7
+
+
+def sample_w_plus(G: Generator, n: int, seed: int) -> torch.Tensor:
+    z = torch.randn(n, G.cfg.z_dim, generator=torch.Generator().manual_seed(seed))
+    with torch.no_grad():
+        return G.map(z, psi=PSI)
+
+
+def draw(G: Generator, ws: torch.Tensor, batch: int = 16) -> torch.Tensor:
+    with torch.no_grad():
+        return torch.cat([G.synthesis(ws[i : i + batch], "const") for i in range(0, len(ws), batch)])
+
+
+class Measured:
+    """One set of drawn faces: their landmarks, attributes and identity descriptors (NaN where dlib found
+    no face)."""
+
+    def __init__(self, images: torch.Tensor, analyzer: FaceAnalyzer):
+        crops = to_uint8(images)
+        self.landmarks, self.found = find_aligned_landmarks(crops, analyzer)
+        n, size = len(crops), crops.shape[1]
+        self.attributes = np.full((n, len(GEOMETRIC_ATTRIBUTES)), np.nan)
+        self.descriptors = np.full((n, 128), np.nan)
+        idx = np.flatnonzero(self.found)
+        if len(idx):
+            self.attributes[idx] = measure_attributes(self.landmarks[idx], (size, size))
+            chips = extract_chips(
+                torch.from_numpy(crops[idx]).permute(0, 3, 1, 2).float(), chip_transforms(self.landmarks[idx])
+            )
+            with torch.no_grad():
+                self.descriptors[idx] = load_face_descriptor()(chips).numpy()
+
+
+def compare(before: Measured, after: Measured, target: int, spread: np.ndarray) -> dict:
+    both = before.found & after.found
+    change = after.attributes[both] - before.attributes[both]
+    others = [k for k in range(len(GEOMETRIC_ATTRIBUTES)) if k != target]
+    return {
+        "faces": int(both.sum()),
+        "change": float(change[:, target].mean()),
+        "identity": float(np.linalg.norm(after.descriptors[both] - before.descriptors[both], axis=1).mean()),
+        "others": float((np.abs(change[:, others]) / spread[others]).mean()),
+    }
+
+
+def learn_linear(G: Generator, name: str, samples: int, analyzer: FaceAnalyzer, seed: int) -> np.ndarray:
+    """A unit direction [num_ws, w_dim] along which the attribute grows (InterFaceGAN on dlib's measure)."""
+    ws = sample_w_plus(G, samples, seed)
+    m = Measured(draw(G, ws), analyzer)
+    k = GEOMETRIC_ATTRIBUTES.index(name)
+    idx = np.flatnonzero(m.found)
+    order = idx[np.argsort(m.attributes[idx, k])]
+    third = len(order) // 3
+    pos, neg = ws[order[-third:]].numpy(), ws[order[:third]].numpy()
+    d = learn_direction(pos, neg, name=name)
+    print(f"direction {name}: {len(idx)} of {samples} faces measured, accuracy {d.accuracy:.2f}", flush=True)
+    return d.vector.astype(np.float32)
+
+
+def direction_at_change(
+    G: Generator,
+    ws: torch.Tensor,
+    vector: np.ndarray,
+    want: float,
+    before: Measured,
+    k: int,
+    spread: np.ndarray,
+    analyzer: FaceAnalyzer,
+    iterations: int = 4,
+) -> tuple[float, dict]:
+    """The direction's amount whose mean landmark change is `want` (secant from two probes), and its
+    figures."""
+    v = torch.from_numpy(vector)
+
+    def at(amount: float) -> dict:
+        return compare(before, Measured(draw(G, ws + amount * v), analyzer), k, spread)
+
+    a0, a1 = 0.0, 1.0 if want >= 0 else -1.0
+    c0, r1 = 0.0, at(a1)
+    c1 = r1["change"]
+    best = (abs(c1 - want), a1, r1)
+    for _ in range(iterations):
+        if c1 == c0:
+            break
+        a2 = float(np.clip(a1 + (want - c1) * (a1 - a0) / (c1 - c0), -50, 50))
+        r2 = at(a2)
+        a0, c0, a1, c1 = a1, c1, a2, r2["change"]
+        best = min(best, (abs(c1 - want), a1, r2), key=lambda t: t[0])
+        if abs(c1 - want) < 0.03 * abs(want):
+            break
+    return best[1], best[2]
+
+
+def cycle_lpips(G: Generator, mapper: LatentMapper, ws: torch.Tensor, seed: int) -> float:
+    rng = torch.Generator().manual_seed(seed)
+    change = (torch.rand(len(ws), len(mapper.names), generator=rng) * 4 - 2) * mapper.scales.cpu()
+    back = edit_latents(mapper, edit_latents(mapper, ws, change), -change)
+    lpips = load_lpips("vgg")
+    with torch.no_grad():
+        return float(lpips.between(draw(G, back), draw(G, ws)).mean())
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--generator", type=Path, required=True)
+    ap.add_argument("--mapper", type=Path, required=True)
+    ap.add_argument("--attributes", default="mouth_open,yaw")
+    ap.add_argument("--amounts", default="0.5,1,2", help="in the attribute's typical scale")
+    ap.add_argument("--samples", type=int, default=600, help="faces the linear direction learns from")
+    ap.add_argument("--faces", type=int, default=48, help="held-out faces edited")
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args()
+    torch.set_grad_enabled(False)
+    gfile = generator_file(args.generator)
+    G, meta = load_generator(gfile)
+    G = G.eval()
+    mapper, mmeta = load_mapper(args.mapper, gfile, G)
+    print(
+        f"generator {gfile} ({meta.get('kimg')} kimg, sha256 {sha256_file(gfile)[:12]}), "
+        f"mapper {args.mapper} "
+        f"({mmeta.get('steps')} steps, weights {mmeta.get('weights')}), {torch.get_num_threads()} threads",
+        flush=True,
+    )
+    analyzer = FaceAnalyzer(detector="hog", landmarks="dlib68")
+    t = time.perf_counter()
+    ws = sample_w_plus(G, args.faces, 10_000 + args.seed)
+    before = Measured(draw(G, ws), analyzer)
+    spread = np.nanstd(before.attributes, axis=0)
+    print(f"{before.found.sum()} of {args.faces} held-out faces measured by dlib", flush=True)
+    rows = []
+    for name in args.attributes.split(","):
+        k = GEOMETRIC_ATTRIBUTES.index(name)
+        vector = learn_linear(G, name, args.samples, analyzer, 20_000 + args.seed)
+        scale = float(mapper.scales[mapper.names.index(name)])
+        for m in (float(a) for a in args.amounts.split(",")):
+            asked = m * scale
+            edited = Measured(draw(G, edit_latents(mapper, ws, {name: asked})), analyzer)
+            by_mapper = compare(before, edited, k, spread)
+            amount, by_direction = direction_at_change(
+                G, ws, vector, by_mapper["change"], before, k, spread, analyzer
+            )
+            ratio = by_mapper["identity"] / max(by_direction["identity"], 1e-9)
+            rows.append(
+                [
+                    name,
+                    f"{asked:+.3g}",
+                    f"{by_mapper['change']:+.3f} / {by_direction['change']:+.3f}",
+                    f"{amount:+.2f}",
+                    f"{by_mapper['identity']:.3f}",
+                    f"{by_direction['identity']:.3f}",
+                    f"{ratio:.2f}",
+                    f"{by_mapper['others']:.3f}",
+                    f"{by_direction['others']:.3f}",
+                    f"{by_mapper['faces']}/{by_direction['faces']}",
+                ]
+            )
+            print(" | ".join(rows[-1]), flush=True)
+    print()
+    print_table(
+        [
+            "attribute",
+            "asked (mapper)",
+            "landmark change mapper / direction",
+            "direction amount",
+            "identity mapper",
+            "identity direction",
+            "mapper / direction",
+            "others mapper",
+            "others direction",
+            "faces",
+        ],
+        rows,
+    )
+    print(
+        f"\ncycle (+d then -d, all attributes, d uniform within 2 scales): LPIPS-VGG "
+        f"{cycle_lpips(G, mapper, ws, args.seed):.4f} over {len(ws)} faces"
+    )
+    print(f"total {time.perf_counter() - t:.0f} s")
+
+
+if __name__ == "__main__":
+    main()
