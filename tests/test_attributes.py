@@ -41,7 +41,9 @@ from pipeline.stylegan.recognise_train import (
     RecogniserSettings,
     batch_losses,
     held_out_mask,
+    measure_figures,
     new_state,
+    refused,
     train_recognisers,
     train_step,
 )
@@ -248,6 +250,20 @@ def test_a_short_training_lowers_the_loss(G):
     after = batch_losses(state.model, data, train_faces)["measures"].item()
     assert after < 0.5 * before, (before, after)
     assert [h["step"] for h in state.history] == list(range(1, 26))
+
+
+def test_a_measure_predicted_no_better_than_its_mean_is_refused():
+    rng = np.random.default_rng(0)
+    truth = rng.normal(size=200)
+    figures = {
+        "yaw": measure_figures(truth + rng.normal(scale=0.3, size=200), truth, 0.0),
+        "mouth_open": measure_figures(rng.normal(size=200), truth, 0.0),  # guesses
+    }
+    assert figures["yaw"]["r2"] > 0.8 and figures["yaw"]["mae"] < figures["yaw"]["mean_mae"]
+    assert figures["mouth_open"]["r2"] < 0
+    assert refused(figures, RecogniserSettings()) == [
+        f"mouth_open (held-out R2 {figures['mouth_open']['r2']:.2f}, needs 0.2)"
+    ]
 
 
 def write_images(folder, images: np.ndarray) -> None:
