@@ -334,6 +334,66 @@ def cmd_train_mapper(args: argparse.Namespace) -> int:
     return 0
 
 
+def label_folders(text: str) -> tuple[str, Path, Path]:
+    """An argparse type: NAME=DIR_WITH,DIR_WITHOUT, a label attribute and its two folders of crops."""
+    name, _, folders = text.partition("=")
+    parts = folders.split(",")
+    if not name or len(parts) != 2 or not all(parts):
+        raise argparse.ArgumentTypeError(f"{text!r}: give NAME=DIR_WITH,DIR_WITHOUT")
+    return name, Path(parts[0]), Path(parts[1])
+
+
+def measure_names(text: str) -> tuple[str, ...]:
+    """An argparse type: comma-separated geometric measures, or none (labels only)."""
+    from pipeline.faces.attributes import GEOMETRIC_ATTRIBUTES
+
+    if text == "none":
+        return ()
+    names = tuple(n.strip() for n in text.split(","))
+    if unknown := [n for n in names if n not in GEOMETRIC_ATTRIBUTES]:
+        raise argparse.ArgumentTypeError(
+            f"{', '.join(unknown)}: not a measure (give some of {', '.join(GEOMETRIC_ATTRIBUTES)}, or none)"
+        )
+    return names
+
+
+def cmd_train_recognisers(args: argparse.Namespace) -> int:
+    from pipeline.stylegan.recognise_train import check_inputs
+    from pipeline.stylegan.registry import generator_path
+
+    labels = {}
+    for name, with_dir, without_dir in args.attribute:
+        if name in labels:
+            print(f"vfx train recognisers: --attribute {name}: given twice", file=sys.stderr)
+            return 2
+        labels[name] = (with_dir, without_dir)
+    if args.measures == () and not labels:
+        print("vfx train recognisers: --measures none needs an --attribute to learn", file=sys.stderr)
+        return 2
+    generator = generator_path(args.generator, Path.cwd())
+    check_inputs(generator, labels, args.out, args.resume)  # before Prefect starts: bad input is quick
+
+    from pipeline.flows import start_prefect, train_recognisers
+
+    start_prefect()
+    result = train_recognisers(
+        str(generator),
+        str(args.out),
+        args.minutes,
+        labels={name: [str(a), str(b)] for name, (a, b) in labels.items()},
+        samples=args.samples,
+        measures=None if args.measures is None else list(args.measures),
+        batch=args.batch,
+        lr=args.lr,
+        seed=args.seed,
+        resume=args.resume,
+    )
+    print(f"{args.out}: step {result['step']}, {result['seconds']:.0f} s; held out:")
+    for line in result["figures"].values():
+        print(f"  {line}")
+    return 0
+
+
 def cmd_models(args: argparse.Namespace) -> int:
     from pipeline import models
     from pipeline.stylegan import registry
@@ -740,6 +800,53 @@ def build_parser() -> argparse.ArgumentParser:
     tm.add_argument("--resume", action="store_true", help="continue the training state in --out")
     tm.set_defaults(func=cmd_train_mapper)
 
+    trr = trs.add_parser(
+        "recognisers",
+        help="attribute recognisers for a generator (pose, mouth, eyes, brows; labels from folders of "
+        "crops): what the latent-to-latent mapper learns against",
+    )
+    trr.add_argument(
+        "--generator", required=True, help="a registered generator's name, or its file or model folder"
+    )
+    trr.add_argument(
+        "--out",
+        type=Path,
+        required=True,
+        help="model folder (recognisers.pt, samples.pt, training.pt, preview.png, loss.png)",
+    )
+    trr.add_argument(
+        "--minutes",
+        type=number(0, MAX_MINUTES, low_open=True),
+        required=True,
+        help="train for this many minutes (after drawing and measuring the faces)",
+    )
+    trr.add_argument(
+        "--samples",
+        type=whole(50, MAX_FACES),
+        default=2000,
+        help="faces drawn from the generator and measured with dlib (default 2000)",
+    )
+    trr.add_argument(
+        "--attribute",
+        type=label_folders,
+        action="append",
+        default=[],
+        metavar="NAME=DIR_WITH,DIR_WITHOUT",
+        help="a label attribute from folders of aligned crops with and without it (repeatable)",
+    )
+    trr.add_argument(
+        "--measures",
+        type=measure_names,
+        help="the geometric measures to learn, comma-separated, or none (default: all)",
+    )
+    trr.add_argument("--batch", type=whole(1, MAX_BATCH), default=32, help="faces per step (default 32)")
+    trr.add_argument(
+        "--lr", type=number(0, 1, low_open=True), default=3e-4, help="AdamW learning rate (default 3e-4)"
+    )
+    trr.add_argument("--seed", type=whole(0, 2**31 - 1), default=0, help="random seed (default 0)")
+    trr.add_argument("--resume", action="store_true", help="continue the training state in --out")
+    trr.set_defaults(func=cmd_train_recognisers)
+
     pr = sub.add_parser(
         "project", help="project still faces into a generator's W+ (latents, reconstructions)"
     )
@@ -853,7 +960,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_runner_options(b)
     b.set_defaults(func=cmd_batch)
 
-    for runs_models in (r, b, on, sv, ts, tg, te, tm, pr, dl):
+    for runs_models in (r, b, on, sv, ts, tg, te, tm, trr, pr, dl):
         add_device_option(runs_models)
     return p
 

@@ -1086,6 +1086,77 @@ def train_mapper(
     }
 
 
+@flow(name="train-recognisers", persist_result=False)
+def train_recognisers(
+    generator: str,
+    out: str,
+    minutes: float,
+    labels: dict[str, list[str]] | None = None,
+    samples: int = 2000,
+    measures: list[str] | None = None,
+    batch: int = 32,
+    lr: float = 3e-4,
+    seed: int = 0,
+    resume: bool = False,
+) -> dict:
+    """Train attribute recognisers for a generator (a file or folder) as a Prefect run: draw and measure
+    its faces, read the label folders (name -> [with, without]), train for `minutes`, judge on held-out
+    faces; an attribute no better than chance fails the run (nothing written for the mapper)."""
+    from pipeline.faces.attributes import GEOMETRIC_ATTRIBUTES
+    from pipeline.stylegan.recognise_train import RecogniserSettings, describe_figures
+    from pipeline.stylegan.recognise_train import train_recognisers as train
+
+    log = get_run_logger()
+    chosen = GEOMETRIC_ATTRIBUTES if measures is None else tuple(measures)
+    settings = RecogniserSettings(measures=chosen, batch=batch, lr=lr, seed=seed)
+    progress = ProgressArtifact(f"recogniser training {out}")
+    started = time.monotonic()
+    bars: dict[str, Progress] = {}  # the sampling's (not on a resume), then the training's
+    training_started = 0.0
+
+    def on_progress(record: dict) -> None:
+        nonlocal training_started
+        phase = record["phase"]
+        if phase == "sampling":
+            if "sampling" not in bars:
+                label = f"recognisers {out}: draw and measure faces"
+                bars["sampling"] = Progress(label, record["total"], "face", emit=log.info)
+            bars["sampling"].update(record["drawn"], note=f"dlib found a face on {record['found']}")
+        elif phase == "training":
+            if "training" not in bars:
+                if "sampling" in bars:
+                    bars["sampling"].close()
+                label = f"train recognisers {out}"
+                bars["training"] = Progress(label, None, "step", seconds=60 * minutes, emit=log.info)
+                training_started = time.monotonic()
+            progress.update(min(100.0, 100 * (time.monotonic() - training_started) / (60 * minutes)))
+            bars["training"].update(record["step"], note=f"loss {record['loss']:.4f}")
+        elif phase == "evaluated":
+            for name, figures in record["figures"].items():
+                log.info(f"held out: {describe_figures(name, figures)}")
+
+    try:
+        state, figures = train(
+            generator,
+            Path(out),
+            minutes,
+            labels={name: (Path(a), Path(b)) for name, (a, b) in (labels or {}).items()},
+            samples=samples,
+            resume=resume,
+            progress=on_progress,
+            settings=settings,
+        )
+    finally:
+        for bar in bars.values():
+            bar.close()
+    return {
+        "out": out,
+        "step": state.step,
+        "seconds": time.monotonic() - started,
+        "figures": {name: describe_figures(name, f) for name, f in figures.items()},
+    }
+
+
 # ---------------------------------------------------------------------------------------------------
 # Render nodes: a deployment of render-shot on a process work pool; `prefect worker start --pool NAME` on
 # each node takes shot runs from the shared queue. Paths are absolute, on a filesystem every node shares.

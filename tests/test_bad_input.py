@@ -375,6 +375,7 @@ EXTRACT = "extract {clip} --out {d}/out"
 TRAIN_SWAP = "train swap --a {d}/crops --b {d}/crops --out {d}/m"
 TRAIN_GENERATOR = "train generator --faces {d}/crops --out {d}/g"
 TRAIN_ENCODER = "train encoder --generator {d}/g.pt --faces {d}/crops --out {d}/e"
+TRAIN_RECOGNISERS = "train recognisers --generator {d}/g.pt --out {d}/r"
 PROJECT = "project {d}/crops --generator g --out {d}/p"
 DIRECTION = "direction learn --pos {d}/crops --neg {d}/crops --generator g --out {d}/d.npz"
 
@@ -413,6 +414,11 @@ ARG_CASES = {
     "train-encoder-lr-nan": args(f"{TRAIN_ENCODER} --steps 5 --lr nan", "--lr"),
     "train-encoder-seed-negative": args(f"{TRAIN_ENCODER} --steps 5 --seed -1", "--seed"),
     "train-encoder-generator-missing": args(f"{TRAIN_ENCODER} --steps 5", "{d}/g.pt"),
+    "train-recognisers-no-minutes": args(TRAIN_RECOGNISERS, "--minutes"),
+    "train-recognisers-attribute-bad": args(
+        f"{TRAIN_RECOGNISERS} --minutes 1 --attribute glasses", "--attribute"
+    ),
+    "train-recognisers-generator-missing": args(f"{TRAIN_RECOGNISERS} --minutes 1", "{d}/g.pt"),
     "project-steps-zero": args(f"{PROJECT} --steps 0", "--steps"),
     "project-batch-zero": args(f"{PROJECT} --batch 0", "--batch"),
     "project-mse-negative": args(f"{PROJECT} --mse -1", "--mse"),

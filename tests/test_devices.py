@@ -116,6 +116,7 @@ def run(argv: list[str], capfd) -> tuple[int, list[str]]:
         ["train", "generator", "--faces", "a", "--out", "g", "--kimg", "1"],
         ["train", "encoder", "--generator", "g.pt", "--out", "e", "--steps", "1"],
         ["train", "mapper", "--generator", "g.pt", "--recognisers", "r.pt", "--out", "m", "--steps", "1"],
+        ["train", "recognisers", "--generator", "g.pt", "--out", "r", "--minutes", "1"],
         ["project", "faces", "--generator", "g", "--out", "p"],
         ["direction", "learn", "--pos", "a", "--neg", "b", "--generator", "g", "--out", "d.npz"],
     ],

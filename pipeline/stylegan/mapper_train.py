@@ -48,11 +48,11 @@ from pipeline.stylegan.encoder import refuse_other_generator
 from pipeline.stylegan.generator import Generator, image_grid, to_uint8
 from pipeline.stylegan.mapper import REMEDY, LatentMapper, MapperConfig, check_fits, save_mapper
 from pipeline.stylegan.project import w_stats
+from pipeline.stylegan.recognise import recognisers_file
 
 TRAINING_NAME = "training.pt"
 TRAINING_FORMAT = "vfx-mapper-training"
 TRAINING_VERSION = 1
-RECOGNISERS_FILE = "recognisers.pt"  # inside a folder made by vfx train recognisers
 CHIP_SIZE = 150  # dlib's face chip
 LOSSES = ("attribute", "identity", "cycle", "neighbourhood")
 
@@ -328,54 +328,38 @@ class ChipIdentity(nn.Module):
         return self.descriptor(chips)
 
 
-def landmark_template(G: Generator, count: int = 48, size: int = 256, analyzer=None) -> np.ndarray:
+def landmark_template(G: Generator, count: int = 48, analyzer=None) -> np.ndarray:
     """The mean 68 landmarks [68, 2] of the generator's faces, in unit crop coordinates (0..1 across the
-    aligned crop): dlib's landmarks found on `count` of its faces (psi 0.7, seeded), enlarged to `size`
-    px first (dlib's detector misses small faces). The project has no mean-face template in crop
-    coordinates; the generator's own faces give the one that fits its crops."""
-    from pipeline.faces.detect import FaceAnalyzer  # dlib: only when a template is needed
+    aligned crop): dlib's landmarks (`find_aligned_landmarks`, the measure the recognisers learn from)
+    on `count` of its faces (psi 0.7, seeded). The generator's own faces give the template that fits its
+    crops."""
+    from pipeline.faces.attributes import find_aligned_landmarks  # dlib: only when a template is needed
 
-    analyzer = analyzer or FaceAnalyzer()
     z = torch.randn(count, G.cfg.z_dim, generator=torch.Generator().manual_seed(7))
     with torch.no_grad():
         faces = to_uint8(G.synthesis(G.map(z.to(G.w_avg.device), psi=0.7), "const"))
-    found = []
-    for face in faces:
-        big = torch.nn.functional.interpolate(
-            torch.from_numpy(face).permute(2, 0, 1)[None].float(), size=(size, size), mode="bicubic"
-        )
-        image = big[0].permute(1, 2, 0).clamp(0, 255).round().to(torch.uint8).numpy()
-        detected = analyzer.detect(image)
-        if detected:
-            found.append(detected[0].landmarks / size)
-    if len(found) < max(1, count // 4):
+    landmarks, found = find_aligned_landmarks(faces, analyzer)
+    if found.sum() < max(1, count // 4):
         raise PipelineError(
-            f"dlib found faces on {len(found)} of {count} of the generator's samples: too few for the "
+            f"dlib found faces on {int(found.sum())} of {count} of the generator's samples: too few for the "
             "identity network's chip (is it a face generator?)"
         )
-    return np.mean(found, axis=0)
+    return ((landmarks[found] + 0.5) / G.cfg.resolution).mean(axis=0)
 
 
 def crop_to_chip_transform(resolution: int, template: np.ndarray) -> np.ndarray:
     """The fixed affine [2, 3] from the generator's aligned crop (`resolution` px) to dlib's 150 px
     face chip: dlib's chip fit (descriptor.chip_transforms) of the mean landmarks `template` [68, 2] in
     unit crop coordinates (landmark_template)."""
-    from pipeline.faces.descriptor import chip_transforms  # the merge's: see default_judges
+    from pipeline.faces.descriptor import chip_transforms
 
-    points = np.asarray(template, np.float64).reshape(68, 2) * resolution
+    points = np.asarray(template, np.float64).reshape(68, 2) * resolution - 0.5  # pixel centres
     return np.asarray(chip_transforms(points[None], size=CHIP_SIZE), np.float64)[0]
-
-
-def recognisers_file(path: Path) -> Path:
-    """The recognisers' file, or the one inside their model folder."""
-    path = Path(path)
-    return path / RECOGNISERS_FILE if path.is_dir() else path
 
 
 def default_judges(recognisers: Path, G: Generator, device: torch.device) -> Judges:
     """The recognisers of `vfx train recognisers` and dlib's descriptor network on a chip cut from the
-    generator's crop by a fixed transform. Written against the interfaces agreed for issue 20 (not tested
-    on this branch, where recognise.py and descriptor.py do not exist yet): the merge wires it."""
+    generator's crop by a fixed transform."""
     from pipeline.faces.descriptor import extract_chips, load_face_descriptor
     from pipeline.stylegan.recognise import load_recognisers
 
@@ -383,11 +367,11 @@ def default_judges(recognisers: Path, G: Generator, device: torch.device) -> Jud
     names = list(recogniser.names)
     figures = dict(meta.get("attributes") or {})
     scales, units = {}, {}
-    for name in names:  # each attribute's typical scale: the spread of its held-out measures
+    for name in names:  # each attribute's typical scale: a measure's spread over G's faces; a label's 0.5
         info = dict(figures.get(name) or {})
-        scale = next((info[k] for k in ("std", "baseline_rmse", "baseline") if k in info), None)
+        scale = info.get("spread", 0.5 if info.get("kind") == "label" else None)
         if scale is None or not float(scale) > 0:
-            raise PipelineError(f"{recognisers}: no typical scale (held-out std) recorded for {name}")
+            raise PipelineError(f"{recognisers}: no typical scale (spread) recorded for {name}")
         scales[name], units[name] = float(scale), str(info.get("unit", ""))
     transform = crop_to_chip_transform(G.cfg.resolution, landmark_template(G))
     identity = ChipIdentity(load_face_descriptor(device=device), transform, extract_chips)
