@@ -30,11 +30,10 @@ from common import print_table
 from pipeline.faces.attributes import GEOMETRIC_ATTRIBUTES, find_aligned_landmarks, measure_attributes
 from pipeline.faces.descriptor import chip_transforms, extract_chips, load_face_descriptor
 from pipeline.faces.detect import FaceAnalyzer
-from pipeline.media.color import to_uint8
 from pipeline.models import generator_file, sha256_file
 from pipeline.stylegan.checkpoints import load_generator
 from pipeline.stylegan.edits import learn_direction
-from pipeline.stylegan.generator import Generator
+from pipeline.stylegan.generator import Generator, to_uint8
 from pipeline.stylegan.lpips import load_lpips
 from pipeline.stylegan.mapper import LatentMapper, edit_latents, load_mapper
 
