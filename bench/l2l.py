@@ -27,8 +27,7 @@ import numpy as np
 import torch
 from common import print_table
 
-from pipeline.faces.attributes import GEOMETRIC_ATTRIBUTES, find_aligned_landmarks, measure_attributes
-from pipeline.faces.descriptor import chip_transforms, extract_chips, load_face_descriptor
+from pipeline.faces.attributes import GEOMETRIC_ATTRIBUTES, FaceMeasures, measure_faces
 from pipeline.faces.detect import FaceAnalyzer
 from pipeline.models import generator_file, sha256_file
 from pipeline.stylegan.checkpoints import load_generator
@@ -51,27 +50,11 @@ def draw(G: Generator, ws: torch.Tensor, batch: int = 16) -> torch.Tensor:
         return torch.cat([G.synthesis(ws[i : i + batch], "const") for i in range(0, len(ws), batch)])
 
 
-class Measured:
-    """One set of drawn faces: their landmarks, attributes and identity descriptors (NaN where dlib found
-    no face)."""
-
-    def __init__(self, images: torch.Tensor, analyzer: FaceAnalyzer):
-        crops = to_uint8(images)
-        self.landmarks, self.found = find_aligned_landmarks(crops, analyzer)
-        n, size = len(crops), crops.shape[1]
-        self.attributes = np.full((n, len(GEOMETRIC_ATTRIBUTES)), np.nan)
-        self.descriptors = np.full((n, 128), np.nan)
-        idx = np.flatnonzero(self.found)
-        if len(idx):
-            self.attributes[idx] = measure_attributes(self.landmarks[idx], (size, size))
-            chips = extract_chips(
-                torch.from_numpy(crops[idx]).permute(0, 3, 1, 2).float(), chip_transforms(self.landmarks[idx])
-            )
-            with torch.no_grad():
-                self.descriptors[idx] = load_face_descriptor()(chips).numpy()
+def measured(images: torch.Tensor, analyzer: FaceAnalyzer) -> FaceMeasures:
+    return measure_faces(to_uint8(images), analyzer)
 
 
-def compare(before: Measured, after: Measured, target: int, spread: np.ndarray) -> dict:
+def compare(before: FaceMeasures, after: FaceMeasures, target: int, spread: np.ndarray) -> dict:
     both = before.found & after.found
     change = after.attributes[both] - before.attributes[both]
     others = [k for k in range(len(GEOMETRIC_ATTRIBUTES)) if k != target]
@@ -86,7 +69,7 @@ def compare(before: Measured, after: Measured, target: int, spread: np.ndarray) 
 def learn_linear(G: Generator, name: str, samples: int, analyzer: FaceAnalyzer, seed: int) -> np.ndarray:
     """A unit direction [num_ws, w_dim] along which the attribute grows (InterFaceGAN on dlib's measure)."""
     ws = sample_w_plus(G, samples, seed)
-    m = Measured(draw(G, ws), analyzer)
+    m = measured(draw(G, ws), analyzer)
     k = GEOMETRIC_ATTRIBUTES.index(name)
     idx = np.flatnonzero(m.found)
     order = idx[np.argsort(m.attributes[idx, k])]
@@ -102,7 +85,7 @@ def direction_at_change(
     ws: torch.Tensor,
     vector: np.ndarray,
     want: float,
-    before: Measured,
+    before: FaceMeasures,
     k: int,
     spread: np.ndarray,
     analyzer: FaceAnalyzer,
@@ -113,7 +96,7 @@ def direction_at_change(
     v = torch.from_numpy(vector)
 
     def at(amount: float) -> dict:
-        return compare(before, Measured(draw(G, ws + amount * v), analyzer), k, spread)
+        return compare(before, measured(draw(G, ws + amount * v), analyzer), k, spread)
 
     a0, a1 = 0.0, 1.0 if want >= 0 else -1.0
     c0, r1 = 0.0, at(a1)
@@ -164,7 +147,7 @@ def main() -> None:
     analyzer = FaceAnalyzer(detector="hog", landmarks="dlib68")
     t = time.perf_counter()
     ws = sample_w_plus(G, args.faces, 10_000 + args.seed)
-    before = Measured(draw(G, ws), analyzer)
+    before = measured(draw(G, ws), analyzer)
     spread = np.nanstd(before.attributes, axis=0)
     print(f"{before.found.sum()} of {args.faces} held-out faces measured by dlib", flush=True)
     rows = []
@@ -174,7 +157,7 @@ def main() -> None:
         scale = float(mapper.scales[mapper.names.index(name)])
         for m in (float(a) for a in args.amounts.split(",")):
             asked = m * scale
-            edited = Measured(draw(G, edit_latents(mapper, ws, {name: asked})), analyzer)
+            edited = measured(draw(G, edit_latents(mapper, ws, {name: asked})), analyzer)
             by_mapper = compare(before, edited, k, spread)
             amount, by_direction = direction_at_change(
                 G, ws, vector, by_mapper["change"], before, k, spread, analyzer

@@ -210,6 +210,22 @@ def test_landmarks_on_small_aligned_crops_agree_with_the_plates(crops):
         assert error < 0.15, f.name
 
 
+def test_measure_faces_tells_the_two_people_apart_and_makes_nothing_up(crops):
+    """What the edit report judges edits with: attributes and dlib descriptors of the same crops."""
+    from pipeline.faces.attributes import measure_faces
+
+    files = sorted(crops["a"].glob("*.png"))[:3] + sorted(crops["b"].glob("*.png"))[:2]
+    images = np.stack([cv2.imread(str(f))[..., ::-1] for f in files])
+    images[-1] = 128  # a grey square: no face
+    m = measure_faces(images)
+    assert m.found.tolist() == [True, True, True, True, False]
+    assert np.isnan(m.attributes[-1]).all() and np.isnan(m.descriptors[-1]).all()
+    assert np.isfinite(m.attributes[:-1]).all()
+    same = np.linalg.norm(m.descriptors[0] - m.descriptors[1:3], axis=1)
+    other = np.linalg.norm(m.descriptors[:3] - m.descriptors[3], axis=1)
+    assert same.max() < 0.6 < other.min()  # dlib's threshold for one person
+
+
 # ---------------------------------------------------------------------------------------------------
 # Recognisers
 
