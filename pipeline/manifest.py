@@ -305,6 +305,11 @@ class PathSpec(Strict):
     mapper: str | None = Field(
         None, description="a registered latent mapper's name, or its folder or file: for edits by attribute"
     )
+    recognisers: str | None = Field(
+        None,
+        description="the generator's attribute recognisers (folder or file): the report reads each edit "
+        "with them beside dlib's landmarks",
+    )
     edits: list[EditSpec] = []
 
 
@@ -755,6 +760,8 @@ def _check_path(path: Path, root: yaml.Node | None, base: Path, spec: ManifestMo
             if file:
                 _check_file(path, root, ("path", "keyframes", i, kind), Path(_resolve(base, file)), kind)
     names = _mapper_attributes(path, root, base, ps) if ps.mapper else None
+    if ps.recognisers:
+        _check_recognisers(path, root, base, ps, spec)
     for i, edit in enumerate(ps.edits):
         if edit.direction is not None:
             loc = ("path", "edits", i, "direction")
@@ -795,6 +802,31 @@ def _mapper_attributes(path: Path, root: yaml.Node | None, base: Path, ps: PathS
         ) from None
     except PipelineError as e:
         raise ManifestError(f"{path}:{_node_line(root, loc)} {_field_name(loc)}: {e.one_line()}") from None
+
+
+def _check_recognisers(
+    path: Path, root: yaml.Node | None, base: Path, ps: PathSpec, spec: ManifestModel
+) -> None:
+    """The recognisers read, and were trained on the shot's generator's faces (their file records its
+    checksum): another generator's faces would be read as nonsense."""
+    from pipeline.stylegan.recognise import load_recognisers
+
+    loc = ("path", "recognisers")
+    where = f"{path}:{_node_line(root, loc)} {_field_name(loc)}"
+    assert ps.recognisers is not None
+    try:
+        _, meta = load_recognisers(_resolve(base, ps.recognisers), "cpu")
+        generator = generator_path(ps.generator or (spec.project.generator if spec.project else None), base)
+        recorded = str(meta.get("generator_sha256", ""))
+        if recorded != sha256_file(generator):
+            raise ManifestError(
+                f"{where}: trained on the faces of the generator with sha256 {recorded[:16]}..., not "
+                f"{generator}; train recognisers for it with vfx train recognisers"
+            )
+    except PipelineError as e:
+        if isinstance(e, ManifestError):
+            raise
+        raise ManifestError(f"{where}: {e.one_line()}") from None
 
 
 def _no_plate(

@@ -189,3 +189,71 @@ def test_vfx_edit_edits_a_latent_and_an_image_and_draws_the_attribute_sheet(
     with pytest.raises(SystemExit) as e:
         main([*base, str(tmp_path / "face.npz"), "--set", "yaw", "--out", str(out)])
     assert e.value.code == 2
+
+
+def tiny_recognisers(generator_file: Path, out: Path, seed: int) -> Path:
+    """Untrained recognisers of yaw and mouth_open for the tiny generator (random readings that move
+    when the face does)."""
+    from pipeline.stylegan.recognise import AttributeRecogniser, RecogniserConfig, save_recognisers
+
+    G, _ = load_generator(generator_file)
+    torch.manual_seed(seed)
+    model = AttributeRecogniser(RecogniserConfig(G.cfg.resolution, ("yaw", "mouth_open"), ("measure",) * 2))
+    with torch.no_grad():
+        model.out.weight.mul_(50)
+    model.spread.copy_(torch.tensor([8.0, 0.05]))
+    out.mkdir(parents=True, exist_ok=True)
+    save_recognisers(out / "recognisers.pt", model, {"generator_sha256": sha256_file(generator_file)})
+    return out
+
+
+def test_the_report_measures_each_edit_against_the_frames_without_it(tiny_generator_file, tmp_path):
+    tiny_mapper(tiny_generator_file, tmp_path / "m", seed=0)
+    tiny_recognisers(tiny_generator_file, tmp_path / "r", seed=0)
+    edits = (
+        "    - {attribute: mouth_open, amount: 0.2, frames: 1005-1012, ramp: 2}\n"
+        "    - {attribute: yaw, amount: -15, frames: 1009-1012}\n"
+    )
+    m = manifest(tmp_path, tiny_generator_file, edits)
+    m.write_text(m.read_text().replace("  mapper: m\n", "  mapper: m\n  recognisers: r\n"))
+    shot = load_shot(m)
+    keys = tmp_path / "keys.npz"
+    np.savez(keys, **shot_path.resolve_keys(shot, None, log=lambda s: None))
+    faces = shot_path.GeneratedFaces(shot, keys)
+    measured = shot_path.measure_edits(shot, faces, list(range(1003, 1011)))  # a part of the shot
+    assert [e["edit"] for e in measured] == ["mouth_open", "yaw"]
+    mouth, yaw = measured
+    # the frames each edit touches among those rendered, with its ramp as the asked change
+    assert [r["frame"] for r in mouth["frames"]] == [1006, 1007, 1008, 1009, 1010]  # 1005: ramp at 0
+    assert [r["asked"] for r in mouth["frames"]] == pytest.approx([0.1, 0.2, 0.2, 0.2, 0.2])
+    assert [r["frame"] for r in yaw["frames"]] == [1009, 1010] and yaw["asked"] == -15
+    # the recognisers read the change of the edited attribute, against the same frame without this edit
+    from pipeline.stylegan.recognise import load_recognisers
+
+    R, _ = load_recognisers(tmp_path / "r")
+    with torch.no_grad():
+        want = R(faces.images([1009, 1010])) - R(faces.images([1009, 1010], without=1))
+    assert [r["recognised"] for r in yaw["frames"]] == pytest.approx(want[:, 0].tolist(), rel=1e-4)
+    assert all(r["recognised"] != 0 for r in mouth["frames"])
+    # the tiny generator draws no face dlib finds: no landmark or identity figure is made up
+    assert mouth["frames_found"] == 0 and mouth["landmarks"] is None and mouth["identity"] is None
+    assert all(r["identity"] is None and r["measures"] is None for r in mouth["frames"])
+    lines = "\n".join(
+        shot_path.path_markdown(
+            {
+                **shot_path.build_keys(
+                    shot, tmp_path, shot_path.path_key(shot, None), None, log=lambda s: None
+                )[1],
+                "edits_measured": measured,
+            }
+        )
+    )
+    assert "### Edits measured" in lines and "| yaw | 2 (0) | -15 |" in lines
+
+    # recognisers of another generator's faces are refused at validate, naming the field
+    from pipeline.stylegan.recognise import AttributeRecogniser, RecogniserConfig, save_recognisers
+
+    other = AttributeRecogniser(RecogniserConfig(faces.G.cfg.resolution, ("yaw",), ("measure",)))
+    save_recognisers(tmp_path / "r" / "recognisers.pt", other, {"generator_sha256": "0" * 64})
+    with pytest.raises(ManifestError, match=r":9 path.recognisers: trained on the faces of the generator"):
+        load_shot(m)

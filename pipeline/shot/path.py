@@ -229,10 +229,12 @@ class GeneratedFaces:
         self.G = load_shot_generator(shot, tuned)  # the copy tuned to the shot, when the tune stage made one
         self.settings = path_settings(shot)
         self.center = self.G.w_avg.cpu().numpy()
-        self.edits: list[tuple[np.ndarray, float, int, int, int]] = []
-        self.attribute_edits: list[tuple[int, float, int, int, int]] = []
-        self.mapper = load_shot_mapper(shot, self.G)
+        # (the edit's index in path.edits, vector or the mapper's attribute index, amount, first, last, ramp)
+        self.edits: list[tuple[int, np.ndarray, float, int, int, int]] = []
+        self.attribute_edits: list[tuple[int, int, float, int, int, int]] = []
         spec = path_spec(shot)
+        by_attribute = spec is not None and any(e.attribute for e in spec.edits)
+        self.mapper = load_shot_mapper(shot, self.G) if by_attribute else None
         for i, e in enumerate(spec.edits if spec else []):
             first, last = parse_range(e.frames) if e.frames else (shot.range_first, shot.range_last)
             if e.attribute is not None:
@@ -243,7 +245,7 @@ class GeneratedFaces:
                         f"of the mapper ({', '.join(self.mapper.names)})"
                     )
                 self.attribute_edits.append(
-                    (self.mapper.names.index(e.attribute), e.amount, first, last, e.ramp)
+                    (i, self.mapper.names.index(e.attribute), e.amount, first, last, e.ramp)
                 )
                 continue
             assert e.direction is not None
@@ -254,41 +256,54 @@ class GeneratedFaces:
                 raise ManifestError(
                     f"{shot.where('path', 'edits', i, 'direction')}: {err.one_line()}"
                 ) from None
-            self.edits.append((vector, e.amount, first, last, e.ramp))
+            self.edits.append((i, vector, e.amount, first, last, e.ramp))
 
-    def attribute_changes(self, numbers: list[int]) -> np.ndarray:
-        """[T, K]: each frame's change of the mapper's attributes (all edits by attribute, ramped, summed)."""
+    def attribute_changes(self, numbers: list[int], without: int | None = None) -> np.ndarray:
+        """[T, K]: each frame's change of the mapper's attributes (all edits by attribute, ramped, summed;
+        `without`: leave out the edit of path.edits at that index)."""
         at = np.array(numbers, np.float64)
         change = np.zeros((len(at), len(self.mapper.names) if self.mapper else 0))
-        for index, amount, first, last, ramp_frames in self.attribute_edits:
-            change[:, index] += amount * ramp(at, first, last, ramp_frames)
+        for i, index, amount, first, last, ramp_frames in self.attribute_edits:
+            if i != without:
+                change[:, index] += amount * ramp(at, first, last, ramp_frames)
         return change
 
-    def latents(self, numbers: list[int], edited: bool = True) -> np.ndarray:
+    def latents(self, numbers: list[int], edited: bool = True, without: int | None = None) -> np.ndarray:
+        """W+ [T, num_ws, w_dim] of the frames: the path's, edited (but for the edit at index `without`)."""
         at = np.array(numbers, np.float64)
         ws = latent_path(self.frames, self.keys, at, self.settings, self.center)
-        if edited and self.attribute_edits:  # the mapper reads the path's latent, before any direction
+        change = self.attribute_changes(numbers, without)
+        if edited and change.any():  # the mapper reads the path's latent, before any direction
             import torch
 
             from pipeline.stylegan.mapper import edit_latents
 
-            change = torch.from_numpy(self.attribute_changes(numbers)).float()
-            ws = edit_latents(self.mapper, torch.from_numpy(ws).float(), change).numpy().astype(np.float64)
-        for vector, amount, first, last, ramp_frames in self.edits if edited else []:
-            ws = apply_edit(ws, vector, amount, ramp(at, first, last, ramp_frames))
+            change_t = torch.from_numpy(change).float()
+            ws = edit_latents(self.mapper, torch.from_numpy(ws).float(), change_t).numpy().astype(np.float64)
+        for i, vector, amount, first, last, ramp_frames in self.edits if edited else []:
+            if i != without:
+                ws = apply_edit(ws, vector, amount, ramp(at, first, last, ramp_frames))
         return ws.astype(np.float32)
 
-    def faces(self, numbers: list[int], size: int, batch: int = 16, edited: bool = True) -> list[np.ndarray]:
+    def images(
+        self, numbers: list[int], edited: bool = True, without: int | None = None, batch: int = 16
+    ) -> torch.Tensor:
+        """The generator's faces [T, 3, R, R] in -1..1 (on the CPU), drawn with its fixed noise."""
         import torch
 
-        from pipeline.stylegan.generator import tensor_to_images
-
-        ws = torch.from_numpy(self.latents(numbers, edited))
+        ws = torch.from_numpy(self.latents(numbers, edited, without))
         out = []
         for i in range(0, len(ws), batch):
             with torch.no_grad():
-                drawn = self.G.synthesis(ws[i : i + batch].to(self.G.w_avg.device), "const")
-            images = tensor_to_images(drawn)
+                out.append(self.G.synthesis(ws[i : i + batch].to(self.G.w_avg.device), "const").cpu())
+        return torch.cat(out) if out else torch.zeros(0, 3, self.G.cfg.resolution, self.G.cfg.resolution)
+
+    def faces(self, numbers: list[int], size: int, batch: int = 16, edited: bool = True) -> list[np.ndarray]:
+        from pipeline.stylegan.generator import tensor_to_images
+
+        out = []
+        for i in range(0, len(numbers), batch):
+            images = tensor_to_images(self.images(numbers[i : i + batch], edited))
             interp = cv2.INTER_CUBIC if size > images.shape[1] else cv2.INTER_AREA
             out += [np.clip(cv2.resize(f, (size, size), interpolation=interp), 0, 1) for f in images]
         return out
@@ -318,16 +333,133 @@ class GeneratedFrames:
         return [FrameComposite(f.astype(np.float32), None, f, None) for f in faces]
 
 
+MAX_MEASURED_FRAMES = 48  # per edit, spread evenly over its frames: the report stays seconds, not minutes
+
+
+def recognisers_file_of(shot: Shot) -> Path | None:
+    """The path's attribute recognisers (what the edit report reads the edits with), or None."""
+    spec = path_spec(shot)
+    if spec is None or not spec.recognisers:
+        return None
+    from pipeline.stylegan.recognise import recognisers_file
+
+    return recognisers_file(Path(shot.resolve(spec.recognisers)))
+
+
+def _mean(values: list[float | None]) -> float | None:
+    known = [v for v in values if v is not None]
+    return float(np.mean(known)) if known else None
+
+
+def measure_edits(shot: Shot, faces: GeneratedFaces, frames: list[int]) -> list[dict]:
+    """Each edit judged on the rendered frames it touches (at most MAX_MEASURED_FRAMES), each frame against
+    the same frame without that edit: the asked change; the change the recognisers read (when the path
+    names them); the change dlib's landmarks measure, independent of any network trained with the edit;
+    the other measured attributes' drift (mean |change| over typical scales: the recognisers' spreads, or
+    the mapper's); and the identity distance (dlib's descriptor, one person is below 0.6). L2L
+    (Khodadadeh et al. 2022) claims its edits keep the person and the other attributes: this is the check,
+    frame by frame. A direction is judged on the attribute it is named after, when that is a measure."""
+    import torch
+
+    from pipeline.faces.attributes import GEOMETRIC_ATTRIBUTES, measure_faces
+    from pipeline.faces.detect import FaceAnalyzer
+    from pipeline.stylegan.generator import to_uint8
+
+    spec = path_spec(shot)
+    if spec is None or not spec.edits:
+        return []
+    recognisers, scales = None, {}
+    if faces.mapper is not None:
+        scales = dict(zip(faces.mapper.names, faces.mapper.scales.cpu().tolist(), strict=True))
+    rec_file = recognisers_file_of(shot)
+    if rec_file is not None:
+        from pipeline.stylegan.recognise import load_recognisers
+
+        try:
+            recognisers, _ = load_recognisers(rec_file, faces.G.w_avg.device)
+        except PipelineError as e:
+            raise ManifestError(f"{shot.where('path', 'recognisers')}: {e.one_line()}") from None
+        for name, kind, spread in zip(
+            recognisers.names, recognisers.kinds, recognisers.spread.cpu().tolist(), strict=True
+        ):
+            scales[name] = spread if kind == "measure" else 1.0
+    analyzer = FaceAnalyzer(detector="hog", landmarks="dlib68")
+    names = list(GEOMETRIC_ATTRIBUTES)
+    out = []
+    for i, e in enumerate(spec.edits):
+        first, last = parse_range(e.frames) if e.frames else (shot.range_first, shot.range_last)
+        at = np.array(frames, np.float64)
+        weight = ramp(at, first, last, e.ramp) if len(at) else at
+        touched = [f for f, w in zip(frames, weight, strict=True) if w > 0]
+        if len(touched) > MAX_MEASURED_FRAMES:
+            touched = [
+                touched[j] for j in np.linspace(0, len(touched) - 1, MAX_MEASURED_FRAMES).round().astype(int)
+            ]
+        attribute = e.attribute
+        if attribute is None and e.direction is not None:
+            attribute = Direction.load(Path(shot.resolve(e.direction))).name
+        rows = []
+        if touched:
+            edited, plain = faces.images(touched), faces.images(touched, without=i)
+            after, before = (
+                measure_faces(to_uint8(edited), analyzer),
+                measure_faces(to_uint8(plain), analyzer),
+            )
+            read = None
+            if recognisers is not None:
+                with torch.no_grad():
+                    read = (recognisers(edited) - recognisers(plain)).cpu().numpy()
+            asked = e.amount * ramp(np.array(touched, np.float64), first, last, e.ramp)
+            for j, f in enumerate(touched):
+                found = bool(after.found[j] and before.found[j])
+                change = after.attributes[j] - before.attributes[j]
+                row = {"frame": f, "asked": float(asked[j]), "found": found}
+                row["recognised"] = (
+                    float(read[j, recognisers.names.index(attribute)])
+                    if read is not None and attribute in recognisers.names
+                    else None
+                )
+                row["landmarks"] = (
+                    float(change[names.index(attribute)]) if found and attribute in names else None
+                )
+                others = [
+                    abs(change[k]) / scales[n]
+                    for k, n in enumerate(names)
+                    if n != attribute and n in scales and found and scales[n] > 0
+                ]
+                row["others"] = float(np.mean(others)) if others else None
+                row["identity"] = (
+                    float(np.linalg.norm(after.descriptors[j] - before.descriptors[j])) if found else None
+                )
+                row["measures"] = {n: float(change[k]) for k, n in enumerate(names)} if found else None
+                rows.append(row)
+        identities = [r["identity"] for r in rows if r["identity"] is not None]
+        out.append(
+            {
+                "edit": e.attribute or e.direction,
+                "attribute": attribute,
+                "frames_measured": len(rows),
+                "frames_found": sum(r["found"] for r in rows),
+                "asked": _mean([r["asked"] for r in rows]),
+                "recognised": _mean([r["recognised"] for r in rows]),
+                "landmarks": _mean([r["landmarks"] for r in rows]),
+                "others": _mean([r["others"] for r in rows]),
+                "identity": _mean(identities),
+                "identity_max": max(identities) if identities else None,
+                "frames": rows,
+            }
+        )
+    return out
+
+
 def path_contact_sheet(
     shot: Shot,
     version: RenderVersion,
-    keys_file: str | Path,
+    faces: GeneratedFaces,
     metadata: dict[str, str],
-    tuned: str | None = None,
     columns: int = 6,
 ) -> Path:
     """The path's faces at every key and half-way between keys: what the spline does between them."""
-    faces = GeneratedFaces(shot, keys_file, tuned)
     keys = [int(f) for f in faces.frames if shot.first <= f <= shot.last] or [shot.first]
     frames = sorted({*keys, *[(a + b) // 2 for a, b in zip(keys[:-1], keys[1:], strict=True)]})[:24]
     tiles = []
@@ -361,6 +493,30 @@ def path_markdown(p: dict) -> list[str]:
             f"{e['frames'] or 'all'}, ramp {e['ramp']} frames"
             + (f" (mapper {p['mapper']})" if e.get("attribute") else "")
         )
+    measured = p.get("edits_measured") or []
+    if measured:
+        lines += [
+            "",
+            "### Edits measured",
+            "",
+            "Each edit against the same frames without it (mean over the frames it touches): the change"
+            " asked, read by the recognisers and measured by dlib's landmarks; the other attributes' drift"
+            " (mean |change| in typical scales); the identity distance (dlib, one person < 0.6).",
+            "",
+            "| edit | frames (dlib found) | asked | recognisers | landmarks | others' drift "
+            "| identity mean / max |",
+            "| --- | --- | --- | --- | --- | --- | --- |",
+        ]
+
+        def show(v: float | None, form: str = "+.3g") -> str:
+            return "-" if v is None else format(v, form)
+
+        for m in measured:
+            lines.append(
+                f"| {m['edit']} | {m['frames_measured']} ({m['frames_found']}) | {show(m['asked'])} | "
+                f"{show(m['recognised'])} | {show(m['landmarks'])} | {show(m['others'], '.3f')} | "
+                f"{show(m['identity'], '.3f')} / {show(m['identity_max'], '.3f')} |"
+            )
     return lines
 
 
@@ -397,8 +553,12 @@ class PathStage(Stage):
         return GeneratedFaces(shot, files["path"], files.get("tune"))
 
     def report(self, r: Rendered) -> dict | None:
-        sheet = path_contact_sheet(r.shot, r.version, r.files["path"], r.metadata, r.files.get("tune"))
-        return {**(r.outputs["path"].report or {}), "contact_sheet": str(sheet)}
+        faces = GeneratedFaces(r.shot, r.files["path"], r.files.get("tune"))
+        sheet = path_contact_sheet(r.shot, r.version, faces, r.metadata)
+        measured = measure_edits(r.shot, faces, list(range(r.shot.first, r.shot.last + 1)))
+        if measured:
+            r.log(f"{r.shot.name}: {len(measured)} edits measured by landmarks, identity and recognisers")
+        return {**(r.outputs["path"].report or {}), "contact_sheet": str(sheet), "edits_measured": measured}
 
     def markdown(self, report: dict) -> list[str]:
         return path_markdown(report["path"]) if report.get("path") else []
