@@ -370,6 +370,9 @@ def cmd_train_recognisers(args: argparse.Namespace) -> int:
     if args.measures == () and not labels:
         print("vfx train recognisers: --measures none needs an --attribute to learn", file=sys.stderr)
         return 2
+    if (args.steps is None) == (args.minutes is None):
+        print("vfx train recognisers: give one of --steps or --minutes", file=sys.stderr)
+        return 2
     generator = generator_path(args.generator, Path.cwd())
     check_inputs(generator, labels, args.out, args.resume)  # before Prefect starts: bad input is quick
 
@@ -387,6 +390,7 @@ def cmd_train_recognisers(args: argparse.Namespace) -> int:
         lr=args.lr,
         seed=args.seed,
         resume=args.resume,
+        steps=args.steps,
     )
     print(f"{args.out}: step {result['step']}, {result['seconds']:.0f} s; held out:")
     for line in result["figures"].values():
@@ -814,10 +818,10 @@ def build_parser() -> argparse.ArgumentParser:
         required=True,
         help="model folder (recognisers.pt, samples.pt, training.pt, preview.png, loss.png)",
     )
+    trr.add_argument("--steps", type=whole(1, MAX_STEPS), help="train until this many steps in all")
     trr.add_argument(
         "--minutes",
         type=number(0, MAX_MINUTES, low_open=True),
-        required=True,
         help="train for this many minutes (after drawing and measuring the faces)",
     )
     trr.add_argument(

@@ -1090,7 +1090,7 @@ def train_mapper(
 def train_recognisers(
     generator: str,
     out: str,
-    minutes: float,
+    minutes: float | None,
     labels: dict[str, list[str]] | None = None,
     samples: int = 2000,
     measures: list[str] | None = None,
@@ -1098,10 +1098,12 @@ def train_recognisers(
     lr: float = 3e-4,
     seed: int = 0,
     resume: bool = False,
+    steps: int | None = None,
 ) -> dict:
     """Train attribute recognisers for a generator (a file or folder) as a Prefect run: draw and measure
-    its faces, read the label folders (name -> [with, without]), train for `minutes`, judge on held-out
-    faces; an attribute no better than chance fails the run (nothing written for the mapper)."""
+    its faces, read the label folders (name -> [with, without]), train for `minutes` (or until `steps` in
+    all), judge on held-out faces; an attribute no better than chance fails the run (nothing written for
+    the mapper)."""
     from pipeline.faces.attributes import GEOMETRIC_ATTRIBUTES
     from pipeline.stylegan.recognise_train import RecogniserSettings, describe_figures
     from pipeline.stylegan.recognise_train import train_recognisers as train
@@ -1127,9 +1129,14 @@ def train_recognisers(
                 if "sampling" in bars:
                     bars["sampling"].close()
                 label = f"train recognisers {out}"
-                bars["training"] = Progress(label, None, "step", seconds=60 * minutes, emit=log.info)
+                seconds = None if minutes is None else 60 * minutes
+                bars["training"] = Progress(label, steps, "step", seconds=seconds, emit=log.info)
                 training_started = time.monotonic()
-            progress.update(min(100.0, 100 * (time.monotonic() - training_started) / (60 * minutes)))
+            if steps is not None:
+                progress.update(min(100.0, 100 * record["step"] / steps))
+            else:
+                assert minutes is not None
+                progress.update(min(100.0, 100 * (time.monotonic() - training_started) / (60 * minutes)))
             bars["training"].update(record["step"], note=f"loss {record['loss']:.4f}")
         elif phase == "evaluated":
             for name, figures in record["figures"].items():
@@ -1145,6 +1152,7 @@ def train_recognisers(
             resume=resume,
             progress=on_progress,
             settings=settings,
+            steps=steps,
         )
     finally:
         for bar in bars.values():

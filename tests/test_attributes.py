@@ -395,8 +395,10 @@ def test_bad_input_ends_in_one_line(tiny_generator_file, label_folders, tmp_path
     base = ["train", "recognisers", "--generator", str(tiny_generator_file), "--out", str(out)]
     good = f"bright={label_folders / 'bright'},{label_folders / 'dark'}"
     cases = [
-        (base, "--minutes"),
+        (base, "give one of --steps or --minutes"),
+        ([*base, "--minutes", "1", "--steps", "10"], "give one of --steps or --minutes"),
         ([*base, "--minutes", "0"], "--minutes"),
+        ([*base, "--steps", "0"], "--steps"),
         ([*base, "--minutes", "1", "--samples", "3"], "--samples"),
         ([*base, "--minutes", "1", "--attribute", "glasses"], "give NAME=DIR_WITH,DIR_WITHOUT"),
         ([*base, "--minutes", "1", "--measures", "yaw,nose"], "nose: not a measure"),
@@ -429,9 +431,9 @@ def test_train_recognisers_command_runs_as_a_prefect_flow(
     out = tmp_path / "rec"
     argv = ["train", "recognisers", "--generator", str(tiny_generator_file), "--out", str(out)]
     label = f"--attribute=bright={label_folders / 'bright'},{label_folders / 'dark'}"
-    code, stdout, err = run([*argv, "--minutes", "0.05", label, "--measures", "none", "--batch", "8"], capsys)
+    code, stdout, err = run([*argv, "--steps", "12", label, "--measures", "none", "--batch", "8"], capsys)
     assert code == 0, err
-    assert f"{out}: step " in stdout and "bright: accuracy 1.00 vs 0.50" in stdout
+    assert f"{out}: step 12, " in stdout and "bright: accuracy 1.00 vs 0.50" in stdout
     model, _ = load_recognisers(out)
     assert model.names == ["bright"]
     # the measures of a generator whose faces dlib cannot see: the flow fails on one line, status 2
