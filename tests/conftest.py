@@ -182,3 +182,43 @@ def tiny_generator_config():
     return GeneratorConfig(
         resolution=32, z_dim=64, w_dim=64, mapping_layers=2, channels=default_channels(32, 512, 64)
     )
+
+
+def tiny_mapper(generator_file: Path, out: Path, seed: int) -> Path:
+    """An untrained mapper (random weights, bigger than a new one's) for the tiny generator: edits by it
+    move the latent, which is all the shot's plumbing needs."""
+    import torch
+
+    from pipeline.models import sha256_file
+    from pipeline.stylegan.checkpoints import load_generator
+    from pipeline.stylegan.mapper import LatentMapper, save_mapper
+
+    G, _ = load_generator(generator_file)
+    torch.manual_seed(seed)
+    mapper = LatentMapper.for_generator(G, {"mouth_open": 0.1, "yaw": 10.0}, {"yaw": "degrees"})
+    with torch.no_grad():
+        for p in mapper.parameters():
+            p.add_(torch.randn_like(p) * 0.2)
+    out.mkdir(parents=True, exist_ok=True)
+    save_mapper(out / "mapper.pt", mapper, sha256_file(generator_file), "0" * 64)
+    return out
+
+
+def tiny_recognisers(generator_file: Path, out: Path, seed: int) -> Path:
+    """Untrained recognisers of yaw and mouth_open for the tiny generator (random readings that move
+    when the face does)."""
+    import torch
+
+    from pipeline.models import sha256_file
+    from pipeline.stylegan.checkpoints import load_generator
+    from pipeline.stylegan.recognise import AttributeRecogniser, RecogniserConfig, save_recognisers
+
+    G, _ = load_generator(generator_file)
+    torch.manual_seed(seed)
+    model = AttributeRecogniser(RecogniserConfig(G.cfg.resolution, ("yaw", "mouth_open"), ("measure",) * 2))
+    with torch.no_grad():
+        model.out.weight.mul_(50)
+    model.spread.copy_(torch.tensor([8.0, 0.05]))
+    out.mkdir(parents=True, exist_ok=True)
+    save_recognisers(out / "recognisers.pt", model, {"generator_sha256": sha256_file(generator_file)})
+    return out

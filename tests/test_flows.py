@@ -336,7 +336,7 @@ def test_the_stylegan_demos_validate_and_the_morph_renders(
 ):
     """The generator demos as shipped, with a tiny generator, encoder and direction in models/ standing in
     for the ones the README's commands train and learn."""
-    from conftest import tiny_generator_config
+    from conftest import tiny_generator_config, tiny_mapper, tiny_recognisers
 
     from pipeline.models import sha256_file
     from pipeline.stylegan.checkpoints import load_generator
@@ -355,6 +355,8 @@ def test_the_stylegan_demos_validate_and_the_morph_renders(
     encoder = tmp_path / "models" / "demo_enc" / "encoder.pt"
     encoder.parent.mkdir()
     save_encoder(encoder, Encoder.for_generator(G, samples=500), sha256_file(tiny_generator_file))
+    tiny_mapper(tiny_generator_file, tmp_path / "models" / "demo_map", seed=0)
+    tiny_recognisers(tiny_generator_file, tmp_path / "models" / "demo_rec", seed=0)
     shipped = sorted((REPO / "shots" / "stylegan").glob("*.yaml"))
     assert [p.name for p in shipped] == ["demo_morph.yaml", "demo_project.yaml"]
     assert "tune: {steps: 200, lr: 0.003}" in (REPO / "shots" / "stylegan" / "demo_project.yaml").read_text()
@@ -369,6 +371,13 @@ def test_the_stylegan_demos_validate_and_the_morph_renders(
     assert report["frames_written"] == 64 and len(report["path"]["keys"]) == 4
     assert report["path"]["period"] == 64
     assert report["path"]["edits"][0]["direction"] == "../../models/demo_gan/toward_b.npz"
+    # the mapper's edits, measured against the frames without each (the recognisers read the tiny faces;
+    # dlib finds none on them, so no landmark or identity figure is given)
+    measured = report["path"]["edits_measured"]
+    assert [m["edit"] for m in measured] == ["../../models/demo_gan/toward_b.npz", "mouth_open", "yaw"]
+    assert [m["frames_measured"] for m in measured] == [22, 18, 10]  # the ramps are 0 at the ends
+    assert measured[1]["recognised"] != 0 and measured[2]["asked"] < 0
+    assert "mapper:../../models/demo_map" in report["metadata"]["models"]
     assert report["metadata"]["ai_altered_stages"] == "stylegan latent path with attribute edits"
     # the projection demo starts from the encoder and tunes the generator over the whole shot's frames (the
     # track's), rendered here for its first 12

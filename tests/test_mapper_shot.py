@@ -9,32 +9,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import write_manifest
+from conftest import tiny_mapper, tiny_recognisers, write_manifest
 
 from pipeline.cli import main
 from pipeline.errors import ManifestError
 from pipeline.manifest import load_shot
-from pipeline.models import sha256_file
 from pipeline.shot import path as shot_path
 from pipeline.shot.composite import composite_key
 from pipeline.stylegan.checkpoints import load_generator
-from pipeline.stylegan.mapper import LatentMapper, edit_latents, save_mapper
+from pipeline.stylegan.mapper import edit_latents
 
 NAMES = ["mouth_open", "yaw"]
-
-
-def tiny_mapper(generator_file: Path, out: Path, seed: int) -> Path:
-    """An untrained mapper (random weights, bigger than a new one's) for the tiny generator: edits by it
-    move the latent, which is all the shot's plumbing needs."""
-    G, _ = load_generator(generator_file)
-    torch.manual_seed(seed)
-    mapper = LatentMapper.for_generator(G, {"mouth_open": 0.1, "yaw": 10.0}, {"yaw": "degrees"})
-    with torch.no_grad():
-        for p in mapper.parameters():
-            p.add_(torch.randn_like(p) * 0.2)
-    out.mkdir(parents=True, exist_ok=True)
-    save_mapper(out / "mapper.pt", mapper, sha256_file(generator_file), "0" * 64)
-    return out
 
 
 def manifest(tmp_path: Path, generator_file: Path, edits: str, mapper: str = "m") -> Path:
@@ -189,22 +174,6 @@ def test_vfx_edit_edits_a_latent_and_an_image_and_draws_the_attribute_sheet(
     with pytest.raises(SystemExit) as e:
         main([*base, str(tmp_path / "face.npz"), "--set", "yaw", "--out", str(out)])
     assert e.value.code == 2
-
-
-def tiny_recognisers(generator_file: Path, out: Path, seed: int) -> Path:
-    """Untrained recognisers of yaw and mouth_open for the tiny generator (random readings that move
-    when the face does)."""
-    from pipeline.stylegan.recognise import AttributeRecogniser, RecogniserConfig, save_recognisers
-
-    G, _ = load_generator(generator_file)
-    torch.manual_seed(seed)
-    model = AttributeRecogniser(RecogniserConfig(G.cfg.resolution, ("yaw", "mouth_open"), ("measure",) * 2))
-    with torch.no_grad():
-        model.out.weight.mul_(50)
-    model.spread.copy_(torch.tensor([8.0, 0.05]))
-    out.mkdir(parents=True, exist_ok=True)
-    save_recognisers(out / "recognisers.pt", model, {"generator_sha256": sha256_file(generator_file)})
-    return out
 
 
 def test_the_report_measures_each_edit_against_the_frames_without_it(tiny_generator_file, tmp_path):
