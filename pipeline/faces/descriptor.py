@@ -450,10 +450,17 @@ class FaceDescriptorNet(nn.Module):
         return nn.Identity()  # tag, skip, add_prev: done by forward
 
     def forward(self, chips: torch.Tensor) -> torch.Tensor:
+        return self.features(chips, None)[1]
+
+    def features(self, chips: torch.Tensor, map_size: int | None = 8) -> tuple[torch.Tensor, torch.Tensor]:
+        """(the last feature map of `map_size` x `map_size` px, the descriptor [B, 128]): the map keeps where
+        things are on the face (8: the end of the third stage, 128 channels), which the descriptor drops.
+        With `map_size` None the map is not kept (an empty tensor)."""
         if chips.ndim != 4 or tuple(chips.shape[1:]) != (3, CHIP_SIZE, CHIP_SIZE):
             raise ValueError(f"chips must be [B, 3, {CHIP_SIZE}, {CHIP_SIZE}], got {list(chips.shape)}")
         x = (chips - self.average.to(chips.dtype)) / 256.0
         tagged: dict[int, torch.Tensor] = {}
+        kept = x.new_zeros(0)
         for spec, step in zip(self.specs, self.steps, strict=True):
             if spec.kind == "tag":
                 tagged[spec.tag] = x
@@ -463,7 +470,11 @@ class FaceDescriptorNet(nn.Module):
                 x = add_padded(x, tagged[spec.tag])
             else:
                 x = step(x)
-        return x
+            if map_size is not None and x.ndim == 4 and x.shape[-1] == map_size:
+                kept = x
+        if map_size is not None and not kept.numel():
+            raise ValueError(f"the network has no {map_size} px feature map")
+        return kept, x
 
 
 @functools.lru_cache(maxsize=4)

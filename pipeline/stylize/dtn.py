@@ -1,0 +1,209 @@
+"""A Domain Transfer Network (Taigman, Polyak and Wolf 2017, "Unsupervised cross-domain image generation"):
+a face redrawn in another domain, learnt from unpaired faces of both.
+
+A frozen feature encoder f describes a face; a generator g draws the target domain from f's features; a
+three-way discriminator D tells apart g's drawings of source faces, g's drawings of target images and real
+target images. The losses (`dtn_losses`), as in the paper:
+- L_D: D's cross-entropy with the paper's labels, 0 for g(f(x)) of a source face x, 1 for g(f(t)) of a
+  target image t, 2 for a real t (`D_SOURCE_DRAWN`, `D_TARGET_DRAWN`, `D_TARGET_REAL`);
+- L_GANG: g wants D to call both its drawings real target images (class 2);
+- L_CONST: f(g(f(x))) stays f(x) for source faces, so the drawing keeps the person;
+- L_TID: g(f(t)) reproduces t, so g is the identity on the target domain;
+- L_TV: total variation of g's drawings of source faces, for smooth drawings.
+
+f is the project's identity network, dlib's face descriptor in torch (faces/descriptor.py), read on its
+150 px chip cut from the aligned crop by one fixed affine (`ChipFeatures`). Its 128-d descriptor says who;
+for video, g must also follow the performance (pose, expression, mouth), which the descriptor is trained
+to forget, so f also gives the descriptor network's 8x8 feature map (the end of its third stage), whose
+layout carries where the eyes, the mouth and the head are. L_CONST compares both (the map weighted by
+`spatial_const`). Any module images [B, 3, R, R] in -1..1 -> (map [B, C, S, S], vector [B, D]) can be f:
+the tests use tiny ones.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+D_SOURCE_DRAWN, D_TARGET_DRAWN, D_TARGET_REAL = 0, 1, 2
+LOSSES = ("gan", "const", "tid", "tv")
+
+
+@dataclass(frozen=True)
+class DTNConfig:
+    resolution: int  # the aligned crops' and the drawings' size
+    feature_channels: int  # f's map
+    feature_size: int  # f's map is feature_size x feature_size
+    vector_dim: int  # f's vector (the descriptor)
+    width: int = 256  # g's channels at its first block (halved per doubling, at least 32)
+
+    def __post_init__(self) -> None:
+        log2 = math.log2(self.resolution)
+        if log2 != int(log2) or not 32 <= self.resolution <= 512:
+            raise ValueError(f"resolution {self.resolution} is not a power of two from 32 to 512")
+        if (
+            self.feature_size < 1
+            or self.resolution % self.feature_size
+            or self.feature_size > self.resolution
+        ):
+            raise ValueError(f"feature maps of {self.feature_size} px do not divide {self.resolution} px")
+
+    @property
+    def doublings(self) -> int:
+        return int(round(math.log2(self.resolution / self.feature_size)))
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> DTNConfig:
+        return cls(
+            **{
+                k: int(d[k])
+                for k in ("resolution", "feature_channels", "feature_size", "vector_dim", "width")
+            }
+        )
+
+
+def _up_block(c_in: int, c_out: int) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Upsample(scale_factor=2, mode="nearest"),
+        nn.Conv2d(c_in, c_out, 3, padding=1),
+        nn.LeakyReLU(0.2),
+        nn.Conv2d(c_out, c_out, 3, padding=1),
+        nn.LeakyReLU(0.2),
+    )
+
+
+class StyleDrawer(nn.Module):
+    """g: f's map and vector -> a drawing [B, 3, R, R] in -1..1. The vector is broadcast over the map and
+    joined to it; convolution blocks double the size to the resolution (nearest upsampling then 3x3
+    convolutions: no checkerboard of transposed convolutions)."""
+
+    def __init__(self, cfg: DTNConfig):
+        super().__init__()
+        self.cfg = cfg
+        width = cfg.width
+        self.stem = nn.Sequential(
+            nn.Conv2d(cfg.feature_channels + cfg.vector_dim, width, 3, padding=1), nn.LeakyReLU(0.2)
+        )
+        blocks, c = [], width
+        for _ in range(cfg.doublings):
+            blocks.append(_up_block(c, max(32, c // 2)))
+            c = max(32, c // 2)
+        self.blocks = nn.Sequential(*blocks)
+        self.to_rgb = nn.Conv2d(c, 3, 1)
+
+    def forward(self, feature_map: torch.Tensor, vector: torch.Tensor) -> torch.Tensor:
+        s = self.cfg.feature_size
+        if feature_map.shape[-2:] != (s, s):
+            feature_map = F.adaptive_avg_pool2d(feature_map, s)
+        v = vector[:, :, None, None].expand(-1, -1, s, s)
+        x = self.blocks(self.stem(torch.cat([feature_map, v], 1)))
+        return torch.tanh(self.to_rgb(x))
+
+
+class ThreeWayDiscriminator(nn.Module):
+    """D: an image [B, 3, R, R] in -1..1 -> logits [B, 3] over (g's drawing of a source face, g's drawing
+    of a target image, a real target image). Stride-2 convolutions to 4x4, then a linear layer."""
+
+    def __init__(self, resolution: int, width: int = 32):
+        super().__init__()
+        layers: list[nn.Module] = [nn.Conv2d(3, width, 3, padding=1), nn.LeakyReLU(0.2)]
+        c, size = width, resolution
+        while size > 4:
+            layers += [nn.Conv2d(c, min(256, c * 2), 4, stride=2, padding=1), nn.LeakyReLU(0.2)]
+            c, size = min(256, c * 2), size // 2
+        self.features = nn.Sequential(*layers)
+        self.out = nn.Linear(c * 16, 3)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.out(self.features(images).flatten(1))
+
+
+class ChipFeatures(nn.Module):
+    """f from dlib's descriptor network: its chip cut from the aligned crop by one fixed affine (`transform`
+    [2, 3], crop pixels -> chip pixels; `cut` is descriptor.extract_chips), then its 8x8 map and its
+    descriptor. Frozen; images come in -1..1."""
+
+    def __init__(
+        self,
+        network: nn.Module,
+        transform: np.ndarray,
+        cut: Callable[[torch.Tensor, torch.Tensor, int], torch.Tensor],
+        chip_size: int = 150,
+        map_size: int = 8,
+    ):
+        super().__init__()
+        self.network = network.requires_grad_(False).eval()
+        self.register_buffer("transform", torch.as_tensor(np.asarray(transform), dtype=torch.float32))
+        self.cut, self.chip_size, self.map_size = cut, chip_size, map_size
+
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        rgb = (images + 1) * 127.5
+        chips = self.cut(rgb, self.transform.expand(images.shape[0], -1, -1), self.chip_size)
+        return self.network.features(chips.to(images.dtype), self.map_size)
+
+
+# ---------------------------------------------------------------------------------------------------
+# The losses
+
+
+def discriminator_loss(
+    D: nn.Module, drawn_source: torch.Tensor, drawn_target: torch.Tensor, target: torch.Tensor
+) -> torch.Tensor:
+    """L_D: the three-way cross-entropy with the paper's labels (g's drawings detached)."""
+    logits = D(torch.cat([drawn_source.detach(), drawn_target.detach(), target]))
+    labels = torch.cat(
+        [
+            torch.full((len(drawn_source),), D_SOURCE_DRAWN),
+            torch.full((len(drawn_target),), D_TARGET_DRAWN),
+            torch.full((len(target),), D_TARGET_REAL),
+        ]
+    ).to(logits.device)
+    return F.cross_entropy(logits, labels)
+
+
+def generator_gan_loss(D: nn.Module, drawn_source: torch.Tensor, drawn_target: torch.Tensor) -> torch.Tensor:
+    """L_GANG: both of g's drawings classified as real target images."""
+    logits = D(torch.cat([drawn_source, drawn_target]))
+    return F.cross_entropy(logits, torch.full((len(logits),), D_TARGET_REAL, device=logits.device))
+
+
+def const_loss(
+    f_source: tuple[torch.Tensor, torch.Tensor],
+    f_drawn: tuple[torch.Tensor, torch.Tensor],
+    spatial_weight: float,
+) -> torch.Tensor:
+    """L_CONST: f of the drawing equals f of the source face (squared error of the vectors, plus the
+    maps' mean squared error weighted by `spatial_weight`)."""
+    (map_x, vec_x), (map_d, vec_d) = f_source, f_drawn
+    loss = (vec_d - vec_x.detach()).square().sum(1).mean()
+    if spatial_weight:
+        loss = loss + spatial_weight * (map_d - map_x.detach()).square().mean()
+    return loss
+
+
+def tid_loss(drawn_target: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """L_TID: g(f(t)) reproduces t (mean squared error, in -1..1)."""
+    return (drawn_target - target).square().mean()
+
+
+def tv_loss(images: torch.Tensor) -> torch.Tensor:
+    """L_TV: mean absolute difference of neighbouring pixels."""
+    dx = (images[..., :, 1:] - images[..., :, :-1]).abs().mean()
+    dy = (images[..., 1:, :] - images[..., :-1, :]).abs().mean()
+    return dx + dy
+
+
+def draw(f: nn.Module, g: StyleDrawer, images: torch.Tensor) -> tuple[torch.Tensor, tuple]:
+    """g(f(images)) and f(images) (f frozen: no gradient to it)."""
+    with torch.no_grad():
+        features = f(images)
+    return g(*features), features

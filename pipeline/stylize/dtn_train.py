@@ -1,0 +1,501 @@
+"""Training a Domain Transfer Network (dtn.py) from unpaired folders of aligned crops: source faces (the
+people of the shots) and target images (the domain, such as cartoon faces of other people).
+
+Each step takes a batch of source faces x and of target images t (flipped left to right at random), draws
+g(f(x)) and g(f(t)), and takes one Adam step of the three-way discriminator on L_D and one of g on
+L_GANG + const * L_CONST + tid * L_TID + tv * L_TV (the weights are settings: with gan 0 and const 0 it
+is the plain autoencoder the paper compares with, g trained to redraw target images from f alone).
+
+f reads faces on dlib's 150 px chip cut by one fixed affine: the mean landmarks dlib finds on up to 64 of
+the source crops (all crops are aligned the same way), fitted as dlib fits its chips. A fifth of the source
+faces (every fifth file, sorted) is held out from training: the preview draws them, and measures of how
+well the domain was learnt use them.
+
+A model folder holds `stylizer.pt` (g, its config, the chip affine and the settings: what stylising
+needs), `training.pt` (g, D, both optimisers, the random states and the history, for an exact
+`--resume`), `preview.png` (held-out source faces over their drawings, target images over theirs) and
+`loss.png`. Every file is replaced whole; checkpoints every few minutes and on Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+from torch import nn
+
+from pipeline.curves import labelled, loss_curve, write_png
+from pipeline.devices import resolve_device
+from pipeline.errors import PipelineError
+from pipeline.faces.draw import grid
+from pipeline.files import write_atomic
+from pipeline.media.decode import read_image
+from pipeline.stylize.dtn import (
+    DTNConfig,
+    StyleDrawer,
+    ThreeWayDiscriminator,
+    const_loss,
+    discriminator_loss,
+    generator_gan_loss,
+    tid_loss,
+    tv_loss,
+)
+
+STYLIZER_FILE = "stylizer.pt"
+STYLIZER_FORMAT = "vfx-stylizer"
+TRAINING_NAME = "training.pt"
+TRAINING_FORMAT = "vfx-stylizer-training"
+VERSION = 1
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".exr", ".tif", ".tiff")
+MIN_FACES = 4
+HELD_OUT_EVERY = 5
+
+
+class StylizerError(PipelineError):
+    pass
+
+
+@dataclass(frozen=True)
+class DTNSettings:
+    resolution: int = 64
+    batch: int = 8
+    lr: float = 2e-4
+    betas: tuple[float, float] = (0.5, 0.999)
+    gan_weight: float = 1.0
+    const_weight: float = 1.0  # squared descriptor distance (the same person: under 0.36)
+    spatial_const: float = 1.0  # the 8x8 map's mean squared error, inside L_CONST
+    tid_weight: float = 10.0  # mean squared pixel error in -1..1
+    tv_weight: float = 0.05
+    width: int = 256
+    seed: int = 0
+    checkpoint_minutes: float = 5.0
+    snapshot_minutes: float = 5.0
+    preview_faces: int = 8
+    extra: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "betas": list(self.betas)}
+
+    def weights(self) -> dict[str, float]:
+        return {
+            "gan": self.gan_weight,
+            "const": self.const_weight,
+            "spatial_const": self.spatial_const,
+            "tid": self.tid_weight,
+            "tv": self.tv_weight,
+        }
+
+    def with_weights(self, weights: dict[str, float]) -> DTNSettings:
+        names = {"gan": "gan_weight", "const": "const_weight", "spatial_const": "spatial_const"}
+        names |= {"tid": "tid_weight", "tv": "tv_weight"}
+        unknown = sorted(set(weights) - set(names))
+        if unknown:
+            raise StylizerError(f"unknown loss weights {', '.join(unknown)}: give some of {', '.join(names)}")
+        return replace(self, **{names[k]: float(v) for k, v in weights.items()})
+
+
+# ---------------------------------------------------------------------------------------------------
+# Faces
+
+
+def list_faces(folder: Path) -> list[Path]:
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise StylizerError(f"{folder}: folder of aligned crops not found")
+    return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+
+
+def read_faces(files: list[Path], resolution: int) -> np.ndarray:
+    """Crops [N, R, R, 3] uint8 RGB at the resolution (area-reduced or cubic-enlarged)."""
+    out = np.empty((len(files), resolution, resolution, 3), np.uint8)
+    for i, f in enumerate(files):
+        image = read_image(f)
+        if image.dtype != np.uint8:
+            image = (image.astype(np.float32) / 257).round().clip(0, 255).astype(np.uint8)
+        if image.ndim != 3 or image.shape[0] != image.shape[1]:
+            raise StylizerError(f"{f}: not a square aligned crop ({image.shape[1]}x{image.shape[0]})")
+        if image.shape[0] != resolution:
+            interp = cv2.INTER_AREA if image.shape[0] > resolution else cv2.INTER_CUBIC
+            image = cv2.resize(image, (resolution, resolution), interpolation=interp)
+        out[i] = image[..., :3]
+    return out
+
+
+def faces_from(folders: list[Path], resolution: int, what: str) -> tuple[list[Path], np.ndarray]:
+    files = [f for folder in folders for f in list_faces(folder)]
+    if len(files) < MIN_FACES:
+        where = ", ".join(str(f) for f in folders)
+        raise StylizerError(f"{where}: {len(files)} {what} crops; give at least {MIN_FACES}")
+    return files, read_faces(files, resolution)
+
+
+def split_held_out(n: int) -> tuple[np.ndarray, np.ndarray]:
+    """(training, held-out) indices: every HELD_OUT_EVERY-th face is held out."""
+    idx = np.arange(n)
+    held = idx % HELD_OUT_EVERY == HELD_OUT_EVERY - 1
+    return idx[~held], idx[held]
+
+
+def to_tensor(crops: np.ndarray) -> torch.Tensor:
+    """uint8 crops [N, R, R, 3] -> [N, 3, R, R] in -1..1."""
+    return torch.from_numpy(np.ascontiguousarray(crops)).permute(0, 3, 1, 2).float() / 127.5 - 1
+
+
+def to_uint8(images: torch.Tensor) -> np.ndarray:
+    """[N, 3, R, R] in -1..1 -> uint8 crops [N, R, R, 3]."""
+    x = (images.detach().float().clamp(-1, 1) + 1) * 127.5
+    return (x + 0.5).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+
+
+def chip_affine(crops: np.ndarray, analyzer=None, count: int = 64) -> np.ndarray:
+    """The fixed crop -> dlib chip affine [2, 3] for crops aligned like these: dlib's chip fit of the mean
+    landmarks it finds on up to `count` of them (spread over the set)."""
+    from pipeline.faces.attributes import find_aligned_landmarks
+    from pipeline.faces.descriptor import chip_transforms
+
+    pick = np.unique(np.linspace(0, len(crops) - 1, min(count, len(crops))).round().astype(int))
+    landmarks, found = find_aligned_landmarks(crops[pick], analyzer)
+    if found.sum() < max(1, len(pick) // 4):
+        raise StylizerError(
+            f"dlib found faces on {int(found.sum())} of {len(pick)} source crops: too few to place the "
+            "identity network's chip (are they aligned face crops?)"
+        )
+    return np.asarray(chip_transforms(landmarks[found].mean(axis=0)[None]), np.float64)[0]
+
+
+def dlib_features(transform: np.ndarray, device: torch.device | str = "cpu") -> nn.Module:
+    """f: dlib's descriptor network on the chip cut by `transform` (its 8x8 map and its descriptor)."""
+    from pipeline.faces.descriptor import extract_chips, load_face_descriptor
+    from pipeline.stylize.dtn import ChipFeatures
+
+    network = load_face_descriptor(device=device)
+    return ChipFeatures(network, transform, extract_chips).to(device)
+
+
+# ---------------------------------------------------------------------------------------------------
+# State
+
+
+@dataclass
+class DTNState:
+    g: StyleDrawer
+    D: ThreeWayDiscriminator
+    opt_g: torch.optim.Optimizer
+    opt_d: torch.optim.Optimizer
+    rng: torch.Generator
+    transform: np.ndarray
+    step: int = 0
+    seconds: float = 0.0
+    history: list[dict] = field(default_factory=list)
+
+
+def feature_shape(f: nn.Module, resolution: int, device: torch.device) -> tuple[int, int, int]:
+    """(map channels, map size, vector size) of f."""
+    with torch.no_grad():
+        m, v = f(torch.zeros(1, 3, resolution, resolution, device=device))
+    return int(m.shape[1]), int(m.shape[-1]), int(v.shape[1])
+
+
+def new_state(f: nn.Module, transform: np.ndarray, s: DTNSettings, device: torch.device) -> DTNState:
+    torch.manual_seed(s.seed)
+    channels, size, dim = feature_shape(f, s.resolution, device)
+    cfg = DTNConfig(s.resolution, channels, size, dim, s.width)
+    g, D = StyleDrawer(cfg).to(device), ThreeWayDiscriminator(s.resolution).to(device)
+    return DTNState(
+        g,
+        D,
+        torch.optim.Adam(g.parameters(), lr=s.lr, betas=s.betas),
+        torch.optim.Adam(D.parameters(), lr=s.lr, betas=s.betas),
+        torch.Generator().manual_seed(s.seed),
+        np.asarray(transform, np.float64),
+    )
+
+
+def batch_of(images: torch.Tensor, n: int, rng: torch.Generator) -> torch.Tensor:
+    """n images drawn at random (with replacement), half of them flipped left to right."""
+    pick = torch.randint(len(images), (n,), generator=rng)
+    flip = torch.rand(n, generator=rng) < 0.5
+    out = images[pick].clone()
+    out[flip] = out[flip].flip(-1)
+    return out
+
+
+def train_step(
+    state: DTNState, f: nn.Module, source: torch.Tensor, target: torch.Tensor, s: DTNSettings
+) -> dict:
+    """One step of D, then one of g. Returns the losses (floats) and the step."""
+    device = next(state.g.parameters()).device
+    x = batch_of(source, s.batch, state.rng).to(device)
+    t = batch_of(target, s.batch, state.rng).to(device)
+    state.g.train()
+    with torch.no_grad():
+        fx, ft = f(x), f(t)
+    gx, gt = state.g(*fx), state.g(*ft)
+    record: dict = {"step": state.step + 1}
+    if s.gan_weight:
+        loss_d = discriminator_loss(state.D, gx, gt, t)
+        state.opt_d.zero_grad(set_to_none=True)
+        loss_d.backward()
+        state.opt_d.step()
+        record["d"] = float(loss_d)
+    terms = {"tid": tid_loss(gt, t), "tv": tv_loss(gx)}
+    if s.gan_weight:
+        state.D.requires_grad_(False)
+        terms["gan"] = generator_gan_loss(state.D, gx, gt)
+    if s.const_weight:
+        terms["const"] = const_loss(fx, f(gx), s.spatial_const)
+    weights = {"gan": s.gan_weight, "const": s.const_weight, "tid": s.tid_weight, "tv": s.tv_weight}
+    loss_g = sum(weights[k] * v for k, v in terms.items())
+    state.opt_g.zero_grad(set_to_none=True)
+    loss_g.backward()
+    state.opt_g.step()
+    state.D.requires_grad_(True)
+    state.step += 1
+    record |= {k: float(v) for k, v in terms.items()}
+    record["g"] = float(loss_g)
+    state.history.append(record)
+    return record
+
+
+def describe(record: dict) -> str:
+    order = ("d", "gan", "const", "tid", "tv")
+    return ", ".join(f"{k} {record[k]:.4f}" for k in order if k in record)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Files
+
+
+def save_stylizer(path: Path, state: DTNState, settings: DTNSettings, meta: dict) -> None:
+    data = {
+        "format": STYLIZER_FORMAT,
+        "version": VERSION,
+        "config": state.g.cfg.to_dict(),
+        "state": {k: v.detach().cpu() for k, v in state.g.state_dict().items()},
+        "transform": torch.from_numpy(state.transform),
+        "settings": settings.to_dict(),
+        "meta": meta,
+    }
+    write_atomic(path, lambda tmp: torch.save(data, tmp))
+
+
+def stylizer_file(path: Path) -> Path:
+    return path / STYLIZER_FILE if path.is_dir() else path
+
+
+def load_stylizer(path: str | Path, device: torch.device | str | None = None) -> tuple[StyleDrawer, dict]:
+    """g (frozen, in eval mode) and the rest of the file: "transform" (the chip affine, numpy), "settings",
+    "meta"."""
+    path = stylizer_file(Path(path))
+    if not path.is_file():
+        raise StylizerError(f"{path}: stylizer file not found (vfx train stylize makes one)")
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - torch raises many kinds for a file that is not its own
+        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise StylizerError(f"{path}: not a readable stylizer file ({reason})") from None
+    if not isinstance(data, dict) or data.get("format") != STYLIZER_FORMAT:
+        raise StylizerError(f"{path}: not a stylizer file (vfx train stylize makes them)")
+    if data.get("version") != VERSION:
+        raise StylizerError(f"{path}: {STYLIZER_FORMAT} version {data.get('version')} is not {VERSION}")
+    try:
+        g = StyleDrawer(DTNConfig.from_dict(dict(data["config"])))
+        g.load_state_dict(data["state"])
+        transform = data["transform"].numpy().astype(np.float64).reshape(2, 3)
+    except (KeyError, TypeError, ValueError, RuntimeError, AttributeError) as e:
+        raise StylizerError(f"{path}: a damaged stylizer file ({type(e).__name__})") from None
+    g = g.to(resolve_device(device)).eval().requires_grad_(False)
+    rest = {
+        "transform": transform,
+        "settings": dict(data.get("settings") or {}),
+        "meta": dict(data.get("meta") or {}),
+    }
+    return g, rest
+
+
+def save_training(path: Path, state: DTNState, settings: DTNSettings) -> None:
+    data = {
+        "format": TRAINING_FORMAT,
+        "version": VERSION,
+        "settings": settings.to_dict(),
+        "config": state.g.cfg.to_dict(),
+        "g": {k: v.detach().cpu() for k, v in state.g.state_dict().items()},
+        "D": {k: v.detach().cpu() for k, v in state.D.state_dict().items()},
+        "opt_g": state.opt_g.state_dict(),
+        "opt_d": state.opt_d.state_dict(),
+        "rng": state.rng.get_state(),
+        "torch_rng": torch.get_rng_state(),
+        "transform": torch.from_numpy(state.transform),
+        "step": state.step,
+        "seconds": state.seconds,
+        "history": state.history,
+    }
+    write_atomic(path, lambda tmp: torch.save(data, tmp))
+
+
+def read_training(path: Path) -> dict:
+    if not path.is_file():
+        raise StylizerError(f"{path}: no stylizer training state to resume (start without --resume)")
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - any unpickling failure is a bad file
+        raise StylizerError(f"{path}: not a readable training state: {str(e).splitlines()[0]}") from None
+    if not isinstance(data, dict) or data.get("format") != TRAINING_FORMAT:
+        raise StylizerError(f"{path}: not a stylizer training state (vfx train stylize writes them)")
+    if data.get("version") != VERSION:
+        raise StylizerError(f"{path}: stylizer training state version {data.get('version')} is not {VERSION}")
+    data["path"] = str(path)
+    return data
+
+
+def load_training(data: dict, f: nn.Module, settings: DTNSettings, device: torch.device) -> DTNState:
+    """The state of `read_training`'s data, continued with this run's learning rate."""
+    path = data["path"]
+    try:
+        cfg = DTNConfig.from_dict(dict(data["config"]))
+        state = new_state(
+            f,
+            data["transform"].numpy(),
+            replace(settings, resolution=cfg.resolution, width=cfg.width),
+            device,
+        )
+        state.g.load_state_dict(data["g"])
+        state.D.load_state_dict(data["D"])
+        state.opt_g.load_state_dict(data["opt_g"])
+        state.opt_d.load_state_dict(data["opt_d"])
+        state.rng.set_state(data["rng"])
+    except (KeyError, TypeError, ValueError, RuntimeError, AttributeError) as e:
+        raise StylizerError(f"{path}: a damaged stylizer training state ({type(e).__name__})") from None
+    for opt in (state.opt_g, state.opt_d):  # --lr may change on resume
+        for group in opt.param_groups:
+            group["lr"] = settings.lr
+    torch.set_rng_state(data["torch_rng"])
+    state.step, state.seconds, state.history = (
+        int(data["step"]),
+        float(data["seconds"]),
+        list(data["history"]),
+    )
+    return state
+
+
+def preview(
+    state: DTNState, f: nn.Module, source: torch.Tensor, target: torch.Tensor, caption: str = ""
+) -> np.ndarray:
+    """Rows: held-out source faces, their drawings, target images, their drawings."""
+    state.g.eval()
+    device = next(state.g.parameters()).device
+    with torch.no_grad():
+        s, t = source.to(device), target.to(device)
+        rows = [s, state.g(*f(s)), t, state.g(*f(t))]
+    tiles = list(to_uint8(torch.cat(rows)))
+    sheet = grid(tiles, len(source))
+    return labelled(sheet, rows=["source", "stylised", "target", "redrawn"], caption=caption)
+
+
+def write_outputs(out: Path, state: DTNState, settings: DTNSettings, meta: dict) -> None:
+    save_training(out / TRAINING_NAME, state, settings)
+    last = state.history[-1] if state.history else {}
+    info = {**meta, "steps": state.step, "seconds": round(state.seconds, 1), "weights": settings.weights()}
+    info["losses"] = {k: v for k, v in last.items() if k != "step"}
+    save_stylizer(out / STYLIZER_FILE, state, settings, info)
+
+
+def write_figures(out: Path, state: DTNState, f: nn.Module, shown: tuple[torch.Tensor, torch.Tensor]) -> None:
+    write_png(out / "preview.png", preview(state, f, *shown, caption=f"step {state.step}"))
+    series = {"D": "d", "g (weighted sum)": "g", "const": "const", "tid": "tid"}  # four colours
+    present = {label: key for label, key in series.items() if any(key in h for h in state.history)}
+    write_png(out / "loss.png", loss_curve(state.history, present))
+
+
+# ---------------------------------------------------------------------------------------------------
+# The training run
+
+
+def check_inputs(sources: list[Path], targets: list[Path], out: Path, resume: bool) -> None:
+    """What can be checked before anything big loads: the folders, and whether --out may be written."""
+    for folder in [*sources, *targets]:
+        list_faces(Path(folder))
+    if out.exists() and not out.is_dir():
+        raise StylizerError(f"--out {out}: a file is there; give a folder for the stylizer")
+    if not resume and ((out / TRAINING_NAME).exists() or (out / STYLIZER_FILE).exists()):
+        raise StylizerError(f"{out}: holds a stylizer already; use --resume to continue it or another --out")
+    if resume and not (out / TRAINING_NAME).is_file():
+        raise StylizerError(
+            f"{out / TRAINING_NAME}: no stylizer training state to resume (start without --resume)"
+        )
+
+
+def train_stylizer(
+    sources: list[Path],
+    targets: list[Path],
+    out: Path,
+    settings: DTNSettings,
+    steps: int | None = None,
+    minutes: float | None = None,
+    resume: bool = False,
+    on_step: Callable[[dict], None] | None = None,
+    device: torch.device | str | None = None,
+    features: nn.Module | None = None,
+) -> DTNState:
+    """Train (or with `resume` continue) a stylizer in `out` from source and target folders of aligned
+    crops, until `steps` in all or for `minutes` of this run. `features`: f, by default dlib's descriptor
+    network on the chip placed from the source crops (a test gives a tiny one)."""
+    if steps is None and minutes is None:
+        raise StylizerError("training needs --steps or --minutes")
+    out = Path(out)
+    check_inputs(sources, targets, out, resume)
+    device = resolve_device(device)
+    saved = read_training(out / TRAINING_NAME) if resume else None
+    if saved is not None:  # the network's size is the file's, whatever this run's settings say
+        cfg = DTNConfig.from_dict(dict(saved["config"]))
+        settings = replace(settings, resolution=cfg.resolution, width=cfg.width)
+    src_files, src = faces_from(sources, settings.resolution, "source")
+    _, tgt = faces_from(targets, settings.resolution, "target")
+    train_idx, held_idx = split_held_out(len(src))
+    if saved is not None:
+        transform = saved["transform"].numpy()
+    else:
+        transform = chip_affine(src) if features is None else np.eye(2, 3)
+    f = (features or dlib_features(transform, device)).to(device).eval().requires_grad_(False)
+    source, target = to_tensor(src[train_idx]), to_tensor(tgt)
+    out.mkdir(parents=True, exist_ok=True)
+    state = (
+        load_training(saved, f, settings, device)
+        if saved is not None
+        else new_state(f, transform, settings, device)
+    )
+    shown_idx = held_idx[: settings.preview_faces] if len(held_idx) else train_idx[: settings.preview_faces]
+    shown = (to_tensor(src[shown_idx]), to_tensor(tgt[: len(shown_idx)]))
+    meta = {
+        "sources": [str(p) for p in sources],
+        "targets": [str(p) for p in targets],
+        "held_out": [src_files[i].name for i in held_idx],
+        "features": "dlib_descriptor" if features is None else type(features).__name__,
+    }
+    started = last_save = last_snap = time.monotonic()
+    run_start = state.seconds
+    try:
+        while (steps is None or state.step < steps) and (
+            minutes is None or time.monotonic() - started < minutes * 60
+        ):
+            record = train_step(state, f, source, target, settings)
+            now = time.monotonic()
+            state.seconds = run_start + now - started
+            record["seconds"] = round(state.seconds, 2)
+            if on_step:
+                on_step(record)
+            if now - last_save > settings.checkpoint_minutes * 60:
+                write_outputs(out, state, settings, meta)
+                last_save = now
+            if now - last_snap > settings.snapshot_minutes * 60:
+                write_figures(out, state, f, shown)
+                last_snap = time.monotonic()
+    finally:  # also on Ctrl-C: nothing since the last checkpoint is lost
+        write_outputs(out, state, settings, meta)
+        write_figures(out, state, f, shown)
+    return state

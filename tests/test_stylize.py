@@ -1,0 +1,210 @@
+"""Domain transfer stylisation (DTN, Taigman et al. 2017): the procedural cartoon domain, the networks'
+losses and labels, and the training's files and resume, with tiny networks (f included) on real crops."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from pipeline.stylize.cartoon import cartoon
+from pipeline.stylize.dtn import (
+    D_SOURCE_DRAWN,
+    D_TARGET_DRAWN,
+    D_TARGET_REAL,
+    DTNConfig,
+    StyleDrawer,
+    ThreeWayDiscriminator,
+    const_loss,
+    discriminator_loss,
+    generator_gan_loss,
+    tid_loss,
+    tv_loss,
+)
+from pipeline.stylize.dtn_train import (
+    DTNSettings,
+    StylizerError,
+    load_stylizer,
+    new_state,
+    to_tensor,
+    train_step,
+    train_stylizer,
+)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+class TinyFeatures(nn.Module):
+    """A frozen random f: a 4x4 map of 8 channels and a 16-d vector."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(11)
+        self.conv = nn.Conv2d(3, 8, 3, padding=1)
+        self.fc = nn.Linear(8 * 16, 16)
+
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        m = F.adaptive_avg_pool2d(torch.tanh(self.conv(images)), 4)
+        return m, self.fc(m.flatten(1))
+
+
+def real_crops(folder: Path, size: int = 32) -> np.ndarray:
+    files = sorted(folder.glob("*.png"))
+    return np.stack(
+        [cv2.resize(cv2.imread(str(f))[..., ::-1], (size, size), interpolation=cv2.INTER_AREA) for f in files]
+    )
+
+
+@pytest.fixture(scope="module")
+def domains(crops, tmp_path_factory) -> tuple[Path, Path]:
+    """Source: person a's crops; target: person b's, cartoon-filtered."""
+    root = tmp_path_factory.mktemp("domains")
+    target = root / "cartoon_b"
+    target.mkdir()
+    for f in sorted(crops["b"].glob("*.png")):
+        cv2.imwrite(str(target / f.name), cartoon(cv2.imread(str(f))[..., ::-1])[..., ::-1])
+    return crops["a"], target
+
+
+def test_the_cartoon_look_is_flat_outlined_and_deterministic(crops):
+    image = cv2.imread(str(sorted(crops["a"].glob("*.png"))[0]))[..., ::-1].copy()
+    drawn = cartoon(image)
+    assert drawn.shape == image.shape and drawn.dtype == np.uint8
+    assert np.array_equal(drawn, cartoon(image))
+    # flat paint: a few levels per channel (plus the outlines' darker copies), against hundreds in the photo
+    assert len(np.unique(drawn[..., 1])) <= 12 < len(np.unique(image[..., 1]))
+    outline = (drawn.astype(int).sum(-1) < image.astype(int).sum(-1) // 2).mean()
+    assert 0.01 < outline < 0.4
+    with pytest.raises(ValueError, match="RGB uint8"):
+        cartoon(image.astype(np.float32))
+
+
+def test_the_discriminator_labels_are_the_papers():
+    assert (D_SOURCE_DRAWN, D_TARGET_DRAWN, D_TARGET_REAL) == (0, 1, 2)
+
+    class Oracle(nn.Module):  # knows each group by its constant value
+        def forward(self, x):
+            v = x.mean((1, 2, 3))
+            return torch.stack([(v == -1).float(), (v == 0).float(), (v == 1).float()], 1) * 20
+
+    a, b, c = torch.full((2, 3, 8, 8), -1.0), torch.zeros(3, 3, 8, 8), torch.ones(4, 3, 8, 8)
+    assert discriminator_loss(Oracle(), a, b, c) < 1e-6  # source drawings 0, target drawings 1, real 2
+    assert discriminator_loss(Oracle(), c, b, a) > 5
+    assert generator_gan_loss(Oracle(), c[:2], c[:3]) < 1e-6  # g wants both drawings called real targets
+    assert generator_gan_loss(Oracle(), a, b) > 5
+
+
+def test_each_loss_moves_its_quantity_the_right_way(domains):
+    source, target = (to_tensor(real_crops(d)) for d in domains)
+    f = TinyFeatures().requires_grad_(False)
+    cfg = DTNConfig(32, 8, 4, 16, width=32)
+
+    def trained(loss_of, steps=30):
+        torch.manual_seed(0)
+        g = StyleDrawer(cfg)
+        opt = torch.optim.Adam(g.parameters(), lr=2e-3)
+        values = []
+        for _ in range(steps):
+            loss = loss_of(g)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            values.append(float(loss.detach()))
+        return values
+
+    x, t = source[:8], target[:8]
+    fx, ft = f(x), f(t)
+    const = trained(lambda g: const_loss(fx, f(g(*fx)), 1.0))
+    tid = trained(lambda g: tid_loss(g(*ft), t))
+    tv = trained(lambda g: tv_loss(g(*fx)) + 0 * tid_loss(g(*ft), t), steps=10)
+    for name, v in (("const", const), ("tid", tid), ("tv", tv)):
+        assert v[-1] < 0.7 * v[0], (name, v[0], v[-1])
+    # D learns to tell the three apart
+    torch.manual_seed(0)
+    g, D = StyleDrawer(cfg), ThreeWayDiscriminator(32, width=8)
+    opt = torch.optim.Adam(D.parameters(), lr=2e-3)
+    with torch.no_grad():
+        gx, gt = g(*fx), g(*ft)
+    d = []
+    for _ in range(30):
+        loss = discriminator_loss(D, gx, gt, t)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        d.append(float(loss.detach()))
+    assert d[-1] < 0.5 * d[0]
+
+
+def test_a_training_step_updates_g_and_d_and_the_plain_autoencoder_leaves_d_alone(domains):
+    source, target = (to_tensor(real_crops(d)) for d in domains)
+    f = TinyFeatures().requires_grad_(False)
+    s = DTNSettings(resolution=32, batch=4, width=32)
+    state = new_state(f, np.eye(2, 3), s, torch.device("cpu"))
+    d0 = [p.clone() for p in state.D.parameters()]
+    record = train_step(state, f, source, target, s)
+    assert set(record) >= {"d", "gan", "const", "tid", "tv", "g"} and state.step == 1
+    assert any(not torch.equal(a, b) for a, b in zip(d0, state.D.parameters(), strict=True))
+    plain = DTNSettings(resolution=32, batch=4, width=32).with_weights({"gan": 0, "const": 0})
+    state = new_state(f, np.eye(2, 3), plain, torch.device("cpu"))
+    d0 = [p.clone() for p in state.D.parameters()]
+    record = train_step(state, f, source, target, plain)
+    assert "d" not in record and "gan" not in record and "const" not in record
+    assert all(torch.equal(a, b) for a, b in zip(d0, state.D.parameters(), strict=True))
+    with pytest.raises(StylizerError, match="unknown loss weights nope"):
+        plain.with_weights({"nope": 1})
+
+
+def test_training_resumes_exactly_and_writes_its_files(domains, tmp_path):
+    source, target = domains
+    s = DTNSettings(resolution=32, batch=4, width=32)
+    straight = train_stylizer([source], [target], tmp_path / "a", s, steps=4, features=TinyFeatures())
+    train_stylizer([source], [target], tmp_path / "b", s, steps=2, features=TinyFeatures())
+    resumed = train_stylizer(
+        [source], [target], tmp_path / "b", s, steps=4, resume=True, features=TinyFeatures()
+    )
+    assert resumed.step == straight.step == 4
+    for a, b in zip(straight.g.state_dict().values(), resumed.g.state_dict().values(), strict=True):
+        assert torch.equal(a, b)
+    assert [h["g"] for h in resumed.history] == [h["g"] for h in straight.history]
+    for name in ("stylizer.pt", "training.pt", "preview.png", "loss.png"):
+        assert (tmp_path / "b" / name).is_file()
+    g, rest = load_stylizer(tmp_path / "b")
+    assert g.cfg == straight.g.cfg and rest["meta"]["steps"] == 4
+    assert len(rest["meta"]["held_out"]) == len(list(source.glob("*.png"))) // 5
+    # an --out that holds one already is refused without --resume; missing folders and files are named
+    with pytest.raises(StylizerError, match="holds a stylizer already"):
+        train_stylizer([source], [target], tmp_path / "b", s, steps=5, features=TinyFeatures())
+    with pytest.raises(StylizerError, match="nope: folder of aligned crops not found"):
+        train_stylizer([tmp_path / "nope"], [target], tmp_path / "c", s, steps=1, features=TinyFeatures())
+    with pytest.raises(StylizerError, match="stylizer file not found"):
+        load_stylizer(tmp_path / "c")
+    (tmp_path / "bad.pt").write_bytes(b"not torch")
+    with pytest.raises(StylizerError, match=r"bad\.pt: not a readable stylizer file"):
+        load_stylizer(tmp_path / "bad.pt")
+
+
+def test_dlib_features_read_the_chip_of_real_aligned_crops(domains):
+    """f as shipped: dlib's descriptor network on the chip placed from the source crops."""
+    from pipeline.stylize.dtn_train import chip_affine, dlib_features
+
+    crops = real_crops(domains[0], 64)
+    transform = chip_affine(crops)
+    f = dlib_features(transform)
+    with torch.no_grad():
+        m, v = f(to_tensor(crops[:4]))
+    assert m.shape == (4, 128, 8, 8) and v.shape == (4, 128)
+    # one person: her descriptors are close (dlib's 0.6), as on chips cut from each crop's own landmarks
+    assert torch.cdist(v, v).max() < 0.6
+    with pytest.raises(StylizerError, match="dlib found faces on 0 of"):
+        chip_affine(np.full((8, 64, 64, 3), 128, np.uint8))
