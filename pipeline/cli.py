@@ -334,6 +334,47 @@ def cmd_train_mapper(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_train_stylize(args: argparse.Namespace) -> int:
+    from pipeline.stylize.dtn_train import DTNSettings, check_inputs
+
+    if (args.steps is None) == (args.minutes is None):
+        print("vfx train stylize: give one of --steps or --minutes", file=sys.stderr)
+        return 2
+    DTNSettings().with_weights(args.weights or {})  # before Prefect starts: bad input is quick
+    check_inputs(args.source, args.target, args.out, args.resume)
+
+    from pipeline.flows import start_prefect, train_stylize
+
+    start_prefect()
+    result = train_stylize(
+        [str(p) for p in args.source],
+        [str(p) for p in args.target],
+        str(args.out),
+        steps=args.steps,
+        minutes=args.minutes,
+        resolution=args.res,
+        weights=args.weights,
+        batch=args.batch,
+        lr=args.lr,
+        seed=args.seed,
+        resume=args.resume,
+    )
+    print(f"{args.out}: step {result['step']}, {result['seconds']:.0f} s; {result['losses']}")
+    return 0
+
+
+def cmd_cartoon(args: argparse.Namespace) -> int:
+    from pipeline.commands.stills import image_files
+    from pipeline.commands.stylize import cartoon_folder
+    from pipeline.progress import Progress
+
+    total = len(image_files(args.source))
+    with Progress(f"cartoon {args.source}", total, "image") as bar:
+        written = cartoon_folder(args.source, args.out, on_file=lambda p: bar.advance())
+    print(f"{args.out}: {len(written)} cartoon crops")
+    return 0
+
+
 def label_folders(text: str) -> tuple[str, Path, Path]:
     """An argparse type: NAME=DIR_WITH,DIR_WITHOUT, a label attribute and its two folders of crops."""
     name, _, folders = text.partition("=")
@@ -681,6 +722,14 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--root", type=Path, default=Path("render"), help="output root (default: render)")
     t.set_defaults(func=cmd_track)
 
+    ca = sub.add_parser(
+        "cartoon",
+        help="a folder of crops in the procedural cartoon look (a target domain for vfx train stylize)",
+    )
+    ca.add_argument("source", type=Path, help="a folder of images (or one image)")
+    ca.add_argument("--out", type=Path, required=True, help="folder for the cartoon images (PNG, same names)")
+    ca.set_defaults(func=cmd_cartoon)
+
     e = sub.add_parser("extract", help="aligned face crops and landmarks from a plate, for training")
     e.add_argument("plate", help="movie, image sequence (name.####.png) or image")
     e.add_argument("--out", type=Path, required=True)
@@ -803,6 +852,51 @@ def build_parser() -> argparse.ArgumentParser:
     tm.add_argument("--seed", type=whole(0, 2**31 - 1), default=0, help="random seed (default 0)")
     tm.add_argument("--resume", action="store_true", help="continue the training state in --out")
     tm.set_defaults(func=cmd_train_mapper)
+
+    tst = trs.add_parser(
+        "stylize",
+        help="a domain transfer network (DTN): faces redrawn in a target domain learnt from unpaired images",
+    )
+    tst.add_argument(
+        "--source",
+        type=Path,
+        action="append",
+        required=True,
+        help="folder of aligned face crops (repeatable)",
+    )
+    tst.add_argument(
+        "--target",
+        type=Path,
+        action="append",
+        required=True,
+        help="folder of aligned target-domain images, such as vfx cartoon's (repeatable)",
+    )
+    tst.add_argument(
+        "--out",
+        type=Path,
+        required=True,
+        help="model folder (stylizer.pt, training.pt, preview.png, loss.png)",
+    )
+    tst.add_argument("--steps", type=whole(1, MAX_STEPS), help="train until this many steps in all")
+    tst.add_argument(
+        "--minutes", type=number(0, MAX_MINUTES, low_open=True), help="train for this many minutes"
+    )
+    tst.add_argument(
+        "--res", type=int, choices=(32, 64, 128, 256), default=64, help="drawing size (default 64)"
+    )
+    tst.add_argument(
+        "--weights",
+        type=loss_weights,
+        help="loss weights, like const=2,tid=5 (gan 1, const 1, spatial_const 1, tid 10, tv 0.05 by default; "
+        "gan=0,const=0 is the plain autoencoder baseline)",
+    )
+    tst.add_argument("--batch", type=whole(1, MAX_BATCH), default=8, help="faces per step (default 8)")
+    tst.add_argument(
+        "--lr", type=number(0, 1, low_open=True), default=2e-4, help="Adam learning rate (default 2e-4)"
+    )
+    tst.add_argument("--seed", type=whole(0, 2**31 - 1), default=0, help="random seed (default 0)")
+    tst.add_argument("--resume", action="store_true", help="continue the training state in --out")
+    tst.set_defaults(func=cmd_train_stylize)
 
     trr = trs.add_parser(
         "recognisers",

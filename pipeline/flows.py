@@ -1086,6 +1086,59 @@ def train_mapper(
     }
 
 
+@flow(name="train-stylize", persist_result=False)
+def train_stylize(
+    sources: list[str],
+    targets: list[str],
+    out: str,
+    steps: int | None = None,
+    minutes: float | None = None,
+    resolution: int = 64,
+    weights: dict[str, float] | None = None,
+    batch: int = 8,
+    lr: float = 2e-4,
+    seed: int = 0,
+    resume: bool = False,
+) -> dict:
+    """Train a domain transfer network (DTN) from folders of source faces and target images as a Prefect
+    run."""
+    from pipeline.stylize.dtn_train import DTNSettings, describe
+    from pipeline.stylize.dtn_train import train_stylizer as train
+
+    log = get_run_logger()
+    settings = DTNSettings(resolution=resolution, batch=batch, lr=lr, seed=seed).with_weights(weights or {})
+    progress = ProgressArtifact(f"stylizer training {out}")
+    started = time.monotonic()
+    first_step: int | None = None
+    budget = None if steps else 60 * (minutes or 0)
+    bar = Progress(f"train stylize {out}", steps, "step", seconds=budget, emit=log.info)
+
+    def on_step(record: dict) -> None:
+        nonlocal first_step
+        step, now = record["step"], time.monotonic()
+        first_step = step if first_step is None else first_step
+        if steps:
+            done = (step - first_step + 1) / max(1, steps - first_step + 1)
+        else:
+            done = (now - started) / (60 * (minutes or 1))
+        progress.update(min(100.0, 100 * done))
+        bar.update(step, note=describe(record))
+
+    with bar:
+        state = train(
+            [Path(p) for p in sources],
+            [Path(p) for p in targets],
+            Path(out),
+            settings,
+            steps=steps,
+            minutes=minutes,
+            resume=resume,
+            on_step=on_step,
+        )
+    last = state.history[-1] if state.history else {}
+    return {"out": out, "step": state.step, "seconds": time.monotonic() - started, "losses": describe(last)}
+
+
 @flow(name="train-recognisers", persist_result=False)
 def train_recognisers(
     generator: str,

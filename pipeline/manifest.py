@@ -392,6 +392,15 @@ class SwapSpec(Strict):
     reference_b: str | None = Field(None, description="crops of person B, for the identity measure")
 
 
+class StylizeSpec(Strict):
+    """Each tracked face redrawn in another domain by a domain transfer network (vfx train stylize)."""
+
+    enabled: bool = True
+    model: str = Field(description="a model folder from vfx train stylize (or its stylizer.pt)")
+    strength: float = Field(1.0, ge=0, le=1, description="1: the drawing alone; 0.5: half the face beneath")
+    batch: int = Field(16, ge=1, le=1024)
+
+
 class ManifestModel(Strict):
     shot: str
     plate: PlateSpec | None = None
@@ -402,6 +411,7 @@ class ManifestModel(Strict):
     swap: SwapSpec | None = None
     project: ProjectSpec | None = None
     path: PathSpec | None = None
+    stylize: StylizeSpec | None = None
     composite: CompositeSpec | None = None
 
     @field_validator("shot")
@@ -686,6 +696,25 @@ def _check_swap(path: Path, root: yaml.Node | None, base: Path, spec: ManifestMo
         )
 
 
+def _check_stylize(path: Path, root: yaml.Node | None, base: Path, spec: ManifestModel) -> None:
+    """The stylizer reads (a damaged, wrong-sized or foreign file is refused here, not by a render worker),
+    and there are tracked faces to draw."""
+    from pipeline.stylize.dtn_train import load_stylizer
+
+    stylize = spec.stylize
+    assert stylize is not None
+    if not (spec.faces and spec.faces.enabled and spec.composite and spec.composite.enabled):
+        raise ManifestError(
+            f"{path}:{_node_line(root, ('stylize',))} stylize: needs enabled faces and composite sections"
+        )
+    try:
+        load_stylizer(_resolve(base, stylize.model), "cpu")
+    except PipelineError as e:
+        raise ManifestError(
+            f"{path}:{_node_line(root, ('stylize', 'model'))} stylize.model: {e.one_line()}"
+        ) from None
+
+
 def _check_project(path: Path, root: yaml.Node | None, spec: ManifestModel) -> None:
     project = spec.project
     assert project is not None
@@ -835,7 +864,7 @@ def _no_plate(
     """A shot without a plate is a generated one: its frames are the path's faces, full frame, on black."""
     if spec.path is None or not spec.path.enabled:
         raise ManifestError(f"{path}:1 plate: required key is missing (only a path shot can go without)")
-    for stage in ("faces", "swap", "project", "composite"):
+    for stage in ("faces", "swap", "project", "stylize", "composite"):
         section = getattr(spec, stage)
         if section is not None and section.enabled:
             raise ManifestError(
@@ -930,6 +959,8 @@ def load_shot(path: str | Path, frames: str | None = None) -> Shot:
                 )
     if spec.path is not None and spec.path.enabled:
         _check_path(path, root, base, spec)
+    if spec.stylize is not None and spec.stylize.enabled:
+        _check_stylize(path, root, base, spec)
     for stage in ("project", "path"):
         section = getattr(spec, stage)
         if section is not None and section.generator:

@@ -208,3 +208,106 @@ def test_dlib_features_read_the_chip_of_real_aligned_crops(domains):
     assert torch.cdist(v, v).max() < 0.6
     with pytest.raises(StylizerError, match="dlib found faces on 0 of"):
         chip_affine(np.full((8, 64, 64, 3), 128, np.uint8))
+
+
+# ---------------------------------------------------------------------------------------------------
+# The stylise stage of a shot
+
+
+def tiny_stylizer(folder: Path, crops_dir: Path, seed: int = 3) -> Path:
+    """An untrained 32 px g for dlib's f (128-channel 8x8 map, 128-d descriptor), its chip placed from
+    real crops: what the stage's plumbing needs."""
+    from pipeline.stylize.dtn_train import chip_affine, save_stylizer
+
+    torch.manual_seed(seed)
+    g = StyleDrawer(DTNConfig(32, 128, 8, 128, width=32))
+    folder.mkdir(parents=True, exist_ok=True)
+    save_stylizer(
+        folder / "stylizer.pt", g, chip_affine(real_crops(crops_dir, 32)), DTNSettings(resolution=32), {}
+    )
+    return folder
+
+
+def stylize_manifest(
+    folder: Path, clip: Path, model: Path, composite: str = "{blend: alpha, grain: false}"
+) -> Path:
+    from conftest import write_manifest
+
+    return write_manifest(
+        folder,
+        f"""
+shot: sty010
+plate: {{movie: {clip}}}
+frames: 1001-1006
+output: {{sequence: png8, movies: [], chunk_size: 3}}
+faces: {{crop_size: 64}}
+stylize: {{model: {model}, strength: 1.0}}
+composite: {composite}
+""",
+    )
+
+
+def test_a_stylised_shot_renders_caches_its_drawings_and_says_so(
+    tmp_path, woman_clip, crops, prefect_server, capsys
+):
+    import json
+
+    from pipeline.cli import main
+    from pipeline.manifest import load_shot
+    from pipeline.shot.composite import Compositor  # noqa: F401 - the colour rule is checked below
+    from pipeline.shot.stages import stage_keys
+
+    model = tiny_stylizer(tmp_path / "sty", crops["a"])
+    m = stylize_manifest(tmp_path, woman_clip, model)
+    root = tmp_path / "render"
+    assert main(["render", str(m), "--root", str(root)]) == 0
+    v1 = root / "sty010" / "v001"
+    report = json.loads((v1 / "report.json").read_text())
+    assert report["stylize"]["frames_stylised"] == 6 and report["stylize"]["strength"] == 1.0
+    assert "stylised by a domain transfer network" in report["metadata"]["ai_altered_stages"]
+    assert "stylize:" in report["metadata"]["models"]
+    assert "## Stylisation" in (v1 / "report.md").read_text()
+    cache = Path(report["stylize"]["cache"])
+    stamps = {p.name: p.stat().st_mtime_ns for p in cache.glob("*.npz")}
+    assert len(stamps) == 6
+    # a composite change re-composites from the cached drawings: nothing is drawn again
+    m = stylize_manifest(tmp_path, woman_clip, model, "{blend: laplacian, grain: false}")
+    keys = stage_keys(load_shot(m))
+    assert main(["render", str(m), "--root", str(root)]) == 0
+    report = json.loads((root / "sty010" / "v002" / "report.json").read_text())
+    assert (
+        report["stages"]["stylize"]["ran"] is False
+        and report["stages"]["stylize"]["key"] == keys["stylize"].key
+    )
+    assert {p.name: p.stat().st_mtime_ns for p in cache.glob("*.npz")} == stamps
+    # another model file is another key
+    tiny_stylizer(tmp_path / "sty", crops["a"], seed=4)
+    assert stage_keys(load_shot(m))["stylize"].key != keys["stylize"].key
+
+
+def test_a_missing_damaged_or_foreign_stylizer_is_one_line_at_validate(
+    tmp_path, woman_clip, crops, tiny_model, capsys
+):
+    from pipeline.cli import main
+    from pipeline.stylize.dtn_train import save_stylizer
+
+    def validate(model: Path) -> str:
+        m = stylize_manifest(tmp_path, woman_clip, model)
+        capsys.readouterr()
+        assert main(["validate", str(m)]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "Traceback" not in err[0]
+        return err[0]
+
+    line = validate(tmp_path / "nope")
+    assert line.startswith(f"{tmp_path / 'shot.yaml'}:7 stylize.model: ")
+    assert line.endswith("nope: stylizer file not found (vfx train stylize makes one)")
+    wrong = tmp_path / "wrong"
+    wrong.mkdir()
+    g = StyleDrawer(DTNConfig(32, 128, 8, 128, width=32))
+    save_stylizer(wrong / "stylizer.pt", g, np.eye(2, 3), DTNSettings(), {})
+    data = torch.load(wrong / "stylizer.pt", weights_only=True)
+    data["config"]["width"] = 64  # weights of one size, a config of another
+    torch.save(data, wrong / "stylizer.pt")
+    assert "a damaged stylizer file" in validate(wrong)
+    assert validate(tiny_model / "swap.pt").endswith("not a stylizer file (vfx train stylize makes them)")

@@ -27,8 +27,8 @@ from pipeline.media.color import to_float, to_uint8
 from pipeline.media.decode import read_image
 from pipeline.media.sequences import extension, write_frame
 from pipeline.shot.frames import FaceLink, FrameComposite, FrameWork, face_chain, run_chain
-from pipeline.shot.keys import StageKey, code_version, digest, file_digest, plate_fingerprint
-from pipeline.shot.path import GeneratedFrames, mapper_file_of
+from pipeline.shot.keys import StageKey, code_version, digest, plate_fingerprint
+from pipeline.shot.path import GeneratedFrames, path_edits
 from pipeline.shot.review import review_tiles, sample_frames
 from pipeline.shot.stage import Rendered, Stage
 from pipeline.shot.swap import load_identity_references, swap_spec
@@ -49,18 +49,6 @@ def composite_key(shot: Shot, upstream: Mapping[str, StageKey]) -> StageKey:
     """The output frames: everything upstream, plus what the chunks do with it (the path's spline and
     edits, compositing, the output format) and their code."""
     path = shot.spec.path
-    edits = []
-    if path is not None and path.enabled:
-        edits = [
-            {
-                **e.model_dump(mode="json"),
-                "file": file_digest(Path(shot.resolve(e.direction))) if e.direction else None,
-            }
-            for e in path.edits
-        ]
-        if any(e.attribute for e in path.edits):  # the mapper's weights, wherever the name points
-            mapper = mapper_file_of(shot)
-            edits.append({"mapper": file_digest(mapper) if mapper else None})
     return StageKey(
         "composite",
         {
@@ -70,7 +58,7 @@ def composite_key(shot: Shot, upstream: Mapping[str, StageKey]) -> StageKey:
             "path settings": digest(
                 path.model_dump(mode="json", exclude={"keyframes", "edits", "steps"}) if path else None
             ),
-            "edits": digest(edits),
+            "edits": digest(path_edits(shot)),
             "composite settings": digest(
                 shot.spec.composite.model_dump(mode="json") if shot.spec.composite else None
             ),
@@ -125,6 +113,9 @@ class Compositor:
         spec = composite_spec(shot)
         assert spec is not None and shot.spec.faces is not None
         self.spec = spec
+        # a stylised face keeps its domain's colours unless the shot asks for a colour match
+        stylized = shot.spec.stylize is not None and shot.spec.stylize.enabled
+        self.color = "none" if stylized and "color" not in spec.model_fields_set else spec.color
         self.mask_spec: MaskSpec = spec.mask or shot.spec.faces.mask
         self.size = shot.spec.faces.crop_size
         self.track = track
@@ -182,7 +173,7 @@ class Compositor:
         matte = self.matte(i)
         if model_mask is not None:
             matte = matte * model_mask
-        face = transfer_color(face, crop, matte, self.spec.color)
+        face = transfer_color(face, crop, matte, self.color)
         face = sharpen(face, self.spec.sharpen)
         if self.spec.grain:
             face = match_grain(face, crop, matte, seed=number)

@@ -99,6 +99,25 @@ def mapper_file_of(shot: Shot) -> Path | None:
         raise ManifestError(f"{shot.where('path', 'mapper')}: {e.one_line()}") from None
 
 
+def path_edits(shot: Shot) -> list[dict]:
+    """The path's edits with the contents of the files they read (directions, the mapper's weights,
+    wherever the names point): what the frames drawn along the path change with, for the stages' keys."""
+    spec = path_spec(shot)
+    if spec is None:
+        return []
+    edits: list[dict] = [
+        {
+            **e.model_dump(mode="json"),
+            "file": file_digest(Path(shot.resolve(e.direction))) if e.direction else None,
+        }
+        for e in spec.edits
+    ]
+    if any(e.attribute for e in spec.edits):
+        mapper = mapper_file_of(shot)
+        edits.append({"mapper": file_digest(mapper) if mapper else None})
+    return edits
+
+
 def load_shot_mapper(shot: Shot, G: Generator) -> LatentMapper | None:
     """The path's mapper on the generator's device, checked against the shot's generator: a mapper
     serves the generator it was trained through only (a tuned copy keeps its latent space)."""

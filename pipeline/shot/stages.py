@@ -20,12 +20,13 @@ from pipeline.shot.keys import StageKey
 from pipeline.shot.path import PATH
 from pipeline.shot.project import PROJECT
 from pipeline.shot.stage import Stage
+from pipeline.shot.stylize import STYLIZE
 from pipeline.shot.swap import SWAP
 from pipeline.shot.track import TRACK
 from pipeline.shot.tune import TUNE
 from pipeline.workspace import RenderVersion, existing_versions
 
-STAGES: tuple[Stage, ...] = (TRACK, SWAP, PROJECT, PATH, TUNE, COMPOSITE)
+STAGES: tuple[Stage, ...] = (TRACK, SWAP, PROJECT, PATH, TUNE, STYLIZE, COMPOSITE)
 STAGE_NAMES = tuple(s.name for s in STAGES)
 BY_NAME: dict[str, Stage] = {s.name: s for s in STAGES}
 

@@ -242,7 +242,7 @@ def train_step(
         state.opt_d.zero_grad(set_to_none=True)
         loss_d.backward()
         state.opt_d.step()
-        record["d"] = float(loss_d)
+        record["d"] = float(loss_d.detach())
     terms = {"tid": tid_loss(gt, t), "tv": tv_loss(gx)}
     if s.gan_weight:
         state.D.requires_grad_(False)
@@ -256,8 +256,8 @@ def train_step(
     state.opt_g.step()
     state.D.requires_grad_(True)
     state.step += 1
-    record |= {k: float(v) for k, v in terms.items()}
-    record["g"] = float(loss_g)
+    record |= {k: float(v.detach()) for k, v in terms.items()}
+    record["g"] = float(loss_g.detach())
     state.history.append(record)
     return record
 
@@ -271,13 +271,16 @@ def describe(record: dict) -> str:
 # Files
 
 
-def save_stylizer(path: Path, state: DTNState, settings: DTNSettings, meta: dict) -> None:
+def save_stylizer(
+    path: Path, g: StyleDrawer, transform: np.ndarray, settings: DTNSettings, meta: dict
+) -> None:
+    """Write what stylising needs (atomically): g, its config, f's chip affine [2, 3], the settings."""
     data = {
         "format": STYLIZER_FORMAT,
         "version": VERSION,
-        "config": state.g.cfg.to_dict(),
-        "state": {k: v.detach().cpu() for k, v in state.g.state_dict().items()},
-        "transform": torch.from_numpy(state.transform),
+        "config": g.cfg.to_dict(),
+        "state": {k: v.detach().cpu() for k, v in g.state_dict().items()},
+        "transform": torch.from_numpy(np.asarray(transform, np.float64)),
         "settings": settings.to_dict(),
         "meta": meta,
     }
@@ -402,7 +405,7 @@ def write_outputs(out: Path, state: DTNState, settings: DTNSettings, meta: dict)
     last = state.history[-1] if state.history else {}
     info = {**meta, "steps": state.step, "seconds": round(state.seconds, 1), "weights": settings.weights()}
     info["losses"] = {k: v for k, v in last.items() if k != "step"}
-    save_stylizer(out / STYLIZER_FILE, state, settings, info)
+    save_stylizer(out / STYLIZER_FILE, state.g, state.transform, settings, info)
 
 
 def write_figures(out: Path, state: DTNState, f: nn.Module, shown: tuple[torch.Tensor, torch.Tensor]) -> None:
