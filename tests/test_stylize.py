@@ -29,6 +29,7 @@ from pipeline.stylize.dtn import (
 from pipeline.stylize.dtn_train import (
     DTNSettings,
     StylizerError,
+    face_set,
     load_stylizer,
     new_state,
     to_tensor,
@@ -147,8 +148,8 @@ def test_each_loss_moves_its_quantity_the_right_way(domains):
 
 
 def test_a_training_step_updates_g_and_d_and_the_plain_autoencoder_leaves_d_alone(domains):
-    source, target = (to_tensor(real_crops(d)) for d in domains)
     f = TinyFeatures().requires_grad_(False)
+    source, target = (face_set(to_tensor(real_crops(d)), f, torch.device("cpu")) for d in domains)
     s = DTNSettings(resolution=32, batch=4, width=32)
     state = new_state(f, np.eye(2, 3), s, torch.device("cpu"))
     d0 = [p.clone() for p in state.D.parameters()]
@@ -247,21 +248,27 @@ composite: {composite}
     )
 
 
-def test_a_stylised_shot_renders_caches_its_drawings_and_says_so(
-    tmp_path, woman_clip, crops, prefect_server, capsys
-):
+def test_the_stylize_demo_renders_caches_its_drawings_and_says_so(tmp_path, footage, crops, prefect_server):
+    """The demo as shipped, with a tiny stylizer in models/ standing in for the one the README trains."""
     import json
 
     from pipeline.cli import main
     from pipeline.manifest import load_shot
-    from pipeline.shot.composite import Compositor  # noqa: F401 - the colour rule is checked below
     from pipeline.shot.stages import stage_keys
 
-    model = tiny_stylizer(tmp_path / "sty", crops["a"])
-    m = stylize_manifest(tmp_path, woman_clip, model)
+    shipped = Path(__file__).resolve().parents[1] / "shots" / "stylize" / "demo_stylize.yaml"
+    shots = tmp_path / "shots" / "stylize"
+    shots.mkdir(parents=True)
+    tiny_stylizer(tmp_path / "models" / "demo_sty", crops["a"])
+    text = shipped.read_text().replace("../../../shared/footage", str(footage))
+    assert "color:" not in text.split("composite:")[1]  # the cartoon's colours are the point
+    m = shots / shipped.name
+    m.write_text(text)
+    assert main(["validate", str(m)]) == 0
     root = tmp_path / "render"
-    assert main(["render", str(m), "--root", str(root)]) == 0
-    v1 = root / "sty010" / "v001"
+    render = ["render", str(m), "--root", str(root), "--frames", "1001-1006"]
+    assert main(render) == 0
+    v1 = root / "demo_stylize" / "v001"
     report = json.loads((v1 / "report.json").read_text())
     assert report["stylize"]["frames_stylised"] == 6 and report["stylize"]["strength"] == 1.0
     assert "stylised by a domain transfer network" in report["metadata"]["ai_altered_stages"]
@@ -271,18 +278,16 @@ def test_a_stylised_shot_renders_caches_its_drawings_and_says_so(
     stamps = {p.name: p.stat().st_mtime_ns for p in cache.glob("*.npz")}
     assert len(stamps) == 6
     # a composite change re-composites from the cached drawings: nothing is drawn again
-    m = stylize_manifest(tmp_path, woman_clip, model, "{blend: laplacian, grain: false}")
-    keys = stage_keys(load_shot(m))
-    assert main(["render", str(m), "--root", str(root)]) == 0
-    report = json.loads((root / "sty010" / "v002" / "report.json").read_text())
-    assert (
-        report["stages"]["stylize"]["ran"] is False
-        and report["stages"]["stylize"]["key"] == keys["stylize"].key
-    )
+    m.write_text(text.replace("blend: laplacian", "blend: alpha"))
+    keys = stage_keys(load_shot(m, "1001-1006"))
+    assert main(render) == 0
+    report = json.loads((root / "demo_stylize" / "v002" / "report.json").read_text())
+    stylize = report["stages"]["stylize"]
+    assert stylize["ran"] is False and stylize["key"] == keys["stylize"].key
     assert {p.name: p.stat().st_mtime_ns for p in cache.glob("*.npz")} == stamps
     # another model file is another key
-    tiny_stylizer(tmp_path / "sty", crops["a"], seed=4)
-    assert stage_keys(load_shot(m))["stylize"].key != keys["stylize"].key
+    tiny_stylizer(tmp_path / "models" / "demo_sty", crops["a"], seed=4)
+    assert stage_keys(load_shot(m, "1001-1006"))["stylize"].key != keys["stylize"].key
 
 
 def test_a_missing_damaged_or_foreign_stylizer_is_one_line_at_validate(

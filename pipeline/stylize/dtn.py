@@ -41,7 +41,7 @@ class DTNConfig:
     feature_channels: int  # f's map
     feature_size: int  # f's map is feature_size x feature_size
     vector_dim: int  # f's vector (the descriptor)
-    width: int = 256  # g's channels at its first block (halved per doubling, at least 32)
+    width: int = 128  # g's channels at its first block (halved per doubling, at least 32)
 
     def __post_init__(self) -> None:
         log2 = math.log2(self.resolution)
@@ -113,7 +113,7 @@ class ThreeWayDiscriminator(nn.Module):
     """D: an image [B, 3, R, R] in -1..1 -> logits [B, 3] over (g's drawing of a source face, g's drawing
     of a target image, a real target image). Stride-2 convolutions to 4x4, then a linear layer."""
 
-    def __init__(self, resolution: int, width: int = 32):
+    def __init__(self, resolution: int, width: int = 16):
         super().__init__()
         layers: list[nn.Module] = [nn.Conv2d(3, width, 3, padding=1), nn.LeakyReLU(0.2)]
         c, size = width, resolution
