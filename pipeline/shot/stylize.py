@@ -15,7 +15,6 @@ from __future__ import annotations
 import functools
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
@@ -25,9 +24,6 @@ from pipeline.shot.keys import StageKey, code_version, digest, file_digest
 from pipeline.shot.path import path_edits
 from pipeline.shot.stage import MODEL_LOAD_LOCK, Rendered, Stage, StageJob, StageOutput
 from pipeline.shot.swap import SwapCache
-
-if TYPE_CHECKING:
-    import torch
 
 
 def stylize_spec(shot: Shot) -> StylizeSpec | None:
@@ -97,9 +93,6 @@ class Stylizer:
         drawn_all = np.concatenate(out)
         back = cv2.INTER_CUBIC if size > r else cv2.INTER_AREA
         return np.stack([np.clip(cv2.resize(d, (size, size), interpolation=back), 0, 1) for d in drawn_all])
-
-    def features(self, faces: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.f(faces)
 
 
 @functools.lru_cache(maxsize=2)
