@@ -316,3 +316,49 @@ def test_a_missing_damaged_or_foreign_stylizer_is_one_line_at_validate(
     torch.save(data, wrong / "stylizer.pt")
     assert "a damaged stylizer file" in validate(wrong)
     assert validate(tiny_model / "swap.pt").endswith("not a stylizer file (vfx train stylize makes them)")
+
+
+def test_train_stylize_runs_as_a_prefect_flow_and_bad_input_is_one_line(
+    domains, tmp_path, prefect_server, capsys
+):
+    from pipeline.cli import main
+
+    source, target = domains
+    out = tmp_path / "sty"
+    base = ["train", "stylize", "--source", str(source), "--target", str(target), "--out", str(out)]
+
+    def run(argv):
+        capsys.readouterr()
+        try:
+            code = main(argv)
+        except SystemExit as e:  # argparse's errors
+            code = e.code
+        return code, *capsys.readouterr()
+
+    cases = [
+        (base, "give one of --steps or --minutes"),
+        ([*base, "--steps", "2", "--minutes", "1"], "give one of --steps or --minutes"),
+        ([*base, "--steps", "2", "--weights", "style=1"], "unknown loss weights style"),
+        ([*base, "--steps", "2", "--res", "48"], "--res"),
+        (
+            [*base[:3], str(tmp_path / "nope"), *base[4:], "--steps", "2"],
+            "nope: folder of aligned crops not found",
+        ),
+        ([*base, "--steps", "2", "--resume"], "no stylizer training state to resume"),
+    ]
+    for argv, expected in cases:
+        code, _, err = run(argv)
+        assert code == 2 and expected in err and len(err.strip().splitlines()) == 1, (argv, err)
+    assert not out.exists()
+    code, stdout, err = run([*base, "--steps", "3", "--res", "32", "--batch", "2"])
+    assert code == 0, err
+    assert f"{out}: step 3, " in stdout
+    g, rest = load_stylizer(out)
+    assert g.cfg.resolution == 32 and rest["meta"]["features"] == "dlib_descriptor"
+    code, _, err = run([*base, "--steps", "3"])  # the folder holds one now
+    assert code == 2 and "holds a stylizer already; use --resume" in err
+    (tmp_path / "few").mkdir()
+    for f in sorted(source.glob("*.png"))[:3]:
+        (tmp_path / "few" / f.name).write_bytes(f.read_bytes())
+    code, _, err = run([*base[:3], str(tmp_path / "few"), *base[4:-1], str(tmp_path / "o2"), "--steps", "1"])
+    assert code == 2 and "3 source crops; give at least 4" in err and len(err.strip().splitlines()) == 1
