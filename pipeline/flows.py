@@ -1134,6 +1134,7 @@ def train_stylize(
             minutes=minutes,
             resume=resume,
             on_step=on_step,
+            keep_weights=not weights,
         )
     last = state.history[-1] if state.history else {}
     return {"out": out, "step": state.step, "seconds": time.monotonic() - started, "losses": describe(last)}

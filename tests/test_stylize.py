@@ -171,8 +171,15 @@ def test_training_resumes_exactly_and_writes_its_files(domains, tmp_path):
     s = DTNSettings(resolution=32, batch=4, width=32)
     straight = train_stylizer([source], [target], tmp_path / "a", s, steps=4, features=TinyFeatures())
     train_stylizer([source], [target], tmp_path / "b", s, steps=2, features=TinyFeatures())
-    resumed = train_stylizer(
-        [source], [target], tmp_path / "b", s, steps=4, resume=True, features=TinyFeatures()
+    resumed = train_stylizer(  # a resume without weights keeps those it was trained with
+        [source],
+        [target],
+        tmp_path / "b",
+        DTNSettings(resolution=32, batch=4, width=32, tid_weight=99),
+        steps=4,
+        resume=True,
+        features=TinyFeatures(),
+        keep_weights=True,
     )
     assert resumed.step == straight.step == 4
     for a, b in zip(straight.g.state_dict().values(), resumed.g.state_dict().values(), strict=True):

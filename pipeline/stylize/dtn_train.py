@@ -465,10 +465,12 @@ def train_stylizer(
     on_step: Callable[[dict], None] | None = None,
     device: torch.device | str | None = None,
     features: nn.Module | None = None,
+    keep_weights: bool = False,
 ) -> DTNState:
     """Train (or with `resume` continue) a stylizer in `out` from source and target folders of aligned
     crops, until `steps` in all or for `minutes` of this run. `features`: f, by default dlib's descriptor
-    network on the chip placed from the source crops (a test gives a tiny one)."""
+    network on the chip placed from the source crops (a test gives a tiny one). `keep_weights`: a resume
+    keeps the loss weights it was trained with (else `settings`' apply)."""
     if steps is None and minutes is None:
         raise StylizerError("training needs --steps or --minutes")
     out = Path(out)
@@ -478,6 +480,10 @@ def train_stylizer(
     if saved is not None:  # the network's size is the file's, whatever this run's settings say
         cfg = DTNConfig.from_dict(dict(saved["config"]))
         settings = replace(settings, resolution=cfg.resolution, width=cfg.width)
+        if keep_weights:  # no --weights on a resume: the weights it was trained with
+            before = dict(saved.get("settings") or {})
+            names = ("gan_weight", "const_weight", "spatial_const", "tid_weight", "tv_weight")
+            settings = replace(settings, **{k: float(before[k]) for k in names if k in before})
     src_files, src = faces_from(sources, settings.resolution, "source")
     _, tgt = faces_from(targets, settings.resolution, "target")
     train_idx, held_idx = split_held_out(len(src))
