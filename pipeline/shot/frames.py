@@ -2,7 +2,7 @@
 them, write the frames.
 
 The per-frame chain is the stages' work on each frame, in stage order: links that make or change the new
-face of an aligned crop (the swap model, the generator along the latent path; later a stylisation), then
+face of an aligned crop (the swap model, the generator along the latent path, the stylisation), then
 the composite that puts the new face back into the plate (`FrameWork`). A new per-frame stage is one more
 link (`Stage.face_link`).
 """
