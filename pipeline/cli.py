@@ -353,6 +353,7 @@ def cmd_train_stylize(args: argparse.Namespace) -> int:
         steps=args.steps,
         minutes=args.minutes,
         resolution=args.res,
+        patches=args.patches,
         weights=args.weights,
         batch=args.batch,
         lr=args.lr,
@@ -889,6 +890,14 @@ def build_parser() -> argparse.ArgumentParser:
         type=loss_weights,
         help="loss weights, like const=2,tid=5 (gan 1, const 1, spatial_const 1, tid 10, tv 0.05 by default; "
         "gan=0,const=0 is the plain autoencoder baseline)",
+    )
+    tst.add_argument(
+        "--patches",
+        type=int,
+        choices=(0, 2, 4, 8, 16),
+        default=8,
+        help="the discriminator's verdicts per side, each on a patch of the face (default 8); 0: one "
+        "verdict for the whole image, the paper's D",
     )
     tst.add_argument("--batch", type=whole(1, MAX_BATCH), default=8, help="faces per step (default 8)")
     tst.add_argument(

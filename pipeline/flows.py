@@ -1097,6 +1097,7 @@ def train_stylize(
     weights: dict[str, float] | None = None,
     batch: int = 8,
     lr: float = 2e-4,
+    patches: int = 8,
     seed: int = 0,
     resume: bool = False,
 ) -> dict:
@@ -1106,7 +1107,8 @@ def train_stylize(
     from pipeline.stylize.dtn_train import train_stylizer as train
 
     log = get_run_logger()
-    settings = DTNSettings(resolution=resolution, batch=batch, lr=lr, seed=seed).with_weights(weights or {})
+    settings = DTNSettings(resolution=resolution, batch=batch, lr=lr, seed=seed, d_patch=patches)
+    settings = settings.with_weights(weights or {})
     progress = ProgressArtifact(f"stylizer training {out}")
     started = time.monotonic()
     first_step: int | None = None

@@ -105,6 +105,19 @@ def test_the_discriminator_labels_are_the_papers():
     assert generator_gan_loss(Oracle(), c[:2], c[:3]) < 1e-6  # g wants both drawings called real targets
     assert generator_gan_loss(Oracle(), a, b) > 5
 
+    class PatchOracle(Oracle):  # the same verdicts, one per patch of a 4 x 4 grid
+        def forward(self, x):
+            return super().forward(x)[:, :, None, None].expand(-1, -1, 4, 4)
+
+    assert (
+        discriminator_loss(PatchOracle(), a, b, c) < 1e-6 and discriminator_loss(PatchOracle(), c, b, a) > 5
+    )
+    assert generator_gan_loss(PatchOracle(), c[:2], c[:3]) < 1e-6
+    assert ThreeWayDiscriminator(64, patch=8)(torch.zeros(2, 3, 64, 64)).shape == (2, 3, 8, 8)
+    assert ThreeWayDiscriminator(64)(torch.zeros(2, 3, 64, 64)).shape == (2, 3)
+    with pytest.raises(ValueError, match="patch grid"):
+        ThreeWayDiscriminator(64, patch=3)
+
 
 def test_each_loss_moves_its_quantity_the_right_way(domains):
     source, target = (to_tensor(real_crops(d)) for d in domains)

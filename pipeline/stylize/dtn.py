@@ -110,21 +110,41 @@ class StyleDrawer(nn.Module):
 
 
 class ThreeWayDiscriminator(nn.Module):
-    """D: an image [B, 3, R, R] in -1..1 -> logits [B, 3] over (g's drawing of a source face, g's drawing
-    of a target image, a real target image). Stride-2 convolutions to 4x4, then a linear layer."""
+    """D: an image [B, 3, R, R] in -1..1 -> logits over (g's drawing of a source face, g's drawing of a
+    target image, a real target image): [B, 3] for the whole image (the paper's D: stride-2 convolutions
+    to 4x4, then a linear layer), or [B, 3, P, P] with `patch` P, one verdict per patch, each seeing about
+    a third of the face (stride-2 convolutions down to P x P, then a 1x1 convolution).
 
-    def __init__(self, resolution: int, width: int = 16):
+    Why patches: a target domain made from few people (the project's: one person's crops, cartoon-filtered)
+    lets a whole-image D learn "a real target image is that person", and g then draws that person for
+    every source face, which L_CONST through the same f can be fooled into accepting. A D that sees only
+    patches judges the look (flat paint, outlines), not who it is (after PatchGAN, Isola et al. 2017)."""
+
+    def __init__(self, resolution: int, width: int = 16, patch: int = 0):
         super().__init__()
+        if patch and (patch < 2 or resolution % patch or patch > resolution // 2):
+            raise ValueError(
+                f"a {patch} x {patch} patch grid does not divide {resolution} px by a power of 2"
+            )
         layers: list[nn.Module] = [nn.Conv2d(3, width, 3, padding=1), nn.LeakyReLU(0.2)]
         c, size = width, resolution
-        while size > 4:
+        while size > (patch or 4):
             layers += [nn.Conv2d(c, min(256, c * 2), 4, stride=2, padding=1), nn.LeakyReLU(0.2)]
             c, size = min(256, c * 2), size // 2
         self.features = nn.Sequential(*layers)
-        self.out = nn.Linear(c * 16, 3)
+        self.patch = patch
+        self.out: nn.Module = nn.Conv2d(c, 3, 1) if patch else nn.Linear(c * 16, 3)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.out(self.features(images).flatten(1))
+        x = self.features(images)
+        return self.out(x) if self.patch else self.out(x.flatten(1))
+
+
+def _labelled(logits: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
+    """The cross-entropy of logits [N, 3] or [N, 3, P, P] with one label per image [N]."""
+    if logits.ndim == 4:
+        label = label[:, None, None].expand(-1, *logits.shape[2:])
+    return F.cross_entropy(logits, label.to(logits.device))
 
 
 class ChipFeatures(nn.Module):
@@ -166,14 +186,14 @@ def discriminator_loss(
             torch.full((len(drawn_target),), D_TARGET_DRAWN),
             torch.full((len(target),), D_TARGET_REAL),
         ]
-    ).to(logits.device)
-    return F.cross_entropy(logits, labels)
+    )
+    return _labelled(logits, labels)
 
 
 def generator_gan_loss(D: nn.Module, drawn_source: torch.Tensor, drawn_target: torch.Tensor) -> torch.Tensor:
     """L_GANG: both of g's drawings classified as real target images."""
     logits = D(torch.cat([drawn_source, drawn_target]))
-    return F.cross_entropy(logits, torch.full((len(logits),), D_TARGET_REAL, device=logits.device))
+    return _labelled(logits, torch.full((len(logits),), D_TARGET_REAL))
 
 
 def const_loss(

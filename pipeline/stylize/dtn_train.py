@@ -67,10 +67,11 @@ class DTNSettings:
     lr: float = 2e-4
     betas: tuple[float, float] = (0.5, 0.999)
     gan_weight: float = 1.0
-    const_weight: float = 1.0  # squared descriptor distance (the same person: under 0.36)
+    const_weight: float = 10.0  # squared descriptor distance (the same person: under 0.36)
     spatial_const: float = 1.0  # the 8x8 map's mean squared error, inside L_CONST
     tid_weight: float = 10.0  # mean squared pixel error in -1..1
     tv_weight: float = 0.05
+    d_patch: int = 8  # D's verdicts per side (0: one for the whole image, the paper's D)
     width: int = 128  # g's first block; a CPU step of 8 faces at 64 px takes about 1 s on one thread
     seed: int = 0
     checkpoint_minutes: float = 5.0
@@ -205,7 +206,7 @@ def new_state(f: nn.Module, transform: np.ndarray, s: DTNSettings, device: torch
     torch.manual_seed(s.seed)
     channels, size, dim = feature_shape(f, s.resolution, device)
     cfg = DTNConfig(s.resolution, channels, size, dim, s.width)
-    g, D = StyleDrawer(cfg).to(device), ThreeWayDiscriminator(s.resolution).to(device)
+    g, D = StyleDrawer(cfg).to(device), ThreeWayDiscriminator(s.resolution, patch=s.d_patch).to(device)
     return DTNState(
         g,
         D,
@@ -480,6 +481,7 @@ def train_stylizer(
     if saved is not None:  # the network's size is the file's, whatever this run's settings say
         cfg = DTNConfig.from_dict(dict(saved["config"]))
         settings = replace(settings, resolution=cfg.resolution, width=cfg.width)
+        settings = replace(settings, d_patch=int(dict(saved.get("settings") or {}).get("d_patch", 0)))
         if keep_weights:  # no --weights on a resume: the weights it was trained with
             before = dict(saved.get("settings") or {})
             names = ("gan_weight", "const_weight", "spatial_const", "tid_weight", "tv_weight")
