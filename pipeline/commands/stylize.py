@@ -9,6 +9,7 @@ from pathlib import Path
 from pipeline.commands.stills import image_files
 from pipeline.curves import write_png
 from pipeline.errors import PipelineError
+from pipeline.media.color import to_uint8
 from pipeline.media.decode import read_image
 from pipeline.stylize.cartoon import cartoon
 
@@ -26,10 +27,9 @@ def cartoon_folder(source: Path, out: Path, on_file: Callable[[Path], None] | No
     written = []
     for f in files:
         image = read_image(f)
-        if image.dtype != "uint8":
-            image = (image // 257).astype("uint8")
         if image.ndim != 3 or image.shape[2] < 3:
             raise PipelineError(f"{f}: not an RGB image")
+        image = to_uint8(image)
         path = out / f"{f.stem}.png"
         write_png(path, cartoon(image[..., :3].copy()))
         written.append(path)

@@ -4,7 +4,8 @@ people of the shots) and target images (the domain, such as cartoon faces of oth
 Each step takes a batch of source faces x and of target images t (flipped left to right at random), draws
 g(f(x)) and g(f(t)), and takes one Adam step of the three-way discriminator on L_D and one of g on
 L_GANG + const * L_CONST + tid * L_TID + tv * L_TV (the weights are settings: with gan 0 and const 0 it
-is the plain autoencoder the paper compares with, g trained to redraw target images from f alone).
+is the plain autoencoder baseline, g trained to redraw target images from f alone). D judges 8 x 8 patches
+by default (`d_patch`; 0 is the paper's whole-image D): see dtn.ThreeWayDiscriminator for why.
 
 f reads faces on dlib's 150 px chip cut by one fixed affine: the mean landmarks dlib finds on up to 64 of
 the source crops (all crops are aligned the same way), fitted as dlib fits its chips. A fifth of the source
@@ -34,6 +35,7 @@ from pipeline.devices import resolve_device
 from pipeline.errors import PipelineError
 from pipeline.faces.draw import grid
 from pipeline.files import write_atomic
+from pipeline.media.color import to_uint8 as image_to_uint8
 from pipeline.media.decode import read_image
 from pipeline.stylize.dtn import (
     DTNConfig,
@@ -77,7 +79,6 @@ class DTNSettings:
     checkpoint_minutes: float = 5.0
     snapshot_minutes: float = 5.0
     preview_faces: int = 8
-    extra: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         return {**asdict(self), "betas": list(self.betas)}
@@ -115,9 +116,7 @@ def read_faces(files: list[Path], resolution: int) -> np.ndarray:
     """Crops [N, R, R, 3] uint8 RGB at the resolution (area-reduced or cubic-enlarged)."""
     out = np.empty((len(files), resolution, resolution, 3), np.uint8)
     for i, f in enumerate(files):
-        image = read_image(f)
-        if image.dtype != np.uint8:
-            image = (image.astype(np.float32) / 257).round().clip(0, 255).astype(np.uint8)
+        image = image_to_uint8(read_image(f))
         if image.ndim != 3 or image.shape[0] != image.shape[1]:
             raise StylizerError(f"{f}: not a square aligned crop ({image.shape[1]}x{image.shape[0]})")
         if image.shape[0] != resolution:
