@@ -3,7 +3,7 @@ a face redrawn in another domain, learnt from unpaired faces of both.
 
 A frozen feature encoder f describes a face; a generator g draws the target domain from f's features; a
 three-way discriminator D tells apart g's drawings of source faces, g's drawings of target images and real
-target images. The losses (`dtn_losses`), as in the paper:
+target images. The losses (the functions below), as in the paper:
 - L_D: D's cross-entropy with the paper's labels, 0 for g(f(x)) of a source face x, 1 for g(f(t)) of a
   target image t, 2 for a real t (`D_SOURCE_DRAWN`, `D_TARGET_DRAWN`, `D_TARGET_REAL`);
 - L_GANG: g wants D to call both its drawings real target images (class 2);
@@ -32,7 +32,6 @@ import torch.nn.functional as F
 from torch import nn
 
 D_SOURCE_DRAWN, D_TARGET_DRAWN, D_TARGET_REAL = 0, 1, 2
-LOSSES = ("gan", "const", "tid", "tv")
 
 
 @dataclass(frozen=True)
