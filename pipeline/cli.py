@@ -888,8 +888,8 @@ def build_parser() -> argparse.ArgumentParser:
     tst.add_argument(
         "--weights",
         type=loss_weights,
-        help="loss weights, like const=2,tid=5 (gan 1, const 1, spatial_const 1, tid 10, tv 0.05 by default; "
-        "gan=0,const=0 is the plain autoencoder baseline)",
+        help="loss weights, like const=2,tid=5 (gan 1, const 10, spatial_const 1, tid 10, tv 0.05 by "
+        "default; gan=0,const=0 is the plain autoencoder baseline)",
     )
     tst.add_argument(
         "--patches",
