@@ -971,6 +971,31 @@ def train_generator(
     }
 
 
+def step_progress(
+    label: str, artifact: str, steps: int | None, minutes: float | None, describe: Callable[[dict], str]
+) -> tuple[Progress, Callable[[dict], None]]:
+    """A training's progress bar and the callback its steps report to: the share done (of the steps left
+    when it started, or of the minutes) goes to the run's progress artifact, the losses to the log."""
+    log = get_run_logger()
+    progress = ProgressArtifact(artifact)
+    started = time.monotonic()
+    first_step: int | None = None
+    bar = Progress(label, steps, "step", seconds=None if steps else 60 * (minutes or 0), emit=log.info)
+
+    def on_step(record: dict) -> None:
+        nonlocal first_step
+        step, now = record["step"], time.monotonic()
+        first_step = step if first_step is None else first_step
+        if steps:
+            done = (step - first_step + 1) / max(1, steps - first_step + 1)
+        else:
+            done = (now - started) / (60 * (minutes or 1))
+        progress.update(min(100.0, 100 * done))
+        bar.update(step, note=describe(record))
+
+    return bar, on_step
+
+
 @flow(name="train-encoder", persist_result=False)
 def train_encoder(
     generator: str,
@@ -988,24 +1013,11 @@ def train_encoder(
     from pipeline.stylegan.encoder_train import EncoderSettings, describe_losses, recent_losses
     from pipeline.stylegan.encoder_train import train_encoder as train
 
-    log = get_run_logger()
     settings = EncoderSettings(batch=batch, lr=lr, seed=seed)
-    progress = ProgressArtifact(f"encoder training {out}")
     started = time.monotonic()
-    first_step: int | None = None
-    budget = None if steps else 60 * (minutes or 0)
-    bar = Progress(f"train encoder {out}", steps, "step", seconds=budget, emit=log.info)
-
-    def on_step(record: dict) -> None:
-        nonlocal first_step
-        step, now = record["step"], time.monotonic()
-        first_step = step if first_step is None else first_step
-        if steps:
-            done = (step - first_step + 1) / max(1, steps - first_step + 1)
-        else:
-            done = (now - started) / (60 * (minutes or 1))
-        progress.update(min(100.0, 100 * done))
-        bar.update(step, note=describe_losses(record))
+    bar, on_step = step_progress(
+        f"train encoder {out}", f"encoder training {out}", steps, minutes, describe_losses
+    )
 
     with bar:
         state = train(
@@ -1046,25 +1058,12 @@ def train_mapper(
     from pipeline.stylegan.mapper_train import MapperSettings, describe_losses
     from pipeline.stylegan.mapper_train import train_mapper as train
 
-    log = get_run_logger()
     settings = MapperSettings(batch=batch, lr=lr, seed=seed, attributes=tuple(attributes or ()))
     settings = settings.with_weights(weights or {})
-    progress = ProgressArtifact(f"mapper training {out}")
     started = time.monotonic()
-    first_step: int | None = None
-    budget = None if steps else 60 * (minutes or 0)
-    bar = Progress(f"train mapper {out}", steps, "step", seconds=budget, emit=log.info)
-
-    def on_step(record: dict) -> None:
-        nonlocal first_step
-        step, now = record["step"], time.monotonic()
-        first_step = step if first_step is None else first_step
-        if steps:
-            done = (step - first_step + 1) / max(1, steps - first_step + 1)
-        else:
-            done = (now - started) / (60 * (minutes or 1))
-        progress.update(min(100.0, 100 * done))
-        bar.update(step, note=describe_losses(record))
+    bar, on_step = step_progress(
+        f"train mapper {out}", f"mapper training {out}", steps, minutes, describe_losses
+    )
 
     with bar:
         state = train(
@@ -1106,25 +1105,10 @@ def train_stylize(
     from pipeline.stylize.dtn_train import DTNSettings, describe
     from pipeline.stylize.dtn_train import train_stylizer as train
 
-    log = get_run_logger()
     settings = DTNSettings(resolution=resolution, batch=batch, lr=lr, seed=seed, d_patch=patches)
     settings = settings.with_weights(weights or {})
-    progress = ProgressArtifact(f"stylizer training {out}")
     started = time.monotonic()
-    first_step: int | None = None
-    budget = None if steps else 60 * (minutes or 0)
-    bar = Progress(f"train stylize {out}", steps, "step", seconds=budget, emit=log.info)
-
-    def on_step(record: dict) -> None:
-        nonlocal first_step
-        step, now = record["step"], time.monotonic()
-        first_step = step if first_step is None else first_step
-        if steps:
-            done = (step - first_step + 1) / max(1, steps - first_step + 1)
-        else:
-            done = (now - started) / (60 * (minutes or 1))
-        progress.update(min(100.0, 100 * done))
-        bar.update(step, note=describe(record))
+    bar, on_step = step_progress(f"train stylize {out}", f"stylizer training {out}", steps, minutes, describe)
 
     with bar:
         state = train(
