@@ -1,7 +1,7 @@
 """Compositing a new face into the plate: colour transfer, blending, plate matching, elements."""
 
 from pipeline.composite.alter import ALTERATIONS, alter_face
-from pipeline.composite.blend import BLEND_MODES, blend, seam_score
+from pipeline.composite.blend import BLEND_MODES, FaceElement, blend, seam_score
 from pipeline.composite.color import COLOR_METHODS, mean_lab_difference, transfer_color
 from pipeline.composite.match import match_grain, noise_sigma, sharpen
 
@@ -9,6 +9,7 @@ __all__ = [
     "ALTERATIONS",
     "BLEND_MODES",
     "COLOR_METHODS",
+    "FaceElement",
     "alter_face",
     "blend",
     "match_grain",

@@ -6,6 +6,8 @@ returned bit for bit.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import cv2
 import numpy as np
 
@@ -15,9 +17,7 @@ from pipeline.media.color import to_float, to_uint8
 BLEND_MODES = ("alpha", "laplacian", "poisson", "hard")
 
 
-def _alpha(plate_box: np.ndarray, region: PlateRegion) -> np.ndarray:
-    a = region.alpha[..., None]
-    return plate_box * (1 - a) + region.face * a
+POISSON_SIDE = 512  # the Poisson membrane is solved on a grid whose longer side is at most this
 
 
 def _hard(plate_box: np.ndarray, region: PlateRegion) -> np.ndarray:
@@ -25,52 +25,118 @@ def _hard(plate_box: np.ndarray, region: PlateRegion) -> np.ndarray:
     return np.where(a, region.face, plate_box)
 
 
-def _laplacian(plate_box: np.ndarray, region: PlateRegion, levels: int = 5) -> np.ndarray:
-    """Blend band by band: coarse bands mix over wide areas, fine bands over narrow ones (Burt & Adelson)."""
-    h, w = region.alpha.shape
+def matte_pyramid(alpha: np.ndarray, levels: int = 5) -> list[np.ndarray]:
+    """The matte's Gaussian pyramid for a Laplacian blend of its size (fewer levels for a small box)."""
+    h, w = alpha.shape
     levels = max(1, min(levels, int(np.log2(max(2, min(h, w)))) - 2))
-    size = (w, h)
-    pad_w, pad_h = (-w) % (1 << levels), (-h) % (1 << levels)
-
-    def padded(x: np.ndarray) -> np.ndarray:
-        return cv2.copyMakeBorder(x, 0, pad_h, 0, pad_w, cv2.BORDER_REFLECT101)
-
-    a, b = padded(region.face), padded(plate_box)
-    m = padded(region.alpha)
-    ga, gb, gm = [a], [b], [m]
+    pyramid = [alpha]
     for _ in range(levels):
-        ga.append(cv2.pyrDown(ga[-1]))
-        gb.append(cv2.pyrDown(gb[-1]))
-        gm.append(cv2.pyrDown(gm[-1]))
-    out = ga[-1] * gm[-1][..., None] + gb[-1] * (1 - gm[-1][..., None])
-    for k in range(levels - 1, -1, -1):
-        shape = ga[k].shape[1::-1]
-        la = ga[k] - cv2.pyrUp(ga[k + 1], dstsize=shape)
-        lb = gb[k] - cv2.pyrUp(gb[k + 1], dstsize=shape)
-        out = cv2.pyrUp(out, dstsize=shape) + la * gm[k][..., None] + lb * (1 - gm[k][..., None])
-    return np.clip(out[: size[1], : size[0]], 0, 1)
+        pyramid.append(cv2.pyrDown(pyramid[-1]))
+    return pyramid
 
 
-def _poisson(plate_box: np.ndarray, region: PlateRegion, margin: int = 4) -> np.ndarray:
-    """OpenCV's seamlessClone, with the clone's centre pinned to the matte's own box so it cannot shift.
+def _laplacian_change(d: np.ndarray, gm: list[np.ndarray]) -> np.ndarray:
+    """The change a Laplacian blend makes to one plane of the plate, from d = face - plate (used up).
+
+    Burt & Adelson 1983 ("A multiresolution spline"): coarse bands mix over wide areas, fine bands over
+    narrow ones. The decomposition is linear, so plate + the sum of the difference's bands, each weighted
+    by the matte's Gaussian pyramid at its level, is the same blend as mixing the face's and the plate's
+    pyramids, with one pyramid built instead of two. Halving rounds up (pyrDown/pyrUp pair any size), so
+    no padding is needed.
+    """
+    g = [d]
+    for _ in range(len(gm) - 1):
+        g.append(cv2.pyrDown(g[-1]))
+    out = np.multiply(g[-1], gm[-1])
+    for k in range(len(gm) - 2, -1, -1):
+        size = g[k].shape[::-1]
+        band = np.subtract(g[k], cv2.pyrUp(g[k + 1], dstsize=size), out=g[k])
+        np.multiply(band, gm[k], out=band)
+        out = np.add(cv2.pyrUp(out, dstsize=size), band, out=band)
+    return out
+
+
+def _seamless_clone(face: np.ndarray, plate_box: np.ndarray, mask: np.ndarray, margin: int = 4) -> np.ndarray:
+    """OpenCV's seamlessClone (Pérez et al. 2003, "Poisson image editing"), float in and out, with the
+    clone's centre pinned to the matte's own box so it cannot shift.
 
     seamlessClone places the mask's bounding box centred on the point it is given (integer halves), so
     passing that box's own centre puts every pixel back where it came from, frame after frame.
     """
-    mask = (region.alpha > 0.5).astype(np.uint8) * 255
-    if not mask.any():
-        return plate_box
-    src = cv2.copyMakeBorder(to_uint8(region.face), margin, margin, margin, margin, cv2.BORDER_REPLICATE)
+    mask = mask.astype(np.uint8) * 255
+    src = cv2.copyMakeBorder(to_uint8(face), margin, margin, margin, margin, cv2.BORDER_REPLICATE)
     dst = cv2.copyMakeBorder(to_uint8(plate_box), margin, margin, margin, margin, cv2.BORDER_REPLICATE)
     mask = cv2.copyMakeBorder(mask, margin, margin, margin, margin, cv2.BORDER_CONSTANT, value=0)
     x, y, w, h = cv2.boundingRect(mask)
     centre = (x + w // 2, y + h // 2)
-    # a copy: seamlessClone writes into the mask it is given (opencv-python-headless 5.0.0.93), and the
-    # mask is needed below to say where the clone goes
+    # a copy: seamlessClone writes into the mask it is given (opencv-python-headless 5.0.0.93)
     out = cv2.seamlessClone(src, dst, mask.copy(), centre, cv2.NORMAL_CLONE)
-    out = out[margin:-margin, margin:-margin].astype(np.float32) / 255.0
+    return to_float(out[margin:-margin, margin:-margin])
+
+
+def _poisson(plate_box: np.ndarray, region: PlateRegion) -> np.ndarray:
+    """Poisson (seamless) cloning inside the matte's 0.5 contour.
+
+    A Poisson clone is the new face plus a membrane: the harmonic function that takes the plate - face
+    difference on the contour smoothly across the inside (Farbman et al. 2009, "Coordinates for instant
+    image cloning"). The membrane is smooth, so on a big box it is solved on a grid at most POISSON_SIDE px
+    long, in halvings, and drawn back up bilinearly; the face keeps its full-resolution detail. A box that
+    small or smaller is cloned as it is.
+    """
+    inside = region.alpha > 0.5
+    if not inside.any():
+        return plate_box
+    h, w = inside.shape
+    shrink = 1
+    while max(h, w) > POISSON_SIDE * shrink:
+        shrink *= 2
+    if shrink == 1:
+        out = _seamless_clone(region.face, plate_box, inside)
+    else:
+        small = (-(-w // shrink), -(-h // shrink))
+        face = cv2.resize(region.face, small, interpolation=cv2.INTER_AREA)
+        plate = cv2.resize(plate_box, small, interpolation=cv2.INTER_AREA)
+        matte = cv2.resize(inside.astype(np.float32), small, interpolation=cv2.INTER_AREA) > 0.5
+        membrane = np.subtract(_seamless_clone(face, plate, matte), face, out=face)
+        out = np.add(region.face, cv2.resize(membrane, (w, h), interpolation=cv2.INTER_LINEAR))
+        np.clip(out, 0, 1, out=out)
     # keep the plate's full precision wherever the clone did not reach
-    return np.where((mask[margin:-margin, margin:-margin] > 0)[..., None], out, plate_box)
+    return np.where(inside[..., None], out, plate_box)
+
+
+def _planes_blend(view: np.ndarray, region: PlateRegion, mode: str) -> np.ndarray:
+    """Alpha or Laplacian blend of the region into `view` (the plate's box), one colour plane at a time.
+
+    A plane is a contiguous float32 array the size of the box, so every step runs over long rows in
+    place (an H x W x 3 array times an H x W matte broadcasts over rows of 3, several times slower, and
+    each fresh full-size temporary costs page faults). The change is zero wherever the matte is, so the
+    box's untouched pixels come back as they were, bit for bit, without a masked copy.
+    """
+    alpha = region.alpha
+    gm = matte_pyramid(alpha) if mode == "laplacian" else None
+    touched = (alpha > 0).astype(np.float32) if mode == "laplacian" else None
+    d = np.empty(alpha.shape, np.float32)  # one scratch plane for the three
+    planes = []
+    for plate_plane, face_plane in zip(cv2.split(view), region.planes, strict=True):
+        p = to_float(plate_plane)  # cv2.split's own copy (or a float32 image made from it)
+        np.subtract(face_plane, p, out=d)
+        if gm is None:
+            change = np.multiply(d, alpha, out=d)
+        else:
+            change = _laplacian_change(d, gm)
+            np.multiply(change, touched, out=change)
+        np.add(p, change, out=p)
+        np.clip(p, 0, 1, out=p)
+        planes.append(_like_plate(p, view.dtype))
+    return cv2.merge(planes)
+
+
+def _like_plate(plane: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """A float plane in [0, 1] as the plate's samples: rounded to the nearest (an untouched sample comes
+    back as it was: x / 255 * 255 rounds to x)."""
+    if dtype == np.uint8:
+        return cv2.convertScaleAbs(plane, alpha=255.0)
+    return like_dtype(plane, dtype)
 
 
 def blend(plate: np.ndarray, region: PlateRegion | None, mode: str) -> np.ndarray:
@@ -81,11 +147,31 @@ def blend(plate: np.ndarray, region: PlateRegion | None, mode: str) -> np.ndarra
     if region is None:
         return out
     view = out[region.box]
-    box = to_float(view)
-    mixed = {"alpha": _alpha, "hard": _hard, "laplacian": _laplacian, "poisson": _poisson}[mode](box, region)
+    if mode in ("alpha", "laplacian"):
+        view[...] = _planes_blend(view, region, mode)
+        return out
+    mixed = {"hard": _hard, "poisson": _poisson}[mode](to_float(view), region)
     touched = region.alpha > 0 if mode != "hard" else region.alpha > 0.5
     np.copyto(view, like_dtype(mixed, plate.dtype), where=touched[..., None])  # faster than mask indexing
     return out
+
+
+@dataclass(frozen=True)
+class FaceElement:
+    """The new face as an RGBA layer over the plate (straight alpha), for compositors who finish
+    elsewhere. It is kept as the face's region until it is written: a plate-sized RGBA float array is
+    133 MB at UHD, and everything outside the face's box is zero."""
+
+    shape: tuple[int, int]  # the plate's height and width
+    region: PlateRegion | None  # None: an empty layer (a frame without a face)
+
+    def rgba(self, dtype: type[np.generic] = np.float32) -> np.ndarray:
+        """The layer at plate size, in `dtype` (float32 in [0, 1], or uint16 for a 16-bit file)."""
+        out = np.zeros((*self.shape, 4), dtype)
+        if self.region is not None:
+            r = self.region
+            out[r.box] = like_dtype(np.concatenate([r.face, r.alpha[..., None]], axis=-1), np.dtype(dtype))
+        return out
 
 
 def seam_score(comp: np.ndarray, plate: np.ndarray, region: PlateRegion, width: int = 1) -> float:

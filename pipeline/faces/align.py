@@ -8,6 +8,7 @@ matrix from plate to crop coordinates for any crop size.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import cv2
 import numpy as np
@@ -52,26 +53,37 @@ def transform_points(matrix: np.ndarray, points: np.ndarray) -> np.ndarray:
 def align_face(frame: np.ndarray, params: np.ndarray, crop_size: int) -> tuple[np.ndarray, np.ndarray]:
     """The aligned crop (float32 RGB in [0, 1]) and its plate->crop matrix.
 
-    Where the crop square reaches past the frame edge, the frame is mirrored and blurred toward its
-    median colour with distance from the edge (as FFHQ pads), rather than the crop being shrunk.
+    Only the box of the plate that the crop square covers is converted to float and, for a big reduction,
+    area-averaged first (so the crop does not alias): the cost follows the face, not the plate (a UHD
+    plate is 8.3 million pixels; a face in it, a fraction). Where the crop square reaches past the frame
+    edge, the frame is mirrored and blurred toward its median colour with distance from the edge (as FFHQ
+    pads), rather than the crop being shrunk.
     """
     if not MIN_CROP <= crop_size <= MAX_CROP:
         raise ValueError(f"crop size {crop_size} is outside {MIN_CROP}..{MAX_CROP}")
     matrix = crop_matrix(params, crop_size)
-    image = to_float(frame)
-    src, m = image, matrix
-    shrink = int(np.floor(params[2] / crop_size))
-    if shrink >= 2:  # a big reduction: area-average first so the crop does not alias
-        h, w = image.shape[:2]
-        src = cv2.resize(image, (max(1, w // shrink), max(1, h // shrink)), interpolation=cv2.INTER_AREA)
-        sx, sy = w / src.shape[1], h / src.shape[0]
+    shrink = max(1, int(np.floor(params[2] / crop_size)))
+    x0, y0, x1, y1 = covered_box(frame.shape, cv2.invertAffineTransform(matrix), crop_size, 4 * shrink)
+    if x1 - x0 < 4 or y1 - y0 < 4:  # the square all but misses the plate: mirror the whole of it
+        x0, y0, x1, y1 = 0, 0, frame.shape[1], frame.shape[0]
+    if shrink >= 2:  # whole blocks of shrink x shrink pixels, so the area average is an exact box filter
+        x0, y0 = x0 - x0 % shrink, y0 - y0 % shrink
+        x1 = min(frame.shape[1], x0 + -(-(x1 - x0) // shrink) * shrink)
+        y1 = min(frame.shape[0], y0 + -(-(y1 - y0) // shrink) * shrink)
+    src = to_float(frame[y0:y1, x0:x1])
+    m = matrix @ np.array([[1, 0, x0], [0, 1, y0], [0, 0, 1]], np.float64)
+    if shrink >= 2:
+        h, w = src.shape[:2]
+        pad_h, pad_w = -h % shrink, -w % shrink  # the frame's own edge: mirrored, as warpAffine would
+        if pad_h or pad_w:
+            src = cv2.copyMakeBorder(src, 0, pad_h, 0, pad_w, cv2.BORDER_REFLECT101)
+        src = cv2.resize(src, (src.shape[1] // shrink, src.shape[0] // shrink), interpolation=cv2.INTER_AREA)
         # small pixel p' = (p + 0.5) / s - 0.5  =>  p = s * p' + (s - 1) / 2
-        up = np.array([[sx, 0, (sx - 1) / 2], [0, sy, (sy - 1) / 2], [0, 0, 1]])
-        m = matrix @ up
+        m = m @ np.array([[shrink, 0, (shrink - 1) / 2], [0, shrink, (shrink - 1) / 2], [0, 0, 1]])
     crop = cv2.warpAffine(
         src, m, (crop_size, crop_size), flags=cv2.INTER_CUBIC, borderMode=cv2.BORDER_REFLECT101
     )
-    inside = _coverage(src.shape, m, crop_size)
+    inside = _coverage(frame.shape, matrix, crop_size)
     if inside.min() < 0.999:
         outside = (inside < 0.5).astype(np.uint8)
         dist = cv2.distanceTransform(outside, cv2.DIST_L2, 5) / crop_size
@@ -84,15 +96,35 @@ def align_face(frame: np.ndarray, params: np.ndarray, crop_size: int) -> tuple[n
     return np.clip(crop, 0, 1).astype(np.float32), matrix
 
 
+def covered_box(
+    shape: tuple[int, ...],
+    inverse: np.ndarray,
+    crop_size: int,
+    margin: int,
+    rect: tuple[int, ...] | None = None,
+) -> tuple[int, int, int, int]:
+    """(x0, y0, x1, y1): the plate pixels under a crop square (or under `rect`, x, y, w, h, of it), through
+    the crop->plate matrix `inverse`, widened by `margin` px for the interpolation's taps and clipped to
+    the plate; empty (x1 <= x0 or y1 <= y0) where the square misses the plate."""
+    x, y, w, h = rect if rect is not None else (0, 0, crop_size, crop_size)
+    corners = transform_points(inverse, np.array([[x, y], [x + w, y], [x, y + h], [x + w, y + h]]))
+    x0, y0 = np.maximum(np.floor(corners.min(0)).astype(int) - margin, 0)
+    x1, y1 = np.minimum(np.ceil(corners.max(0)).astype(int) + margin, [shape[1], shape[0]])
+    return int(x0), int(y0), int(x1), int(y1)
+
+
 def _coverage(shape: tuple[int, ...], matrix: np.ndarray, crop_size: int) -> np.ndarray:
-    return cv2.warpAffine(
-        np.ones(shape[:2], np.float32),
-        matrix,
-        (crop_size, crop_size),
-        flags=cv2.INTER_LINEAR,
-        borderMode=cv2.BORDER_CONSTANT,
-        borderValue=0,
-    )
+    """What a bilinear warp of an all-ones plate (zero past its edge) gives in the crop, worked out per crop
+    pixel rather than warped: a plate-sized image of ones would cost more than the crop."""
+    inverse = cv2.invertAffineTransform(matrix)
+    v, u = np.mgrid[0:crop_size, 0:crop_size].astype(np.float64)
+    x = inverse[0, 0] * u + inverse[0, 1] * v + inverse[0, 2]
+    y = inverse[1, 0] * u + inverse[1, 1] * v + inverse[1, 2]
+
+    def along(p: np.ndarray, n: int) -> np.ndarray:  # the share of a linear tap's two pixels inside 0..n-1
+        return np.clip(p + 1, 0, 1) * np.clip(n - p, 0, 1)
+
+    return (along(x, shape[1]) * along(y, shape[0])).astype(np.float32)
 
 
 def plate_coverage(plate_shape: tuple[int, ...], params: np.ndarray, crop_size: int) -> np.ndarray:
@@ -103,12 +135,26 @@ def plate_coverage(plate_shape: tuple[int, ...], params: np.ndarray, crop_size: 
 
 @dataclass(frozen=True)
 class PlateRegion:
-    """A crop warped back into plate coordinates, limited to the box its square covers in the plate."""
+    """A crop warped back into plate coordinates, limited to the box under its matte.
+
+    The face's pixels come as an H x W x 3 float32 image or as its three colour planes (what the warp
+    makes: per-plane work at UHD avoids reshuffling tens of megabytes); each form is made from the other
+    once, when first asked for."""
 
     x0: int
     y0: int
-    face: np.ndarray  # float32 RGB of the box
+    pixels: np.ndarray | tuple[np.ndarray, ...]  # float32 RGB of the box, H x W x 3 or three H x W planes
     alpha: np.ndarray  # float32 matte of the box, 0 outside the warped mask
+
+    @cached_property
+    def face(self) -> np.ndarray:
+        """The face's pixels, H x W x 3."""
+        return cv2.merge(list(self.pixels)) if isinstance(self.pixels, tuple) else self.pixels
+
+    @cached_property
+    def planes(self) -> tuple[np.ndarray, ...]:
+        """The face's R, G and B planes, H x W each."""
+        return self.pixels if isinstance(self.pixels, tuple) else tuple(cv2.split(self.pixels))
 
     @property
     def box(self) -> tuple[slice, slice]:
@@ -119,20 +165,25 @@ class PlateRegion:
 def warp_to_plate(
     crop: np.ndarray, mask: np.ndarray, matrix: np.ndarray, plate_shape: tuple[int, ...]
 ) -> PlateRegion | None:
-    """The crop and its mask through the inverse transform, only over the box the crop covers."""
-    h, w = plate_shape[:2]
+    """The crop and its mask through the inverse transform, only over the plate box under the mask's
+    support (where it is above zero, widened by the linear tap's reach), not the whole crop square: the
+    warp's cost follows the matte's area. None where the mask is empty or misses the plate."""
+    support = cv2.boundingRect((mask > 0).astype(np.uint8))
+    if support[2] == 0 or support[3] == 0:
+        return None
     size = crop.shape[0]
+    x, y = max(support[0] - 2, 0), max(support[1] - 2, 0)
+    rect = (x, y, min(support[0] + support[2] + 2, size) - x, min(support[1] + support[3] + 2, size) - y)
     inverse = cv2.invertAffineTransform(matrix)
-    corners = transform_points(inverse, np.array([[0, 0], [size, 0], [0, size], [size, size]]))
-    x0, y0 = np.maximum(np.floor(corners.min(0)).astype(int) - 2, 0)
-    x1, y1 = np.minimum(np.ceil(corners.max(0)).astype(int) + 2, [w, h])
+    x0, y0, x1, y1 = covered_box(plate_shape, inverse, size, 2, rect)
     if x1 <= x0 or y1 <= y0:
         return None
     shifted = inverse.copy()
     shifted[:, 2] -= (x0, y0)
     dsize = (int(x1 - x0), int(y1 - y0))
-    face = cv2.warpAffine(
-        to_float(crop), shifted, dsize, flags=cv2.INTER_CUBIC, borderMode=cv2.BORDER_REPLICATE
+    planes = tuple(
+        cv2.warpAffine(plane, shifted, dsize, flags=cv2.INTER_CUBIC, borderMode=cv2.BORDER_REPLICATE)
+        for plane in cv2.split(to_float(crop))
     )
     alpha = cv2.warpAffine(
         mask.astype(np.float32),
@@ -142,7 +193,10 @@ def warp_to_plate(
         borderMode=cv2.BORDER_CONSTANT,
         borderValue=0,
     )
-    return PlateRegion(int(x0), int(y0), np.clip(face, 0, 1), np.clip(alpha, 0, 1))
+    for plane in planes:
+        np.clip(plane, 0, 1, out=plane)
+    np.clip(alpha, 0, 1, out=alpha)
+    return PlateRegion(int(x0), int(y0), planes, alpha)
 
 
 def paste_back(plate: np.ndarray, crop: np.ndarray, mask: np.ndarray, matrix: np.ndarray) -> np.ndarray:

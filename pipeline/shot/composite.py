@@ -9,16 +9,18 @@ finishing elsewhere. Its result is the version's frames, so it always runs and h
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
 
-from pipeline.composite import alter_face, blend, match_grain, sharpen, transfer_color
-from pipeline.faces.align import align_face, warp_to_plate
+from pipeline.composite import FaceElement, alter_face, blend, match_grain, sharpen, transfer_color
+from pipeline.faces.align import PlateRegion, align_face, warp_to_plate
 from pipeline.faces.draw import grid
 from pipeline.faces.track import CropMattes, FaceTrack
 from pipeline.files import write_json_atomic
@@ -139,21 +141,29 @@ class Compositor:
         return self.frames([number], [plate])[0]
 
     def frames(self, numbers: list[int], plates: list[np.ndarray]) -> list[FrameComposite]:
-        """Composite several frames; their new faces are made in one batch."""
-        crops, todo = [], []
-        for k, n in enumerate(numbers):
-            i = self.track.index(n)
-            if self.track.has_face[i] and not np.isnan(self.crop_landmarks[i, 0, 0]):
-                crops.append(align_face(plates[k], self.track.params[i], self.size)[0])
-                todo.append(k)
-        t = time.perf_counter()
-        faces, masks = run_chain(self.chain, [numbers[k] for k in todo], crops)
-        self.new_faces_s += time.perf_counter() - t
-        out = [FrameComposite(p, self._empty_element(p), None, None, altered=False) for p in plates]
-        for k, crop, face, model_mask in zip(todo, crops, faces, masks, strict=True):
-            out[k] = self._composite(numbers[k], plates[k], crop, face, model_mask)
-            if self.identity is not None:
-                meter, ref_a, ref_b = self.identity
+        """Composite several frames; their new faces are made in one batch. The per-frame steps (the
+        aligned crops, then everything after the new faces) run side by side in threads: OpenCV and NumPy
+        let go of the GIL, and one frame's steps alone keep about one core busy."""
+        todo = [
+            k
+            for k, n in enumerate(numbers)
+            if self.track.has_face[i := self.track.index(n)] and not np.isnan(self.crop_landmarks[i, 0, 0])
+        ]
+        out = [FrameComposite(p, self._element(p), None, None, altered=False) for p in plates]
+        with ThreadPoolExecutor(max_workers=composite_threads(len(todo))) as pool:
+            params = [self.track.params[self.track.index(numbers[k])] for k in todo]
+            crops = list(pool.map(lambda k, p: align_face(plates[k], p, self.size)[0], todo, params))
+            t = time.perf_counter()
+            faces, masks = run_chain(self.chain, [numbers[k] for k in todo], crops)
+            self.new_faces_s += time.perf_counter() - t
+            done = pool.map(
+                lambda k, *parts: self._composite(numbers[k], plates[k], *parts), todo, crops, faces, masks
+            )
+            for k, composite in zip(todo, done, strict=True):
+                out[k] = composite
+        if self.identity is not None:
+            meter, ref_a, ref_b = self.identity
+            for k, face in zip(todo, faces, strict=True):
                 e = meter.embed(face, self.crop_landmarks[self.track.index(numbers[k])])
                 found = float(meter.finds_face(face))
                 out[k].identity = (float(np.linalg.norm(e - ref_a)), float(np.linalg.norm(e - ref_b)), found)
@@ -179,15 +189,18 @@ class Compositor:
             face = match_grain(face, crop, matte, seed=number)
         region = warp_to_plate(face, matte, matrix, plate.shape)
         comp = blend(plate, region, self.spec.blend)
-        element = self._empty_element(plate)
-        if element is not None and region is not None:
-            element[region.box] = np.concatenate([region.face, region.alpha[..., None]], axis=-1)
+        element = self._element(plate, region)
         return FrameComposite(comp, element, face, matte)
 
-    def _empty_element(self, plate: np.ndarray) -> np.ndarray | None:
+    def _element(self, plate: np.ndarray, region: PlateRegion | None = None) -> FaceElement | None:
         if self.spec.element.format == "none":
             return None
-        return np.zeros((*plate.shape[:2], 4), np.float32)
+        return FaceElement(plate.shape[:2], region)
+
+
+def composite_threads(frames: int) -> int:
+    """Threads compositing the frames of a batch: one per core, at most one per frame."""
+    return max(1, min(frames, os.cpu_count() or 1))
 
 
 def element_path(version: RenderVersion, shot: Shot, frame: int) -> Path:
@@ -197,12 +210,14 @@ def element_path(version: RenderVersion, shot: Shot, frame: int) -> Path:
     return version.path / "element" / f"{version.shot}_faceElement_{version.label}.{frame:04d}.{ext}"
 
 
-def write_element(version: RenderVersion, shot: Shot, frame: int, element: np.ndarray, meta: dict) -> None:
+def write_element(version: RenderVersion, shot: Shot, frame: int, element: FaceElement, meta: dict) -> None:
     spec = composite_spec(shot)
     assert spec is not None
     path = element_path(version, shot, frame)
     path.parent.mkdir(exist_ok=True)
-    write_frame(path, element, spec.element.format, meta)
+    # a 16-bit file's samples are made in the box alone, not through a plate-sized float array
+    rgba = element.rgba(np.uint16 if spec.element.format == "png16" else np.float32)
+    write_frame(path, rgba, spec.element.format, meta)
 
 
 def write_transforms(version: RenderVersion, shot: Shot, track: FaceTrack) -> Path:

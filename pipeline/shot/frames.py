@@ -19,6 +19,7 @@ from typing import Protocol
 import numpy as np
 
 from pipeline import progress
+from pipeline.composite.blend import FaceElement
 from pipeline.manifest import Shot
 from pipeline.media.sequences import write_frame
 from pipeline.shot.synthetic import frame_metadata
@@ -28,7 +29,7 @@ from pipeline.workspace import RenderVersion
 @dataclass
 class FrameComposite:
     comp: np.ndarray
-    element: np.ndarray | None  # RGBA, float32, straight alpha, plate size; None when not written
+    element: FaceElement | None  # the face as an RGBA layer over the plate; None when not written
     new_face: np.ndarray | None  # the crop that went in (for contact sheets)
     matte: np.ndarray | None  # its matte in crop coordinates
     # the new face's distance to person A and to B, and whether dlib's detector finds a face in it (1 or 0)
@@ -114,7 +115,7 @@ def render_frames(
     metadata: dict[str, str],
     work: FrameWork | None = None,
     on_frame: Callable[[int, np.ndarray, np.ndarray, FrameComposite | None], None] | None = None,
-    write_element: Callable[[int, np.ndarray, dict[str, str]], None] | None = None,
+    write_element: Callable[[int, FaceElement, dict[str, str]], None] | None = None,
 ) -> ChunkResult:
     """Decode, run the per-frame work and write frames first..last, skipping frames already complete.
 
