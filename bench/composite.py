@@ -20,6 +20,7 @@ import resource
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import astuple, dataclass
@@ -34,7 +35,7 @@ from pipeline.composite import FaceElement, alter_face, blend, match_grain, shar
 from pipeline.faces.align import align_face, warp_to_plate
 from pipeline.faces.track import FaceTrack
 from pipeline.manifest import Shot, load_shot
-from pipeline.media.decode import MoviePlate
+from pipeline.media.decode import MoviePlate, read_ahead
 from pipeline.media.encode import ffmpeg_executable
 from pipeline.processes import run
 from pipeline.shot.composite import Compositor
@@ -182,7 +183,7 @@ def composite_all(shot: Shot, track: FaceTrack) -> int:
     faces put in."""
     compositor = Compositor(shot, track, [])
     start = shot.plate_index(shot.first)
-    frames = shot.plate.read(start, start + shot.frame_count)
+    frames = read_ahead(shot.plate.read(start, start + shot.frame_count), 2)
     numbers = list(range(shot.first, shot.last + 1))
     put_in = 0
     for i in range(0, len(numbers), compositor.batch_size):
@@ -237,7 +238,7 @@ def step_breakdown(shot: Shot, track: FaceTrack, repeats: int) -> dict[str, floa
             t6 = time.perf_counter()
             comp = blend(plate, region, spec.blend)
             t7 = time.perf_counter()
-            element = FaceElement(plate.shape[:2], region) if spec.element.format != "none" else None
+            element = FaceElement.of(plate.shape[:2], region, np.uint16)
             t8 = time.perf_counter()
             for key, dt in zip(STEPS[1:], np.diff([t1, t2, t3, t4, t5, t6, t7, t8]), strict=True):
                 totals[key] += float(dt)
@@ -352,6 +353,93 @@ def bench_clip(
     return rows, steps
 
 
+# Memory of a long UHD render ------------------------------------------------------------------------------
+
+RENDER_CODEC = ("-c:v", "libx264", "-preset", "ultrafast", "-crf", "18", "-pix_fmt", "yuv420p")
+RENDER_OUTPUT = {"sequence": "png8", "movies": [], "chunk_size": 24}
+MEMORY_BAR_GB = 4.0
+
+
+def tree_rss(pid: int) -> int:
+    """Resident bytes of a process and all its descendants, from /proc (0 once it has gone)."""
+    total, todo = 0, [pid]
+    while todo:
+        p = todo.pop()
+        try:
+            status = Path(f"/proc/{p}/status").read_text()
+            total += (
+                int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmRSS"))) * 1024
+            )
+            for task in Path(f"/proc/{p}/task").iterdir():
+                todo += [int(c) for c in (task / "children").read_text().split()]
+        except (OSError, StopIteration, ValueError):
+            continue
+    return total
+
+
+def bench_render_memory(clip: Path, frames: int, folder: Path) -> tuple[Row, list[tuple[float, float]]]:
+    """`vfx render` of a `frames`-frame UHD shot in a child process (against a Prefect server of its own,
+    whose memory is not counted): the peak resident memory of the render and its children, sampled every
+    0.2 s (the sum over the process tree) and as the kernel kept it (ru_maxrss of the largest process)."""
+    from pipeline.flows import local_server
+
+    plate = folder / "render_uhd.mp4"
+    t = time.perf_counter()
+    make_clip(clip, frames, MADE_CLIPS[1][1], plate, RENDER_CODEC)
+    print(f"  {frames}-frame UHD plate made in {time.perf_counter() - t:.0f} s (not timed)", flush=True)
+    manifest = folder / "render_uhd.yaml"
+    data = {
+        "shot": "render_uhd",
+        "plate": {"movie": str(plate)},
+        "output": RENDER_OUTPUT,
+        "faces": {},
+        "composite": {**COMPOSITE, "blend": "laplacian"},
+    }
+    manifest.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
+    samples: list[tuple[float, float]] = []
+    with local_server(folder / "prefect") as env:
+        cmd = [sys.executable, "-m", "pipeline", "render", str(manifest), "--root", str(folder / "render")]
+        t0 = time.perf_counter()
+        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        out: list[str] = []
+        reader = threading.Thread(target=lambda: out.extend(proc.stdout or []), daemon=True)
+        reader.start()
+        while True:  # wait4: the child's own peak (and its waited-for children's), not this process's
+            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+            if pid:
+                break
+            samples.append((time.perf_counter() - t0, tree_rss(proc.pid) / 1e9))
+            time.sleep(0.2)
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        reader.join()
+    wall = time.perf_counter() - t0
+    if proc.returncode != 0:
+        raise RuntimeError(f"the UHD render failed ({proc.returncode}):\n{''.join(out)[-3000:]}")
+    peak_tree = max(rss for _, rss in samples)
+    peak_kernel = usage.ru_maxrss / 1e6  # kB -> GB: the largest single process
+    written = len(list((folder / "render").rglob("render_uhd_comp_*.png")))
+    assert written == frames, f"the UHD render wrote {written} of {frames} frames"
+    print(
+        f"  UHD render of {frames} frames: {wall:.0f} s ({frames / wall:.1f} fps through the whole render), "
+        f"peak memory {peak_tree:.2f} GB (process tree, sampled), {peak_kernel:.2f} GB (largest process, "
+        "ru_maxrss)",
+        flush=True,
+    )
+    row = Row(
+        f"render {frames} fr UHD (peak memory)",
+        f"{frames / wall:.1f}",
+        f"{1000 * wall / frames:.0f}",
+        "",
+        "",
+        "",
+        "",
+        "",
+        f"< {MEMORY_BAR_GB:.0f} GB: {max(peak_tree, peak_kernel):.2f} GB",
+        "PASS" if max(peak_tree, peak_kernel) < MEMORY_BAR_GB else "FAIL",
+    )
+    return row, samples
+
+
 # Report ---------------------------------------------------------------------------------------------------
 
 
@@ -359,6 +447,12 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeats", type=int, default=3, help="timings per measurement; the best is kept")
     ap.add_argument("--frames", type=int, default=60, help="frames from the start of the clip (%(default)s)")
+    ap.add_argument(
+        "--render-frames",
+        type=int,
+        default=1000,
+        help="frames of the UHD render whose peak memory is measured; 0 skips it (%(default)s)",
+    )
     args = ap.parse_args(argv)
     clip = FOOTAGE / CLIP
     if not clip.is_file():
@@ -377,8 +471,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"allocator: glibc malloc, {tuning or 'default settings (no MALLOC_* variables)'}")
     settings = ", ".join(f"{k} {v}" for k, v in COMPOSITE.items() if k != "element")
     print(
-        f"composite: {settings}, element png16 (kept as its region, as a render does until it writes it);\n"
-        "faces defaults otherwise.\n"
+        f"composite: {settings}, element png16 (its box as 16-bit RGBA, as a render keeps it until it\n"
+        "writes it); faces defaults otherwise.\n"
         "composite rows = decode + Compositor(shot, track, []).frames() on batches of 8, as a render does; "
         "nothing is written",
         flush=True,
@@ -410,6 +504,10 @@ def main(argv: list[str] | None = None) -> int:
         for path, configs in clips:
             clip_rows, steps[path.name] = bench_clip(path, n, repeats, folder, configs)
             rows += clip_rows
+        memory: list[tuple[float, float]] = []
+        if args.render_frames > 0:
+            row, memory = bench_render_memory(clip, args.render_frames, folder)
+            rows.append(row)
 
     print()
     print_table(ROW_HEADER, [astuple(r) for r in rows])
@@ -426,7 +524,7 @@ def main(argv: list[str] | None = None) -> int:
         f"\nsteps of Compositor.frame, ms per frame, configuration '{name}' "
         f"(best of {repeats} passes per step;\n"
         " decode = waiting for the next frame; align_face includes the plate's conversion to float;\n"
-        f" blend = {mode}; element = the FaceElement (the region, kept until written); frame() run = the\n"
+        f" blend = {mode}; element = the FaceElement (its box as 16-bit RGBA); frame() run = the\n"
         " timed row above, whose frames run side by side in threads, so it can be below the sum;\n"
         " called one by one, the pieces allocate and free memory in another order than frame(), so the\n"
         " page faults (faults/fr) land differently and the sum can differ from frame() run):"
@@ -446,6 +544,16 @@ def main(argv: list[str] | None = None) -> int:
     for label, s in steps.items():
         slowest = max(STEPS[1:], key=lambda k: s[k])
         print(f"slowest step, {label}: {slowest} ({s[slowest]:.2f} ms/frame)")
+    if memory:
+        output = " ".join(f"{k} {v}" for k, v in RENDER_OUTPUT.items())
+        print(
+            f"\nUHD render ({args.render_frames} frames, output {output}, composite as above, its own "
+            "Prefect server not counted):\nmemory of the render's process tree over its run, GB (the peak up "
+            "to every tenth of the run: flat means nothing accumulates per frame):"
+        )
+        end = memory[-1][0]
+        marks = [max((rss for t, rss in memory if t <= end * k / 10), default=0.0) for k in range(1, 11)]
+        print("  " + "  ".join(f"{10 * k}%: {m:.2f}" for k, m in enumerate(marks, start=1)))
     print(f"\nload average at the end: {os.getloadavg()[0]:.2f} (other work on the machine skews timings)")
     print(f"total run time: {time.perf_counter() - started:.0f} s")
     return 0

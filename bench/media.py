@@ -23,9 +23,9 @@ from fractions import Fraction
 from pathlib import Path
 
 from pipeline.manifest import load_shot
-from pipeline.media.decode import MoviePlate
+from pipeline.media.decode import MoviePlate, SequencePlate
 from pipeline.media.encode import MOVIE_PRESETS, burn_in_font, encode_movie, ffmpeg_executable
-from pipeline.media.sequences import write_frame
+from pipeline.media.sequences import extension, write_frame
 from pipeline.processes import run
 from pipeline.shot.frames import chunk_ranges, render_frames
 from pipeline.shot.movies import encode_movies
@@ -39,6 +39,14 @@ REPO = Path(__file__).resolve().parents[1]
 FOOTAGE = Path(__file__).resolve().parents[2] / "shared" / "footage"
 DEFAULT_CLIP = FOOTAGE / "woman_headturns_512.mp4"
 OTHER_DECODE_CLIPS = ("man_glasses_720x1280.mp4", "talking_head_mpeg4_512.mp4")
+# plates made in the run from the default clip: the square picture scaled to the plate's height, centred
+MADE_CLIPS = (
+    ("1080p.mp4", "scale=1080:1080,pad=1920:1080:420:0"),
+    ("uhd.mp4", "scale=2160:2160,pad=3840:2160:840:0"),
+)
+MADE_CODEC = ("-c:v", "libx264", "-preset", "medium", "-crf", "18", "-g", "30", "-pix_fmt", "yuv420p")
+MADE_FRAMES = 120  # frames of each made plate
+EXR_FRAMES = 60  # frames of the default clip written as an EXR sequence for the sequence decode row
 FIRST = 1001
 CHUNK_SIZE = 48
 DECODE_BAR, ENCODE_BAR, OVERHEAD_BAR = 0.8, 1.15, 0.15
@@ -98,10 +106,40 @@ def bench_decode(clip: Path, repeats: int) -> Row:
     def reference() -> None:
         run_ffmpeg(["-v", "error", "-i", str(clip), "-f", "null", "-"])
 
+    info = MoviePlate(clip).info
+    return decode_row(f"{clip.name} {info.width}x{info.height}", n, repeats, ours, reference)
+
+
+def bench_sequence_decode(pattern: Path, n: int, fps: Fraction, repeats: int) -> Row:
+    """Our SequencePlate (files read ahead in threads) against ffmpeg's image2 demuxer into `-f null`."""
+
+    def ours() -> None:
+        plate = SequencePlate(pattern, fps)
+        count = sum(1 for _ in plate.read(0, plate.info.frame_count))
+        assert count == n, f"{pattern}: read {count} of {n} frames"
+
+    def reference() -> None:
+        run_ffmpeg(
+            ["-v", "error", "-framerate", fps_text(fps), "-start_number", str(FIRST), "-i", str(pattern)]
+            + ["-f", "null", "-"]
+        )
+
+    return decode_row(f"{pattern.suffix[1:]} sequence", n, repeats, ours, reference)
+
+
+def make_clip(clip: Path, vf: str, out: Path) -> Path:
+    """A bigger plate made from a footage clip's first MADE_FRAMES frames with the pipeline's ffmpeg
+    (scaled and padded by `vf`)."""
+    cmd = ["-y", "-v", "error", "-i", str(clip), "-frames:v", str(MADE_FRAMES), "-vf", vf, *MADE_CODEC]
+    run_ffmpeg([*cmd, "-an", str(out)])
+    return out
+
+
+def decode_row(label: str, n: int, repeats: int, ours: Timed, reference: Timed) -> Row:
     t_ours, t_ref = best_of(repeats, ours, reference)
     ratio = t_ref / t_ours  # = our fps / ffmpeg's fps
     return Row(
-        f"decode fps {clip.name}",
+        f"decode fps {label}",
         f"{n / t_ours:.0f} fps",
         f"{n / t_ref:.0f} fps",
         f"{ratio:.2f}x",
@@ -113,14 +151,20 @@ def bench_decode(clip: Path, repeats: int) -> Row:
 # 2. Encode ------------------------------------------------------------------------------------------------
 
 
-def write_sequence(clip: Path, folder: Path) -> tuple[Path, int, Fraction]:
-    """The clip's frames as an 8-bit PNG sequence x.1001.png, ...; returns (pattern, count, fps)."""
+def write_sequence(
+    clip: Path, folder: Path, fmt: str = "png8", frames: int | None = None
+) -> tuple[Path, int, Fraction]:
+    """The clip's frames (the first `frames`) as a sequence x.1001.png (or .exr), ...; returns (pattern,
+    count, fps)."""
     folder.mkdir(parents=True)
     plate = MoviePlate(clip)
+    ext = extension(fmt)
     n = 0
-    for n, frame in enumerate(plate.read(0, plate.info.frame_count), start=1):
-        write_frame(folder / f"x.{FIRST + n - 1:04d}.png", frame, "png8", {"comment": "bench"})
-    return folder / "x.%04d.png", n, plate.info.fps
+    for n, frame in enumerate(
+        plate.read(0, min(frames or plate.info.frame_count, plate.info.frame_count)), 1
+    ):
+        write_frame(folder / f"x.{FIRST + n - 1:04d}.{ext}", frame, fmt, {"comment": "bench"})
+    return folder / f"x.%04d.{ext}", n, plate.info.fps
 
 
 def hand_command(pattern: Path, fps: Fraction, out: Path, preset: str, burn_in: str | None) -> list[str]:
@@ -298,17 +342,30 @@ def main(argv: list[str] | None = None) -> int:
     rows: list[Row] = []
     others = [FOOTAGE / name for name in OTHER_DECODE_CLIPS]
     decode_clips = [clip] + [c for c in others if c.resolve() != clip]
-    for c in decode_clips:
-        if not c.is_file():
-            print(f"  skipped decode of {c.name}: not found in {FOOTAGE}")
-            continue
-        rows.append(bench_decode(c, repeats))
-        print(f"  {rows[-1].metric}: ours {rows[-1].ours}, ffmpeg {rows[-1].reference}", flush=True)
-
     with tempfile.TemporaryDirectory(prefix="vfx-bench-") as tmp:
         folder = Path(tmp)
+        for name, vf in MADE_CLIPS:
+            t = time.perf_counter()
+            decode_clips.append(make_clip(clip, vf, folder / f"{clip.stem}_{name}"))
+            print(f"  made {decode_clips[-1].name} in {time.perf_counter() - t:.0f} s: -vf {vf}", flush=True)
+        for c in decode_clips:
+            if not c.is_file():
+                print(f"  skipped decode of {c.name}: not found in {FOOTAGE}")
+                continue
+            rows.append(bench_decode(c, repeats))
+            print(f"  {rows[-1].metric}: ours {rows[-1].ours}, ffmpeg {rows[-1].reference}", flush=True)
+            if c.parent == folder:
+                c.unlink()
+
         pattern, n, fps = write_sequence(clip, folder / "seq")
-        print(f"  wrote {n} PNG frames ({fps_text(fps)} fps) for the encode benchmark", flush=True)
+        print(f"  wrote {n} PNG frames ({fps_text(fps)} fps) for the sequence decode and encode", flush=True)
+        rows.append(bench_sequence_decode(pattern, n, fps, repeats))
+        print(f"  {rows[-1].metric}: ours {rows[-1].ours}, ffmpeg {rows[-1].reference}", flush=True)
+        exr = write_sequence(clip, folder / "exr", "exr", EXR_FRAMES)
+        rows.append(bench_sequence_decode(*exr, repeats))
+        print(f"  {rows[-1].metric}: ours {rows[-1].ours}, ffmpeg {rows[-1].reference}", flush=True)
+        shutil.rmtree(folder / "exr")
+
         cases: list[tuple[str, str | None]] = [("prores422hq", None), ("h264_review", None)]
         if burn_in_font():
             cases.append(("h264_review", "bench  v001"))

@@ -329,3 +329,44 @@ composite:
     save_review_tile(version, "faces", 1, np.full((256, 256, 3), 255, np.uint8))
     planted = read_image(faces_contact_sheet(shot, version, track, meta, 1, 24))
     assert planted[:256, :256].min() == 255 and np.array_equal(planted[:, 256:], again["faces"][:, 256:])
+
+
+def test_a_uhd_shot_renders_end_to_end(tmp_path, woman_clip, prefect_server):
+    """A UHD plate (3840x2160, generated from the footage: the 512 px picture scaled to 2160 px and
+    centred on a grey canvas) goes through tracking, compositing, elements and writing; the comps are UHD
+    and differ from the plate only under the face element's matte."""
+    from pipeline.flows import run_render
+    from pipeline.media.sequences import write_frame
+
+    folder = tmp_path / "plate"
+    folder.mkdir()
+    plates = []
+    for n, frame in enumerate(MoviePlate(woman_clip).read(0, 3), start=1001):
+        plate = np.full((2160, 3840, 3), 60, np.uint8)
+        plate[:, 840:3000] = cv2.resize(frame, (2160, 2160), interpolation=cv2.INTER_CUBIC)
+        write_frame(folder / f"uhd.{n:04d}.png", plate, "png8", {})
+        plates.append(plate)
+    m = write_manifest(
+        tmp_path,
+        f"""
+shot: uhd010
+plate: {{sequence: {folder / "uhd.####.png"}}}
+fps: 24
+output: {{sequence: png8, movies: [], chunk_size: 2}}
+faces: {{}}
+composite: {{alteration: recolor, blend: laplacian, element: {{format: png16}}}}
+""",
+    )
+    v = Path(run_render(str(m), root=str(tmp_path / "r"))["path"])
+    for n, plate in zip(range(1001, 1004), plates, strict=True):
+        comp = read_image(v / "comp" / f"uhd010_comp_v001.{n:04d}.png")
+        element_path = v / "element" / f"uhd010_faceElement_v001.{n:04d}.png"
+        element = cv2.imread(str(element_path), cv2.IMREAD_UNCHANGED)
+        assert comp.shape == (2160, 3840, 3) and element.shape == (2160, 3840, 4)
+        changed = (comp != plate).any(-1)
+        matte = element[..., 3] > 0  # BGRA: alpha is last either way
+        assert changed.sum() > 200_000, n  # the recoloured face went in (a face about 1100 px wide)
+        # and nothing changed outside its matte (but where the 16-bit element rounds its faintest edge,
+        # alpha below 1/131070, to 0)
+        assert (changed & ~matte).sum() <= 1e-3 * changed.sum(), n
+        assert read_png_text(v / "comp" / f"uhd010_comp_v001.{n:04d}.png")["synthetic_imagery"] == "true"

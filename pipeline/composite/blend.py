@@ -115,10 +115,12 @@ def _planes_blend(view: np.ndarray, region: PlateRegion, mode: str) -> np.ndarra
     alpha = region.alpha
     gm = matte_pyramid(alpha) if mode == "laplacian" else None
     touched = (alpha > 0).astype(np.float32) if mode == "laplacian" else None
-    d = np.empty(alpha.shape, np.float32)  # one scratch plane for the three
+    d = np.empty(alpha.shape, np.float32)  # scratch planes, used for the three colours in turn
+    p = np.empty(alpha.shape, np.float32)
+    scale = {np.dtype(np.uint8): 1 / 255, np.dtype(np.uint16): 1 / 65535}.get(view.dtype, 1.0)
     planes = []
     for plate_plane, face_plane in zip(cv2.split(view), region.planes, strict=True):
-        p = to_float(plate_plane)  # cv2.split's own copy (or a float32 image made from it)
+        np.multiply(plate_plane, np.float32(scale), out=p)  # as media.color.to_float
         np.subtract(face_plane, p, out=d)
         if gm is None:
             change = np.multiply(d, alpha, out=d)
@@ -126,7 +128,8 @@ def _planes_blend(view: np.ndarray, region: PlateRegion, mode: str) -> np.ndarra
             change = _laplacian_change(d, gm)
             np.multiply(change, touched, out=change)
         np.add(p, change, out=p)
-        np.clip(p, 0, 1, out=p)
+        if gm is not None and view.dtype.kind in "ui":  # a Laplacian blend can overshoot [0, 1]; a float
+            np.clip(p, 0, 1, out=p)  # plate keeps its values (above 1 in highlights), as alpha's mix does
         planes.append(_like_plate(p, view.dtype))
     return cv2.merge(planes)
 
@@ -159,18 +162,30 @@ def blend(plate: np.ndarray, region: PlateRegion | None, mode: str) -> np.ndarra
 @dataclass(frozen=True)
 class FaceElement:
     """The new face as an RGBA layer over the plate (straight alpha), for compositors who finish
-    elsewhere. It is kept as the face's region until it is written: a plate-sized RGBA float array is
-    133 MB at UHD, and everything outside the face's box is zero."""
+    elsewhere. Only the face's box is kept, already in the file's sample type (16-bit for a PNG, half
+    float for an EXR): a plate-sized RGBA float array is 133 MB at UHD, and everything outside the box is
+    zero."""
 
     shape: tuple[int, int]  # the plate's height and width
-    region: PlateRegion | None  # None: an empty layer (a frame without a face)
+    x0: int = 0
+    y0: int = 0
+    samples: np.ndarray | None = None  # the box's RGBA; None: an empty layer (a frame without a face)
 
-    def rgba(self, dtype: type[np.generic] = np.float32) -> np.ndarray:
-        """The layer at plate size, in `dtype` (float32 in [0, 1], or uint16 for a 16-bit file)."""
+    @classmethod
+    def of(cls, shape: tuple[int, int], region: PlateRegion | None, dtype: type[np.generic]) -> FaceElement:
+        """The layer of a region, its samples in `dtype` (uint16, float16 or float32)."""
+        if region is None:
+            return cls(shape)
+        planes = [like_dtype(plane, np.dtype(dtype)) for plane in (*region.planes, region.alpha)]
+        return cls(shape, region.x0, region.y0, cv2.merge(planes))
+
+    def rgba(self) -> np.ndarray:
+        """The layer at plate size, in its sample type."""
+        dtype = np.float32 if self.samples is None else self.samples.dtype
         out = np.zeros((*self.shape, 4), dtype)
-        if self.region is not None:
-            r = self.region
-            out[r.box] = like_dtype(np.concatenate([r.face, r.alpha[..., None]], axis=-1), np.dtype(dtype))
+        if self.samples is not None:
+            h, w = self.samples.shape[:2]
+            out[self.y0 : self.y0 + h, self.x0 : self.x0 + w] = self.samples
         return out
 
 

@@ -13,11 +13,11 @@ from scipy import linalg
 COLOR_METHODS = ("rct", "hist", "lct", "none")
 
 
-def _weighted_stats(x: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    wsum = w.sum()
-    mean = (x * w[..., None]).sum((0, 1)) / wsum
-    var = (((x - mean) ** 2) * w[..., None]).sum((0, 1)) / wsum
-    return mean, np.sqrt(var + 1e-12)
+def _masked_stats(x: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-channel mean and standard deviation of x where the matte is above 0.5 (cv2.meanStdDev: one
+    pass, a few times faster than weighting every pixel in NumPy)."""
+    mean, std = cv2.meanStdDev(x, mask=(mask > 0.5).astype(np.uint8))
+    return mean.ravel().astype(np.float32), np.sqrt(std.ravel() ** 2 + 1e-12).astype(np.float32)
 
 
 def to_lab(rgb: np.ndarray) -> np.ndarray:
@@ -30,10 +30,9 @@ def from_lab(lab: np.ndarray) -> np.ndarray:
 
 def reinhard(source: np.ndarray, target: np.ndarray, mask: np.ndarray) -> np.ndarray:
     """Reinhard et al.: match mean and standard deviation per channel in Lab ("rct")."""
-    w = (mask > 0.5).astype(np.float32)
     s, t = to_lab(source), to_lab(target)
-    ms, ss = _weighted_stats(s, w)
-    mt, st = _weighted_stats(t, w)
+    ms, ss = _masked_stats(s, mask)
+    mt, st = _masked_stats(t, mask)
     return from_lab((s - ms) * (st / ss) + mt)
 
 
@@ -77,5 +76,4 @@ def transfer_color(source: np.ndarray, target: np.ndarray, mask: np.ndarray, met
 
 def mean_lab_difference(a: np.ndarray, b: np.ndarray, mask: np.ndarray) -> float:
     """Distance between the mean Lab colours of two images inside a matte (the colour test's figure)."""
-    w = (mask > 0.5).astype(np.float32)
-    return float(np.linalg.norm(_weighted_stats(to_lab(a), w)[0] - _weighted_stats(to_lab(b), w)[0]))
+    return float(np.linalg.norm(_masked_stats(to_lab(a), mask)[0] - _masked_stats(to_lab(b), mask)[0]))

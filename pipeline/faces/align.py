@@ -70,30 +70,58 @@ def align_face(frame: np.ndarray, params: np.ndarray, crop_size: int) -> tuple[n
         x0, y0 = x0 - x0 % shrink, y0 - y0 % shrink
         x1 = min(frame.shape[1], x0 + -(-(x1 - x0) // shrink) * shrink)
         y1 = min(frame.shape[0], y0 + -(-(y1 - y0) // shrink) * shrink)
-    src = to_float(frame[y0:y1, x0:x1])
+    box = frame[y0:y1, x0:x1]
     m = matrix @ np.array([[1, 0, x0], [0, 1, y0], [0, 0, 1]], np.float64)
     if shrink >= 2:
-        h, w = src.shape[:2]
+        if box.dtype == np.uint8:  # area-averaged as 16-bit (255 * 257 = 65535): exact to 1/65535, and
+            box = np.multiply(box, 257, dtype=np.uint16)  # about twice as fast as through float32
+        h, w = box.shape[:2]
         pad_h, pad_w = -h % shrink, -w % shrink  # the frame's own edge: mirrored, as warpAffine would
         if pad_h or pad_w:
-            src = cv2.copyMakeBorder(src, 0, pad_h, 0, pad_w, cv2.BORDER_REFLECT101)
-        src = cv2.resize(src, (src.shape[1] // shrink, src.shape[0] // shrink), interpolation=cv2.INTER_AREA)
+            box = cv2.copyMakeBorder(box, 0, pad_h, 0, pad_w, cv2.BORDER_REFLECT101)
+        box = cv2.resize(box, (box.shape[1] // shrink, box.shape[0] // shrink), interpolation=cv2.INTER_AREA)
         # small pixel p' = (p + 0.5) / s - 0.5  =>  p = s * p' + (s - 1) / 2
         m = m @ np.array([[shrink, 0, (shrink - 1) / 2], [0, shrink, (shrink - 1) / 2], [0, 0, 1]])
     crop = cv2.warpAffine(
-        src, m, (crop_size, crop_size), flags=cv2.INTER_CUBIC, borderMode=cv2.BORDER_REFLECT101
+        to_float(box), m, (crop_size, crop_size), flags=cv2.INTER_CUBIC, borderMode=cv2.BORDER_REFLECT101
     )
-    inside = _coverage(frame.shape, matrix, crop_size)
-    if inside.min() < 0.999:
-        outside = (inside < 0.5).astype(np.uint8)
-        dist = cv2.distanceTransform(outside, cv2.DIST_L2, 5) / crop_size
-        blurred = cv2.GaussianBlur(crop, (0, 0), sigmaX=max(1.0, 0.02 * crop_size))
-        w_blur = np.clip(dist / 0.03, 0, 1)[..., None]
-        crop = crop + (blurred - crop) * w_blur
-        median = np.median(crop[inside > 0.5], axis=0) if (inside > 0.5).any() else crop.mean((0, 1))
-        w_med = np.clip(dist / 0.25, 0, 1)[..., None] * 0.7
-        crop = crop + (median - crop) * w_med
-    return np.clip(crop, 0, 1).astype(np.float32), matrix
+    if not _inside(frame.shape, matrix, crop_size):
+        _pad_past_the_edge(crop, _coverage(frame.shape, matrix, crop_size))
+    return np.clip(crop, 0, 1, out=crop), matrix
+
+
+def _inside(shape: tuple[int, ...], matrix: np.ndarray, crop_size: int) -> bool:
+    """Whether the whole crop square lies on the plate (then no padding is needed)."""
+    corners = np.array([[0, 0], [crop_size - 1, 0], [0, crop_size - 1], [crop_size - 1, crop_size - 1]])
+    x, y = transform_points(cv2.invertAffineTransform(matrix), corners).T
+    return bool(x.min() >= 0 and y.min() >= 0 and x.max() <= shape[1] - 1 and y.max() <= shape[0] - 1)
+
+
+def _pad_past_the_edge(crop: np.ndarray, inside: np.ndarray) -> None:
+    """FFHQ's padding, in place: where the crop shows mirrored plate past the frame edge (`inside` < 1),
+    blurred and pulled toward the median colour with distance from the edge. Only the rows and columns
+    that reach past the edge are touched."""
+    if inside.min() >= 0.999:
+        return
+    size = crop.shape[0]
+    outside = (inside < 0.5).astype(np.uint8)
+    dist = cv2.distanceTransform(outside, cv2.DIST_L2, 5) / size
+    ys, xs = np.nonzero(dist)
+    if len(ys) == 0:
+        return
+    y0, y1, x0, x1 = ys.min(), ys.max() + 1, xs.min(), xs.max() + 1
+    sigma = max(1.0, 0.02 * size)
+    reach = int(np.ceil(4 * sigma))  # OpenCV's Gaussian kernel for float images: +-4 sigma
+    # the blur of the part, read from the part and the pixels within reach of it (as blurring all would)
+    a0, a1, b0, b1 = max(y0 - reach, 0), min(y1 + reach, size), max(x0 - reach, 0), min(x1 + reach, size)
+    blurred = cv2.GaussianBlur(crop[a0:a1, b0:b1], (0, 0), sigmaX=sigma)[y0 - a0 : y1 - a0, x0 - b0 : x1 - b0]
+    view, d = crop[y0:y1, x0:x1], dist[y0:y1, x0:x1]
+    w_blur = np.clip(d / 0.03, 0, 1)[..., None]
+    view += (blurred - view) * w_blur
+    seen = inside[::2, ::2] > 0.5  # the median colour of every other pixel of the plate's part
+    median = np.median(crop[::2, ::2][seen], axis=0) if seen.any() else crop.mean((0, 1))
+    w_med = np.clip(d / 0.25, 0, 1)[..., None] * 0.7
+    view += (median - view) * w_med
 
 
 def covered_box(
@@ -181,8 +209,24 @@ def warp_to_plate(
     shifted = inverse.copy()
     shifted[:, 2] -= (x0, y0)
     dsize = (int(x1 - x0), int(y1 - y0))
+    # A face magnified 4x or more is first scaled up by a power of two (4 or 8) with a separable cubic
+    # resize, then warped the rest of the way bilinearly: 2-4x cheaper than a cubic warp at the plate's
+    # size, and within 0.12/255 RMS of it on a 1080p face (4.2x); below 4x, one cubic warp
+    magnify = float(np.sqrt(abs(np.linalg.det(inverse[:, :2]))))
+    up = 8 if magnify >= 8 else 4 if magnify >= 4 else 1
+    flags, m = cv2.INTER_CUBIC, shifted
+    if up > 1:
+        flags = cv2.INTER_LINEAR
+        # crop pixel p is big pixel up * p + (up - 1) / 2 (pixel centres)
+        m = shifted @ np.linalg.inv([[up, 0, (up - 1) / 2], [0, up, (up - 1) / 2], [0, 0, 1]])
     planes = tuple(
-        cv2.warpAffine(plane, shifted, dsize, flags=cv2.INTER_CUBIC, borderMode=cv2.BORDER_REPLICATE)
+        cv2.warpAffine(
+            cv2.resize(plane, (size * up, size * up), interpolation=cv2.INTER_CUBIC) if up > 1 else plane,
+            m,
+            dsize,
+            flags=flags,
+            borderMode=cv2.BORDER_REPLICATE,
+        )
         for plane in cv2.split(to_float(crop))
     )
     alpha = cv2.warpAffine(

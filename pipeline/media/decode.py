@@ -10,12 +10,14 @@ from __future__ import annotations
 import math
 import os
 import re
+import threading
 from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
+from queue import Full, Queue
 from typing import Protocol
 
 import av
@@ -200,6 +202,54 @@ class SequencePlate:
         except MediaError as e:
             raise FrameError(path, i, str(e).removeprefix(f"{path}: "), first) from None
         return scaled(image, size)
+
+
+def read_ahead(frames: Iterator[np.ndarray], depth: int) -> Iterator[np.ndarray]:
+    """The same frames, decoded by a thread up to `depth` frames ahead of the caller, so decoding
+    overlaps the caller's work on the frames before (FFmpeg and the colour conversion let go of the GIL).
+
+    Errors come out in order, where the frame would have been; closing this iterator stops the reader
+    and closes `frames` in its own thread. At most depth + 1 frames are held at once.
+    """
+    queue: Queue[tuple[str, object]] = Queue(maxsize=max(1, depth))
+    stop = threading.Event()
+
+    def put(item: tuple[str, object]) -> bool:
+        while not stop.is_set():
+            try:
+                queue.put(item, timeout=0.1)
+                return True
+            except Full:
+                continue
+        return False
+
+    def read() -> None:
+        try:
+            for frame in frames:
+                if not put(("frame", frame)):
+                    return
+            put(("end", None))
+        except BaseException as e:  # handed to the caller, raised where the frame would have been
+            put(("error", e))
+        finally:
+            close = getattr(frames, "close", None)
+            if close is not None:
+                close()
+
+    reader = threading.Thread(target=read, name="plate-read-ahead", daemon=True)
+    reader.start()
+    try:
+        while True:
+            kind, item = queue.get()
+            if kind == "end":
+                return
+            if kind == "error":
+                assert isinstance(item, BaseException)
+                raise item
+            yield item  # type: ignore[misc]
+    finally:
+        stop.set()
+        reader.join()
 
 
 def read_threads() -> int:

@@ -193,9 +193,10 @@ class Compositor:
         return FrameComposite(comp, element, face, matte)
 
     def _element(self, plate: np.ndarray, region: PlateRegion | None = None) -> FaceElement | None:
-        if self.spec.element.format == "none":
+        fmt = self.spec.element.format
+        if fmt == "none":
             return None
-        return FaceElement(plate.shape[:2], region)
+        return FaceElement.of(plate.shape[:2], region, np.uint16 if fmt == "png16" else np.float16)
 
 
 def composite_threads(frames: int) -> int:
@@ -215,9 +216,7 @@ def write_element(version: RenderVersion, shot: Shot, frame: int, element: FaceE
     assert spec is not None
     path = element_path(version, shot, frame)
     path.parent.mkdir(exist_ok=True)
-    # a 16-bit file's samples are made in the box alone, not through a plate-sized float array
-    rgba = element.rgba(np.uint16 if spec.element.format == "png16" else np.float32)
-    write_frame(path, rgba, spec.element.format, meta)
+    write_frame(path, element.rgba(), spec.element.format, meta)
 
 
 def write_transforms(version: RenderVersion, shot: Shot, track: FaceTrack) -> Path:

@@ -21,6 +21,7 @@ import numpy as np
 from pipeline import progress
 from pipeline.composite.blend import FaceElement
 from pipeline.manifest import Shot
+from pipeline.media.decode import read_ahead
 from pipeline.media.sequences import write_frame
 from pipeline.shot.synthetic import frame_metadata
 from pipeline.workspace import RenderVersion
@@ -136,9 +137,9 @@ def render_frames(
         return result
     wanted = set(todo)
     start = todo[0]
-    frames = shot.read_frames(start, last)
-    fmt = shot.spec.output.sequence
     batch_size = work.batch_size if work else 1
+    frames = read_ahead(shot.read_frames(start, last), 2)  # decoding overlaps the batch's work
+    fmt = shot.spec.output.sequence
     pending: list[tuple[int, np.ndarray]] = []
 
     def flush() -> None:
