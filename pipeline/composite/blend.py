@@ -176,7 +176,11 @@ class FaceElement:
         """The layer of a region, its samples in `dtype` (uint16, float16 or float32)."""
         if region is None:
             return cls(shape)
-        planes = [like_dtype(plane, np.dtype(dtype)) for plane in (*region.planes, region.alpha)]
+        planes = [
+            # one rounding, saturating pass into 16 bits (like_dtype takes four)
+            cv2.multiply(plane, 65535.0, dtype=cv2.CV_16U) if dtype == np.uint16 else like_dtype(plane, dtype)
+            for plane in (*region.planes, region.alpha)
+        ]
         return cls(shape, region.x0, region.y0, cv2.merge(planes))
 
     def rgba(self) -> np.ndarray:
