@@ -167,6 +167,7 @@ class FaceElement:
     zero."""
 
     shape: tuple[int, int]  # the plate's height and width
+    dtype: type[np.generic] = np.float32  # the samples' type
     x0: int = 0
     y0: int = 0
     samples: np.ndarray | None = None  # the box's RGBA; None: an empty layer (a frame without a face)
@@ -175,18 +176,17 @@ class FaceElement:
     def of(cls, shape: tuple[int, int], region: PlateRegion | None, dtype: type[np.generic]) -> FaceElement:
         """The layer of a region, its samples in `dtype` (uint16, float16 or float32)."""
         if region is None:
-            return cls(shape)
+            return cls(shape, dtype)
         planes = [
             # one rounding, saturating pass into 16 bits (like_dtype takes four)
             cv2.multiply(plane, 65535.0, dtype=cv2.CV_16U) if dtype == np.uint16 else like_dtype(plane, dtype)
             for plane in (*region.planes, region.alpha)
         ]
-        return cls(shape, region.x0, region.y0, cv2.merge(planes))
+        return cls(shape, dtype, region.x0, region.y0, cv2.merge(planes))
 
     def rgba(self) -> np.ndarray:
         """The layer at plate size, in its sample type."""
-        dtype = np.float32 if self.samples is None else self.samples.dtype
-        out = np.zeros((*self.shape, 4), dtype)
+        out = np.zeros((*self.shape, 4), self.dtype)
         if self.samples is not None:
             h, w = self.samples.shape[:2]
             out[self.y0 : self.y0 + h, self.x0 : self.x0 + w] = self.samples
