@@ -37,7 +37,7 @@ from pipeline.faces.track import FaceTrack
 from pipeline.manifest import Shot, load_shot
 from pipeline.media.decode import MoviePlate, read_ahead
 from pipeline.media.encode import ffmpeg_executable
-from pipeline.processes import run
+from pipeline.processes import MMAP_THRESHOLD, TRIM_THRESHOLD, run, tune_malloc
 from pipeline.shot.composite import Compositor
 from pipeline.shot.track import detect_range, finish_track
 
@@ -454,6 +454,7 @@ def main(argv: list[str] | None = None) -> int:
         help="frames of the UHD render whose peak memory is measured; 0 skips it (%(default)s)",
     )
     args = ap.parse_args(argv)
+    tune_malloc()  # as the vfx command does before anything else
     clip = FOOTAGE / CLIP
     if not clip.is_file():
         sys.exit(
@@ -468,7 +469,11 @@ def main(argv: list[str] | None = None) -> int:
         f"repeats: {repeats} (best of, interleaved); load average {os.getloadavg()[0]:.2f}"
     )
     tuning = " ".join(f"{k}={v}" for k, v in sorted(os.environ.items()) if k.startswith("MALLOC_"))
-    print(f"allocator: glibc malloc, {tuning or 'default settings (no MALLOC_* variables)'}")
+    print(
+        f"allocator: glibc malloc, {tuning or 'no MALLOC_* variables'}; tune_malloc() as the vfx command: "
+        f"mmap threshold {MMAP_THRESHOLD >> 20} MiB, trim threshold {TRIM_THRESHOLD >> 20} MiB, "
+        "one arena a core"
+    )
     settings = ", ".join(f"{k} {v}" for k, v in COMPOSITE.items() if k != "element")
     print(
         f"composite: {settings}, element png16 (its box as 16-bit RGBA, as a render keeps it until it\n"

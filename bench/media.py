@@ -26,7 +26,7 @@ from pipeline.manifest import load_shot
 from pipeline.media.decode import MoviePlate, SequencePlate
 from pipeline.media.encode import MOVIE_PRESETS, burn_in_font, encode_movie, ffmpeg_executable
 from pipeline.media.sequences import extension, write_frame
-from pipeline.processes import run
+from pipeline.processes import run, tune_malloc
 from pipeline.shot.frames import chunk_ranges, render_frames
 from pipeline.shot.movies import encode_movies
 from pipeline.shot.report import output_metadata, write_report
@@ -325,6 +325,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--clip", type=Path, default=DEFAULT_CLIP, help="movie to benchmark (%(default)s)")
     ap.add_argument("--repeats", type=int, default=3, help="timings per measurement; the best is kept")
     args = ap.parse_args(argv)
+    tune_malloc()  # as the vfx command does before anything else
     clip: Path = args.clip.resolve()
     if not clip.is_file():
         sys.exit(

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, NoReturn
 
 from pipeline import __version__
 from pipeline.errors import PipelineError
-from pipeline.processes import limit_malloc_arenas
+from pipeline.processes import tune_malloc
 
 if TYPE_CHECKING:
     import numpy as np
@@ -1074,7 +1074,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    limit_malloc_arenas()
+    tune_malloc()
     args = build_parser().parse_args(argv)
     try:
         use_device(args)
