@@ -129,8 +129,8 @@ class MoviePlate:
         for the whole read.
 
         `frame.to_ndarray(format=...)` makes a new swscale context (and thread pool) for every frame, which
-        cost more than the conversion itself: 0.72x of `ffmpeg -f null` at 720x1280 and 0.66x at UHD,
-        against 1.04x and 1.0x with one reformatter kept for the read (bench/media.py). A `size` is made
+        cost more than the conversion itself: a decode loop ran at 0.72x of `ffmpeg -f null` at 720x1280
+        and 0.66x at UHD that way, 1.04x and 1.0x with one reformatter kept for the read. A `size` is made
         in the same conversion (a 64 px read of a 720x1280 movie takes about 0.6x the time).
         """
         scale = {} if size is None else {"width": size[0], "height": size[1], "interpolation": "AREA"}
@@ -191,9 +191,9 @@ class SequencePlate:
         self.info = info or probe_sequence(pattern, fps)
 
     def read(self, start: int, stop: int, size: tuple[int, int] | None = None) -> Iterator[np.ndarray]:
-        """Frames read by a small pool of threads, a few frames ahead of the caller (PNG and EXR decoding
-        release the GIL in FFmpeg), in order. The look-ahead is bounded, so memory does not grow with the
-        shot, and a missing or broken file is raised at its own place in the order."""
+        """Frames read by a small pool of threads, a few frames ahead of the caller (OpenCV's PNG reader
+        and FFmpeg's decoders let go of the GIL), in order. The look-ahead is bounded, so memory does not
+        grow with the shot, and a missing or broken file is raised at its own place in the order."""
         first = self.info.first_frame or 0
         numbers = iter(range(start, min(stop, self.info.frame_count)))
         workers = read_threads()
