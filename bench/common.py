@@ -1,8 +1,32 @@
-"""What the benches share: the results table."""
+"""What the benches share: the results table, and plates made from the footage."""
 
 from __future__ import annotations
 
+import subprocess
 from collections.abc import Sequence
+from pathlib import Path
+
+from pipeline.media.encode import ffmpeg_executable
+from pipeline.processes import run
+
+# how the benches encode the bigger plates they make from the footage
+MADE_CODEC = ("-c:v", "libx264", "-preset", "medium", "-crf", "18", "-g", "30", "-pix_fmt", "yuv420p")
+# the footage's 512 px square picture scaled to the plate's height and centred (black bars left and right)
+PLATE_FILTERS = {
+    "1080p": "scale=1080:1080,pad=1920:1080:420:0",
+    "uhd": "scale=2160:2160,pad=3840:2160:840:0",
+}
+
+
+def make_clip(clip: Path, n: int, vf: str, out: Path, codec: tuple[str, ...] = MADE_CODEC) -> Path:
+    """The clip's first n frames through the filter `vf` (looped when it has fewer), with the pipeline's
+    ffmpeg."""
+    cmd = [ffmpeg_executable(), "-y", "-v", "error", "-stream_loop", "-1", "-i", str(clip)]
+    cmd += ["-frames:v", str(n), "-vf", vf, *codec, "-an", str(out)]
+    proc = run(cmd, stdin=subprocess.DEVNULL, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"making a clip failed: {' '.join(cmd)}\n{proc.stderr.strip()}")
+    return out
 
 
 def print_table(header: Sequence[str], cells: Sequence[Sequence[str]]) -> None:

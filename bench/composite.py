@@ -29,27 +29,21 @@ from pathlib import Path
 import cv2
 import numpy as np
 import yaml
-from common import print_table
+from common import MADE_CODEC, PLATE_FILTERS, make_clip, print_table
 
 from pipeline.composite import FaceElement, alter_face, blend, match_grain, sharpen, transfer_color
 from pipeline.faces.align import align_face, warp_to_plate
 from pipeline.faces.track import FaceTrack
 from pipeline.manifest import Shot, load_shot
 from pipeline.media.decode import MoviePlate, read_ahead
-from pipeline.media.encode import ffmpeg_executable
-from pipeline.processes import MMAP_THRESHOLD, TRIM_THRESHOLD, run, tune_malloc
+from pipeline.processes import MMAP_THRESHOLD, TRIM_THRESHOLD, tune_malloc
 from pipeline.shot.composite import Compositor
 from pipeline.shot.track import detect_range, finish_track
 
 FOOTAGE = Path(__file__).resolve().parents[2] / "shared" / "footage"
 CLIP = "woman_headturns_512.mp4"
-# the plates made from the 512 px clip: (file name, ffmpeg filter); the square frame scaled to the plate's
-# height and centred, black bars left and right (the face is 2.11x and 4.22x bigger, with no more detail)
-MADE_CLIPS = (
-    ("woman_headturns_1080p.mp4", "scale=1080:1080,pad=1920:1080:420:0"),
-    ("woman_headturns_uhd.mp4", "scale=2160:2160,pad=3840:2160:840:0"),
-)
-HD_CODEC = ("-c:v", "libx264", "-preset", "medium", "-crf", "18", "-g", "30", "-pix_fmt", "yuv420p")
+# the plates made from the 512 px clip (the face is 2.11x and 4.22x bigger, with no more detail)
+MADE_CLIPS = tuple((f"woman_headturns_{name}.mp4", vf) for name, vf in PLATE_FILTERS.items())
 COMPOSITE = {
     "alteration": "recolor",
     "color": "rct",
@@ -135,16 +129,6 @@ def best_of(repeats: int, fns: dict[str, Callable[[], object]]) -> dict[str, Tim
 
 
 # Set-up (not timed) ---------------------------------------------------------------------------------------
-
-
-def make_clip(clip: Path, n: int, vf: str, out: Path, codec: tuple[str, ...] = HD_CODEC) -> None:
-    """The clip's first n frames through the filter `vf` (looped when it has fewer), with the pipeline's
-    ffmpeg."""
-    cmd = [ffmpeg_executable(), "-y", "-v", "error", "-stream_loop", "-1", "-i", str(clip)]
-    cmd += ["-frames:v", str(n), "-vf", vf, *codec, "-an", str(out)]
-    proc = run(cmd, stdin=subprocess.DEVNULL, capture_output=True, text=True)
-    if proc.returncode != 0:
-        raise RuntimeError(f"making a clip failed: {' '.join(cmd)}\n{proc.stderr.strip()}")
 
 
 def shot_for(folder: Path, clip: Path, n: int, blend_mode: str, crop_size: int) -> Shot:
@@ -497,7 +481,7 @@ def main(argv: list[str] | None = None) -> int:
             make_clip(clip, n, vf, folder / name)
             print(
                 f"  {name} made in {time.perf_counter() - t:.1f} s (not timed): the first {n} frames of "
-                f"{CLIP}, ffmpeg -vf {vf} {' '.join(HD_CODEC)}",
+                f"{CLIP}, ffmpeg -vf {vf} {' '.join(MADE_CODEC)}",
                 flush=True,
             )
             clips.append((folder / name, UHD_CONFIGS if "uhd" in name else CONFIGS))

@@ -22,6 +22,8 @@ from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 
+from common import PLATE_FILTERS, make_clip
+
 from pipeline.manifest import load_shot
 from pipeline.media.decode import MoviePlate, SequencePlate
 from pipeline.media.encode import MOVIE_PRESETS, burn_in_font, encode_movie, ffmpeg_executable
@@ -40,11 +42,7 @@ FOOTAGE = Path(__file__).resolve().parents[2] / "shared" / "footage"
 DEFAULT_CLIP = FOOTAGE / "woman_headturns_512.mp4"
 OTHER_DECODE_CLIPS = ("man_glasses_720x1280.mp4", "talking_head_mpeg4_512.mp4")
 # plates made in the run from the default clip: the square picture scaled to the plate's height, centred
-MADE_CLIPS = (
-    ("1080p.mp4", "scale=1080:1080,pad=1920:1080:420:0"),
-    ("uhd.mp4", "scale=2160:2160,pad=3840:2160:840:0"),
-)
-MADE_CODEC = ("-c:v", "libx264", "-preset", "medium", "-crf", "18", "-g", "30", "-pix_fmt", "yuv420p")
+MADE_CLIPS = tuple((f"{name}.mp4", vf) for name, vf in PLATE_FILTERS.items())
 MADE_FRAMES = 120  # frames of each made plate
 EXR_FRAMES = 60  # frames of the default clip written as an EXR sequence for the sequence decode row
 FIRST = 1001
@@ -125,14 +123,6 @@ def bench_sequence_decode(pattern: Path, n: int, fps: Fraction, repeats: int) ->
         )
 
     return decode_row(f"{pattern.suffix[1:]} sequence", n, repeats, ours, reference)
-
-
-def make_clip(clip: Path, vf: str, out: Path) -> Path:
-    """A bigger plate made from a footage clip's first MADE_FRAMES frames with the pipeline's ffmpeg
-    (scaled and padded by `vf`)."""
-    cmd = ["-y", "-v", "error", "-i", str(clip), "-frames:v", str(MADE_FRAMES), "-vf", vf, *MADE_CODEC]
-    run_ffmpeg([*cmd, "-an", str(out)])
-    return out
 
 
 def decode_row(label: str, n: int, repeats: int, ours: Timed, reference: Timed) -> Row:
@@ -347,7 +337,7 @@ def main(argv: list[str] | None = None) -> int:
         folder = Path(tmp)
         for name, vf in MADE_CLIPS:
             t = time.perf_counter()
-            decode_clips.append(make_clip(clip, vf, folder / f"{clip.stem}_{name}"))
+            decode_clips.append(make_clip(clip, MADE_FRAMES, vf, folder / f"{clip.stem}_{name}"))
             print(f"  made {decode_clips[-1].name} in {time.perf_counter() - t:.0f} s: -vf {vf}", flush=True)
         for c in decode_clips:
             if not c.is_file():
