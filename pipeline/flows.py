@@ -51,7 +51,7 @@ from prefect.logging.handlers import PrefectConsoleHandler  # noqa: E402
 from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings  # noqa: E402
 from prefect.task_runners import ThreadPoolTaskRunner  # noqa: E402
 
-from pipeline.config import RunnerSettings  # noqa: E402
+from pipeline.config import RunnerSettings, default_workers  # noqa: E402
 from pipeline.errors import ManifestError, PipelineError  # noqa: E402
 from pipeline.faces.track import FaceTrack  # noqa: E402
 from pipeline.manifest import Shot, load_shot  # noqa: E402
@@ -85,7 +85,7 @@ from pipeline.workspace import (  # noqa: E402
     resume_version,
 )
 
-WORKERS = max(1, min(4, os.cpu_count() or 1))
+WORKERS = default_workers()
 SHOTS_AT_ONCE = 2  # a batch's (and a night's) shots rendered side by side
 
 

@@ -331,6 +331,16 @@ composite:
     assert planted[:256, :256].min() == 255 and np.array_equal(planted[:, 256:], again["faces"][:, 256:])
 
 
+def test_a_batch_holds_fewer_frames_where_they_are_big():
+    from pipeline.shot.frames import BATCH_BYTES, batch_frames
+
+    assert batch_frames(8, 1920 * 1080 * 3) == 8  # 1080p, 8-bit: the work's own batch
+    assert batch_frames(8, 3840 * 2160 * 3) == 5  # UHD, 8-bit: 25 MB a frame
+    assert batch_frames(8, 3840 * 2160 * 3 * 4) == 1  # UHD EXR as float32: one at a time, never none
+    assert batch_frames(2, 64) == 2
+    assert batch_frames(8, 3840 * 2160 * 3) * 3840 * 2160 * 3 <= BATCH_BYTES
+
+
 def test_a_uhd_shot_renders_end_to_end(tmp_path, woman_clip, prefect_server):
     """A UHD plate (3840x2160, generated from the footage: the 512 px picture scaled to 2160 px and
     centred on a grey canvas) goes through tracking, compositing, elements and writing; the comps are UHD

@@ -19,6 +19,10 @@ from pipeline.media.decode import read_image
 def test_runner_from_the_config_file_and_the_command_line(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     assert load_runner() == RunnerSettings()
+    # by default one chunk a core, at most four: more only add memory (every chunk uses every core)
+    assert RunnerSettings().workers == min(4, os.cpu_count() or 1)
+    monkeypatch.setattr(os, "cpu_count", lambda: 16)
+    assert RunnerSettings().workers == 4
     (tmp_path / "vfx.toml").write_text('[runner]\nkind = "dask"\nworkers = 3\n')
     assert load_runner() == RunnerSettings("dask", 3, None)
     assert load_runner("threads", 2) == RunnerSettings("threads", 2, None)

@@ -101,6 +101,16 @@ def chunk_ranges(first: int, last: int, size: int) -> list[tuple[int, int]]:
     return [(a, min(a + size - 1, last)) for a in range(first, last + 1, size)]
 
 
+BATCH_BYTES = 128 << 20  # the plate frames a batch holds, at most (one UHD 8-bit frame is 25 MB)
+
+
+def batch_frames(wanted: int, frame_bytes: int) -> int:
+    """Frames in a batch: the work's own batch size, fewer where the frames are big. A batch holds its
+    plates, their comps and their face elements at once (about three frames' worth each), in every chunk
+    rendering side by side, so at UHD a batch of 8 held 600 MB a chunk."""
+    return max(1, min(wanted, BATCH_BYTES // max(1, frame_bytes)))
+
+
 def render_progress_key(shot: Shot, work: str) -> str:
     """The key of the progress a render shows of `work` (track, frames, overlay, movies), under which the
     tasks doing it (its chunks) count their frames as they go when they run in the same process
@@ -137,7 +147,7 @@ def render_frames(
         return result
     wanted = set(todo)
     start = todo[0]
-    batch_size = work.batch_size if work else 1
+    batch_size = work.batch_size if work else 1  # bounded by the frames' size once the first is read
     frames = read_ahead(shot.read_frames(start, last), 2)  # decoding overlaps the batch's work
     fmt = shot.spec.output.sequence
     pending: list[tuple[int, np.ndarray]] = []
@@ -180,6 +190,8 @@ def render_frames(
             result.decode_s += time.perf_counter() - t
             if number in wanted:
                 pending.append((number, frame))
+                if len(pending) == 1:
+                    batch_size = batch_frames(batch_size, frame.nbytes)
             if len(pending) >= batch_size:
                 flush()
         if pending:
