@@ -26,7 +26,7 @@ import numpy as np
 from av.video.reformatter import VideoReformatter
 
 from pipeline.errors import MediaError
-from pipeline.media.color import linear_to_srgb
+from pipeline.media.color import half_linear_to_srgb, linear_to_srgb
 from pipeline.media.probe import PlateInfo, probe_movie, probe_sequence, sequence_path
 
 
@@ -71,7 +71,7 @@ def read_image(path: Path) -> np.ndarray:
             name = container.streams.video[0].codec_context.name
             pix = frame.format.name
             if name == "exr":
-                return linear_to_srgb(_exr_rgb(frame))
+                return _exr_srgb(frame)
             if any(d in pix for d in ("48", "64", "16")):
                 return frame.to_ndarray(format="rgb48le", threads=1)
             return frame.to_ndarray(format="rgb24", threads=1)
@@ -90,15 +90,18 @@ def _read_png(path: Path) -> np.ndarray | None:
     return cv2.cvtColor(image, cv2.COLOR_BGRA2RGB if image.shape[2] == 4 else cv2.COLOR_BGR2RGB)
 
 
-def _exr_rgb(frame: av.VideoFrame) -> np.ndarray:
-    """Planar float frames (gbrp[a]f16/f32) read plane by plane: swscale's float path is not exact."""
+def _exr_srgb(frame: av.VideoFrame) -> np.ndarray:
+    """A planar float frame (gbrp[a]f16/f32, scene-linear) as display-referred float32 RGB, read plane by
+    plane: swscale's float path is not exact."""
     dtype = np.float16 if "f16" in frame.format.name else np.float32
     planes = [
         np.frombuffer(p, dtype).reshape(p.height, p.line_size // dtype().itemsize)[:, : p.width]
         for p in frame.planes
     ]
     g, b, r = planes[:3]
-    return np.stack([r, g, b], axis=-1).astype(np.float32)
+    if dtype == np.float16:
+        return half_linear_to_srgb(np.stack([r, g, b], axis=-1))
+    return linear_to_srgb(np.stack([r, g, b], axis=-1))
 
 
 def load_still(path: str) -> np.ndarray:
