@@ -9,6 +9,7 @@ import pytest
 from pipeline.errors import PipelineError
 from pipeline.faces.align import (
     align_face,
+    area_average,
     crop_matrix,
     ffhq_params,
     paste_back,
@@ -106,6 +107,18 @@ def test_alignment_is_the_same_at_every_crop_size(astronaut, astronaut_face):
     assert 0.35 < eyes[:, 1].mean() < 0.5  # where FFHQ puts them
     with pytest.raises(ValueError, match="outside 64..1024"):
         align_face(astronaut, params, 32)
+
+
+@pytest.mark.parametrize("shrink", [2, 3, 4, 6, 8])
+def test_a_big_reduction_is_the_mean_of_every_block(shrink):
+    """align_face shrinks a big face by whole blocks first (halvings, then an odd factor): each crop
+    pixel starts as the plain mean of its block, within one step of the 16-bit samples."""
+    rng = np.random.default_rng(shrink)
+    box = rng.integers(0, 65536, (13 * shrink, 11 * shrink, 3), dtype=np.uint16)
+    exact = box.astype(np.float64).reshape(13, shrink, 11, shrink, 3).mean((1, 3))
+    got = area_average(box, shrink)
+    assert got.dtype == np.uint16 and got.shape == exact.shape
+    assert np.abs(got - exact).max() <= 1.5  # of 65535
 
 
 def test_a_crop_past_the_frame_edge_is_padded_not_shrunk(astronaut, astronaut_face):

