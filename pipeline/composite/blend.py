@@ -110,36 +110,37 @@ def _planes_blend(view: np.ndarray, region: PlateRegion, mode: str) -> np.ndarra
     A plane is a contiguous float32 array the size of the box, so every step runs over long rows in
     place (an H x W x 3 array times an H x W matte broadcasts over rows of 3, several times slower, and
     each fresh full-size temporary costs page faults). The change is zero wherever the matte is, so the
-    box's untouched pixels come back as they were, bit for bit, without a masked copy.
+    box's untouched pixels come back as they were, bit for bit, without a masked copy. An 8-bit plate's
+    samples go into the difference and come back out with the change in one OpenCV pass each
+    (cv2.addWeighted, rounding and saturating), with no float copy of the plate.
     """
     alpha = region.alpha
     gm = matte_pyramid(alpha) if mode == "laplacian" else None
     touched = (alpha > 0).astype(np.float32) if mode == "laplacian" else None
+    eight_bit = view.dtype == np.uint8
     d = np.empty(alpha.shape, np.float32)  # scratch planes, used for the three colours in turn
-    p = np.empty(alpha.shape, np.float32)
-    scale = {np.dtype(np.uint8): 1 / 255, np.dtype(np.uint16): 1 / 65535}.get(view.dtype, 1.0)
+    p = None if eight_bit else np.empty(alpha.shape, np.float32)
+    scale = {np.dtype(np.uint16): 1 / 65535}.get(view.dtype, 1.0)
     planes = []
     for plate_plane, face_plane in zip(cv2.split(view), region.planes, strict=True):
-        np.multiply(plate_plane, np.float32(scale), out=p)  # as media.color.to_float
-        np.subtract(face_plane, p, out=d)
+        if p is None:
+            cv2.addWeighted(face_plane, 1.0, plate_plane, -1 / 255, 0.0, dst=d, dtype=cv2.CV_32F)
+        else:
+            np.multiply(plate_plane, np.float32(scale), out=p)  # as media.color.to_float
+            np.subtract(face_plane, p, out=d)
         if gm is None:
             change = np.multiply(d, alpha, out=d)
         else:
             change = _laplacian_change(d, gm)
             np.multiply(change, touched, out=change)
+        if p is None:  # the sample plus 255 x the change, rounded and held in 0..255 (a Laplacian
+            planes.append(cv2.addWeighted(change, 255.0, plate_plane, 1.0, 0.0, dtype=cv2.CV_8U))
+            continue  # blend can overshoot)
         np.add(p, change, out=p)
         if gm is not None and view.dtype.kind in "ui":  # a Laplacian blend can overshoot [0, 1]; a float
             np.clip(p, 0, 1, out=p)  # plate keeps its values (above 1 in highlights), as alpha's mix does
-        planes.append(_like_plate(p, view.dtype))
+        planes.append(like_dtype(p, view.dtype))
     return cv2.merge(planes)
-
-
-def _like_plate(plane: np.ndarray, dtype: np.dtype) -> np.ndarray:
-    """A float plane in [0, 1] as the plate's samples: rounded to the nearest (an untouched sample comes
-    back as it was: x / 255 * 255 rounds to x)."""
-    if dtype == np.uint8:
-        return cv2.convertScaleAbs(plane, alpha=255.0)
-    return like_dtype(plane, dtype)
 
 
 def blend(plate: np.ndarray, region: PlateRegion | None, mode: str) -> np.ndarray:
