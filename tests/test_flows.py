@@ -174,10 +174,10 @@ def audio_lag(plate: Path, offset: float, movie: Path) -> float:
 
 
 def big_still_manifest(folder: Path) -> Path:
-    """A slow-enough plate to interrupt: a 1536 px still with a camera move, written as 16-bit PNG."""
+    """A slow-enough plate to interrupt: a 1024 px still with a camera move, written as 16-bit PNG."""
     import skimage.data
 
-    img = cv2.resize(skimage.data.astronaut(), (1536, 1536), interpolation=cv2.INTER_CUBIC)
+    img = cv2.resize(skimage.data.astronaut(), (1024, 1024), interpolation=cv2.INTER_CUBIC)
     cv2.imwrite(str(folder / "big.png"), cv2.cvtColor(img, cv2.COLOR_RGB2BGR))
     return write_manifest(
         folder,
