@@ -106,8 +106,8 @@ BATCH_BYTES = 128 << 20  # the plate frames a batch holds, at most (one UHD 8-bi
 
 def batch_frames(wanted: int, frame_bytes: int) -> int:
     """Frames in a batch: the work's own batch size, fewer where the frames are big. A batch holds its
-    plates, their comps and their face elements at once (about three frames' worth each), in every chunk
-    rendering side by side, so at UHD a batch of 8 held 600 MB a chunk."""
+    plates, their comps and their face elements at once (about three plate frames for each of its
+    frames), in every chunk rendering side by side: at UHD a batch of 8 held 600 MB a chunk."""
     return max(1, min(wanted, BATCH_BYTES // max(1, frame_bytes)))
 
 
