@@ -116,29 +116,49 @@ def _inside(shape: tuple[int, ...], matrix: np.ndarray, crop_size: int) -> bool:
 
 def _pad_past_the_edge(crop: np.ndarray, inside: np.ndarray) -> None:
     """FFHQ's padding, in place: where the crop shows mirrored plate past the frame edge (`inside` < 1),
-    blurred and pulled toward the median colour with distance from the edge. Only the rows and columns
-    that reach past the edge are touched."""
+    blurred and pulled toward the median colour with distance from the edge.
+
+    Only the parts that reach past the edge are touched, each on its own box: a face that fills the
+    frame's height pads a strip at the top and one at the bottom, and one box around both would be the
+    whole crop (2.3 -> 0.5 ms at 256 px).
+    """
     if inside.min() >= 0.999:
         return
     size = crop.shape[0]
     outside = (inside < 0.5).astype(np.uint8)
     dist = cv2.distanceTransform(outside, cv2.DIST_L2, 5) / size
-    ys, xs = np.nonzero(dist)
-    if len(ys) == 0:
+    parts, _, boxes, _ = cv2.connectedComponentsWithStats((dist > 0).astype(np.uint8), connectivity=8)
+    if parts <= 1:
         return
-    y0, y1, x0, x1 = ys.min(), ys.max() + 1, xs.min(), xs.max() + 1
     sigma = max(1.0, 0.02 * size)
     reach = int(np.ceil(4 * sigma))  # OpenCV's Gaussian kernel for float images: +-4 sigma
-    # the blur of the part, read from the part and the pixels within reach of it (as blurring all would)
-    a0, a1, b0, b1 = max(y0 - reach, 0), min(y1 + reach, size), max(x0 - reach, 0), min(x1 + reach, size)
-    blurred = cv2.GaussianBlur(crop[a0:a1, b0:b1], (0, 0), sigmaX=sigma)[y0 - a0 : y1 - a0, x0 - b0 : x1 - b0]
-    view, d = crop[y0:y1, x0:x1], dist[y0:y1, x0:x1]
-    w_blur = np.clip(d / 0.03, 0, 1)[..., None]
-    view += (blurred - view) * w_blur
     seen = inside[::2, ::2] > 0.5  # the median colour of every other pixel of the plate's part
-    median = np.median(crop[::2, ::2][seen], axis=0) if seen.any() else crop.mean((0, 1))
-    w_med = np.clip(d / 0.25, 0, 1)[..., None] * 0.7
-    view += (median - view) * w_med
+    if seen.any():
+        median = np.array([np.median(crop[::2, ::2, c][seen]) for c in range(3)], np.float32)
+    else:
+        median = crop.mean((0, 1))
+    boxes = [(int(x), int(y), int(x + w), int(y + h)) for x, y, w, h, _ in boxes[1:]]
+    if any(_overlap(a, b) for k, a in enumerate(boxes) for b in boxes[k + 1 :]):
+        # a pixel in two boxes would be moved twice: one box around them all
+        x0s, y0s, x1s, y1s = zip(*boxes, strict=True)
+        boxes = [(min(x0s), min(y0s), max(x1s), max(y1s))]
+    # the blur of each part, read from the part and the pixels within reach of it (as blurring all would),
+    # all of them before any part changes
+    blurred = []
+    for x0, y0, x1, y1 in boxes:
+        a0, a1, b0, b1 = max(y0 - reach, 0), min(y1 + reach, size), max(x0 - reach, 0), min(x1 + reach, size)
+        part = cv2.GaussianBlur(crop[a0:a1, b0:b1], (0, 0), sigmaX=sigma)
+        blurred.append((y0, y1, x0, x1, part[y0 - a0 : y1 - a0, x0 - b0 : x1 - b0]))
+    for y0, y1, x0, x1, part in blurred:
+        d = dist[y0:y1, x0:x1]  # zero off the padding, which stays as it is
+        view = crop[y0:y1, x0:x1]
+        view += (part - view) * np.clip(d / 0.03, 0, 1)[..., None]
+        view += (median - view) * (np.clip(d / 0.25, 0, 1)[..., None] * 0.7)
+
+
+def _overlap(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> bool:
+    """Whether two (x0, y0, x1, y1) boxes share a pixel."""
+    return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
 
 
 def covered_box(
