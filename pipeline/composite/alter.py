@@ -11,9 +11,11 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from pipeline.composite.color import from_lab, to_lab
+from pipeline.composite.color import from_lab, scale_channels, to_lab
 
 ALTERATIONS = ("none", "mirror", "recolor", "retouch")
+# the recolor alteration: a gain and offset in Lab (paler, greener, bluer)
+RECOLOR = (np.array([0.85, 1.0, 1.0]), np.array([6.0, -12.0, -10.0]))
 RETOUCH_EYES = 1.5  # magnification at each eye's centre
 RETOUCH_JAW = 0.2  # the jaw line moves this share of its distance to the face's centre line
 
@@ -24,10 +26,8 @@ def alter_face(crop: np.ndarray, how: str, landmarks: np.ndarray | None = None) 
         return crop
     if how == "mirror":  # aligned crops are symmetric about the vertical centre line
         return np.ascontiguousarray(crop[:, ::-1])
-    if how == "recolor":  # a known gain and offset in Lab: paler, greener, bluer
-        lab = to_lab(crop)
-        lab = lab * np.array([0.85, 1.0, 1.0], np.float32) + np.array([6.0, -12.0, -10.0], np.float32)
-        return from_lab(lab)
+    if how == "recolor":  # a known gain and offset in Lab
+        return from_lab(scale_channels(to_lab(crop), *RECOLOR))
     if how == "retouch":
         if landmarks is None or np.isnan(landmarks).any():
             raise ValueError("the retouch alteration needs the face's 68 landmarks in crop pixels")
