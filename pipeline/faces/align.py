@@ -120,15 +120,15 @@ def _pad_past_the_edge(crop: np.ndarray, inside: np.ndarray) -> None:
 
     Only the parts that reach past the edge are touched, each on its own box: a face that fills the
     frame's height pads a strip at the top and one at the bottom, and one box around both would be the
-    whole crop (2.3 -> 0.5 ms at 256 px).
+    whole crop (2.3 -> 0.7 ms at 256 px).
     """
     if inside.min() >= 0.999:
         return
     size = crop.shape[0]
     outside = (inside < 0.5).astype(np.uint8)
     dist = cv2.distanceTransform(outside, cv2.DIST_L2, 5) / size
-    parts, _, boxes, _ = cv2.connectedComponentsWithStats((dist > 0).astype(np.uint8), connectivity=8)
-    if parts <= 1:
+    boxes = _runs_boxes(outside)
+    if not boxes:
         return
     sigma = max(1.0, 0.02 * size)
     reach = int(np.ceil(4 * sigma))  # OpenCV's Gaussian kernel for float images: +-4 sigma
@@ -137,11 +137,6 @@ def _pad_past_the_edge(crop: np.ndarray, inside: np.ndarray) -> None:
         median = np.array([np.median(crop[::2, ::2, c][seen]) for c in range(3)], np.float32)
     else:
         median = crop.mean((0, 1))
-    boxes = [(int(x), int(y), int(x + w), int(y + h)) for x, y, w, h, _ in boxes[1:]]
-    if any(_overlap(a, b) for k, a in enumerate(boxes) for b in boxes[k + 1 :]):
-        # a pixel in two boxes would be moved twice: one box around them all
-        x0s, y0s, x1s, y1s = zip(*boxes, strict=True)
-        boxes = [(min(x0s), min(y0s), max(x1s), max(y1s))]
     # the blur of each part, read from the part and the pixels within reach of it (as blurring all would),
     # all of them before any part changes
     blurred = []
@@ -156,9 +151,20 @@ def _pad_past_the_edge(crop: np.ndarray, inside: np.ndarray) -> None:
         view += (median - view) * (np.clip(d / 0.25, 0, 1)[..., None] * 0.7)
 
 
-def _overlap(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> bool:
-    """Whether two (x0, y0, x1, y1) boxes share a pixel."""
-    return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
+def _runs_boxes(mask: np.ndarray) -> list[tuple[int, int, int, int]]:
+    """(x0, y0, x1, y1) boxes, none sharing a pixel, that hold every set pixel of a mask: one for each run
+    of rows with a set pixel, split at the columns with none in that run (a strip at the top and one at
+    the bottom are two boxes; a frame around the whole is one)."""
+    boxes = []
+    for y0, y1 in _runs(mask.any(1)):
+        boxes += [(x0, y0, x1, y1) for x0, x1 in _runs(mask[y0:y1].any(0))]
+    return boxes
+
+
+def _runs(flags: np.ndarray) -> list[tuple[int, int]]:
+    """[start, end) of each run of True."""
+    edges = np.flatnonzero(np.diff(np.concatenate(([False], flags, [False])).astype(np.int8)))
+    return [(int(a), int(b)) for a, b in zip(edges[::2], edges[1::2], strict=True)]
 
 
 def covered_box(
