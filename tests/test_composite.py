@@ -140,6 +140,60 @@ def test_laplacian_and_poisson_seams_beat_a_hard_paste(alteration, footage, anal
             assert seam_score(blend(plate, region, mode), plate, region) < hard, mode
 
 
+def textbook_laplacian_blend(plate: np.ndarray, face: np.ndarray, alpha: np.ndarray) -> np.ndarray:
+    """Burt & Adelson's blend as the paper draws it, in float64: the face's and the plate's Laplacian
+    pyramids mixed band by band with the matte's Gaussian pyramid, then collapsed."""
+    from pipeline.composite.blend import matte_pyramid
+
+    gm = matte_pyramid(alpha.astype(np.float64))
+
+    def bands(x: np.ndarray) -> list[np.ndarray]:
+        g = [x]
+        for _ in range(len(gm) - 1):
+            g.append(cv2.pyrDown(g[-1]))
+        return [g[k] - cv2.pyrUp(g[k + 1], dstsize=g[k].shape[1::-1]) for k in range(len(g) - 1)] + [g[-1]]
+
+    mixed = [
+        m[..., None] * a + (1 - m[..., None]) * b
+        for m, a, b in zip(gm, bands(face), bands(plate), strict=True)
+    ]
+    out = mixed[-1]
+    for band in mixed[-2::-1]:
+        out = cv2.pyrUp(out, dstsize=band.shape[1::-1]) + band
+    return out
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.float32])
+def test_laplacian_blend_is_burt_and_adelsons(dtype):
+    """The one-pyramid form (the difference's bands) gives the textbook blend: within one step of the
+    sample type inside the matte, the plate bit for bit outside it. A constant matte a gives exactly
+    plate + a x (face - plate): every band of the difference comes back whole."""
+    rng = np.random.default_rng(11)
+    h, w = 150, 170
+    plate01 = cv2.GaussianBlur(rng.random((h, w, 3)), (0, 0), 2) * 0.8 + 0.1
+    face = np.clip(cv2.GaussianBlur(rng.random((120, 130, 3)), (0, 0), 1) * 1.2 - 0.1, 0, 1).astype(
+        np.float32
+    )
+    alpha = np.zeros((120, 130), np.float32)
+    cv2.ellipse(alpha, (64, 60), (45, 50), 0, 0, 360, 1.0, -1)
+    alpha = cv2.GaussianBlur(alpha, (0, 0), 6) * (alpha > 0)
+    top = 1.0 if dtype == np.float32 else float(np.iinfo(dtype).max)
+    plate = (plate01 * top + (0.5 if top > 1 else 0)).astype(dtype)
+    region = PlateRegion(20, 15, face, alpha)
+    out = blend(plate, region, "laplacian").astype(np.float64) / top
+    box = plate[region.box].astype(np.float64) / top
+    want = textbook_laplacian_blend(box, face.astype(np.float64), alpha)
+    inside = alpha > 0
+    step = 1.0 / top if top > 1 else 1e-5
+    assert np.abs(out[region.box][inside] - np.clip(want, 0, 1)[inside]).max() <= step * 1.001
+    untouched = np.ones(plate.shape[:2], bool)
+    untouched[region.box] = ~inside
+    np.testing.assert_array_equal(blend(plate, region, "laplacian")[untouched], plate[untouched])
+    half = PlateRegion(20, 15, face, np.full_like(alpha, 0.5))
+    mixed = blend(plate, half, "laplacian").astype(np.float64)[half.box] / top
+    assert np.abs(mixed - (box + 0.5 * (face - box))).max() <= step * 1.001
+
+
 def detail(image: np.ndarray) -> np.ndarray:
     """The fine detail of an image (minus a blurred copy): what a Poisson clone takes from its source."""
     x = image.astype(np.float32) / (255.0 if image.dtype == np.uint8 else 1.0)

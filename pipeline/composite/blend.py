@@ -36,13 +36,14 @@ def matte_pyramid(alpha: np.ndarray, levels: int = 5) -> list[np.ndarray]:
 
 
 def _laplacian_change(d: np.ndarray, gm: list[np.ndarray]) -> np.ndarray:
-    """The change a Laplacian blend makes to one plane of the plate, from d = face - plate (used up).
+    """The change a Laplacian blend makes to one plane of the plate, from d = face - plate.
 
     Burt & Adelson 1983 ("A multiresolution spline"): coarse bands mix over wide areas, fine bands over
     narrow ones. The decomposition is linear, so plate + the sum of the difference's bands, each weighted
     by the matte's Gaussian pyramid at its level, is the same blend as mixing the face's and the plate's
     pyramids, with one pyramid built instead of two. Halving rounds up (pyrDown/pyrUp pair any size), so
-    no padding is needed.
+    no padding is needed. Every band is a level of the Gaussian pyramid minus the next one up, so each
+    level is kept whole until the band below it is taken.
     """
     g = [d]
     for _ in range(len(gm) - 1):
@@ -50,9 +51,10 @@ def _laplacian_change(d: np.ndarray, gm: list[np.ndarray]) -> np.ndarray:
     out = np.multiply(g[-1], gm[-1])
     for k in range(len(gm) - 2, -1, -1):
         size = g[k].shape[::-1]
-        band = np.subtract(g[k], cv2.pyrUp(g[k + 1], dstsize=size), out=g[k])
-        np.multiply(band, gm[k], out=band)
-        out = np.add(cv2.pyrUp(out, dstsize=size), band, out=band)
+        band = cv2.pyrUp(g[k + 1], dstsize=size)
+        cv2.subtract(g[k], band, dst=band)
+        out = cv2.pyrUp(out, dstsize=size)
+        cv2.accumulateProduct(band, gm[k], out)  # out += band x matte, in one pass
     return out
 
 
@@ -107,16 +109,19 @@ def _poisson(plate_box: np.ndarray, region: PlateRegion) -> np.ndarray:
 def _planes_blend(view: np.ndarray, region: PlateRegion, mode: str) -> np.ndarray:
     """Alpha or Laplacian blend of the region into `view` (the plate's box), one colour plane at a time.
 
-    A plane is a contiguous float32 array the size of the box, so every step runs over long rows in
-    place (an H x W x 3 array times an H x W matte broadcasts over rows of 3, several times slower, and
-    each fresh full-size temporary costs page faults). The change is zero wherever the matte is, so the
-    box's untouched pixels come back as they were, bit for bit, without a masked copy. An 8-bit plate's
-    samples go into the difference and come back out with the change in one OpenCV pass each
-    (cv2.addWeighted, rounding and saturating), with no float copy of the plate.
+    A plane is a contiguous array the size of the box, so every step runs over long rows in place (an
+    H x W x 3 array times an H x W matte broadcasts over rows of 3, several times slower, and each fresh
+    full-size temporary costs page faults). The change is zero wherever the matte is (a Laplacian blend's
+    coarse bands reach past it, and are held to it), so the box's untouched pixels come back as they were,
+    bit for bit. An 8-bit plate's samples go into the difference (in 8-bit steps) and come back out with
+    the change in one OpenCV pass each (cv2.add, rounding and saturating: a Laplacian blend can
+    overshoot), with no float copy of the plate.
     """
     alpha = region.alpha
-    gm = matte_pyramid(alpha) if mode == "laplacian" else None
-    touched = (alpha > 0).astype(np.float32) if mode == "laplacian" else None
+    laplacian = mode == "laplacian"
+    gm = matte_pyramid(alpha) if laplacian else []
+    touched = alpha > 0 if laplacian else None  # the pixels the blend may change
+    mask = None if touched is None else touched.view(np.uint8)
     eight_bit = view.dtype == np.uint8
     d = np.empty(alpha.shape, np.float32)  # scratch planes, used for the three colours in turn
     p = None if eight_bit else np.empty(alpha.shape, np.float32)
@@ -124,20 +129,16 @@ def _planes_blend(view: np.ndarray, region: PlateRegion, mode: str) -> np.ndarra
     planes = []
     for plate_plane, face_plane in zip(cv2.split(view), region.planes, strict=True):
         if p is None:
-            cv2.addWeighted(face_plane, 1.0, plate_plane, -1 / 255, 0.0, dst=d, dtype=cv2.CV_32F)
+            cv2.addWeighted(face_plane, 255.0, plate_plane, -1.0, 0.0, dst=d, dtype=cv2.CV_32F)
         else:
             np.multiply(plate_plane, np.float32(scale), out=p)  # as media.color.to_float
             np.subtract(face_plane, p, out=d)
-        if gm is None:
-            change = np.multiply(d, alpha, out=d)
-        else:
-            change = _laplacian_change(d, gm)
-            np.multiply(change, touched, out=change)
-        if p is None:  # the sample plus 255 x the change, rounded and held in 0..255 (a Laplacian
-            planes.append(cv2.addWeighted(change, 255.0, plate_plane, 1.0, 0.0, dtype=cv2.CV_8U))
-            continue  # blend can overshoot)
-        np.add(p, change, out=p)
-        if gm is not None and view.dtype.kind in "ui":  # a Laplacian blend can overshoot [0, 1]; a float
+        change = _laplacian_change(d, gm) if laplacian else np.multiply(d, alpha, out=d)
+        if p is None:
+            planes.append(cv2.add(plate_plane, change, dst=plate_plane, mask=mask, dtype=cv2.CV_8U))
+            continue
+        np.add(p, change, out=p, where=True if touched is None else touched)
+        if laplacian and view.dtype.kind in "ui":  # a Laplacian blend can overshoot [0, 1]; a float
             np.clip(p, 0, 1, out=p)  # plate keeps its values (above 1 in highlights), as alpha's mix does
         planes.append(like_dtype(p, view.dtype))
     return cv2.merge(planes)
