@@ -257,20 +257,27 @@ def warp_to_plate(
     # size, and within 0.12/255 RMS of it on a 1080p face (4.2x); below 4x, one cubic warp
     magnify = float(np.sqrt(abs(np.linalg.det(inverse[:, :2]))))
     up = 8 if magnify >= 8 else 4 if magnify >= 4 else 1
-    flags, m = cv2.INTER_CUBIC, shifted
+    flags, m, part = cv2.INTER_CUBIC, shifted, (slice(None), slice(None))
     if up > 1:
         flags = cv2.INTER_LINEAR
-        # crop pixel p is big pixel up * p + (up - 1) / 2 (pixel centres)
-        m = shifted @ np.linalg.inv([[up, 0, (up - 1) / 2], [0, up, (up - 1) / 2], [0, 0, 1]])
+        # only the part of the crop that the box reads is scaled up (the box's corners in the crop, the
+        # cubic's reach and a pixel more): a 1080p face's box reads two thirds of its crop
+        corners = transform_points(matrix, np.array([[x0, y0], [x1, y0], [x0, y1], [x1, y1]], np.float64))
+        ax0, ay0 = np.maximum(np.floor(corners.min(0)).astype(int) - 4, 0)
+        ax1, ay1 = np.minimum(np.ceil(corners.max(0)).astype(int) + 4, size)
+        part = (slice(ay0, ay1), slice(ax0, ax1))
+        # crop pixel p is big pixel up * (p - a) + (up - 1) / 2 (pixel centres)
+        c = (up - 1) / 2
+        m = shifted @ np.linalg.inv([[up, 0, c - up * ax0], [0, up, c - up * ay0], [0, 0, 1]])
     planes = tuple(
         cv2.warpAffine(
-            cv2.resize(plane, (size * up, size * up), interpolation=cv2.INTER_CUBIC) if up > 1 else plane,
+            cv2.resize(plane, None, fx=up, fy=up, interpolation=cv2.INTER_CUBIC) if up > 1 else plane,
             m,
             dsize,
             flags=flags,
             borderMode=cv2.BORDER_REPLICATE,
         )
-        for plane in cv2.split(to_float(crop))
+        for plane in cv2.split(to_float(crop)[part])
     )
     alpha = cv2.warpAffine(
         mask.astype(np.float32),
