@@ -8,6 +8,7 @@ import pytest
 
 from pipeline.errors import PipelineError
 from pipeline.faces.align import (
+    _pad_past_the_edge,
     align_face,
     area_average,
     crop_matrix,
@@ -132,6 +133,46 @@ def test_a_crop_past_the_frame_edge_is_padded_not_shrunk(astronaut, astronaut_fa
     detail = np.abs(cv2.Laplacian(crop, cv2.CV_32F)).mean(-1)
     far = cv2.distanceTransform((~inside).astype(np.uint8), cv2.DIST_L2, 5) > 20
     assert detail[far].mean() < 0.5 * detail[inside].mean()  # and blurred away from the edge
+
+
+def pad_as_one_box(crop: np.ndarray, inside: np.ndarray) -> np.ndarray:
+    """FFHQ's padding worked on one box around everything past the edge (as align_face did before it
+    padded each strip on its own)."""
+    out, size = crop.copy(), crop.shape[0]
+    dist = cv2.distanceTransform((inside < 0.5).astype(np.uint8), cv2.DIST_L2, 5) / size
+    ys, xs = np.nonzero(dist)
+    sigma = max(1.0, 0.02 * size)
+    blurred = cv2.GaussianBlur(crop, (0, 0), sigmaX=sigma)
+    view, b, d = (a[ys.min() : ys.max() + 1, xs.min() : xs.max() + 1] for a in (out, blurred, dist))
+    view += (b - view) * np.clip(d / 0.03, 0, 1)[..., None]
+    median = np.median(crop[::2, ::2][inside[::2, ::2] > 0.5], axis=0)
+    view += (median - view) * np.clip(d / 0.25, 0, 1)[..., None] * 0.7
+    return out
+
+
+@pytest.mark.parametrize(
+    ("plate_hw", "params"),
+    [
+        ((200, 600), (300, 100, 300, 0.0)),  # a strip at the top and one at the bottom
+        ((200, 600), (300, 100, 300, 0.25)),  # the same, turned
+        ((600, 200), (100, 300, 300, 0.0)),  # left and right
+        ((400, 400), (30, 40, 200, 0.1)),  # a corner: one L-shaped part
+        ((150, 150), (75, 75, 300, 0.3)),  # all round
+    ],
+)
+def test_padding_part_by_part_is_padding_the_whole(plate_hw, params):
+    """A face that fills the frame's height pads a strip at the top and one at the bottom; each part past
+    the edge is padded on its own box, with the same pixels as one box around them all (within float
+    rounding), and the crop's pixels on the plate are left as they are."""
+    rng = np.random.default_rng(4)
+    crop = cv2.GaussianBlur(rng.random((256, 256, 3)).astype(np.float32), (0, 0), 2)
+    coverage = plate_coverage((*plate_hw, 3), np.array(params, np.float64), 256)
+    assert (coverage < 0.5).any() and (coverage > 0.5).any()
+    padded = crop.copy()
+    _pad_past_the_edge(padded, coverage)
+    assert np.abs(padded - pad_as_one_box(crop, coverage)).max() < 1e-4
+    on_plate = coverage >= 0.5
+    np.testing.assert_array_equal(padded[on_plate], crop[on_plate])
 
 
 def test_contact_tile_hatches_the_part_of_a_crop_past_the_frame_edge(astronaut, astronaut_face):
