@@ -11,7 +11,9 @@ def sharpen(image: np.ndarray, amount: float, radius: float = 1.0) -> np.ndarray
     if amount <= 0:
         return image
     blurred = cv2.GaussianBlur(image, (0, 0), sigmaX=radius)
-    return np.clip(image + amount * (image - blurred), 0, 1).astype(np.float32)
+    # image + amount * (image - blurred), in one pass
+    out = cv2.addWeighted(image, 1.0 + amount, blurred, -amount, 0.0, dtype=cv2.CV_32F)
+    return np.clip(out, 0, 1, out=out)
 
 
 def noise_sigma(image: np.ndarray, mask: np.ndarray) -> float:
