@@ -28,7 +28,7 @@ from pipeline.faces.track import FaceTrack
 from pipeline.manifest import load_shot
 from pipeline.media.decode import MoviePlate, load_still, read_image
 from pipeline.media.sequences import read_png_text
-from pipeline.shot.composite import composite_contact_sheet
+from pipeline.shot.composite import composite_contact_sheet, opencv_serial
 from pipeline.shot.review import contact_sheet, frame_thumb, sample_frames, save_review_tile
 from pipeline.shot.track import faces_contact_sheet
 from pipeline.workspace import RenderVersion
@@ -252,6 +252,42 @@ def test_poisson_clone_stays_on_the_matte_between_frames(even):
         for sy, sx in [(0, 0), (0, 1), (1, 0), (0, -1), (-1, 0)]
     }
     assert all(err[(0, 0)] * 5 < e for k, e in err.items() if k != (0, 0)), err
+
+
+def test_opencv_runs_in_the_callers_thread_while_frames_run_side_by_side():
+    """Inside opencv_serial OpenCV uses no pool of its own; blocks in several threads (a render's chunks)
+    overlap in any order, and OpenCV gets its threads back when the last one ends."""
+    import threading
+
+    before = cv2.getNumThreads()
+    cv2.setNumThreads(3)
+    try:
+        with opencv_serial(False):
+            assert cv2.getNumThreads() == 3
+        first_in, second_in, first_may_leave = threading.Event(), threading.Event(), threading.Event()
+        seen = []
+
+        def first() -> None:
+            with opencv_serial():
+                first_in.set()
+                second_in.wait(5)
+                first_may_leave.wait(5)
+            seen.append(("first left", cv2.getNumThreads()))
+
+        thread = threading.Thread(target=first)
+        thread.start()
+        first_in.wait(5)
+        with opencv_serial():
+            second_in.set()
+            assert cv2.getNumThreads() == 1
+            with opencv_serial():  # nested
+                assert cv2.getNumThreads() == 1
+            first_may_leave.set()
+            thread.join(5)
+            assert seen == [("first left", 1)]  # this block still runs
+        assert cv2.getNumThreads() == 3
+    finally:
+        cv2.setNumThreads(before)
 
 
 def test_grain_matches_the_plate_noise_and_repeats_per_frame():

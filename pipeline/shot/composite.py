@@ -82,7 +82,7 @@ def composite_key(shot: Shot, upstream: Mapping[str, StageKey]) -> StageKey:
 
 class AlteredFaces:
     """The test alteration as a link of the frame chain: it stands in for the face stages while a shot
-    has none, so compositing can be seen at work."""
+    has none, so compositing can be seen at work. Each frame is altered on its own, a frame a core."""
 
     draws_own_faces = False
 
