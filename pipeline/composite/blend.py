@@ -106,8 +106,9 @@ def _poisson(plate_box: np.ndarray, region: PlateRegion) -> np.ndarray:
     return np.where(inside[..., None], out, plate_box)
 
 
-def _planes_blend(view: np.ndarray, region: PlateRegion, mode: str) -> np.ndarray:
-    """Alpha or Laplacian blend of the region into `view` (the plate's box), one colour plane at a time.
+def _planes_blend(view: np.ndarray, region: PlateRegion, mode: str) -> None:
+    """Alpha or Laplacian blend of the region into `view` (the plate's box, in place), one colour plane at
+    a time.
 
     A plane is a contiguous array the size of the box, so every step runs over long rows in place (an
     H x W x 3 array times an H x W matte broadcasts over rows of 3, several times slower, and each fresh
@@ -141,7 +142,9 @@ def _planes_blend(view: np.ndarray, region: PlateRegion, mode: str) -> np.ndarra
         if laplacian and view.dtype.kind in "ui":  # a Laplacian blend can overshoot [0, 1]; a float
             np.clip(p, 0, 1, out=p)  # plate keeps its values (above 1 in highlights), as alpha's mix does
         planes.append(like_dtype(p, view.dtype))
-    return cv2.merge(planes)
+    merged = cv2.merge(planes, dst=view)  # written straight into the box
+    if not np.may_share_memory(merged, view):  # a plate OpenCV cannot wrap (negative strides): copied
+        view[...] = merged
 
 
 def blend(plate: np.ndarray, region: PlateRegion | None, mode: str) -> np.ndarray:
@@ -153,7 +156,7 @@ def blend(plate: np.ndarray, region: PlateRegion | None, mode: str) -> np.ndarra
         return out
     view = out[region.box]
     if mode in ("alpha", "laplacian"):
-        view[...] = _planes_blend(view, region, mode)
+        _planes_blend(view, region, mode)
         return out
     mixed = {"hard": _hard, "poisson": _poisson}[mode](to_float(view), region)
     touched = region.alpha > 0 if mode != "hard" else region.alpha > 0.5
