@@ -188,9 +188,10 @@ def _coverage(shape: tuple[int, ...], matrix: np.ndarray, crop_size: int) -> np.
     """What a bilinear warp of an all-ones plate (zero past its edge) gives in the crop, worked out per crop
     pixel rather than warped: a plate-sized image of ones would cost more than the crop."""
     inverse = cv2.invertAffineTransform(matrix)
-    v, u = np.mgrid[0:crop_size, 0:crop_size].astype(np.float64)
-    x = inverse[0, 0] * u + inverse[0, 1] * v + inverse[0, 2]
-    y = inverse[1, 0] * u + inverse[1, 1] * v + inverse[1, 2]
+    u = np.arange(crop_size, dtype=np.float64)
+    # a row of u terms plus a column of v terms (the same sums as over a full grid of u and v)
+    x = (inverse[0, 0] * u)[None, :] + (inverse[0, 1] * u)[:, None] + inverse[0, 2]
+    y = (inverse[1, 0] * u)[None, :] + (inverse[1, 1] * u)[:, None] + inverse[1, 2]
 
     def along(p: np.ndarray, n: int) -> np.ndarray:  # the share of a linear tap's two pixels inside 0..n-1
         return np.clip(p + 1, 0, 1) * np.clip(n - p, 0, 1)
