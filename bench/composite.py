@@ -512,7 +512,7 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"\nsteps of Compositor.frame, ms per frame, configuration '{name}' "
         f"(best of {repeats} passes per step;\n"
-        " decode = waiting for the next frame; align_face includes the plate's conversion to float;\n"
+        " decode = waiting for the next frame; align_face includes reading and shrinking the plate's box;\n"
         f" blend = {mode}; element = the FaceElement (its box as 16-bit RGBA); frame() run = the\n"
         " timed row above, whose frames run side by side in threads, so it can be below the sum;\n"
         " called one by one, the pieces allocate and free memory in another order than frame(), so the\n"
