@@ -142,9 +142,7 @@ def _planes_blend(view: np.ndarray, region: PlateRegion, mode: str) -> None:
         if laplacian and view.dtype.kind in "ui":  # a Laplacian blend can overshoot [0, 1]; a float
             np.clip(p, 0, 1, out=p)  # plate keeps its values (above 1 in highlights), as alpha's mix does
         planes.append(like_dtype(p, view.dtype))
-    merged = cv2.merge(planes, dst=view)  # written straight into the box
-    if not np.may_share_memory(merged, view):  # a plate OpenCV cannot wrap (negative strides): copied
-        view[...] = merged
+    cv2.merge(planes, dst=view)  # straight into the box (a view of blend's own contiguous copy)
 
 
 def blend(plate: np.ndarray, region: PlateRegion | None, mode: str) -> np.ndarray:
