@@ -290,6 +290,56 @@ def test_opencv_runs_in_the_callers_thread_while_frames_run_side_by_side():
         cv2.setNumThreads(before)
 
 
+def test_a_frame_by_frame_chain_composites_as_the_batch_path_does(tmp_path, woman_clip):
+    """The test alteration works frame by frame, so Compositor.frames runs each frame's crop, new face and
+    composite as one task; the same alteration as a batch link (crops of the whole batch, then the link,
+    then the composites) gives the same comps, faces, mattes and elements bit for bit."""
+    from pipeline.shot.composite import AlteredFaces, Compositor
+    from pipeline.shot.track import detect_range, finish_track
+
+    m = write_manifest(
+        tmp_path,
+        f"""
+shot: byframe
+plate: {{movie: {woman_clip}}}
+faces: {{}}
+composite: {{alteration: retouch, blend: laplacian, element: {{format: png16}}}}
+""",
+    )
+    shot = load_shot(m)
+    shot = shot.with_frames(shot.first, shot.first + 5)
+    track = finish_track(shot, detect_range(shot, shot.first, shot.last).faces, tmp_path / "t.npz")
+    numbers = list(range(shot.first, shot.last + 1))
+    plates = list(shot.read_frames(shot.first, shot.last))
+
+    class AsABatch:  # the same alteration, as a link that works on the batch at once
+        draws_own_faces = False
+        frame_by_frame = False
+
+        def __init__(self, altered: AlteredFaces):
+            self.altered = altered
+            self.batches: list[list[int]] = []
+
+        def __call__(self, numbers, faces, masks):
+            self.batches.append(list(numbers))
+            return [self.altered.alter(n, f) for n, f in zip(numbers, faces, strict=True)], masks
+
+    by_frame = Compositor(shot, track, [])
+    assert all(link.frame_by_frame for link in by_frame.chain)
+    batched = Compositor(shot, track, [])
+    link = AsABatch(batched.chain[0])
+    batched.chain = [link]
+    a, b = by_frame.frames(numbers, plates), batched.frames(numbers, plates)
+    assert link.batches == [numbers]  # one call for the whole batch
+    assert sum(done.altered for done in a) == len(numbers)  # the woman is found in every frame
+    for x, y in zip(a, b, strict=True):
+        np.testing.assert_array_equal(x.comp, y.comp)
+        np.testing.assert_array_equal(x.new_face, y.new_face)
+        np.testing.assert_array_equal(x.matte, y.matte)
+        np.testing.assert_array_equal(x.element.rgba(), y.element.rgba())
+    assert by_frame.new_faces_s > 0 and batched.new_faces_s > 0
+
+
 def test_grain_matches_the_plate_noise_and_repeats_per_frame():
     rng = np.random.default_rng(5)
     smooth = cv2.GaussianBlur(rng.random((128, 128, 3)).astype(np.float32), (0, 0), 8) * 0.5 + 0.25

@@ -46,6 +46,10 @@ class FaceLink(Protocol):
     # True when the link draws its own faces and ignores those it is given (the generator): the links
     # before it in the chain would be wasted work and are left out
     draws_own_faces: bool
+    # True when the link makes each frame's face on its own, with no model run over the batch (the test
+    # alteration): a frame's whole composite can then be one task, with no wait for the batch's other
+    # frames between its crop and its composite
+    frame_by_frame: bool
 
     def __call__(
         self, numbers: list[int], faces: list[np.ndarray], masks: list[np.ndarray | None]

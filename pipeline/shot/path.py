@@ -241,6 +241,7 @@ class GeneratedFaces:
     link of the frame chain it draws its own faces, so the links before it (a swap) are left out."""
 
     draws_own_faces = True
+    frame_by_frame = False
 
     def __init__(self, shot: Shot, keys_file: str | Path, tuned: str | None = None):
         with np.load(keys_file) as d:

@@ -115,6 +115,7 @@ class StylizedFaces:
     cache. The masks of the links before it (the swap model's) pass through."""
 
     draws_own_faces = False
+    frame_by_frame = False
 
     def __init__(self, shot: Shot, cache: str | Path | None = None):
         spec = stylize_spec(shot)

@@ -100,6 +100,7 @@ class SwappedFaces:
     the per-frame cache when the shot has one."""
 
     draws_own_faces = False
+    frame_by_frame = False
 
     def __init__(self, shot: Shot, cache: str | Path | None = None):
         swap = swap_spec(shot)
