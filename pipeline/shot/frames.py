@@ -93,7 +93,7 @@ class ChunkResult:
     decode_s: float = 0.0
     new_faces_s: float = 0.0  # making the new faces: swap model, generator or test alteration
     composite_s: float = 0.0  # the rest of compositing: colour, grain, warp back, blend, elements
-    write_s: float = 0.0
+    write_s: float = 0.0  # the comps and the face elements
     review_s: float = 0.0  # the contact sheets' tiles of the sampled frames
     wall_s: float = 0.0
     # [frame, distance to A, distance to B, a face found (1) or not (0)]
@@ -172,7 +172,9 @@ def render_frames(
             metas = [frame_metadata(metadata, d.altered) for d in composites]
             for n, d, meta in zip(numbers, composites, metas, strict=True):
                 if d.element is not None and write_element is not None:
+                    t = time.perf_counter()
                     write_element(n, d.element, meta)
+                    result.write_s += time.perf_counter() - t
                 if d.identity is not None:
                     result.identity.append([n, *d.identity])
         for k, (n, frame) in enumerate(zip(numbers, outputs, strict=True)):
