@@ -36,7 +36,7 @@ from pipeline.faces.align import align_face, warp_to_plate
 from pipeline.faces.track import FaceTrack
 from pipeline.manifest import Shot, load_shot
 from pipeline.media.decode import MoviePlate, read_ahead
-from pipeline.processes import MMAP_THRESHOLD, TRIM_THRESHOLD, tune_malloc
+from pipeline.processes import MMAP_THRESHOLD, TOP_PAD, TRIM_THRESHOLD, tune_malloc
 from pipeline.shot.composite import Compositor
 from pipeline.shot.track import detect_range, finish_track
 
@@ -456,7 +456,7 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"allocator: glibc malloc, {tuning or 'no MALLOC_* variables'}; tune_malloc() as the vfx command: "
         f"mmap threshold {MMAP_THRESHOLD >> 20} MiB, trim threshold {TRIM_THRESHOLD >> 20} MiB, "
-        "one arena a core"
+        f"top pad {TOP_PAD >> 20} MiB, one arena a core"
     )
     settings = ", ".join(f"{k} {v}" for k, v in COMPOSITE.items() if k != "element")
     print(

@@ -150,9 +150,10 @@ class Compositor:
         """Composite several frames; their new faces are made in one batch. The per-frame steps (the
         aligned crops, then everything after the new faces) run side by side in threads: OpenCV and NumPy
         let go of the GIL, and one frame's steps alone keep about one core busy. A chain whose links all
-        work frame by frame runs each frame's whole composite as one task: the batch-wide steps in
-        between would leave a core idle while the other finishes its last crop (about a seventh of a
-        1080p batch's time, measured)."""
+        work frame by frame runs each frame's whole composite as one task, with no batch-wide step in
+        between for a core to wait at, and the frame's crop and new face still in its cache when they
+        are composited (1080p Laplacian, decoding in the loop, median of 8 alternating runs: 56 -> 61
+        fps)."""
         todo = [
             k
             for k, n in enumerate(numbers)
