@@ -82,7 +82,8 @@ def composite_key(shot: Shot, upstream: Mapping[str, StageKey]) -> StageKey:
 
 class AlteredFaces:
     """The test alteration as a link of the frame chain: it stands in for the face stages while a shot
-    has none, so compositing can be seen at work. Each frame is altered on its own, a frame a core."""
+    has none, so compositing can be seen at work. Each frame is altered on its own (frame_by_frame), so
+    Compositor.frames runs it inside each frame's task, a frame a core."""
 
     draws_own_faces = False
     frame_by_frame = True
@@ -95,11 +96,7 @@ class AlteredFaces:
     def __call__(
         self, numbers: list[int], faces: list[np.ndarray], masks: list[np.ndarray | None]
     ) -> tuple[list[np.ndarray], list[np.ndarray | None]]:
-        if len(faces) == 1:  # a frame's own task (Compositor.frames runs frame-by-frame chains so)
-            return [self.alter(numbers[0], faces[0])], [None]
-        with ThreadPoolExecutor(max_workers=composite_threads(len(faces))) as pool:
-            out = list(pool.map(self.alter, numbers, faces))
-        return out, [None] * len(faces)
+        return [self.alter(n, face) for n, face in zip(numbers, faces, strict=True)], [None] * len(faces)
 
     def alter(self, number: int, face: np.ndarray) -> np.ndarray:
         return alter_face(face, self.how, self.crop_landmarks[self.track.index(number)])
