@@ -296,6 +296,7 @@ def cmd_train_encoder(args: argparse.Namespace) -> int:
         lr=args.lr,
         seed=args.seed,
         resume=args.resume,
+        real_every=args.real_every,
     )
     print(f"{args.out}: step {result['step']}, {result['seconds']:.0f} s; {result['losses']}")
     return 0
@@ -360,6 +361,7 @@ def cmd_train_stylize(args: argparse.Namespace) -> int:
         lr=args.lr,
         seed=args.seed,
         resume=args.resume,
+        real_every=args.real_every,
     )
     print(f"{args.out}: step {result['step']}, {result['seconds']:.0f} s; {result['losses']}")
     return 0
@@ -812,6 +814,12 @@ def build_parser() -> argparse.ArgumentParser:
     te.add_argument("--batch", type=whole(1, MAX_BATCH), default=8, help="faces per step (default 8)")
     te.add_argument(
         "--lr", type=number(0, 1, low_open=True), default=1e-4, help="Adam learning rate (default 1e-4)"
+    )
+    te.add_argument(
+        "--real-every",
+        type=whole(1, MAX_STEPS),
+        default=2,
+        help="with --faces: a batch of real crops every this many steps (default 2; 1: every step)",
     )
     te.add_argument("--seed", type=whole(0, 2**31 - 1), default=0, help="random seed (default 0)")
     te.add_argument("--resume", action="store_true", help="continue the training state in --out")

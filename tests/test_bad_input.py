@@ -413,6 +413,7 @@ ARG_CASES = {
     "train-encoder-batch-zero": args(f"{TRAIN_ENCODER} --steps 5 --batch 0", "--batch"),
     "train-encoder-lr-nan": args(f"{TRAIN_ENCODER} --steps 5 --lr nan", "--lr"),
     "train-encoder-seed-negative": args(f"{TRAIN_ENCODER} --steps 5 --seed -1", "--seed"),
+    "train-encoder-real-every-zero": args(f"{TRAIN_ENCODER} --steps 5 --real-every 0", "--real-every"),
     "train-encoder-generator-missing": args(f"{TRAIN_ENCODER} --steps 5", "{d}/g.pt"),
     "train-recognisers-no-minutes": args(TRAIN_RECOGNISERS, "--minutes"),
     "train-recognisers-attribute-bad": args(
