@@ -298,6 +298,11 @@ def test_train_encoder_command_runs_as_a_prefect_flow_and_registers(
     code, stdout, err = run([*argv, "--out", str(out), "--steps", "2", "--batch", "2", "--seed", "3"], capsys)
     assert code == 0, err
     assert f"{out}: step 2, " in stdout and "real LPIPS" in stdout
+    # --real-every reaches the training: with 3, two steps see no real crop
+    rare = [*argv, "--out", str(tmp_path / "rare"), "--steps", "2", "--batch", "2", "--real-every", "3"]
+    code, rare_out, err = run(rare, capsys)
+    assert code == 0, err
+    assert "step 2, " in rare_out and "real LPIPS" not in rare_out and "LPIPS" in rare_out
     for name in ("encoder.pt", "training.pt", "preview.png", "loss.png"):
         assert (out / name).is_file(), name
     assert_labelled_grid(cv2.imread(str(out / "preview.png")), 3 * 32, 6 * 32)
