@@ -361,7 +361,6 @@ def cmd_train_stylize(args: argparse.Namespace) -> int:
         lr=args.lr,
         seed=args.seed,
         resume=args.resume,
-        real_every=args.real_every,
     )
     print(f"{args.out}: step {result['step']}, {result['seconds']:.0f} s; {result['losses']}")
     return 0
