@@ -9,8 +9,10 @@
    folders an artist sorted).
 2. `--faces` other faces (another seed) are edited by the mapper at each amount (in the attribute's
    typical scale, as the mapper records it). The change the landmarks see is the mean over the faces dlib
-   finds both before and after. The direction's amount is then searched (secant on the mean change) until
-   its landmark change equals the mapper's, so both are compared at the same asked-attribute change.
+   finds both before and after. The direction is probed at amounts 1.5..48 (a unit vector in W+), and the
+   interval where its landmark change crosses the mapper's is narrowed (regula falsi) until the two agree
+   within 5%, so both are compared at the same asked-attribute change. Where the direction never gets
+   there (its change stops growing as its faces break), the row says "unmatched" and gives no ratio.
 3. For both: the identity drift (dlib's descriptor distance, edited to unedited, on chips cut from each
    face's own landmarks by the torch port, which matches dlib within 4e-7), and the drift of the other
    measured attributes (mean |change| in units of each attribute's spread over the faces, averaged).
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -80,38 +83,39 @@ def learn_linear(G: Generator, name: str, samples: int, analyzer: FaceAnalyzer, 
     return d.vector.astype(np.float32)
 
 
+GRID = (1.5, 3.0, 6.0, 12.0, 24.0, 48.0)  # the direction's amounts probed (it is a unit vector in W+)
+MATCHED = 0.05  # the two changes count as the same within this share of the asked one
+
+
 def direction_at_change(
-    G: Generator,
-    ws: torch.Tensor,
-    vector: np.ndarray,
-    want: float,
-    before: FaceMeasures,
-    k: int,
-    spread: np.ndarray,
-    analyzer: FaceAnalyzer,
-    iterations: int = 4,
-) -> tuple[float, dict]:
-    """The direction's amount whose mean landmark change is `want` (secant from two probes), and its
-    figures."""
-    v = torch.from_numpy(vector)
-
-    def at(amount: float) -> dict:
-        return compare(before, measured(draw(G, ws + amount * v), analyzer), k, spread)
-
-    a0, a1 = 0.0, 1.0 if want >= 0 else -1.0
-    c0, r1 = 0.0, at(a1)
-    c1 = r1["change"]
-    best = (abs(c1 - want), a1, r1)
+    probe: Callable[[float], dict], want: float, curve: list[tuple[float, dict]], iterations: int = 5
+) -> tuple[float, dict, bool]:
+    """The direction's amount whose mean landmark change is `want`, its figures, and whether it got
+    there. `curve` is the direction probed at GRID amounts of want's sign: the first grid interval where
+    the change crosses `want` is narrowed by regula falsi. A direction's change is not monotone in its
+    amount far out (the faces break), so a plain secant from 0 can jump past the crossing; a direction
+    that never reaches `want` returns its closest probe and False."""
+    lo_a, lo_c, bracket = 0.0, 0.0, None
+    for a, r in curve:
+        if (r["change"] - want) * np.sign(want) >= 0:
+            bracket = (lo_a, lo_c, a, r["change"])
+            break
+        lo_a, lo_c = a, r["change"]
+    best = min(curve, key=lambda t: abs(t[1]["change"] - want))
+    if bracket is None:
+        return best[0], best[1], abs(best[1]["change"] - want) <= MATCHED * abs(want)
+    a0, c0, a1, c1 = bracket
     for _ in range(iterations):
-        if c1 == c0:
+        if abs(best[1]["change"] - want) <= MATCHED * abs(want):
             break
-        a2 = float(np.clip(a1 + (want - c1) * (a1 - a0) / (c1 - c0), -50, 50))
-        r2 = at(a2)
-        a0, c0, a1, c1 = a1, c1, a2, r2["change"]
-        best = min(best, (abs(c1 - want), a1, r2), key=lambda t: t[0])
-        if abs(c1 - want) < 0.03 * abs(want):
-            break
-    return best[1], best[2]
+        a = a0 + (want - c0) * (a1 - a0) / (c1 - c0) if c1 != c0 else (a0 + a1) / 2
+        r = probe(a)
+        best = min([best, (a, r)], key=lambda t: abs(t[1]["change"] - want))
+        if (r["change"] - want) * np.sign(want) >= 0:
+            a1, c1 = a, r["change"]
+        else:
+            a0, c0 = a, r["change"]
+    return best[0], best[1], abs(best[1]["change"] - want) <= MATCHED * abs(want)
 
 
 def cycle_lpips(G: Generator, mapper: LatentMapper, ws: torch.Tensor, seed: int) -> float:
@@ -151,17 +155,25 @@ def main() -> None:
     spread = np.nanstd(before.attributes, axis=0)
     print(f"{before.found.sum()} of {args.faces} held-out faces measured by dlib", flush=True)
     rows = []
+    matched = []  # (identity ratio, others mapper, others direction) where the changes agree
     for name in args.attributes.split(","):
         k = GEOMETRIC_ATTRIBUTES.index(name)
         vector = learn_linear(G, name, args.samples, analyzer, 20_000 + args.seed)
         scale = float(mapper.scales[mapper.names.index(name)])
+        v = torch.from_numpy(vector)
+
+        def probe(amount: float, k: int = k, v: torch.Tensor = v) -> dict:
+            return compare(before, measured(draw(G, ws + amount * v), analyzer), k, spread)
+
+        curves: dict[float, list[tuple[float, dict]]] = {}
         for m in (float(a) for a in args.amounts.split(",")):
             asked = m * scale
             edited = measured(draw(G, edit_latents(mapper, ws, {name: asked})), analyzer)
             by_mapper = compare(before, edited, k, spread)
-            amount, by_direction = direction_at_change(
-                G, ws, vector, by_mapper["change"], before, k, spread, analyzer
-            )
+            sign = 1.0 if by_mapper["change"] >= 0 else -1.0
+            if sign not in curves:
+                curves[sign] = [(sign * a, probe(sign * a)) for a in GRID]
+            amount, by_direction, same = direction_at_change(probe, by_mapper["change"], curves[sign])
             ratio = by_mapper["identity"] / max(by_direction["identity"], 1e-9)
             rows.append(
                 [
@@ -171,13 +183,22 @@ def main() -> None:
                     f"{amount:+.2f}",
                     f"{by_mapper['identity']:.3f}",
                     f"{by_direction['identity']:.3f}",
-                    f"{ratio:.2f}",
+                    f"{ratio:.2f}" if same else "unmatched",
                     f"{by_mapper['others']:.3f}",
                     f"{by_direction['others']:.3f}",
                     f"{by_mapper['faces']}/{by_direction['faces']}",
                 ]
             )
             print(" | ".join(rows[-1]), flush=True)
+            if same:
+                matched.append((ratio, by_mapper["others"], by_direction["others"]))
+            else:
+                reach = max(abs(r["change"]) for _, r in curves[sign])
+                print(
+                    f"  the direction does not reach this change: at most {sign * reach:+.3f} "
+                    f"over amounts {GRID[0]:g}..{GRID[-1]:g}",
+                    flush=True,
+                )
     print()
     print_table(
         [
@@ -194,10 +215,24 @@ def main() -> None:
         ],
         rows,
     )
+    cycle = cycle_lpips(G, mapper, ws, args.seed)
     print(
-        f"\ncycle (+d then -d, all attributes, d uniform within 2 scales): LPIPS-VGG "
-        f"{cycle_lpips(G, mapper, ws, args.seed):.4f} over {len(ws)} faces"
+        f"\ncycle (+d then -d, all attributes, d uniform within 2 scales): LPIPS-VGG {cycle:.4f} "
+        f"over {len(ws)} faces"
     )
+    print("\nissue 20's bars:")
+    if matched:
+        worst = max(r for r, _, _ in matched)
+        print(
+            f"  identity drift at most 0.5x the direction's: {'PASS' if worst <= 0.5 else 'FAIL'} "
+            f"(worst {worst:.2f}x over {len(matched)} rows at the same change)"
+        )
+        lower = sum(m < d for _, m, d in matched)
+        verdict = "PASS" if lower == len(matched) else "FAIL"
+        print(f"  other attributes drift less: {verdict} ({lower} of {len(matched)} rows)")
+    else:
+        print("  no row where the direction reaches the mapper's change: nothing to compare")
+    print(f"  cycle LPIPS at most 0.02: {'PASS' if cycle <= 0.02 else 'FAIL'} ({cycle:.4f})")
     print(f"total {time.perf_counter() - t:.0f} s")
 
 
