@@ -28,7 +28,7 @@ def loss_curve(
     for (_label, key), colour in zip(series.items(), COLOURS, strict=False):
         v = np.array([h.get(key, np.nan) for h in history], np.float64)
         v = np.log10(np.maximum(v, 1e-6)) if log else v
-        k = max(1, len(v) // 200)
+        k = max(1, len(v) // 50)  # a running mean over 2% of the run: per-step losses are noisy
         v = np.convolve(np.nan_to_num(v, nan=np.nanmean(v)), np.ones(k) / k, mode="valid")
         s = steps[k - 1 :]
         lo, hi = v.min(), v.max() + 1e-9
