@@ -216,7 +216,7 @@ def mapper_training(fx: dict, out: Path) -> list[torch.nn.Module]:
     settings = MapperSettings(batch=2, preview_faces=1)
     gen = fx["tiny_generator_file"]
     state = train_mapper(gen, gen, out, settings, steps=1, judges=judges)
-    return [state.mapper, judges.attribute_fn, judges.identity_fn]
+    return [state.mapper, state.ema, judges.attribute_fn, judges.identity_fn]
 
 
 def shot_generator(fx: dict, out: Path) -> list[torch.nn.Module]:

@@ -10,6 +10,8 @@ the mapper's training; the recognisers and dlib's descriptor come with the merge
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import cv2
 import numpy as np
 import pytest
@@ -36,6 +38,7 @@ from pipeline.stylegan.mapper_train import (
     sample_latents,
     train_mapper,
     train_step,
+    update_ema,
 )
 from pipeline.stylegan.registry import mapper_path, registered_mappers
 
@@ -293,15 +296,22 @@ def test_training_resumes_exactly(
 
     assert losses(resumed.history) == losses(straight.history)
     assert set(resumed.history[-1]) >= {"attribute", "identity", "cycle", "neighbourhood", "loss"}
-    for (name, a), b in zip(
-        straight.mapper.state_dict().items(), resumed.mapper.state_dict().values(), strict=True
-    ):
-        assert torch.equal(a, b), name
+    for net in ("mapper", "ema"):  # the trained weights and their moving average both resume exactly
+        for (name, a), b in zip(
+            getattr(straight, net).state_dict().items(),
+            getattr(resumed, net).state_dict().values(),
+            strict=True,
+        ):
+            assert torch.equal(a, b), (net, name)
     on_disk, meta = load_mapper(tmp_path / "split", tiny_generator_file)
     assert meta["steps"] == 4 and meta["recognisers_sha256"] == sha256_file(recognisers_file)
     assert meta["weights"]["identity"] == 0.5 and on_disk.cfg.hidden == 16
-    for a, b in zip(on_disk.state_dict().values(), resumed.mapper.state_dict().values(), strict=True):
+    # the file holds the average, which lags the last step's weights
+    for a, b in zip(on_disk.state_dict().values(), resumed.ema.state_dict().values(), strict=True):
         assert torch.equal(a, b)
+    assert any(
+        not torch.equal(a, b) for a, b in zip(on_disk.parameters(), resumed.mapper.parameters(), strict=True)
+    )
     # the preview: a row per attribute (one face), a column per amount, names left, amounts above, step below
     shown = cv2.imread(str(tmp_path / "split" / "preview.png"))
     assert shown.shape[0] == 18 + 3 * 32 + 18 and shown.shape[1] > 5 * 32, shown.shape
@@ -330,6 +340,24 @@ def test_training_resumes_exactly(
             steps=1,
             judges=judges,
         )
+
+
+def test_the_saved_average_moves_by_the_half_life_ramped_up_over_the_start(G, judges):
+    s = replace(ATTRIBUTE_ONLY, ema_half_life=4.0, ema_rampup=0.5)
+    state = new_state(G, judges, "", "", s)
+    with torch.no_grad():
+        for p in state.mapper.parameters():
+            p.fill_(1.0)
+        for p in state.ema.parameters():
+            p.zero_()
+    state.step = 2  # half-life min(4, 2 * 0.5) = 1 step: halfway to the weights
+    update_ema(state, s)
+    assert all(torch.allclose(p, torch.full_like(p, 0.5)) for p in state.ema.parameters())
+    state.step = 100  # half-life 4 steps: 1 - 0.5 ** (1 / 4) of the remaining way
+    update_ema(state, s)
+    moved = 0.5 + 0.5 * (1 - 0.5**0.25)
+    assert all(torch.allclose(p, torch.full_like(p, moved)) for p in state.ema.parameters())
+    assert not any(p.requires_grad for p in state.ema.parameters())
 
 
 def test_the_identity_judge_cuts_its_chip_and_a_template_needs_faces(G):
