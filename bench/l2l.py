@@ -107,7 +107,7 @@ def direction_at_change(
     if bracket is None:
         return best[0], best[1], abs(best[1]["change"] - want) <= MATCHED * abs(want)
     a0, c0, a1, c1 = bracket
-    side = 0  # which end the last two steps moved (Illinois: halve the other end's weight when it repeats)
+    side = 0  # the end the last step moved (Illinois: when it moves again, halve the other end's pull)
     for _ in range(iterations):
         if abs(best[1]["change"] - want) <= MATCHED * abs(want):
             break
