@@ -19,7 +19,7 @@ from pipeline.faces.align import (
 )
 from pipeline.faces.detect import Face, FaceAnalyzer
 from pipeline.faces.draw import draw_crop_tile
-from pipeline.faces.masks import landmark_mask
+from pipeline.faces.masks import MATTE_FLOOR, landmark_mask
 from pipeline.faces.quality import alignment_jitter, landmark_error
 from pipeline.faces.track import FrameFaces, TrackSettings, build_track, choose_actor, fill_gaps
 from pipeline.media.decode import MoviePlate, load_still
@@ -242,6 +242,21 @@ def test_masks_hull_extended_erosion_and_feather(astronaut, astronaut_face):
     with pytest.raises(ValueError, match="unknown side"):
         landmark_mask(lm, 256, erode_sides={"up": 0.1})
 
+
+
+@pytest.mark.parametrize("size", [256, 512, 1024])
+def test_feathered_matte_is_the_full_size_blur_cut_at_its_floor(astronaut_face, size):
+    """A feathered matte is the Gaussian blur of the hard one at the crop's size, however it is computed
+    (a 512 px crop blurs at 256 and scales back up), with its tail below MATTE_FLOOR cut to zero."""
+    m = crop_matrix(ffhq_params(astronaut_face.landmarks), size)
+    lm = transform_points(m, astronaut_face.landmarks)
+    hard = landmark_mask(lm, size, "extended", erode=0.02)
+    reference = cv2.GaussianBlur(hard, (0, 0), sigmaX=0.03 * size)
+    soft = landmark_mask(lm, size, "extended", erode=0.02, feather=0.03)
+    assert np.abs(soft - reference).max() < 0.006  # within 1.5/255 of the plain blur
+    assert soft[soft > 0].min() >= MATTE_FLOOR and (soft[reference < 0.5 * MATTE_FLOOR] == 0).all()
+    # the cut tail is a fifth of the blur's support, none of the matte you could see in 8 bits
+    assert (soft > 0).sum() < 0.85 * (reference > 0).sum()
 
 # --- tracking logic (no detector: faces made up) ---------------------------------------------------------
 
