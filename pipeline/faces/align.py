@@ -280,7 +280,7 @@ def warp_to_plate(
             flags=flags,
             borderMode=cv2.BORDER_REPLICATE,
         )
-        for plane in cv2.split(to_float(crop)[part])
+        for plane in cv2.split(np.ascontiguousarray(to_float(crop)[part]))  # a strided split is slower
     )
     alpha = cv2.warpAffine(
         mask.astype(np.float32),
