@@ -17,6 +17,12 @@
    face's own landmarks by the torch port, which matches dlib within 4e-7), and the drift of the other
    measured attributes (mean |change| in units of each attribute's spread over the faces, averaged).
 4. Cycle: each face edited by a random change of all attributes and back; LPIPS-VGG to the original.
+5. What the measure itself gives: the identity drift of a random W+ step as small as the smallest edit
+   (the floor: dlib's descriptor on a 64 px face moves by about 0.04 for any small change, and by 0.09
+   when the picture shifts by one pixel), and, with `--real DIR` (aligned crops of one real person, as
+   `vfx extract` writes them), the drift between that person's own crops at the same pose, by how much
+   the attribute changed between them: what a real change of the attribute costs on this measure, with
+   the identity kept by nature. The crops are shrunk to the generator's size, as its faces are measured.
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import cv2
 import numpy as np
 import torch
 from common import print_table
@@ -40,6 +47,9 @@ from pipeline.stylegan.lpips import load_lpips
 from pipeline.stylegan.mapper import LatentMapper, edit_latents, load_mapper
 
 PSI = 0.7
+POSE = ("yaw", "pitch", "roll")
+POSE_TOLERANCE = 3.0  # degrees: two real crops are "at the same pose" when their other angles differ less
+REAL_WITHIN = 20  # real crops are paired within this many files of each other (the same stretch of a shot)
 
 
 def sample_w_plus(G: Generator, n: int, seed: int) -> torch.Tensor:
@@ -127,6 +137,51 @@ def direction_at_change(
     return best[0], best[1], abs(best[1]["change"] - want) <= MATCHED * abs(want)
 
 
+def read_real(folder: Path, size: int, analyzer: FaceAnalyzer) -> FaceMeasures:
+    """A folder of aligned crops (PNG or JPEG, in shot order), shrunk to `size` and measured."""
+    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in (".png", ".jpg", ".jpeg"))
+    if not files:
+        raise SystemExit(f"bench/l2l.py: --real {folder}: no PNG or JPEG crops in it")
+    crops = []
+    for f in files:
+        image = cv2.imread(str(f), cv2.IMREAD_COLOR)
+        if image is None:
+            raise SystemExit(f"bench/l2l.py: --real {f}: not an image")
+        rgb = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+        crops.append(cv2.resize(rgb, (size, size), interpolation=cv2.INTER_AREA))
+    return measure_faces(np.stack(crops), analyzer)
+
+
+def real_pairs(m: FaceMeasures, name: str) -> np.ndarray:
+    """[pairs, 2]: |change of the attribute| and dlib distance, for the real crops within REAL_WITHIN files
+    of each other whose other head angles agree within POSE_TOLERANCE degrees."""
+    k = GEOMETRIC_ATTRIBUTES.index(name)
+    pose = [GEOMETRIC_ATTRIBUTES.index(p) for p in POSE if p != name]
+    idx = np.flatnonzero(m.found)
+    out = []
+    for i, a in enumerate(idx):
+        for b in idx[i + 1 :]:
+            if b - a > REAL_WITHIN:
+                break
+            if np.all(np.abs(m.attributes[a, pose] - m.attributes[b, pose]) <= POSE_TOLERANCE):
+                change = abs(m.attributes[a, k] - m.attributes[b, k])
+                out.append((change, float(np.linalg.norm(m.descriptors[a] - m.descriptors[b]))))
+    return np.array(out).reshape(-1, 2)
+
+
+def real_at(pairs: np.ndarray, change: float) -> str:
+    """The real pairs' mean distance at this change (within 25% of it), and how many pairs."""
+    near = pairs[np.abs(pairs[:, 0] - abs(change)) <= 0.25 * abs(change)] if len(pairs) else pairs
+    return f"{near[:, 1].mean():.3f} ({len(near)})" if len(near) else "-"
+
+
+def real_fit(pairs: np.ndarray) -> tuple[float, float]:
+    """dlib distance = intercept + slope x |change| over the real pairs: the same person's crops differ in
+    light, blur and expression too (the intercept), so the real cost of a change is the slope times it."""
+    slope, intercept = np.polyfit(pairs[:, 0], pairs[:, 1], 1)
+    return float(intercept), float(slope)
+
+
 def cycle_lpips(G: Generator, mapper: LatentMapper, ws: torch.Tensor, seed: int) -> float:
     rng = torch.Generator().manual_seed(seed)
     change = (torch.rand(len(ws), len(mapper.names), generator=rng) * 4 - 2) * mapper.scales.cpu()
@@ -145,6 +200,9 @@ def main() -> None:
     ap.add_argument("--samples", type=int, default=600, help="faces the linear direction learns from")
     ap.add_argument("--faces", type=int, default=48, help="held-out faces edited")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument(
+        "--real", type=Path, help="aligned crops of one real person (vfx extract): the drift of real changes"
+    )
     args = ap.parse_args()
     torch.set_grad_enabled(False)
     gfile = generator_file(args.generator)
@@ -163,10 +221,26 @@ def main() -> None:
     before = measured(draw(G, ws), analyzer)
     spread = np.nanstd(before.attributes, axis=0)
     print(f"{before.found.sum()} of {args.faces} held-out faces measured by dlib", flush=True)
+    step = torch.randn(ws.shape, generator=torch.Generator().manual_seed(args.seed))
+    step *= 0.5 / step.norm()  # shorter than the smallest edit below (the direction at 1.1 or more)
+    floor = compare(before, measured(draw(G, ws + step), analyzer), 0, spread)["identity"]
+    print(f"floor: a random W+ step of length 0.5 moves the identity by {floor:.3f}", flush=True)
+    real = read_real(args.real, G.cfg.resolution, analyzer) if args.real else None
+    if real is not None:
+        print(f"real crops: {real.found.sum()} of {len(real.found)} in {args.real} measured", flush=True)
     rows = []
     matched = []  # (identity ratio, others mapper, others direction) where the changes agree
     for name in args.attributes.split(","):
         k = GEOMETRIC_ATTRIBUTES.index(name)
+        pairs = real_pairs(real, name) if real is not None else np.zeros((0, 2))
+        if len(pairs) >= 10:
+            intercept, slope = real_fit(pairs)
+            print(
+                f"real same person, {name}: {len(pairs)} pairs at the same pose; dlib distance "
+                f"{intercept:.3f} + {slope:.3f} x |change| (a change of the edits' size costs the slope "
+                "times it, over what the crops differ anyway)",
+                flush=True,
+            )
         vector = learn_linear(G, name, args.samples, analyzer, 20_000 + args.seed)
         scale = float(mapper.scales[mapper.names.index(name)])
         v = torch.from_numpy(vector)
@@ -196,6 +270,7 @@ def main() -> None:
                     f"{by_mapper['others']:.3f}",
                     f"{by_direction['others']:.3f}",
                     f"{by_mapper['faces']}/{by_direction['faces']}",
+                    real_at(pairs, by_mapper["change"]) if real is not None else "",
                 ]
             )
             print(" | ".join(rows[-1]), flush=True)
@@ -224,8 +299,14 @@ def main() -> None:
             "others mapper",
             "others direction",
             "faces",
+            "real same person (pairs)",
         ],
         rows,
+    )
+    print(
+        f"(identity: dlib distance to the unedited face; floor {floor:.3f}; real same person: the mean "
+        f"distance between crops of --real at the same pose, {REAL_WITHIN} files apart at most, whose "
+        "attribute differs by the mapper's change within 25%)"
     )
     cycle = cycle_lpips(G, mapper, ws, args.seed)
     print(
