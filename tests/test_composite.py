@@ -132,6 +132,25 @@ def test_colour_transfer_undoes_a_known_lab_shift(method, analyzer):
     assert after * 5 <= before, (before, after)
 
 
+def test_linear_transfer_gives_the_target_mean_and_covariance_inside_the_matte():
+    """lct maps the source's colours inside the matte to the target's mean and full 3 x 3 covariance
+    (Ct^1/2 Cs^-1/2: a rotated or mixed colour cast is undone, not only each channel's spread)."""
+    rng = np.random.default_rng(3)
+    base = cv2.GaussianBlur(rng.random((128, 128, 3), dtype=np.float32), (0, 0), 2) * 0.5 + 0.25
+    mix = np.array([[0.7, 0.2, 0.1], [0.1, 0.6, 0.1], [0.2, 0.1, 0.5]], np.float32)
+    target = np.clip(base @ mix.T + np.float32([0.1, 0.05, 0.15]), 0, 1)  # inside [0, 1]: no clipping
+    mask = np.zeros((128, 128), np.float32)
+    cv2.circle(mask, (64, 64), 50, 1.0, -1)
+    out = transfer_color(base, target, mask, "lct")
+    inside = mask > 0.5
+    np.testing.assert_allclose(out[inside].mean(0), target[inside].mean(0), atol=1e-4)
+    want = np.cov(target[inside].astype(np.float64), rowvar=False)
+    got = np.cov(out[inside].astype(np.float64), rowvar=False)
+    np.testing.assert_allclose(got, want, rtol=0.01)  # up to the 1e-6 added to both diagonals
+    before = np.cov(base[inside].astype(np.float64), rowvar=False)
+    assert np.abs(before - want).max() > 0.5 * np.abs(want).max()  # it had to move
+
+
 def test_retouch_changes_the_face_where_the_colour_match_cannot_undo_it(analyzer):
     """The demo's alteration: the eyes larger and the jaw slimmer. After rct, recolor leaves almost no
     difference (by design) while retouch leaves a visible one, inside the face only."""

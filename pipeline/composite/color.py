@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import cv2
 import numpy as np
-from scipy import linalg
 
 COLOR_METHODS = ("rct", "hist", "lct", "none")
 
@@ -61,16 +60,31 @@ def histogram_match(source: np.ndarray, target: np.ndarray, mask: np.ndarray) ->
     return from_lab(out)
 
 
+def _symmetric_power(c: np.ndarray, power: float) -> np.ndarray:
+    """C^power of a symmetric positive definite 3 x 3 matrix, from OpenCV's Jacobi eigen-solver."""
+    _, values, vectors = cv2.eigen(c)  # eigenvectors as rows
+    return np.einsum("ki,k,kj->ij", vectors, np.maximum(values.ravel(), 1e-12) ** power, vectors)
+
+
 def linear_transfer(source: np.ndarray, target: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    """Linear (covariance) transfer in RGB: x' = Ct^1/2 Cs^-1/2 (x - ms) + mt ("lct")."""
+    """Linear (covariance) transfer in RGB: x' = Ct^1/2 Cs^-1/2 (x - ms) + mt ("lct").
+
+    The statistics, the 3 x 3 matrix powers and the transform are OpenCV's and NumPy's own loops, with no
+    BLAS or LAPACK call: frames are colour-matched side by side in threads, and scipy's sqrtm, called from
+    two of them at once inside a render batch, spun for minutes without returning (scipy 1.17.1).
+    """
     inside = mask > 0.5
-    s, t = source[inside].astype(np.float64), target[inside].astype(np.float64)
-    ms, mt = s.mean(0), t.mean(0)
-    cs = np.cov(s, rowvar=False) + np.eye(3) * 1e-6
-    ct = np.cov(t, rowvar=False) + np.eye(3) * 1e-6
-    a = np.real(linalg.sqrtm(ct) @ linalg.inv(np.real(linalg.sqrtm(cs))))
-    out = (source.reshape(-1, 3) - ms) @ a.T + mt
-    return np.clip(out.reshape(source.shape), 0, 1).astype(np.float32)
+    stats = []
+    for x in (source, target):
+        covar, mean = cv2.calcCovarMatrix(
+            x[inside].astype(np.float64), None, cv2.COVAR_NORMAL | cv2.COVAR_ROWS | cv2.COVAR_SCALE
+        )
+        stats.append((mean.ravel(), covar + np.eye(3) * 1e-6))
+    (ms, cs), (mt, ct) = stats
+    a = np.einsum("ij,jk->ik", _symmetric_power(ct, 0.5), _symmetric_power(cs, -0.5))
+    m = np.hstack([a, (mt - np.einsum("ij,j->i", a, ms))[:, None]])
+    out = cv2.transform(source.astype(np.float32, copy=False), m)
+    return np.clip(out, 0, 1, out=out)
 
 
 def transfer_color(source: np.ndarray, target: np.ndarray, mask: np.ndarray, method: str) -> np.ndarray:
