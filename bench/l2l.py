@@ -17,12 +17,13 @@
    face's own landmarks by the torch port, which matches dlib within 4e-7), and the drift of the other
    measured attributes (mean |change| in units of each attribute's spread over the faces, averaged).
 4. Cycle: each face edited by a random change of all attributes and back; LPIPS-VGG to the original.
-5. What the measure itself gives: the identity drift of a random W+ step as small as the smallest edit
-   (the floor: dlib's descriptor on a 64 px face moves by about 0.04 for any small change, and by 0.09
-   when the picture shifts by one pixel), and, with `--real DIR` (aligned crops of one real person, as
-   `vfx extract` writes them), the drift between that person's own crops at the same pose, by how much
-   the attribute changed between them: what a real change of the attribute costs on this measure, with
-   the identity kept by nature. The crops are shrunk to the generator's size, as its faces are measured.
+5. What the measure itself gives: the identity drift of a random W+ step of length 0.5, shorter than any
+   edit in the table (the floor: dlib's descriptor on a 64 px face moves by about 0.04 for any small
+   change, and by 0.09 when the picture shifts by one pixel), and, with `--real DIR` (aligned crops of
+   one real person, as `vfx extract` writes them), the drift between that person's own crops at the same
+   pose, by how much the attribute changed between them: what a real change of the attribute costs on
+   this measure, with the identity kept by nature. The crops are shrunk to the generator's size, as its
+   faces are measured.
 """
 
 from __future__ import annotations
@@ -139,6 +140,8 @@ def direction_at_change(
 
 def read_real(folder: Path, size: int, analyzer: FaceAnalyzer) -> FaceMeasures:
     """A folder of aligned crops (PNG or JPEG, in shot order), shrunk to `size` and measured."""
+    if not folder.is_dir():
+        raise SystemExit(f"bench/l2l.py: --real {folder}: not a folder")
     files = sorted(p for p in folder.iterdir() if p.suffix.lower() in (".png", ".jpg", ".jpeg"))
     if not files:
         raise SystemExit(f"bench/l2l.py: --real {folder}: no PNG or JPEG crops in it")
