@@ -273,8 +273,8 @@ def main() -> None:
                     f"{by_mapper['others']:.3f}",
                     f"{by_direction['others']:.3f}",
                     f"{by_mapper['faces']}/{by_direction['faces']}",
-                    real_at(pairs, by_mapper["change"]) if real is not None else "",
                 ]
+                + ([real_at(pairs, by_mapper["change"])] if real is not None else [])
             )
             print(" | ".join(rows[-1]), flush=True)
             if same:
@@ -302,15 +302,16 @@ def main() -> None:
             "others mapper",
             "others direction",
             "faces",
-            "real same person (pairs)",
-        ],
+        ]
+        + (["real same person (pairs)"] if real is not None else []),
         rows,
     )
-    print(
-        f"(identity: dlib distance to the unedited face; floor {floor:.3f}; real same person: the mean "
-        f"distance between crops of --real at the same pose, {REAL_WITHIN} files apart at most, whose "
-        "attribute differs by the mapper's change within 25%)"
-    )
+    print(f"(identity: dlib distance to the unedited face; floor {floor:.3f})")
+    if real is not None:
+        print(
+            f"(real same person: the mean distance between crops of --real at the same pose, {REAL_WITHIN} "
+            "files apart at most, whose attribute differs by the mapper's change within 25%)"
+        )
     cycle = cycle_lpips(G, mapper, ws, args.seed)
     print(
         f"\ncycle (+d then -d, all attributes, d uniform within 2 scales): LPIPS-VGG {cycle:.4f} "
