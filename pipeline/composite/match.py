@@ -5,6 +5,8 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from pipeline.media.filters import sample_step
+
 
 def sharpen(image: np.ndarray, amount: float, radius: float = 1.0) -> np.ndarray:
     """Unsharp mask: amount 0 leaves the image as it is."""
@@ -19,11 +21,13 @@ def sharpen(image: np.ndarray, amount: float, radius: float = 1.0) -> np.ndarray
 def noise_sigma(image: np.ndarray, mask: np.ndarray) -> float:
     """The noise level inside a matte: the robust spread of the image minus its 3x3 median.
 
-    The median keeps edges, so what is left is mostly sensor noise and grain (MAD scaled to a sigma).
+    The median keeps edges, so what is left is mostly sensor noise and grain (MAD scaled to a sigma), read
+    on a grid of the residual's pixels (sample_step).
     """
     gray = cv2.cvtColor(np.clip(image, 0, 1).astype(np.float32), cv2.COLOR_RGB2GRAY)
     residual = gray - cv2.medianBlur(gray, 3)
-    values = residual[mask > 0.5]
+    step = sample_step(max(mask.shape))
+    values = residual[::step, ::step][mask[::step, ::step] > 0.5]
     if values.size < 64:
         return 0.0
     return float(1.4826 * np.median(np.abs(values - np.median(values))))

@@ -14,6 +14,7 @@ import cv2
 import numpy as np
 
 from pipeline.media.color import to_float
+from pipeline.media.filters import HALF_SIZE_MIN_SIGMA, blur_at_half_size, sample_step
 
 MIN_CROP, MAX_CROP = 64, 1024
 
@@ -132,17 +133,21 @@ def _pad_past_the_edge(crop: np.ndarray, inside: np.ndarray) -> None:
         return
     sigma = max(1.0, 0.02 * size)
     reach = int(np.ceil(4 * sigma))  # OpenCV's Gaussian kernel for float images: +-4 sigma
-    seen = inside[::2, ::2] > 0.5  # the median colour of every other pixel of the plate's part
+    step = sample_step(size)  # the median colour of the plate's part, from a grid of its pixels
+    seen = inside[::step, ::step] > 0.5
     if seen.any():
-        median = np.array([np.median(crop[::2, ::2, c][seen]) for c in range(3)], np.float32)
+        median = np.array([np.median(crop[::step, ::step, c][seen]) for c in range(3)], np.float32)
     else:
         median = crop.mean((0, 1))
     # the blur of each part, read from the part and the pixels within reach of it (as blurring all would),
-    # all of them before any part changes
+    # all of them before any part changes; a crop of 400 px or more blurs at half size
     blurred = []
     for x0, y0, x1, y1 in boxes:
         a0, a1, b0, b1 = max(y0 - reach, 0), min(y1 + reach, size), max(x0 - reach, 0), min(x1 + reach, size)
-        part = cv2.GaussianBlur(crop[a0:a1, b0:b1], (0, 0), sigmaX=sigma)
+        if sigma >= HALF_SIZE_MIN_SIGMA:
+            part = blur_at_half_size(crop[a0:a1, b0:b1], sigma)
+        else:
+            part = cv2.GaussianBlur(crop[a0:a1, b0:b1], (0, 0), sigmaX=sigma)
         blurred.append((y0, y1, x0, x1, part[y0 - a0 : y1 - a0, x0 - b0 : x1 - b0]))
     for y0, y1, x0, x1, part in blurred:
         d = dist[y0:y1, x0:x1]  # zero off the padding, which stays as it is
@@ -189,14 +194,17 @@ def _coverage(shape: tuple[int, ...], matrix: np.ndarray, crop_size: int) -> np.
     pixel rather than warped: a plate-sized image of ones would cost more than the crop."""
     inverse = cv2.invertAffineTransform(matrix)
     u = np.arange(crop_size, dtype=np.float64)
-    # a row of u terms plus a column of v terms (the same sums as over a full grid of u and v)
-    x = (inverse[0, 0] * u)[None, :] + (inverse[0, 1] * u)[:, None] + inverse[0, 2]
-    y = (inverse[1, 0] * u)[None, :] + (inverse[1, 1] * u)[:, None] + inverse[1, 2]
 
-    def along(p: np.ndarray, n: int) -> np.ndarray:  # the share of a linear tap's two pixels inside 0..n-1
-        return np.clip(p + 1, 0, 1) * np.clip(n - p, 0, 1)
+    def along(row: np.ndarray, column: np.ndarray, n: int) -> np.ndarray:
+        """The share of a linear tap's two pixels inside 0..n-1, at p = row[None, :] + column[:, None]
+        (the same sums as over a full grid of u and v), in float32: 1/4000 px at a UHD plate's far side."""
+        p = np.add(row.astype(np.float32)[None, :], column.astype(np.float32)[:, None])
+        inside = np.clip(p + 1, 0, 1)
+        np.subtract(n, p, out=p)
+        return np.multiply(inside, np.clip(p, 0, 1, out=p), out=inside)
 
-    return (along(x, shape[1]) * along(y, shape[0])).astype(np.float32)
+    x = along(inverse[0, 0] * u + inverse[0, 2], inverse[0, 1] * u, shape[1])
+    return np.multiply(x, along(inverse[1, 0] * u + inverse[1, 2], inverse[1, 1] * u, shape[0]), out=x)
 
 
 def plate_coverage(plate_shape: tuple[int, ...], params: np.ndarray, crop_size: int) -> np.ndarray:

@@ -6,17 +6,18 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from pipeline.media.filters import HALF_SIZE_MIN_SIGMA, blur_at_half_size
+
 SIDES = ("top", "bottom", "left", "right")
 # A feathered matte is zero below this: its Gaussian tail reaches 4 sigma, but past about 3.1 sigma it is
 # under 1/1024, which moves no 8-bit sample by half a step (255/1024 = 0.25). Cut there, the matte's
 # support (and so the box that the warp, the blend and the element work on) is a fifth smaller at 1080p.
 MATTE_FLOOR = 1 / 1024
-# A feather whose sigma is still this many pixels at half the crop's size (and whose crop is at least
-# 2 x FEATHER_SIDE px) is blurred at half size and scaled back up bilinearly: the blurred matte is smooth at
-# that scale, and a 512 px crop's sigma of 15 px blurs in a quarter of the pixels with half the taps. On a
-# coarser grid a wide feather's blur meets the crop's edge too roughly (0.010 off the full-size blur for a
-# feather of 0.1 at 512 px shrunk 4x; 0.055 for 0.3 at 64 px shrunk 4x; halved, 0.005 at most).
-FEATHER_SIGMA_PX = 4.0
+# A feather of HALF_SIZE_MIN_SIGMA px or more on a crop of at least 2 x FEATHER_SIDE px is blurred at half
+# size and scaled back up bilinearly: the blurred matte is smooth at that scale, and a 512 px crop's sigma
+# of 15 px blurs in a quarter of the pixels with half the taps. On a coarser grid a wide feather's blur
+# meets the crop's edge too roughly (0.010 off the full-size blur for a feather of 0.1 at 512 px shrunk
+# 4x; 0.055 for 0.3 at 64 px shrunk 4x; halved, 0.005 at most).
 FEATHER_SIDE = 128
 
 
@@ -89,12 +90,8 @@ def landmark_mask(
     out = mask.astype(np.float32) / 255.0
     if feather <= 0:
         return out
-    small = size // 2
-    if size % 2 == 0 and small >= FEATHER_SIDE and feather * small >= FEATHER_SIGMA_PX:
-        # area-averaged down (the edge's coverage kept), blurred, and scaled back up
-        out = cv2.resize(out, (small, small), interpolation=cv2.INTER_AREA)
-        out = cv2.GaussianBlur(out, (0, 0), sigmaX=feather * small)
-        out = cv2.resize(out, (size, size), interpolation=cv2.INTER_LINEAR)
+    if size % 2 == 0 and size >= 2 * FEATHER_SIDE and feather * size >= HALF_SIZE_MIN_SIGMA:
+        out = blur_at_half_size(out, feather * size)
     else:
         out = cv2.GaussianBlur(out, (0, 0), sigmaX=feather * size)
     out[out < MATTE_FLOOR] = 0.0
