@@ -425,6 +425,19 @@ def test_noise_read_on_a_grid_is_the_every_pixel_estimate(size):
     assert noise_sigma(noisy, mask) == pytest.approx(every_pixel, rel=0.03)
 
 
+def test_a_small_matte_is_read_on_every_pixel():
+    """A matte too small for the grid to see 64 of its pixels (100 pixels: 25 on the grid) is read on every
+    pixel, so its noise is still measured, and rct still matches its colours."""
+    rng = np.random.default_rng(5)
+    noisy = np.clip(0.5 + rng.normal(0, 0.02, (256, 256, 3)), 0, 1).astype(np.float32)
+    mask = np.zeros((256, 256), np.float32)
+    mask[100:110, 100:110] = 1.0
+    assert noise_sigma(noisy, mask) == pytest.approx(0.02 * 0.8, rel=0.35)
+    shifted = np.clip(noisy * 0.8 + 0.2, 0, 1)
+    out = transfer_color(shifted, noisy, mask, "rct")
+    assert mean_lab_difference(out, noisy, mask) < 0.2 * mean_lab_difference(shifted, noisy, mask)
+
+
 def test_sharpen_adds_detail_and_zero_is_a_no_op():
     img = cv2.GaussianBlur(np.random.default_rng(0).random((64, 64, 3)).astype(np.float32), (0, 0), 2)
     assert sharpen(img, 0.0) is img

@@ -9,7 +9,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from pipeline.media.filters import sample_step
+from pipeline.media.filters import statistic_grid
 
 COLOR_METHODS = ("rct", "hist", "lct", "none")
 
@@ -42,13 +42,12 @@ def scale_channels(image: np.ndarray, gain: np.ndarray, offset: np.ndarray) -> n
 def reinhard(source: np.ndarray, target: np.ndarray, mask: np.ndarray) -> np.ndarray:
     """Reinhard et al.: match mean and standard deviation per channel in Lab ("rct").
 
-    The statistics are read on a grid of the pixels (sample_step), so the target is converted to Lab only
-    there (a 512 px crop: 6.8 -> 5.0 ms for the whole transfer)."""
-    step = sample_step(max(mask.shape))
-    grid, inside = np.s_[::step, ::step], mask[::step, ::step]
+    The statistics are read on a grid of the pixels (statistic_grid), so the target is converted to Lab
+    only there (a 512 px crop: 6.8 -> 5.0 ms for the whole transfer)."""
+    grid = statistic_grid(mask > 0.5)
     s = to_lab(source)
-    ms, ss = _masked_stats(np.ascontiguousarray(s[grid]), inside)
-    mt, st = _masked_stats(to_lab(np.ascontiguousarray(target[grid])), inside)
+    ms, ss = _masked_stats(np.ascontiguousarray(s[grid]), mask[grid])
+    mt, st = _masked_stats(to_lab(np.ascontiguousarray(target[grid])), mask[grid])
     gain = st / ss
     return from_lab(scale_channels(s, gain, mt - ms * gain))
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from pipeline.media.filters import sample_step
+from pipeline.media.filters import statistic_grid
 
 
 def sharpen(image: np.ndarray, amount: float, radius: float = 1.0) -> np.ndarray:
@@ -22,12 +22,13 @@ def noise_sigma(image: np.ndarray, mask: np.ndarray) -> float:
     """The noise level inside a matte: the robust spread of the image minus its 3x3 median.
 
     The median keeps edges, so what is left is mostly sensor noise and grain (MAD scaled to a sigma), read
-    on a grid of the residual's pixels (sample_step).
+    on a grid of the residual's pixels (statistic_grid).
     """
     gray = cv2.cvtColor(np.clip(image, 0, 1).astype(np.float32), cv2.COLOR_RGB2GRAY)
     residual = gray - cv2.medianBlur(gray, 3)
-    step = sample_step(max(mask.shape))
-    values = residual[::step, ::step][mask[::step, ::step] > 0.5]
+    inside = mask > 0.5
+    grid = statistic_grid(inside)
+    values = residual[grid][inside[grid]]
     if values.size < 64:
         return 0.0
     return float(1.4826 * np.median(np.abs(values - np.median(values))))

@@ -14,7 +14,7 @@ import cv2
 import numpy as np
 
 from pipeline.media.color import to_float
-from pipeline.media.filters import HALF_SIZE_MIN_SIGMA, blur_at_half_size, sample_step
+from pipeline.media.filters import HALF_SIZE_MIN_SIGMA, blur_at_half_size, statistic_grid
 
 MIN_CROP, MAX_CROP = 64, 1024
 
@@ -133,10 +133,10 @@ def _pad_past_the_edge(crop: np.ndarray, inside: np.ndarray) -> None:
         return
     sigma = max(1.0, 0.02 * size)
     reach = int(np.ceil(4 * sigma))  # OpenCV's Gaussian kernel for float images: +-4 sigma
-    step = sample_step(size)  # the median colour of the plate's part, from a grid of its pixels
-    seen = inside[::step, ::step] > 0.5
+    seen = inside > 0.5
+    grid = statistic_grid(seen)  # the median colour of the plate's part, from a grid of its pixels
     if seen.any():
-        median = np.array([np.median(crop[::step, ::step, c][seen]) for c in range(3)], np.float32)
+        median = np.array([np.median(crop[grid][..., c][seen[grid]]) for c in range(3)], np.float32)
     else:
         median = crop.mean((0, 1))
     # the blur of each part, read from the part and the pixels within reach of it (as blurring all would),
