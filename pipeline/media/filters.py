@@ -7,12 +7,10 @@ import numpy as np
 
 # pixels sampled for a statistic of a region (a median, a spread, a mean): about this many on a square
 STATISTIC_SAMPLES = 128 * 128
-# the narrowest blur (sigma, px at full size) that blur_at_half_size is used for: 4 px at half size
-HALF_SIZE_MIN_SIGMA = 8.0
-
-
 # fewer pixels than this under a matte on the grid, and a statistic reads every pixel
 MIN_GRID_SAMPLES = 64
+# the narrowest blur (sigma, px at full size) that blur_at_half_size is used for: 4 px at half size
+HALF_SIZE_MIN_SIGMA = 8.0
 
 
 def statistic_grid(inside: np.ndarray) -> tuple[slice, slice]:
@@ -32,9 +30,11 @@ def blur_at_half_size(image: np.ndarray, sigma: float) -> np.ndarray:
     """A Gaussian blur of `sigma` px worked at half size: area-averaged down (so an edge's coverage is
     kept), blurred with sigma / 2, and scaled back up bilinearly.
 
-    A wide blur is smooth at that scale, so it costs a quarter of the pixels and half the taps for a
-    difference under one 8-bit step from sigma HALF_SIZE_MIN_SIGMA up (a feathered matte: within 0.0015 of
-    the full-size blur). Odd sides round up at half size.
+    A wide blur is smooth at that scale, so it costs a quarter of the pixels and half the taps. From sigma
+    HALF_SIZE_MIN_SIGMA up it is within an 8-bit step of the full-size blur away from the image's edges (a
+    feathered matte: 0.0015); where the edge cuts through texture the two reflect it on different grids (6
+    steps at most in the padding past the frame edge of 1080p frames aligned at 512 px). Odd sides round up
+    at half size.
     """
     h, w = image.shape[:2]
     small = cv2.resize(image, ((w + 1) // 2, (h + 1) // 2), interpolation=cv2.INTER_AREA)
