@@ -74,7 +74,7 @@ def flicker(crops: np.ndarray) -> float:
 
 def measure(model: Path, source: np.ndarray, landmarks: np.ndarray, other: np.ndarray, lpips) -> dict:
     g, rest = load_stylizer(model, "cpu")
-    f = dlib_features(rest["transform"], "cpu")
+    f = dlib_features(rest["transform"], "cpu", int(rest["settings"].get("feature_map", 8)))
     x, y = to_tensor(source), to_tensor(other)
     with torch.no_grad():
         gx = torch.cat([g(*f(x[i : i + 16])) for i in range(0, len(x), 16)])

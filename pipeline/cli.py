@@ -356,6 +356,7 @@ def cmd_train_stylize(args: argparse.Namespace) -> int:
         minutes=args.minutes,
         resolution=args.res,
         patches=args.patches,
+        feature_map=args.feature_map,
         weights=args.weights,
         batch=args.batch,
         lr=args.lr,
@@ -906,6 +907,14 @@ def build_parser() -> argparse.ArgumentParser:
         default=8,
         help="the discriminator's verdicts per side, each on a patch of the face (default 8); 0: one "
         "verdict for the whole image, the paper's D",
+    )
+    tst.add_argument(
+        "--feature-map",
+        type=int,
+        choices=(8, 17, 35),
+        default=8,
+        help="the size of the identity network's map that g draws from and L_CONST compares: 8 (the end "
+        "of its third stage, default), 17 or 35 (earlier stages: more of the face's layout and expression)",
     )
     tst.add_argument("--batch", type=whole(1, MAX_BATCH), default=8, help="faces per step (default 8)")
     tst.add_argument(

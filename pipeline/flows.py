@@ -1100,13 +1100,16 @@ def train_stylize(
     patches: int = 8,
     seed: int = 0,
     resume: bool = False,
+    feature_map: int = 8,
 ) -> dict:
     """Train a domain transfer network (DTN) from folders of source faces and target images as a Prefect
     run."""
     from pipeline.stylize.dtn_train import DTNSettings, describe
     from pipeline.stylize.dtn_train import train_stylizer as train
 
-    settings = DTNSettings(resolution=resolution, batch=batch, lr=lr, seed=seed, d_patch=patches)
+    settings = DTNSettings(
+        resolution=resolution, batch=batch, lr=lr, seed=seed, d_patch=patches, feature_map=feature_map
+    )
     settings = settings.with_weights(weights or {})
     started = time.monotonic()
     bar, on_step = step_progress(f"train stylize {out}", f"stylizer training {out}", steps, minutes, describe)

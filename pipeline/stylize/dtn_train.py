@@ -56,6 +56,9 @@ VERSION = 1
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".exr", ".tif", ".tiff")
 MIN_FACES = 4
 HELD_OUT_EVERY = 5
+# the sizes of the maps of dlib's descriptor network on its 150 px chip (channels: 128, 64, 32): the end
+# of its third, second and first stage
+FEATURE_MAPS = (8, 17, 35)
 
 
 class StylizerError(PipelineError):
@@ -74,6 +77,7 @@ class DTNSettings:
     tid_weight: float = 10.0  # mean squared pixel error in -1..1
     tv_weight: float = 0.05
     d_patch: int = 8  # D's verdicts per side (0: one for the whole image, the paper's D)
+    feature_map: int = 8  # the size of f's map that g draws from and L_CONST compares (FEATURE_MAPS)
     width: int = 128  # g's first block; a CPU step of 8 faces at 64 px takes about 1 s on one thread
     seed: int = 0
     checkpoint_minutes: float = 5.0
@@ -168,13 +172,17 @@ def chip_affine(crops: np.ndarray, analyzer=None, count: int = 64) -> np.ndarray
     return np.asarray(chip_transforms(landmarks[found].mean(axis=0)[None]), np.float64)[0]
 
 
-def dlib_features(transform: np.ndarray, device: torch.device | str = "cpu") -> nn.Module:
-    """f: dlib's descriptor network on the chip cut by `transform` (its 8x8 map and its descriptor)."""
+def dlib_features(transform: np.ndarray, device: torch.device | str = "cpu", map_size: int = 8) -> nn.Module:
+    """f: dlib's descriptor network on the chip cut by `transform` (its `map_size` map and its
+    descriptor)."""
     from pipeline.faces.descriptor import extract_chips, load_face_descriptor
     from pipeline.stylize.dtn import ChipFeatures
 
+    if map_size not in FEATURE_MAPS:
+        sizes = ", ".join(map(str, FEATURE_MAPS))
+        raise StylizerError(f"f has no {map_size} px feature map (one of {sizes})")
     network = load_face_descriptor(device=device)
-    return ChipFeatures(network, transform, extract_chips).to(device)
+    return ChipFeatures(network, transform, extract_chips, map_size=map_size).to(device)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -195,10 +203,11 @@ class DTNState:
 
 
 def feature_shape(f: nn.Module, resolution: int, device: torch.device) -> tuple[int, int, int]:
-    """(map channels, map size, vector size) of f."""
+    """(map channels, the size g draws from, vector size) of f: its map's size, or the power of two below
+    it (g's blocks double the size to the resolution; it pools dlib's 17 px map to 16)."""
     with torch.no_grad():
         m, v = f(torch.zeros(1, 3, resolution, resolution, device=device))
-    return int(m.shape[1]), int(m.shape[-1]), int(v.shape[1])
+    return int(m.shape[1]), 2 ** int(np.log2(m.shape[-1])), int(v.shape[1])
 
 
 def new_state(f: nn.Module, transform: np.ndarray, s: DTNSettings, device: torch.device) -> DTNState:
@@ -480,9 +489,11 @@ def train_stylizer(
     if saved is not None:  # the network's size is the file's, whatever this run's settings say
         cfg = DTNConfig.from_dict(dict(saved["config"]))
         settings = replace(settings, resolution=cfg.resolution, width=cfg.width)
-        settings = replace(settings, d_patch=int(dict(saved.get("settings") or {}).get("d_patch", 0)))
+        before = dict(saved.get("settings") or {})
+        settings = replace(
+            settings, d_patch=int(before.get("d_patch", 0)), feature_map=int(before.get("feature_map", 8))
+        )
         if keep_weights:  # no --weights on a resume: the weights it was trained with
-            before = dict(saved.get("settings") or {})
             names = ("gan_weight", "const_weight", "spatial_const", "tid_weight", "tv_weight")
             settings = replace(settings, **{k: float(before[k]) for k in names if k in before})
     src_files, src = faces_from(sources, settings.resolution, "source")
@@ -492,7 +503,8 @@ def train_stylizer(
         transform = saved["transform"].numpy()
     else:
         transform = chip_affine(src) if features is None else np.eye(2, 3)
-    f = (features or dlib_features(transform, device)).to(device).eval().requires_grad_(False)
+    f = features or dlib_features(transform, device, settings.feature_map)
+    f = f.to(device).eval().requires_grad_(False)
     source, target = face_set(to_tensor(src[train_idx]), f, device), face_set(to_tensor(tgt), f, device)
     out.mkdir(parents=True, exist_ok=True)
     state = (
