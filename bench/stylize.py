@@ -9,7 +9,9 @@ target images from f alone, no L_CONST, no three-way D), in the same run.
 order (the odd frames of a clip whose even frames trained the models); `--other`: held-out crops of
 another person. For each model:
 1. Domain: LPIPS-VGG between the stylised held-out faces and the procedural cartoon of the same faces
-   (`stylize.cartoon`, the look the target folder was made with; the model never saw it applied to them).
+   (`stylize.cartoon`, the look the target folder was made with; the model never saw it applied to them),
+   made as the target folder was: at the crops' own size, then reduced to the model's (give crops
+   extracted at the size the target crops were cartooned at).
 2. L_CONST: the identity distance (f's descriptor: dlib's network on the model's chip) between each
    held-out face and its own stylisation, against its distance to the other person's stylised faces: the
    share of faces closer to their own drawing than to the nearest (and than to the median) other drawing.
@@ -32,6 +34,7 @@ import json
 import time
 from pathlib import Path
 
+import cv2
 import numpy as np
 import torch
 from common import print_table
@@ -54,14 +57,19 @@ from pipeline.stylize.dtn_train import (
 )
 
 
-def crops_and_landmarks(folder: Path, size: int) -> tuple[np.ndarray, np.ndarray]:
+def crops_and_landmarks(folder: Path, size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The crops at `size`, their landmarks there, and the procedural cartoon of each made at the crop's
+    own size and reduced to `size` (as the target folder is made: `vfx cartoon` on the crops as
+    extracted, the training reading them at its resolution)."""
     files = list_faces(folder)
     crops = read_faces(files, size)
-    landmarks = []
+    landmarks, truth = [], []
     for f in files:
         info = json.loads(f.with_suffix(".json").read_text())
         landmarks.append((np.array(info["landmarks"]) + 0.5) * size / info["size"] - 0.5)
-    return crops, np.stack(landmarks)
+        drawn = cartoon(read_faces([f], int(info["size"]))[0])
+        truth.append(cv2.resize(drawn, (size, size), interpolation=cv2.INTER_AREA))
+    return crops, np.stack(landmarks), np.stack(truth)
 
 
 def flicker(crops: np.ndarray) -> float:
@@ -72,14 +80,16 @@ def flicker(crops: np.ndarray) -> float:
     return float(np.abs(np.diff(box, axis=0)).mean())
 
 
-def measure(model: Path, source: np.ndarray, landmarks: np.ndarray, other: np.ndarray, lpips) -> dict:
+def measure(
+    model: Path, source: np.ndarray, landmarks: np.ndarray, cartoons: np.ndarray, other: np.ndarray, lpips
+) -> dict:
     g, rest = load_stylizer(model, "cpu")
-    f = dlib_features(rest["transform"], "cpu", int(rest["settings"].get("feature_map", 8)))
+    f = dlib_features(rest["transform"], "cpu", rest["feature_map"])
     x, y = to_tensor(source), to_tensor(other)
     with torch.no_grad():
         gx = torch.cat([g(*f(x[i : i + 16])) for i in range(0, len(x), 16)])
         gy = torch.cat([g(*f(y[i : i + 16])) for i in range(0, len(y), 16)])
-        truth = to_tensor(np.stack([cartoon(c) for c in source]))
+        truth = to_tensor(cartoons)
         domain = float(lpips.between(gx, truth).mean())
         vx, vgx, vgy = f(x)[1], f(gx)[1], f(gy)[1]
     own = (vgx - vx).norm(dim=1)
@@ -130,12 +140,12 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_grad_enabled(False)
     size = load_stylizer(args.model[0], "cpu")[0].cfg.resolution
-    source, landmarks = crops_and_landmarks(args.source, size)
-    other, _ = crops_and_landmarks(args.other, size)
+    source, landmarks, cartoons = crops_and_landmarks(args.source, size)
+    other, _, _ = crops_and_landmarks(args.other, size)
     print(f"{len(source)} held-out source faces, {len(other)} of another person, {size} px", flush=True)
     lpips = load_lpips("vgg")
     with torch.no_grad():
-        truth = to_tensor(np.stack([cartoon(c) for c in source]))
+        truth = to_tensor(cartoons)
         as_is = float(lpips.between(to_tensor(source), truth).mean())
     r = source.shape[1]
     constant = follows(
@@ -171,7 +181,7 @@ def main() -> None:
     ]
     for name, path in [*(("DTN", m) for m in args.model), ("plain autoencoder", args.baseline)]:
         t = time.perf_counter()
-        m = measure(path, source, landmarks, other, lpips)
+        m = measure(path, source, landmarks, cartoons, other, lpips)
         print(f"{name} {path}: {m} ({time.perf_counter() - t:.0f} s)", flush=True)
         rows.append(
             [

@@ -897,7 +897,7 @@ def build_parser() -> argparse.ArgumentParser:
     tst.add_argument(
         "--weights",
         type=loss_weights,
-        help="loss weights, like const=2,tid=5 (gan 1, const 10, spatial_const 1, tid 10, tv 0.05 by "
+        help="loss weights, like const=2,tid=5 (gan 1, const 10, spatial_const 1, tid 50, tv 10 by "
         "default; gan=0,const=0 is the plain autoencoder baseline)",
     )
     tst.add_argument(
@@ -912,9 +912,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--feature-map",
         type=int,
         choices=(8, 17, 35),
-        default=8,
-        help="the size of the identity network's map that g draws from and L_CONST compares: 8 (the end "
-        "of its third stage, default), 17 or 35 (earlier stages: more of the face's layout and expression)",
+        default=17,
+        help="the size of the identity network's map that g draws from and L_CONST compares: 17 (the end "
+        "of its second stage, default), 8 (its third: the drawings follow pose but hardly expression) or 35",
     )
     tst.add_argument("--batch", type=whole(1, MAX_BATCH), default=8, help="faces per step (default 8)")
     tst.add_argument(

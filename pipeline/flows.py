@@ -1100,7 +1100,7 @@ def train_stylize(
     patches: int = 8,
     seed: int = 0,
     resume: bool = False,
-    feature_map: int = 8,
+    feature_map: int = 17,
 ) -> dict:
     """Train a domain transfer network (DTN) from folders of source faces and target images as a Prefect
     run."""

@@ -249,7 +249,11 @@ def tiny_stylizer(folder: Path, crops_dir: Path, seed: int = 3) -> Path:
     g = StyleDrawer(DTNConfig(32, 128, 8, 128, width=32))
     folder.mkdir(parents=True, exist_ok=True)
     save_stylizer(
-        folder / "stylizer.pt", g, chip_affine(real_crops(crops_dir, 32)), DTNSettings(resolution=32), {}
+        folder / "stylizer.pt",
+        g,
+        chip_affine(real_crops(crops_dir, 32)),
+        DTNSettings(resolution=32, feature_map=8),
+        {},
     )
     return folder
 
@@ -340,6 +344,11 @@ def test_a_missing_damaged_or_foreign_stylizer_is_one_line_at_validate(
     data["config"]["width"] = 64  # weights of one size, a config of another
     torch.save(data, wrong / "stylizer.pt")
     assert "a damaged stylizer file" in validate(wrong)
+    # a g that draws from the 8 px map's 128 channels, in a file whose settings name the 17 px map
+    save_stylizer(wrong / "stylizer.pt", g, np.eye(2, 3), DTNSettings(resolution=32, feature_map=17), {})
+    assert validate(wrong).endswith(
+        "a damaged stylizer file (its settings name f's 17 px map, with 64 channels; its g draws from 128)"
+    )
     assert validate(tiny_model / "swap.pt").endswith("not a stylizer file (vfx train stylize makes them)")
 
 

@@ -56,9 +56,9 @@ VERSION = 1
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".exr", ".tif", ".tiff")
 MIN_FACES = 4
 HELD_OUT_EVERY = 5
-# the sizes of the maps of dlib's descriptor network on its 150 px chip (channels: 128, 64, 32): the end
-# of its third, second and first stage
-FEATURE_MAPS = (8, 17, 35)
+# the maps of dlib's descriptor network on its 150 px chip, size: channels (the end of its third, second
+# and first stage)
+FEATURE_MAPS = {8: 128, 17: 64, 35: 32}
 
 
 class StylizerError(PipelineError):
@@ -74,10 +74,10 @@ class DTNSettings:
     gan_weight: float = 1.0
     const_weight: float = 10.0  # squared descriptor distance (the same person: under 0.36)
     spatial_const: float = 1.0  # the 8x8 map's mean squared error, inside L_CONST
-    tid_weight: float = 10.0  # mean squared pixel error in -1..1
-    tv_weight: float = 0.05
+    tid_weight: float = 50.0  # mean squared pixel error in -1..1
+    tv_weight: float = 10.0  # mean absolute neighbour difference in -1..1 (drawings of source faces)
     d_patch: int = 8  # D's verdicts per side (0: one for the whole image, the paper's D)
-    feature_map: int = 8  # the size of f's map that g draws from and L_CONST compares (FEATURE_MAPS)
+    feature_map: int = 17  # the size of f's map that g draws from and L_CONST compares (FEATURE_MAPS)
     width: int = 128  # g's first block; a CPU step of 8 faces at 64 px takes about 1 s on one thread
     seed: int = 0
     checkpoint_minutes: float = 5.0
@@ -322,8 +322,8 @@ def stylizer_file(path: Path) -> Path:
 
 
 def load_stylizer(path: str | Path, device: torch.device | str | None = None) -> tuple[StyleDrawer, dict]:
-    """g (frozen, in eval mode) and the rest of the file: "transform" (the chip affine, numpy), "settings",
-    "meta"."""
+    """g (frozen, in eval mode) and the rest of the file: "transform" (the chip affine, numpy),
+    "feature_map" (the size of dlib's map g draws from), "settings", "meta"."""
     path = stylizer_file(Path(path))
     if not path.is_file():
         raise StylizerError(f"{path}: stylizer file not found (vfx train stylize makes one)")
@@ -342,13 +342,17 @@ def load_stylizer(path: str | Path, device: torch.device | str | None = None) ->
         transform = data["transform"].numpy().astype(np.float64).reshape(2, 3)
     except (KeyError, TypeError, ValueError, RuntimeError, AttributeError) as e:
         raise StylizerError(f"{path}: a damaged stylizer file ({type(e).__name__})") from None
+    settings, meta = dict(data.get("settings") or {}), dict(data.get("meta") or {})
+    feature_map = int(settings.get("feature_map", 8))  # files from before the setting drew from the 8 px map
+    if meta.get("features", "dlib_descriptor") == "dlib_descriptor":
+        channels = FEATURE_MAPS.get(feature_map)
+        if channels != g.cfg.feature_channels:
+            raise StylizerError(
+                f"{path}: a damaged stylizer file (its settings name f's {feature_map} px map, with "
+                f"{channels} channels; its g draws from {g.cfg.feature_channels})"
+            )
     g = g.to(resolve_device(device)).eval().requires_grad_(False)
-    rest = {
-        "transform": transform,
-        "settings": dict(data.get("settings") or {}),
-        "meta": dict(data.get("meta") or {}),
-    }
-    return g, rest
+    return g, {"transform": transform, "feature_map": feature_map, "settings": settings, "meta": meta}
 
 
 def save_training(path: Path, state: DTNState, settings: DTNSettings) -> None:
