@@ -84,7 +84,7 @@ def measure(
     model: Path, source: np.ndarray, landmarks: np.ndarray, cartoons: np.ndarray, other: np.ndarray, lpips
 ) -> dict:
     g, rest = load_stylizer(model, "cpu")
-    f = dlib_features(rest["transform"], "cpu", rest["feature_map"])
+    f = dlib_features(rest["transform"], "cpu", map_size=rest["feature_map"])
     x, y = to_tensor(source), to_tensor(other)
     with torch.no_grad():
         gx = torch.cat([g(*f(x[i : i + 16])) for i in range(0, len(x), 16)])

@@ -221,7 +221,7 @@ def test_dlib_features_read_the_chip_of_real_aligned_crops(domains):
 
     crops = real_crops(domains[0], 64)
     transform = chip_affine(crops)
-    f = dlib_features(transform)
+    f = dlib_features(transform, map_size=8)
     with torch.no_grad():
         m, v = f(to_tensor(crops[:4]))
     assert m.shape == (4, 128, 8, 8) and v.shape == (4, 128)
@@ -230,6 +230,8 @@ def test_dlib_features_read_the_chip_of_real_aligned_crops(domains):
     with torch.no_grad():  # an earlier stage's map: the same descriptor
         m17, v17 = dlib_features(transform, map_size=17)(to_tensor(crops[:4]))
     assert m17.shape == (4, 64, 17, 17) and torch.equal(v17, v)
+    g = StyleDrawer(DTNConfig(64, 64, 16, 128, width=32))  # g pools the 17 px map to 16
+    assert g(m17, v17).shape == (4, 3, 64, 64)
     with pytest.raises(StylizerError, match="f has no 9 px feature map"):
         dlib_features(transform, map_size=9)
     with pytest.raises(StylizerError, match="dlib found faces on 0 of"):
@@ -384,13 +386,13 @@ def test_train_stylize_runs_as_a_prefect_flow_and_bad_input_is_one_line(
         code, _, err = run(argv)
         assert code == 2 and expected in err and len(err.strip().splitlines()) == 1, (argv, err)
     assert not out.exists()
-    code, stdout, err = run([*base, "--steps", "3", "--res", "32", "--batch", "2", "--feature-map", "17"])
+    code, stdout, err = run([*base, "--steps", "3", "--res", "32", "--batch", "2", "--feature-map", "8"])
     assert code == 0, err
     assert f"{out}: step 3, " in stdout
     g, rest = load_stylizer(out)
     assert g.cfg.resolution == 32 and rest["meta"]["features"] == "dlib_descriptor"
-    # g draws from the second stage's 17 px map (pooled to 16), and the stage reads f at that map
-    assert rest["settings"]["feature_map"] == 17 and (g.cfg.feature_channels, g.cfg.feature_size) == (64, 16)
+    # g draws from the third stage's 8 px map (not the default 17), and the stage reads f at that map
+    assert rest["feature_map"] == 8 and (g.cfg.feature_channels, g.cfg.feature_size) == (128, 8)
     from pipeline.shot.stylize import Stylizer
 
     drawn = Stylizer(out, "cpu")(real_crops(source, 32).astype(np.float32)[:2] / 255)
@@ -398,7 +400,7 @@ def test_train_stylize_runs_as_a_prefect_flow_and_bad_input_is_one_line(
     code, _, err = run([*base, "--steps", "4", "--resume"])  # a resume keeps the file's map
     assert code == 0, err
     g, rest = load_stylizer(out)
-    assert rest["settings"]["feature_map"] == 17 and g.cfg.feature_size == 16
+    assert rest["feature_map"] == 8 and g.cfg.feature_size == 8
     code, _, err = run([*base, "--steps", "3"])  # the folder holds one now
     assert code == 2 and "holds a stylizer already; use --resume" in err
     (tmp_path / "few").mkdir()

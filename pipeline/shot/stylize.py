@@ -73,7 +73,7 @@ class Stylizer:
         from pipeline.stylize.dtn_train import dlib_features, load_stylizer
 
         self.g, rest = load_stylizer(path, device)
-        self.f = dlib_features(rest["transform"], device, rest["feature_map"])
+        self.f = dlib_features(rest["transform"], device, map_size=rest["feature_map"])
         self.resolution = self.g.cfg.resolution
         self.device = device
 

@@ -14,8 +14,9 @@ target images. The losses (the functions below), as in the paper:
 f is the project's identity network, dlib's face descriptor in torch (faces/descriptor.py), read on its
 150 px chip cut from the aligned crop by one fixed affine (`ChipFeatures`). Its 128-d descriptor says who;
 for video, g must also follow the performance (pose, expression, mouth), which the descriptor is trained
-to forget, so f also gives the descriptor network's 8x8 feature map (the end of its third stage), whose
-layout carries where the eyes, the mouth and the head are. L_CONST compares both (the map weighted by
+to forget, so f also gives one of the descriptor network's feature maps (the 17 px map at the end of its
+second stage by default: the 8 px map of its third stage keeps the head's pose but hardly the expression),
+whose layout carries where the eyes, the mouth and the head are. L_CONST compares both (the map weighted by
 `spatial_const`). Any module images [B, 3, R, R] in -1..1 -> (map [B, C, S, S], vector [B, D]) can be f:
 the tests use tiny ones.
 """
@@ -148,7 +149,7 @@ def _labelled(logits: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
 
 class ChipFeatures(nn.Module):
     """f from dlib's descriptor network: its chip cut from the aligned crop by one fixed affine (`transform`
-    [2, 3], crop pixels -> chip pixels; `cut` is descriptor.extract_chips), then its 8x8 map and its
+    [2, 3], crop pixels -> chip pixels; `cut` is descriptor.extract_chips), then its `map_size` map and its
     descriptor. Frozen; images come in -1..1."""
 
     def __init__(

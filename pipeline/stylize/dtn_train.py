@@ -73,7 +73,7 @@ class DTNSettings:
     betas: tuple[float, float] = (0.5, 0.999)
     gan_weight: float = 1.0
     const_weight: float = 10.0  # squared descriptor distance (the same person: under 0.36)
-    spatial_const: float = 1.0  # the 8x8 map's mean squared error, inside L_CONST
+    spatial_const: float = 1.0  # the map's mean squared error, inside L_CONST
     tid_weight: float = 50.0  # mean squared pixel error in -1..1
     tv_weight: float = 10.0  # mean absolute neighbour difference in -1..1 (drawings of source faces)
     d_patch: int = 8  # D's verdicts per side (0: one for the whole image, the paper's D)
@@ -172,7 +172,7 @@ def chip_affine(crops: np.ndarray, analyzer=None, count: int = 64) -> np.ndarray
     return np.asarray(chip_transforms(landmarks[found].mean(axis=0)[None]), np.float64)[0]
 
 
-def dlib_features(transform: np.ndarray, device: torch.device | str = "cpu", map_size: int = 8) -> nn.Module:
+def dlib_features(transform: np.ndarray, device: torch.device | str = "cpu", *, map_size: int) -> nn.Module:
     """f: dlib's descriptor network on the chip cut by `transform` (its `map_size` map and its
     descriptor)."""
     from pipeline.faces.descriptor import extract_chips, load_face_descriptor
@@ -507,7 +507,7 @@ def train_stylizer(
         transform = saved["transform"].numpy()
     else:
         transform = chip_affine(src) if features is None else np.eye(2, 3)
-    f = features or dlib_features(transform, device, settings.feature_map)
+    f = features or dlib_features(transform, device, map_size=settings.feature_map)
     f = f.to(device).eval().requires_grad_(False)
     source, target = face_set(to_tensor(src[train_idx]), f, device), face_set(to_tensor(tgt), f, device)
     out.mkdir(parents=True, exist_ok=True)
