@@ -357,6 +357,7 @@ def cmd_train_stylize(args: argparse.Namespace) -> int:
         resolution=args.res,
         patches=args.patches,
         feature_map=args.feature_map,
+        descriptor=args.g_input == "map+descriptor",
         weights=args.weights,
         batch=args.batch,
         lr=args.lr,
@@ -915,6 +916,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=17,
         help="the size of the identity network's map that g draws from and L_CONST compares: 17 (the end "
         "of its second stage, default), 8 (its third: the drawings follow pose but hardly expression) or 35",
+    )
+    tst.add_argument(
+        "--g-input",
+        choices=("map", "map+descriptor"),
+        default="map",
+        help="what g draws from: the map alone (default), or the map and f's descriptor broadcast over it "
+        "(the paper's g draws from the descriptor; with a one-person target domain it tints every drawing)",
     )
     tst.add_argument("--batch", type=whole(1, MAX_BATCH), default=8, help="faces per step (default 8)")
     tst.add_argument(

@@ -1101,6 +1101,7 @@ def train_stylize(
     seed: int = 0,
     resume: bool = False,
     feature_map: int = 17,
+    descriptor: bool = False,
 ) -> dict:
     """Train a domain transfer network (DTN) from folders of source faces and target images as a Prefect
     run."""
@@ -1108,7 +1109,13 @@ def train_stylize(
     from pipeline.stylize.dtn_train import train_stylizer as train
 
     settings = DTNSettings(
-        resolution=resolution, batch=batch, lr=lr, seed=seed, d_patch=patches, feature_map=feature_map
+        resolution=resolution,
+        batch=batch,
+        lr=lr,
+        seed=seed,
+        d_patch=patches,
+        feature_map=feature_map,
+        use_vector=descriptor,
     )
     settings = settings.with_weights(weights or {})
     started = time.monotonic()

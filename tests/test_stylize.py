@@ -119,6 +119,40 @@ def test_the_discriminator_labels_are_the_papers():
         ThreeWayDiscriminator(64, patch=3)
 
 
+def test_g_without_the_descriptor_ignores_it_and_draws_from_the_maps_layout():
+    torch.manual_seed(0)
+    m, v = torch.randn(2, 8, 4, 4), torch.randn(2, 16)
+    plain = StyleDrawer(DTNConfig(32, 8, 4, 16, width=32))
+    assert not torch.allclose(plain(m, v), plain(m, -v), atol=1e-4)  # the paper's g draws from the vector
+    mapped = StyleDrawer(DTNConfig(32, 8, 4, 16, width=32, use_vector=False))
+    assert mapped.stem[0].in_channels == 8
+    assert torch.equal(mapped(m, v), mapped(m, -v))
+    assert not torch.allclose(mapped(m, v), mapped(m.flip(-1), v), atol=1e-3)  # the layout draws
+    # a config from before the flags reads as the paper's g; the flags survive the round trip
+    old = {k: w for k, w in plain.cfg.to_dict().items() if k != "use_vector"}
+    assert DTNConfig.from_dict(old) == plain.cfg
+    assert DTNConfig.from_dict(mapped.cfg.to_dict()) == mapped.cfg
+
+
+def test_the_saved_g_is_a_moving_average_that_halves_its_distance_each_half_life():
+    from pipeline.stylize.dtn_train import update_average
+
+    cfg = DTNConfig(32, 8, 4, 16, width=32)
+    torch.manual_seed(0)
+    g, avg = StyleDrawer(cfg), StyleDrawer(cfg)
+
+    def distance():
+        return sum((a - b).square().sum() for a, b in zip(avg.parameters(), g.parameters(), strict=True))
+
+    before = distance()
+    update_average(avg, g, 10, step=10**6)  # late in a run: 2 ** -(1/10) of the distance is left
+    assert torch.isclose(distance().sqrt(), before.sqrt() * 0.5**0.1, rtol=1e-4)
+    update_average(avg, g, 10, step=0)  # the first step keeps a tenth at most: the random start washes out
+    assert distance().sqrt() < 0.11 * before.sqrt()
+    update_average(avg, g, 0, step=10**6)  # no average: the file holds g itself
+    assert all(torch.equal(a, b) for a, b in zip(avg.parameters(), g.parameters(), strict=True))
+
+
 def test_each_loss_moves_its_quantity_the_right_way(domains):
     source, target = (to_tensor(real_crops(d)) for d in domains)
     f = TinyFeatures().requires_grad_(False)
@@ -181,27 +215,35 @@ def test_a_training_step_updates_g_and_d_and_the_plain_autoencoder_leaves_d_alon
 
 def test_training_resumes_exactly_and_writes_its_files(domains, tmp_path):
     source, target = domains
-    s = DTNSettings(resolution=32, batch=4, width=32)
+    s = DTNSettings(resolution=32, batch=4, width=32, ema_steps=2)
     straight = train_stylizer([source], [target], tmp_path / "a", s, steps=4, features=TinyFeatures())
     train_stylizer([source], [target], tmp_path / "b", s, steps=2, features=TinyFeatures())
     resumed = train_stylizer(  # a resume without weights keeps those it was trained with
         [source],
         [target],
         tmp_path / "b",
-        DTNSettings(resolution=32, batch=4, width=32, tid_weight=99),
+        DTNSettings(resolution=32, batch=4, width=32, ema_steps=2, tid_weight=99),
         steps=4,
         resume=True,
         features=TinyFeatures(),
         keep_weights=True,
     )
     assert resumed.step == straight.step == 4
-    for a, b in zip(straight.g.state_dict().values(), resumed.g.state_dict().values(), strict=True):
-        assert torch.equal(a, b)
+    for net in ("g", "g_ema"):
+        for a, b in zip(
+            getattr(straight, net).state_dict().values(),
+            getattr(resumed, net).state_dict().values(),
+            strict=True,
+        ):
+            assert torch.equal(a, b)
     assert [h["g"] for h in resumed.history] == [h["g"] for h in straight.history]
     for name in ("stylizer.pt", "training.pt", "preview.png", "loss.png"):
         assert (tmp_path / "b" / name).is_file()
     g, rest = load_stylizer(tmp_path / "b")
     assert g.cfg == straight.g.cfg and rest["meta"]["steps"] == 4
+    saved = list(g.state_dict().values())  # the file holds the average, not the last step's g
+    assert all(torch.equal(a, b) for a, b in zip(saved, resumed.g_ema.state_dict().values(), strict=True))
+    assert not all(torch.equal(a, b) for a, b in zip(saved, resumed.g.state_dict().values(), strict=True))
     assert len(rest["meta"]["held_out"]) == len(list(source.glob("*.png"))) // 5
     # an --out that holds one already is refused without --resume; missing folders and files are named
     with pytest.raises(StylizerError, match="holds a stylizer already"):
@@ -386,11 +428,15 @@ def test_train_stylize_runs_as_a_prefect_flow_and_bad_input_is_one_line(
         code, _, err = run(argv)
         assert code == 2 and expected in err and len(err.strip().splitlines()) == 1, (argv, err)
     assert not out.exists()
-    code, stdout, err = run([*base, "--steps", "3", "--res", "32", "--batch", "2", "--feature-map", "8"])
+    paper_g = ["--g-input", "map+descriptor"]  # the non-default g, kept below
+    code, stdout, err = run(
+        [*base, "--steps", "3", "--res", "32", "--batch", "2", "--feature-map", "8", *paper_g]
+    )
     assert code == 0, err
     assert f"{out}: step 3, " in stdout
     g, rest = load_stylizer(out)
     assert g.cfg.resolution == 32 and rest["meta"]["features"] == "dlib_descriptor"
+    assert g.cfg.use_vector
     # g draws from the third stage's 8 px map (not the default 17), and the stage reads f at that map
     assert rest["feature_map"] == 8 and (g.cfg.feature_channels, g.cfg.feature_size) == (128, 8)
     from pipeline.shot.stylize import Stylizer
@@ -401,6 +447,7 @@ def test_train_stylize_runs_as_a_prefect_flow_and_bad_input_is_one_line(
     assert code == 0, err
     g, rest = load_stylizer(out)
     assert rest["feature_map"] == 8 and g.cfg.feature_size == 8
+    assert g.cfg.use_vector
     code, _, err = run([*base, "--steps", "3"])  # the folder holds one now
     assert code == 2 and "holds a stylizer already; use --resume" in err
     (tmp_path / "few").mkdir()

@@ -17,8 +17,11 @@ for video, g must also follow the performance (pose, expression, mouth), which t
 to forget, so f also gives one of the descriptor network's feature maps (the 17 px map at the end of its
 second stage by default: the 8 px map of its third stage keeps the head's pose but hardly the expression),
 whose layout carries where the eyes, the mouth and the head are. L_CONST compares both (the map weighted by
-`spatial_const`). Any module images [B, 3, R, R] in -1..1 -> (map [B, C, S, S], vector [B, D]) can be f:
-the tests use tiny ones.
+`spatial_const`). g draws from the map alone unless told to join the descriptor to it (`use_vector`, the
+paper's input): a target domain of one person gives g one descriptor for all its targets, so the
+descriptor tells g "source face" from "target image" and nothing of use, and g tinted every source face's
+drawing (measured: bench/stylize.py, README). Any module images [B, 3, R, R] in -1..1 -> (map
+[B, C, S, S], vector [B, D]) can be f: the tests use tiny ones.
 """
 
 from __future__ import annotations
@@ -42,6 +45,7 @@ class DTNConfig:
     feature_size: int  # f's map is feature_size x feature_size
     vector_dim: int  # f's vector (the descriptor)
     width: int = 128  # g's channels at its first block (halved per doubling, at least 32)
+    use_vector: bool = True  # g also draws from f's vector (the descriptor), broadcast over the map
 
     def __post_init__(self) -> None:
         log2 = math.log2(self.resolution)
@@ -63,12 +67,8 @@ class DTNConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> DTNConfig:
-        return cls(
-            **{
-                k: int(d[k])
-                for k in ("resolution", "feature_channels", "feature_size", "vector_dim", "width")
-            }
-        )
+        sizes = ("resolution", "feature_channels", "feature_size", "vector_dim", "width")
+        return cls(**{k: int(d[k]) for k in sizes}, use_vector=bool(d.get("use_vector", True)))
 
 
 def _up_block(c_in: int, c_out: int) -> nn.Sequential:
@@ -82,17 +82,16 @@ def _up_block(c_in: int, c_out: int) -> nn.Sequential:
 
 
 class StyleDrawer(nn.Module):
-    """g: f's map and vector -> a drawing [B, 3, R, R] in -1..1. The vector is broadcast over the map and
-    joined to it; convolution blocks double the size to the resolution (nearest upsampling then 3x3
-    convolutions: no checkerboard of transposed convolutions)."""
+    """g: f's map (and vector) -> a drawing [B, 3, R, R] in -1..1. The vector, where the config takes it,
+    is broadcast over the map and joined to it; convolution blocks double the size to the resolution
+    (nearest upsampling then 3x3 convolutions: no checkerboard of transposed convolutions)."""
 
     def __init__(self, cfg: DTNConfig):
         super().__init__()
         self.cfg = cfg
         width = cfg.width
-        self.stem = nn.Sequential(
-            nn.Conv2d(cfg.feature_channels + cfg.vector_dim, width, 3, padding=1), nn.LeakyReLU(0.2)
-        )
+        joined = cfg.feature_channels + (cfg.vector_dim if cfg.use_vector else 0)
+        self.stem = nn.Sequential(nn.Conv2d(joined, width, 3, padding=1), nn.LeakyReLU(0.2))
         blocks, c = [], width
         for _ in range(cfg.doublings):
             blocks.append(_up_block(c, max(32, c // 2)))
@@ -104,8 +103,9 @@ class StyleDrawer(nn.Module):
         s = self.cfg.feature_size
         if feature_map.shape[-2:] != (s, s):
             feature_map = F.adaptive_avg_pool2d(feature_map, s)
-        v = vector[:, :, None, None].expand(-1, -1, s, s)
-        x = self.blocks(self.stem(torch.cat([feature_map, v], 1)))
+        if self.cfg.use_vector:
+            feature_map = torch.cat([feature_map, vector[:, :, None, None].expand(-1, -1, s, s)], 1)
+        x = self.blocks(self.stem(feature_map))
         return torch.tanh(self.to_rgb(x))
 
 

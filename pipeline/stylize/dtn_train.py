@@ -20,6 +20,7 @@ needs), `training.pt` (g, D, both optimisers, the random states and the history,
 
 from __future__ import annotations
 
+import copy
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
@@ -79,6 +80,8 @@ class DTNSettings:
     d_patch: int = 8  # D's verdicts per side (0: one for the whole image, the paper's D)
     feature_map: int = 17  # the size of f's map that g draws from and L_CONST compares (FEATURE_MAPS)
     width: int = 128  # g's first block; a CPU step of 8 faces at 64 px takes about 1 s on one thread
+    use_vector: bool = False  # g also draws from f's descriptor (the paper's input; see dtn.py)
+    ema_steps: float = 100.0  # half-life in steps of the moving average of g that is saved (0: g itself)
     seed: int = 0
     checkpoint_minutes: float = 5.0
     snapshot_minutes: float = 5.0
@@ -192,6 +195,7 @@ def dlib_features(transform: np.ndarray, device: torch.device | str = "cpu", *, 
 @dataclass
 class DTNState:
     g: StyleDrawer
+    g_ema: StyleDrawer  # the moving average of g's weights (g itself where the settings keep none)
     D: ThreeWayDiscriminator
     opt_g: torch.optim.Optimizer
     opt_d: torch.optim.Optimizer
@@ -213,10 +217,11 @@ def feature_shape(f: nn.Module, resolution: int, device: torch.device) -> tuple[
 def new_state(f: nn.Module, transform: np.ndarray, s: DTNSettings, device: torch.device) -> DTNState:
     torch.manual_seed(s.seed)
     channels, size, dim = feature_shape(f, s.resolution, device)
-    cfg = DTNConfig(s.resolution, channels, size, dim, s.width)
+    cfg = DTNConfig(s.resolution, channels, size, dim, s.width, s.use_vector)
     g, D = StyleDrawer(cfg).to(device), ThreeWayDiscriminator(s.resolution, patch=s.d_patch).to(device)
     return DTNState(
         g,
+        copy.deepcopy(g).eval().requires_grad_(False),
         D,
         torch.optim.Adam(g.parameters(), lr=s.lr, betas=s.betas),
         torch.optim.Adam(D.parameters(), lr=s.lr, betas=s.betas),
@@ -285,11 +290,24 @@ def train_step(state: DTNState, f: nn.Module, source: FaceSet, target: FaceSet, 
     loss_g.backward()
     state.opt_g.step()
     state.D.requires_grad_(True)
+    update_average(state.g_ema, state.g, s.ema_steps, state.step)
     state.step += 1
     record |= {k: float(v.detach()) for k, v in terms.items()}
     record["g"] = float(loss_g.detach())
     state.history.append(record)
     return record
+
+
+def update_average(g_ema: nn.Module, g: nn.Module, half_life: float, step: int) -> None:
+    """g_ema moves toward g by a share that halves its distance every `half_life` steps (ramped up over
+    the first steps, so the early random weights wash out), after Karras et al. 2018 and Yazici et al.
+    2019: the average of a GAN's generator draws with less of its step-to-step oscillation. `half_life`
+    0: g_ema is g."""
+    beta = 0.5 ** (1 / half_life) if half_life > 0 else 0.0
+    beta = min(beta, (1 + step) / (10 + step))
+    with torch.no_grad():
+        for a, b in zip(g_ema.parameters(), g.parameters(), strict=True):
+            a.lerp_(b, 1 - beta)
 
 
 def describe(record: dict) -> str:
@@ -362,6 +380,7 @@ def save_training(path: Path, state: DTNState, settings: DTNSettings) -> None:
         "settings": settings.to_dict(),
         "config": state.g.cfg.to_dict(),
         "g": {k: v.detach().cpu() for k, v in state.g.state_dict().items()},
+        "g_ema": {k: v.detach().cpu() for k, v in state.g_ema.state_dict().items()},
         "D": {k: v.detach().cpu() for k, v in state.D.state_dict().items()},
         "opt_g": state.opt_g.state_dict(),
         "opt_d": state.opt_d.state_dict(),
@@ -390,6 +409,11 @@ def read_training(path: Path) -> dict:
     return data
 
 
+def network_settings(cfg: DTNConfig) -> dict:
+    """The settings that shape g, as a saved g has them (a resume keeps them whatever its flags say)."""
+    return {"resolution": cfg.resolution, "width": cfg.width, "use_vector": cfg.use_vector}
+
+
 def load_training(data: dict, f: nn.Module, settings: DTNSettings, device: torch.device) -> DTNState:
     """The state of `read_training`'s data, continued with this run's learning rate."""
     path = data["path"]
@@ -398,10 +422,11 @@ def load_training(data: dict, f: nn.Module, settings: DTNSettings, device: torch
         state = new_state(
             f,
             data["transform"].numpy(),
-            replace(settings, resolution=cfg.resolution, width=cfg.width),
+            replace(settings, **network_settings(cfg)),
             device,
         )
         state.g.load_state_dict(data["g"])
+        state.g_ema.load_state_dict(data.get("g_ema", data["g"]))
         state.D.load_state_dict(data["D"])
         state.opt_g.load_state_dict(data["opt_g"])
         state.opt_d.load_state_dict(data["opt_d"])
@@ -424,11 +449,10 @@ def preview(
     state: DTNState, f: nn.Module, source: torch.Tensor, target: torch.Tensor, caption: str = ""
 ) -> np.ndarray:
     """Rows: held-out source faces, their drawings, target images, their drawings."""
-    state.g.eval()
     device = next(state.g.parameters()).device
     with torch.no_grad():
         s, t = source.to(device), target.to(device)
-        rows = [s, state.g(*f(s)), t, state.g(*f(t))]
+        rows = [s, state.g_ema(*f(s)), t, state.g_ema(*f(t))]
     tiles = list(to_uint8(torch.cat(rows)))
     sheet = grid(tiles, len(source))
     return labelled(sheet, rows=["source", "stylised", "target", "redrawn"], caption=caption)
@@ -439,7 +463,7 @@ def write_outputs(out: Path, state: DTNState, settings: DTNSettings, meta: dict)
     last = state.history[-1] if state.history else {}
     info = {**meta, "steps": state.step, "seconds": round(state.seconds, 1), "weights": settings.weights()}
     info["losses"] = {k: v for k, v in last.items() if k != "step"}
-    save_stylizer(out / STYLIZER_FILE, state.g, state.transform, settings, info)
+    save_stylizer(out / STYLIZER_FILE, state.g_ema, state.transform, settings, info)
 
 
 def write_figures(out: Path, state: DTNState, f: nn.Module, shown: tuple[torch.Tensor, torch.Tensor]) -> None:
@@ -492,7 +516,7 @@ def train_stylizer(
     saved = read_training(out / TRAINING_NAME) if resume else None
     if saved is not None:  # the network's size is the file's, whatever this run's settings say
         cfg = DTNConfig.from_dict(dict(saved["config"]))
-        settings = replace(settings, resolution=cfg.resolution, width=cfg.width)
+        settings = replace(settings, **network_settings(cfg))
         before = dict(saved.get("settings") or {})
         settings = replace(
             settings, d_patch=int(before.get("d_patch", 0)), feature_map=int(before.get("feature_map", 8))
