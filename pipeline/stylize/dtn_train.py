@@ -12,10 +12,11 @@ the source crops (all crops are aligned the same way), fitted as dlib fits its c
 faces (every fifth file, sorted) is held out from training: the preview draws them, and measures of how
 well the domain was learnt use them.
 
-A model folder holds `stylizer.pt` (g, its config, the chip affine and the settings: what stylising
-needs), `training.pt` (g, D, both optimisers, the random states and the history, for an exact
-`--resume`), `preview.png` (held-out source faces over their drawings, target images over theirs) and
-`loss.png`. Every file is replaced whole; checkpoints every few minutes and on Ctrl-C.
+A model folder holds `stylizer.pt` (g's moving average, `update_average`, its config, the chip affine and
+the settings: what stylising needs), `training.pt` (g, its average, D, both optimisers, the random states
+and the history, for an exact `--resume`), `preview.png` (held-out source faces over their drawings,
+target images over theirs) and `loss.png`. Every file is replaced whole; checkpoints every few minutes
+and on Ctrl-C.
 """
 
 from __future__ import annotations
