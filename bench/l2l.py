@@ -17,7 +17,10 @@
    face's own landmarks by the torch port, which matches dlib within 4e-7), and the drift of the other
    measured attributes (mean |change| in units of each attribute's spread over the faces, averaged).
 4. Cycle: each face edited by a random change of all attributes and back; LPIPS-VGG to the original.
-5. What the measure itself gives: the identity drift of a random W+ step of length 0.5, shorter than any
+5. With `--recognisers` (the file the mapper trained with): the change the recognisers read on the
+   mapper's faces and on the direction's, beside the landmarks' change. A mapper whose recognisers read
+   much more than the landmarks see has learnt to move what fools them, not the attribute.
+6. What the measure itself gives: the identity drift of a random W+ step of length 0.5, shorter than any
    edit in the table (the floor: dlib's descriptor on a 64 px face moves by about 0.04 for any small
    change, and by 0.09 when the picture shifts by one pixel), and, with `--real DIR` (aligned crops of
    one real person, as `vfx extract` writes them), the drift between that person's own crops at the same
@@ -46,6 +49,7 @@ from pipeline.stylegan.edits import learn_direction
 from pipeline.stylegan.generator import Generator, to_uint8
 from pipeline.stylegan.lpips import load_lpips
 from pipeline.stylegan.mapper import LatentMapper, edit_latents, load_mapper
+from pipeline.stylegan.recognise import load_recognisers
 
 PSI = 0.7
 POSE = ("yaw", "pitch", "roll")
@@ -204,6 +208,9 @@ def main() -> None:
     ap.add_argument("--faces", type=int, default=48, help="held-out faces edited")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument(
+        "--recognisers", type=Path, help="the mapper's recognisers: their reading of each edit, beside dlib's"
+    )
+    ap.add_argument(
         "--real", type=Path, help="aligned crops of one real person (vfx extract): the drift of real changes"
     )
     args = ap.parse_args()
@@ -231,10 +238,18 @@ def main() -> None:
     real = read_real(args.real, G.cfg.resolution, analyzer) if args.real else None
     if real is not None:
         print(f"real crops: {real.found.sum()} of {len(real.found)} in {args.real} measured", flush=True)
+    recogniser = load_recognisers(args.recognisers, device="cpu")[0] if args.recognisers else None
+
+    def reading(edited: torch.Tensor, k: int) -> float:
+        """The recognisers' mean change of attribute k from the unedited faces to `edited` ones (over all
+        the faces; the landmarks' change is over those dlib finds, nearly all)."""
+        return float((recogniser(draw(G, edited))[:, k] - recogniser(draw(G, ws))[:, k]).mean())
+
     rows = []
     matched = []  # (identity ratio, others mapper, others direction) where the changes agree
     for name in args.attributes.split(","):
         k = GEOMETRIC_ATTRIBUTES.index(name)
+        rk = list(recogniser.names).index(name) if recogniser is not None else -1
         pairs = real_pairs(real, name) if real is not None else np.zeros((0, 2))
         if len(pairs) >= 10:
             intercept, slope = real_fit(pairs)
@@ -254,7 +269,8 @@ def main() -> None:
         curves: dict[float, list[tuple[float, dict]]] = {}
         for m in (float(a) for a in args.amounts.split(",")):
             asked = m * scale
-            edited = measured(draw(G, edit_latents(mapper, ws, {name: asked})), analyzer)
+            edited_ws = edit_latents(mapper, ws, {name: asked})
+            edited = measured(draw(G, edited_ws), analyzer)
             by_mapper = compare(before, edited, k, spread)
             sign = 1.0 if by_mapper["change"] >= 0 else -1.0
             if sign not in curves:
@@ -275,6 +291,11 @@ def main() -> None:
                     f"{by_mapper['faces']}/{by_direction['faces']}",
                 ]
                 + ([real_at(pairs, by_mapper["change"])] if real is not None else [])
+                + (
+                    [f"{reading(edited_ws, rk):+.3f} / {reading(ws + amount * v, rk):+.3f}"]
+                    if recogniser is not None
+                    else []
+                )
             )
             print(" | ".join(rows[-1]), flush=True)
             if same:
@@ -303,7 +324,8 @@ def main() -> None:
             "others direction",
             "faces",
         ]
-        + (["real same person (pairs)"] if real is not None else []),
+        + (["real same person (pairs)"] if real is not None else [])
+        + (["recognisers read mapper / direction"] if recogniser is not None else []),
         rows,
     )
     print(f"(identity: dlib distance to the unedited face; floor {floor:.3f})")
