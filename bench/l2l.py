@@ -239,11 +239,12 @@ def main() -> None:
     if real is not None:
         print(f"real crops: {real.found.sum()} of {len(real.found)} in {args.real} measured", flush=True)
     recogniser = load_recognisers(args.recognisers, device="cpu")[0] if args.recognisers else None
+    unedited = recogniser(draw(G, ws)) if recogniser is not None else None
 
     def reading(edited: torch.Tensor, k: int) -> float:
         """The recognisers' mean change of attribute k from the unedited faces to `edited` ones (over all
         the faces; the landmarks' change is over those dlib finds, nearly all)."""
-        return float((recogniser(draw(G, edited))[:, k] - recogniser(draw(G, ws))[:, k]).mean())
+        return float((recogniser(draw(G, edited))[:, k] - unedited[:, k]).mean())
 
     rows = []
     matched = []  # (identity ratio, others mapper, others direction) where the changes agree
