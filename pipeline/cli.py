@@ -297,6 +297,7 @@ def cmd_train_encoder(args: argparse.Namespace) -> int:
         seed=args.seed,
         resume=args.resume,
         real_every=args.real_every,
+        anneal=args.anneal,
     )
     print(f"{args.out}: step {result['step']}, {result['seconds']:.0f} s; {result['losses']}")
     return 0
@@ -821,6 +822,13 @@ def build_parser() -> argparse.ArgumentParser:
         type=whole(1, MAX_STEPS),
         default=2,
         help="with --faces: a batch of real crops every this many steps (default 2; 1: every step)",
+    )
+    te.add_argument(
+        "--anneal",
+        type=number(0, 1),
+        default=0.25,
+        help="over this last share of the run (of --steps in all, or of --minutes) the rate falls along "
+        "a cosine to a tenth (default 0.25; 0: a constant rate)",
     )
     te.add_argument("--seed", type=whole(0, 2**31 - 1), default=0, help="random seed (default 0)")
     te.add_argument("--resume", action="store_true", help="continue the training state in --out")

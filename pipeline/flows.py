@@ -1008,13 +1008,14 @@ def train_encoder(
     seed: int = 0,
     resume: bool = False,
     real_every: int = 2,
+    anneal: float = 0.25,
 ) -> dict:
     """Train an encoder for a generator (a file or folder) as a Prefect run (an overnight job on a render
     node): its own samples teach it, the crops in `faces` (optional) refine it."""
     from pipeline.stylegan.encoder_train import EncoderSettings, describe_losses, recent_losses
     from pipeline.stylegan.encoder_train import train_encoder as train
 
-    settings = EncoderSettings(batch=batch, lr=lr, seed=seed, real_every=real_every)
+    settings = EncoderSettings(batch=batch, lr=lr, seed=seed, real_every=real_every, anneal=anneal)
     started = time.monotonic()
     bar, on_step = step_progress(
         f"train encoder {out}", f"encoder training {out}", steps, minutes, describe_losses

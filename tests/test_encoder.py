@@ -5,6 +5,7 @@ average w), an exact resume, and `vfx train encoder` / `vfx models` on the comma
 from __future__ import annotations
 
 import functools
+from dataclasses import replace
 
 import cv2
 import numpy as np
@@ -26,8 +27,10 @@ from pipeline.stylegan.encoder import (
 )
 from pipeline.stylegan.encoder_train import (
     EncoderSettings,
+    annealed_lr,
     encoder_losses,
     new_state,
+    run_progress,
     train_encoder,
     weighted,
 )
@@ -198,15 +201,42 @@ def test_the_encoders_w_plus_starts_projection_better_than_the_average_w(G, lpip
     assert (encoded < average).sum() >= 6, (encoded, average)
 
 
+def test_the_rate_anneals_over_the_last_share_of_a_run_of_steps_or_minutes():
+    s = EncoderSettings(lr=1e-4, anneal=0.25, anneal_floor=0.1)
+    assert run_progress(300, 1000, 5.0, None) == 0.3
+    assert run_progress(300, None, 30.0, 1.0) == 0.5
+    assert run_progress(900, 1000, 30.0, 1.0) == 0.9  # the further of the two
+    assert run_progress(2000, 1000, 0.0, None) == 1.0
+    assert annealed_lr(s, 0.0) == annealed_lr(s, 0.75) == 1e-4
+    assert annealed_lr(s, 0.875) == pytest.approx(0.55e-4)
+    assert annealed_lr(s, 1.0) == pytest.approx(1e-5)
+    assert annealed_lr(replace(s, anneal=0.0), 1.0) == 1e-4
+
+
 def test_training_resumes_exactly(G, crops, tiny_generator_file, other_generator_file, tmp_path):
     folders = [crops["a"]]  # real crops every second step: their draws are in the resumed state too
     # narrow widths: exactness does not need the shipped network, and its state is 3x the encoder's size
-    s = EncoderSettings(batch=2, lr=3e-4, preview_faces=2, preview_polish_steps=1, channels=(8, 16, 32, 32))
+    # the rate anneals over the last 3/4 of the steps: a run killed halfway and resumed with the same
+    # --steps goes on along the same schedule
+    s = EncoderSettings(
+        batch=2, lr=3e-4, preview_faces=2, preview_polish_steps=1, channels=(8, 16, 32, 32), anneal=0.75
+    )
     straight = train_encoder(tiny_generator_file, folders, tmp_path / "straight", s, steps=4)
-    train_encoder(tiny_generator_file, folders, tmp_path / "split", s, steps=2)
+
+    class Killed(Exception):
+        pass
+
+    def kill_after_two(record: dict) -> None:
+        if record["step"] == 2:
+            raise Killed
+
+    with pytest.raises(Killed):
+        train_encoder(tiny_generator_file, folders, tmp_path / "split", s, steps=4, on_step=kill_after_two)
     resumed = train_encoder(tiny_generator_file, folders, tmp_path / "split", s, steps=4, resume=True)
     assert resumed.step == straight.step == 4
     assert "real_lpips" in resumed.history[1] and "real_lpips" not in resumed.history[2]
+    rates = [h["lr"] for h in straight.history]
+    assert rates[0] == rates[1] == s.lr > rates[2] > rates[3] > s.anneal_floor * s.lr, rates
 
     def losses(history: list[dict]) -> list[dict]:
         return [{k: v for k, v in h.items() if k != "seconds"} for h in history]
@@ -258,6 +288,7 @@ def test_bad_arguments_and_inputs_end_in_one_line(
         ([*base, "--steps", "0"], "--steps"),
         ([*base, "--steps", "5", "--batch", "0"], "--batch"),
         ([*base, "--steps", "5", "--lr", "nan"], "--lr"),
+        ([*base, "--steps", "5", "--anneal", "1.5"], "--anneal: 1.5 is out of range"),
         ([*base, "--steps", "5", "--faces", str(tmp_path / "none")], "none: folder of face crops not found"),
         ([*base[:4], "--out", str(trained), "--steps", "5"], f"{trained}: holds an encoder already"),
         (

@@ -8,6 +8,7 @@ face and the generator's redrawing of the encoder's W+, and e4e's penalty on the
 (Tov et al. 2021), which keeps W+ near W. When folders of real aligned crops are given, every few steps
 a batch of them (randomly x-flipped) adds LPIPS, MSE and the offset penalty: their W+ is unknown, so
 they are learnt through the frozen generator, as pSp (Richardson et al. 2021) learns all its faces.
+Adam's rate is constant, then falls along a cosine over the last quarter of each run (annealed_lr).
 
 A model folder holds `encoder.pt` (what projection needs), `training.pt` (encoder, optimiser, random
 states, history, for an exact `--resume`), `preview.png` (rows: face, encoded, encoded then polished)
@@ -16,6 +17,7 @@ and `loss.png`. Every file is replaced whole; checkpoints every few minutes and 
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
@@ -64,6 +66,10 @@ class EncoderSettings:
     # the mean offset norm relative to w's spread, so one weight suits any depth and w_dim
     delta_weight: float = 0.05
     real_every: int = 2  # with real crops: a batch of them every this many steps
+    # the last share of a run (of its --steps in all, or of its --minutes) the rate falls along a cosine to
+    # anneal_floor times lr (see annealed_lr); 0: a constant rate
+    anneal: float = 0.25
+    anneal_floor: float = 0.1
     psi: tuple[float, float] = (0.5, 1.0)  # truncation drawn per face from this range
     mixing: float = 0.5  # share of the generator's faces drawn from two z's switched at a random layer
     seed: int = 0
@@ -168,19 +174,49 @@ def weighted(terms: dict[str, torch.Tensor], s: EncoderSettings) -> torch.Tensor
     return sum(weights[k] * v.mean() for k, v in terms.items())
 
 
+def run_progress(step: int, steps: int | None, elapsed: float, minutes: float | None) -> float:
+    """How far (0-1) a run is at `step` (steps done in all) after `elapsed` seconds of it: of its target
+    `steps` in all (so a killed run resumed with the same --steps continues the same schedule), or of its
+    `minutes`; the further of the two when both are given."""
+    done = [step / steps] if steps else []
+    done += [elapsed / (60 * minutes)] if minutes else []
+    return min(1.0, max(done, default=0.0))
+
+
+def annealed_lr(s: EncoderSettings, progress: float) -> float:
+    """The rate at `progress` through a run: s.lr, then over the last s.anneal share a cosine fall to
+    s.anneal_floor * s.lr (the cosine annealing of SGDR, Loshchilov & Hutter 2017). At a constant rate
+    Adam's steps on batches of 8 keep bouncing around the minimum: on the 64 px generator's encoder (3658
+    steps at 1e-4) a fall to 2e-5 took the real crops' LPIPS from 0.090 to 0.081 in 400 steps, against
+    0.092 -> 0.090 in the 1000 steps before. A resumed run starts at s.lr again (SGDR's warm restart)."""
+    if s.anneal <= 0:
+        return s.lr
+    through = min(1.0, max(0.0, (progress - (1.0 - s.anneal)) / s.anneal))
+    return s.lr * (s.anneal_floor + (1.0 - s.anneal_floor) * 0.5 * (1.0 + math.cos(math.pi * through)))
+
+
 def train_step(
-    state: EncoderState, G: Generator, lpips: LPIPS, faces: torch.Tensor | None, s: EncoderSettings
+    state: EncoderState,
+    G: Generator,
+    lpips: LPIPS,
+    faces: torch.Tensor | None,
+    s: EncoderSettings,
+    lr: float | None = None,
 ) -> dict:
-    """One Adam step on a batch of the generator's faces (and of real crops every s.real_every steps)."""
+    """One Adam step on a batch of the generator's faces (and of real crops every s.real_every steps), at
+    rate `lr` (default s.lr)."""
     state.encoder.train()
     state.step += 1
+    lr = s.lr if lr is None else lr
+    for group in state.opt.param_groups:
+        group["lr"] = lr
     true_ws = sample_latents(G, s.batch, s)
     with torch.no_grad():
         images = G.synthesis(true_ws, "const")
     used = lpips if s.lpips_weight else None
     terms = encoder_losses(G, state.encoder, used, images, true_ws)
     loss = weighted(terms, s)
-    record = {"step": state.step, **{k: v.mean().item() for k, v in terms.items()}}
+    record = {"step": state.step, "lr": lr, **{k: v.mean().item() for k, v in terms.items()}}
     if faces is not None and s.real_every > 0 and state.step % s.real_every == 0:
         real = encoder_losses(G, state.encoder, used, at_size(real_batch(faces, state.rng, s.batch), G))
         loss = loss + weighted(real, s)
@@ -195,7 +231,7 @@ def train_step(
 
 def recent_losses(history: list[dict], count: int = 20) -> dict:
     """Each loss averaged over the last `count` steps that have it (real crops' come every few steps)."""
-    keys = {k for h in history[-count:] for k in h if k not in ("step", "seconds")}
+    keys = {k for h in history[-count:] for k in h if k not in ("step", "seconds", "lr")}
     return {k: float(np.mean([h[k] for h in history[-count:] if k in h])) for k in sorted(keys)}
 
 
@@ -261,8 +297,6 @@ def load_training(
         state.opt.load_state_dict(data["opt"])
     except (KeyError, TypeError, ValueError, RuntimeError) as e:
         raise CheckpointError(f"{path}: a damaged encoder training state ({type(e).__name__})") from None
-    for group in state.opt.param_groups:  # --lr may change on resume
-        group["lr"] = settings.lr
     state.rng.bit_generator.state = data["numpy_rng"]
     torch.set_rng_state(data["torch_rng"])
     state.step, state.seconds = int(data["step"]), float(data["seconds"])
@@ -401,7 +435,8 @@ def train_encoder(
         while (steps is None or state.step < steps) and (
             minutes is None or time.monotonic() - started < minutes * 60
         ):
-            record = train_step(state, G, lpips, faces, settings)
+            progress = run_progress(state.step, steps, time.monotonic() - started, minutes)
+            record = train_step(state, G, lpips, faces, settings, annealed_lr(settings, progress))
             now = time.monotonic()
             state.seconds = run_start_seconds + now - started
             record["seconds"] = round(state.seconds, 2)
