@@ -828,7 +828,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=number(0, 1),
         default=0.25,
         help="over this last share of the run (of --steps in all, or of --minutes) the rate falls along "
-        "a cosine to a tenth (default 0.25; 0: a constant rate)",
+        "a cosine to a twentieth (default 0.25; 0: a constant rate)",
     )
     te.add_argument("--seed", type=whole(0, 2**31 - 1), default=0, help="random seed (default 0)")
     te.add_argument("--resume", action="store_true", help="continue the training state in --out")

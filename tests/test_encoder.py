@@ -188,7 +188,7 @@ def test_a_short_training_lowers_the_loss_on_unseen_faces(G, lpips, trained, tin
 
 
 def test_the_encoders_w_plus_starts_projection_better_than_the_average_w(G, lpips, trained):
-    """What the encoder is for: with no ramp-up and no latent noise (polish_settings), step 0's loss is
+    """What the encoder is for: with no latent noise (polish_settings), step 0's loss is
     that of the start, on faces the training never drew."""
     enc, _ = load_encoder(trained)
     _, faces = fresh_faces(G)
