@@ -1,6 +1,7 @@
 """Inversion with an encoder and pivotal tuning, against projection from the average latent.
 
     .venv/bin/python bench/inversion.py --generator G --encoder E [--frames 48] [--tune-steps N] [--tune-lr X]
+        [--held-out-only] [--baseline-cache DIR]
 
 1. Held-out faces: 16 aligned crops from odd frames of the two anonymous clips (the generator and the
    encoder are trained on every 2nd frame from frame 0, `vfx extract --every 2`, so odd frames are unseen),
@@ -24,6 +25,7 @@
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import shutil
 import tempfile
@@ -71,10 +73,20 @@ def held_out_faces(size: int, per_clip: int = 8) -> tuple[np.ndarray, list[str]]
     return np.stack(faces), names
 
 
-def held_out_table(G, E, lpips, polish: tuple[int, ...] = (100,), batch: int = 8) -> float:
+def held_out_table(
+    G,
+    E,
+    lpips,
+    polish: tuple[int, ...] = (100,),
+    batch: int = 8,
+    cache: Path | None = None,
+    generator_sha256: str = "",
+) -> float:
     """Part 1; returns the seconds per face of 1000 steps from the average (the independent baseline).
     `polish`: the polish lengths from the encoder to measure (100 is the one with a bar; longer ones show
-    how many steps the encoder's start needs to match the baseline)."""
+    how many steps the encoder's start needs to match the baseline). `cache`: a folder where the baseline's
+    scores and seconds are kept per generator and crops (it is deterministic, and half an hour on a CPU
+    core at 64 px): a later run with another encoder reuses them; its time ratios then compare runs."""
     faces, names = held_out_faces(G.cfg.resolution)
     images = images_to_tensor(faces)
     noise = [m.expand(batch, -1, -1, -1) for m in G.noise_maps()]
@@ -100,9 +112,21 @@ def held_out_table(G, E, lpips, polish: tuple[int, ...] = (100,), batch: int = 8
         ("mean + 1000 steps (baseline)", ProjectSettings(steps=1000, optimize_noise=False), None),
         ("mean + 100 steps", ProjectSettings(steps=100, optimize_noise=False), None),
     ] + [(f"encoder + {n} steps", polish_settings(n), encoded) for n in polish]
+    kept = None
+    if cache is not None:
+        faces_sha = hashlib.sha256(np.ascontiguousarray(faces).tobytes()).hexdigest()[:12]
+        kept = cache / f"baseline-{generator_sha256[:12]}-{faces_sha}.npz"
     for name, settings, init in runs:
+        if kept is not None and kept.is_file() and init is None and settings.steps == 1000:
+            with np.load(kept) as data:
+                results[name] = (data["scores"], float(data["seconds"]))
+            print(f"baseline from {kept} (measured in an earlier run)")
+            continue
         scores, seconds = project(settings, init)
         results[name] = (scores, seconds + (encode_s if init is not None else 0.0))
+        if kept is not None and init is None and settings.steps == 1000:
+            kept.parent.mkdir(parents=True, exist_ok=True)
+            np.savez(kept, scores=scores, seconds=seconds)
     base, base_s = results["mean + 1000 steps (baseline)"]
     bars = {"encoder alone": 1.5, "encoder + 100 steps": 1.0}  # issue 17's, as ratios to the baseline
     order = ["mean + 1000 steps (baseline)", "mean + 100 steps", "encoder alone"]
@@ -235,6 +259,12 @@ def main(argv: list[str] | None = None) -> int:
         help="part 1: polish lengths from the encoder (default 100,200,400)",
     )
     ap.add_argument("--only", help="part 2's variants to render, by number (0,1,...); default all")
+    ap.add_argument("--held-out-only", action="store_true", help="part 1 alone")
+    ap.add_argument(
+        "--baseline-cache",
+        type=Path,
+        help="part 1: keep the 1000-step baseline here (per generator and crops) and reuse it",
+    )
     args = ap.parse_args(argv)
     gfile = generator_file(args.generator)
     G, meta = load_generator(gfile)
@@ -248,7 +278,13 @@ def main(argv: list[str] | None = None) -> int:
         f"torch {torch.__version__}, {torch.get_num_threads()} threads"
     )
     polish = tuple(int(n) for n in args.polish.split(","))
-    per_face_s = 0.0 if args.skip_held_out else held_out_table(G, E, lpips, polish)
+    per_face_s = 0.0
+    if not args.skip_held_out:
+        per_face_s = held_out_table(
+            G, E, lpips, polish, cache=args.baseline_cache, generator_sha256=sha256_file(gfile)
+        )
+    if args.held_out_only:
+        return 0
     tmp = Path(tempfile.mkdtemp(prefix="vfx-bench-inversion-"))
     try:
         shot_table(args, per_face_s, tmp)
