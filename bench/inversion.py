@@ -86,7 +86,8 @@ def held_out_table(
     `polish`: the polish lengths from the encoder to measure (100 is the one with a bar; longer ones show
     how many steps the encoder's start needs to match the baseline). `cache`: a folder where the baseline's
     scores and seconds are kept per generator and crops (it is deterministic, and half an hour on a CPU
-    core at 64 px): a later run with another encoder reuses them; its time ratios then compare runs."""
+    core at 64 px): a later run with another encoder reuses them; its time ratios then compare runs. The
+    key covers the generator, the crops and the baseline's settings, not the projector's code."""
     faces, names = held_out_faces(G.cfg.resolution)
     images = images_to_tensor(faces)
     noise = [m.expand(batch, -1, -1, -1) for m in G.noise_maps()]
@@ -115,7 +116,8 @@ def held_out_table(
     kept = None
     if cache is not None:
         faces_sha = hashlib.sha256(np.ascontiguousarray(faces).tobytes()).hexdigest()[:12]
-        kept = cache / f"baseline-{generator_sha256[:12]}-{faces_sha}.npz"
+        settings_sha = hashlib.sha256(repr(runs[0][1]).encode()).hexdigest()[:8]
+        kept = cache / f"baseline-{generator_sha256[:12]}-{faces_sha}-{settings_sha}.npz"
     for name, settings, init in runs:
         if kept is not None and kept.is_file() and init is None and settings.steps == 1000:
             with np.load(kept) as data:
@@ -263,7 +265,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--baseline-cache",
         type=Path,
-        help="part 1: keep the 1000-step baseline here (per generator and crops) and reuse it",
+        help="part 1: keep the 1000-step baseline here (per generator, crops and settings) and reuse it",
     )
     args = ap.parse_args(argv)
     gfile = generator_file(args.generator)
