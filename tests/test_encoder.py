@@ -188,8 +188,8 @@ def test_a_short_training_lowers_the_loss_on_unseen_faces(G, lpips, trained, tin
 
 
 def test_the_encoders_w_plus_starts_projection_better_than_the_average_w(G, lpips, trained):
-    """What the encoder is for: with no latent noise (polish_settings), step 0's loss is
-    that of the start, on faces the training never drew."""
+    """What the encoder is for: with no latent noise (polish_settings), step 0's loss is that of the
+    start, on faces the training never drew."""
     enc, _ = load_encoder(trained)
     _, faces = fresh_faces(G)
     noise = [m.expand(len(faces), -1, -1, -1) for m in G.noise_maps()]

@@ -202,13 +202,12 @@ def train_step(
     lpips: LPIPS,
     faces: torch.Tensor | None,
     s: EncoderSettings,
-    lr: float | None = None,
+    lr: float,
 ) -> dict:
     """One Adam step on a batch of the generator's faces (and of real crops every s.real_every steps), at
-    rate `lr` (default s.lr)."""
+    rate `lr` (annealed_lr's)."""
     state.encoder.train()
     state.step += 1
-    lr = s.lr if lr is None else lr
     for group in state.opt.param_groups:
         group["lr"] = lr
     true_ws = sample_latents(G, s.batch, s)
