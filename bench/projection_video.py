@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import tempfile
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +22,7 @@ from common import print_table
 from pipeline.faces.extract import extract_faces
 from pipeline.stylegan.checkpoints import load_generator
 from pipeline.stylegan.lpips import load_lpips
-from pipeline.stylegan.project import ProjectSettings, project_sequence, project_to_w_plus
+from pipeline.stylegan.project import ProjectSettings, following_settings, project_sequence, project_to_w_plus
 from pipeline.swap.data import load_face_set
 
 CLIP = Path(__file__).resolve().parents[2] / "shared" / "footage" / "woman_headturns_512.mp4"
@@ -72,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     with torch.no_grad():
         recon_independent = torch.cat([G.synthesis(r.latents, r.noise) for r in independent])
 
-    following = replace(full, steps=args.warm_steps, lr=0.02, lr_rampup=0.0, latent_noise=0.0, patience=20)
+    following = following_settings(full, args.warm_steps, patience=20)
     t = time.perf_counter()
     warm = project_sequence(G, frames, lpips, full, following)
     t_warm = time.perf_counter() - t

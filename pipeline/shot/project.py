@@ -19,7 +19,7 @@ import functools
 import json
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -267,6 +267,7 @@ def project_faces(
     from pipeline.stylegan.lpips import load_lpips
     from pipeline.stylegan.project import (
         ProjectSettings,
+        following_settings,
         polish_settings,
         project_sequence,
         project_to_w_plus,
@@ -291,7 +292,7 @@ def project_faces(
         log(f"encoded {len(frames)} faces: LPIPS {encoded_lpips.mean():.4f} before the polish")
     if spec.mode == "every_frame" and encoded is None:
         settings = ProjectSettings(steps=spec.steps, optimize_noise=False, **common)
-        following = replace(settings, steps=spec.following_steps, lr=0.02, lr_rampup=0.0, latent_noise=0.0)
+        following = following_settings(settings, spec.following_steps)
 
         bar = Progress(f"{shot.name}: project", len(frames), "frame", emit=log)
 

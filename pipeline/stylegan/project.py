@@ -65,6 +65,14 @@ def polish_settings(steps: int = 100, lr: float = 0.05, **changes) -> ProjectSet
     )
 
 
+def following_settings(first: ProjectSettings, steps: int = 150, **changes) -> ProjectSettings:
+    """The schedule of a frame warm-started from the previous frame's result (`project_sequence`): a fifth
+    of the projector's rate and no latent noise, the previous face being already close. No ramp-up: at
+    this rate Adam's first step costs little (12 frames of the woman clip, 64 px generator of 40 kimg:
+    LPIPS 0.0301 without a ramp-up, 0.0297 with one over the first fifth; flicker 0.0172 and 0.0175)."""
+    return replace(first, **{"steps": steps, "lr": 0.02, "lr_rampup": 0.0, "latent_noise": 0.0, **changes})
+
+
 @dataclass
 class Projection:
     latents: torch.Tensor  # [N, num_ws, w_dim]
@@ -239,7 +247,7 @@ def project_sequence(
     one warm-started from the previous result with the (much shorter) `following` schedule. `noise`
     starts the first frame's noise maps (fixed ones, such as the generator's own, with optimize_noise
     off). `on_step` is each frame's `project_to_w_plus` on_step."""
-    following = following or replace(first, steps=150, lr=0.02, lr_rampup=0.0, latent_noise=0.0, patience=20)
+    following = following or following_settings(first, patience=20)
     out: list[Projection] = []
     for i in range(frames.shape[0]):
         prev = out[-1] if out else None
