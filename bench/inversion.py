@@ -1,7 +1,7 @@
 """Inversion with an encoder and pivotal tuning, against projection from the average latent.
 
-    .venv/bin/python bench/inversion.py --generator G --encoder E [--frames 48] [--tune-steps 400]
-        [--tune-lr 0.003] [--held-out-only] [--baseline-cache DIR]
+    .venv/bin/python bench/inversion.py --generator G --encoder E [--frames 48] [--tune-steps N]
+        [--tune-lr LR] [--held-out-only] [--baseline-cache DIR]
 
 1. Held-out faces: 16 aligned crops from odd frames of the two anonymous clips (the generator and the
    encoder are trained on every 2nd frame from frame 0, `vfx extract --every 2`, so odd frames are unseen),
@@ -183,13 +183,15 @@ def render(manifest: Path, root: Path) -> tuple[dict, float]:
 def shot_table(args, per_face_s: float, tmp: Path) -> None:
     last = 1000 + args.frames
     gen, enc = args.generator.resolve(), args.encoder.resolve()
-    tune_settings = f"steps: {args.tune_steps}, lr: {args.tune_lr}"
-    tune = f"tune: {{{tune_settings}}}"
+    given = {"steps": args.tune_steps, "lr": args.tune_lr}
+    tune_settings = [f"{k}: {v}" for k, v in given.items() if v is not None]
+    tune = f"tune: {{{', '.join(tune_settings)}}}"
+    tune_keys = f"tune: {{{', '.join([*tune_settings, 'pivots: keys'])}}}"
     keys = f"encoder: {enc}, every: {args.every}, steps: 100"
     variants = {
         "keys: mean + 1000 steps, path": f"every: {args.every}, steps: 1000, patience: 0",
         "keys: encoder + 100, path, tuned (frames)": f"{keys}, {tune}",
-        "keys: encoder + 100, path, tuned (keys)": f"{keys}, tune: {{{tune_settings}, pivots: keys}}",
+        "keys: encoder + 100, path, tuned (keys)": f"{keys}, {tune_keys}",
         "every frame: encoder + 100, temporal": f"encoder: {enc}, mode: every_frame, steps: 100, "
         f"temporal: {args.temporal}",
     }
@@ -259,10 +261,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--encoder", type=Path, required=True)
     ap.add_argument("--frames", type=int, default=48)
     ap.add_argument("--every", type=int, default=12)
-    # bench/tune_sweep.py's best for the 64 px generator (project.tune's defaults, 300 steps at PTI's 3e-4,
-    # are for 1024 px FFHQ generators: on the 48 frames they left LPIPS 0.0357 where these reach 0.0250)
-    ap.add_argument("--tune-steps", type=int, default=400)
-    ap.add_argument("--tune-lr", type=float, default=0.003, help="the tuning's learning rate")
+    # default: project.tune's defaults (400 steps, the rate by the generator's size: tune_lr)
+    ap.add_argument("--tune-steps", type=int)
+    ap.add_argument("--tune-lr", type=float, help="the tuning's learning rate")
     ap.add_argument("--temporal", type=float, default=0.01)
     ap.add_argument("--independent", action="store_true", help="render every frame at 1000 steps too")
     ap.add_argument("--skip-held-out", action="store_true")

@@ -180,8 +180,10 @@ class TuneSpec(Strict):
     """Pivotal tuning (PTI; STIT over all frames): a copy of the generator tuned so the shot's latents draw
     its faces, with PTI's locality regulariser; the tuned copy draws every frame of the path."""
 
-    steps: int = Field(300, ge=1, le=100000)
-    lr: float = Field(3e-4, gt=0, le=1)
+    steps: int = Field(400, ge=1, le=100000)
+    lr: float | None = Field(
+        None, gt=0, le=1, description="Adam's rate; by default set by the generator's size (tune_lr)"
+    )
     batch: int = Field(4, ge=1, le=256, description="pivots per step")
     pivots: Literal["frames", "keys"] = Field(
         "frames",

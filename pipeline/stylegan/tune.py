@@ -16,6 +16,7 @@ generator's fixed noise is used, as everywhere the pipeline draws faces.
 from __future__ import annotations
 
 import copy
+import math
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -31,8 +32,8 @@ from pipeline.stylegan.project import w_stats
 
 @dataclass(frozen=True)
 class TuneSettings:
-    steps: int = 300
-    lr: float = 3e-4  # PTI's
+    steps: int = 400
+    lr: float | None = None  # None: tune_lr of the generator's resolution
     batch: int = 4  # pivots per step
     lpips_weight: float = 1.0
     mse_weight: float = 1.0  # times the mean squared error of [-1, 1] images
@@ -41,6 +42,17 @@ class TuneSettings:
     locality_batch: int = 2  # latents on the ball per step
     lpips_size: int = 256
     seed: int = 0
+
+
+def tune_lr(resolution: int) -> float:
+    """Adam's rate for tuning a generator drawing `resolution` px faces. PTI's 3e-4 was chosen for 1024 px
+    FFHQ; on our 64 px generator (40 kimg) it is too slow: over the woman clip's first 48 frames (keys from
+    the encoder, STIT's pivots on every frame) tuning left the drawn faces at LPIPS-VGG 0.0357 at 300 steps
+    and 3e-4, and 0.0250 at 400 steps and 3e-3 (bench/inversion.py; bench/tune_sweep.py's best rate).
+    Between the two sizes the rate falls log-linearly with the resolution: an interpolation between two
+    measured ends, not a measurement."""
+    through = min(1.0, max(0.0, (math.log2(resolution) - 6) / 4))
+    return 3e-3 * 0.1**through
 
 
 @dataclass(frozen=True)
@@ -108,7 +120,7 @@ def tune_generator(
 ) -> Tuning:
     """Tune a copy of G so that the pivots `latents` [K, num_ws, w_dim] draw `targets` [K, 3, R, R] in
     [-1, 1] (on CPU or the generator's device; moved batch by batch). The pivots cycle in a random order,
-    `batch` per step."""
+    `batch` per step; at settings.lr, or tune_lr's rate for G's size when that is None."""
     s = settings
     device = G.w_avg.device
     k = latents.shape[0]
@@ -116,7 +128,8 @@ def tune_generator(
         raise ValueError(f"{k} pivots and targets of shape {list(targets.shape)}")
     G.requires_grad_(False)
     tuned = tunable_copy(G)
-    opt = torch.optim.Adam([p for p in tuned.parameters() if p.requires_grad], lr=s.lr)
+    lr = s.lr if s.lr is not None else tune_lr(G.cfg.resolution)
+    opt = torch.optim.Adam([p for p in tuned.parameters() if p.requires_grad], lr=lr)
     gen = torch.Generator().manual_seed(s.seed)
     pivots = latents.to(device)
     losses, local_losses = [], []
