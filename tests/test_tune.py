@@ -201,7 +201,7 @@ def test_a_ten_frame_shot_with_tuning_renders_and_reuses_the_tuned_generator(
     # an untrained 32 px generator draws no face: the identity verdict says so, whatever the distances
     assert fit["before"]["face_found"] == 0.0 and fit["before"]["verdict"] == "fail"
     assert fit["after"]["verdict"] in ("fail", "weak", "pass") and 0 <= fit["after"]["face_found"] <= 1
-    assert report["timings"]["tune_s"] > 0 and fit["steps"] == 15
+    assert report["timings"]["tune_s"] > 0 and fit["steps"] == 15 and fit["lr"] == 0.003
     tuned = Path(fit["path"]) / "generator.pt"
     assert tuned.is_file()
     assert len(list((v / "comp").glob("*.png"))) == 10

@@ -280,6 +280,7 @@ def tune_shot(
             pivots=spec.pivots,
             pivot_count=len(pivots),
             steps=tuning.steps,
+            lr=tuning.lr,
             tune_seconds=tuning.seconds,
             lpips_per_pivot=[
                 [int(f), float(b), float(a)] for f, b, a in zip(pivots, before, after, strict=True)
@@ -339,8 +340,9 @@ def fit_markdown(t: dict | None) -> list[str]:
     lines = ["", "## Fit to the real faces", ""]
     if t.get("tuned"):
         lines.append(
-            f"- Generator tuned on {t['pivot_count']} pivots ({t['pivots']}), {t['steps']} steps in "
-            f"{t['tune_seconds']:.1f} s"
+            f"- Generator tuned on {t['pivot_count']} pivots ({t['pivots']}), {t['steps']} steps"
+            + (f" at lr {t['lr']:g}" if "lr" in t else "")
+            + f" in {t['tune_seconds']:.1f} s"
             + (f", then {t['stitch_steps']} stitching steps" if "stitch_steps" in t else "")
             + (" (cached)" if t.get("cached") else "")
         )

@@ -49,8 +49,8 @@ def tune_lr(resolution: int) -> float:
     FFHQ; on our 64 px generator (40 kimg) it is too slow: over the woman clip's first 48 frames (keys from
     the encoder, STIT's pivots on every frame) tuning left the drawn faces at LPIPS-VGG 0.0357 at 300 steps
     and 3e-4, and 0.0250 at 400 steps and 3e-3 (bench/inversion.py; bench/tune_sweep.py's best rate).
-    Between the two sizes the rate falls log-linearly with the resolution: an interpolation between two
-    measured ends, not a measurement."""
+    Between the two sizes the rate falls log-linearly with the resolution: an interpolation between PTI's
+    choice and our measurement, not a measurement."""
     through = min(1.0, max(0.0, (math.log2(resolution) - 6) / 4))
     return 3e-3 * 0.1**through
 
@@ -72,6 +72,7 @@ class Tuning:
     locality_losses: np.ndarray  # [steps]: the regulariser's loss per step (0 when off)
     steps: int
     seconds: float
+    lr: float  # Adam's rate it ran at
 
 
 def tunable_copy(G: Generator) -> Generator:
@@ -159,7 +160,8 @@ def tune_generator(
         if on_step:
             on_step(step, losses[-1])
     tuned.requires_grad_(False)
-    return Tuning(tuned, np.array(losses), np.array(local_losses), s.steps, time.perf_counter() - started)
+    seconds = time.perf_counter() - started
+    return Tuning(tuned, np.array(losses), np.array(local_losses), s.steps, seconds, lr)
 
 
 def border_band(mattes: torch.Tensor, band: float) -> tuple[torch.Tensor, torch.Tensor]:
@@ -215,7 +217,8 @@ def stitch_generator(
         if on_step:
             on_step(step, losses[-1])
     stitched.requires_grad_(False)
-    return Tuning(stitched, np.array(losses), np.zeros(len(losses)), s.steps, time.perf_counter() - started)
+    seconds = time.perf_counter() - started
+    return Tuning(stitched, np.array(losses), np.zeros(len(losses)), s.steps, seconds, s.lr)
 
 
 @torch.no_grad()
