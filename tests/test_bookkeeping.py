@@ -16,6 +16,7 @@ from conftest import write_manifest
 
 from pipeline.errors import PipelineError
 from pipeline.files import read_torch_file_without_tensors
+from pipeline.models import ModelError, load_torch_file
 from pipeline.swap.checkpoint import checkpoint_config
 from pipeline.swap.train import read_checkpoint
 
@@ -83,6 +84,27 @@ def test_a_checkpoint_is_read_without_torch_as_torch_reads_it(tiny_model, tmp_pa
 class Hostile:
     def __reduce__(self):
         return (Path.touch, (Path("/nonexistent-dir/pwned"),))
+
+
+def test_a_model_file_torch_cannot_read_says_what_is_wrong_with_it(tmp_path):
+    """Not torch's own words, which advise loading the file unsafely or give a memo index."""
+    good = {"format": "ours", "state": {"w": torch.ones(3)}}
+    torch.save(good, tmp_path / "good.pt")
+    assert torch.equal(load_torch_file(tmp_path / "good.pt", "encoder file")["state"]["w"], torch.ones(3))
+    (tmp_path / "empty.pt").write_bytes(b"")
+    (tmp_path / "text.pt").write_text("junk text")
+    whole = (tmp_path / "good.pt").read_bytes()
+    (tmp_path / "cut.pt").write_bytes(whole[: len(whole) // 2])
+    torch.save({"format": "ours", "where": Path("/")}, tmp_path / "objects.pt")
+    for name, why in [
+        ("empty", "the file is empty"),
+        ("text", "not a torch.save archive: damaged, cut short, or another kind of file"),
+        ("cut", "not a torch.save archive: damaged, cut short, or another kind of file"),
+        ("objects", "it holds Python objects besides tensors; files this pipeline writes hold none"),
+    ]:
+        with pytest.raises(ModelError) as e:
+            load_torch_file(tmp_path / f"{name}.pt", "encoder file")
+        assert str(e.value) == f"{tmp_path / name}.pt: not a readable encoder file ({why})"
 
 
 def test_a_hostile_or_broken_checkpoint_is_refused_without_running_it(tmp_path):

@@ -15,7 +15,7 @@ import torch
 
 from pipeline.errors import PipelineError
 from pipeline.files import write_atomic
-from pipeline.models import generator_file
+from pipeline.models import generator_file, torch_file_problem
 from pipeline.stylegan.generator import Generator, GeneratorConfig
 
 FORMAT = "vfx-stylegan2"
@@ -206,7 +206,8 @@ def safe_torch_load(path: Path):
     except CheckpointError:
         raise
     except Exception as e:  # noqa: BLE001 - torch raises many kinds for a bad file
-        raise CheckpointError(f"{path}: not a readable torch checkpoint: {str(e).splitlines()[0]}") from None
+        problem = torch_file_problem(path, e)
+        raise CheckpointError(f"{path}: not a readable torch checkpoint: {problem}") from None
 
 
 # ---------------------------------------------------------------------------------------------------

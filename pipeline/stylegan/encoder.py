@@ -27,7 +27,7 @@ from torch import nn
 
 from pipeline import models
 from pipeline.files import write_atomic
-from pipeline.models import ENCODER_FILE, ModelError, encoder_file, sha256_file
+from pipeline.models import ENCODER_FILE, ModelError, encoder_file, load_torch_file, sha256_file
 from pipeline.stylegan.generator import Generator, GeneratorConfig
 
 __all__ = [
@@ -248,11 +248,7 @@ def read_encoder_file(path: Path) -> dict:
     """The file's contents, checked to be an encoder of our format; anything else is a one-line error."""
     if not path.is_file():
         raise ModelError(f"{path}: encoder file not found (vfx train encoder makes one)")
-    try:
-        data = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - torch raises many kinds for a file that is not its own
-        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise ModelError(f"{path}: not a readable encoder file ({reason})") from None
+    data = load_torch_file(path, "encoder file", ModelError)
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise ModelError(f"{path}: not an encoder file (vfx train encoder makes them)")
     if data.get("version") != VERSION:

@@ -31,7 +31,7 @@ from pipeline.curves import labelled, loss_curve, write_png
 from pipeline.devices import resolve_device
 from pipeline.errors import PipelineError
 from pipeline.files import write_atomic
-from pipeline.models import ENCODER_FILE, GENERATOR_FILE, generator_file, sha256_file
+from pipeline.models import ENCODER_FILE, GENERATOR_FILE, generator_file, load_torch_file, sha256_file
 from pipeline.stylegan.checkpoints import CheckpointError, load_generator
 from pipeline.stylegan.encoder import (
     Encoder,
@@ -273,10 +273,7 @@ def read_training(path: Path, mmap: bool = False) -> dict:
     at its generator's checksum)."""
     if not path.is_file():
         raise CheckpointError(f"{path}: no encoder training state to resume (start without --resume)")
-    try:
-        data = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
-    except Exception as e:  # noqa: BLE001 - any unpickling failure is a bad file
-        raise CheckpointError(f"{path}: not a readable training state: {str(e).splitlines()[0]}") from None
+    data = load_torch_file(path, "training state", CheckpointError, mmap=mmap)
     if not isinstance(data, dict) or data.get("format") != TRAINING_FORMAT:
         raise CheckpointError(f"{path}: not an encoder training state (vfx train encoder writes them)")
     if data.get("version") != TRAINING_VERSION:

@@ -38,7 +38,7 @@ from torch import nn
 from pipeline import models
 from pipeline.errors import PipelineError
 from pipeline.files import write_atomic
-from pipeline.models import MAPPER_FILE, ModelError, mapper_file, sha256_file
+from pipeline.models import MAPPER_FILE, ModelError, load_torch_file, mapper_file, sha256_file
 from pipeline.stylegan.encoder import refuse_other_generator, style_groups
 from pipeline.stylegan.generator import Generator
 
@@ -265,11 +265,7 @@ def read_mapper_file(path: Path) -> dict:
     """The file's contents, checked to be a mapper of our format; anything else is a one-line error."""
     if not path.is_file():
         raise ModelError(f"{path}: mapper file not found (vfx train mapper makes one)")
-    try:
-        data = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - torch raises many kinds for a file that is not its own
-        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise ModelError(f"{path}: not a readable mapper file ({reason})") from None
+    data = load_torch_file(path, "mapper file", ModelError)
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise ModelError(f"{path}: not a latent mapper file (vfx train mapper makes them)")
     if data.get("version") != VERSION:

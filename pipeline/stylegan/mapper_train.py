@@ -44,7 +44,14 @@ from pipeline.curves import labelled, loss_curve, write_png
 from pipeline.devices import resolve_device
 from pipeline.errors import PipelineError
 from pipeline.files import write_atomic
-from pipeline.models import ENCODER_FILE, GENERATOR_FILE, MAPPER_FILE, generator_file, sha256_file
+from pipeline.models import (
+    ENCODER_FILE,
+    GENERATOR_FILE,
+    MAPPER_FILE,
+    generator_file,
+    load_torch_file,
+    sha256_file,
+)
 from pipeline.stylegan.checkpoints import CheckpointError, load_generator
 from pipeline.stylegan.encoder import refuse_other_generator
 from pipeline.stylegan.generator import Generator, image_grid, to_uint8
@@ -429,10 +436,7 @@ def read_training(path: Path, mmap: bool = False) -> dict:
     its checksums)."""
     if not path.is_file():
         raise CheckpointError(f"{path}: no mapper training state to resume (start without --resume)")
-    try:
-        data = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
-    except Exception as e:  # noqa: BLE001 - any unpickling failure is a bad file
-        raise CheckpointError(f"{path}: not a readable training state: {str(e).splitlines()[0]}") from None
+    data = load_torch_file(path, "training state", CheckpointError, mmap=mmap)
     if not isinstance(data, dict) or data.get("format") != TRAINING_FORMAT:
         raise CheckpointError(f"{path}: not a mapper training state (vfx train mapper writes them)")
     if data.get("version") != TRAINING_VERSION:

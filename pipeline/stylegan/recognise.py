@@ -28,7 +28,7 @@ from torch import nn
 
 from pipeline.devices import resolve_device
 from pipeline.files import write_atomic
-from pipeline.models import ModelError
+from pipeline.models import ModelError, load_torch_file
 from pipeline.stylegan.encoder import MAX_INPUT, ResidualStage, _conv, default_widths, final_size
 
 FORMAT = "vfx-recognisers"
@@ -171,11 +171,7 @@ def load_recognisers(
     path = recognisers_file(Path(path))
     if not path.is_file():
         raise ModelError(f"{path}: recognisers file not found (vfx train recognisers makes one)")
-    try:
-        data = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - torch raises many kinds for a file that is not its own
-        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise ModelError(f"{path}: not a readable recognisers file ({reason})") from None
+    data = load_torch_file(path, "recognisers file", ModelError)
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise ModelError(f"{path}: not a recognisers file (vfx train recognisers makes them)")
     if data.get("version") != VERSION:

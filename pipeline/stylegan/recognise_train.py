@@ -55,7 +55,7 @@ from pipeline.faces.attributes import (
 from pipeline.faces.detect import FaceAnalyzer
 from pipeline.faces.extract import IMAGE_SUFFIXES, aligned_face
 from pipeline.files import write_atomic
-from pipeline.models import ENCODER_FILE, GENERATOR_FILE, generator_file, sha256_file
+from pipeline.models import ENCODER_FILE, GENERATOR_FILE, generator_file, load_torch_file, sha256_file
 from pipeline.stylegan.checkpoints import CheckpointError, load_generator
 from pipeline.stylegan.encoder import MAX_INPUT
 from pipeline.stylegan.encoder_train import EncoderSettings, sample_latents
@@ -537,10 +537,7 @@ def save_training(path: Path, state: RecogniserState, settings: RecogniserSettin
 def read_training(path: Path, mmap: bool = False) -> dict:
     if not path.is_file():
         raise CheckpointError(f"{path}: no recognisers' training state to resume (start without --resume)")
-    try:
-        data = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
-    except Exception as e:  # noqa: BLE001 - any unpickling failure is a bad file
-        raise CheckpointError(f"{path}: not a readable training state: {str(e).splitlines()[0]}") from None
+    data = load_torch_file(path, "training state", CheckpointError, mmap=mmap)
     if not isinstance(data, dict) or data.get("format") != TRAINING_FORMAT:
         raise CheckpointError(
             f"{path}: not a recognisers' training state (vfx train recognisers writes them)"

@@ -26,7 +26,7 @@ from pipeline.curves import loss_curve, write_png
 from pipeline.devices import resolve_device
 from pipeline.errors import PipelineError
 from pipeline.files import write_atomic
-from pipeline.models import GENERATOR_FILE
+from pipeline.models import GENERATOR_FILE, load_torch_file
 from pipeline.stylegan.augment import diff_augment
 from pipeline.stylegan.checkpoints import CheckpointError, save_generator
 from pipeline.stylegan.discriminator import Discriminator
@@ -250,10 +250,7 @@ def save_training(path: Path, state: GanState, settings: GanSettings) -> None:
 def load_training(path: Path, settings: GanSettings, device: torch.device | str = "cpu") -> GanState:
     if not path.is_file():
         raise CheckpointError(f"{path}: no training state to resume (start without --resume)")
-    try:
-        data = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - any unpickling failure is a bad file
-        raise CheckpointError(f"{path}: not a readable training state: {str(e).splitlines()[0]}") from None
+    data = load_torch_file(path, "training state", CheckpointError)
     if not isinstance(data, dict) or data.get("format") != TRAINING_FORMAT:
         raise CheckpointError(f"{path}: not a generator training state of format {TRAINING_FORMAT}")
     if data["config"] != settings.config().to_dict():

@@ -39,6 +39,7 @@ from pipeline.faces.draw import grid
 from pipeline.files import write_atomic
 from pipeline.media.color import to_uint8 as image_to_uint8
 from pipeline.media.decode import read_image
+from pipeline.models import load_torch_file
 from pipeline.stylize.dtn import (
     DTNConfig,
     StyleDrawer,
@@ -346,11 +347,7 @@ def load_stylizer(path: str | Path, device: torch.device | str | None = None) ->
     path = stylizer_file(Path(path))
     if not path.is_file():
         raise StylizerError(f"{path}: stylizer file not found (vfx train stylize makes one)")
-    try:
-        data = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - torch raises many kinds for a file that is not its own
-        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise StylizerError(f"{path}: not a readable stylizer file ({reason})") from None
+    data = load_torch_file(path, "stylizer file", StylizerError)
     if not isinstance(data, dict) or data.get("format") != STYLIZER_FORMAT:
         raise StylizerError(f"{path}: not a stylizer file (vfx train stylize makes them)")
     if data.get("version") != VERSION:
@@ -398,10 +395,7 @@ def save_training(path: Path, state: DTNState, settings: DTNSettings) -> None:
 def read_training(path: Path) -> dict:
     if not path.is_file():
         raise StylizerError(f"{path}: no stylizer training state to resume (start without --resume)")
-    try:
-        data = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - any unpickling failure is a bad file
-        raise StylizerError(f"{path}: not a readable training state: {str(e).splitlines()[0]}") from None
+    data = load_torch_file(path, "training state", StylizerError)
     if not isinstance(data, dict) or data.get("format") != TRAINING_FORMAT:
         raise StylizerError(f"{path}: not a stylizer training state (vfx train stylize writes them)")
     if data.get("version") != VERSION:

@@ -22,6 +22,7 @@ from pipeline.curves import labelled, loss_curve, write_png
 from pipeline.devices import autocast, half_dtype, module_device, resolve_device
 from pipeline.errors import PipelineError
 from pipeline.files import write_atomic
+from pipeline.models import load_torch_file
 from pipeline.swap.checkpoint import CHECKPOINT_FORMAT, CHECKPOINT_NAME, CheckpointError, checkpoint_file
 from pipeline.swap.data import Augment, FaceSet, load_face_set, make_batch
 from pipeline.swap.loss import swap_loss
@@ -86,11 +87,8 @@ def save_checkpoint(path: Path, state: TrainState, settings: TrainSettings) -> N
 
 def read_checkpoint(path: Path) -> dict:
     path = checkpoint_file(path)
-    try:
-        # tensors and plain containers only; mmap so reading the config does not read a 1 GB file
-        data = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except Exception as e:  # noqa: BLE001 - any unpickling failure is a bad file
-        raise CheckpointError(f"{path}: not a readable swap checkpoint: {str(e).splitlines()[0]}") from None
+    # mmap, so reading the config does not read a 1 GB file
+    data = load_torch_file(path, "swap checkpoint", CheckpointError, mmap=True)
     if not isinstance(data, dict) or data.get("format") != CHECKPOINT_FORMAT or "config" not in data:
         raise CheckpointError(f"{path}: not a swap checkpoint of format {CHECKPOINT_FORMAT}")
     return data
