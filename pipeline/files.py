@@ -110,6 +110,27 @@ def read_array(
     return array.astype(dtype)
 
 
+class ForeignObjectsError(PipelineError):
+    """A torch file whose pickle holds classes other than tensors and plain containers (rosinality's
+    checkpoints hold an argparse.Namespace): only torch, with a safe unpickler, can judge it."""
+
+
+def torch_file_problem(path: Path, e: BaseException) -> str:
+    """Why a torch file could not be read, in words a user can act on (not torch's advice to load it
+    unsafely, nor a pickle memo index)."""
+    try:
+        size = Path(path).stat().st_size
+    except OSError as err:
+        return f"cannot read it: {err.strerror or err}"
+    if size == 0:
+        return "the file is empty"
+    if not zipfile.is_zipfile(path):  # torch.save has written zip archives since torch 1.6
+        return "not a torch.save archive: damaged, cut short, or another kind of file"
+    if "Weights only load failed" in str(e):
+        return "it holds Python objects besides tensors; files this pipeline writes hold none"
+    return str(e).splitlines()[0] if str(e) else type(e).__name__
+
+
 class _TensorFreeUnpickler(pickle.Unpickler):
     """Reads a torch.save pickle without torch: tensors and storages become None; plain containers
     (dicts, lists, tuples, numbers, strings, OrderedDict) come back as they are; any other class is
@@ -141,5 +162,13 @@ def read_torch_file_without_tensors(path: Path) -> object:
                 raise PipelineError(f"{path}: not a torch checkpoint (no data.pkl inside)")
             with z.open(name) as f:
                 return _TensorFreeUnpickler(f).load()
-    except (zipfile.BadZipFile, pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError) as e:
-        raise PipelineError(f"{path}: not a readable torch checkpoint: {str(e).splitlines()[0]}") from None
+    except pickle.UnpicklingError as e:
+        if str(e).startswith("refused class"):
+            raise ForeignObjectsError(f"{path}: not a readable torch checkpoint: {e}") from None
+        raise PipelineError(
+            f"{path}: not a readable torch checkpoint: {torch_file_problem(path, e)}"
+        ) from None
+    except (OSError, zipfile.BadZipFile, EOFError, ValueError, TypeError, AttributeError) as e:
+        raise PipelineError(
+            f"{path}: not a readable torch checkpoint: {torch_file_problem(path, e)}"
+        ) from None

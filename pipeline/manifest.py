@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import re
@@ -22,6 +23,16 @@ from pipeline.media.decode import CameraMove, FrameError, Plate, open_plate, rea
 from pipeline.media.encode import MOVIE_PRESETS
 from pipeline.media.sequences import SEQUENCE_FORMATS
 from pipeline.models import ModelError, sha256_file
+from pipeline.stylegan.formats import (
+    ENCODER_FORMAT,
+    ENCODER_VERSION,
+    MAPPER_FORMAT,
+    MAPPER_REMEDY,
+    MAPPER_VERSION,
+    check_generator_file,
+    read_header,
+    refuse_other_generator,
+)
 from pipeline.stylegan.registry import encoder_path, generator_path, mapper_path, registered_encoders
 
 DEFAULT_FIRST_FRAME = 1001
@@ -736,24 +747,55 @@ def _check_project(path: Path, root: yaml.Node | None, spec: ManifestModel) -> N
         )
 
 
+def _check_generators(path: Path, root: yaml.Node | None, base: Path, spec: ManifestModel) -> None:
+    """Each generator named is there and, where its stage runs, is a generator file (read without torch,
+    see `check_generator_file`)."""
+    for stage in ("project", "path"):
+        section = getattr(spec, stage)
+        if section is None or not section.generator:
+            continue
+        try:
+            generator = generator_path(section.generator, base)
+            if section.enabled:
+                check_generator_file(generator)
+        except PipelineError as e:
+            raise ManifestError(
+                f"{path}:{_node_line(root, (stage, 'generator'))} {stage}.generator: {e.one_line()}"
+            ) from None
+
+
+def _generator_sha256(generator: Path) -> str:
+    """The generator file's checksum, once per version of the file: every check of a batch's shots
+    against their (shared, up to 400 MB) generator asks for it."""
+    st = generator.resolve().stat()
+    return _sha256_of(str(generator.resolve()), st.st_size, st.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=8)
+def _sha256_of(path: str, size: int, mtime_ns: int) -> str:
+    return sha256_file(Path(path))
+
+
 def _check_encoder(path: Path, root: yaml.Node | None, base: Path, project: ProjectSpec) -> None:
-    """The encoder is there, and a registered one was trained for the shot's generator (its entry records
-    the generator's checksum); a file's own record is checked when the projection loads it."""
+    """The encoder is an encoder file, trained for the shot's generator (its file, and a registered one's
+    entry, record the generator's checksum): its W+ would draw other faces with another."""
     assert project.encoder is not None
     where = f"{path}:{_node_line(root, ('project', 'encoder'))} project.encoder"
     try:
-        encoder_path(project.encoder, base)
+        encoder = encoder_path(project.encoder, base)
+        generator = generator_path(project.generator, base)
+        actual = _generator_sha256(generator)
         entry = registered_encoders().get(project.encoder)
-        if entry is not None:
-            generator = generator_path(project.generator, base)
-            if sha256_file(generator) != entry.generator_sha256:
-                raise ManifestError(
-                    f"{where}: {project.encoder} was trained for the generator with sha256 "
-                    f"{entry.generator_sha256[:16]}..., not {generator}; train an encoder for it with "
-                    "vfx train encoder"
-                )
+        if entry is not None and actual != entry.generator_sha256:
+            raise ManifestError(
+                f"{where}: {project.encoder} was trained for the generator with sha256 "
+                f"{entry.generator_sha256[:16]}..., not {generator}; train an encoder for it with "
+                "vfx train encoder"
+            )
+        data = read_header(encoder, ENCODER_FORMAT, ENCODER_VERSION, "an encoder", "vfx train encoder")
+        refuse_other_generator(encoder, str(data.get("generator_sha256", "")), generator, actual)
     except ModelError as e:
-        raise ManifestError(f"{where}: {e}") from None
+        raise ManifestError(f"{where}: {e.one_line()}") from None
 
 
 def _check_file(path: Path, root: yaml.Node | None, loc: tuple[Any, ...], file: Path, kind: str) -> None:
@@ -790,7 +832,8 @@ def _check_path(path: Path, root: yaml.Node | None, base: Path, spec: ManifestMo
             file = getattr(key, kind)
             if file:
                 _check_file(path, root, ("path", "keyframes", i, kind), Path(_resolve(base, file)), kind)
-    names = _mapper_attributes(path, root, base, ps) if ps.mapper else None
+    generator_ref = ps.generator or (spec.project.generator if spec.project else None)
+    names = _mapper_attributes(path, root, base, ps, generator_ref) if ps.mapper else None
     if ps.recognisers:
         _check_recognisers(path, root, base, ps, spec)
     for i, edit in enumerate(ps.edits):
@@ -818,14 +861,20 @@ def _check_path(path: Path, root: yaml.Node | None, base: Path, spec: ManifestMo
                 raise ManifestError(f"{path}:{_node_line(root, loc)} {_field_name(loc)}: {e}") from None
 
 
-def _mapper_attributes(path: Path, root: yaml.Node | None, base: Path, ps: PathSpec) -> list[str]:
-    """The attributes the path's mapper edits; the mapper is refused here when it cannot be read."""
-    from pipeline.stylegan.mapper import read_mapper_file
-
+def _mapper_attributes(
+    path: Path, root: yaml.Node | None, base: Path, ps: PathSpec, generator_ref: str | None
+) -> list[str]:
+    """The attributes the path's mapper edits; the mapper is refused here when it cannot be read, or was
+    trained for another generator than `generator_ref` (the path's)."""
     loc = ("path", "mapper")
     assert ps.mapper is not None
     try:
-        data = read_mapper_file(mapper_path(ps.mapper, base))
+        mapper = mapper_path(ps.mapper, base)
+        data = read_header(mapper, MAPPER_FORMAT, MAPPER_VERSION, "a latent mapper", "vfx train mapper")
+        if generator_ref:  # a mapper serves the generator it was trained on: refused here, not mid-render
+            generator = generator_path(generator_ref, base)
+            recorded = str(data.get("generator_sha256", ""))
+            refuse_other_generator(mapper, recorded, generator, _generator_sha256(generator), MAPPER_REMEDY)
         return [str(n) for n in data["config"]["names"]]
     except (KeyError, TypeError) as e:
         raise ManifestError(
@@ -849,7 +898,7 @@ def _check_recognisers(
         _, meta = load_recognisers(_resolve(base, ps.recognisers), "cpu")
         generator = generator_path(ps.generator or (spec.project.generator if spec.project else None), base)
         recorded = str(meta.get("generator_sha256", ""))
-        if recorded != sha256_file(generator):
+        if recorded != _generator_sha256(generator):
             raise ManifestError(
                 f"{where}: trained on the faces of the generator with sha256 {recorded[:16]}..., not "
                 f"{generator}; train recognisers for it with vfx train recognisers"
@@ -949,6 +998,7 @@ def load_shot(path: str | Path, frames: str | None = None) -> Shot:
             f"{path}:{_node_line(root, loc)} composite.element.prores4444: the ProRes element "
             "is made from the PNG 16-bit element sequence (format: png16)"
         )
+    _check_generators(path, root, base, spec)
     if spec.swap is not None and spec.swap.enabled:
         _check_swap(path, root, base, spec)
     if spec.project is not None and spec.project.enabled:
@@ -963,15 +1013,6 @@ def load_shot(path: str | Path, frames: str | None = None) -> Shot:
         _check_path(path, root, base, spec)
     if spec.stylize is not None and spec.stylize.enabled:
         _check_stylize(path, root, base, spec)
-    for stage in ("project", "path"):
-        section = getattr(spec, stage)
-        if section is not None and section.generator:
-            try:
-                generator_path(section.generator, base)
-            except ModelError as e:
-                raise ManifestError(
-                    f"{path}:{_node_line(root, (stage, 'generator'))} {stage}.generator: {e}"
-                ) from None
     if spec.project is not None and spec.project.enabled and spec.project.starts_from_encoder:
         _check_encoder(path, root, base, spec.project)
     if spec.faces is not None:

@@ -12,12 +12,12 @@ import hashlib
 import importlib.util
 import os
 import threading
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from pipeline.errors import PipelineError
+from pipeline.files import torch_file_problem
 
 
 class ModelError(PipelineError):
@@ -141,21 +141,6 @@ def load_torch_file(
         return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except Exception as e:  # noqa: BLE001 - torch raises many kinds for a file that is not its own
         raise error(f"{path}: not a readable {what} ({torch_file_problem(path, e)})") from None
-
-
-def torch_file_problem(path: Path, e: BaseException) -> str:
-    """Why torch could not read `path`, in words a user can act on."""
-    try:
-        size = Path(path).stat().st_size
-    except OSError as err:
-        return f"cannot read it: {err.strerror or err}"
-    if size == 0:
-        return "the file is empty"
-    if not zipfile.is_zipfile(path):  # torch.save has written zip archives since torch 1.6
-        return "not a torch.save archive: damaged, cut short, or another kind of file"
-    if "Weights only load failed" in str(e):
-        return "it holds Python objects besides tensors; files this pipeline writes hold none"
-    return str(e).splitlines()[0] if str(e) else type(e).__name__
 
 
 def _package_dir(package: str, folder: str) -> Path | None:

@@ -11,6 +11,7 @@ the table stays fast; a few real processes prove the exit status a shell sees.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import pickle
@@ -26,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import REPO, write_manifest
+from conftest import REPO, tiny_generator_config, tiny_mapper, write_manifest
 
 from pipeline.cli import main
 from pipeline.errors import MediaError
@@ -67,14 +68,34 @@ def files_under(folder: Path) -> set[Path]:
 
 GOOD_MOVIE = "shot: a\nplate:\n  movie: {clip}\n"
 STILL = "shot: a\nplate:\n  still: builtin:astronaut\n  hold: 10\n"
-# A shot without a plate: the generator's faces along a path. Validate checks that the generator file is
-# there (the render reads it), so a placeholder stands in for one.
+# A shot without a plate: the generator's faces along a path. Validate reads the generator file (the render
+# would), so a real one stands in: tiny and random.
 PATH_SHOT = "shot: gen\nframes: 1001-1010\npath:\n  generator: g.pt\n  keyframes:\n"
+
+
+@functools.cache
+def tiny_generator_bytes(seed: int = 5) -> bytes:
+    """A generator file of ours (32 px, random weights), made once per seed."""
+    import torch
+
+    from pipeline.stylegan.checkpoints import save_generator
+    from pipeline.stylegan.generator import Generator
+
+    torch.manual_seed(seed)
+    with tempfile.TemporaryDirectory() as t:
+        save_generator(Path(t) / "g.pt", Generator(tiny_generator_config()).eval())
+        return (Path(t) / "g.pt").read_bytes()
+
+
+def mapper_of_another_generator(folder: Path) -> None:
+    other = folder.parent / "other.pt"
+    other.write_bytes(tiny_generator_bytes(6))
+    tiny_mapper(other, folder, seed=1)
 
 
 def manifest(text: str, *names: str, raw: bytes | None = None) -> Build:
     def build(d: Path, clip: Path) -> Case:
-        (d / "g.pt").write_bytes(b"placeholder")
+        (d / "g.pt").write_bytes(tiny_generator_bytes())
         m = d / "shot.yaml"
         if raw is not None:
             m.write_bytes(raw)
@@ -167,7 +188,7 @@ def with_files(text: str, files: dict[str, Callable[[Path], object]], *names: st
     """A manifest with files beside it; `{f:NAME}` in `names` is that file's full path."""
 
     def build(d: Path, clip: Path) -> Case:
-        (d / "g.pt").write_bytes(b"placeholder")
+        (d / "g.pt").write_bytes(tiny_generator_bytes())
         for name, make in files.items():
             make(d / name)
         m = write_manifest(d, text.replace("{clip}", str(clip)))
@@ -191,6 +212,16 @@ def _npy_bytes(array: np.ndarray, pickled: bool = False) -> bytes:
 
     buf = io.BytesIO()
     np.save(buf, array, allow_pickle=pickled)
+    return buf.getvalue()
+
+
+def _torch_bytes(data: dict) -> bytes:
+    import io
+
+    import torch
+
+    buf = io.BytesIO()
+    torch.save({k: torch.from_numpy(v) for k, v in data.items()}, buf)
     return buf.getvalue()
 
 
@@ -296,6 +327,31 @@ FILE_CASES = {
         {"actor.png": lambda p: p.write_text("not a png")},
         "{m}:6 faces.reference: ",
         "{f:actor.png}",
+    ),
+    # model files: each is read by validate, so a render worker does not find out after the face track
+    "generator-not-a-torch-file": with_files(
+        PATH_SHOT + "    - {frame: 1001, seed: 1}\n",
+        {"g.pt": lambda p: p.write_text("placeholder")},
+        "{m}:4 path.generator: ",
+        "{f:g.pt}: not a readable torch checkpoint: not a torch.save archive",
+    ),
+    "generator-empty-file": with_files(
+        PATH_SHOT + "    - {frame: 1001, seed: 1}\n",
+        {"g.pt": lambda p: p.write_bytes(b"")},
+        "{m}:4 path.generator: ",
+        "{f:g.pt}: not a readable torch checkpoint: the file is empty",
+    ),
+    "generator-of-no-known-kind": with_files(
+        PATH_SHOT + "    - {frame: 1001, seed: 1}\n",
+        {"g.pt": lambda p: p.write_bytes(_torch_bytes({"weights": np.zeros(3, np.float32)}))},
+        "{m}:4 path.generator: ",
+        "{f:g.pt}: not a generator we know",
+    ),
+    "mapper-of-another-generator": with_files(
+        PATH_SHOT + "    - {frame: 1001, seed: 1}\n  mapper: m\n",
+        {"m": mapper_of_another_generator},
+        "{m}:7 path.mapper: ",
+        "{f:m}/mapper.pt: trained for the generator with sha256",
     ),
 }
 

@@ -40,6 +40,17 @@ print(json.dumps({"codes": codes, "keys": keys, "heavy": heavy}))
 def test_validate_status_and_dry_run_import_neither_torch_nor_prefect(
     tmp_path, woman_clip, tiny_model, tiny_generator_file
 ):
+    """Yet validate reads every model file the shot names: the generator's, encoder's and mapper's
+    headers, and the encoder's and mapper's record of their generator."""
+    from conftest import tiny_mapper
+
+    from pipeline.models import sha256_file
+    from pipeline.stylegan.checkpoints import load_generator
+    from pipeline.stylegan.encoder import Encoder, save_encoder
+
+    G, _ = load_generator(tiny_generator_file)
+    save_encoder(tmp_path / "e.pt", Encoder.for_generator(G, samples=100), sha256_file(tiny_generator_file))
+    tiny_mapper(tiny_generator_file, tmp_path / "m", seed=0)
     m = write_manifest(
         tmp_path,
         f"""
@@ -49,8 +60,8 @@ frames: 1001-1010
 output: {{sequence: png8, movies: []}}
 faces: {{crop_size: 64}}
 swap: {{model: {tiny_model}, direction: a_to_b}}
-project: {{generator: {tiny_generator_file}, steps: 8, tune: {{steps: 10}}}}
-path: {{edits: []}}
+project: {{generator: {tiny_generator_file}, encoder: e.pt, steps: 8, tune: {{steps: 10}}}}
+path: {{mapper: m, edits: []}}
 composite: {{}}
 """,
     )

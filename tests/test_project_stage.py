@@ -4,6 +4,7 @@ while what they depend on is unchanged, every-frame mode warm-started, faces dra
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import cv2
@@ -240,19 +241,25 @@ def test_projection_starts_from_an_encoder_of_the_shots_generator(
     assert shot_project.project_key(mean, shot_track.track_key(mean), None).parts["encoder"] == "none"
     assert key.parts["encoder"] != "none"
 
-    # an encoder of another generator is refused, naming the field: a file when it is loaded, a
-    # registered one when the manifest is
+    # an encoder of another generator is refused when the manifest is loaded (vfx validate), naming the
+    # field; and by the projection, should the file change after
     torch.manual_seed(8)
     other = tmp_path / "other.pt"
     save_generator(other, Generator(CFG).eval())
     wrong = tmp_path / "wrong" / "encoder.pt"
     wrong.parent.mkdir()
     save_encoder(wrong, Encoder.for_generator(G, samples=500), sha256_file(other))
-    shot = load_shot(
-        write_manifest(tmp_path, shot_yaml(woman_clip, generator_file, f"encoder: {wrong}, steps: 3"))
-    )
+    m = write_manifest(tmp_path, shot_yaml(woman_clip, generator_file, f"encoder: {wrong}, steps: 3"))
+    with pytest.raises(ManifestError, match=r":7 project\.encoder: .*trained for the generator"):
+        load_shot(m)
+    shutil.copyfile(wrong, encoder)
     with pytest.raises(ManifestError, match=r":7 project\.encoder: .*trained for the generator"):
         shot_project.project_faces(shot, t, log=lambda _: None)
+    encoder.write_bytes(b"junk")
+    m = write_manifest(tmp_path, shot_yaml(woman_clip, generator_file, f"encoder: {encoder}"))
+    junk = r":7 project\.encoder: .*encoder\.pt: not a readable torch checkpoint: not a torch\.save archive"
+    with pytest.raises(ManifestError, match=junk):
+        load_shot(m)
     monkeypatch.setenv("VFX_MODELS", str(tmp_path / "models"))
     register_encoder("wrong_enc", wrong)
     m = write_manifest(tmp_path, shot_yaml(woman_clip, generator_file, "encoder: wrong_enc"))

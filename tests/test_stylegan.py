@@ -30,6 +30,7 @@ from pipeline.stylegan.checkpoints import (
     save_generator,
 )
 from pipeline.stylegan.discriminator import Discriminator
+from pipeline.stylegan.formats import check_generator_file
 from pipeline.stylegan.generator import (
     Generator,
     GeneratorConfig,
@@ -333,6 +334,8 @@ def test_the_three_formats_import_to_the_same_images(tmp_path, monkeypatch):
         "network-snapshot.pkl": "nvidia-pkl",
     }
     assert "torch_utils" not in sys.modules and "dnnlib" not in sys.modules
+    for name in formats:  # and validate, which reads them without torch, passes each
+        check_generator_file(tmp_path / name)
 
 
 class RunsCode:
@@ -365,6 +368,10 @@ def test_bad_generator_files(tmp_path):
     torch.save({"weights": torch.zeros(3)}, tmp_path / "other.pt")
     with pytest.raises(CheckpointError, match="other.pt: not a generator we know"):
         load_generator(tmp_path / "other.pt")
+    # validate's reading without torch refuses the same files
+    for name, why in [("junk", "not a readable torch checkpoint"), ("other", "not a generator we know")]:
+        with pytest.raises(ModelError, match=f"{name}.pt: {why}"):
+            check_generator_file(tmp_path / f"{name}.pt")
     sd = random_generator().state_dict()
     torch.save({"g_ema": {"style.1.weight": sd["mapping.fc0.weight"]}}, tmp_path / "partial.pt")
     with pytest.raises(CheckpointError, match="partial.pt: not a rosinality generator"):

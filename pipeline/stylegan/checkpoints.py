@@ -14,12 +14,11 @@ from pathlib import Path
 import torch
 
 from pipeline.errors import PipelineError
-from pipeline.files import write_atomic
-from pipeline.models import generator_file, torch_file_problem
+from pipeline.files import torch_file_problem, write_atomic
+from pipeline.models import generator_file
+from pipeline.stylegan.formats import GENERATOR_FORMAT as FORMAT
+from pipeline.stylegan.formats import GENERATOR_VERSION as VERSION
 from pipeline.stylegan.generator import Generator, GeneratorConfig
-
-FORMAT = "vfx-stylegan2"
-VERSION = 1
 
 
 class CheckpointError(PipelineError):

@@ -28,6 +28,9 @@ from torch import nn
 from pipeline import models
 from pipeline.files import write_atomic
 from pipeline.models import ENCODER_FILE, ModelError, encoder_file, load_torch_file, sha256_file
+from pipeline.stylegan.formats import ENCODER_FORMAT as FORMAT
+from pipeline.stylegan.formats import ENCODER_VERSION as VERSION
+from pipeline.stylegan.formats import refuse_other_generator
 from pipeline.stylegan.generator import Generator, GeneratorConfig
 
 __all__ = [
@@ -39,13 +42,10 @@ __all__ = [
     "check_fits",
     "encoder_file",
     "load_encoder",
-    "refuse_other_generator",
     "save_encoder",
     "style_groups",
 ]
 
-FORMAT = "vfx-encoder"
-VERSION = 1
 MAX_INPUT = 256  # larger faces are area-reduced to this first: pSp encodes 1024 px faces at 256
 WIDTH_BASE, WIDTH_MAX = 32, 256
 HEAD_INIT = 1e-3  # the heads' last weights start at this std (over sqrt(fan in)): W+ starts at w_avg
@@ -254,22 +254,6 @@ def read_encoder_file(path: Path) -> dict:
     if data.get("version") != VERSION:
         raise ModelError(f"{path}: {FORMAT} version {data.get('version')} is not version {VERSION}")
     return data
-
-
-def refuse_other_generator(
-    path: Path,
-    recorded: str,
-    generator: Path,
-    actual: str,
-    remedy: str = "an encoder for it with vfx train encoder",
-) -> None:
-    """An encoder (or a mapper, or its training state at `path`) made for the generator with checksum
-    `recorded` is not used with another one: its W+ would draw other faces. `remedy`: what to train."""
-    if recorded != actual:
-        raise ModelError(
-            f"{path}: trained for the generator with sha256 {recorded[:16]}..., not {generator} "
-            f"(sha256 {actual[:16]}...); train {remedy}"
-        )
 
 
 def check_fits(encoder: Encoder, G: Generator, where: Path | str) -> None:

@@ -39,7 +39,11 @@ from pipeline import models
 from pipeline.errors import PipelineError
 from pipeline.files import write_atomic
 from pipeline.models import MAPPER_FILE, ModelError, load_torch_file, mapper_file, sha256_file
-from pipeline.stylegan.encoder import refuse_other_generator, style_groups
+from pipeline.stylegan.encoder import style_groups
+from pipeline.stylegan.formats import MAPPER_FORMAT as FORMAT
+from pipeline.stylegan.formats import MAPPER_REMEDY as REMEDY
+from pipeline.stylegan.formats import MAPPER_VERSION as VERSION
+from pipeline.stylegan.formats import refuse_other_generator
 from pipeline.stylegan.generator import Generator
 
 __all__ = [
@@ -55,9 +59,6 @@ __all__ = [
     "save_mapper",
 ]
 
-FORMAT = "vfx-mapper"
-VERSION = 1
-REMEDY = "a mapper for it with vfx train mapper"
 # The heads' last weights start at this std over sqrt(fan in): a change of one typical scale then moves
 # each layer by about a tenth of w's spread in a random direction, which the training turns into the edit.
 HEAD_INIT = 0.1

@@ -53,7 +53,7 @@ from pipeline.models import (
     sha256_file,
 )
 from pipeline.stylegan.checkpoints import CheckpointError, load_generator
-from pipeline.stylegan.encoder import refuse_other_generator
+from pipeline.stylegan.formats import refuse_other_generator
 from pipeline.stylegan.generator import Generator, image_grid, to_uint8
 from pipeline.stylegan.mapper import REMEDY, LatentMapper, MapperConfig, check_fits, save_mapper
 from pipeline.stylegan.project import w_stats

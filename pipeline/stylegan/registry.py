@@ -14,7 +14,8 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from pipeline.files import write_json_atomic
+from pipeline.errors import PipelineError
+from pipeline.files import read_torch_file_without_tensors, write_json_atomic
 from pipeline.models import (
     ENCODER_FILE,
     MAPPER_FILE,
@@ -27,6 +28,7 @@ from pipeline.models import (
     sha256_file,
     verify,
 )
+from pipeline.stylegan.formats import ENCODER_FORMAT, MAPPER_FORMAT
 
 NAME = r"[A-Za-z0-9][A-Za-z0-9_.-]*"
 
@@ -156,20 +158,16 @@ def registered_encoders() -> dict[str, EncoderEntry]:
 def is_encoder(path: str | Path) -> bool:
     """Whether `vfx models add` was given an encoder: a folder holding encoder.pt, or a torch file of
     format vfx-encoder (read with mmap, so a large generator file is not read to find out)."""
-    from pipeline.stylegan.encoder import FORMAT  # torch: only when registering
-
     path = Path(path)
-    return (path / ENCODER_FILE).is_file() if path.is_dir() else saved_format(path) == FORMAT
+    return (path / ENCODER_FILE).is_file() if path.is_dir() else saved_format(path) == ENCODER_FORMAT
 
 
 def saved_format(path: Path) -> str | None:
-    """The "format" a torch file of ours records (read with mmap, so a large generator file is not read
-    to find out), or None for any other file."""
-    import torch
-
+    """The "format" a torch file of ours records (its pickle only: no tensor is read, torch is not
+    imported), or None for any other file."""
     try:
-        data = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except Exception:  # noqa: BLE001 - not a weights-only torch file (a pickle, rosinality's .pt)
+        data = read_torch_file_without_tensors(path)
+    except PipelineError:  # not a torch file, or one holding other classes (rosinality's .pt)
         return None
     return str(data.get("format")) if isinstance(data, dict) else None
 
@@ -274,10 +272,8 @@ def registered_mappers() -> dict[str, MapperEntry]:
 def is_mapper(path: str | Path) -> bool:
     """Whether `vfx models add` was given a latent mapper: a folder holding mapper.pt, or a torch file
     of format vfx-mapper."""
-    from pipeline.stylegan.mapper import FORMAT  # torch: only when registering
-
     path = Path(path)
-    return (path / MAPPER_FILE).is_file() if path.is_dir() else saved_format(path) == FORMAT
+    return (path / MAPPER_FILE).is_file() if path.is_dir() else saved_format(path) == MAPPER_FORMAT
 
 
 def register_mapper(name: str, path: str | Path) -> MapperEntry:
