@@ -30,7 +30,9 @@ import signal  # noqa: E402
 import socket  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
+import threading  # noqa: E402
 import time  # noqa: E402
+import types  # noqa: E402
 import urllib.request  # noqa: E402
 from collections.abc import Callable, Iterator  # noqa: E402
 from concurrent.futures import ThreadPoolExecutor  # noqa: E402
@@ -111,6 +113,35 @@ def console_log_to_stdout() -> None:
 
 
 console_log_to_stdout()
+
+
+class _SubprocessDyingWithUs(types.ModuleType):
+    """The `subprocess` module as Prefect's temporary-server code sees it: the same, except that a server
+    started from the main thread asks the kernel to die with this process (`processes.popen`)."""
+
+    def __getattr__(self, name: str):
+        return getattr(subprocess, name)
+
+    @staticmethod
+    def Popen(*args, **kwargs):  # noqa: N802 - it stands in for subprocess.Popen
+        if threading.current_thread() is threading.main_thread() and not args and "preexec_fn" not in kwargs:
+            return popen(**kwargs)
+        return subprocess.Popen(*args, **kwargs)  # a worker thread's child would die with the thread
+
+
+def temporary_server_dies_with_us() -> None:
+    """Prefect's temporary server (run when no PREFECT_API_URL is set) is a uvicorn child that Prefect
+    stops at exit. A command killed by SIGKILL (a render to be resumed, a farm's pre-emption), or by
+    SIGTERM (Prefect marks the run crashed, then dies of the signal), runs no exit code: the server lived
+    on, holding 200 MB and its SQLite file, one more on the node for every killed command. Started from
+    the main thread, as the command line's flows start it, it now dies with the command."""
+    from prefect.server.api import server
+
+    if not isinstance(server.subprocess, _SubprocessDyingWithUs):
+        server.subprocess = _SubprocessDyingWithUs("subprocess")
+
+
+temporary_server_dies_with_us()
 
 
 def make_task_runner(runner: RunnerSettings | None):

@@ -144,3 +144,38 @@ def test_run_passes_the_outcome_through():
     code = "import sys; print('out'); sys.exit(3)"
     done = run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode == 3 and done.stdout == "out\n"
+
+
+def test_a_killed_command_takes_prefects_temporary_server_with_it(tmp_path, tiny_generator_file):
+    """Without PREFECT_API_URL a command's flow runs on a temporary server Prefect starts (a uvicorn
+    child) and stops at exit; SIGKILL runs no exit code, and the server used to live on."""
+    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
+    env.update(PYTHONPATH=str(REPO), PREFECT_HOME=str(tmp_path / "prefect"), OMP_NUM_THREADS="1")
+    argv = ["train", "encoder", "--generator", str(tiny_generator_file), "--out", str(tmp_path / "e")]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pipeline", *argv, "--steps", "100000", "--batch", "2"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    servers: list[psutil.Process] = []
+    try:
+        for line in proc.stdout:  # the flow runs (on the server) once the training reports a step
+            if "steps (" in line:
+                break
+        servers = [p for p in psutil.Process(proc.pid).children() if "uvicorn" in " ".join(p.cmdline())]
+        assert len(servers) == 1, "no temporary server was seen"
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        killed = time.monotonic()
+        while alive(servers[0].pid) and time.monotonic() - killed < 5.0:
+            time.sleep(0.05)
+        assert not alive(servers[0].pid), "the temporary server outlived the killed command"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        for server in servers:  # should the test fail, no server is left behind
+            if alive(server.pid):
+                server.kill()
