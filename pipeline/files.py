@@ -162,13 +162,15 @@ def read_torch_file_without_tensors(path: Path) -> object:
                 raise PipelineError(f"{path}: not a torch checkpoint (no data.pkl inside)")
             with z.open(name) as f:
                 return _TensorFreeUnpickler(f).load()
-    except pickle.UnpicklingError as e:
-        if str(e).startswith("refused class"):
-            raise ForeignObjectsError(f"{path}: not a readable torch checkpoint: {e}") from None
-        raise PipelineError(
-            f"{path}: not a readable torch checkpoint: {torch_file_problem(path, e)}"
-        ) from None
-    except (OSError, zipfile.BadZipFile, EOFError, ValueError, TypeError, AttributeError) as e:
-        raise PipelineError(
-            f"{path}: not a readable torch checkpoint: {torch_file_problem(path, e)}"
-        ) from None
+    except (
+        OSError,
+        zipfile.BadZipFile,
+        pickle.UnpicklingError,
+        EOFError,
+        ValueError,
+        TypeError,
+        AttributeError,
+    ) as e:
+        foreign = isinstance(e, pickle.UnpicklingError) and str(e).startswith("refused class")
+        error = ForeignObjectsError if foreign else PipelineError
+        raise error(f"{path}: not a readable torch checkpoint: {torch_file_problem(path, e)}") from None
