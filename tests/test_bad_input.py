@@ -215,13 +215,13 @@ def _npy_bytes(array: np.ndarray, pickled: bool = False) -> bytes:
     return buf.getvalue()
 
 
-def _torch_bytes(data: dict) -> bytes:
+def _torch_bytes(data: dict, **plain: str) -> bytes:
     import io
 
     import torch
 
     buf = io.BytesIO()
-    torch.save({k: torch.from_numpy(v) for k, v in data.items()}, buf)
+    torch.save({**{k: torch.from_numpy(v) for k, v in data.items()}, **plain}, buf)
     return buf.getvalue()
 
 
@@ -346,6 +346,12 @@ FILE_CASES = {
         {"g.pt": lambda p: p.write_bytes(_torch_bytes({"weights": np.zeros(3, np.float32)}))},
         "{m}:4 path.generator: ",
         "{f:g.pt}: not a generator we know",
+    ),
+    "generator-is-an-encoder": with_files(
+        PATH_SHOT + "    - {frame: 1001, seed: 1}\n",
+        {"g.pt": lambda p: p.write_bytes(_torch_bytes({"w": np.zeros(3, np.float32)}, format="vfx-encoder"))},
+        "{m}:4 path.generator: ",
+        "{f:g.pt}: not a generator we know (ours, rosinality g_ema, NVIDIA G_ema); it is a vfx-encoder file",
     ),
     "mapper-of-another-generator": with_files(
         PATH_SHOT + "    - {frame: 1001, seed: 1}\n  mapper: m\n",

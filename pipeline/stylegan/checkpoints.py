@@ -18,6 +18,7 @@ from pipeline.files import torch_file_problem, write_atomic
 from pipeline.models import generator_file
 from pipeline.stylegan.formats import GENERATOR_FORMAT as FORMAT
 from pipeline.stylegan.formats import GENERATOR_VERSION as VERSION
+from pipeline.stylegan.formats import what_it_holds
 from pipeline.stylegan.generator import Generator, GeneratorConfig
 
 
@@ -341,7 +342,7 @@ def load_generator(path: Path) -> tuple[Generator, dict]:
             G.compute_w_avg()
         return G, {"format": "rosinality-pt"}
     raise CheckpointError(
-        f"{path}: not a generator we know (ours, rosinality g_ema, NVIDIA G_ema); keys: {_keys(data)}"
+        f"{path}: not a generator we know (ours, rosinality g_ema, NVIDIA G_ema); {what_it_holds(data)}"
     )
 
 

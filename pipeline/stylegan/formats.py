@@ -54,8 +54,17 @@ def check_generator_file(path: Path) -> None:
     g_ema = data.get("g_ema") if isinstance(data, dict) else None
     if isinstance(g_ema, dict) and "input.input" in g_ema:
         return
+    raise ModelError(
+        f"{path}: not a generator we know (ours, rosinality g_ema, NVIDIA G_ema); {what_it_holds(data)}"
+    )
+
+
+def what_it_holds(data: object) -> str:
+    """For an error about a torch file of the wrong kind: the kind of ours it is, else its first keys."""
+    if isinstance(data, dict) and isinstance(data.get("format"), str):
+        return f"it is a {data['format']} file"
     keys = ", ".join(map(str, list(data)[:8])) if isinstance(data, dict) else type(data).__name__
-    raise ModelError(f"{path}: not a generator we know (ours, rosinality g_ema, NVIDIA G_ema); keys: {keys}")
+    return f"keys: {keys}"
 
 
 def refuse_other_generator(
