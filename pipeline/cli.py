@@ -114,9 +114,12 @@ def cmd_validate(args: argparse.Namespace) -> int:
             try:
                 shot = load_shot(path)
                 info = shot.plate.info
+                turned = (
+                    f", turned {info.rotation} degrees upright (its display matrix)" if info.rotation else ""
+                )
                 print(
                     f"{path}: ok: {shot.name}, frames {shot.first}-{shot.last} ({shot.frame_count}), "
-                    f"{float(shot.fps):g} fps, {info.kind} {info.width}x{info.height} {info.codec}"
+                    f"{float(shot.fps):g} fps, {info.kind} {info.width}x{info.height} {info.codec}{turned}"
                 )
                 cuts = plate_cuts(shot)
                 if cuts:

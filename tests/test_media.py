@@ -83,6 +83,43 @@ def test_mpeg4_part2_and_prores_decode(tmp_path):
             assert err[i] < 1.0 and all(err[i] * 5 < e for k, e in err.items() if k != i), (codec, i, err)
 
 
+@pytest.mark.parametrize("degrees", [90, -90, 180])
+def test_a_movie_with_a_display_matrix_is_read_upright_as_players_show_it(clip, tmp_path, degrees):
+    """A phone stores a movie filmed upright on its side, with a matrix that players and ffmpeg apply:
+    read without it, the frames (and faces, which the detectors then miss) lie on their side."""
+    turned = tmp_path / "turned.mp4"
+    cmd = [ffmpeg_executable(), "-v", "error", "-display_rotation", str(degrees), "-i", str(clip)]
+    subprocess.run([*cmd, "-c", "copy", str(turned)], check=True)  # the same samples, a matrix added
+    info = probe_movie(turned)
+    size = (96, 128) if degrees % 180 else (128, 96)
+    assert (info.width, info.height, info.rotation) == (*size, degrees % 360)
+    want = ffmpeg_rgb(turned, *size).astype(np.int16)  # the ffmpeg command line applies the matrix
+    frames = list(MoviePlate(turned).read(13, 19))  # from a seek, as a chunk reads
+    assert len(frames) == 6 and frames[0].shape == (size[1], size[0], 3)
+    for i, got in enumerate(frames, start=13):
+        err = {k: np.abs(got.astype(np.int16) - want[k]).mean() for k in (i - 1, i, i + 1)}
+        assert err[i] < 1.0 and all(err[i] * 5 < e for k, e in err.items() if k != i), (i, err)
+    small = next(MoviePlate(turned).read(0, 1, size=(size[0] // 4, size[1] // 4)))  # a quick look's read
+    plain = next(MoviePlate(clip).read(0, 1, size=(32, 24)))
+    np.testing.assert_array_equal(small, np.rot90(plain, degrees // 90))
+
+
+def test_a_jpegs_exif_orientation_is_applied(tmp_path):
+    """A phone's photo (a still plate, an actor's reference) is stored on its side with an EXIF tag."""
+    rng = np.random.default_rng(0)
+    pixels = cv2.resize(
+        rng.integers(0, 255, (6, 8, 3), dtype=np.uint8), (160, 120), interpolation=cv2.INTER_NEAREST
+    )
+    exif = Image.Exif()
+    Image.fromarray(pixels).save(tmp_path / "plain.jpg", quality=95)
+    for tag, turns in [(6, 3), (8, 1), (3, 2)]:  # EXIF: turn 90 clockwise, 90 counterclockwise, 180
+        exif[0x0112] = tag
+        Image.fromarray(pixels).save(tmp_path / f"o{tag}.jpg", quality=95, exif=exif.tobytes())
+        want = np.rot90(read_image(tmp_path / "plain.jpg"), turns)
+        got = read_image(tmp_path / f"o{tag}.jpg")
+        assert got.shape == want.shape and np.abs(got.astype(int) - want).mean() < 1, tag
+
+
 def test_corrupt_movie_names_the_frame(tmp_path, clip):
     data = bytearray(clip.read_bytes())
     mdat = data.find(b"mdat")

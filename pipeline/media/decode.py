@@ -27,7 +27,7 @@ from av.video.reformatter import VideoReformatter
 
 from pipeline.errors import MediaError
 from pipeline.media.color import half_linear_to_srgb, linear_to_srgb
-from pipeline.media.probe import PlateInfo, probe_movie, probe_sequence, sequence_path
+from pipeline.media.probe import PlateInfo, probe_movie, probe_sequence, quarter_turns, sequence_path
 
 
 class FrameError(MediaError):
@@ -57,6 +57,12 @@ def scaled(image: np.ndarray, size: tuple[int, int] | None) -> np.ndarray:
     return image if size is None else cv2.resize(image, size, interpolation=cv2.INTER_AREA)
 
 
+def upright(image: np.ndarray, frame: av.VideoFrame) -> np.ndarray:
+    """The decoded image turned as its display matrix says (`quarter_turns`)."""
+    turns = quarter_turns(frame)
+    return np.ascontiguousarray(np.rot90(image, turns)) if turns else image
+
+
 def read_image(path: Path) -> np.ndarray:
     """One image file as RGB: uint8 for 8-bit files, uint16 for deeper ones, float32 for EXR.
 
@@ -72,9 +78,8 @@ def read_image(path: Path) -> np.ndarray:
             pix = frame.format.name
             if name == "exr":
                 return _exr_srgb(frame)
-            if any(d in pix for d in ("48", "64", "16")):
-                return frame.to_ndarray(format="rgb48le", threads=1)
-            return frame.to_ndarray(format="rgb24", threads=1)
+            deep = any(d in pix for d in ("48", "64", "16"))
+            return upright(frame.to_ndarray(format="rgb48le" if deep else "rgb24", threads=1), frame)
     except (av.FFmpegError, StopIteration, IndexError) as e:
         raise MediaError(f"{path}: cannot be read as an image: {e}") from None
 
@@ -136,7 +141,9 @@ class MoviePlate:
         and 0.66x at UHD that way, 1.04x and 1.0x with one reformatter kept for the read. A `size` is made
         in the same conversion (a 64 px read of a 720x1280 movie takes about 0.6x the time).
         """
-        scale = {} if size is None else {"width": size[0], "height": size[1], "interpolation": "AREA"}
+        turns = self.info.rotation // 90 % 4
+        stored = size if size is None or turns % 2 == 0 else (size[1], size[0])  # before the turn
+        scale = {} if stored is None else {"width": stored[0], "height": stored[1], "interpolation": "AREA"}
         reformatter = VideoReformatter()
         stop = min(stop, self.info.frame_count)
         if start >= stop:
@@ -162,7 +169,8 @@ class MoviePlate:
                             yield from self._read_from_zero(start, stop, size)  # seek landed past it
                             return
                         raise FrameError(self.path, expected, "missing from the stream")
-                    yield reformatter.reformat(frame, format="rgb24", threads=1, **scale).to_ndarray()
+                    rgb = reformatter.reformat(frame, format="rgb24", threads=1, **scale).to_ndarray()
+                    yield np.ascontiguousarray(np.rot90(rgb, turns)) if turns else rgb
                     expected += 1
                     if expected >= stop:
                         break

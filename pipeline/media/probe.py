@@ -34,6 +34,9 @@ class PlateInfo:
     codec: str
     pixel_format: str
     first_frame: int | None = None  # the frame number of the first file, for sequences
+    # Degrees counterclockwise the decoded frames are turned to stand upright (the display matrix of a
+    # phone's movie, a JPEG's EXIF orientation); width and height are the upright frame's.
+    rotation: int = 0
     audio: AudioInfo | None = None
     frame_numbers: tuple[int, ...] = field(default=(), repr=False)  # sequences only
 
@@ -67,6 +70,26 @@ def sequence_path(pattern: Path, number: int) -> Path:
     return pattern.with_name(pattern.name[: m.start()] + f"{number:0{pad}d}" + pattern.name[m.end() :])
 
 
+def quarter_turns(frame: av.VideoFrame) -> int:
+    """How many quarter turns counterclockwise (numpy's rot90 k) stand a decoded frame upright, from its
+    display matrix: a phone's movie filmed upright is stored on its side with a matrix that players (and
+    ffmpeg) apply, and FFmpeg exports a JPEG's EXIF orientation the same way. Read without it, the frame
+    and its faces lie on their side, where the face detectors find nothing. Cameras write quarter turns
+    only; a mirroring in the matrix is not read."""
+    return round(frame.rotation / 90) % 4
+
+
+def first_frame_turns(path: Path) -> int:
+    """`quarter_turns` of a file's first frame; 0 when it does not decode (the read names that frame)."""
+    try:
+        with av.open(str(path)) as container:
+            for frame in container.decode(video=0):
+                return quarter_turns(frame)
+    except (av.FFmpegError, IndexError):
+        pass
+    return 0
+
+
 def probe_movie(path: Path) -> PlateInfo:
     if not path.is_file():
         raise MediaError(f"{path}: plate not found")
@@ -89,16 +112,19 @@ def probe_movie(path: Path) -> PlateInfo:
                 a = container.streams.audio[0]
                 adur = float(a.duration * a.time_base) if a.duration else float(container.duration or 0) / 1e6
                 audio = AudioInfo(a.codec_context.name, a.rate, a.channels, adur)
+            turns = first_frame_turns(path)
+            width, height = stream.codec_context.width, stream.codec_context.height
             return PlateInfo(
                 kind="movie",
                 path=str(path),
                 frame_count=int(count),
                 fps=fps,
-                width=stream.codec_context.width,
-                height=stream.codec_context.height,
+                width=height if turns % 2 else width,
+                height=width if turns % 2 else height,
                 codec=stream.codec_context.name,
                 pixel_format=stream.codec_context.pix_fmt or "",
                 audio=audio,
+                rotation=90 * turns,
             )
     except av.FFmpegError as e:
         raise MediaError(f"{path}: cannot be read as a movie: {e.strerror or e}") from None
@@ -127,6 +153,9 @@ def probe_sequence(pattern: Path, fps: Fraction | None) -> PlateInfo:
         raise MediaError(f"{first}: cannot be read as an image: {e}") from None
     if width <= 0 or height <= 0:  # FFmpeg opens a text file as a "video" of no size
         raise MediaError(f"{first}: cannot be read as an image: no picture size")
+    turns = first_frame_turns(first)
+    if turns % 2:
+        width, height = height, width
     return PlateInfo(
         kind="sequence",
         path=str(pattern),
@@ -138,4 +167,5 @@ def probe_sequence(pattern: Path, fps: Fraction | None) -> PlateInfo:
         pixel_format=pix,
         first_frame=numbers[0],
         frame_numbers=tuple(numbers),
+        rotation=90 * turns,
     )
