@@ -87,9 +87,7 @@ def test_mpeg4_part2_and_prores_decode(tmp_path):
 def test_a_movie_with_a_display_matrix_is_read_upright_as_players_show_it(clip, tmp_path, degrees):
     """A phone stores a movie filmed upright on its side, with a matrix that players and ffmpeg apply:
     read without it, the frames (and faces, which the detectors then miss) lie on their side."""
-    turned = tmp_path / "turned.mp4"
-    cmd = [ffmpeg_executable(), "-v", "error", "-display_rotation", str(degrees), "-i", str(clip)]
-    subprocess.run([*cmd, "-c", "copy", str(turned)], check=True)  # the same samples, a matrix added
+    turned = ffmpeg_copy(clip, tmp_path / "turned.mp4", "-display_rotation", str(degrees))  # a matrix added
     info = probe_movie(turned)
     size = (96, 128) if degrees % 180 else (128, 96)
     assert (info.width, info.height, info.rotation) == (*size, degrees % 360)
@@ -102,6 +100,46 @@ def test_a_movie_with_a_display_matrix_is_read_upright_as_players_show_it(clip, 
     small = next(MoviePlate(turned).read(0, 1, size=(size[0] // 4, size[1] // 4)))  # a quick look's read
     plain = next(MoviePlate(clip).read(0, 1, size=(32, 24)))
     np.testing.assert_array_equal(small, np.rot90(plain, degrees // 90))
+
+
+def ffmpeg_copy(source: Path, out: Path, *args: str) -> Path:
+    subprocess.run(
+        [ffmpeg_executable(), "-v", "error", "-y", *args, "-i", str(source), "-c", "copy", str(out)],
+        check=True,
+    )
+    return out
+
+
+def test_a_clip_trimmed_without_reencoding_reads_the_frames_players_show(clip, tmp_path):
+    """`ffmpeg -ss .. -c copy` keeps the frames from the keyframe before the cut, and its container
+    lists and counts them at timestamps below the start; the decoder drops them. Read by the timestamp
+    grid, the count was wrong and the read failed at a frame "missing from the stream"."""
+    trimmed = ffmpeg_copy(clip, tmp_path / "trimmed.mp4", "-ss", "0.5", "-t", "1.2")  # from mid-GOP
+    with av.open(str(trimmed)) as c:
+        assert c.streams.video[0].frames > len(decode_all(trimmed)), "the trim did not list cut frames"
+    want = decode_all(trimmed)
+    info = probe_movie(trimmed)
+    assert info.frame_count == len(want)
+    chunks = [f for a in range(0, len(want), 7) for f in MoviePlate(trimmed).read(a, a + 7)]
+    assert len(chunks) == len(want)
+    for got, ref in zip(chunks, want, strict=True):
+        np.testing.assert_array_equal(got, ref)
+
+
+def test_a_variable_frame_rate_movie_reads_every_frame_once_in_order(tmp_path):
+    """A phone slows its frame rate in low light: frames 20 on come every 60 ms instead of every 40. Read
+    by the grid of the average rate, frames collided and the read failed."""
+    vfr = tmp_path / "vfr.mp4"
+    cmd = [ffmpeg_executable(), "-v", "error", "-f", "lavfi", "-i", "testsrc2=size=128x96:rate=25:duration=2"]
+    cmd += ["-vf", "setpts='(N/25+if(gte(N,20),(N-20)*0.02,0))/TB'", "-fps_mode", "passthrough"]
+    subprocess.run([*cmd, "-c:v", "libx264", "-g", "10", "-pix_fmt", "yuv420p", str(vfr)], check=True)
+    want = decode_all(vfr)
+    info = probe_movie(vfr)
+    assert info.frame_count == len(want) == 50
+    chunks = [f for a in range(0, 50, 12) for f in MoviePlate(vfr).read(a, a + 12)]
+    assert len(chunks) == 50
+    for got, ref in zip(chunks, want, strict=True):
+        np.testing.assert_array_equal(got, ref)
 
 
 def test_a_jpegs_exif_orientation_is_applied(tmp_path):

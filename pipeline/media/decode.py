@@ -27,7 +27,14 @@ from av.video.reformatter import VideoReformatter
 
 from pipeline.errors import MediaError
 from pipeline.media.color import half_linear_to_srgb, linear_to_srgb
-from pipeline.media.probe import PlateInfo, probe_movie, probe_sequence, quarter_turns, sequence_path
+from pipeline.media.probe import (
+    PlateInfo,
+    movie_frame_times,
+    probe_movie,
+    probe_sequence,
+    quarter_turns,
+    sequence_path,
+)
 
 
 class FrameError(MediaError):
@@ -128,9 +135,33 @@ class MoviePlate:
     def __init__(self, path: Path, info: PlateInfo | None = None):
         self.path = path
         self.info = info or probe_movie(path)
+        self._times: tuple[int, ...] = ()
+        self._numbers: dict[int, int] | None = None
 
-    def _index(self, frame: av.VideoFrame, start_pts: int, time_base: Fraction) -> int:
-        return round(float((frame.pts - start_pts) * time_base * self.info.fps))
+    def _frame_numbers(self) -> dict[int, int]:
+        """Each frame time's frame number (`movie_frame_times`); empty where the movie has none."""
+        if self._numbers is None:
+            self._times = movie_frame_times(self.path)
+            self._numbers = {t: i for i, t in enumerate(self._times)}
+        return self._numbers
+
+    def _index(self, frame: av.VideoFrame, start_pts: int, time_base: Fraction, expected: int) -> int:
+        """The frame's number: its place among the movie's frame times, else its timestamp on the grid of
+        the frame rate; -1 for a frame before the first (one the decoder shows from before a trim)."""
+        numbers = self._frame_numbers()
+        if not numbers:
+            return round(float((frame.pts - start_pts) * time_base * self.info.fps))
+        number = numbers.get(frame.pts)
+        if number is None and frame.pts > self._times[0]:
+            raise FrameError(
+                self.path, expected, f"a frame at time {frame.pts} that the container does not list"
+            )
+        return -1 if number is None else number
+
+    def _seek_target(self, start: int, start_pts: int, time_base: Fraction) -> int:
+        if self._frame_numbers() and start < len(self._times):
+            return self._times[start]
+        return start_pts + math.floor(start / self.info.fps / time_base)  # the grid (or past a cut-off end)
 
     def read(self, start: int, stop: int, size: tuple[int, int] | None = None) -> Iterator[np.ndarray]:
         """Decode with FFmpeg's frame threading; convert to RGB in this thread, with one swscale context
@@ -156,12 +187,12 @@ class MoviePlate:
                 time_base = stream.time_base
                 start_pts = stream.start_time or 0
                 if start > 0:
-                    target = start_pts + math.floor(start / self.info.fps / time_base)
+                    target = self._seek_target(start, start_pts, time_base)
                     container.seek(target, stream=stream, backward=True, any_frame=False)
                 for frame in self._decode(container, stream, expected):
                     if frame.pts is None:
                         raise FrameError(self.path, expected, "the frame has no timestamp")
-                    index = self._index(frame, start_pts, time_base)
+                    index = self._index(frame, start_pts, time_base, expected)
                     if index < expected:
                         continue  # before the range: decoded from the keyframe, not wanted
                     if index > expected:

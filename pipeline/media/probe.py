@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import asdict, dataclass, field
 from fractions import Fraction
@@ -90,6 +91,38 @@ def first_frame_turns(path: Path) -> int:
     return 0
 
 
+def movie_frame_times(path: Path) -> tuple[int, ...]:
+    """The timestamps of the frames a movie shows, in order: frame i of the plate is the one at the i-th.
+
+    Counting frames this way, rather than dividing a timestamp by the frame duration, reads what players
+    show from movies whose timestamps are not a steady grid: a phone's variable frame rate, and a clip
+    trimmed without re-encoding (`ffmpeg -ss .. -c copy`), whose container lists (and counts) the frames
+    before the cut, at timestamps below the start, which the decoder drops. Read from the packets (no
+    decoding), once per version of the file. Empty where the packets carry no timestamps or two share
+    one (the reader then goes by the grid)."""
+    return _frame_times(path)[0]
+
+
+def _frame_times(path: Path) -> tuple[tuple[int, ...], int]:
+    """`movie_frame_times`, and how many packets the file holds (fewer than its container lists when the
+    file is cut short)."""
+    st = path.stat()
+    return _read_frame_times(str(path), st.st_size, st.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=16)
+def _read_frame_times(path: str, size: int, mtime_ns: int) -> tuple[tuple[int, ...], int]:
+    with av.open(path) as container:
+        stream = container.streams.video[0]
+        times = sorted(p.pts for p in container.demux(stream) if p.size and p.pts is not None)
+        start = stream.start_time
+    packets = len(times)
+    if not times or len(set(times)) < len(times):
+        return (), packets
+    start = times[0] if start is None else start
+    return tuple(t for t in times if t >= start), packets
+
+
 def probe_movie(path: Path) -> PlateInfo:
     if not path.is_file():
         raise MediaError(f"{path}: plate not found")
@@ -102,8 +135,13 @@ def probe_movie(path: Path) -> PlateInfo:
             if not rate:
                 raise MediaError(f"{path}: the frame rate cannot be determined")
             fps = Fraction(rate).limit_denominator(1001 * 1000)
+            times, packets = _frame_times(path)
             count = stream.frames
-            if not count:  # containers without a frame count (some MKV, AVI): count the packets
+            if times and packets >= count:
+                count = len(times)  # the frames shown (a trimmed clip's container counts those cut)
+            elif times:  # a file cut short: the frames its container lists, so the read names the first lost
+                count -= packets - len(times)
+            if not count:  # packets without timestamps, and no frame count in the container
                 count = sum(1 for p in container.demux(stream) if p.size)
             if not count or stream.codec_context.width <= 0 or stream.codec_context.height <= 0:
                 raise MediaError(f"{path}: cannot be read as a movie: no frames with a picture size")
