@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 from pathlib import Path
 
 import av
@@ -26,6 +27,7 @@ from pipeline.faces.detect import FaceAnalyzer
 from pipeline.faces.masks import landmark_mask
 from pipeline.faces.track import FaceTrack
 from pipeline.manifest import load_shot
+from pipeline.media.color import to_uint16
 from pipeline.media.decode import MoviePlate, load_still, read_image
 from pipeline.media.sequences import read_png_text
 from pipeline.shot.composite import composite_contact_sheet, opencv_serial
@@ -605,3 +607,35 @@ composite: {{alteration: recolor, blend: laplacian, element: {{format: png16}}}}
         # alpha below 1/131070, to 0)
         assert (changed & ~matte).sum() <= 1e-3 * changed.sum(), n
         assert read_png_text(v / "comp" / f"uhd010_comp_v001.{n:04d}.png")["synthetic_imagery"] == "true"
+
+
+def test_a_10_bit_movie_plate_keeps_its_depth_through_the_faces_and_the_comp(tmp_path, woman_clip):
+    """A ProRes 422 plate (10-bit) is read as 16-bit samples, as a 16-bit PNG sequence is: faces are found
+    on it, and the comp keeps more than 8 bits outside and inside the face."""
+    from pipeline.media.encode import ffmpeg_executable
+    from pipeline.shot.composite import Compositor
+    from pipeline.shot.track import detect_range, finish_track
+
+    deep = tmp_path / "plate.mov"
+    cmd = [ffmpeg_executable(), "-v", "error", "-i", str(woman_clip), "-frames:v", "4", "-c:v", "prores_ks"]
+    subprocess.run([*cmd, "-profile:v", "3", "-pix_fmt", "yuv422p10le", str(deep)], check=True)
+    m = write_manifest(
+        tmp_path,
+        f"""
+shot: deep
+plate: {{movie: {deep}}}
+output: {{sequence: png16, movies: []}}
+faces: {{}}
+composite: {{alteration: retouch, blend: laplacian}}
+""",
+    )
+    shot = load_shot(m)
+    plates = list(shot.read_frames(shot.first, shot.last))
+    assert len(plates) == 4 and plates[0].dtype == np.uint16
+    track = finish_track(shot, detect_range(shot, shot.first, shot.last).faces, tmp_path / "t.npz")
+    done = Compositor(shot, track, []).frames(list(range(shot.first, shot.last + 1)), plates)
+    assert sum(d.altered for d in done) == 4  # the woman is found in every frame
+    comp = to_uint16(done[0].comp)
+    changed = np.any(comp != plates[0], axis=2)
+    assert 0 < changed.mean() < 0.7 and not changed[:64].any()  # the face changed, above the head did not
+    assert np.count_nonzero(comp[changed] % 257) > changed.sum()  # 16-bit samples, not 8-bit ones stretched

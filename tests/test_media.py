@@ -44,14 +44,16 @@ def test_chunks_decode_the_same_pixels_as_one_pass(clip, start, stop):
         np.testing.assert_array_equal(got, want)
 
 
-def ffmpeg_rgb(path: Path, width: int, height: int) -> np.ndarray:
-    """Every frame of a movie as RGB, decoded by the ffmpeg command line: a reader independent of PyAV."""
+def ffmpeg_rgb(path: Path, width: int, height: int, deep: bool = False) -> np.ndarray:
+    """Every frame of a movie as RGB (16-bit when `deep`), decoded by the ffmpeg command line: a reader
+    independent of PyAV."""
+    fmt, dtype = ("rgb48le", np.uint16) if deep else ("rgb24", np.uint8)
     raw = subprocess.run(
-        [ffmpeg_executable(), "-v", "error", "-i", str(path), "-f", "rawvideo", "-pix_fmt", "rgb24", "-"],
+        [ffmpeg_executable(), "-v", "error", "-i", str(path), "-f", "rawvideo", "-pix_fmt", fmt, "-"],
         check=True,
         capture_output=True,
     ).stdout
-    return np.frombuffer(raw, np.uint8).reshape(-1, height, width, 3)
+    return np.frombuffer(raw, dtype).reshape(-1, height, width, 3)
 
 
 def test_mpeg4_part2_and_prores_decode(tmp_path):
@@ -74,13 +76,20 @@ def test_mpeg4_part2_and_prores_decode(tmp_path):
         ]
         cmd += ["-profile:v", "dnxhr_lb", "-pix_fmt", "yuv422p"] if codec == "dnxhd" else []
         subprocess.run([*cmd, str(path)], check=True)
-        want = ffmpeg_rgb(path, 256, 144).astype(np.int16)
+        deep = codec == "prores_ks"  # ProRes 422 is 10-bit: read as 16-bit samples
+        want = ffmpeg_rgb(path, 256, 144, deep).astype(np.int32)
         assert len(want) == 24, codec
         frames = list(MoviePlate(path).read(5, 24))
         assert len(frames) == 19 and frames[0].shape == (144, 256, 3), codec
+        assert frames[0].dtype == (np.uint16 if deep else np.uint8), codec
+        unit = 257 if deep else 1  # one 8-bit level
         for i, got in enumerate(frames, start=5):
-            err = {k: np.abs(got.astype(np.int16) - want[k]).mean() for k in (i - 1, i, i + 1) if k < 24}
+            err = {
+                k: np.abs(got.astype(np.int32) - want[k]).mean() / unit for k in (i - 1, i, i + 1) if k < 24
+            }
             assert err[i] < 1.0 and all(err[i] * 5 < e for k, e in err.items() if k != i), (codec, i, err)
+        if deep:  # more than 8 bits of it: not all samples are multiples of 257
+            assert np.count_nonzero(frames[0] % 257) > frames[0].size // 4, codec
 
 
 @pytest.mark.parametrize("degrees", [90, -90, 180])

@@ -29,6 +29,7 @@ from pipeline.errors import MediaError
 from pipeline.media.color import half_linear_to_srgb, linear_to_srgb
 from pipeline.media.probe import (
     PlateInfo,
+    bit_depth,
     movie_frame_times,
     probe_movie,
     probe_sequence,
@@ -164,8 +165,8 @@ class MoviePlate:
         return start_pts + math.floor(start / self.info.fps / time_base)  # the grid (or past a cut-off end)
 
     def read(self, start: int, stop: int, size: tuple[int, int] | None = None) -> Iterator[np.ndarray]:
-        """Decode with FFmpeg's frame threading; convert to RGB in this thread, with one swscale context
-        for the whole read.
+        """Decode with FFmpeg's frame threading; convert to RGB (uint8, or uint16 from a source deeper
+        than 8 bits) in this thread, with one swscale context for the whole read.
 
         `frame.to_ndarray(format=...)` makes a new swscale context (and thread pool) for every frame, which
         cost more than the conversion itself: a decode loop ran at 0.72x of `ffmpeg -f null` at 720x1280
@@ -174,6 +175,9 @@ class MoviePlate:
         """
         turns = self.info.rotation // 90 % 4
         stored = size if size is None or turns % 2 == 0 else (size[1], size[0])  # before the turn
+        # 16-bit samples from a deeper source (a 10-bit ProRes, a 12-bit DNxHR), as 16-bit PNGs are
+        # read: its png16 and EXR output keep the depth; a quick look (a size) needs 8 bits only
+        rgb_format = "rgb48le" if size is None and bit_depth(self.info.pixel_format) > 8 else "rgb24"
         scale = {} if stored is None else {"width": stored[0], "height": stored[1], "interpolation": "AREA"}
         reformatter = VideoReformatter()
         stop = min(stop, self.info.frame_count)
@@ -200,7 +204,7 @@ class MoviePlate:
                             yield from self._read_from_zero(start, stop, size)  # seek landed past it
                             return
                         raise FrameError(self.path, expected, "missing from the stream")
-                    rgb = reformatter.reformat(frame, format="rgb24", threads=1, **scale).to_ndarray()
+                    rgb = reformatter.reformat(frame, format=rgb_format, threads=1, **scale).to_ndarray()
                     yield np.ascontiguousarray(np.rot90(rgb, turns)) if turns else rgb
                     expected += 1
                     if expected >= stop:

@@ -71,6 +71,14 @@ def sequence_path(pattern: Path, number: int) -> Path:
     return pattern.with_name(pattern.name[: m.start()] + f"{number:0{pad}d}" + pattern.name[m.end() :])
 
 
+def bit_depth(pixel_format: str) -> int:
+    """Bits per sample of a pixel format (8 for yuv420p, 10 for a ProRes 422's yuv422p10le); 8 if unknown."""
+    try:
+        return max(c.bits for c in av.VideoFormat(pixel_format).components)
+    except (ValueError, av.FFmpegError):
+        return 8
+
+
 def quarter_turns(frame: av.VideoFrame) -> int:
     """How many quarter turns counterclockwise (numpy's rot90 k) stand a decoded frame upright, from its
     display matrix: a phone's movie filmed upright is stored on its side with a matrix that players (and
