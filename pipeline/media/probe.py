@@ -131,6 +131,16 @@ def _read_frame_times(path: str, size: int, mtime_ns: int) -> tuple[tuple[int, .
     return tuple(t for t in times if t >= start), packets
 
 
+def shown_frames_listed(stream: av.video.stream.VideoStream) -> int | None:
+    """The frames a container's index lists, less those it marks discarded (a trimmed clip's frames
+    before the cut): MP4 and MOV hold a table of every frame, read when the file is opened, so a plate's
+    frames are counted without reading its packets. None where the index does not list every frame."""
+    entries = stream.index_entries
+    if not stream.frames or entries is None or len(entries) != stream.frames:
+        return None
+    return sum(1 for e in entries if not e.is_discard)
+
+
 def probe_movie(path: Path) -> PlateInfo:
     if not path.is_file():
         raise MediaError(f"{path}: plate not found")
@@ -143,12 +153,14 @@ def probe_movie(path: Path) -> PlateInfo:
             if not rate:
                 raise MediaError(f"{path}: the frame rate cannot be determined")
             fps = Fraction(rate).limit_denominator(1001 * 1000)
-            times, packets = _frame_times(path)
-            count = stream.frames
-            if times and packets >= count:
-                count = len(times)  # the frames shown (a trimmed clip's container counts those cut)
-            elif times:  # a file cut short: the frames its container lists, so the read names the first lost
-                count -= packets - len(times)
+            count = shown_frames_listed(stream)
+            if count is None:  # no complete index: count the packets
+                times, packets = _frame_times(path)
+                count = stream.frames
+                if times and packets >= count:
+                    count = len(times)  # the frames shown (a trimmed clip's container counts those cut)
+                elif times:  # a file cut short: the frames its container lists; the read names the first lost
+                    count -= packets - len(times)
             if not count:  # packets without timestamps, and no frame count in the container
                 count = sum(1 for p in container.demux(stream) if p.size)
             if not count or stream.codec_context.width <= 0 or stream.codec_context.height <= 0:
