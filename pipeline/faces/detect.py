@@ -40,6 +40,8 @@ def box_iou(a: np.ndarray, b: np.ndarray) -> float:
 
 DETECTORS = ("hog", "cnn", "mediapipe")
 LANDMARKS = ("dlib68", "mesh")
+HOG_WINDOW = 80  # px: the smallest face dlib's frontal HOG detector finds (its window)
+SMALL_FACE_WIDTH = 160  # px: a small face's neighbourhood is scaled so the face is this wide for HOG
 
 
 def default_detector(landmarks: str) -> str:
@@ -70,6 +72,10 @@ class FaceAnalyzer:
     ):
         if landmarks not in LANDMARKS:
             raise ValueError(f"unknown landmarks {landmarks!r} ({' or '.join(LANDMARKS)})")
+        # The default detector with dlib's points is HOG, with BlazeFace proposing the faces too small
+        # for HOG at the detection size (`_small_faces`); naming "hog" keeps HOG alone.
+        self.find_small_faces = detector is None and landmarks == "dlib68"
+        self._proposer = None
         detector = detector or default_detector(landmarks)
         if detector not in DETECTORS:
             raise ValueError(f"unknown detector {detector!r} ({', '.join(DETECTORS)})")
@@ -116,6 +122,38 @@ class FaceAnalyzer:
         for r, s in found:
             boxes.append(np.array([r.left(), r.top(), r.right(), r.bottom()], np.float32) / scale)
             scores.append(float(s))
+        if not boxes and self.find_small_faces:
+            return self._small_faces(image, scale)
+        return boxes, scores
+
+    def _small_faces(self, image: np.ndarray, scale: float) -> tuple[list[np.ndarray], list[float]]:
+        """Faces HOG cannot see at the detection size: narrower than its 80 px window there, i.e. under an
+        eighth of a 640 px long side (a 1080p face under 240 px, UHD under 480: a medium shot). MediaPipe's
+        BlazeFace (full range, on its own 192 px view of the frame) proposes where faces are; HOG looks again
+        at each proposal's neighbourhood, cut from the full frame and scaled so the face is 160 px wide,
+        so HOG's verdict stands: a face turned too far for its frontal detector (and for dlib's 68 points)
+        is still not found. Run only on frames where HOG found nothing; a proposal HOG could have seen (80
+        px or more at the detection size) was turned or not a face, and is not looked at again."""
+        if self._proposer is None:
+            from pipeline.faces.mesh import MeshFaceModel
+
+            self._proposer = MeshFaceModel(iris=False)
+        boxes, scores = [], []
+        h, w = image.shape[:2]
+        for proposal, _, _ in self._proposer.detections(image):
+            width = float(proposal[2] - proposal[0])
+            if width <= 0 or width * scale >= HOG_WINDOW:
+                continue
+            x0, y0 = (max(0, int(v - width)) for v in proposal[:2])
+            x1, y1 = min(w, int(proposal[2] + width) + 1), min(h, int(proposal[3] + width) + 1)
+            f = SMALL_FACE_WIDTH / width
+            near = cv2.resize(image[y0:y1, x0:x1], None, fx=f, fy=f, interpolation=cv2.INTER_LINEAR)
+            rects, confidences, _ = self._detector.run(np.ascontiguousarray(near), 0, 0.0)
+            for r, c in zip(rects, confidences, strict=True):
+                box = np.array([r.left(), r.top(), r.right(), r.bottom()], np.float32) / f + [x0, y0, x0, y0]
+                if box_iou(box, proposal) > 0.3:
+                    boxes.append(box.astype(np.float32))
+                    scores.append(float(c))
         return boxes, scores
 
     def detect(self, frame: np.ndarray, embed: bool = False) -> list[Face]:

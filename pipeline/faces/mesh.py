@@ -286,7 +286,7 @@ class MeshFaceModel:
         face (presence below 0.5) is dropped."""
         image = np.ascontiguousarray(to_uint8(image))
         faces = []
-        for box, keypoints, score in self._detections(image):
+        for box, keypoints, score in self.detections(image):
             d = keypoints[1] - keypoints[0]  # from the eye on the image's left to the other
             face = self._fit(image, (box[:2] + box[2:]) / 2, float((box[2:] - box[:2]).max()) * FACE_SCALE,
                              float(np.arctan2(d[1], d[0])))  # fmt: skip
@@ -297,7 +297,7 @@ class MeshFaceModel:
         faces.sort(key=lambda f: -f.area)
         return faces
 
-    def _detections(self, image: np.ndarray) -> list[tuple[np.ndarray, np.ndarray, float]]:
+    def detections(self, image: np.ndarray) -> list[tuple[np.ndarray, np.ndarray, float]]:
         """Detector boxes and keypoints in plate pixels: the frame letterboxed (black bars) to 192x192."""
         h, w = image.shape[:2]
         scale = DETECT_SIZE / max(h, w)

@@ -97,15 +97,17 @@ def file_digest(path: Path) -> str:
 
 
 def plate_fingerprint(shot: Shot) -> dict:
-    """What identifies the plate's pixels without reading them: files' sizes and modification times."""
+    """What identifies the plate's pixels without reading them: files' sizes and modification times, and
+    the code that reads them (which turns, numbers and deepens frames: a change there is a new plate)."""
     info = shot.plate.info
+    reader = code_version("pipeline.media.decode", "pipeline.media.probe")
     if info.kind == "sequence":
         h = hashlib.sha256()
         for n in info.frame_numbers:
             st = sequence_path(Path(info.path), n).stat()
             h.update(f"{n}:{st.st_size}:{st.st_mtime_ns};".encode())
-        return {"path": info.path, "files": h.hexdigest()}
+        return {"path": info.path, "files": h.hexdigest(), "reader": reader}
     if info.path.startswith("builtin:"):
-        return {"path": info.path}
+        return {"path": info.path, "reader": reader}
     st = Path(info.path).stat()
-    return {"path": info.path, "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+    return {"path": info.path, "size": st.st_size, "mtime_ns": st.st_mtime_ns, "reader": reader}
