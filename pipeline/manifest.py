@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
 import re
@@ -22,7 +21,7 @@ from pipeline.media.cuts import CUT_THRESHOLD, MIN_SCENE
 from pipeline.media.decode import CameraMove, FrameError, Plate, open_plate, read_image
 from pipeline.media.encode import MOVIE_PRESETS
 from pipeline.media.sequences import SEQUENCE_FORMATS
-from pipeline.models import ModelError, sha256_file
+from pipeline.models import ModelError, file_digest
 from pipeline.stylegan.formats import (
     ENCODER_FORMAT,
     ENCODER_VERSION,
@@ -764,18 +763,6 @@ def _check_generators(path: Path, root: yaml.Node | None, base: Path, spec: Mani
             ) from None
 
 
-def _generator_sha256(generator: Path) -> str:
-    """The generator file's checksum, once per version of the file: every check of a batch's shots
-    against their (shared, up to 400 MB) generator asks for it."""
-    st = generator.resolve().stat()
-    return _sha256_of(str(generator.resolve()), st.st_size, st.st_mtime_ns)
-
-
-@functools.lru_cache(maxsize=8)
-def _sha256_of(path: str, size: int, mtime_ns: int) -> str:
-    return sha256_file(Path(path))
-
-
 def _check_encoder(path: Path, root: yaml.Node | None, base: Path, project: ProjectSpec) -> None:
     """The encoder is an encoder file, trained for the shot's generator (its file, and a registered one's
     entry, record the generator's checksum): its W+ would draw other faces with another."""
@@ -784,7 +771,7 @@ def _check_encoder(path: Path, root: yaml.Node | None, base: Path, project: Proj
     try:
         encoder = encoder_path(project.encoder, base)
         generator = generator_path(project.generator, base)
-        actual = _generator_sha256(generator)
+        actual = file_digest(generator)
         entry = registered_encoders().get(project.encoder)
         if entry is not None and actual != entry.generator_sha256:
             raise ManifestError(
@@ -874,7 +861,7 @@ def _mapper_attributes(
         if generator_ref:  # a mapper serves the generator it was trained on: refused here, not mid-render
             generator = generator_path(generator_ref, base)
             recorded = str(data.get("generator_sha256", ""))
-            refuse_other_generator(mapper, recorded, generator, _generator_sha256(generator), MAPPER_REMEDY)
+            refuse_other_generator(mapper, recorded, generator, file_digest(generator), MAPPER_REMEDY)
         return [str(n) for n in data["config"]["names"]]
     except (KeyError, TypeError) as e:
         raise ManifestError(
@@ -898,7 +885,7 @@ def _check_recognisers(
         _, meta = load_recognisers(_resolve(base, ps.recognisers), "cpu")
         generator = generator_path(ps.generator or (spec.project.generator if spec.project else None), base)
         recorded = str(meta.get("generator_sha256", ""))
-        if recorded != _generator_sha256(generator):
+        if recorded != file_digest(generator):
             raise ManifestError(
                 f"{where}: trained on the faces of the generator with sha256 {recorded[:16]}..., not "
                 f"{generator}; train recognisers for it with vfx train recognisers"

@@ -8,6 +8,7 @@ fails with a message naming it instead of producing wrong faces. Generators regi
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib.util
 import os
@@ -127,6 +128,18 @@ def sha256_file(path: Path) -> str:
         while block := f.read(1 << 20):
             h.update(block)
     return h.hexdigest()
+
+
+def file_digest(path: Path) -> str:
+    """The SHA-256 of a file's bytes, remembered per size and modification time within a process: stage
+    keys and manifest checks ask for the same (up to 400 MB) generator's again and again."""
+    st = path.stat()
+    return _file_sha256(str(path.resolve()), st.st_size, st.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=256)
+def _file_sha256(path: str, size: int, mtime_ns: int) -> str:
+    return sha256_file(Path(path))
 
 
 def load_torch_file(

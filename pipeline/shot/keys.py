@@ -81,21 +81,6 @@ class StageKey:
         return [n for n in names if self.parts.get(n) != before.get(n)]
 
 
-@functools.lru_cache(maxsize=256)
-def _file_sha256(path: str, size: int, mtime_ns: int) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-def file_digest(path: Path) -> str:
-    """The SHA-256 of a file's bytes (remembered per size and modification time within a process)."""
-    st = path.stat()
-    return _file_sha256(str(path.resolve()), st.st_size, st.st_mtime_ns)
-
-
 def plate_fingerprint(shot: Shot) -> dict:
     """What identifies the plate's pixels without reading them: files' sizes and modification times, and
     the code that reads them (which turns, numbers and deepens frames: a change there is a new plate)."""

@@ -23,8 +23,9 @@ from pipeline.files import read_array, write_atomic
 from pipeline.manifest import PathKeySpec, PathSpec, Shot, parse_range
 from pipeline.media.color import to_uint8
 from pipeline.media.sequences import write_frame
+from pipeline.models import file_digest
 from pipeline.shot.frames import FrameComposite
-from pipeline.shot.keys import StageKey, code_version, digest, file_digest
+from pipeline.shot.keys import StageKey, code_version, digest
 from pipeline.shot.project import (
     ShotProjection,
     generator_file_of,

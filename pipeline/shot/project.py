@@ -35,8 +35,9 @@ from pipeline.files import write_atomic
 from pipeline.manifest import ProjectSpec, Shot
 from pipeline.media.color import to_uint8
 from pipeline.media.sequences import write_frame
+from pipeline.models import file_digest
 from pipeline.progress import Progress
-from pipeline.shot.keys import StageKey, code_version, digest, file_digest
+from pipeline.shot.keys import StageKey, code_version, digest
 from pipeline.shot.stage import MODEL_LOAD_LOCK, Rendered, Stage, StageJob, StageOutput
 from pipeline.shot.swap import SwappedFaces
 from pipeline.stylegan.registry import generator_path

@@ -20,7 +20,8 @@ import cv2
 import numpy as np
 
 from pipeline.manifest import Shot, StylizeSpec
-from pipeline.shot.keys import StageKey, code_version, digest, file_digest
+from pipeline.models import file_digest
+from pipeline.shot.keys import StageKey, code_version, digest
 from pipeline.shot.path import path_edits
 from pipeline.shot.stage import MODEL_LOAD_LOCK, Rendered, Stage, StageJob, StageOutput
 from pipeline.shot.swap import SwapCache

@@ -20,8 +20,9 @@ import numpy as np
 
 from pipeline.files import write_atomic
 from pipeline.manifest import Shot, SwapSpec
+from pipeline.models import file_digest
 from pipeline.progress import Waiting
-from pipeline.shot.keys import StageKey, code_version, digest, file_digest
+from pipeline.shot.keys import StageKey, code_version, digest
 from pipeline.shot.stage import MODEL_LOAD_LOCK, Rendered, Stage, StageJob, StageOutput
 
 if TYPE_CHECKING:
