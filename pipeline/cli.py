@@ -117,9 +117,11 @@ def cmd_validate(args: argparse.Namespace) -> int:
                 turned = (
                     f", turned {info.rotation} degrees upright (its display matrix)" if info.rotation else ""
                 )
+                hdr = f", HDR {info.color.hdr} ({info.color.describe()})" if info.color.hdr else ""
                 print(
                     f"{path}: ok: {shot.name}, frames {shot.first}-{shot.last} ({shot.frame_count}), "
-                    f"{float(shot.fps):g} fps, {info.kind} {info.width}x{info.height} {info.codec}{turned}"
+                    f"{float(shot.fps):g} fps, {info.kind} {info.width}x{info.height} {info.codec}"
+                    f"{turned}{hdr}"
                 )
                 cuts = plate_cuts(shot)
                 if cuts:

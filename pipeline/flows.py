@@ -652,7 +652,14 @@ def track_version(render: ShotRender, v: RenderVersion, manifest: str, frames: s
         pattern = overlay_dir(v) / f"{shot.name}_overlay_{v.label}.%04d.png"
         with Waiting(f"{shot.name} {v.label}: overlay movie", emit=render.log):
             cmd = encode_movie(
-                pattern, shot.first, shot.frame_count, shot.fps, movie, "h264_review", render.metadata
+                pattern,
+                shot.first,
+                shot.frame_count,
+                shot.fps,
+                movie,
+                "h264_review",
+                render.metadata,
+                color=shot.plate.info.color,
             )
         movies = [MovieResult("h264_review", str(movie), time.perf_counter() - t, command=cmd)]
         faces = TRACK.report(Rendered(shot, v, render.metadata, render.files, render.outputs, chunks))

@@ -20,6 +20,7 @@ from pipeline.files import read_array
 from pipeline.media.cuts import CUT_THRESHOLD, MIN_SCENE
 from pipeline.media.decode import CameraMove, FrameError, Plate, open_plate, read_image
 from pipeline.media.encode import MOVIE_PRESETS
+from pipeline.media.probe import PlateInfo
 from pipeline.media.sequences import SEQUENCE_FORMATS
 from pipeline.models import ModelError, file_digest
 from pipeline.stylegan.formats import (
@@ -896,6 +897,19 @@ def _check_recognisers(
         raise ManifestError(f"{where}: {e.one_line()}") from None
 
 
+def _check_sequence_depth(path: Path, root: yaml.Node | None, spec: ManifestModel, info: PlateInfo) -> None:
+    """An HDR plate's frames are written in its own code values (PQ or HLG): 8 bits band them, and EXR's
+    linear light is made through the sRGB curve, which would misread them."""
+    sequence = spec.output.sequence
+    if info.color.hdr and sequence != "png16":
+        why = "has 8 bits, too few for" if sequence == "png8" else "is made through the sRGB curve, not"
+        line = _node_line(root, ("output", "sequence"))
+        raise ManifestError(
+            f"{path}:{line} output.sequence: {sequence} {why} the plate's {info.color.hdr} transfer "
+            f"({info.color.describe()}); use png16"
+        )
+
+
 def _no_plate(
     path: Path, root: yaml.Node | None, spec: ManifestModel, fps: Fraction | None
 ) -> tuple[PlateSpec, Plate, int]:
@@ -942,6 +956,7 @@ def load_shot(path: str | Path, frames: str | None = None) -> Shot:
             else (p.first_frame if p.first_frame is not None else DEFAULT_FIRST_FRAME)
         )
     info = plate.info
+    _check_sequence_depth(path, root, spec, info)
     plate_last = plate_first + info.frame_count - 1
     if plate_last > MAX_FRAME_NUMBER:
         loc = ("plate", "first_frame") if spec.plate and spec.plate.first_frame is not None else ("plate",)

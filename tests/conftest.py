@@ -74,6 +74,18 @@ def make_clip(
     return path
 
 
+def hdr_movie(path: Path, frames: int = 12, size: str = "128x96", transfer: str = "smpte2084") -> Path:
+    """A small 10-bit H.264 movie coded and tagged as HDR: BT.2020 primaries and matrix, PQ (or HLG)."""
+    from pipeline.media.encode import ffmpeg_executable
+
+    tags = f"color_primaries=bt2020:color_trc={transfer}:colorspace=bt2020nc"
+    vf = f"scale=out_color_matrix=bt2020:out_range=tv,format=yuv420p10le,setparams=range=tv:{tags}"
+    cmd = [ffmpeg_executable(), "-v", "error", "-y", "-f", "lavfi", "-i", f"testsrc2=size={size}:rate=24"]
+    cmd += ["-frames:v", str(frames), "-vf", vf, "-c:v", "libx264", "-g", "6", str(path)]
+    subprocess.run(cmd, check=True)
+    return path
+
+
 @pytest.fixture(scope="session")
 def clip(tmp_path_factory) -> Path:
     return make_clip(tmp_path_factory.mktemp("clips") / "clip.mp4")

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import REPO, tiny_generator_config, tiny_mapper, write_manifest
+from conftest import REPO, hdr_movie, tiny_generator_config, tiny_mapper, write_manifest
 
 from pipeline.cli import main
 from pipeline.errors import MediaError
@@ -309,6 +309,12 @@ FILE_CASES = {
         {"still.png": lambda p: p.write_text("not a png")},
         "{m}:3 plate.still: ",
         "{f:still.png}",
+    ),
+    "hdr-plate-to-8-bit-frames": with_files(
+        "shot: a\nplate:\n  movie: pq.mp4\noutput:\n  sequence: png8\n",
+        {"pq.mp4": lambda p: hdr_movie(p, frames=3)},
+        "{m}:5 output.sequence: ",
+        "PQ",
     ),
     "sequence-frame-not-an-image": with_files(
         "shot: a\nplate:\n  sequence: pl.####.png\n",

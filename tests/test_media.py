@@ -9,6 +9,7 @@ import cv2
 import numpy as np
 import OpenEXR
 import pytest
+from conftest import hdr_movie
 from PIL import Image
 
 from pipeline.errors import MediaError
@@ -16,7 +17,7 @@ from pipeline.media import sequences
 from pipeline.media.color import half_linear_to_srgb, linear_to_srgb, srgb_to_linear, to_uint8, to_uint16
 from pipeline.media.decode import CameraMove, MoviePlate, StillPlate, open_plate, read_image
 from pipeline.media.encode import MOVIE_PRESETS, AudioSource, encode_movie, ffmpeg_executable
-from pipeline.media.probe import probe_movie
+from pipeline.media.probe import ColorTags, bit_depth, probe_movie
 from pipeline.media.sequences import read_png_text, write_frame
 
 META = {"synthetic_imagery": "true", "shot": "t01", "render_version": "v007", "comment": "caf\u00e9 test"}
@@ -427,3 +428,38 @@ def test_movies_from_an_exr_sequence_are_display_referred(tmp_path):
     encode_movie(pattern, 1001, 3, Fraction(24), out, "dnxhr_hq", META, linear_exr=True)
     got = decode_all(out)[0].astype(np.float64) / 255
     assert np.abs(got[20:120, 10:240] - ramp[20:120, 10:240]).mean() < 0.01  # back on the sRGB curve
+
+
+@pytest.mark.parametrize("transfer, hdr", [("smpte2084", "PQ"), ("arib-std-b67", "HLG")])
+def test_an_hdr_plate_comes_back_as_hdr(tmp_path, transfer, hdr):
+    """An HDR plate's code values are kept, and its movies say how to show them: BT.2020 primaries and
+    matrix and its PQ or HLG curve, 10-bit in every preset. Labelled BT.709 (as they were), players showed
+    the same numbers washed out; made with the BT.709 matrix under a BT.2020 tag, colours shift."""
+    plate = hdr_movie(tmp_path / "hdr.mp4", size="256x144", transfer=transfer)  # DNxHR: 256x120 or more
+    info = probe_movie(plate)
+    assert info.color == ColorTags("bt2020", transfer, "bt2020nc") and info.color.hdr == hdr
+    frames = list(MoviePlate(plate).read(0, info.frame_count))
+    assert frames[0].dtype == np.uint16  # 10-bit: read as 16-bit samples
+    pattern = write_sequence(tmp_path, frames, fmt="png16")
+    for preset in ("prores422hq", "h264_review", "dnxhr_hq"):
+        out = tmp_path / f"m_{preset}.{MOVIE_PRESETS[preset].extension}"
+        encode_movie(pattern, 1001, len(frames), Fraction(24), out, preset, META, color=info.color)
+        back = probe_movie(out)
+        matrix = "bt709" if preset == "dnxhr_hq" else "bt2020nc"  # what DNxHR's own header says
+        assert back.color == ColorTags("bt2020", transfer, matrix), preset
+        assert bit_depth(back.pixel_format) == 10, (preset, back.pixel_format)
+        if preset == "h264_review":
+            continue  # burn-ins
+        got = next(iter(MoviePlate(out).read(3, 4))).astype(np.float64)
+        err = np.abs(got - frames[3]).mean() / 257  # in 8-bit levels
+        assert err < 1.5, (preset, err)
+
+
+def test_an_untagged_plate_gives_movies_tagged_bt709(tmp_path, clip):
+    """Frames with no colour tags are taken as BT.709, and their movies say so (ffmpeg 7 and later
+    tag a stream from its frames: -color_trc alone left it unspecified)."""
+    assert probe_movie(clip).color == ColorTags()
+    pattern = write_sequence(tmp_path, decode_all(clip)[:3])
+    out = tmp_path / "m.mov"
+    encode_movie(pattern, 1001, 3, Fraction(24), out, "prores422hq", META, color=probe_movie(clip).color)
+    assert probe_movie(out).color == ColorTags("bt709", "bt709", "bt709")

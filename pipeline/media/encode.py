@@ -17,6 +17,7 @@ import ffmpeg
 
 from pipeline.errors import MediaError
 from pipeline.files import temporary_path
+from pipeline.media.probe import ColorTags
 from pipeline.processes import run
 
 
@@ -27,6 +28,9 @@ class MoviePreset:
     audio_codec: str
     burn_ins: bool = False
     min_size: tuple[int, int] = (2, 2)
+    # the YUV matrix the codec's own header states, used whatever the plate's: FFmpeg's DNxHR decoder
+    # reads BT.709 from it even under a container's BT.2020 tag (colours shifted by 3.7 levels on average)
+    matrix: str | None = None
 
 
 MOVIE_PRESETS: dict[str, MoviePreset] = {
@@ -45,6 +49,7 @@ MOVIE_PRESETS: dict[str, MoviePreset] = {
         {"c:v": "dnxhd", "profile:v": "dnxhr_hq", "pix_fmt": "yuv422p"},
         "pcm_s24le",
         min_size=(256, 120),
+        matrix="bt709",
     ),
     "h264_review": MoviePreset(
         "mp4",
@@ -53,6 +58,15 @@ MOVIE_PRESETS: dict[str, MoviePreset] = {
         burn_ins=True,
     ),
 }
+
+# Deeper formats for the presets that are 8-bit, used when the plate is HDR: PQ and HLG need 10 bits
+# (8 bits band visibly in skies and skin)
+HDR_VIDEO = {
+    "h264_review": {"pix_fmt": "yuv420p10le"},  # x264's High 10 profile
+    "dnxhr_hq": {"profile:v": "dnxhr_hqx", "pix_fmt": "yuv422p10le"},
+}
+# The scale filter's names for the YUV matrices (constant-luminance BT.2020 is made as its non-constant form)
+SCALE_MATRICES = {"bt470bg": "bt470", "bt2020nc": "bt2020", "bt2020c": "bt2020"}
 
 FONT_CANDIDATES = (
     "/usr/share/fonts/truetype/dejavu/DejaVuSansMono.ttf",
@@ -114,13 +128,18 @@ def movie_args(
     burn_in_text: str | None = None,
     linear_exr: bool = False,
     alpha: bool = False,
+    color: ColorTags | None = None,
 ) -> list[str]:
     """The ffmpeg command line (without the executable) that encodes the sequence into one movie.
 
     The metadata comes on standard input (`_ffmetadata`): no file of it is written, so a killed encode
-    cannot leave one behind. alpha=True keeps the sequence's alpha channel (ProRes 4444 only).
+    cannot leave one behind. alpha=True keeps the sequence's alpha channel (ProRes 4444 only). The movie
+    carries the plate's colour tags (`color`, a part not given is BT.709) and is made with its YUV matrix
+    (where the codec allows); an HDR plate's movie is 10-bit in every preset.
     """
     p = MOVIE_PRESETS[preset]
+    color = color or ColorTags()
+    matrix = p.matrix or color.matrix or "bt709"
     in_opts: dict[str, str] = {
         "framerate": f"{fps.numerator}/{fps.denominator}",
         "start_number": str(first_frame),
@@ -142,9 +161,18 @@ def movie_args(
         video = video.drawtext(
             text=f"%{{eif:n+{first_frame}:d}}", x="w-tw-10", y="h-th-10", escape_text=False, **common
         )
-    video = video.filter("scale", out_color_matrix="bt709", out_range="tv")
+    tags = {
+        "colorspace": "bt2020nc" if matrix == "bt2020c" else matrix,
+        "color_primaries": color.primaries or "bt709",
+        "color_trc": color.transfer or "bt709",
+    }
+    video = video.filter("scale", out_color_matrix=SCALE_MATRICES.get(matrix, matrix), out_range="tv")
+    # the frames carry the tags too: ffmpeg 7 and later tag the stream from its frames, not from -color_trc
+    video = video.filter("setparams", range="tv", **tags)
     streams = [video]
     out_opts: dict[str, str] = dict(p.video)
+    if color.hdr:
+        out_opts.update(HDR_VIDEO.get(preset, {}))
     if alpha:
         if preset != "prores4444":
             raise ValueError(f"{preset} cannot carry alpha; ProRes 4444 can")
@@ -153,9 +181,7 @@ def movie_args(
         {
             "frames:v": str(frame_count),
             "map_metadata": "2" if audio else "1",
-            "colorspace": "bt709",
-            "color_primaries": "bt709",
-            "color_trc": "bt709",
+            **tags,
         }
     )
     out_opts["movflags"] = (out_opts.get("movflags", "") + "+use_metadata_tags").lstrip("+")
@@ -183,6 +209,7 @@ def encode_movie(
     burn_in_text: str | None = None,
     linear_exr: bool = False,
     alpha: bool = False,
+    color: ColorTags | None = None,
 ) -> list[str]:
     """Encode to a temporary name (`temporary_path`), then rename: a movie under its final name is always
     complete, and what a killed encode leaves is a temporary that a resume removes. The ffmpeg dies with
@@ -192,7 +219,17 @@ def encode_movie(
     """
     tmp = temporary_path(output)
     args = movie_args(
-        sequence_pattern, first_frame, frame_count, fps, tmp, preset, audio, burn_in_text, linear_exr, alpha
+        sequence_pattern,
+        first_frame,
+        frame_count,
+        fps,
+        tmp,
+        preset,
+        audio,
+        burn_in_text,
+        linear_exr,
+        alpha,
+        color,
     )
     cmd = [ffmpeg_executable(), "-hide_banner", "-nostdin", "-v", "error", *args]
     try:

@@ -24,6 +24,47 @@ class AudioInfo:
     duration: float  # seconds
 
 
+# ffmpeg's names for the colour tags a stream carries (AVColorPrimaries, AVColorTransferCharacteristic and
+# AVColorSpace values), as its command line takes them
+PRIMARIES = {1: "bt709", 4: "bt470m", 5: "bt470bg", 6: "smpte170m", 7: "smpte240m", 8: "film", 9: "bt2020",
+             10: "smpte428", 11: "smpte431", 12: "smpte432", 22: "ebu3213"}  # fmt: skip
+TRANSFERS = {1: "bt709", 4: "gamma22", 5: "gamma28", 6: "smpte170m", 7: "smpte240m", 8: "linear",
+             11: "iec61966-2-4", 12: "bt1361e", 13: "iec61966-2-1", 14: "bt2020-10", 15: "bt2020-12",
+             16: "smpte2084", 17: "smpte428", 18: "arib-std-b67"}  # fmt: skip
+MATRICES = {1: "bt709", 4: "fcc", 5: "bt470bg", 6: "smpte170m", 7: "smpte240m", 9: "bt2020nc", 10: "bt2020c"}
+HDR_TRANSFERS = {"smpte2084": "PQ", "arib-std-b67": "HLG"}
+
+
+@dataclass(frozen=True)
+class ColorTags:
+    """How a movie says its pixels are to be shown: primaries, transfer curve and YUV matrix, by ffmpeg's
+    names ("" where it does not say). The pipeline keeps the plate's code values (it composites in them)
+    and its movies carry the same tags, so an HDR plate (BT.2020 primaries, PQ or HLG) comes back as HDR
+    rather than as the same numbers labelled BT.709, which players show washed out."""
+
+    primaries: str = ""
+    transfer: str = ""
+    matrix: str = ""
+
+    @property
+    def hdr(self) -> str:
+        """ "PQ" or "HLG" for a high-dynamic-range transfer, else ""."""
+        return HDR_TRANSFERS.get(self.transfer, "")
+
+    def describe(self) -> str:
+        """ "bt2020/smpte2084/bt2020nc" (primaries/transfer/matrix), "unspecified" for a part not said."""
+        return "/".join(t or "unspecified" for t in (self.primaries, self.transfer, self.matrix))
+
+
+def color_tags(codec_context: av.video.codeccontext.VideoCodecContext) -> ColorTags:
+    """The colour tags of a movie's video stream (its container's or its bitstream's)."""
+    return ColorTags(
+        PRIMARIES.get(int(codec_context.color_primaries), ""),
+        TRANSFERS.get(int(codec_context.color_trc), ""),
+        MATRICES.get(int(codec_context.colorspace), ""),
+    )
+
+
 @dataclass(frozen=True)
 class PlateInfo:
     kind: str  # "movie" | "sequence" | "still"
@@ -39,6 +80,7 @@ class PlateInfo:
     # phone's movie, a JPEG's EXIF orientation); width and height are the upright frame's.
     rotation: int = 0
     audio: AudioInfo | None = None
+    color: ColorTags = ColorTags()  # movies only; sequences and stills are taken as sRGB/BT.709
     frame_numbers: tuple[int, ...] = field(default=(), repr=False)  # sequences only
 
     @property
@@ -183,6 +225,7 @@ def probe_movie(path: Path) -> PlateInfo:
                 pixel_format=stream.codec_context.pix_fmt or "",
                 audio=audio,
                 rotation=90 * turns,
+                color=color_tags(stream.codec_context),
             )
     except av.FFmpegError as e:
         raise MediaError(f"{path}: cannot be read as a movie: {e.strerror or e}") from None

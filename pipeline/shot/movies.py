@@ -80,6 +80,7 @@ def encode_movies(shot: Shot, version: RenderVersion, metadata: dict[str, str]) 
             audio=audio,
             burn_in_text=f"{shot.name}  {version.label}",
             linear_exr=shot.spec.output.sequence == "exr",
+            color=shot.plate.info.color,
         )
         results.append(
             MovieResult(preset, str(out), time.perf_counter() - t, audio=audio is not None, command=cmd)
@@ -96,7 +97,15 @@ def encode_movies(shot: Shot, version: RenderVersion, metadata: dict[str, str]) 
                 f"{shot.name}_faceElement_{version.label}.%04d.png"
             )
             cmd = encode_movie(
-                pattern, shot.first, shot.frame_count, shot.fps, out, "prores4444", metadata, alpha=True
+                pattern,
+                shot.first,
+                shot.frame_count,
+                shot.fps,
+                out,
+                "prores4444",
+                metadata,
+                alpha=True,
+                color=shot.plate.info.color,
             )
             results.append(MovieResult("prores4444 element", str(out), time.perf_counter() - t, command=cmd))
             progress.advance(render_progress_key(shot, "movies"))
