@@ -152,6 +152,28 @@ def test_a_variable_frame_rate_movie_reads_every_frame_once_in_order(tmp_path):
         np.testing.assert_array_equal(got, ref)
 
 
+def test_frames_that_share_a_timestamp_are_each_read_once(clip, tmp_path):
+    """A muxer can give two frames one timestamp (here the 8th packet gets its predecessor's): players show
+    both, and so does the reader, in the decoder's order. By timestamps alone the second was "missing from
+    the stream" and the read failed there; a chunk starting among them reads from the start."""
+    dup = tmp_path / "dup.mkv"
+    setts = "setts=pts='if(eq(N,7),PREV_OUTPTS,PTS)'"
+    subprocess.run(
+        [ffmpeg_executable(), "-v", "error", "-i", str(clip), "-an", "-c", "copy", "-bsf:v", setts, str(dup)],
+        check=True,
+    )
+    with av.open(str(dup)) as c:
+        times = [p.pts for p in c.demux(video=0) if p.size]
+    assert len(set(times)) == len(times) - 1  # one time is shared
+    reference = decode_all(dup)
+    assert probe_movie(dup).frame_count == len(reference) == 50
+    for start, stop in [(0, 50), (3, 12), (6, 7), (7, 8), (8, 30)]:
+        frames = list(MoviePlate(dup).read(start, stop))
+        assert len(frames) == stop - start, (start, stop)
+        for got, want in zip(frames, reference[start:stop], strict=True):
+            np.testing.assert_array_equal(got, want)
+
+
 def test_a_jpegs_exif_orientation_is_applied(tmp_path):
     """A phone's photo (a still plate, an actor's reference) is stored on its side with an EXIF tag."""
     rng = np.random.default_rng(0)

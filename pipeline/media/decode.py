@@ -138,20 +138,31 @@ class MoviePlate:
         self.info = info or probe_movie(path)
         self._times: tuple[int, ...] = ()
         self._numbers: dict[int, int] | None = None
+        self._shared: set[int] = set()  # times two or more frames share
 
     def _frame_numbers(self) -> dict[int, int]:
-        """Each frame time's frame number (`movie_frame_times`); empty where the movie has none."""
+        """Each frame time's frame number (`movie_frame_times`; the first of the frames at a time that
+        several share); empty where the movie has none."""
         if self._numbers is None:
             self._times = movie_frame_times(self.path)
-            self._numbers = {t: i for i, t in enumerate(self._times)}
+            self._numbers = {}
+            for i, t in enumerate(self._times):
+                if t in self._numbers:
+                    self._shared.add(t)
+                self._numbers.setdefault(t, i)
         return self._numbers
 
-    def _index(self, frame: av.VideoFrame, start_pts: int, time_base: Fraction, expected: int) -> int:
+    def _index(
+        self, frame: av.VideoFrame, start_pts: int, time_base: Fraction, expected: int, last: tuple[int, int]
+    ) -> int:
         """The frame's number: its place among the movie's frame times, else its timestamp on the grid of
-        the frame rate; -1 for a frame before the first (one the decoder shows from before a trim)."""
+        the frame rate; -1 for a frame before the first (one the decoder shows from before a trim). A frame
+        at the time of the frame before it (`last`: that frame's time and number) is the next number."""
         numbers = self._frame_numbers()
         if not numbers:
             return round(float((frame.pts - start_pts) * time_base * self.info.fps))
+        if frame.pts == last[0] and frame.pts in self._shared:
+            return last[1] + 1
         number = numbers.get(frame.pts)
         if number is None and frame.pts > self._times[0]:
             raise FrameError(
@@ -193,10 +204,16 @@ class MoviePlate:
                 if start > 0:
                     target = self._seek_target(start, start_pts, time_base)
                     container.seek(target, stream=stream, backward=True, any_frame=False)
+                last = (-1, -1)  # the time and number of the frame before
                 for frame in self._decode(container, stream, expected):
                     if frame.pts is None:
                         raise FrameError(self.path, expected, "the frame has no timestamp")
-                    index = self._index(frame, start_pts, time_base, expected)
+                    if start > 0 and last[1] < 0 and frame.pts in self._shared:
+                        # a seek landed among frames that share a time: which one is not known
+                        yield from self._read_from_zero(start, stop, size)
+                        return
+                    index = self._index(frame, start_pts, time_base, expected, last)
+                    last = (frame.pts, index)
                     if index < expected:
                         continue  # before the range: decoded from the keyframe, not wanted
                     if index > expected:

@@ -148,8 +148,9 @@ def movie_frame_times(path: Path) -> tuple[int, ...]:
     show from movies whose timestamps are not a steady grid: a phone's variable frame rate, and a clip
     trimmed without re-encoding (`ffmpeg -ss .. -c copy`), whose container lists (and counts) the frames
     before the cut, at timestamps below the start, which the decoder drops. Read from the packets (no
-    decoding), once per version of the file. Empty where the packets carry no timestamps or two share
-    one (the reader then goes by the grid)."""
+    decoding), once per version of the file. Empty where the packets carry no timestamps (the reader then
+    goes by the grid). Frames that share a timestamp (a muxer's rounding, a badly cut stream) are each
+    listed: players show each, and so does the reader, in the order the decoder gives them."""
     return _frame_times(path)[0]
 
 
@@ -167,7 +168,7 @@ def _read_frame_times(path: str, size: int, mtime_ns: int) -> tuple[tuple[int, .
         times = sorted(p.pts for p in container.demux(stream) if p.size and p.pts is not None)
         start = stream.start_time
     packets = len(times)
-    if not times or len(set(times)) < len(times):
+    if not times:
         return (), packets
     start = times[0] if start is None else start
     return tuple(t for t in times if t >= start), packets
