@@ -174,6 +174,23 @@ def test_frames_that_share_a_timestamp_are_each_read_once(clip, tmp_path):
             np.testing.assert_array_equal(got, want)
 
 
+@pytest.mark.parametrize("container", ["mkv", "mp4"])
+def test_a_cover_picture_is_not_taken_for_the_plate(clip, tmp_path, container):
+    """A music video's artwork is a one-frame video stream, and in a Matroska file it can come first: the
+    plate is the movie beside it, all 50 frames (it was the picture: a plate of one 64x64 frame)."""
+    cover = tmp_path / "cover.png"
+    cv2.imwrite(str(cover), np.full((64, 64, 3), 200, np.uint8))
+    out = tmp_path / f"with_cover.{container}"
+    cmd = [ffmpeg_executable(), "-v", "error", "-i", str(cover), "-i", str(clip), "-map", "0", "-map", "1"]
+    subprocess.run([*cmd, "-c", "copy", "-disposition:v:0", "attached_pic", str(out)], check=True)
+    with av.open(str(out)) as c:
+        assert len(c.streams.video) == 2
+    info = probe_movie(out)
+    assert (info.frame_count, info.width, info.height, info.codec) == (50, 128, 96, "h264")
+    for got, want in zip(MoviePlate(out).read(20, 30), decode_all(clip)[20:30], strict=True):
+        np.testing.assert_array_equal(got, want)
+
+
 def test_a_jpegs_exif_orientation_is_applied(tmp_path):
     """A phone's photo (a still plate, an actor's reference) is stored on its side with an EXIF tag."""
     rng = np.random.default_rng(0)

@@ -31,6 +31,7 @@ from pipeline.media.probe import (
     PlateInfo,
     bit_depth,
     movie_frame_times,
+    plate_stream,
     probe_movie,
     probe_sequence,
     quarter_turns,
@@ -197,7 +198,7 @@ class MoviePlate:
         expected = start
         try:
             with av.open(str(self.path)) as container:
-                stream = container.streams.video[0]
+                stream = plate_stream(container)
                 stream.thread_type = "AUTO"
                 time_base = stream.time_base
                 start_pts = stream.start_time or 0

@@ -130,11 +130,21 @@ def quarter_turns(frame: av.VideoFrame) -> int:
     return round(frame.rotation / 90) % 4
 
 
+def plate_stream(container: av.container.InputContainer) -> av.video.stream.VideoStream:
+    """A movie's picture: FFmpeg's best video stream (`av_find_best_stream`), which passes over a cover
+    picture (a music video's artwork, a one-frame video stream that can come first: read as the plate, it
+    made a plate of one frame). IndexError where there is no video stream."""
+    stream = container.streams.best("video")
+    if stream is None:
+        raise IndexError("no video stream")
+    return stream
+
+
 def first_frame_turns(path: Path) -> int:
     """`quarter_turns` of a file's first frame; 0 when it does not decode (the read names that frame)."""
     try:
         with av.open(str(path)) as container:
-            for frame in container.decode(video=0):
+            for frame in container.decode(plate_stream(container)):
                 return quarter_turns(frame)
     except (av.FFmpegError, IndexError):
         pass
@@ -164,7 +174,7 @@ def _frame_times(path: Path) -> tuple[tuple[int, ...], int]:
 @functools.lru_cache(maxsize=16)
 def _read_frame_times(path: str, size: int, mtime_ns: int) -> tuple[tuple[int, ...], int]:
     with av.open(path) as container:
-        stream = container.streams.video[0]
+        stream = plate_stream(container)
         times = sorted(p.pts for p in container.demux(stream) if p.size and p.pts is not None)
         start = stream.start_time
     packets = len(times)
@@ -191,7 +201,7 @@ def probe_movie(path: Path) -> PlateInfo:
         with av.open(str(path)) as container:
             if not container.streams.video:
                 raise MediaError(f"{path}: no video stream")
-            stream = container.streams.video[0]
+            stream = plate_stream(container)
             rate = stream.average_rate or stream.guessed_rate or stream.base_rate
             if not rate:
                 raise MediaError(f"{path}: the frame rate cannot be determined")
