@@ -660,6 +660,7 @@ def track_version(render: ShotRender, v: RenderVersion, manifest: str, frames: s
                 "h264_review",
                 render.metadata,
                 color=shot.plate.info.color,
+                pixel_aspect=shot.plate.info.pixel_aspect,
             )
         movies = [MovieResult("h264_review", str(movie), time.perf_counter() - t, command=cmd)]
         faces = TRACK.report(Rendered(shot, v, render.metadata, render.files, render.outputs, chunks))

@@ -502,3 +502,28 @@ def test_an_untagged_plate_gives_movies_tagged_bt709(tmp_path, clip):
     out = tmp_path / "m.mov"
     encode_movie(pattern, 1001, 3, Fraction(24), out, "prores422hq", META, color=probe_movie(clip).color)
     assert probe_movie(out).color == ColorTags("bt709", "bt709", "bt709")
+
+
+def test_an_anamorphic_plates_movies_keep_its_pixel_aspect(tmp_path):
+    """HDV stores 1920x1080 as 1440x1080 pixels 4/3 wide: a movie made without the ratio showed every
+    face a quarter narrower than the plate did."""
+    plate = tmp_path / "hdv.mp4"
+    cmd = [
+        ffmpeg_executable(),
+        "-v",
+        "error",
+        "-f",
+        "lavfi",
+        "-i",
+        "testsrc2=size=144x108:rate=24:duration=0.5",
+    ]
+    subprocess.run([*cmd, "-vf", "setsar=4/3", "-c:v", "libx264", str(plate)], check=True)
+    info = probe_movie(plate)
+    assert info.pixel_aspect == Fraction(4, 3) and (info.width, info.height) == (144, 108)
+    pattern = write_sequence(tmp_path, list(MoviePlate(plate).read(0, 3)))
+    out = tmp_path / "m.mov"
+    encode_movie(pattern, 1001, 3, Fraction(24), out, "prores422hq", META, pixel_aspect=info.pixel_aspect)
+    assert probe_movie(out).pixel_aspect == Fraction(4, 3)
+    assert probe_movie(
+        ffmpeg_copy(plate, tmp_path / "turned.mp4", "-display_rotation", "90")
+    ).pixel_aspect == (Fraction(3, 4))

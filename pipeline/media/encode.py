@@ -129,13 +129,15 @@ def movie_args(
     linear_exr: bool = False,
     alpha: bool = False,
     color: ColorTags | None = None,
+    pixel_aspect: Fraction = Fraction(1),
 ) -> list[str]:
     """The ffmpeg command line (without the executable) that encodes the sequence into one movie.
 
     The metadata comes on standard input (`_ffmetadata`): no file of it is written, so a killed encode
     cannot leave one behind. alpha=True keeps the sequence's alpha channel (ProRes 4444 only). The movie
     carries the plate's colour tags (`color`, a part not given is BT.709) and is made with its YUV matrix
-    (where the codec allows); an HDR plate's movie is 10-bit in every preset.
+    (where the codec allows); an HDR plate's movie is 10-bit in every preset. It is shown with the plate's
+    `pixel_aspect` (an anamorphic plate's squeezed pixels are stretched back by players, as the plate's are).
     """
     p = MOVIE_PRESETS[preset]
     color = color or ColorTags()
@@ -169,6 +171,7 @@ def movie_args(
     video = video.filter("scale", out_color_matrix=SCALE_MATRICES.get(matrix, matrix), out_range="tv")
     # the frames carry the tags too: ffmpeg 7 and later tag the stream from its frames, not from -color_trc
     video = video.filter("setparams", range="tv", **tags)
+    video = video.filter("setsar", f"{pixel_aspect.numerator}/{pixel_aspect.denominator}")
     streams = [video]
     out_opts: dict[str, str] = dict(p.video)
     if color.hdr:
@@ -210,6 +213,7 @@ def encode_movie(
     linear_exr: bool = False,
     alpha: bool = False,
     color: ColorTags | None = None,
+    pixel_aspect: Fraction = Fraction(1),
 ) -> list[str]:
     """Encode to a temporary name (`temporary_path`), then rename: a movie under its final name is always
     complete, and what a killed encode leaves is a temporary that a resume removes. The ffmpeg dies with
@@ -230,6 +234,7 @@ def encode_movie(
         linear_exr,
         alpha,
         color,
+        pixel_aspect,
     )
     cmd = [ffmpeg_executable(), "-hide_banner", "-nostdin", "-v", "error", *args]
     try:

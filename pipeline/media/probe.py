@@ -81,6 +81,9 @@ class PlateInfo:
     rotation: int = 0
     audio: AudioInfo | None = None
     color: ColorTags = ColorTags()  # movies only; sequences and stills are taken as sRGB/BT.709
+    # The width of a pixel over its height, as shown (movies only): 4/3 for HDV's 1440x1080 shown at
+    # 1920x1080, 8/9 or 32/27 for DV. Frames are worked in their stored pixels and movies carry it back.
+    pixel_aspect: Fraction = Fraction(1)
     frame_numbers: tuple[int, ...] = field(default=(), repr=False)  # sequences only
 
     @property
@@ -91,6 +94,7 @@ class PlateInfo:
         d = asdict(self)
         d["fps"] = float(self.fps)
         d["fps_fraction"] = f"{self.fps.numerator}/{self.fps.denominator}"
+        d["pixel_aspect"] = f"{self.pixel_aspect.numerator}/{self.pixel_aspect.denominator}"
         d["duration"] = self.duration
         d.pop("frame_numbers")
         return d
@@ -128,6 +132,13 @@ def quarter_turns(frame: av.VideoFrame) -> int:
     and its faces lie on their side, where the face detectors find nothing. Cameras write quarter turns
     only; a mirroring in the matrix is not read."""
     return round(frame.rotation / 90) % 4
+
+
+def pixel_aspect(stream: av.video.stream.VideoStream, turns: int) -> Fraction:
+    """A movie's pixel aspect ratio (1 where it says none), of its upright frames (`turns` quarter turns)."""
+    sar = stream.sample_aspect_ratio or stream.codec_context.sample_aspect_ratio
+    aspect = Fraction(sar) if sar and sar > 0 else Fraction(1)
+    return 1 / aspect if turns % 2 else aspect
 
 
 def plate_stream(container: av.container.InputContainer) -> av.video.stream.VideoStream:
@@ -237,6 +248,7 @@ def probe_movie(path: Path) -> PlateInfo:
                 audio=audio,
                 rotation=90 * turns,
                 color=color_tags(stream.codec_context),
+                pixel_aspect=pixel_aspect(stream, turns),
             )
     except av.FFmpegError as e:
         raise MediaError(f"{path}: cannot be read as a movie: {e.strerror or e}") from None

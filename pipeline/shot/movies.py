@@ -81,6 +81,7 @@ def encode_movies(shot: Shot, version: RenderVersion, metadata: dict[str, str]) 
             burn_in_text=f"{shot.name}  {version.label}",
             linear_exr=shot.spec.output.sequence == "exr",
             color=shot.plate.info.color,
+            pixel_aspect=shot.plate.info.pixel_aspect,
         )
         results.append(
             MovieResult(preset, str(out), time.perf_counter() - t, audio=audio is not None, command=cmd)
@@ -106,6 +107,7 @@ def encode_movies(shot: Shot, version: RenderVersion, metadata: dict[str, str]) 
                 metadata,
                 alpha=True,
                 color=shot.plate.info.color,
+                pixel_aspect=shot.plate.info.pixel_aspect,
             )
             results.append(MovieResult("prores4444 element", str(out), time.perf_counter() - t, command=cmd))
             progress.advance(render_progress_key(shot, "movies"))
