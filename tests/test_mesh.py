@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from pipeline.faces.align import ffhq_params
-from pipeline.faces.detect import FaceAnalyzer
+from pipeline.faces.detect import FaceAnalyzer, box_iou
 from pipeline.faces.mesh import (
     EYE_CONTOUR,
     EYE_POINTS,
@@ -15,6 +15,7 @@ from pipeline.faces.mesh import (
     MeshFace,
     MeshFaceModel,
     face_outline,
+    tile_grid,
     weighted_nms,
 )
 from pipeline.faces.pose import FACE_MODEL, RIGID_POINTS, head_pose, rotation
@@ -143,6 +144,96 @@ def test_weighted_nms_merges_overlaps_by_score_and_keeps_separate_faces():
     np.testing.assert_allclose(kp[:, 0], 0.75 * 0.1 + 0.25 * 0.12)
     assert score == 0.9 and merged[1][2] == 0.7
     np.testing.assert_allclose(merged[1][0], boxes[2])
+
+
+# --- small faces in big plates: tiles ---------------------------------------------------------------------
+
+
+UHD = (2160, 3840)
+
+
+def test_tiles_cover_big_frames_with_overlap_and_leave_small_frames_alone():
+    for h, w in ((1080, 1920), UHD, (1920, 1080), (1440, 2560)):
+        (nw, nh), corners = tile_grid(h, w)
+        assert min(nw, nh) == 288 and len(corners) == 8, (h, w)
+        for axis, length in ((0, nw), (1, nh)):
+            starts = sorted({c[axis] for c in corners})
+            assert starts[0] == 0 and starts[-1] + 192 == length  # edge to edge
+            assert all(b - a <= 192 * 2 / 3 for a, b in zip(starts, starts[1:], strict=False))  # overlap
+    for h, w in ((720, 1280), (1280, 720), (512, 512), (1080, 1080)):
+        assert tile_grid(h, w) == ((w, h), [])
+
+
+@pytest.fixture(scope="module")
+def woman_frame(woman_clip) -> np.ndarray:
+    return frames_of(woman_clip, [0])[0]
+
+
+@pytest.fixture(scope="module")
+def woman_box(model, woman_frame) -> np.ndarray:
+    found = model.detections(woman_frame)
+    assert len(found) == 1
+    return found[0][0]
+
+
+def pasted(
+    frame: np.ndarray, box: np.ndarray, width: float, centre, shape=UHD
+) -> tuple[np.ndarray, np.ndarray]:
+    """The frame scaled so that its face's box is `width` px wide, pasted with the box's centre at `centre`
+    on a grey plate of `shape`; the plate and where the box lands."""
+    s = width / float(box[2] - box[0])
+    small = cv2.resize(frame, None, fx=s, fy=s, interpolation=cv2.INTER_AREA)
+    # an integer offset: the scaled frame's pixel i lands on plate pixel i + offset
+    offset = np.round(np.asarray(centre, np.float64) - ((box[:2] + box[2:]) / 2 + 0.5) * s + 0.5)
+    x, y = int(offset[0]), int(offset[1])
+    plate = np.full((*shape, 3), 90, np.uint8)
+    plate[y : y + small.shape[0], x : x + small.shape[1]] = small
+    # cv2.resize's pixel centres: p in the frame -> (p + 0.5) * s - 0.5 in the scaled frame
+    return plate, (box.reshape(2, 2) + 0.5) * s - 0.5 + offset
+
+
+def test_a_small_face_in_a_uhd_plate_is_found_by_the_tiles(model, woman_frame, woman_box):
+    """A 120 px face is 6 px in BlazeFace's 192 px view of a UHD frame: missed, or (on this plain grey)
+    given a box far too big; in a 1440 px tile it is 16 px, found, and its box maps back to the plate
+    where the face is."""
+    plate, want = pasted(woman_frame, woman_box, 120, (1100, 1200))  # inside one tile, clear of its edges
+    assert all(box_iou(b, want.ravel()) < 0.5 for b, _, _ in model.detections(plate, tiles=False))
+    found = model.detections(plate)
+    assert len(found) == 1
+    box, keypoints, score = found[0]
+    assert score > 0.5
+    assert box_iou(box, want.ravel()) > 0.7
+    assert np.abs(box - want.ravel()).max() < 12  # px, on a 120 px face
+    assert (keypoints[:, 0] > want[0, 0] - 30).all() and (keypoints[:, 0] < want[1, 0] + 30).all()
+    assert keypoints[0, 0] < keypoints[1, 0]  # the eyes: the image-left one first
+
+
+@pytest.mark.parametrize("centre", [(1440, 1000), (1600, 1000), (2242, 1000), (1100, 1440), (2000, 1000)])
+def test_a_face_across_a_tile_edge_is_found_once(model, woman_frame, woman_box, centre):
+    """UHD tiles are 1440 px, from x = 0, 802, 1598, 2400 and y = 0, 720: a face centred on a tile's edge
+    inside the frame (x = 1440, 1598, 2242; y = 1440) is cut there, and whole in the next tile; one at
+    x = 2000 is whole in two tiles. Each is found once, with its whole box: a cut tile's part-face box
+    (IoU about 0.3 with the face) is dropped, not merged nor kept."""
+    plate, want = pasted(woman_frame, woman_box, 120, centre)
+    found = model.detections(plate)
+    assert len(found) == 1, [f[0] for f in found]
+    assert box_iou(found[0][0], want.ravel()) > 0.75
+
+
+def test_frames_up_to_the_tiling_size_give_the_whole_frame_detections_unchanged(
+    model, woman_frame, woman_box
+):
+    """No tiles at 1280x720 and below: the output is the whole-frame pass's, bit for bit (tracks and
+    caches of such plates hold); a UHD frame's whole-frame pass is the same with tiles=False."""
+    plate, _ = pasted(woman_frame, woman_box, 200, (640, 360), shape=(720, 1280))
+    whole, default = model.detections(plate, tiles=False), model.detections(plate)
+    assert len(whole) == 1
+    for (b0, k0, s0), (b1, k1, s1) in zip(whole, default, strict=True):
+        assert np.array_equal(b0, b1) and np.array_equal(k0, k1) and s0 == s1
+    big, want = pasted(woman_frame, woman_box, 400, (1900, 1000))
+    ((box, _, _),) = model.detections(big, tiles=False)
+    ((tiled, _, _),) = model.detections(big)
+    assert box_iou(box, want.ravel()) > 0.7 and box_iou(tiled, box) > 0.8
 
 
 # --- 68-point semantics and the face outline ------------------------------------------------------------

@@ -28,7 +28,7 @@ import contextlib
 import os
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,6 +43,13 @@ GRID = 48  # the full-range detector's single SSD layer: stride 4 over 192 px
 NMS_IOU = 0.3
 FACE_SCALE, EYE_SCALE = 1.5, 2.3  # crop square around the detector's box / the eye corners
 MIN_PRESENCE = 0.5
+# Tiles (`tile_grid`): on a frame whose long side is over TILE_FROM px, BlazeFace also looks at 192 px
+# tiles of the frame scaled so its short side is TILED_SHORT px, overlapping by at least TILE_OVERLAP of
+# their side; a tile's box within BORDER_MARGIN of its width of a tile edge inside the frame is dropped.
+TILE_FROM = 1280
+TILED_SHORT = 288  # tiles of 192/288 = 2/3 of the short side: 720 px at 1080p, 1440 at UHD
+TILE_OVERLAP, BORDER_MARGIN = 1 / 3, 0.1
+TILED_WHOLE_MIN = 16  # px in the whole frame's 192 px view: narrower whole-frame boxes are left to the tiles
 
 # MediaPipe's contour orderings of the mesh (python/solutions/face_mesh_connections.py), as closed loops.
 FACE_OVAL = (
@@ -204,6 +211,45 @@ def weighted_nms(
     return out
 
 
+def tile_grid(h: int, w: int) -> tuple[tuple[int, int], list[tuple[int, int]]]:
+    """Where BlazeFace looks besides the whole frame: the size (width, height) the frame is scaled to, its
+    short side TILED_SHORT px, and the top-left corners of the 192 px tiles cut from it, spread evenly
+    from edge to edge and overlapping by at least TILE_OVERLAP of their side (1080p and UHD: 4 x 2 tiles
+    of 2/3 the short side, 720 and 1440 px). No tiles on a frame whose long side is at most TILE_FROM (or
+    whose short side is at most TILED_SHORT): ((w, h), []).
+
+    A tile is seen at 192 px as the whole frame is, so it finds faces 2.7 times smaller on a 16:9 frame:
+    measured (`bench/small_faces.py`), every face from 60 px at 1080p (whole frame: from 160) and from
+    100 px at UHD (whole frame: from 300). Tiles of half the short side (15 of them) found 60-80 px UHD
+    faces a little more often for 1.5 times the time; tiles of the whole short side (3) missed a quarter
+    of the 120 px UHD faces. The overlap (a third of a tile and more: 240 px at 1080p, 480 at UHD) is
+    wider than the faces left to the tiles (`TILED_WHOLE_MIN`), so each of them lies whole in some tile,
+    clear of its inner edges (`cut_by_tile`)."""
+    if max(h, w) <= TILE_FROM or min(h, w) <= TILED_SHORT:
+        return (w, h), []
+    f = TILED_SHORT / min(h, w)
+    nw, nh = max(DETECT_SIZE, round(w * f)), max(DETECT_SIZE, round(h * f))
+    stride = DETECT_SIZE * (1 - TILE_OVERLAP)
+
+    def starts(length: int) -> list[int]:
+        n = int(np.ceil((length - DETECT_SIZE) / stride)) + 1
+        return [round(i * (length - DETECT_SIZE) / (n - 1)) for i in range(n)] if n > 1 else [0]
+
+    return (nw, nh), [(x, y) for y in starts(nh) for x in starts(nw)]
+
+
+def cut_by_tile(boxes: np.ndarray, inner: tuple[bool, bool, bool, bool]) -> np.ndarray:
+    """Which boxes (N, 4: x0, y0, x1, y1 in [0, 1] of a tile) reach within BORDER_MARGIN of their width of
+    one of the tile's edges that lie inside the frame (`inner`: left, top, right, bottom): faces the edge
+    may cut, whose box would be part of a face's."""
+    margin = BORDER_MARGIN * (boxes[:, 2] - boxes[:, 0])
+    cut = np.zeros(len(boxes), bool)
+    for i, edge in enumerate(inner):
+        if edge:
+            cut |= boxes[:, i] < margin if i < 2 else boxes[:, i] > 1 - margin
+    return cut
+
+
 # Crops ------------------------------------------------------------------------------------------------
 
 
@@ -297,8 +343,55 @@ class MeshFaceModel:
         faces.sort(key=lambda f: -f.area)
         return faces
 
-    def detections(self, image: np.ndarray) -> list[tuple[np.ndarray, np.ndarray, float]]:
-        """Detector boxes and keypoints in plate pixels: the frame letterboxed (black bars) to 192x192."""
+    def detections(self, image: np.ndarray, tiles: bool = True) -> list[tuple[np.ndarray, np.ndarray, float]]:
+        """Detector boxes (left, top, right, bottom) and keypoints in plate pixels, best first.
+
+        BlazeFace (Bazarevsky et al. 2019, "BlazeFace: Sub-millisecond Neural Face Detection on Mobile
+        GPUs"; the full-range model) sees a 192x192 picture, the whole frame letterboxed, and finds a face
+        reliably from about 15 px wide there (measured by `bench/small_faces.py`: from 160 px at 1080p, 300
+        at UHD, a medium shot's face); on a smaller face it fires seldom, with a box far too big. On a
+        frame bigger than TILE_FROM (and with `tiles`) it also looks at overlapping tiles (`tile_grid`:
+        1080p and UHD, 8 tiles of 2/3 the short side, cut from one copy of the frame scaled so a tile is
+        192 px), which find faces from 60 px at 1080p and 100 px at UHD. The whole frame's boxes under
+        TILED_WHOLE_MIN px (of 192) are then left to the tiles, which see those faces 2.7 times bigger;
+        a tile's box reaching within BORDER_MARGIN of its width of a tile edge inside the frame may be a
+        face the edge cuts and is dropped: the tiles overlap by more than the faces left to them, so
+        another tile sees that face whole. Everything kept is merged by `weighted_nms` in plate pixels.
+        A tile costs as much as the whole frame (3-4 ms on one CPU core). Frames no bigger than
+        TILE_FROM (or `tiles=False`) get the whole-frame pass alone, exactly as before tiles were added.
+        """
+        boxes, keypoints, scores, plate = self._view(image)
+        h, w = image.shape[:2]
+        (nw, nh), corners = tile_grid(h, w) if tiles else ((w, h), [])
+        if not corners:
+            return [
+                (plate(b.reshape(2, 2)).ravel(), plate(k), s)
+                for b, k, s in weighted_nms(boxes, keypoints, scores)
+            ]
+        # BlazeFace's box on a face under about 12 px is too big (a 6 px face's is 10 px), and such a face
+        # is the tiles' to find: whole-frame boxes under TILED_WHOLE_MIN px are dropped
+        big = boxes[:, 2] - boxes[:, 0] >= TILED_WHOLE_MIN / DETECT_SIZE
+        found = [(plate(boxes[big].reshape(-1, 2, 2)).reshape(-1, 4), plate(keypoints[big]), scores[big])]
+        scaled = cv2.resize(image, (nw, nh), interpolation=cv2.INTER_AREA)
+        to_px = np.array([w / nw, h / nh])
+        for x0, y0 in corners:
+            b, k, s = self._invoke(scaled[y0 : y0 + DETECT_SIZE, x0 : x0 + DETECT_SIZE])
+            keep = ~cut_by_tile(b, (x0 > 0, y0 > 0, x0 + DETECT_SIZE < nw, y0 + DETECT_SIZE < nh))
+            corner = np.array([x0, y0])  # as `plate` in `_view`: edge-based tile [0, 1] to plate pixels
+            b, k = ((p * DETECT_SIZE + corner) * to_px - 0.5 for p in (b[keep].reshape(-1, 2, 2), k[keep]))
+            found.append((b.reshape(-1, 4), k, s[keep]))
+        return weighted_nms(*(np.concatenate(parts) for parts in zip(*found, strict=True)))
+
+    def _invoke(self, tensor: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """BlazeFace on a 192x192 RGB uint8 picture: raw boxes (N, 4), keypoints (N, 6, 2) in [0, 1] of it,
+        and scores."""
+        regressors, logits = self._run(self._detector, tensor.astype(np.float32) / 127.5 - 1.0)
+        return decode_detections(regressors, logits, self.min_score)
+
+    def _view(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, Callable]:
+        """BlazeFace on the whole frame letterboxed (black bars) to 192x192: the raw detections' boxes
+        (N, 4) and keypoints (N, 6, 2) in [0, 1] of the detector's input, their scores, and the function
+        taking such coordinates to the frame's pixels (pixel centres integers)."""
         h, w = image.shape[:2]
         scale = DETECT_SIZE / max(h, w)
         nw, nh = max(1, round(w * scale)), max(1, round(h * scale))
@@ -314,10 +407,7 @@ class MeshFaceModel:
         def plate(p: np.ndarray) -> np.ndarray:  # edge-based [0, 1] to plate pixel centres (cv2.resize's)
             return (p * DETECT_SIZE - offset) * to_px - 0.5
 
-        return [
-            (plate(b.reshape(2, 2)).ravel(), plate(k), s)
-            for b, k, s in weighted_nms(boxes, keypoints, scores)
-        ]
+        return boxes, keypoints, scores, plate
 
     def fit(self, image: np.ndarray, box: np.ndarray, angle: float | None = None) -> MeshFace | None:
         """The mesh on a face another detector found: the square 1.5 times `box` (left, top, right, bottom),
