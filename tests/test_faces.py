@@ -123,6 +123,24 @@ def test_a_medium_shots_face_is_found_where_hog_alone_misses_it(woman_clip):
     assert len(FaceAnalyzer(detector="mediapipe").detect(tilted)) == 1 and analyzer.detect(tilted) == []
 
 
+def test_a_wide_shots_face_on_a_uhd_plate_is_proposed_by_blazefaces_tiles(woman_clip):
+    """A 120 px face on a UHD plate is 20 px at HOG's 640 px detection size and 6 px in BlazeFace's view
+    of the whole frame (missed on a real background, a box far too big on this grey: test_mesh.py).
+    BlazeFace's tiles (1440 px, the face 16 px in one) propose it, HOG confirms it, and dlib's points
+    land where they land on the full-size face."""
+    frame = next(MoviePlate(woman_clip).read(0, 1))
+    analyzer = FaceAnalyzer()
+    native = analyzer.detect(frame)[0]
+    scale = 120 / float(native.box[2] - native.box[0])
+    plate, offset = on_a_wide_plate(frame, scale, (3840, 2160))
+    found = analyzer.detect(plate)
+    assert len(found) == 1
+    want = native.landmarks * scale + offset
+    iod = np.linalg.norm(want[36:42].mean(0) - want[42:48].mean(0))
+    assert np.sqrt(((found[0].landmarks - want) ** 2).sum(1)).mean() < 0.06 * iod
+    assert FaceAnalyzer(detector="hog").detect(plate) == []
+
+
 def test_the_mmod_cnn_detector_finds_the_same_face(astronaut, astronaut_face):
     faces = FaceAnalyzer(detector="cnn", detect_size=512, upsample=1).detect(astronaut)
     assert faces, "MMOD found no face on the astronaut"

@@ -129,11 +129,14 @@ class FaceAnalyzer:
     def _small_faces(self, image: np.ndarray, scale: float) -> tuple[list[np.ndarray], list[float]]:
         """Faces HOG cannot see at the detection size: narrower than its 80 px window there, i.e. under an
         eighth of a 640 px long side (a 1080p face under 240 px, UHD under 480: a medium shot). MediaPipe's
-        BlazeFace (full range, on its own 192 px view of the frame) proposes where faces are; HOG looks again
-        at each proposal's neighbourhood, cut from the full frame and scaled so the face is 160 px wide,
-        so HOG's verdict stands: a face turned too far for its frontal detector (and for dlib's 68 points)
-        is still not found. Run only on frames where HOG found nothing; a proposal HOG could have seen (80
-        px or more at the detection size) was turned or not a face, and is not looked at again."""
+        BlazeFace (full range: its 192 px view of the whole frame, and above 1280 px its tiles, which find
+        faces from about 60 px at 1080p and 100 px at UHD; `MeshFaceModel.detections`) proposes where faces
+        are; HOG looks again at each proposal's neighbourhood, cut from the full frame and scaled so the face
+        is 160 px wide, so HOG's verdict stands: a face turned too far for its frontal detector (and for
+        dlib's 68 points) is still not found. Run only on frames where HOG found nothing (so on a frame
+        where HOG finds one face near its limit, smaller faces beside it are not looked for); a proposal
+        HOG could have seen (80 px or more at the detection size) was turned or not a face, and is not
+        looked at again."""
         if self._proposer is None:
             from pipeline.faces.mesh import MeshFaceModel
 
