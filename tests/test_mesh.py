@@ -15,6 +15,7 @@ from pipeline.faces.mesh import (
     MeshFace,
     MeshFaceModel,
     face_outline,
+    iou_with,
     tile_grid,
     weighted_nms,
 )
@@ -320,3 +321,9 @@ def test_head_pose_on_real_frames(model, dlib_faces, man_frames, footage):
     for lm_of in (lambda f: model.detect(f)[0].landmarks68, lambda f: dlib_faces.detect(f)[0].landmarks):
         yaw_left, yaw_right = head_pose(lm_of(left), (512, 512))[0], head_pose(lm_of(right), (512, 512))[0]
         assert yaw_left > 10 and yaw_right < -15
+
+
+def test_iou_is_intersection_over_union():
+    box = np.array([0.0, 0.0, 2.0, 2.0])
+    others = np.array([[0, 0, 2, 2], [1, 0, 3, 2], [2, 2, 3, 3], [0, 0, 1, 1]], np.float64)
+    np.testing.assert_allclose(iou_with(box, others), [1.0, 1 / 3, 0.0, 1 / 4])
