@@ -6,6 +6,7 @@ import cv2
 import numpy as np
 import pytest
 
+import pipeline.faces.mesh as mesh_module
 from pipeline.faces.align import ffhq_params
 from pipeline.faces.detect import FaceAnalyzer, box_iou
 from pipeline.faces.mesh import (
@@ -235,6 +236,24 @@ def test_frames_up_to_the_tiling_size_give_the_whole_frame_detections_unchanged(
     ((box, _, _),) = model.detections(big, tiles=False)
     ((tiled, _, _),) = model.detections(big)
     assert box_iou(box, want.ravel()) > 0.7 and box_iou(tiled, box) > 0.8
+
+
+def test_a_close_up_whose_face_fills_the_frame_is_found(model, dlib_faces, woman_frame, monkeypatch):
+    """The full-range BlazeFace misses a face wider than the frame (the woman zoomed 2x: 1.2 frame widths);
+    shrunk into the middle of its input, it finds it, and the mesh's 68 points lie where dlib's points on
+    the unzoomed frame land."""
+    (face,) = dlib_faces.detect(woman_frame)
+    cx, cy = (face.box[:2] + face.box[2:]) / 2
+    m = np.array([[2.0, 0, 256 - 2 * cx], [0, 2.0, 256 - 2 * cy]])
+    close = cv2.warpAffine(woman_frame, m, (512, 512), flags=cv2.INTER_LINEAR)
+    want = face.landmarks @ m[:, :2].T + m[:, 2]
+    assert want[:, 0].max() - want[:, 0].min() > 512  # the jaw runs past both edges
+    monkeypatch.setattr(mesh_module, "CLOSE_UP_ZOOMS", ())
+    assert model.detect(close) == []
+    monkeypatch.undo()
+    (found,) = model.detect(close)
+    err = np.linalg.norm(found.landmarks68[17:] - want[17:], axis=1)  # brows, eyes, nose, mouth
+    assert np.median(err) < 0.08 * interocular(want), (np.median(err), interocular(want))
 
 
 # --- 68-point semantics and the face outline ------------------------------------------------------------

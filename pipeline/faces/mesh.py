@@ -49,6 +49,9 @@ MIN_PRESENCE = 0.5
 TILE_FROM = 1280
 TILED_SHORT = 288  # tiles of 192/288 = 2/3 of the short side: 720 px at 1080p, 1440 at UHD
 TILE_OVERLAP, BORDER_MARGIN = 1 / 3, 0.1
+# A frame where BlazeFace finds nothing is looked at again shrunk this many times into the middle of its
+# input (black around it), for a close-up's face, too big for the full-range model (`detections`)
+CLOSE_UP_ZOOMS = (2.0, 3.0)
 TILED_WHOLE_MIN = 16  # px in the whole frame's 192 px view: narrower whole-frame boxes are left to the tiles
 
 # MediaPipe's contour orderings of the mesh (python/solutions/face_mesh_connections.py), as closed loops.
@@ -363,8 +366,18 @@ class MeshFaceModel:
         another tile sees that face whole. Everything kept is merged by `weighted_nms` in plate pixels.
         A tile costs as much as the whole frame (3-4 ms on one CPU core). Frames no bigger than
         TILE_FROM (or `tiles=False`) get the whole-frame pass alone, exactly as before tiles were added.
+
+        The full-range model was trained for faces far from the camera: a close-up whose face fills the
+        frame or runs past its edges is not seen (the woman clip zoomed 2x, her face 1.2 times the frame's
+        width: 0 of 30 frames). Where the whole frame gives nothing, it looks again with the frame shrunk
+        into the middle of the input (`CLOSE_UP_ZOOMS`; 30 of 30 at 2x, and up to 3x zoom mostly).
         """
         boxes, keypoints, scores, plate = self._view(image)
+        for zoom_out in CLOSE_UP_ZOOMS if not len(boxes) else ():
+            boxes, keypoints, scores, plate = self._view(image, zoom_out)
+            if len(boxes):  # a close-up: no smaller faces for tiles to find beside it
+                tiles = False
+                break
         h, w = image.shape[:2]
         (nw, nh), corners = tile_grid(h, w) if tiles else ((w, h), [])
         if not corners:
@@ -392,12 +405,15 @@ class MeshFaceModel:
         regressors, logits = self._run(self._detector, tensor.astype(np.float32) / 127.5 - 1.0)
         return decode_detections(regressors, logits, self.min_score)
 
-    def _view(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, Callable]:
-        """BlazeFace on the whole frame letterboxed (black bars) to 192x192: the raw detections' boxes
-        (N, 4) and keypoints (N, 6, 2) in [0, 1] of the detector's input, their scores, and the function
-        taking such coordinates to the frame's pixels (pixel centres integers)."""
+    def _view(
+        self, image: np.ndarray, zoom_out: float = 1.0
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, Callable]:
+        """BlazeFace on the whole frame letterboxed (black bars) to 192x192, its long side `zoom_out` times
+        smaller than the detector's input (centred in black): the raw detections' boxes (N, 4) and
+        keypoints (N, 6, 2) in [0, 1] of the detector's input, their scores, and the function taking such
+        coordinates to the frame's pixels (pixel centres integers)."""
         h, w = image.shape[:2]
-        scale = DETECT_SIZE / max(h, w)
+        scale = DETECT_SIZE / max(h, w) / zoom_out
         nw, nh = max(1, round(w * scale)), max(1, round(h * scale))
         small = cv2.resize(image, (nw, nh), interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
         x0, y0 = (DETECT_SIZE - nw) // 2, (DETECT_SIZE - nh) // 2
