@@ -117,16 +117,16 @@ def cmd_validate(args: argparse.Namespace) -> int:
                 turned = (
                     f", turned {info.rotation} degrees upright (its display matrix)" if info.rotation else ""
                 )
-                hdr = f", HDR {info.color.hdr} ({info.color.describe()})" if info.color.hdr else ""
+                shown = f", HDR {info.color.hdr} ({info.color.describe()})" if info.color.hdr else ""
                 if info.pixel_aspect != 1:
                     sar = info.pixel_aspect
-                    hdr += (
+                    shown += (
                         f", pixels {sar.numerator}:{sar.denominator} (anamorphic; faces are worked squeezed)"
                     )
                 print(
                     f"{path}: ok: {shot.name}, frames {shot.first}-{shot.last} ({shot.frame_count}), "
                     f"{float(shot.fps):g} fps, {info.kind} {info.width}x{info.height} {info.codec}"
-                    f"{turned}{hdr}"
+                    f"{turned}{shown}"
                 )
                 cuts = plate_cuts(shot)
                 if cuts:

@@ -897,7 +897,7 @@ def _check_recognisers(
         raise ManifestError(f"{where}: {e.one_line()}") from None
 
 
-def _check_sequence_depth(path: Path, root: yaml.Node | None, spec: ManifestModel, info: PlateInfo) -> None:
+def _check_hdr_sequence(path: Path, root: yaml.Node | None, spec: ManifestModel, info: PlateInfo) -> None:
     """An HDR plate's frames are written in its own code values (PQ or HLG): 8 bits band them, and EXR's
     linear light is made through the sRGB curve, which would misread them."""
     sequence = spec.output.sequence
@@ -956,7 +956,7 @@ def load_shot(path: str | Path, frames: str | None = None) -> Shot:
             else (p.first_frame if p.first_frame is not None else DEFAULT_FIRST_FRAME)
         )
     info = plate.info
-    _check_sequence_depth(path, root, spec, info)
+    _check_hdr_sequence(path, root, spec, info)
     plate_last = plate_first + info.frame_count - 1
     if plate_last > MAX_FRAME_NUMBER:
         loc = ("plate", "first_frame") if spec.plate and spec.plate.first_frame is not None else ("plate",)

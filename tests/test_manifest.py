@@ -5,7 +5,7 @@ import sys
 from fractions import Fraction
 
 import pytest
-from conftest import write_manifest
+from conftest import hdr_movie, write_manifest
 
 from pipeline.cli import main
 from pipeline.errors import ManifestError
@@ -140,6 +140,14 @@ def test_validate_command_exit_status_and_one_line_errors(tmp_path, clip, capsys
     assert main(["validate", str(good), str(bad)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err == [f"{bad}:4 frames: end 1300 is past the plate's last frame 1050"]
+
+
+def test_validate_names_an_hdr_plate(tmp_path, capsys):
+    """An HDR plate is said to be one (its movies keep its tags: `test_an_hdr_plate_comes_back_as_hdr`)."""
+    plate = hdr_movie(tmp_path / "hlg.mp4", frames=3, transfer="arib-std-b67")
+    m = write_manifest(tmp_path, f"shot: a\nplate:\n  movie: {plate}\n")
+    assert main(["validate", str(m)]) == 0
+    assert "HDR HLG (bt2020/arib-std-b67/bt2020nc)" in capsys.readouterr().out
 
 
 def test_validate_runs_as_a_console_command(tmp_path):

@@ -48,11 +48,11 @@ class ColorTags:
 
     @property
     def hdr(self) -> str:
-        """ "PQ" or "HLG" for a high-dynamic-range transfer, else ""."""
+        """The name of a high-dynamic-range transfer (PQ or HLG); empty for any other."""
         return HDR_TRANSFERS.get(self.transfer, "")
 
     def describe(self) -> str:
-        """ "bt2020/smpte2084/bt2020nc" (primaries/transfer/matrix), "unspecified" for a part not said."""
+        """Primaries/transfer/matrix, as bt2020/smpte2084/bt2020nc ("unspecified" for a part not said)."""
         return "/".join(t or "unspecified" for t in (self.primaries, self.transfer, self.matrix))
 
 
