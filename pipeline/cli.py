@@ -128,6 +128,12 @@ def cmd_validate(args: argparse.Namespace) -> int:
                     f"{float(shot.fps):g} fps, {info.kind} {info.width}x{info.height} {info.codec}"
                     f"{turned}{shown}"
                 )
+                if info.interlaced:
+                    print(
+                        f"warning: {path}: the plate is interlaced ({info.interlaced} field first): faces "
+                        "are found and drawn on whole frames, both fields' combing and all; deinterlace it "
+                        "first for clean faces (ffmpeg -vf bwdif)"
+                    )
                 cuts = plate_cuts(shot)
                 if cuts:
                     print(

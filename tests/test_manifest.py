@@ -10,6 +10,7 @@ from conftest import hdr_movie, write_manifest
 from pipeline.cli import main
 from pipeline.errors import ManifestError
 from pipeline.manifest import load_shot, parse_range
+from pipeline.media.encode import ffmpeg_executable
 from pipeline.media.sequences import write_frame
 
 
@@ -148,6 +149,36 @@ def test_validate_names_an_hdr_plate(tmp_path, capsys):
     m = write_manifest(tmp_path, f"shot: a\nplate:\n  movie: {plate}\n")
     assert main(["validate", str(m)]) == 0
     assert "HDR HLG (bt2020/arib-std-b67/bt2020nc)" in capsys.readouterr().out
+
+
+def test_validate_warns_about_an_interlaced_plate(tmp_path, clip, capsys):
+    plate = tmp_path / "1080i.mp4"
+    cmd = [
+        ffmpeg_executable(),
+        "-v",
+        "error",
+        "-f",
+        "lavfi",
+        "-i",
+        "testsrc2=size=128x96:rate=25:duration=0.4",
+    ]
+    cmd += [
+        "-c:v",
+        "libx264",
+        "-flags",
+        "+ildct+ilme",
+        "-x264opts",
+        "tff=1",
+        "-field_order",
+        "tt",
+        str(plate),
+    ]
+    subprocess.run(cmd, check=True)
+    for movie, warned in ((plate, True), (clip, False)):
+        m = write_manifest(tmp_path, f"shot: a\nplate:\n  movie: {movie}\n")
+        assert main(["validate", str(m)]) == 0
+        out = capsys.readouterr().out
+        assert ("interlaced (top field first)" in out) == warned, out
 
 
 def test_validate_runs_as_a_console_command(tmp_path):

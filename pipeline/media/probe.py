@@ -84,6 +84,9 @@ class PlateInfo:
     # The width of a pixel over its height, as shown (movies only): 4/3 for HDV's 1440x1080 shown at
     # 1920x1080, 8/9 or 32/27 for DV. Frames are worked in their stored pixels and movies carry it back.
     pixel_aspect: Fraction = Fraction(1)
+    # "top" or "bottom" (the field shown first) for an interlaced movie (broadcast 1080i, DV): the stages work
+    # on whole frames, the two fields' combing and all, so `vfx validate` warns
+    interlaced: str = ""
     frame_numbers: tuple[int, ...] = field(default=(), repr=False)  # sequences only
 
     @property
@@ -151,15 +154,30 @@ def plate_stream(container: av.container.InputContainer) -> av.video.stream.Vide
     return stream
 
 
-def first_frame_turns(path: Path) -> int:
-    """`quarter_turns` of a file's first frame; 0 when it does not decode (the read names that frame)."""
+def first_frame(path: Path) -> av.VideoFrame | None:
+    """A file's first picture; None when it does not decode (the read names that frame)."""
     try:
         with av.open(str(path)) as container:
             for frame in container.decode(plate_stream(container)):
-                return quarter_turns(frame)
+                return frame
     except (av.FFmpegError, IndexError):
         pass
-    return 0
+    return None
+
+
+def first_frame_turns(path: Path) -> int:
+    """`quarter_turns` of a file's first frame; 0 when it does not decode."""
+    frame = first_frame(path)
+    return 0 if frame is None else quarter_turns(frame)
+
+
+def field_order(stream: av.video.stream.VideoStream, frame: av.VideoFrame | None) -> str:
+    """Which field an interlaced movie shows first, top or bottom, by its container or its first frame;
+    empty for a progressive one."""
+    order = int(stream.codec_context.field_order or 0)  # AVFieldOrder: 2 TT, 3 BB, 4 TB, 5 BT
+    if order in (3, 5):
+        return "bottom"
+    return "top" if order in (2, 4) or (frame is not None and frame.interlaced_frame) else ""
 
 
 def movie_frame_times(path: Path) -> tuple[int, ...]:
@@ -234,7 +252,8 @@ def probe_movie(path: Path) -> PlateInfo:
                 a = container.streams.audio[0]
                 adur = float(a.duration * a.time_base) if a.duration else float(container.duration or 0) / 1e6
                 audio = AudioInfo(a.codec_context.name, a.rate, a.channels, adur)
-            turns = first_frame_turns(path)
+            first = first_frame(path)
+            turns = 0 if first is None else quarter_turns(first)
             width, height = stream.codec_context.width, stream.codec_context.height
             return PlateInfo(
                 kind="movie",
@@ -249,6 +268,7 @@ def probe_movie(path: Path) -> PlateInfo:
                 rotation=90 * turns,
                 color=color_tags(stream.codec_context),
                 pixel_aspect=pixel_aspect(stream, turns),
+                interlaced=field_order(stream, first),
             )
     except av.FFmpegError as e:
         raise MediaError(f"{path}: cannot be read as a movie: {e.strerror or e}") from None
