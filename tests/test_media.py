@@ -174,6 +174,27 @@ def test_frames_that_share_a_timestamp_are_each_read_once(clip, tmp_path):
             np.testing.assert_array_equal(got, want)
 
 
+@pytest.mark.parametrize("name", ["clip.avi", "clip.h264"])
+def test_avi_and_raw_streams_read_in_the_decoders_order(clip, tmp_path, name):
+    """An AVI's packets carry decode-order times, which the decoder of a stream with B-frames hands on to
+    the wrong frames (read by them, frame 1 was "missing from the stream"), and one re-wrapped from an MP4
+    counted its time-base ticks as frames; a raw H.264 stream has no
+    times at all (its first frame "has no timestamp", and seeking was refused). Both are numbered by the
+    order the decoder gives them, which is the order they are shown; a chunk decodes from the start."""
+    out = tmp_path / name
+    subprocess.run(
+        [ffmpeg_executable(), "-v", "error", "-i", str(clip), "-an", "-c:v", "copy", str(out)], check=True
+    )
+    reference = decode_all(clip)
+    info = probe_movie(out)  # re-wrapped, the AVI keeps the MP4's time base (1/600): 1200 "frames" at 600 fps
+    assert (info.frame_count, info.fps) == (50, 25)
+    for start, stop in [(0, 50), (7, 20), (13, 14), (41, 50)]:
+        frames = list(MoviePlate(out).read(start, stop))
+        assert len(frames) == stop - start, (start, stop)
+        for got, want in zip(frames, reference[start:stop], strict=True):
+            np.testing.assert_array_equal(got, want)
+
+
 @pytest.mark.parametrize("container", ["mkv", "mp4"])
 def test_a_cover_picture_is_not_taken_for_the_plate(clip, tmp_path, container):
     """A music video's artwork is a one-frame video stream, and in a Matroska file it can come first: the

@@ -31,6 +31,7 @@ from pipeline.media.probe import (
     PlateInfo,
     bit_depth,
     movie_frame_times,
+    numbered_in_order,
     plate_stream,
     probe_movie,
     probe_sequence,
@@ -153,15 +154,11 @@ class MoviePlate:
                 self._numbers.setdefault(t, i)
         return self._numbers
 
-    def _index(
-        self, frame: av.VideoFrame, start_pts: int, time_base: Fraction, expected: int, last: tuple[int, int]
-    ) -> int:
-        """The frame's number: its place among the movie's frame times, else its timestamp on the grid of
-        the frame rate; -1 for a frame before the first (one the decoder shows from before a trim). A frame
-        at the time of the frame before it (`last`: that frame's time and number) is the next number."""
+    def _index(self, frame: av.VideoFrame, expected: int, last: tuple[int, int]) -> int:
+        """The frame's number: its place among the movie's frame times; -1 for a frame before the first (one
+        the decoder shows from before a trim). A frame at the time of the frame before it (`last`: that
+        frame's time and number) is the next number."""
         numbers = self._frame_numbers()
-        if not numbers:
-            return round(float((frame.pts - start_pts) * time_base * self.info.fps))
         if frame.pts == last[0] and frame.pts in self._shared:
             return last[1] + 1
         number = numbers.get(frame.pts)
@@ -202,19 +199,24 @@ class MoviePlate:
                 stream.thread_type = "AUTO"
                 time_base = stream.time_base
                 start_pts = stream.start_time or 0
-                if start > 0:
+                in_order = numbered_in_order(self.path, container.format.name)  # then no seeking
+                if start > 0 and not in_order:
                     target = self._seek_target(start, start_pts, time_base)
                     container.seek(target, stream=stream, backward=True, any_frame=False)
                 last = (-1, -1)  # the time and number of the frame before
                 for frame in self._decode(container, stream, expected):
-                    if frame.pts is None:
+                    if in_order:
+                        last = (-1, last[1] + 1)
+                        index = last[1]
+                    elif frame.pts is None:
                         raise FrameError(self.path, expected, "the frame has no timestamp")
-                    if start > 0 and last[1] < 0 and frame.pts in self._shared:
+                    elif start > 0 and last[1] < 0 and frame.pts in self._shared:
                         # a seek landed among frames that share a time: which one is not known
                         yield from self._read_from_zero(start, stop, size)
                         return
-                    index = self._index(frame, start_pts, time_base, expected, last)
-                    last = (frame.pts, index)
+                    else:
+                        index = self._index(frame, expected, last)
+                        last = (frame.pts, index)
                     if index < expected:
                         continue  # before the range: decoded from the keyframe, not wanted
                     if index > expected:

@@ -180,6 +180,14 @@ def field_order(stream: av.video.stream.VideoStream, frame: av.VideoFrame | None
     return "top" if order in (2, 4) or (frame is not None and frame.interlaced_frame) else ""
 
 
+def numbered_in_order(path: Path, container_format: str) -> bool:
+    """Whether a movie's frames are numbered by the order its decoder gives them (the order they are
+    shown), read from the start, rather than by their timestamps: for streams with none (a raw H.264 or
+    HEVC elementary stream) and AVI, whose packets carry decode-order times that a B-frame stream's
+    decoder hands on to the wrong frames (read by them, frame 1 was "missing from the stream")."""
+    return container_format == "avi" or not movie_frame_times(path)
+
+
 def movie_frame_times(path: Path) -> tuple[int, ...]:
     """The timestamps of the frames a movie shows, in order: frame i of the plate is the one at the i-th.
 
@@ -231,12 +239,18 @@ def probe_movie(path: Path) -> PlateInfo:
             if not container.streams.video:
                 raise MediaError(f"{path}: no video stream")
             stream = plate_stream(container)
-            rate = stream.average_rate or stream.guessed_rate or stream.base_rate
+            avi = container.format.name == "avi"
+            # an AVI re-wrapped from a movie with B-frames can keep the source's fine time base (1/600), and
+            # its "average rate" is then that base; FFmpeg's guess is the frame rate
+            rate = (stream.guessed_rate if avi else None) or stream.average_rate or stream.guessed_rate
+            rate = rate or stream.base_rate
             if not rate:
                 raise MediaError(f"{path}: the frame rate cannot be determined")
             fps = Fraction(rate).limit_denominator(1001 * 1000)
-            count = shown_frames_listed(stream)
-            if count is None:  # no complete index: count the packets
+            count = None if avi else shown_frames_listed(stream)
+            if avi:  # its length counts time-base ticks, not frames: a frame is a packet with a picture
+                count = _frame_times(path)[1]
+            elif count is None:  # no complete index: count the packets
                 times, packets = _frame_times(path)
                 count = stream.frames
                 if times and packets >= count:
