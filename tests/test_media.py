@@ -152,6 +152,15 @@ def test_a_variable_frame_rate_movie_reads_every_frame_once_in_order(tmp_path):
         np.testing.assert_array_equal(got, ref)
 
 
+def assert_chunks_read(path: Path, reference: list[np.ndarray], ranges: list[tuple[int, int]]) -> None:
+    """Each chunk [start, stop) of the movie, read on its own, is the reference's frames exactly."""
+    for start, stop in ranges:
+        frames = list(MoviePlate(path).read(start, stop))
+        assert len(frames) == stop - start, (start, stop)
+        for got, want in zip(frames, reference[start:stop], strict=True):
+            np.testing.assert_array_equal(got, want)
+
+
 def test_frames_that_share_a_timestamp_are_each_read_once(clip, tmp_path):
     """A muxer can give two frames one timestamp (here the 8th packet gets its predecessor's): players show
     both, and so does the reader, in the decoder's order. By timestamps alone the second was "missing from
@@ -167,20 +176,16 @@ def test_frames_that_share_a_timestamp_are_each_read_once(clip, tmp_path):
     assert len(set(times)) == len(times) - 1  # one time is shared
     reference = decode_all(dup)
     assert probe_movie(dup).frame_count == len(reference) == 50
-    for start, stop in [(0, 50), (3, 12), (6, 7), (7, 8), (8, 30)]:
-        frames = list(MoviePlate(dup).read(start, stop))
-        assert len(frames) == stop - start, (start, stop)
-        for got, want in zip(frames, reference[start:stop], strict=True):
-            np.testing.assert_array_equal(got, want)
+    assert_chunks_read(dup, reference, [(0, 50), (3, 12), (6, 7), (7, 8), (8, 30)])
 
 
 @pytest.mark.parametrize("name", ["clip.avi", "clip.h264"])
 def test_avi_and_raw_streams_read_in_the_decoders_order(clip, tmp_path, name):
     """An AVI's packets carry decode-order times, which the decoder of a stream with B-frames hands on to
     the wrong frames (read by them, frame 1 was "missing from the stream"), and one re-wrapped from an MP4
-    counted its time-base ticks as frames; a raw H.264 stream has no
-    times at all (its first frame "has no timestamp", and seeking was refused). Both are numbered by the
-    order the decoder gives them, which is the order they are shown; a chunk decodes from the start."""
+    counted its time-base ticks as frames; a raw H.264 stream has no times at all (its first frame "has no
+    timestamp", and seeking was refused). Both are numbered by the order the decoder gives them, which is
+    the order they are shown; a chunk decodes from the start."""
     out = tmp_path / name
     subprocess.run(
         [ffmpeg_executable(), "-v", "error", "-i", str(clip), "-an", "-c:v", "copy", str(out)], check=True
@@ -188,11 +193,7 @@ def test_avi_and_raw_streams_read_in_the_decoders_order(clip, tmp_path, name):
     reference = decode_all(clip)
     info = probe_movie(out)  # re-wrapped, the AVI keeps the MP4's time base (1/600): 1200 "frames" at 600 fps
     assert (info.frame_count, info.fps) == (50, 25)
-    for start, stop in [(0, 50), (7, 20), (13, 14), (41, 50)]:
-        frames = list(MoviePlate(out).read(start, stop))
-        assert len(frames) == stop - start, (start, stop)
-        for got, want in zip(frames, reference[start:stop], strict=True):
-            np.testing.assert_array_equal(got, want)
+    assert_chunks_read(out, reference, [(0, 50), (7, 20), (13, 14), (41, 50)])
 
 
 @pytest.mark.parametrize("container", ["mkv", "mp4"])
