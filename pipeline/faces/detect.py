@@ -42,6 +42,29 @@ DETECTORS = ("hog", "cnn", "mediapipe")
 LANDMARKS = ("dlib68", "mesh")
 HOG_WINDOW = 80  # px: the smallest face dlib's frontal HOG detector finds (its window)
 SMALL_FACE_WIDTH = 160  # px: a small face's neighbourhood is scaled so the face is this wide for HOG
+# HOG's frontal detector finds faces rolled up to about 45 degrees (the woman and man clips turned in the
+# image plane: all found at 45, none at 60). BlazeFace's eye keypoints say less than the roll of a face
+# turned that far (37-49 degrees for 60), so a proposal rolled past this is turned upright for HOG.
+ROLL_LIMIT = np.radians(20)
+
+
+def agrees_with_keypoints(landmarks: np.ndarray, keypoints: np.ndarray) -> bool:
+    """Whether 68 points are the face BlazeFace's keypoints describe, the same way up: the line between
+    their eyes within 45 degrees of the keypoints' (those say too little of a strong roll, 37-49 degrees
+    for 60, so no finer), and the middle of their eyes within half an eye distance of the keypoints'."""
+    ours = landmarks[42:48].mean(0) - landmarks[36:42].mean(0)
+    theirs = keypoints[1] - keypoints[0]
+    turn = np.arctan2(ours[1], ours[0]) - np.arctan2(theirs[1], theirs[0])
+    turn = (turn + np.pi) % (2 * np.pi) - np.pi
+    middle = landmarks[36:48].mean(0) - (keypoints[0] + keypoints[1]) / 2
+    return bool(abs(turn) < np.radians(45) and np.hypot(*middle) < 0.5 * np.hypot(*theirs))
+
+
+def keypoint_roll(keypoints: np.ndarray) -> float:
+    """The roll of a BlazeFace detection, radians clockwise in the image: the line from its first eye
+    keypoint (the eye on the image's left when upright) to the second."""
+    d = keypoints[1] - keypoints[0]
+    return float(np.arctan2(d[1], d[0]))
 
 
 def default_detector(landmarks: str) -> str:
@@ -122,11 +145,11 @@ class FaceAnalyzer:
         for r, s in found:
             boxes.append(np.array([r.left(), r.top(), r.right(), r.bottom()], np.float32) / scale)
             scores.append(float(s))
-        if not boxes and self.find_small_faces:
-            return self._small_faces(image, scale)
         return boxes, scores
 
-    def _small_faces(self, image: np.ndarray, scale: float) -> tuple[list[np.ndarray], list[float]]:
+    def _small_faces(
+        self, image: np.ndarray, scale: float, proposals: list
+    ) -> tuple[list[np.ndarray], list[float]]:
         """Faces HOG cannot see at the detection size: narrower than its 80 px window there, i.e. under an
         eighth of a 640 px long side (a 1080p face under 240 px, UHD under 480: a medium shot). MediaPipe's
         BlazeFace (full range: its 192 px view of the whole frame, and above 1280 px its tiles, which find
@@ -137,13 +160,9 @@ class FaceAnalyzer:
         where HOG finds one face near its limit, smaller faces beside it are not looked for); a proposal
         HOG could have seen (80 px or more at the detection size) was turned or not a face, and is not
         looked at again."""
-        if self._proposer is None:
-            from pipeline.faces.mesh import MeshFaceModel
-
-            self._proposer = MeshFaceModel(iris=False)
         boxes, scores = [], []
         h, w = image.shape[:2]
-        for proposal, _, _ in self._proposer.detections(image):
+        for proposal, _, _ in proposals:
             width = float(proposal[2] - proposal[0])
             if width <= 0 or width * scale >= HOG_WINDOW:
                 continue
@@ -159,16 +178,90 @@ class FaceAnalyzer:
                     scores.append(float(c))
         return boxes, scores
 
+    def _proposals(self, image: np.ndarray) -> list[tuple[np.ndarray, np.ndarray, float]]:
+        """BlazeFace's boxes, keypoints and scores on a frame where HOG found nothing."""
+        if self._proposer is None:
+            from pipeline.faces.mesh import MeshFaceModel
+
+            self._proposer = MeshFaceModel(iris=False)
+        return self._proposer.detections(image)
+
+    def _turned_faces(self, image: np.ndarray, proposals: list) -> list[Face]:
+        """Faces rolled past HOG's reach (a head on a pillow, a dancer's tilt), which BlazeFace proposes: each
+        proposal (rolled past ROLL_LIMIT by its keypoints) has its neighbourhood turned upright by the line
+        between its eye keypoints and scaled so the face is SMALL_FACE_WIDTH px wide; HOG must find the face
+        there (its verdict stands, as for small faces), and dlib's 68 points are fitted on that upright
+        picture and carried back to the frame."""
+        faces = []
+        side = 3 * SMALL_FACE_WIDTH
+        half = SMALL_FACE_WIDTH / 2
+        expected = np.array([side / 2 - half, side / 2 - half, side / 2 + half, side / 2 + half])
+        for proposal, keypoints, _ in proposals:
+            roll = keypoint_roll(keypoints)
+            width = float(proposal[2] - proposal[0])
+            if width <= 0:
+                continue
+            centre = (proposal[:2] + proposal[2:]) / 2
+            m = cv2.getRotationMatrix2D(
+                (float(centre[0]), float(centre[1])), np.degrees(roll), SMALL_FACE_WIDTH / width
+            )
+            m[:, 2] += side / 2 - centre
+            upright = cv2.warpAffine(
+                image, m, (side, side), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE
+            )
+            rects, confidences, _ = self._detector.run(upright, 0, 0.0)
+            for r, c in zip(rects, confidences, strict=True):
+                rect = np.array([r.left(), r.top(), r.right(), r.bottom()], np.float64)
+                if box_iou(rect, expected) <= 0.3:
+                    continue
+                assert self._predictor is not None
+                points = np.array([(p.x, p.y) for p in self._predictor(upright, r).parts()], np.float64)
+                back = cv2.invertAffineTransform(m)
+                landmarks = points @ back[:, :2].T + back[:, 2]
+                if not agrees_with_keypoints(landmarks, keypoints):
+                    continue  # HOG fires on faces upside down, too: the 68 points then are not this face
+                if c <= self._upside_down_score(upright, expected):
+                    continue  # HOG likes this face better the other way up: BlazeFace's keypoints were
+                    # wrong (on faces past about 120 degrees), and HOG fires on faces upside down
+                mid = ((rect[:2] + rect[2:]) / 2) @ back[:, :2].T + back[:, 2]
+                size = (rect[2:] - rect[:2]) * width / SMALL_FACE_WIDTH / 2
+                box = np.concatenate([mid - size, mid + size]).astype(np.float32)
+                faces.append(Face(box=box, score=float(c), landmarks=landmarks.astype(np.float32)))
+                break
+        return faces
+
+    def _upside_down_score(self, upright: np.ndarray, expected: np.ndarray) -> float:
+        """HOG's best score for the expected face in the picture turned half a turn (-inf: none)."""
+        side = upright.shape[0]
+        rects, confidences, _ = self._detector.run(np.ascontiguousarray(upright[::-1, ::-1]), 0, 0.0)
+        flipped = side - 1 - expected[[2, 3, 0, 1]]
+        scores = [
+            c
+            for r, c in zip(rects, confidences, strict=True)
+            if box_iou(np.array([r.left(), r.top(), r.right(), r.bottom()], np.float64), flipped) > 0.3
+        ]
+        return max(scores, default=-np.inf)
+
     def detect(self, frame: np.ndarray, embed: bool = False) -> list[Face]:
         """Every face in an RGB frame, largest first."""
         image = np.ascontiguousarray(to_uint8(frame))
+        turned: list[Face] = []
         if self.detector_kind == "mediapipe":
             assert self._mesh is not None
             found = [(m.box, m.score, m) for m in self._mesh.detect(image)]
         else:
-            found = [(box, score, None) for box, score in zip(*self._detect_boxes(image), strict=True)]
+            boxes, scores = self._detect_boxes(image)
+            if not boxes and self.find_small_faces:  # BlazeFace proposes what HOG could not see
+                proposals = self._proposals(image)
+                rolled = [abs(keypoint_roll(k)) >= ROLL_LIMIT for _, k, _ in proposals]
+                h, w = image.shape[:2]
+                scale = min(1.0, self.detect_size / max(h, w)) if self.detect_size else 1.0
+                level = [p for p, r in zip(proposals, rolled, strict=True) if not r]
+                boxes, scores = self._small_faces(image, scale, level)
+                turned = self._turned_faces(image, [p for p, r in zip(proposals, rolled, strict=True) if r])
+            found = [(box, score, None) for box, score in zip(boxes, scores, strict=True)]
         fitted = (self._landmarks(image, box, score, mesh_face) for box, score, mesh_face in found)
-        faces = [face for face in fitted if face is not None]
+        faces = [face for face in fitted if face is not None] + turned
         for face in faces:
             face.pose = np.array(head_pose(face.landmarks, (image.shape[1], image.shape[0])), np.float32)
         faces.sort(key=lambda f: -f.area)
