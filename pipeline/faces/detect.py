@@ -128,9 +128,13 @@ class FaceAnalyzer:
         self._recognition_model = recognition_model
         self._recognizer = None
 
-    def _detect_boxes(self, image: np.ndarray) -> tuple[list[np.ndarray], list[float]]:
+    def _detection_scale(self, image: np.ndarray) -> float:
+        """The scale of the copy dlib's detectors run on: its longer side at most `detect_size`."""
         h, w = image.shape[:2]
-        scale = min(1.0, self.detect_size / max(h, w)) if self.detect_size else 1.0
+        return min(1.0, self.detect_size / max(h, w)) if self.detect_size else 1.0
+
+    def _detect_boxes(self, image: np.ndarray) -> tuple[list[np.ndarray], list[float]]:
+        scale = self._detection_scale(image)
         small = (
             image
             if scale == 1.0
@@ -254,10 +258,8 @@ class FaceAnalyzer:
             if not boxes and self.find_small_faces:  # BlazeFace proposes what HOG could not see
                 proposals = self._proposals(image)
                 rolled = [abs(keypoint_roll(k)) >= ROLL_LIMIT for _, k, _ in proposals]
-                h, w = image.shape[:2]
-                scale = min(1.0, self.detect_size / max(h, w)) if self.detect_size else 1.0
                 level = [p for p, r in zip(proposals, rolled, strict=True) if not r]
-                boxes, scores = self._small_faces(image, scale, level)
+                boxes, scores = self._small_faces(image, self._detection_scale(image), level)
                 turned = self._turned_faces(image, [p for p, r in zip(proposals, rolled, strict=True) if r])
             found = [(box, score, None) for box, score in zip(boxes, scores, strict=True)]
         fitted = (self._landmarks(image, box, score, mesh_face) for box, score, mesh_face in found)
