@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+from collections.abc import Sequence
 from pathlib import Path
 from typing import NoReturn
 
@@ -50,8 +51,10 @@ def make_clip(
     gop: int = 10,
     audio: bool = True,
     codec: str = "libx264",
+    options: Sequence[str] = (),
 ) -> Path:
-    """A small real H.264 (or other) clip made by ffmpeg, with a short GOP so seeking is exercised."""
+    """A small real H.264 (or other) clip made by ffmpeg, with a short GOP so seeking is exercised;
+    `options` are more output options (a filter, interlaced coding)."""
     from pipeline.media.encode import ffmpeg_executable
 
     cmd = [
@@ -66,7 +69,7 @@ def make_clip(
     ]
     if audio:
         cmd += ["-f", "lavfi", "-i", f"sine=frequency=440:sample_rate=48000:duration={frames / rate}"]
-    cmd += ["-c:v", codec, "-g", str(gop), "-pix_fmt", "yuv420p"]
+    cmd += ["-c:v", codec, "-g", str(gop), "-pix_fmt", "yuv420p", *options]
     if audio:
         cmd += ["-c:a", "aac", "-shortest"]
     cmd += [str(path)]

@@ -5,12 +5,11 @@ import sys
 from fractions import Fraction
 
 import pytest
-from conftest import hdr_movie, write_manifest
+from conftest import hdr_movie, make_clip, write_manifest
 
 from pipeline.cli import main
 from pipeline.errors import ManifestError
 from pipeline.manifest import load_shot, parse_range
-from pipeline.media.encode import ffmpeg_executable
 from pipeline.media.sequences import write_frame
 
 
@@ -152,28 +151,8 @@ def test_validate_names_an_hdr_plate(tmp_path, capsys):
 
 
 def test_validate_warns_about_an_interlaced_plate(tmp_path, clip, capsys):
-    plate = tmp_path / "1080i.mp4"
-    cmd = [
-        ffmpeg_executable(),
-        "-v",
-        "error",
-        "-f",
-        "lavfi",
-        "-i",
-        "testsrc2=size=128x96:rate=25:duration=0.4",
-    ]
-    cmd += [
-        "-c:v",
-        "libx264",
-        "-flags",
-        "+ildct+ilme",
-        "-x264opts",
-        "tff=1",
-        "-field_order",
-        "tt",
-        str(plate),
-    ]
-    subprocess.run(cmd, check=True)
+    interlaced = ["-flags", "+ildct+ilme", "-x264opts", "tff=1", "-field_order", "tt"]
+    plate = make_clip(tmp_path / "1080i.mp4", 10, audio=False, options=interlaced)
     for movie, warned in ((plate, True), (clip, False)):
         m = write_manifest(tmp_path, f"shot: a\nplate:\n  movie: {movie}\n")
         assert main(["validate", str(m)]) == 0

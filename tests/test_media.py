@@ -9,7 +9,7 @@ import cv2
 import numpy as np
 import OpenEXR
 import pytest
-from conftest import hdr_movie
+from conftest import hdr_movie, make_clip
 from PIL import Image
 
 from pipeline.errors import MediaError
@@ -529,17 +529,7 @@ def test_an_untagged_plate_gives_movies_tagged_bt709(tmp_path, clip):
 def test_an_anamorphic_plates_movies_keep_its_pixel_aspect(tmp_path):
     """HDV stores 1920x1080 as 1440x1080 pixels 4/3 wide: a movie made without the ratio showed every
     face a quarter narrower than the plate did."""
-    plate = tmp_path / "hdv.mp4"
-    cmd = [
-        ffmpeg_executable(),
-        "-v",
-        "error",
-        "-f",
-        "lavfi",
-        "-i",
-        "testsrc2=size=144x108:rate=24:duration=0.5",
-    ]
-    subprocess.run([*cmd, "-vf", "setsar=4/3", "-c:v", "libx264", str(plate)], check=True)
+    plate = make_clip(tmp_path / "hdv.mp4", 12, "144x108", 24, audio=False, options=["-vf", "setsar=4/3"])
     info = probe_movie(plate)
     assert info.pixel_aspect == Fraction(4, 3) and (info.width, info.height) == (144, 108)
     pattern = write_sequence(tmp_path, list(MoviePlate(plate).read(0, 3)))
