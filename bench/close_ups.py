@@ -18,12 +18,11 @@ from __future__ import annotations
 
 import argparse
 import platform
-import time
 from pathlib import Path
 
 import cv2
 import numpy as np
-from common import print_table
+from common import detect_against_truth, print_table
 
 import pipeline.faces.mesh as mesh
 from pipeline.faces.align import ffhq_params
@@ -70,11 +69,8 @@ def main() -> None:
                 try:
                     for f, centre, landmarks in truth:
                         image, m = zoomed(f, centre, zoom)
-                        want = landmarks @ m[:, :2].T + m[:, 2]
-                        eyes = np.linalg.norm(want[36:42].mean(0) - want[42:48].mean(0))
-                        t = time.perf_counter()
-                        faces = analyzer.detect(image)
-                        seconds += time.perf_counter() - t
+                        faces, want, eyes, took = detect_against_truth(analyzer, image, landmarks, m)
+                        seconds += took
                         if faces:
                             found += 1
                             got = ffhq_params(faces[0].landmarks)[:2]

@@ -16,12 +16,11 @@ from __future__ import annotations
 
 import argparse
 import platform
-import time
 from pathlib import Path
 
 import cv2
 import numpy as np
-from common import print_table
+from common import detect_against_truth, print_table
 
 from pipeline.faces.detect import FaceAnalyzer
 from pipeline.media.decode import MoviePlate
@@ -66,11 +65,8 @@ def main() -> None:
                 errors, seconds = [], 0.0
                 for f, landmarks in truth:
                     image, m = turned(f, degrees)
-                    want = landmarks @ m[:, :2].T + m[:, 2]
-                    eyes = np.linalg.norm(want[36:42].mean(0) - want[42:48].mean(0))
-                    t = time.perf_counter()
-                    faces = analyzer.detect(image)
-                    seconds += time.perf_counter() - t
+                    faces, want, eyes, took = detect_against_truth(analyzer, image, landmarks, m)
+                    seconds += took
                     if faces:
                         errors.append(np.median(np.linalg.norm(faces[0].landmarks - want, axis=1)) / eyes)
                 error = f"{np.median(errors):.3f}" if errors else "-"
