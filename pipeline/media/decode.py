@@ -14,6 +14,7 @@ import threading
 from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import closing
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -134,6 +135,11 @@ def load_still(path: str) -> np.ndarray:
     return read_image(Path(path))
 
 
+# Decoded frames a movie read holds ahead of the colour conversion. FFmpeg's frame threads idle while the
+# thread that feeds them packets converts a frame, so the two run in different threads.
+DECODE_AHEAD = 4
+
+
 class MoviePlate:
     def __init__(self, path: Path, info: PlateInfo | None = None):
         self.path = path
@@ -204,31 +210,33 @@ class MoviePlate:
                     target = self._seek_target(start, start_pts, time_base)
                     container.seek(target, stream=stream, backward=True, any_frame=False)
                 last = (-1, -1)  # the time and number of the frame before
-                for frame in self._decode(container, stream, expected):
-                    if in_order:
-                        last = (-1, last[1] + 1)
-                        index = last[1]
-                    elif frame.pts is None:
-                        raise FrameError(self.path, expected, "the frame has no timestamp")
-                    elif start > 0 and last[1] < 0 and frame.pts in self._shared:
-                        # a seek landed among frames that share a time: which one is not known
-                        yield from self._read_from_zero(start, stop, size)
-                        return
-                    else:
-                        index = self._index(frame, expected, last)
-                        last = (frame.pts, index)
-                    if index < expected:
-                        continue  # before the range: decoded from the keyframe, not wanted
-                    if index > expected:
-                        if expected == start and start > 0:
-                            yield from self._read_from_zero(start, stop, size)  # seek landed past it
+                decoded = read_ahead(self._decode(container, stream, expected), DECODE_AHEAD)
+                with closing(decoded):  # its thread stops before the container closes
+                    for frame in decoded:
+                        if in_order:
+                            last = (-1, last[1] + 1)
+                            index = last[1]
+                        elif frame.pts is None:
+                            raise FrameError(self.path, expected, "the frame has no timestamp")
+                        elif start > 0 and last[1] < 0 and frame.pts in self._shared:
+                            # a seek landed among frames that share a time: which one is not known
+                            yield from self._read_from_zero(start, stop, size)
                             return
-                        raise FrameError(self.path, expected, "missing from the stream")
-                    rgb = reformatter.reformat(frame, format=rgb_format, threads=1, **scale).to_ndarray()
-                    yield np.ascontiguousarray(np.rot90(rgb, turns)) if turns else rgb
-                    expected += 1
-                    if expected >= stop:
-                        break
+                        else:
+                            index = self._index(frame, expected, last)
+                            last = (frame.pts, index)
+                        if index < expected:
+                            continue  # before the range: decoded from the keyframe, not wanted
+                        if index > expected:
+                            if expected == start and start > 0:
+                                yield from self._read_from_zero(start, stop, size)  # seek landed past it
+                                return
+                            raise FrameError(self.path, expected, "missing from the stream")
+                        rgb = reformatter.reformat(frame, format=rgb_format, threads=1, **scale).to_ndarray()
+                        yield np.ascontiguousarray(np.rot90(rgb, turns)) if turns else rgb
+                        expected += 1
+                        if expected >= stop:
+                            break
         except av.FFmpegError as e:
             raise FrameError(self.path, expected, f"decode error: {e.strerror or e}") from None
         if expected < stop:

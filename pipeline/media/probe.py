@@ -158,9 +158,18 @@ def first_frame(path: Path) -> av.VideoFrame | None:
     """A file's first picture; None when it does not decode (the read names that frame)."""
     try:
         with av.open(str(path)) as container:
-            for frame in container.decode(plate_stream(container)):
-                return frame
+            return first_picture(container, plate_stream(container))
     except (av.FFmpegError, IndexError):
+        return None
+
+
+def first_picture(container: av.container.InputContainer, stream: av.video.stream.VideoStream):
+    """The first picture of an open container's stream, decoded from where the container stands; None when
+    it does not decode."""
+    try:
+        for frame in container.decode(stream):
+            return frame
+    except av.FFmpegError:
         pass
     return None
 
@@ -221,6 +230,12 @@ def _read_frame_times(path: str, size: int, mtime_ns: int) -> tuple[tuple[int, .
     return tuple(t for t in times if t >= start), packets
 
 
+def _count_packets(path: Path) -> int:
+    """The packets with a picture in a movie's stream, read from the start."""
+    with av.open(str(path)) as container:
+        return sum(1 for p in container.demux(plate_stream(container)) if p.size)
+
+
 def shown_frames_listed(stream: av.video.stream.VideoStream) -> int | None:
     """The frames a container's index lists, less those it marks discarded (a trimmed clip's frames
     before the cut): MP4 and MOV hold a table of every frame, read when the file is opened, so a plate's
@@ -239,6 +254,7 @@ def probe_movie(path: Path) -> PlateInfo:
             if not container.streams.video:
                 raise MediaError(f"{path}: no video stream")
             stream = plate_stream(container)
+            first = first_picture(container, stream)  # read here: opening the file again cost 15-30 ms
             avi = container.format.name == "avi"
             # an AVI re-wrapped from a movie with B-frames can keep the source's fine time base (1/600), and
             # its "average rate" is then that base; FFmpeg's guess is the frame rate
@@ -258,7 +274,7 @@ def probe_movie(path: Path) -> PlateInfo:
                 elif times:  # a file cut short: the frames its container lists; the read names the first lost
                     count -= packets - len(times)
             if not count:  # packets without timestamps, and no frame count in the container
-                count = sum(1 for p in container.demux(stream) if p.size)
+                count = _count_packets(path)
             if not count or stream.codec_context.width <= 0 or stream.codec_context.height <= 0:
                 raise MediaError(f"{path}: cannot be read as a movie: no frames with a picture size")
             audio = None
@@ -266,7 +282,6 @@ def probe_movie(path: Path) -> PlateInfo:
                 a = container.streams.audio[0]
                 adur = float(a.duration * a.time_base) if a.duration else float(container.duration or 0) / 1e6
                 audio = AudioInfo(a.codec_context.name, a.rate, a.channels, adur)
-            first = first_frame(path)
             turns = 0 if first is None else quarter_turns(first)
             width, height = stream.codec_context.width, stream.codec_context.height
             return PlateInfo(
