@@ -87,8 +87,8 @@ def measure(
     f = dlib_features(rest["transform"], "cpu", map_size=rest["feature_map"])
     x, y = to_tensor(source), to_tensor(other)
     with torch.no_grad():
-        gx = torch.cat([g(*f(x[i : i + 16])) for i in range(0, len(x), 16)])
-        gy = torch.cat([g(*f(y[i : i + 16])) for i in range(0, len(y), 16)])
+        gx = torch.cat([g(*f(x[i : i + 16]), x[i : i + 16]) for i in range(0, len(x), 16)])
+        gy = torch.cat([g(*f(y[i : i + 16]), y[i : i + 16]) for i in range(0, len(y), 16)])
         truth = to_tensor(cartoons)
         domain = float(lpips.between(gx, truth).mean())
         vx, vgx, vgy = f(x)[1], f(gx)[1], f(gy)[1]

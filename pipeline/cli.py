@@ -375,6 +375,7 @@ def cmd_train_stylize(args: argparse.Namespace) -> int:
         patches=args.patches,
         feature_map=args.feature_map,
         descriptor=args.g_input == "map+descriptor",
+        colours=args.colours,
         weights=args.weights,
         batch=args.batch,
         lr=args.lr,
@@ -947,6 +948,14 @@ def build_parser() -> argparse.ArgumentParser:
         default="map",
         help="what g draws from: the map alone (default), or the map and f's descriptor broadcast over it "
         "(the paper's g draws from the descriptor; with a one-person target domain it tints every drawing)",
+    )
+    tst.add_argument(
+        "--colours",
+        type=int,
+        choices=(0, 1, 2, 4, 8, 16),
+        default=0,
+        help="g also draws from the face's colours, averaged to this many pixels a side (0: not, default); "
+        "f's map says where the eyes and mouth are, not what colour the hair, skin and background are",
     )
     tst.add_argument("--batch", type=whole(1, MAX_BATCH), default=8, help="faces per step (default 8)")
     tst.add_argument(

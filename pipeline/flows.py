@@ -1142,6 +1142,7 @@ def train_stylize(
     resume: bool = False,
     feature_map: int = 17,
     descriptor: bool = False,
+    colours: int = 0,
 ) -> dict:
     """Train a domain transfer network (DTN) from folders of source faces and target images as a Prefect
     run."""
@@ -1156,6 +1157,7 @@ def train_stylize(
         d_patch=patches,
         feature_map=feature_map,
         use_vector=descriptor,
+        colours=colours,
     )
     settings = settings.with_weights(weights or {})
     started = time.monotonic()

@@ -3,6 +3,7 @@ losses and labels, and the training's files and resume, with tiny networks (f in
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import cv2
@@ -134,6 +135,29 @@ def test_g_without_the_descriptor_ignores_it_and_draws_from_the_maps_layout():
     assert DTNConfig.from_dict(mapped.cfg.to_dict()) == mapped.cfg
 
 
+def test_g_with_colours_draws_from_the_faces_colours_and_not_their_detail():
+    torch.manual_seed(0)
+    m, v = torch.randn(2, 8, 4, 4), torch.randn(2, 16)
+    faces = (torch.rand(2, 3, 1, 1) * 1.6 - 0.8 + torch.randn(2, 3, 32, 32) * 0.1).clamp(-1, 1)
+    coloured = StyleDrawer(DTNConfig(32, 8, 4, 16, width=32, use_vector=False, colours=2))
+    assert coloured.stem[0].in_channels == 8 + 3
+    drawn = coloured(m, v, faces)
+    assert not torch.allclose(drawn, coloured(m, v, faces.flip(1)), atol=1e-4)  # another colour, drawn
+    # detail below the colours' 16 px cells (the means kept) does not reach g
+    cells = faces.reshape(2, 3, 2, 16, 2, 16)
+    shuffled = cells[:, :, :, torch.randperm(16)][..., torch.randperm(16)].reshape(2, 3, 32, 32)
+    assert torch.allclose(drawn, coloured(m, v, shuffled), atol=1e-5)
+    with pytest.raises(ValueError, match="give it the faces"):
+        coloured(m, v)
+    plain = StyleDrawer(DTNConfig(32, 8, 4, 16, width=32, use_vector=False))  # takes and ignores them
+    assert torch.equal(plain(m, v), plain(m, v, faces))
+    old = {k: w for k, w in plain.cfg.to_dict().items() if k != "colours"}  # a file from before: none
+    assert DTNConfig.from_dict(old) == plain.cfg
+    assert DTNConfig.from_dict(coloured.cfg.to_dict()) == coloured.cfg
+    with pytest.raises(ValueError, match="colours at 3 px"):
+        DTNConfig(32, 8, 4, 16, colours=3)
+
+
 def test_the_saved_g_is_a_moving_average_that_halves_its_distance_each_half_life():
     from pipeline.stylize.dtn_train import update_average
 
@@ -211,14 +235,19 @@ def test_a_training_step_updates_g_and_d_and_the_plain_autoencoder_leaves_d_alon
     assert all(torch.equal(a, b) for a, b in zip(d0, state.D.parameters(), strict=True))
     with pytest.raises(StylizerError, match="unknown loss weights nope"):
         plain.with_weights({"nope": 1})
+    coloured = DTNSettings(resolution=32, batch=4, width=32, colours=2)  # g reads the batch's colours
+    state = new_state(f, np.eye(2, 3), coloured, torch.device("cpu"))
+    assert state.g.cfg.colours == 2 and state.g.stem[0].in_channels == 8 + 3
+    assert set(train_step(state, f, source, target, coloured)) >= {"d", "gan", "const", "tid", "tv"}
 
 
 def test_training_resumes_exactly_and_writes_its_files(domains, tmp_path):
     source, target = domains
     s = DTNSettings(resolution=32, batch=4, width=32, ema_steps=2)
+    s = replace(s, colours=2)
     straight = train_stylizer([source], [target], tmp_path / "a", s, steps=4, features=TinyFeatures())
     train_stylizer([source], [target], tmp_path / "b", s, steps=2, features=TinyFeatures())
-    resumed = train_stylizer(  # a resume without weights keeps those it was trained with
+    resumed = train_stylizer(  # a resume without weights keeps those it was trained with, and g's inputs
         [source],
         [target],
         tmp_path / "b",

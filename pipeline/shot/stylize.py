@@ -89,7 +89,7 @@ class Stylizer:
         for i in range(0, len(small), batch):
             x = torch.from_numpy(small[i : i + batch]).permute(0, 3, 1, 2).to(self.device) * 2 - 1
             with torch.no_grad():
-                drawn = self.g(*self.f(x.float()))
+                drawn = self.g(*self.f(x.float()), x.float())
             out.append(((drawn.clamp(-1, 1) + 1) / 2).permute(0, 2, 3, 1).cpu().numpy())
         drawn_all = np.concatenate(out)
         back = cv2.INTER_CUBIC if size > r else cv2.INTER_AREA

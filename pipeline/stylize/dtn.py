@@ -46,6 +46,7 @@ class DTNConfig:
     vector_dim: int  # f's vector (the descriptor)
     width: int = 128  # g's channels at its first block (halved per doubling, at least 32)
     use_vector: bool = True  # g also draws from f's vector (the descriptor), broadcast over the map
+    colours: int = 0  # g also draws from the face's colours, area-averaged to colours x colours (0: not)
 
     def __post_init__(self) -> None:
         log2 = math.log2(self.resolution)
@@ -57,6 +58,8 @@ class DTNConfig:
             or self.feature_size > self.resolution
         ):
             raise ValueError(f"feature maps of {self.feature_size} px do not divide {self.resolution} px")
+        if not 0 <= self.colours <= self.feature_size or (self.colours and self.feature_size % self.colours):
+            raise ValueError(f"colours at {self.colours} px do not divide g's {self.feature_size} px map")
 
     @property
     def doublings(self) -> int:
@@ -68,7 +71,11 @@ class DTNConfig:
     @classmethod
     def from_dict(cls, d: dict) -> DTNConfig:
         sizes = ("resolution", "feature_channels", "feature_size", "vector_dim", "width")
-        return cls(**{k: int(d[k]) for k in sizes}, use_vector=bool(d.get("use_vector", True)))
+        return cls(
+            **{k: int(d[k]) for k in sizes},
+            use_vector=bool(d.get("use_vector", True)),
+            colours=int(d.get("colours", 0)),
+        )
 
 
 def _up_block(c_in: int, c_out: int) -> nn.Sequential:
@@ -82,15 +89,22 @@ def _up_block(c_in: int, c_out: int) -> nn.Sequential:
 
 
 class StyleDrawer(nn.Module):
-    """g: f's map (and vector) -> a drawing [B, 3, R, R] in -1..1. The vector, where the config takes it,
-    is broadcast over the map and joined to it; convolution blocks double the size to the resolution
-    (nearest upsampling then 3x3 convolutions: no checkerboard of transposed convolutions)."""
+    """g: f's map (and vector, and the face's colours) -> a drawing [B, 3, R, R] in -1..1. The vector,
+    where the config takes it, is broadcast over the map and joined to it; convolution blocks double the
+    size to the resolution (nearest upsampling then 3x3 convolutions: no checkerboard of transposed
+    convolutions).
+
+    The colours (`cfg.colours`): the face itself area-averaged to a few pixels a side, stretched over the
+    map and joined to it. f is an identity network: its map keeps where the eyes and the mouth are, not
+    what colour the hair, the skin or the background is, so g drew every source face in colours guessed
+    from the target domain's one person. A coarse thumbnail carries the colours and no detail to copy
+    (the look still comes from the three-way D); on target images L_TID teaches g to read it."""
 
     def __init__(self, cfg: DTNConfig):
         super().__init__()
         self.cfg = cfg
         width = cfg.width
-        joined = cfg.feature_channels + (cfg.vector_dim if cfg.use_vector else 0)
+        joined = cfg.feature_channels + (cfg.vector_dim if cfg.use_vector else 0) + (3 if cfg.colours else 0)
         self.stem = nn.Sequential(nn.Conv2d(joined, width, 3, padding=1), nn.LeakyReLU(0.2))
         blocks, c = [], width
         for _ in range(cfg.doublings):
@@ -99,12 +113,21 @@ class StyleDrawer(nn.Module):
         self.blocks = nn.Sequential(*blocks)
         self.to_rgb = nn.Conv2d(c, 3, 1)
 
-    def forward(self, feature_map: torch.Tensor, vector: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, feature_map: torch.Tensor, vector: torch.Tensor, faces: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """The drawings from f's reading (map, vector) of `faces` [B, 3, R, R] in -1..1, which g reads
+        for their colours where its config says so."""
         s = self.cfg.feature_size
         if feature_map.shape[-2:] != (s, s):
             feature_map = F.adaptive_avg_pool2d(feature_map, s)
         if self.cfg.use_vector:
             feature_map = torch.cat([feature_map, vector[:, :, None, None].expand(-1, -1, s, s)], 1)
+        if self.cfg.colours:
+            if faces is None:
+                raise ValueError("this g draws from the faces' colours: give it the faces")
+            colours = F.adaptive_avg_pool2d(faces.to(feature_map.dtype), self.cfg.colours)
+            feature_map = torch.cat([feature_map, F.interpolate(colours, size=(s, s), mode="nearest")], 1)
         x = self.blocks(self.stem(feature_map))
         return torch.tanh(self.to_rgb(x))
 
@@ -226,4 +249,4 @@ def draw(f: nn.Module, g: StyleDrawer, images: torch.Tensor) -> tuple[torch.Tens
     """g(f(images)) and f(images) (f frozen: no gradient to it)."""
     with torch.no_grad():
         features = f(images)
-    return g(*features), features
+    return g(*features, images), features

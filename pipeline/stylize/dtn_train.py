@@ -83,6 +83,7 @@ class DTNSettings:
     feature_map: int = 17  # the size of f's map that g draws from and L_CONST compares (FEATURE_MAPS)
     width: int = 128  # g's first block; a CPU step of 8 faces at 64 px takes about 1 s on one thread
     use_vector: bool = False  # g also draws from f's descriptor (the paper's input; see dtn.py)
+    colours: int = 0  # g also draws from the face's colours at this many pixels a side (0: not; dtn.py)
     ema_steps: float = 100.0  # half-life in steps of the moving average of g that is saved (0: g itself)
     seed: int = 0
     checkpoint_minutes: float = 5.0
@@ -219,7 +220,7 @@ def feature_shape(f: nn.Module, resolution: int, device: torch.device) -> tuple[
 def new_state(f: nn.Module, transform: np.ndarray, s: DTNSettings, device: torch.device) -> DTNState:
     torch.manual_seed(s.seed)
     channels, size, dim = feature_shape(f, s.resolution, device)
-    cfg = DTNConfig(s.resolution, channels, size, dim, s.width, s.use_vector)
+    cfg = DTNConfig(s.resolution, channels, size, dim, s.width, s.use_vector, s.colours)
     g, D = StyleDrawer(cfg).to(device), ThreeWayDiscriminator(s.resolution, patch=s.d_patch).to(device)
     return DTNState(
         g,
@@ -266,13 +267,13 @@ def batch_of(
 def train_step(state: DTNState, f: nn.Module, source: FaceSet, target: FaceSet, s: DTNSettings) -> dict:
     """One step of D, then one of g. Returns the losses (floats) and the step."""
     device = next(state.g.parameters()).device
-    _, fx = batch_of(source, s.batch, state.rng)  # g draws source faces from f's reading alone
+    x, fx = batch_of(source, s.batch, state.rng)  # g draws from f's reading (and the colours)
     t, ft = batch_of(target, s.batch, state.rng)
-    t = t.to(device)
+    x, t = x.to(device), t.to(device)
     fx = (fx[0].to(device), fx[1].to(device))
     ft = (ft[0].to(device), ft[1].to(device))
     state.g.train()
-    gx, gt = state.g(*fx), state.g(*ft)
+    gx, gt = state.g(*fx, x), state.g(*ft, t)
     record: dict = {"step": state.step + 1}
     if s.gan_weight:
         loss_d = discriminator_loss(state.D, gx, gt, t)
@@ -406,7 +407,12 @@ def read_training(path: Path) -> dict:
 
 def network_settings(cfg: DTNConfig) -> dict:
     """The settings that shape g, as a saved g has them (a resume keeps them whatever its flags say)."""
-    return {"resolution": cfg.resolution, "width": cfg.width, "use_vector": cfg.use_vector}
+    return {
+        "resolution": cfg.resolution,
+        "width": cfg.width,
+        "use_vector": cfg.use_vector,
+        "colours": cfg.colours,
+    }
 
 
 def load_training(data: dict, f: nn.Module, settings: DTNSettings, device: torch.device) -> DTNState:
@@ -447,7 +453,7 @@ def preview(
     device = next(state.g.parameters()).device
     with torch.no_grad():
         s, t = source.to(device), target.to(device)
-        rows = [s, state.g_ema(*f(s)), t, state.g_ema(*f(t))]
+        rows = [s, state.g_ema(*f(s), s), t, state.g_ema(*f(t), t)]
     tiles = list(to_uint8(torch.cat(rows)))
     sheet = grid(tiles, len(source))
     return labelled(sheet, rows=["source", "stylised", "target", "redrawn"], caption=caption)
