@@ -136,7 +136,9 @@ def load_still(path: str) -> np.ndarray:
 
 
 # Decoded frames a movie read holds ahead of the colour conversion. FFmpeg's frame threads idle while the
-# thread that feeds them packets converts a frame, so the two run in different threads.
+# thread that feeds them packets converts a frame, so the two run in different threads: against `ffmpeg -f
+# null` (bench/media.py, 2 cores, the code before and after minutes apart) 720x1280 H.264 0.88 -> 0.95x,
+# 1080p 0.91 -> 0.95x, UHD 0.86 -> 0.90x, and the single-threaded MPEG-4 decoder 0.91 -> 1.25x.
 DECODE_AHEAD = 4
 
 
@@ -180,8 +182,9 @@ class MoviePlate:
         return start_pts + math.floor(start / self.info.fps / time_base)  # the grid (or past a cut-off end)
 
     def read(self, start: int, stop: int, size: tuple[int, int] | None = None) -> Iterator[np.ndarray]:
-        """Decode with FFmpeg's frame threading; convert to RGB (uint8, or uint16 from a source deeper
-        than 8 bits) in this thread, with one swscale context for the whole read.
+        """Decode with FFmpeg's frame threading, in a thread of its own up to DECODE_AHEAD frames ahead;
+        convert to RGB (uint8, or uint16 from a source deeper than 8 bits) in this thread, with one swscale
+        context for the whole read.
 
         `frame.to_ndarray(format=...)` makes a new swscale context (and thread pool) for every frame, which
         cost more than the conversion itself: a decode loop ran at 0.72x of `ffmpeg -f null` at 720x1280

@@ -163,7 +163,9 @@ def first_frame(path: Path) -> av.VideoFrame | None:
         return None
 
 
-def first_picture(container: av.container.InputContainer, stream: av.video.stream.VideoStream):
+def first_picture(
+    container: av.container.InputContainer, stream: av.video.stream.VideoStream
+) -> av.VideoFrame | None:
     """The first picture of an open container's stream, decoded from where the container stands; None when
     it does not decode."""
     try:
