@@ -99,7 +99,7 @@ class StyleDrawer(nn.Module):
     what colour the hair, the skin or the background is, so g drew every source face in colours guessed
     from the target domain's one person. A coarse thumbnail carries the colours and no detail to copy
     (the look still comes from the three-way D); on target images L_TID teaches g to read it. Off by
-    default: measured over two seeds it drew closer to the domain but flickered more (README)."""
+    default: measured over three seeds it drew closer to the domain but flickered more (README)."""
 
     def __init__(self, cfg: DTNConfig):
         super().__init__()
