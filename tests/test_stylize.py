@@ -3,7 +3,6 @@ losses and labels, and the training's files and resume, with tiny networks (f in
 
 from __future__ import annotations
 
-from dataclasses import replace
 from pathlib import Path
 
 import cv2
@@ -239,12 +238,13 @@ def test_a_training_step_updates_g_and_d_and_the_plain_autoencoder_leaves_d_alon
     state = new_state(f, np.eye(2, 3), coloured, torch.device("cpu"))
     assert state.g.cfg.colours == 2 and state.g.stem[0].in_channels == 8 + 3
     assert set(train_step(state, f, source, target, coloured)) >= {"d", "gan", "const", "tid", "tv"}
+    with pytest.raises(StylizerError, match="--colours 8: colours at 8 px do not divide g's 4 px map"):
+        new_state(f, np.eye(2, 3), DTNSettings(resolution=32, width=32, colours=8), torch.device("cpu"))
 
 
 def test_training_resumes_exactly_and_writes_its_files(domains, tmp_path):
     source, target = domains
-    s = DTNSettings(resolution=32, batch=4, width=32, ema_steps=2)
-    s = replace(s, colours=2)
+    s = DTNSettings(resolution=32, batch=4, width=32, ema_steps=2, colours=2)
     straight = train_stylizer([source], [target], tmp_path / "a", s, steps=4, features=TinyFeatures())
     train_stylizer([source], [target], tmp_path / "b", s, steps=2, features=TinyFeatures())
     resumed = train_stylizer(  # a resume without weights keeps those it was trained with, and g's inputs

@@ -220,7 +220,10 @@ def feature_shape(f: nn.Module, resolution: int, device: torch.device) -> tuple[
 def new_state(f: nn.Module, transform: np.ndarray, s: DTNSettings, device: torch.device) -> DTNState:
     torch.manual_seed(s.seed)
     channels, size, dim = feature_shape(f, s.resolution, device)
-    cfg = DTNConfig(s.resolution, channels, size, dim, s.width, s.use_vector, s.colours)
+    try:
+        cfg = DTNConfig(s.resolution, channels, size, dim, s.width, s.use_vector, s.colours)
+    except ValueError as e:  # a --colours that does not divide g's map (8 px for --feature-map 8)
+        raise StylizerError(f"--colours {s.colours}: {e}") from None
     g, D = StyleDrawer(cfg).to(device), ThreeWayDiscriminator(s.resolution, patch=s.d_patch).to(device)
     return DTNState(
         g,
