@@ -261,6 +261,33 @@ def test_dlib_finds_real_aligned_faces_but_not_noise_grids_or_blur(crops):
         assert not meter.finds_face(fake)
 
 
+def test_the_identity_meter_describes_faces_as_dlib_does_one_or_many(crops):
+    """The meter's batched torch descriptors are dlib's compute_face_descriptor on the same enlarged crop
+    and rounded landmarks, for crops of any size, one face or several at once."""
+    import dlib
+
+    from pipeline.media.color import to_float, to_uint8
+    from pipeline.models import model_path
+
+    recogniser = dlib.face_recognition_model_v1(str(model_path("dlib_face_recognition")))
+    meter = IdentityMeter()
+    for size in (64, 256):
+        faces = load_face_set(crops["a"], size, "a")
+        images, landmarks = faces.images[:3], faces.landmarks[:3]
+        dlibs = []
+        for crop, lm in zip(images, landmarks, strict=True):
+            img = to_uint8(cv2.resize(to_float(crop), (256, 256), interpolation=cv2.INTER_CUBIC))
+            points = [dlib.point(int(round(x)), int(round(y))) for x, y in lm * 256 / size]
+            shape = dlib.full_object_detection(dlib.rectangle(0, 0, 255, 255), points)
+            dlibs.append(np.array(recogniser.compute_face_descriptor(np.ascontiguousarray(img), shape)))
+        many = meter.embed_many(images, landmarks)
+        assert many.shape == (3, 128) and np.abs(many - np.array(dlibs)).max() < 1e-4
+        assert np.abs(meter.embed(images[1], landmarks[1]) - dlibs[1]).max() < 1e-4
+        centroid = meter.centroid(images, landmarks)
+        assert np.abs(centroid - np.mean(dlibs, 0)).max() < 1e-4
+    assert meter.embed_many([], np.zeros((0, 68, 2))).shape == (0, 128)
+
+
 @pytest.mark.slow
 def test_swap_render_through_the_flow(tmp_path, woman_clip, tiny_model, crops, prefect_server):
     from pipeline.flows import run_render

@@ -183,8 +183,10 @@ class Compositor:
                 out[k] = composite
         if self.identity is not None:
             meter, ref_a, ref_b = self.identity
-            for k, face in zip(todo, faces, strict=True):
-                e = meter.embed(face, self.crop_landmarks[self.track.index(numbers[k])])
+            described = meter.embed_many(
+                faces, self.crop_landmarks[[self.track.index(numbers[k]) for k in todo]]
+            )
+            for k, face, e in zip(todo, faces, described, strict=True):
                 found = float(meter.finds_face(face))
                 out[k].identity = (float(np.linalg.norm(e - ref_a)), float(np.linalg.norm(e - ref_b)), found)
         return out

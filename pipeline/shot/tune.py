@@ -146,16 +146,19 @@ class FitMeter:
         self.identity_frames = sorted({frames[i] for i in pick}) if frames else []
         self._meter = None
 
-    def embed(self, face: np.ndarray, frame: int) -> np.ndarray | None:
-        """dlib's 128-d descriptor of an aligned face, with the real face's landmarks (the drawn face keeps
-        the crop's layout)."""
+    def embed(self, faces: np.ndarray, frames: list[int]) -> list[np.ndarray | None]:
+        """dlib's 128-d descriptors of aligned faces, with the real faces' landmarks (a drawn face keeps
+        the crop's layout), in one batch; None for a frame whose landmarks are unknown."""
         from pipeline.swap.convert import IdentityMeter
 
-        landmarks = self.landmarks[self.track.index(frame)]
-        if np.isnan(landmarks).any():
-            return None
+        landmarks = self.landmarks[[self.track.index(n) for n in frames]]
+        known = [k for k in range(len(frames)) if not np.isnan(landmarks[k]).any()]
         self._meter = self._meter or IdentityMeter()
-        return self._meter.embed(face, landmarks)
+        described = self._meter.embed_many(faces[known], landmarks[known])
+        out: list[np.ndarray | None] = [None] * len(frames)
+        for k, d in zip(known, described, strict=True):
+            out[k] = d
+        return out
 
     def measure(
         self, chunks: Iterator[tuple[list[int], torch.Tensor]], generators: dict[str, Generator], path
@@ -192,11 +195,12 @@ class FitMeter:
                 last[name] = images[-1:]
             wanted = [i for i, n in enumerate(numbers) if n in self.identity_frames]
             if wanted:
-                real_faces = tensor_to_images(real[wanted])
+                frames = [numbers[i] for i in wanted]
+                real_described = self.embed(tensor_to_images(real[wanted]), frames)
                 for name, images in drawn_by.items():
                     faces = tensor_to_images(images[wanted])
-                    for k, i in enumerate(wanted):
-                        a, b = self.embed(real_faces[k], numbers[i]), self.embed(faces[k], numbers[i])
+                    described = self.embed(faces, frames)
+                    for k, (a, b) in enumerate(zip(real_described, described, strict=True)):
                         if a is not None and b is not None:
                             out[name]["identity"].append(np.array([float(np.linalg.norm(a - b))]))
                             assert self._meter is not None
