@@ -163,7 +163,7 @@ def _folder_identity(folder: Path) -> tuple[str, tuple]:
 @functools.lru_cache(maxsize=8)
 def _reference_centroid(folder: str, files: tuple) -> np.ndarray:
     """Once per process and folder contents: the shots of a batch share their references, and embedding
-    40 crops costs about 1.5 s of CPU."""
+    40 crops costs about half a second of CPU."""
     from pipeline.swap.convert import IdentityMeter
     from pipeline.swap.data import load_face_set
 
