@@ -923,8 +923,9 @@ def build_parser() -> argparse.ArgumentParser:
     tst.add_argument(
         "--weights",
         type=loss_weights,
-        help="loss weights, like const=2,tid=5 (gan 1, const 10, spatial_const 1, tid 50, tv 10 by "
-        "default; gan=0,const=0 is the plain autoencoder baseline)",
+        help="loss weights, like const=2,tid=5 (gan 1, const 10, spatial_const 1, tid 50, tv 10, colour 0 "
+        "by default; gan=0,const=0 is the plain autoencoder baseline; colour keeps the source face's coarse "
+        "colours, for a domain that keeps them)",
     )
     tst.add_argument(
         "--patches",

@@ -20,6 +20,7 @@ from pipeline.stylize.dtn import (
     DTNConfig,
     StyleDrawer,
     ThreeWayDiscriminator,
+    colour_loss,
     const_loss,
     discriminator_loss,
     generator_gan_loss,
@@ -199,7 +200,12 @@ def test_each_loss_moves_its_quantity_the_right_way(domains):
     const = trained(lambda g: const_loss(fx, f(g(*fx)), 1.0))
     tid = trained(lambda g: tid_loss(g(*ft), t))
     tv = trained(lambda g: tv_loss(g(*fx)) + 0 * tid_loss(g(*ft), t), steps=10)
-    for name, v in (("const", const), ("tid", tid), ("tv", tv)):
+    colour = trained(lambda g: colour_loss(g(*fx), x, 4))
+    # L_COLOUR sees the colours of 8 px cells, not what is inside them
+    b = len(x)
+    cells_flipped = x.reshape(b, 3, 4, 8, 4, 8).flip(-1).reshape(x.shape)
+    assert float(colour_loss(cells_flipped, x, 4)) < 1e-10 < float(colour_loss(x.roll(8, -1), x, 4))
+    for name, v in (("const", const), ("tid", tid), ("tv", tv), ("colour", colour)):
         assert v[-1] < 0.7 * v[0], (name, v[0], v[-1])
     # D learns to tell the three apart
     torch.manual_seed(0)

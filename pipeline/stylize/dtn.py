@@ -9,7 +9,8 @@ target images. The losses (the functions below), as in the paper:
 - L_GANG: g wants D to call both its drawings real target images (class 2);
 - L_CONST: f(g(f(x))) stays f(x) for source faces, so the drawing keeps the person;
 - L_TID: g(f(t)) reproduces t, so g is the identity on the target domain;
-- L_TV: total variation of g's drawings of source faces, for smooth drawings.
+- L_TV: total variation of g's drawings of source faces, for smooth drawings;
+- L_COLOUR (not in the paper, off by default): the drawing's coarse colours stay the source face's.
 
 f is the project's identity network, dlib's face descriptor in torch (faces/descriptor.py), read on its
 150 px chip cut from the aligned crop by one fixed affine (`ChipFeatures`). Its 128-d descriptor says who;
@@ -244,6 +245,15 @@ def tv_loss(images: torch.Tensor) -> torch.Tensor:
     dx = (images[..., :, 1:] - images[..., :, :-1]).abs().mean()
     dy = (images[..., 1:, :] - images[..., :-1, :]).abs().mean()
     return dx + dy
+
+
+def colour_loss(drawn_source: torch.Tensor, source: torch.Tensor, size: int) -> torch.Tensor:
+    """L_COLOUR (not in the paper): the drawing's colours, area-averaged to `size` x `size`, stay the source
+    face's (mean squared error in -1..1). f is an identity network, blind to colour, so L_CONST lets g
+    paint a source face in the target domain's colours (its one person's skin, hair and background); a
+    domain that keeps colours and changes their rendering (flat paint, outlines) wants them kept. Its
+    weight is 0 by default: a domain that changes colours (green emoji skin) wants it off."""
+    return (F.adaptive_avg_pool2d(drawn_source, size) - F.adaptive_avg_pool2d(source, size)).square().mean()
 
 
 def draw(f: nn.Module, g: StyleDrawer, images: torch.Tensor) -> tuple[torch.Tensor, tuple]:

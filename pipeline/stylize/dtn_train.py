@@ -44,6 +44,7 @@ from pipeline.stylize.dtn import (
     DTNConfig,
     StyleDrawer,
     ThreeWayDiscriminator,
+    colour_loss,
     const_loss,
     discriminator_loss,
     generator_gan_loss,
@@ -79,6 +80,8 @@ class DTNSettings:
     spatial_const: float = 1.0  # the map's mean squared error, inside L_CONST
     tid_weight: float = 50.0  # mean squared pixel error in -1..1
     tv_weight: float = 10.0  # mean absolute neighbour difference in -1..1 (drawings of source faces)
+    colour_weight: float = 0.0  # L_COLOUR: mean squared error of the coarse colours in -1..1 (dtn.py)
+    colour_size: int = 8  # L_COLOUR compares the colours area-averaged to this many pixels a side
     d_patch: int = 8  # D's verdicts per side (0: one for the whole image, the paper's D)
     feature_map: int = 17  # the size of f's map that g draws from and L_CONST compares (FEATURE_MAPS)
     width: int = 128  # g's first block; a CPU step of 8 faces at 64 px takes about 1 s on one thread
@@ -100,11 +103,12 @@ class DTNSettings:
             "spatial_const": self.spatial_const,
             "tid": self.tid_weight,
             "tv": self.tv_weight,
+            "colour": self.colour_weight,
         }
 
     def with_weights(self, weights: dict[str, float]) -> DTNSettings:
         names = {"gan": "gan_weight", "const": "const_weight", "spatial_const": "spatial_const"}
-        names |= {"tid": "tid_weight", "tv": "tv_weight"}
+        names |= {"tid": "tid_weight", "tv": "tv_weight", "colour": "colour_weight"}
         unknown = sorted(set(weights) - set(names))
         if unknown:
             raise StylizerError(f"unknown loss weights {', '.join(unknown)}: give some of {', '.join(names)}")
@@ -290,7 +294,10 @@ def train_step(state: DTNState, f: nn.Module, source: FaceSet, target: FaceSet, 
         terms["gan"] = generator_gan_loss(state.D, gx, gt)
     if s.const_weight:
         terms["const"] = const_loss(fx, f(gx), s.spatial_const)
+    if s.colour_weight:
+        terms["colour"] = colour_loss(gx, x, s.colour_size)
     weights = {"gan": s.gan_weight, "const": s.const_weight, "tid": s.tid_weight, "tv": s.tv_weight}
+    weights["colour"] = s.colour_weight
     loss_g = sum(weights[k] * v for k, v in terms.items())
     state.opt_g.zero_grad(set_to_none=True)
     loss_g.backward()
@@ -317,7 +324,7 @@ def update_average(g_ema: nn.Module, g: nn.Module, half_life: float, step: int) 
 
 
 def describe(record: dict) -> str:
-    order = ("d", "gan", "const", "tid", "tv")
+    order = ("d", "gan", "const", "tid", "tv", "colour")
     return ", ".join(f"{k} {record[k]:.4f}" for k in order if k in record)
 
 
@@ -528,6 +535,8 @@ def train_stylizer(
         if keep_weights:  # no --weights on a resume: the weights it was trained with
             names = ("gan_weight", "const_weight", "spatial_const", "tid_weight", "tv_weight")
             settings = replace(settings, **{k: float(before[k]) for k in names if k in before})
+            settings = replace(settings, colour_weight=float(before.get("colour_weight", 0.0)))  # older: 0
+        settings = replace(settings, colour_size=int(before.get("colour_size", settings.colour_size)))
     src_files, src = faces_from(sources, settings.resolution, "source")
     _, tgt = faces_from(targets, settings.resolution, "target")
     train_idx, held_idx = split_held_out(len(src))
