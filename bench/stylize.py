@@ -48,10 +48,10 @@ from pipeline.faces.attributes import (
 from pipeline.stylegan.lpips import load_lpips
 from pipeline.stylize.cartoon import cartoon
 from pipeline.stylize.dtn_train import (
-    dlib_features,
     list_faces,
     load_stylizer,
     read_faces,
+    stylizer_features,
     to_tensor,
     to_uint8,
 )
@@ -84,7 +84,7 @@ def measure(
     model: Path, source: np.ndarray, landmarks: np.ndarray, cartoons: np.ndarray, other: np.ndarray, lpips
 ) -> dict:
     g, rest = load_stylizer(model, "cpu")
-    f = dlib_features(rest["transform"], "cpu", map_size=rest["feature_map"])
+    f = stylizer_features(rest, "cpu")
     x, y = to_tensor(source), to_tensor(other)
     with torch.no_grad():
         gx = torch.cat([g(*f(x[i : i + 16]), x[i : i + 16]) for i in range(0, len(x), 16)])

@@ -374,6 +374,7 @@ def cmd_train_stylize(args: argparse.Namespace) -> int:
         resolution=args.res,
         patches=args.patches,
         feature_map=args.feature_map,
+        map_on_crop=args.map_grid == "crop",
         descriptor=args.g_input == "map+descriptor",
         colours=args.colours,
         weights=args.weights,
@@ -942,6 +943,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=17,
         help="the size of the identity network's map that g draws from and L_CONST compares: 17 (the end "
         "of its second stage, default), 8 (its third: the drawings follow pose but hardly expression) or 35",
+    )
+    tst.add_argument(
+        "--map-grid",
+        choices=("chip", "crop"),
+        default="chip",
+        help="where f's map is laid out for g: on dlib's face chip, the middle of the crop (chip, default), "
+        "or resampled onto the crop's own grid, so that each cell speaks of the place g draws (crop)",
     )
     tst.add_argument(
         "--g-input",

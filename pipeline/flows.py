@@ -1141,6 +1141,7 @@ def train_stylize(
     seed: int = 0,
     resume: bool = False,
     feature_map: int = 17,
+    map_on_crop: bool = False,
     descriptor: bool = False,
     colours: int = 0,
 ) -> dict:
@@ -1156,6 +1157,7 @@ def train_stylize(
         seed=seed,
         d_patch=patches,
         feature_map=feature_map,
+        map_on_crop=map_on_crop,
         use_vector=descriptor,
         colours=colours,
     )

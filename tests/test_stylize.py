@@ -24,6 +24,7 @@ from pipeline.stylize.dtn import (
     const_loss,
     discriminator_loss,
     generator_gan_loss,
+    map_on_crop,
     tid_loss,
     tv_loss,
 )
@@ -292,6 +293,18 @@ def test_training_resumes_exactly_and_writes_its_files(domains, tmp_path):
         load_stylizer(tmp_path / "bad.pt")
 
 
+def test_the_map_on_the_crops_grid_is_the_chips_map_where_each_cell_lies():
+    """map_on_crop samples the chip's map at each crop cell's centre, through the crop -> chip affine."""
+    chip = torch.arange(8.0).expand(1, 1, 8, 8)  # each cell's value is its column on the chip
+    shift = torch.tensor([[1.0, 0.0, -4.0], [0.0, 1.0, -4.0]])  # the chip is crop pixels 4..11
+    out = map_on_crop(chip, shift, chip_size=8, crop_size=16)  # 8 cells of 2 px: centres at 2j + 0.5
+    assert out.shape == (1, 1, 8, 8)
+    row = out[0, 0, 4]
+    assert torch.allclose(row[2:6], torch.tensor([0.5, 2.5, 4.5, 6.5]))  # chip column 2j - 3.5
+    assert row[0] == 0 and torch.all(out[0, 0, 0] == 0)  # off the chip: zero
+    assert map_on_crop(torch.ones(1, 1, 17, 17), shift, 8, 16).shape[-1] == 16  # the power of two below
+
+
 def test_dlib_features_read_the_chip_of_real_aligned_crops(domains):
     """f as shipped: dlib's descriptor network on the chip placed from the source crops."""
     from pipeline.stylize.dtn_train import chip_affine, dlib_features
@@ -309,6 +322,12 @@ def test_dlib_features_read_the_chip_of_real_aligned_crops(domains):
     assert m17.shape == (4, 64, 17, 17) and torch.equal(v17, v)
     g = StyleDrawer(DTNConfig(64, 64, 16, 128, width=32))  # g pools the 17 px map to 16
     assert g(m17, v17).shape == (4, 3, 64, 64)
+    with torch.no_grad():  # the map on the crop's grid: 16 px, nothing above the brows (off the chip)
+        on_crop, v_crop = dlib_features(transform, map_size=17, on_crop=True)(to_tensor(crops[:4]))
+    top = int(np.floor((-transform[1, 2] / transform[1, 1]) / 4))  # the cells above the chip's top edge
+    assert on_crop.shape == (4, 64, 16, 16) and torch.equal(v_crop, v) and top >= 2
+    assert on_crop[:, :, : top - 1].abs().max() == 0 and on_crop[:, :, 8].abs().mean() > 0
+    assert g(on_crop, v_crop).shape == (4, 3, 64, 64)
     with pytest.raises(StylizerError, match="f has no 9 px feature map"):
         dlib_features(transform, map_size=9)
     with pytest.raises(StylizerError, match="dlib found faces on 0 of"):

@@ -71,10 +71,10 @@ class Stylizer:
     at the crops' size."""
 
     def __init__(self, path: Path, device: str):
-        from pipeline.stylize.dtn_train import dlib_features, load_stylizer
+        from pipeline.stylize.dtn_train import load_stylizer, stylizer_features
 
         self.g, rest = load_stylizer(path, device)
-        self.f = dlib_features(rest["transform"], device, map_size=rest["feature_map"])
+        self.f = stylizer_features(rest, device)
         self.resolution = self.g.cfg.resolution
         self.device = device
 

@@ -175,7 +175,13 @@ def _labelled(logits: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
 class ChipFeatures(nn.Module):
     """f from dlib's descriptor network: its chip cut from the aligned crop by one fixed affine (`transform`
     [2, 3], crop pixels -> chip pixels; `cut` is descriptor.extract_chips), then its `map_size` map and its
-    descriptor. Frozen; images come in -1..1."""
+    descriptor. Frozen; images come in -1..1.
+
+    `on_crop`: the map is resampled onto the crop's own grid (`map_on_crop`), so that each of its cells
+    describes the part of the crop that g draws at that place. On the chip's grid it is not: the chip is
+    the face from brows to chin, the middle 44 px of a 64 px aligned crop and 17 px below its top, and g,
+    which draws the whole crop from the map stretched over it, must then put the hair and the background
+    where the map speaks of the forehead and the cheeks."""
 
     def __init__(
         self,
@@ -184,16 +190,35 @@ class ChipFeatures(nn.Module):
         cut: Callable[[torch.Tensor, torch.Tensor, int], torch.Tensor],
         chip_size: int = 150,
         map_size: int = 8,
+        on_crop: bool = False,
     ):
         super().__init__()
         self.network = network.requires_grad_(False).eval()
         self.register_buffer("transform", torch.as_tensor(np.asarray(transform), dtype=torch.float32))
-        self.cut, self.chip_size, self.map_size = cut, chip_size, map_size
+        self.cut, self.chip_size, self.map_size, self.on_crop = cut, chip_size, map_size, on_crop
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         rgb = (images + 1) * 127.5
         chips = self.cut(rgb, self.transform.expand(images.shape[0], -1, -1), self.chip_size)
-        return self.network.features(chips.to(images.dtype), self.map_size)
+        feature_map, vector = self.network.features(chips.to(images.dtype), self.map_size)
+        if self.on_crop:
+            feature_map = map_on_crop(feature_map, self.transform, self.chip_size, images.shape[-1])
+        return feature_map, vector
+
+
+def map_on_crop(
+    feature_map: torch.Tensor, transform: torch.Tensor, chip_size: int, crop_size: int
+) -> torch.Tensor:
+    """A map of the chip [B, C, M, M] resampled onto the crop's grid at the power of two at most M a side
+    (bilinear at each cell's centre, taken through `transform`, crop pixels -> chip pixels; zero where the
+    cell is off the chip)."""
+    b, n = len(feature_map), 2 ** int(math.log2(feature_map.shape[-1]))
+    centres = (torch.arange(n, dtype=torch.float32, device=feature_map.device) + 0.5) * crop_size / n - 0.5
+    y, x = torch.meshgrid(centres, centres, indexing="ij")
+    t = transform.to(feature_map.device, torch.float32)
+    chip = torch.stack([t[i, 0] * x + t[i, 1] * y + t[i, 2] for i in range(2)], -1)
+    grid = ((chip + 0.5) / chip_size * 2 - 1)[None].expand(b, -1, -1, -1).to(feature_map.dtype)
+    return F.grid_sample(feature_map, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -84,6 +84,7 @@ class DTNSettings:
     colour_size: int = 8  # L_COLOUR compares the colours area-averaged to this many pixels a side
     d_patch: int = 8  # D's verdicts per side (0: one for the whole image, the paper's D)
     feature_map: int = 17  # the size of f's map that g draws from and L_CONST compares (FEATURE_MAPS)
+    map_on_crop: bool = False  # f's map resampled onto the crop's grid (dtn.ChipFeatures)
     width: int = 128  # g's first block; a CPU step of 8 faces at 64 px takes about 1 s on one thread
     use_vector: bool = False  # g also draws from f's descriptor (the paper's input; see dtn.py)
     colours: int = 0  # g also draws from the face's colours at this many pixels a side (0: not; dtn.py)
@@ -182,9 +183,11 @@ def chip_affine(crops: np.ndarray, analyzer=None, count: int = 64) -> np.ndarray
     return np.asarray(chip_transforms(landmarks[found].mean(axis=0)[None]), np.float64)[0]
 
 
-def dlib_features(transform: np.ndarray, device: torch.device | str = "cpu", *, map_size: int) -> nn.Module:
-    """f: dlib's descriptor network on the chip cut by `transform` (its `map_size` map and its
-    descriptor)."""
+def dlib_features(
+    transform: np.ndarray, device: torch.device | str = "cpu", *, map_size: int, on_crop: bool = False
+) -> nn.Module:
+    """f: dlib's descriptor network on the chip cut by `transform` (its `map_size` map, on the crop's grid
+    with `on_crop`, and its descriptor)."""
     from pipeline.faces.descriptor import extract_chips, load_face_descriptor
     from pipeline.stylize.dtn import ChipFeatures
 
@@ -192,7 +195,12 @@ def dlib_features(transform: np.ndarray, device: torch.device | str = "cpu", *, 
         sizes = ", ".join(map(str, FEATURE_MAPS))
         raise StylizerError(f"f has no {map_size} px feature map (one of {sizes})")
     network = load_face_descriptor(device=device)
-    return ChipFeatures(network, transform, extract_chips, map_size=map_size).to(device)
+    return ChipFeatures(network, transform, extract_chips, map_size=map_size, on_crop=on_crop).to(device)
+
+
+def stylizer_features(rest: dict, device: torch.device | str = "cpu") -> nn.Module:
+    """The f a stylizer file's g was trained with, from the rest of the file (`load_stylizer`)."""
+    return dlib_features(rest["transform"], device, map_size=rest["feature_map"], on_crop=rest["map_on_crop"])
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -354,7 +362,8 @@ def stylizer_file(path: Path) -> Path:
 
 def load_stylizer(path: str | Path, device: torch.device | str | None = None) -> tuple[StyleDrawer, dict]:
     """g (frozen, in eval mode) and the rest of the file: "transform" (the chip affine, numpy),
-    "feature_map" (the size of dlib's map g draws from), "settings", "meta"."""
+    "feature_map" (the size of dlib's map g draws from), "map_on_crop" (that map on the crop's grid),
+    "settings", "meta"; `stylizer_features(rest)` is its f."""
     path = stylizer_file(Path(path))
     if not path.is_file():
         raise StylizerError(f"{path}: stylizer file not found (vfx train stylize makes one)")
@@ -379,7 +388,14 @@ def load_stylizer(path: str | Path, device: torch.device | str | None = None) ->
                 f"{channels} channels; its g draws from {g.cfg.feature_channels})"
             )
     g = g.to(resolve_device(device)).eval().requires_grad_(False)
-    return g, {"transform": transform, "feature_map": feature_map, "settings": settings, "meta": meta}
+    on_crop = bool(settings.get("map_on_crop", False))
+    return g, {
+        "transform": transform,
+        "feature_map": feature_map,
+        "map_on_crop": on_crop,
+        "settings": settings,
+        "meta": meta,
+    }
 
 
 def save_training(path: Path, state: DTNState, settings: DTNSettings) -> None:
@@ -530,7 +546,10 @@ def train_stylizer(
         settings = replace(settings, **network_settings(cfg))
         before = dict(saved.get("settings") or {})
         settings = replace(
-            settings, d_patch=int(before.get("d_patch", 0)), feature_map=int(before.get("feature_map", 8))
+            settings,
+            d_patch=int(before.get("d_patch", 0)),
+            feature_map=int(before.get("feature_map", 8)),
+            map_on_crop=bool(before.get("map_on_crop", False)),
         )
         if keep_weights:  # no --weights on a resume: the weights it was trained with
             names = ("gan_weight", "const_weight", "spatial_const", "tid_weight", "tv_weight")
@@ -544,7 +563,9 @@ def train_stylizer(
         transform = saved["transform"].numpy()
     else:
         transform = chip_affine(src) if features is None else np.eye(2, 3)
-    f = features or dlib_features(transform, device, map_size=settings.feature_map)
+    f = features or dlib_features(
+        transform, device, map_size=settings.feature_map, on_crop=settings.map_on_crop
+    )
     f = f.to(device).eval().requires_grad_(False)
     source, target = face_set(to_tensor(src[train_idx]), f, device), face_set(to_tensor(tgt), f, device)
     out.mkdir(parents=True, exist_ok=True)
