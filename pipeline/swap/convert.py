@@ -2,7 +2,7 @@
 
 The identity measure is dlib's 128-d recognition embedding: the distance of each converted face to
 the centroid of a person's reference faces (the same person is below about 0.6). It is computed by the
-project's torch port of dlib's network (faces/descriptor.py), in batches on the device rule's device:
+project's torch port of dlib's network (faces/descriptor.py), in batches, on the GPU where there is one:
 the same descriptors as dlib's own to 5e-7, about ten times faster on a CPU.
 
 Faces are converted in batches on the model's device. On a CUDA GPU the forward pass runs in fp16 (ten
