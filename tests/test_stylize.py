@@ -251,10 +251,12 @@ def test_a_training_step_updates_g_and_d_and_the_plain_autoencoder_leaves_d_alon
 
 def test_training_resumes_exactly_and_writes_its_files(domains, tmp_path):
     source, target = domains
-    s = DTNSettings(resolution=32, batch=4, width=32, ema_steps=2, colours=2)
+    s = DTNSettings(
+        resolution=32, batch=4, width=32, ema_steps=2, colours=2, colour_weight=5, map_on_crop=True
+    )
     straight = train_stylizer([source], [target], tmp_path / "a", s, steps=4, features=TinyFeatures())
     train_stylizer([source], [target], tmp_path / "b", s, steps=2, features=TinyFeatures())
-    resumed = train_stylizer(  # a resume without weights keeps those it was trained with, and g's inputs
+    resumed = train_stylizer(  # a resume without weights keeps those it was trained with, g's inputs and map
         [source],
         [target],
         tmp_path / "b",
@@ -277,6 +279,7 @@ def test_training_resumes_exactly_and_writes_its_files(domains, tmp_path):
         assert (tmp_path / "b" / name).is_file()
     g, rest = load_stylizer(tmp_path / "b")
     assert g.cfg == straight.g.cfg and rest["meta"]["steps"] == 4
+    assert rest["map_on_crop"] and rest["settings"]["colour_weight"] == 5  # kept by the resume
     saved = list(g.state_dict().values())  # the file holds the average, not the last step's g
     assert all(torch.equal(a, b) for a, b in zip(saved, resumed.g_ema.state_dict().values(), strict=True))
     assert not all(torch.equal(a, b) for a, b in zip(saved, resumed.g.state_dict().values(), strict=True))
