@@ -924,9 +924,9 @@ def build_parser() -> argparse.ArgumentParser:
     tst.add_argument(
         "--weights",
         type=loss_weights,
-        help="loss weights, like const=2,tid=5 (gan 1, const 10, spatial_const 1, tid 50, tv 10, colour 0 "
+        help="loss weights, like const=2,tid=5 (gan 1, const 10, spatial_const 1, tid 50, tv 30, colour 50 "
         "by default; gan=0,const=0 is the plain autoencoder baseline; colour keeps the source face's coarse "
-        "colours, for a domain that keeps them)",
+        "colours: colour=0 for a domain that changes them)",
     )
     tst.add_argument(
         "--patches",
@@ -947,9 +947,10 @@ def build_parser() -> argparse.ArgumentParser:
     tst.add_argument(
         "--map-grid",
         choices=("chip", "crop"),
-        default="chip",
-        help="where f's map is laid out for g: on dlib's face chip, the middle of the crop (chip, default), "
-        "or resampled onto the crop's own grid, so that each cell speaks of the place g draws (crop)",
+        default="crop",
+        help="where f's map is laid out for g: resampled onto the crop's own grid, so that each cell speaks "
+        "of the place g draws (crop, default), or on dlib's face chip, the middle of the crop (chip, the "
+        "earlier default)",
     )
     tst.add_argument(
         "--g-input",
@@ -961,10 +962,10 @@ def build_parser() -> argparse.ArgumentParser:
     tst.add_argument(
         "--colours",
         type=int,
-        choices=(0, 1, 2, 4, 8, 16),
-        default=0,
-        help="g also draws from the face's colours, averaged to this many pixels a side (0: not, default); "
-        "f's map says where the eyes and mouth are, not what colour the hair, skin and background are",
+        choices=(0, 1, 2, 4, 8, 16, 32),
+        help="g also draws from the face's colours, averaged to this many pixels a side (default: the size "
+        "of g's map, 16 for --feature-map 17, 8 for 8, 32 for 35; 0: not): f's map says where the eyes and "
+        "mouth are, not what colour the hair, skin and background are",
     )
     tst.add_argument("--batch", type=whole(1, MAX_BATCH), default=8, help="faces per step (default 8)")
     tst.add_argument(

@@ -1141,9 +1141,9 @@ def train_stylize(
     seed: int = 0,
     resume: bool = False,
     feature_map: int = 17,
-    map_on_crop: bool = False,
+    map_on_crop: bool = True,
     descriptor: bool = False,
-    colours: int = 0,
+    colours: int | None = None,
 ) -> dict:
     """Train a domain transfer network (DTN) from folders of source faces and target images as a Prefect
     run."""

@@ -3,6 +3,7 @@ losses and labels, and the training's files and resume, with tiny networks (f in
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import cv2
@@ -229,6 +230,7 @@ def test_a_training_step_updates_g_and_d_and_the_plain_autoencoder_leaves_d_alon
     source, target = (face_set(to_tensor(real_crops(d)), f, torch.device("cpu")) for d in domains)
     s = DTNSettings(resolution=32, batch=4, width=32)
     state = new_state(f, np.eye(2, 3), s, torch.device("cpu"))
+    assert state.g.cfg.colours == 4  # by default g reads the faces' colours at its map's size (4 px here)
     d0 = [p.clone() for p in state.D.parameters()]
     record = train_step(state, f, source, target, s)
     assert set(record) >= {"d", "gan", "const", "tid", "tv", "g"} and state.step == 1
@@ -244,6 +246,8 @@ def test_a_training_step_updates_g_and_d_and_the_plain_autoencoder_leaves_d_alon
     coloured = DTNSettings(resolution=32, batch=4, width=32, colours=2)  # g reads the batch's colours
     state = new_state(f, np.eye(2, 3), coloured, torch.device("cpu"))
     assert state.g.cfg.colours == 2 and state.g.stem[0].in_channels == 8 + 3
+    blind = new_state(f, np.eye(2, 3), replace(coloured, colours=0), torch.device("cpu"))
+    assert blind.g.cfg.colours == 0 and blind.g.stem[0].in_channels == 8
     assert set(train_step(state, f, source, target, coloured)) >= {"d", "gan", "const", "tid", "tv"}
     with pytest.raises(StylizerError, match="--colours 8: colours at 8 px do not divide g's 4 px map"):
         new_state(f, np.eye(2, 3), DTNSettings(resolution=32, width=32, colours=8), torch.device("cpu"))
@@ -280,6 +284,12 @@ def test_training_resumes_exactly_and_writes_its_files(domains, tmp_path):
     g, rest = load_stylizer(tmp_path / "b")
     assert g.cfg == straight.g.cfg and rest["meta"]["steps"] == 4
     assert rest["map_on_crop"] and rest["settings"]["colour_weight"] == 5  # kept by the resume
+    # by default the map lies on the crop's grid and g reads colours at its map's size, saved as a number
+    plain = DTNSettings(resolution=32, batch=4, width=32)
+    train_stylizer([source], [target], tmp_path / "d", plain, steps=1, features=TinyFeatures())
+    g_d, rest_d = load_stylizer(tmp_path / "d")
+    assert g_d.cfg.colours == rest_d["settings"]["colours"] == 4 and rest_d["map_on_crop"]
+    assert rest_d["settings"]["colour_weight"] == 50 and rest_d["settings"]["tv_weight"] == 30
     saved = list(g.state_dict().values())  # the file holds the average, not the last step's g
     assert all(torch.equal(a, b) for a, b in zip(saved, resumed.g_ema.state_dict().values(), strict=True))
     assert not all(torch.equal(a, b) for a, b in zip(saved, resumed.g.state_dict().values(), strict=True))

@@ -79,15 +79,16 @@ class DTNSettings:
     const_weight: float = 10.0  # squared descriptor distance (the same person: under 0.36)
     spatial_const: float = 1.0  # the map's mean squared error, inside L_CONST
     tid_weight: float = 50.0  # mean squared pixel error in -1..1
-    tv_weight: float = 10.0  # mean absolute neighbour difference in -1..1 (drawings of source faces)
-    colour_weight: float = 0.0  # L_COLOUR: mean squared error of the coarse colours in -1..1 (dtn.py)
+    tv_weight: float = 30.0  # mean absolute neighbour difference in -1..1 (drawings of source faces)
+    colour_weight: float = 50.0  # L_COLOUR: mean squared error of the coarse colours in -1..1 (dtn.py)
     colour_size: int = 8  # L_COLOUR compares the colours area-averaged to this many pixels a side
     d_patch: int = 8  # D's verdicts per side (0: one for the whole image, the paper's D)
     feature_map: int = 17  # the size of f's map that g draws from and L_CONST compares (FEATURE_MAPS)
-    map_on_crop: bool = False  # f's map resampled onto the crop's grid (dtn.ChipFeatures)
+    map_on_crop: bool = True  # f's map resampled onto the crop's grid (dtn.ChipFeatures; False: the chip's)
     width: int = 128  # g's first block; a CPU step of 8 faces at 64 px takes about 1 s on one thread
     use_vector: bool = False  # g also draws from f's descriptor (the paper's input; see dtn.py)
-    colours: int = 0  # g also draws from the face's colours at this many pixels a side (0: not; dtn.py)
+    colours: int | None = None  # g also draws from the face's colours at this many pixels a side (0: not;
+    # None: g's map size, 16 for the 17 px map; dtn.py)
     ema_steps: float = 100.0  # half-life in steps of the moving average of g that is saved (0: g itself)
     seed: int = 0
     checkpoint_minutes: float = 5.0
@@ -232,8 +233,9 @@ def feature_shape(f: nn.Module, resolution: int, device: torch.device) -> tuple[
 def new_state(f: nn.Module, transform: np.ndarray, s: DTNSettings, device: torch.device) -> DTNState:
     torch.manual_seed(s.seed)
     channels, size, dim = feature_shape(f, s.resolution, device)
+    colours = size if s.colours is None else s.colours
     try:
-        cfg = DTNConfig(s.resolution, channels, size, dim, s.width, s.use_vector, s.colours)
+        cfg = DTNConfig(s.resolution, channels, size, dim, s.width, s.use_vector, colours)
     except ValueError as e:  # a --colours that does not divide g's map (8 px for --feature-map 8)
         raise StylizerError(f"--colours {s.colours}: {e}") from None
     g, D = StyleDrawer(cfg).to(device), ThreeWayDiscriminator(s.resolution, patch=s.d_patch).to(device)
@@ -574,6 +576,7 @@ def train_stylizer(
         if saved is not None
         else new_state(f, transform, settings, device)
     )
+    settings = replace(settings, **network_settings(state.g.cfg))  # the colours g draws from, resolved
     shown_idx = held_idx[: settings.preview_faces] if len(held_idx) else train_idx[: settings.preview_faces]
     shown = (to_tensor(src[shown_idx]), to_tensor(tgt[: len(shown_idx)]))
     meta = {
