@@ -375,6 +375,7 @@ def cmd_train_stylize(args: argparse.Namespace) -> int:
         patches=args.patches,
         feature_map=args.feature_map,
         map_on_crop=args.map_grid == "crop",
+        off_chip=args.off_chip,
         descriptor=args.g_input == "map+descriptor",
         colours=args.colours,
         weights=args.weights,
@@ -951,6 +952,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="where f's map is laid out for g: resampled onto the crop's own grid, so that each cell speaks "
         "of the place g draws (crop, default), or on dlib's face chip, the middle of the crop (chip, the "
         "earlier default)",
+    )
+    tst.add_argument(
+        "--off-chip",
+        choices=("zero", "edge"),
+        default="zero",
+        help="with --map-grid crop, what the crop's cells off dlib's chip read: zero (default), or the "
+        "chip's nearest edge carried outward (edge: no step in g's input where the chip ends)",
     )
     tst.add_argument(
         "--g-input",

@@ -1142,6 +1142,7 @@ def train_stylize(
     resume: bool = False,
     feature_map: int = 17,
     map_on_crop: bool = True,
+    off_chip: str = "zero",
     descriptor: bool = False,
     colours: int | None = None,
 ) -> dict:
@@ -1158,6 +1159,7 @@ def train_stylize(
         d_patch=patches,
         feature_map=feature_map,
         map_on_crop=map_on_crop,
+        off_chip=off_chip,
         use_vector=descriptor,
         colours=colours,
     )

@@ -18,6 +18,7 @@ from pipeline.stylize.dtn import (
     D_SOURCE_DRAWN,
     D_TARGET_DRAWN,
     D_TARGET_REAL,
+    ChipFeatures,
     DTNConfig,
     StyleDrawer,
     ThreeWayDiscriminator,
@@ -256,7 +257,14 @@ def test_a_training_step_updates_g_and_d_and_the_plain_autoencoder_leaves_d_alon
 def test_training_resumes_exactly_and_writes_its_files(domains, tmp_path):
     source, target = domains
     s = DTNSettings(
-        resolution=32, batch=4, width=32, ema_steps=2, colours=2, colour_weight=5, map_on_crop=True
+        resolution=32,
+        batch=4,
+        width=32,
+        ema_steps=2,
+        colours=2,
+        colour_weight=5,
+        map_on_crop=True,
+        off_chip="edge",
     )
     straight = train_stylizer([source], [target], tmp_path / "a", s, steps=4, features=TinyFeatures())
     train_stylizer([source], [target], tmp_path / "b", s, steps=2, features=TinyFeatures())
@@ -284,11 +292,13 @@ def test_training_resumes_exactly_and_writes_its_files(domains, tmp_path):
     g, rest = load_stylizer(tmp_path / "b")
     assert g.cfg == straight.g.cfg and rest["meta"]["steps"] == 4
     assert rest["map_on_crop"] and rest["settings"]["colour_weight"] == 5  # kept by the resume
+    assert rest["off_chip"] == "edge"
     # by default the map lies on the crop's grid and g reads colours at its map's size, saved as a number
     plain = DTNSettings(resolution=32, batch=4, width=32)
     train_stylizer([source], [target], tmp_path / "d", plain, steps=1, features=TinyFeatures())
     g_d, rest_d = load_stylizer(tmp_path / "d")
     assert g_d.cfg.colours == rest_d["settings"]["colours"] == 4 and rest_d["map_on_crop"]
+    assert rest_d["off_chip"] == "zero"
     assert rest_d["settings"]["colour_weight"] == 50 and rest_d["settings"]["tv_weight"] == 30
     saved = list(g.state_dict().values())  # the file holds the average, not the last step's g
     assert all(torch.equal(a, b) for a, b in zip(saved, resumed.g_ema.state_dict().values(), strict=True))
@@ -316,6 +326,12 @@ def test_the_map_on_the_crops_grid_is_the_chips_map_where_each_cell_lies():
     assert torch.allclose(row[2:6], torch.tensor([0.5, 2.5, 4.5, 6.5]))  # chip column 2j - 3.5
     assert row[0] == 0 and torch.all(out[0, 0, 0] == 0)  # off the chip: zero
     assert map_on_crop(torch.ones(1, 1, 17, 17), shift, 8, 16).shape[-1] == 16  # the power of two below
+    # off_chip "edge": a cell off the chip reads the chip's nearest edge, so g's input has no step there
+    edge = map_on_crop(chip + 1, shift, 8, 16, off_chip="edge")[0, 0]
+    assert edge[4, 0] == 1 and edge[4, 7] == 8  # columns 0 and 7 of the chip, carried outward
+    assert torch.equal(edge[0], edge[4]) and torch.allclose(edge[4, 2:6], row[2:6] + 1)
+    with pytest.raises(ValueError, match="off_chip is one of zero, edge"):
+        ChipFeatures(TinyFeatures(), np.eye(2, 3), lambda *a: a[0], off_chip="wrap")
 
 
 def test_dlib_features_read_the_chip_of_real_aligned_crops(domains):
@@ -460,6 +476,9 @@ def test_a_missing_damaged_or_foreign_stylizer_is_one_line_at_validate(
     assert validate(wrong).endswith(
         "a damaged stylizer file (its settings name f's 17 px map, with 64 channels; its g draws from 128)"
     )
+    bad_edge = DTNSettings(resolution=32, feature_map=8, off_chip="wrap")  # what f reads off the chip
+    save_stylizer(wrong / "stylizer.pt", g, np.eye(2, 3), bad_edge, {})
+    assert validate(wrong).endswith("a damaged stylizer file (off_chip 'wrap')")
     assert validate(tiny_model / "swap.pt").endswith("not a stylizer file (vfx train stylize makes them)")
 
 

@@ -173,6 +173,10 @@ def _labelled(logits: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
     return F.cross_entropy(logits, label.to(logits.device))
 
 
+# what a cell of the crop's grid off dlib's chip reads: grid_sample's padding
+OFF_CHIP = {"zero": "zeros", "edge": "border"}
+
+
 class ChipFeatures(nn.Module):
     """f from dlib's descriptor network: its chip cut from the aligned crop by one fixed affine (`transform`
     [2, 3], crop pixels -> chip pixels; `cut` is descriptor.extract_chips), then its `map_size` map and its
@@ -182,7 +186,8 @@ class ChipFeatures(nn.Module):
     describes the part of the crop that g draws at that place. On the chip's grid it is not: the chip is
     the face from brows to chin, the middle 44 px of a 64 px aligned crop and 17 px below its top, and g,
     which draws the whole crop from the map stretched over it, must then put the hair and the background
-    where the map speaks of the forehead and the cheeks."""
+    where the map speaks of the forehead and the cheeks. `off_chip`: what the crop's cells off the chip
+    read, "zero" or "edge" (the chip's nearest edge carried outward: no step where the chip ends)."""
 
     def __init__(
         self,
@@ -192,34 +197,41 @@ class ChipFeatures(nn.Module):
         chip_size: int = 150,
         map_size: int = 8,
         on_crop: bool = False,
+        off_chip: str = "zero",
     ):
         super().__init__()
+        if off_chip not in OFF_CHIP:
+            raise ValueError(f"off_chip is one of {', '.join(OFF_CHIP)}, not {off_chip!r}")
         self.network = network.requires_grad_(False).eval()
         self.register_buffer("transform", torch.as_tensor(np.asarray(transform), dtype=torch.float32))
         self.cut, self.chip_size, self.map_size, self.on_crop = cut, chip_size, map_size, on_crop
+        self.off_chip = off_chip
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         rgb = (images + 1) * 127.5
         chips = self.cut(rgb, self.transform.expand(images.shape[0], -1, -1), self.chip_size)
         feature_map, vector = self.network.features(chips.to(images.dtype), self.map_size)
         if self.on_crop:
-            feature_map = map_on_crop(feature_map, self.transform, self.chip_size, images.shape[-1])
+            feature_map = map_on_crop(
+                feature_map, self.transform, self.chip_size, images.shape[-1], off_chip=self.off_chip
+            )
         return feature_map, vector
 
 
 def map_on_crop(
-    feature_map: torch.Tensor, transform: torch.Tensor, chip_size: int, crop_size: int
+    feature_map: torch.Tensor, transform: torch.Tensor, chip_size: int, crop_size: int, off_chip: str = "zero"
 ) -> torch.Tensor:
     """A map of the chip [B, C, M, M] resampled onto the crop's grid at the power of two at most M a side
-    (bilinear at each cell's centre, taken through `transform`, crop pixels -> chip pixels; zero where the
-    cell is off the chip)."""
+    (bilinear at each cell's centre, taken through `transform`, crop pixels -> chip pixels; where the cell
+    is off the chip, zero or, with `off_chip` "edge", the chip's nearest edge)."""
     b, n = len(feature_map), 2 ** int(math.log2(feature_map.shape[-1]))
     centres = (torch.arange(n, dtype=torch.float32, device=feature_map.device) + 0.5) * crop_size / n - 0.5
     y, x = torch.meshgrid(centres, centres, indexing="ij")
     t = transform.to(feature_map.device, torch.float32)
     chip = torch.stack([t[i, 0] * x + t[i, 1] * y + t[i, 2] for i in range(2)], -1)
     grid = ((chip + 0.5) / chip_size * 2 - 1)[None].expand(b, -1, -1, -1).to(feature_map.dtype)
-    return F.grid_sample(feature_map, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    padding = OFF_CHIP[off_chip]
+    return F.grid_sample(feature_map, grid, mode="bilinear", padding_mode=padding, align_corners=False)
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -41,6 +41,7 @@ from pipeline.media.color import to_uint8 as image_to_uint8
 from pipeline.media.decode import read_image
 from pipeline.models import load_torch_file
 from pipeline.stylize.dtn import (
+    OFF_CHIP,
     DTNConfig,
     StyleDrawer,
     ThreeWayDiscriminator,
@@ -85,6 +86,7 @@ class DTNSettings:
     d_patch: int = 8  # D's verdicts per side (0: one for the whole image, the paper's D)
     feature_map: int = 17  # the size of f's map that g draws from and L_CONST compares (FEATURE_MAPS)
     map_on_crop: bool = True  # f's map resampled onto the crop's grid (dtn.ChipFeatures; False: the chip's)
+    off_chip: str = "zero"  # what the crop's cells off the chip read: zero, or the chip's edge (dtn.OFF_CHIP)
     width: int = 128  # g's first block; a CPU step of 8 faces at 64 px takes about 1 s on one thread
     use_vector: bool = False  # g also draws from f's descriptor (the paper's input; see dtn.py)
     colours: int | None = None  # g also draws from the face's colours at this many pixels a side (0: not;
@@ -185,10 +187,15 @@ def chip_affine(crops: np.ndarray, analyzer=None, count: int = 64) -> np.ndarray
 
 
 def dlib_features(
-    transform: np.ndarray, device: torch.device | str = "cpu", *, map_size: int, on_crop: bool = False
+    transform: np.ndarray,
+    device: torch.device | str = "cpu",
+    *,
+    map_size: int,
+    on_crop: bool = False,
+    off_chip: str = "zero",
 ) -> nn.Module:
     """f: dlib's descriptor network on the chip cut by `transform` (its `map_size` map, on the crop's grid
-    with `on_crop`, and its descriptor)."""
+    with `on_crop`, reading `off_chip` there, and its descriptor)."""
     from pipeline.faces.descriptor import extract_chips, load_face_descriptor
     from pipeline.stylize.dtn import ChipFeatures
 
@@ -196,12 +203,19 @@ def dlib_features(
         sizes = ", ".join(map(str, FEATURE_MAPS))
         raise StylizerError(f"f has no {map_size} px feature map (one of {sizes})")
     network = load_face_descriptor(device=device)
-    return ChipFeatures(network, transform, extract_chips, map_size=map_size, on_crop=on_crop).to(device)
+    f = ChipFeatures(network, transform, extract_chips, map_size=map_size, on_crop=on_crop, off_chip=off_chip)
+    return f.to(device)
 
 
 def stylizer_features(rest: dict, device: torch.device | str = "cpu") -> nn.Module:
     """The f a stylizer file's g was trained with, from the rest of the file (`load_stylizer`)."""
-    return dlib_features(rest["transform"], device, map_size=rest["feature_map"], on_crop=rest["map_on_crop"])
+    return dlib_features(
+        rest["transform"],
+        device,
+        map_size=rest["feature_map"],
+        on_crop=rest["map_on_crop"],
+        off_chip=rest["off_chip"],
+    )
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -391,10 +405,14 @@ def load_stylizer(path: str | Path, device: torch.device | str | None = None) ->
             )
     g = g.to(resolve_device(device)).eval().requires_grad_(False)
     on_crop = bool(settings.get("map_on_crop", False))
+    off_chip = str(settings.get("off_chip", "zero"))  # files from before the setting read zero
+    if off_chip not in OFF_CHIP:
+        raise StylizerError(f"{path}: a damaged stylizer file (off_chip {off_chip!r})")
     return g, {
         "transform": transform,
         "feature_map": feature_map,
         "map_on_crop": on_crop,
+        "off_chip": off_chip,
         "settings": settings,
         "meta": meta,
     }
@@ -552,6 +570,7 @@ def train_stylizer(
             d_patch=int(before.get("d_patch", 0)),
             feature_map=int(before.get("feature_map", 8)),
             map_on_crop=bool(before.get("map_on_crop", False)),
+            off_chip=str(before.get("off_chip", "zero")),
         )
         if keep_weights:  # no --weights on a resume: the weights it was trained with
             names = ("gan_weight", "const_weight", "spatial_const", "tid_weight", "tv_weight")
@@ -566,7 +585,11 @@ def train_stylizer(
     else:
         transform = chip_affine(src) if features is None else np.eye(2, 3)
     f = features or dlib_features(
-        transform, device, map_size=settings.feature_map, on_crop=settings.map_on_crop
+        transform,
+        device,
+        map_size=settings.feature_map,
+        on_crop=settings.map_on_crop,
+        off_chip=settings.off_chip,
     )
     f = f.to(device).eval().requires_grad_(False)
     source, target = face_set(to_tensor(src[train_idx]), f, device), face_set(to_tensor(tgt), f, device)
