@@ -955,10 +955,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     tst.add_argument(
         "--off-chip",
-        choices=("zero", "edge"),
-        default="zero",
-        help="with --map-grid crop, what the crop's cells off dlib's chip read: zero (default), or the "
-        "chip's nearest edge carried outward (edge: no step in g's input where the chip ends)",
+        choices=("edge", "zero"),
+        default="edge",
+        help="with --map-grid crop, what the crop's cells off dlib's chip read: the chip's nearest edge "
+        "carried outward (edge, default: no step in g's input where the chip ends), or zero",
     )
     tst.add_argument(
         "--g-input",

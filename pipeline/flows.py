@@ -1142,7 +1142,7 @@ def train_stylize(
     resume: bool = False,
     feature_map: int = 17,
     map_on_crop: bool = True,
-    off_chip: str = "zero",
+    off_chip: str = "edge",
     descriptor: bool = False,
     colours: int | None = None,
 ) -> dict:

@@ -264,7 +264,7 @@ def test_training_resumes_exactly_and_writes_its_files(domains, tmp_path):
         colours=2,
         colour_weight=5,
         map_on_crop=True,
-        off_chip="edge",
+        off_chip="zero",
     )
     straight = train_stylizer([source], [target], tmp_path / "a", s, steps=4, features=TinyFeatures())
     train_stylizer([source], [target], tmp_path / "b", s, steps=2, features=TinyFeatures())
@@ -292,13 +292,13 @@ def test_training_resumes_exactly_and_writes_its_files(domains, tmp_path):
     g, rest = load_stylizer(tmp_path / "b")
     assert g.cfg == straight.g.cfg and rest["meta"]["steps"] == 4
     assert rest["map_on_crop"] and rest["settings"]["colour_weight"] == 5  # kept by the resume
-    assert rest["off_chip"] == "edge"
+    assert rest["off_chip"] == "zero"
     # by default the map lies on the crop's grid and g reads colours at its map's size, saved as a number
     plain = DTNSettings(resolution=32, batch=4, width=32)
     train_stylizer([source], [target], tmp_path / "d", plain, steps=1, features=TinyFeatures())
     g_d, rest_d = load_stylizer(tmp_path / "d")
     assert g_d.cfg.colours == rest_d["settings"]["colours"] == 4 and rest_d["map_on_crop"]
-    assert rest_d["off_chip"] == "zero"
+    assert rest_d["off_chip"] == "edge"
     assert rest_d["settings"]["colour_weight"] == 50 and rest_d["settings"]["tv_weight"] == 30
     saved = list(g.state_dict().values())  # the file holds the average, not the last step's g
     assert all(torch.equal(a, b) for a, b in zip(saved, resumed.g_ema.state_dict().values(), strict=True))

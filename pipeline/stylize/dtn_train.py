@@ -86,7 +86,7 @@ class DTNSettings:
     d_patch: int = 8  # D's verdicts per side (0: one for the whole image, the paper's D)
     feature_map: int = 17  # the size of f's map that g draws from and L_CONST compares (FEATURE_MAPS)
     map_on_crop: bool = True  # f's map resampled onto the crop's grid (dtn.ChipFeatures; False: the chip's)
-    off_chip: str = "zero"  # what the crop's cells off the chip read: zero, or the chip's edge (dtn.OFF_CHIP)
+    off_chip: str = "edge"  # what the crop's cells off the chip read: the chip's edge, or zero (dtn.OFF_CHIP)
     width: int = 128  # g's first block; a CPU step of 8 faces at 64 px takes about 1 s on one thread
     use_vector: bool = False  # g also draws from f's descriptor (the paper's input; see dtn.py)
     colours: int | None = None  # g also draws from the face's colours at this many pixels a side (0: not;
