@@ -311,6 +311,11 @@ def test_training_resumes_exactly_and_writes_its_files(domains, tmp_path):
         train_stylizer([tmp_path / "nope"], [target], tmp_path / "c", s, steps=1, features=TinyFeatures())
     with pytest.raises(StylizerError, match="stylizer file not found"):
         load_stylizer(tmp_path / "c")
+    with pytest.raises(StylizerError, match="--colours 8: colours at 8 px do not divide"):  # a 4 px map
+        train_stylizer(
+            [source], [target], tmp_path / "e", replace(s, colours=8), steps=1, features=TinyFeatures()
+        )
+    assert not (tmp_path / "e").exists()  # refused before anything is written
     (tmp_path / "bad.pt").write_bytes(b"not torch")
     with pytest.raises(StylizerError, match=r"bad\.pt: not a readable stylizer file"):
         load_stylizer(tmp_path / "bad.pt")

@@ -593,12 +593,12 @@ def train_stylizer(
     )
     f = f.to(device).eval().requires_grad_(False)
     source, target = face_set(to_tensor(src[train_idx]), f, device), face_set(to_tensor(tgt), f, device)
-    out.mkdir(parents=True, exist_ok=True)
     state = (
         load_training(saved, f, settings, device)
         if saved is not None
         else new_state(f, transform, settings, device)
     )
+    out.mkdir(parents=True, exist_ok=True)  # after g is made: a --colours g cannot use leaves no folder
     settings = replace(settings, **network_settings(state.g.cfg))  # the colours g draws from, resolved
     shown_idx = held_idx[: settings.preview_faces] if len(held_idx) else train_idx[: settings.preview_faces]
     shown = (to_tensor(src[shown_idx]), to_tensor(tgt[: len(shown_idx)]))
