@@ -290,12 +290,13 @@ def cmd_train_generator(args: argparse.Namespace) -> int:
 
 
 def cmd_train_encoder(args: argparse.Namespace) -> int:
-    from pipeline.stylegan.encoder_train import check_inputs
+    from pipeline.stylegan.encoder_train import EncoderSettings, check_inputs
     from pipeline.stylegan.registry import generator_path
 
     if (args.steps is None) == (args.minutes is None):
         print("vfx train encoder: give one of --steps or --minutes", file=sys.stderr)
         return 2
+    EncoderSettings().with_weights(args.weights or {})  # before Prefect starts: bad input is quick
     generator = generator_path(args.generator, Path.cwd())
     check_inputs(generator, args.faces, args.out, args.resume)  # before Prefect starts: bad input is quick
 
@@ -314,6 +315,7 @@ def cmd_train_encoder(args: argparse.Namespace) -> int:
         resume=args.resume,
         real_every=args.real_every,
         anneal=args.anneal,
+        weights=args.weights,
     )
     print(f"{args.out}: step {result['step']}, {result['seconds']:.0f} s; {result['losses']}")
     return 0
@@ -848,6 +850,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=0.25,
         help="over this last share of the run (of --steps in all, or of --minutes) the rate falls along "
         "a cosine to a twentieth (default 0.25; 0: a constant rate)",
+    )
+    te.add_argument(
+        "--weights",
+        type=loss_weights,
+        help="loss weights, like latent=0.1 (latent 1, lpips 1, mse 1, delta 0.05 by default; latent is "
+        "only for the generator's own faces, whose W+ is known)",
     )
     te.add_argument("--seed", type=whole(0, 2**31 - 1), default=0, help="random seed (default 0)")
     te.add_argument("--resume", action="store_true", help="continue the training state in --out")

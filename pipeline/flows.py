@@ -1048,13 +1048,16 @@ def train_encoder(
     resume: bool = False,
     real_every: int = 2,
     anneal: float = 0.25,
+    weights: dict[str, float] | None = None,
 ) -> dict:
     """Train an encoder for a generator (a file or folder) as a Prefect run (an overnight job on a render
-    node): its own samples teach it, the crops in `faces` (optional) refine it."""
+    node): its own samples teach it, the crops in `faces` (optional) refine it. `weights`: the losses'
+    weights that differ from EncoderSettings' ({"latent": 0.1})."""
     from pipeline.stylegan.encoder_train import EncoderSettings, describe_losses, recent_losses
     from pipeline.stylegan.encoder_train import train_encoder as train
 
     settings = EncoderSettings(batch=batch, lr=lr, seed=seed, real_every=real_every, anneal=anneal)
+    settings = settings.with_weights(weights or {})
     started = time.monotonic()
     bar, on_step = step_progress(
         f"train encoder {out}", f"encoder training {out}", steps, minutes, describe_losses

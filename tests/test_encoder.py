@@ -14,6 +14,7 @@ import torch
 from conftest import tiny_generator_config
 
 from pipeline.cli import main
+from pipeline.errors import PipelineError
 from pipeline.models import ModelError, sha256_file
 from pipeline.stylegan import encoder_train
 from pipeline.stylegan.checkpoints import CheckpointError, load_generator, save_generator
@@ -201,6 +202,20 @@ def test_the_encoders_w_plus_starts_projection_better_than_the_average_w(G, lpip
     assert (encoded < average).sum() >= 6, (encoded, average)
 
 
+def test_the_weights_scale_their_losses_and_unknown_ones_are_refused():
+    terms = {
+        k: torch.tensor([v]) for k, v in {"latent": 0.5, "lpips": 0.1, "mse": 0.02, "delta": 2.0}.items()
+    }
+    s = EncoderSettings()
+    assert weighted(terms, s).item() == pytest.approx(0.5 + 0.1 + 0.02 + 0.05 * 2.0)
+    lighter = s.with_weights({"latent": 0.1, "delta": 0})
+    assert (lighter.latent_weight, lighter.delta_weight, lighter.lpips_weight) == (0.1, 0.0, 1.0)
+    assert weighted(terms, lighter).item() == pytest.approx(0.05 + 0.1 + 0.02)
+    for bad in ({"identity": 1.0}, {"latent": -1.0}, {"mse": float("inf")}):
+        with pytest.raises(PipelineError, match="--weights"):
+            s.with_weights(bad)
+
+
 def test_the_rate_anneals_over_the_last_share_of_a_run_of_steps_or_minutes():
     s = EncoderSettings(lr=1e-4, anneal=0.25, anneal_floor=0.1)
     assert run_progress(300, 1000, 5.0, None) == 0.3
@@ -289,6 +304,11 @@ def test_bad_arguments_and_inputs_end_in_one_line(
         ([*base, "--steps", "5", "--batch", "0"], "--batch"),
         ([*base, "--steps", "5", "--lr", "nan"], "--lr"),
         ([*base, "--steps", "5", "--anneal", "1.5"], "--anneal: 1.5 is out of range"),
+        (
+            [*base, "--steps", "5", "--weights", "identity=1"],
+            "--weights: no loss 'identity' (the losses: latent",
+        ),
+        ([*base, "--steps", "5", "--weights", "latent=-1"], "--weights"),
         ([*base, "--steps", "5", "--faces", str(tmp_path / "none")], "none: folder of face crops not found"),
         ([*base[:4], "--out", str(trained), "--steps", "5"], f"{trained}: holds an encoder already"),
         (
@@ -334,6 +354,13 @@ def test_train_encoder_command_runs_as_a_prefect_flow_and_registers(
     code, rare_out, err = run(rare, capsys)
     assert code == 0, err
     assert "step 2, " in rare_out and "real LPIPS" not in rare_out and "LPIPS" in rare_out
+    # --weights reach it too: with LPIPS weighed 0, VGG is not run and the file records the weights
+    light = [*argv, "--out", str(tmp_path / "light"), "--steps", "1", "--batch", "2"]
+    code, light_out, err = run([*light, "--weights", "lpips=0,latent=0.5"], capsys)
+    assert code == 0, err
+    assert "step 1, " in light_out and "LPIPS" not in light_out and "latent" in light_out
+    saved = torch.load(tmp_path / "light" / "training.pt", weights_only=False)["settings"]
+    assert (saved["lpips_weight"], saved["latent_weight"], saved["mse_weight"]) == (0.0, 0.5, 1.0)
     for name in ("encoder.pt", "training.pt", "preview.png", "loss.png"):
         assert (out / name).is_file(), name
     assert_labelled_grid(cv2.imread(str(out / "preview.png")), 3 * 32, 6 * 32)

@@ -53,6 +53,7 @@ TRAINING_VERSION = 1
 # generator's size when drawn: a thousand 1024 px crops would take 12 GB, and the encoder reads them at
 # 256 px and LPIPS compares them at 256 px anyway.
 MAX_HELD_SIZE = 256
+LOSSES = ("latent", "lpips", "mse", "delta")  # each weighted by EncoderSettings' NAME_weight
 
 
 @dataclass
@@ -81,6 +82,16 @@ class EncoderSettings:
 
     def to_dict(self) -> dict:
         return {**asdict(self), "psi": list(self.psi), "channels": list(self.channels)}
+
+    def with_weights(self, weights: dict[str, float]) -> EncoderSettings:
+        """These settings with some losses' weights replaced ({"latent": 0.1, ...}); an unknown loss or a
+        weight that is not a finite number from 0 up is refused."""
+        for name, value in weights.items():
+            if name not in LOSSES:
+                raise PipelineError(f"--weights: no loss {name!r} (the losses: {', '.join(LOSSES)})")
+            if not (isinstance(value, int | float) and math.isfinite(value) and value >= 0):
+                raise PipelineError(f"--weights: {name}={value!r}; give a finite number from 0 up")
+        return replace(self, **{f"{name}_weight": float(value) for name, value in weights.items()})
 
 
 @dataclass
@@ -165,13 +176,7 @@ def encoder_losses(
 
 
 def weighted(terms: dict[str, torch.Tensor], s: EncoderSettings) -> torch.Tensor:
-    weights = {
-        "latent": s.latent_weight,
-        "lpips": s.lpips_weight,
-        "mse": s.mse_weight,
-        "delta": s.delta_weight,
-    }
-    return sum(weights[k] * v.mean() for k, v in terms.items())
+    return sum(getattr(s, f"{k}_weight") * v.mean() for k, v in terms.items())
 
 
 def run_progress(step: int, steps: int | None, elapsed: float, minutes: float | None) -> float:
