@@ -44,6 +44,7 @@ from pipeline.stylegan.generator import Generator, image_grid, to_uint8
 from pipeline.stylegan.lpips import LPIPS, load_lpips, reduce_for_lpips
 from pipeline.stylegan.project import polish_settings, project_to_w_plus, w_stats
 from pipeline.stylegan.train import load_faces
+from pipeline.stylegan.weights import with_loss_weights
 from pipeline.swap.data import MIN_FACES, TrainingDataError
 
 TRAINING_NAME = "training.pt"
@@ -84,14 +85,8 @@ class EncoderSettings:
         return {**asdict(self), "psi": list(self.psi), "channels": list(self.channels)}
 
     def with_weights(self, weights: dict[str, float]) -> EncoderSettings:
-        """These settings with some losses' weights replaced ({"latent": 0.1, ...}); an unknown loss or a
-        weight that is not a finite number from 0 up is refused."""
-        for name, value in weights.items():
-            if name not in LOSSES:
-                raise PipelineError(f"--weights: no loss {name!r} (the losses: {', '.join(LOSSES)})")
-            if not (isinstance(value, int | float) and math.isfinite(value) and value >= 0):
-                raise PipelineError(f"--weights: {name}={value!r}; give a finite number from 0 up")
-        return replace(self, **{f"{name}_weight": float(value) for name, value in weights.items()})
+        """These settings with some losses' weights replaced ({"latent": 0.1, ...}); see with_loss_weights."""
+        return with_loss_weights(self, weights, LOSSES)
 
 
 @dataclass

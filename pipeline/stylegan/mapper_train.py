@@ -29,7 +29,6 @@ typical scales) and `loss.png`. Every file is replaced whole; checkpoints every 
 from __future__ import annotations
 
 import copy
-import math
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
@@ -58,6 +57,7 @@ from pipeline.stylegan.generator import Generator, image_grid, to_uint8
 from pipeline.stylegan.mapper import REMEDY, LatentMapper, MapperConfig, check_fits, save_mapper
 from pipeline.stylegan.project import w_stats
 from pipeline.stylegan.recognise import recognisers_file
+from pipeline.stylegan.weights import with_loss_weights
 
 TRAINING_NAME = "training.pt"
 TRAINING_FORMAT = "vfx-mapper-training"
@@ -102,14 +102,8 @@ class MapperSettings:
         }
 
     def with_weights(self, weights: dict[str, float]) -> MapperSettings:
-        """These settings with some losses' weights replaced ({"identity": 0.5, ...}); an unknown loss
-        or a weight that is not a finite number from 0 up is refused."""
-        for name, value in weights.items():
-            if name not in LOSSES:
-                raise PipelineError(f"--weights: no loss {name!r} (the losses: {', '.join(LOSSES)})")
-            if not (isinstance(value, int | float) and math.isfinite(value) and value >= 0):
-                raise PipelineError(f"--weights: {name}={value!r}; give a finite number from 0 up")
-        return replace(self, **{f"{name}_weight": float(value) for name, value in weights.items()})
+        """These settings with some weights replaced ({"identity": 0.5, ...}); see with_loss_weights."""
+        return with_loss_weights(self, weights, LOSSES)
 
     def weights(self) -> dict[str, float]:
         return {
