@@ -13,6 +13,8 @@
    interval where its landmark change crosses the mapper's is narrowed (regula falsi) until the two agree
    within 5%, so both are compared at the same asked-attribute change. Where the direction never gets
    there (its change stops growing as its faces break), the row says "unmatched" and gives no ratio.
+   The probed curve (amount: landmark change, identity drift) is printed, so a reader sees what the
+   direction costs on the way to each row.
 3. For both: the identity drift (dlib's descriptor distance, edited to unedited, on chips cut from each
    face's own landmarks by the torch port, which matches dlib within 4e-7), and the drift of the other
    measured attributes (mean |change| in units of each attribute's spread over the faces, averaged).
@@ -276,6 +278,11 @@ def main() -> None:
             sign = 1.0 if by_mapper["change"] >= 0 else -1.0
             if sign not in curves:
                 curves[sign] = [(sign * a, probe(sign * a)) for a in GRID]
+                print(
+                    f"direction {name} probed (amount: landmark change, identity): "
+                    + ", ".join(f"{a:+g}: {r['change']:+.3f}, {r['identity']:.3f}" for a, r in curves[sign]),
+                    flush=True,
+                )
             amount, by_direction, same = direction_at_change(probe, by_mapper["change"], curves[sign])
             ratio = by_mapper["identity"] / max(by_direction["identity"], 1e-9)
             rows.append(
