@@ -114,13 +114,15 @@ def direction_at_change(
     that never reaches `want`, or whose landmark change is too noisy to agree within MATCHED in
     `iterations` probes, returns its closest probe and False. Regula falsi with the Illinois step, so a
     curved bracket does not keep one end fixed."""
-    lo_a, lo_c, bracket = 0.0, 0.0, None
-    for a, r in curve:
+    lo_a, lo_c, bracket, reached = 0.0, 0.0, None, curve
+    for i, (a, r) in enumerate(curve):
         if (r["change"] - want) * np.sign(want) >= 0:
-            bracket = (lo_a, lo_c, a, r["change"])
+            bracket, reached = (lo_a, lo_c, a, r["change"]), curve[: i + 1]
             break
         lo_a, lo_c = a, r["change"]
-    best = min(curve, key=lambda t: abs(t[1]["change"] - want))
+    # the closest probe up to the first crossing: a larger amount whose broken faces happen to land near
+    # `want` again (the curve falls back far out) is not where the direction first makes this change
+    best = min(reached, key=lambda t: abs(t[1]["change"] - want))
     if bracket is None:
         return best[0], best[1], abs(best[1]["change"] - want) <= MATCHED * abs(want)
     a0, c0, a1, c1 = bracket
