@@ -24,7 +24,9 @@ def noise_sigma(image: np.ndarray, mask: np.ndarray) -> float:
     The median keeps edges, so what is left is mostly sensor noise and grain (MAD scaled to a sigma), read
     on a grid of the residual's pixels (statistic_grid).
     """
-    gray = cv2.cvtColor(np.clip(image, 0, 1).astype(np.float32), cv2.COLOR_RGB2GRAY)
+    # clipped as grey: a third of the samples of the colour image (a 512 px crop: 0.7 -> 0.2 ms)
+    gray = cv2.cvtColor(image.astype(np.float32, copy=False), cv2.COLOR_RGB2GRAY)
+    np.clip(gray, 0, 1, out=gray)
     residual = gray - cv2.medianBlur(gray, 3)
     inside = mask > 0.5
     grid = statistic_grid(inside)
@@ -34,22 +36,31 @@ def noise_sigma(image: np.ndarray, mask: np.ndarray) -> float:
     return float(1.4826 * np.median(np.abs(values - np.median(values))))
 
 
+def grain_mixer(sigma: float) -> np.ndarray:
+    """The 3 x 3 matrix that turns three independent unit normals per pixel into the grain of match_grain:
+    luminance noise of `sigma` shared by R, G and B, plus chroma noise of 0.3 sigma in each channel, as film
+    and sensors give. That grain's covariance is sigma^2 (0.09 I + J) (J: all ones); any square root of it
+    draws the same distribution, and the lower Cholesky factor is one from three normals, not four."""
+    covariance = sigma**2 * (0.09 * np.eye(3) + np.ones((3, 3)))
+    return np.linalg.cholesky(covariance).astype(np.float32)
+
+
 def match_grain(face: np.ndarray, plate_face: np.ndarray, mask: np.ndarray, seed: int) -> np.ndarray:
     """Add Gaussian grain so the face's noise level matches the plate's inside the matte.
 
-    The seed (the frame number) makes the grain the same on every re-render of a frame.
+    The seed (the frame number) makes the grain the same on every re-render of a frame. The normals are
+    OpenCV's (cv2.randn from the calling thread's generator, reseeded here: each thread has its own, so
+    frames composited side by side draw the same grain as one by one); NumPy's Generator takes 3.5 times as
+    long for them, and a generated face gets grain on every frame (a 512 px crop: 11 -> 3 ms).
     """
     have, want = noise_sigma(face, mask), noise_sigma(plate_face, mask)
     extra = np.sqrt(max(0.0, want**2 - have**2))
     if extra < 1e-4:
         return face
-    rng = np.random.default_rng(seed)
-    # luminance grain with a little chroma, as film and sensors give; drawn as float32 (a third faster
-    # than float64, and finer than any output's steps)
-    grain = rng.standard_normal(face.shape, dtype=np.float32)
-    grain *= np.float32(extra * 0.3)
-    luma = rng.standard_normal(face.shape[:2], dtype=np.float32)
-    luma *= np.float32(extra)
-    grain += luma[..., None]
-    grain += face
+    h, w = face.shape[:2]
+    normals = np.empty((h, w, 3), np.float32)
+    cv2.setRNGSeed(int(seed) & 0x7FFFFFFF)
+    cv2.randn(normals.reshape(h, w * 3), 0.0, 1.0)  # one channel: randn's scalars are per channel
+    grain = cv2.transform(normals, grain_mixer(extra), dst=normals)
+    cv2.add(grain, face.astype(np.float32, copy=False), dst=grain)
     return np.clip(grain, 0, 1, out=grain)
