@@ -400,16 +400,51 @@ composite: {{alteration: retouch, blend: laplacian, element: {{format: png16}}}}
 
 
 def test_grain_matches_the_plate_noise_and_repeats_per_frame():
+    """match_grain adds to a clean face the grain the plate has under the matte, read at the plate's
+    resolution on its own samples (8-bit here); the same seed gives the same grain, another seed other
+    grain."""
     rng = np.random.default_rng(5)
     smooth = cv2.GaussianBlur(rng.random((128, 128, 3)).astype(np.float32), (0, 0), 8) * 0.5 + 0.25
-    noisy = np.clip(smooth + rng.normal(0, 0.03, (128, 128, 1)), 0, 1).astype(np.float32)
-    mask = np.ones((128, 128), np.float32)
-    plate_sigma = noise_sigma(noisy, mask)
+    noisy = np.clip(smooth + rng.normal(0, 0.03, (128, 128, 1)), 0, 1)
+    plate = np.zeros((160, 170, 3), np.uint8)
+    plate[20:148, 30:158] = (noisy * 255 + 0.5).astype(np.uint8)
+    alpha = np.ones((128, 128), np.float32)
+    plate_sigma = noise_sigma(plate[20:148, 30:158], alpha)
     assert plate_sigma == pytest.approx(0.03 * 0.8, rel=0.35)  # the median residual keeps part of the noise
-    grained = match_grain(smooth, noisy, mask, seed=1001)
-    assert noise_sigma(grained, mask) == pytest.approx(plate_sigma, rel=0.25)
-    np.testing.assert_array_equal(grained, match_grain(smooth, noisy, mask, seed=1001))
-    assert not np.array_equal(grained, match_grain(smooth, noisy, mask, seed=1002))
+
+    def grained(seed: int) -> np.ndarray:
+        return match_grain(PlateRegion(30, 20, smooth.copy(), alpha), plate, seed=seed).face
+
+    once = grained(1001)
+    assert noise_sigma(smooth, alpha) < 0.1 * plate_sigma
+    assert noise_sigma(once, alpha) == pytest.approx(plate_sigma, rel=0.25)
+    np.testing.assert_array_equal(once, grained(1001))
+    assert not np.array_equal(once, grained(1002))
+    assert once.min() >= 0 and once.max() <= 1
+
+
+@pytest.mark.parametrize("size", [64, 256])
+def test_grain_of_a_magnified_face_matches_the_plate_at_its_resolution(size):
+    """A face aligned at `size` px from a 256 px face square (1x and 4x magnified on the way back) gets the
+    plate's grain at the plate's resolution, not its crop's: under the matte the comp's noise is the
+    plate's (grain added to the crop came back with a quarter of it, in blobs, at 4x)."""
+    rng = np.random.default_rng(size)
+    h, w = 360, 400
+    base = cv2.GaussianBlur(rng.random((h, w, 3)).astype(np.float32), (0, 0), 12) * 0.4 + 0.3
+    plate = (np.clip(base + rng.normal(0, 4 / 255, (h, w, 1)), 0, 1) * 255 + 0.5).astype(np.uint8)
+    params = np.array([200.0, 180.0, 256.0, 0.0])  # centre x, y, square side, angle (ffhq_params' form)
+    crop, matrix = align_face(plate, params, size)
+    mask = np.zeros((size, size), np.float32)
+    cv2.ellipse(mask, (size // 2, size // 2), (size * 3 // 8, size * 7 // 16), 0, 0, 360, 1.0, -1)
+    mask = cv2.GaussianBlur(mask, (0, 0), size / 64)
+    clean = cv2.GaussianBlur(crop, (0, 0), max(1.0, size / 128))  # a model's face: none of the plate's grain
+    region = warp_to_plate(clean, mask, matrix, plate.shape)
+    inside = (region.alpha > 0.99).astype(np.float32)
+    plate_sigma = noise_sigma(plate[region.box], inside)
+    assert plate_sigma > 2 / 255
+    assert noise_sigma(region.planes, inside) < 0.3 * plate_sigma
+    comp = blend(plate, match_grain(region, plate, seed=7), "alpha")
+    assert noise_sigma(comp[region.box], inside) == pytest.approx(plate_sigma, rel=0.25)
 
 
 @pytest.mark.parametrize("size", [256, 512, 1024])

@@ -2,9 +2,10 @@
 
 For each frame with a face: the aligned crop, the new face from the frame chain (the generator when the
 shot's faces were projected, else the swap model, else a test alteration of the crop), colour matched to
-the plate's face inside the matte, sharpened and grained to the plate, warped back and blended. The face
-element (RGBA in plate coordinates) is what an "over" of the alpha-blended face gives, for compositors
-finishing elsewhere. Its result is the version's frames, so it always runs and has no cache of its own.
+the plate's face inside the matte, sharpened, warped back, grained to the plate at the plate's resolution
+and blended. The face element (RGBA in plate coordinates) is what an "over" of the alpha-blended face
+gives, for compositors finishing elsewhere. Its result is the version's frames, so it always runs and
+has no cache of its own.
 """
 
 from __future__ import annotations
@@ -104,9 +105,9 @@ class AlteredFaces:
 
 class Compositor:
     """A new face into each plate frame: the aligned crop, the frame chain's new face (the stages' links:
-    swap model, generator), colour matched to the plate's face inside the matte, sharpened and grained to
-    the plate, warped back and blended; the face element beside it. With no link in the chain the test
-    alteration stands in for the face stages."""
+    swap model, generator), colour matched to the plate's face inside the matte, sharpened, warped back,
+    grained to the plate at its resolution and blended; the face element beside it. With no link in the
+    chain the test alteration stands in for the face stages."""
 
     def __init__(
         self,
@@ -216,9 +217,9 @@ class Compositor:
             matte = matte * model_mask
         face = transfer_color(face, crop, matte, self.color)
         face = sharpen(face, self.spec.sharpen)
-        if self.spec.grain:
-            face = match_grain(face, crop, matte, seed=number)
         region = warp_to_plate(face, matte, matrix, plate.shape)
+        if self.spec.grain and region is not None:
+            region = match_grain(region, plate, seed=number)
         comp = blend(plate, region, self.spec.blend)
         element = self._element(plate, region)
         return FrameComposite(comp, element, face, matte)
