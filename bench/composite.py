@@ -5,7 +5,7 @@
 Machines are shared and noisy, so every timing is the best of N repeats, and the configurations of a clip
 are interleaved (rotating which goes first). The composite stage is what render_frames does per batch of
 frames minus the file writing: decode the plate, then Compositor.frames (align, alteration, colour
-transfer, sharpen, grain, warp back, blend, the face element kept as its region). The stand-in face is
+transfer, sharpen, warp back, grain, blend, the face element kept as its region). The stand-in face is
 the test alteration of the crop blurred by 1 px (CleanFaces): a model's face carries none of the plate's
 grain, so grain matching runs on every frame, as in a render with one. The face track is built
 once per clip, outside the timed region. The footage has no 1080p or UHD movie, so the script makes them
@@ -70,8 +70,9 @@ STEPS = (
     "align_face",
     "matte",
     "alter+colour",
-    "sharpen+grain",
+    "sharpen",
     "warp_to_plate",
+    "grain",
     "blend",
     "element",
 )
@@ -246,16 +247,17 @@ def step_breakdown(shot: Shot, track: FaceTrack, repeats: int) -> dict[str, floa
             face = transfer_color(clean_face(alter_face(crop, spec.alteration)), crop, matte, spec.color)
             t4 = time.perf_counter()
             face = sharpen(face, spec.sharpen)
-            if spec.grain:
-                face = match_grain(face, crop, matte, seed=number)
             t5 = time.perf_counter()
             region = warp_to_plate(face, matte, matrix, plate.shape)
             t6 = time.perf_counter()
-            comp = blend(plate, region, spec.blend)
+            if spec.grain and region is not None:
+                region = match_grain(region, plate, seed=number)
             t7 = time.perf_counter()
-            element = FaceElement.of(plate.shape[:2], region, np.uint16)
+            comp = blend(plate, region, spec.blend)
             t8 = time.perf_counter()
-            for key, dt in zip(STEPS[1:], np.diff([t1, t2, t3, t4, t5, t6, t7, t8]), strict=True):
+            element = FaceElement.of(plate.shape[:2], region, np.uint16)
+            t9 = time.perf_counter()
+            for key, dt in zip(STEPS[1:], np.diff([t1, t2, t3, t4, t5, t6, t7, t8, t9]), strict=True):
                 totals[key] += float(dt)
             for mode in BLEND_MODES:
                 t = time.perf_counter()

@@ -269,7 +269,7 @@ PLATES = {"1080p": (1080, 1920), "UHD": (2160, 3840)}
 
 def composite_rows(name: str, repeats: int) -> list[Row]:
     """The per-frame composite of one new face on the CPU, as Compositor does it: align, matte, colour,
-    grain, warp back, Laplacian blend, element."""
+    warp back, grain, Laplacian blend, element."""
     from pipeline.composite import blend, match_grain, transfer_color
     from pipeline.faces.align import align_face, crop_matrix, ffhq_params, warp_to_plate
     from pipeline.faces.masks import landmark_mask
@@ -290,8 +290,9 @@ def composite_rows(name: str, repeats: int) -> list[Row]:
         aligned, _ = align_face(plate, params, crop)
         matte = landmark_mask(crop_points, crop, "extended", 0.02, None, 0.03)
         face = transfer_color(new_face, aligned, matte, "rct")
-        face = match_grain(face, aligned, matte, seed=1001)
         region = warp_to_plate(face, matte, matrix, plate.shape)
+        if region is not None:
+            region = match_grain(region, plate, seed=1001)
         blend(plate, region, "laplacian")
         element = np.zeros((h, w, 4), np.float32)
         if region is not None:
