@@ -33,15 +33,16 @@ def noise_sigma(image: np.ndarray | Sequence[np.ndarray], mask: np.ndarray) -> f
     The median keeps edges, so what is left is mostly sensor noise and grain (MAD scaled to a sigma). It is
     read on a grid of pixels (statistic_grid), and only those pixels and their eight neighbours are read:
     gathered into one small image of 3 x 3 blocks, whose 3x3 median at each block's centre is the plate's,
-    so the cost does not grow with the image (a face's box on a 1080p plate: 1.9 -> 0.6 ms).
+    so the cost hardly grows with the image (a face's box on a 1080p plate: 1.0 ms, where the grey
+    and median of the whole box take 1.7).
     `image`: H x W x 3 (float in [0, 1], or 8- or 16-bit samples, read as steps of their top value), a
     view into a plate included, or its R, G and B planes.
     """
     h, w = mask.shape
     if h < 3 or w < 3:
         return 0.0
-    inside = mask[1 : h - 1, 1 : w - 1] > 0.5
-    grid = statistic_grid(inside)
+    inner = mask[1 : h - 1, 1 : w - 1]  # the pixels with eight neighbours
+    grid = statistic_grid(inner, above=0.5)
     step = grid[0].step or 1
     near = np.array([-1, 0, 1])
     rows = (np.arange(1, h - 1, step)[:, None] + near).ravel()
@@ -54,7 +55,7 @@ def noise_sigma(image: np.ndarray | Sequence[np.ndarray], mask: np.ndarray) -> f
     top = float(np.iinfo(blocks[0].dtype).max) if blocks[0].dtype.kind in "ui" else 1.0
     gray = sum(np.float32(k / top) * b.astype(np.float32) for k, b in zip(GRAY, blocks, strict=True))
     residual = (gray - cv2.medianBlur(gray, 3))[1::3, 1::3]
-    values = residual[inside[grid]]
+    values = residual[inner[grid] > 0.5]
     if values.size < 64:
         return 0.0
     return float(1.4826 * np.median(np.abs(values - np.median(values))))
