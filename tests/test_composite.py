@@ -399,15 +399,17 @@ composite: {{alteration: retouch, blend: laplacian, element: {{format: png16}}}}
     assert by_frame.new_faces_s > 0 and batched.new_faces_s > 0
 
 
-def test_grain_matches_the_plate_noise_and_repeats_per_frame():
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.float32])
+def test_grain_matches_the_plate_noise_and_repeats_per_frame(dtype):
     """match_grain adds to a clean face the grain the plate has under the matte, read at the plate's
-    resolution on its own samples (8-bit here); the same seed gives the same grain, another seed other
-    grain."""
+    resolution on its own samples (8-bit, 16-bit or float); the same seed gives the same grain, another
+    seed other grain."""
     rng = np.random.default_rng(5)
     smooth = cv2.GaussianBlur(rng.random((128, 128, 3)).astype(np.float32), (0, 0), 8) * 0.5 + 0.25
     noisy = np.clip(smooth + rng.normal(0, 0.03, (128, 128, 1)), 0, 1)
-    plate = np.zeros((160, 170, 3), np.uint8)
-    plate[20:148, 30:158] = (noisy * 255 + 0.5).astype(np.uint8)
+    top = 1.0 if dtype == np.float32 else float(np.iinfo(dtype).max)
+    plate = np.zeros((160, 170, 3), dtype)
+    plate[20:148, 30:158] = (noisy * top + (0.5 if top > 1 else 0)).astype(dtype)
     alpha = np.ones((128, 128), np.float32)
     plate_sigma = noise_sigma(plate[20:148, 30:158], alpha)
     assert plate_sigma == pytest.approx(0.03 * 0.8, rel=0.35)  # the median residual keeps part of the noise
