@@ -44,7 +44,7 @@ def reinhard(source: np.ndarray, target: np.ndarray, mask: np.ndarray) -> np.nda
 
     The statistics are read on a grid of the pixels (statistic_grid), so the target is converted to Lab
     only there (a 512 px crop: 8.1 -> 5.4 ms for the whole transfer)."""
-    grid = statistic_grid(mask > 0.5)
+    grid = statistic_grid(mask, above=0.5)
     s = to_lab(source)
     ms, ss = _masked_stats(np.ascontiguousarray(s[grid]), mask[grid])
     mt, st = _masked_stats(to_lab(np.ascontiguousarray(target[grid])), mask[grid])
