@@ -451,8 +451,8 @@ def test_grain_of_a_magnified_face_matches_the_plate_at_its_resolution(size):
 
 @pytest.mark.parametrize("size", [256, 512, 1024])
 def test_noise_read_on_a_grid_is_the_every_pixel_estimate(size):
-    """noise_sigma reads the residual on a grid of about 16 thousand pixels: within 3% of the same estimate
-    over every pixel under the matte."""
+    """noise_sigma reads the residual on a grid of about 4 thousand pixels (1.6 thousand under this matte, so
+    its sampling error is about 3%): within 8% of the same estimate over every pixel under the matte."""
     rng = np.random.default_rng(size)
     smooth = cv2.GaussianBlur(rng.random((size, size, 3)).astype(np.float32), (0, 0), size / 32) * 0.5 + 0.25
     noisy = np.clip(smooth + rng.normal(0, 0.02, (size, size, 3)), 0, 1).astype(np.float32)
@@ -461,7 +461,7 @@ def test_noise_read_on_a_grid_is_the_every_pixel_estimate(size):
     gray = cv2.cvtColor(noisy, cv2.COLOR_RGB2GRAY)
     values = (gray - cv2.medianBlur(gray, 3))[mask > 0.5]
     every_pixel = 1.4826 * np.median(np.abs(values - np.median(values)))
-    assert noise_sigma(noisy, mask) == pytest.approx(every_pixel, rel=0.03)
+    assert noise_sigma(noisy, mask) == pytest.approx(every_pixel, rel=0.08)
 
 
 def test_a_small_matte_is_read_on_every_pixel():

@@ -25,16 +25,21 @@ def sharpen(image: np.ndarray, amount: float, radius: float = 1.0) -> np.ndarray
 GRAY = (0.299, 0.587, 0.114)  # OpenCV's RGB -> grey weights (Rec. 601 luma)
 GRAIN_TILE = 1024  # px: the side of the tile of unit grain that every frame's grain is read from
 GRAIN_SEED = 20240  # the tile's: the same grain in every process and on every machine
+# the grid points a noise reading takes on the square of its box (statistic_grid): a reading of 8-bit grain
+# under a face's matte on a 1080p plate varies by 2.8% (sd over 40 draws of the grain) and takes 0.32 ms,
+# against 1.7% and 1.07 ms at the 128 x 128 points of the other statistics; grain 3% stronger or weaker
+# from one frame to the next is far below what shows, and a frame reads the noise twice
+NOISE_SAMPLES = 64 * 64
 
 
 def noise_sigma(image: np.ndarray | Sequence[np.ndarray], mask: np.ndarray) -> float:
     """The noise level inside a matte: the robust spread of the grey image minus its 3x3 median.
 
     The median keeps edges, so what is left is mostly sensor noise and grain (MAD scaled to a sigma). It is
-    read on a grid of pixels (statistic_grid), and only those pixels and their eight neighbours are read:
-    gathered into one small image of 3 x 3 blocks, whose 3x3 median at each block's centre is the plate's,
-    so the cost hardly grows with the image (a face's box on a 1080p plate: 1.0 ms, where the grey
-    and median of the whole box take 1.7).
+    read on a grid of about NOISE_SAMPLES pixels (statistic_grid), and only those pixels and their eight
+    neighbours are read: gathered into one small image of 3 x 3 blocks, whose 3x3 median at each block's
+    centre is the plate's, so the cost hardly grows with the image (a face's box on a 1080p plate: 0.32
+    ms, where the grey and median of the whole box take 1.7).
     `image`: H x W x 3 (float in [0, 1], or 8- or 16-bit samples, read as steps of their top value), a
     view into a plate included, or its R, G and B planes.
     """
@@ -42,7 +47,7 @@ def noise_sigma(image: np.ndarray | Sequence[np.ndarray], mask: np.ndarray) -> f
     if h < 3 or w < 3:
         return 0.0
     inner = mask[1 : h - 1, 1 : w - 1]  # the pixels with eight neighbours
-    grid = statistic_grid(inner, above=0.5)
+    grid = statistic_grid(inner, above=0.5, samples=NOISE_SAMPLES)
     step = grid[0].step or 1
     near = np.array([-1, 0, 1])
     rows = (np.arange(1, h - 1, step)[:, None] + near).ravel()
