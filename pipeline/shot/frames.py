@@ -23,6 +23,7 @@ from pipeline.composite.blend import FaceElement
 from pipeline.manifest import Shot
 from pipeline.media.decode import read_ahead
 from pipeline.media.sequences import write_frame
+from pipeline.processes import release_free_memory
 from pipeline.shot.synthetic import frame_metadata
 from pipeline.workspace import RenderVersion
 
@@ -204,5 +205,7 @@ def render_frames(
             flush()
     finally:
         frames.close()
+        pending.clear()
+        release_free_memory()  # the chunk's frames are gone: their heap goes back to the kernel
     result.wall_s = time.perf_counter() - t0
     return result
