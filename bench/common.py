@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import resource
 import subprocess
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +33,52 @@ def make_clip(clip: Path, n: int, vf: str, out: Path, codec: tuple[str, ...] = M
     if proc.returncode != 0:
         raise RuntimeError(f"making a clip failed: {' '.join(cmd)}\n{proc.stderr.strip()}")
     return out
+
+
+@dataclass(frozen=True)
+class CpuTimes:
+    """CPU seconds so far: the whole machine's busy time and the hypervisor's steal (/proc/stat), and this
+    process's own with the children it has waited for (getrusage)."""
+
+    busy: float  # user, nice, system, irq and softirq over every CPU
+    steal: float  # time a virtual machine's CPUs waited while the host ran something else
+    own: float
+    wall: float
+
+
+def cpu_times(stat: Path = Path("/proc/stat")) -> CpuTimes | None:
+    """The counters now; None where the system has no /proc/stat."""
+    try:
+        first = stat.read_text(encoding="ascii").splitlines()[0].split()
+    except (OSError, IndexError):
+        return None
+    if first[0] != "cpu" or len(first) < 9:
+        return None
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(v) for v in first[1:9])
+    tick = os.sysconf("SC_CLK_TCK")
+    own = sum(
+        getattr(resource.getrusage(who), f)
+        for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)
+        for f in ("ru_utime", "ru_stime")
+    )
+    return CpuTimes((user + nice + system + irq + softirq) / tick, steal / tick, own, time.perf_counter())
+
+
+def other_work(start: CpuTimes | None, end: CpuTimes | None, cpus: int | None = None) -> str:
+    """What else ran on the machine between two readings, in words: the CPU time of every other process,
+    as a share of what the machine's CPUs had, and the steal. A load average counts the bench's own
+    threads (a 2-core machine running only a bench with two compositing threads and a decoder reads
+    about 3), so it cannot say whether a machine was quiet; this can."""
+    if start is None or end is None:
+        return "other work on the machine: not measured (no /proc/stat)"
+    capacity = (end.wall - start.wall) * (cpus or os.cpu_count() or 1)
+    if capacity <= 0:
+        return "other work on the machine: not measured (no time passed)"
+    others = max(0.0, (end.busy - start.busy) - (end.own - start.own))
+    return (
+        f"other processes used {others / capacity:.1%} of the machine's CPU time during the run, "
+        f"steal {(end.steal - start.steal) / capacity:.1%} (a quiet machine: a few percent of each)"
+    )
 
 
 def print_table(header: Sequence[str], cells: Sequence[Sequence[str]]) -> None:

@@ -32,7 +32,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import yaml
-from common import MADE_CODEC, PLATE_FILTERS, make_clip, print_table
+from common import MADE_CODEC, PLATE_FILTERS, cpu_times, make_clip, other_work, print_table
 
 from pipeline.composite import FaceElement, alter_face, blend, match_grain, sharpen, transfer_color
 from pipeline.faces.align import align_face, warp_to_plate
@@ -493,7 +493,7 @@ def main(argv: list[str] | None = None) -> int:
             f"(the benchmark clip lives in {FOOTAGE}, beside the repo)"
         )
     repeats = max(1, args.repeats)
-    started = time.perf_counter()
+    started, cpu_start = time.perf_counter(), cpu_times()
     print(
         f"machine: {os.cpu_count()} CPUs; Python {platform.python_version()}; "
         f"OpenCV {cv2.__version__} ({cv2.getNumThreads()} threads); NumPy {np.__version__}; "
@@ -596,7 +596,8 @@ def main(argv: list[str] | None = None) -> int:
         end = memory[-1][0]
         marks = [max((rss for t, rss in memory if t <= end * k / 10), default=0.0) for k in range(1, 11)]
         print("  " + "  ".join(f"{10 * k}%: {m:.2f}" for k, m in enumerate(marks, start=1)))
-    print(f"\nload average at the end: {os.getloadavg()[0]:.2f} (other work on the machine skews timings)")
+    print(f"\nload average at the end: {os.getloadavg()[0]:.2f} (the bench's own threads count in it)")
+    print(other_work(cpu_start, cpu_times()))
     print(f"total run time: {time.perf_counter() - started:.0f} s")
     return 0
 

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import dlib
 import numpy as np
-from common import print_table
+from common import cpu_times, other_work, print_table
 
 from pipeline.faces.detect import Face, FaceAnalyzer
 from pipeline.faces.track import FaceTrack, FrameFaces, TrackSettings, build_track, detect_frames
@@ -283,7 +283,7 @@ def main(argv: list[str] | None = None) -> int:
         )
     repeats = max(1, args.repeats)
     workers = 2
-    started = time.perf_counter()
+    started, cpu_start = time.perf_counter(), cpu_times()
     print(
         f"machine: {os.cpu_count()} CPUs; Python {platform.python_version()}; dlib {dlib.__version__}; "
         f"repeats: {repeats} (best of, interleaved); load average {os.getloadavg()[0]:.2f}"
@@ -326,7 +326,8 @@ def main(argv: list[str] | None = None) -> int:
             for name, s in stages.items()
         ],
     )
-    print(f"\nload average at the end: {os.getloadavg()[0]:.2f} (other work on the machine skews timings)")
+    print(f"\nload average at the end: {os.getloadavg()[0]:.2f} (the bench's own threads count in it)")
+    print(other_work(cpu_start, cpu_times()))
     print(f"total run time: {time.perf_counter() - started:.0f} s")
     return 0
 

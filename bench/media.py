@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 
-from common import PLATE_FILTERS, make_clip
+from common import PLATE_FILTERS, cpu_times, make_clip, other_work
 
 from pipeline.manifest import load_shot
 from pipeline.media.decode import MoviePlate, SequencePlate
@@ -323,7 +323,7 @@ def main(argv: list[str] | None = None) -> int:
             f"(the default footage lives in {FOOTAGE}, beside the repo; or give --clip PATH)"
         )
     repeats = max(1, args.repeats)
-    started = time.perf_counter()
+    started, cpu_start = time.perf_counter(), cpu_times()
 
     ffmpeg = ffmpeg_executable()
     version = run([ffmpeg, "-version"], capture_output=True, text=True).stdout.splitlines()[0]
@@ -373,6 +373,7 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print_table(rows)
     print(f"\nrender overhead share, raw (T_flow - T_media) / T_flow: {raw:+.1%}")
+    print(other_work(cpu_start, cpu_times()))
     print(f"total run time: {time.perf_counter() - started:.0f} s")
     return 0
 
