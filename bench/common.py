@@ -52,7 +52,7 @@ def cpu_times(stat: Path = Path("/proc/stat")) -> CpuTimes | None:
         first = stat.read_text(encoding="ascii").splitlines()[0].split()
     except (OSError, IndexError):
         return None
-    if first[0] != "cpu" or len(first) < 9:
+    if len(first) < 9 or first[0] != "cpu":
         return None
     user, nice, system, _idle, _iowait, irq, softirq, steal = (int(v) for v in first[1:9])
     tick = os.sysconf("SC_CLK_TCK")

@@ -34,6 +34,8 @@ def test_cpu_times_is_none_without_proc_stat(tmp_path: Path) -> None:
     assert common.cpu_times(tmp_path / "missing") is None
     (tmp_path / "odd").write_text("intr 1 2 3\n")
     assert common.cpu_times(tmp_path / "odd") is None
+    (tmp_path / "odd").write_text("\n")
+    assert common.cpu_times(tmp_path / "odd") is None
 
 
 def test_other_work_is_the_machine_busy_time_less_the_bench_own() -> None:
