@@ -26,6 +26,11 @@ from pipeline.files import remove_stale_temporaries, write_json_atomic
 
 VERSION_DIR = re.compile(r"^v(\d{3,})$")
 MAX_VERSION = 99999
+# A render signs its version's lock file ("pid N on host") just after it takes the lock; a reader that
+# comes between the two finds the file empty or still signed by the render before (a dead process), and
+# reads it again for up to this long
+LOCK_SIGNING_S = 1.0
+LOCK_SIGNATURE = re.compile(r"pid (\d+) on (\S+)")
 
 
 def ensure_writable(folder: Path) -> None:
@@ -101,8 +106,7 @@ class RenderVersion:
         try:
             fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as e:
-            f.seek(0)
-            holder = f.read().strip() or "another process"
+            holder = _lock_holder(f)
             f.close()
             if e.errno in (errno.EAGAIN, errno.EACCES):
                 raise self._being_written(holder) from None
@@ -142,8 +146,7 @@ class RenderVersion:
             try:
                 fcntl.flock(f, fcntl.LOCK_SH | fcntl.LOCK_NB)
             except OSError:
-                f.seek(0)
-                return f.read().strip() or "another process"
+                return _lock_holder(f)
             fcntl.flock(f, fcntl.LOCK_UN)
             return None
 
@@ -151,6 +154,31 @@ class RenderVersion:
         if self._lock:
             self._lock.close()
             self._lock = None
+
+
+def _lock_holder(f: IO[str]) -> str:
+    """The signature in a held lock file, once the render that holds it has signed it (LOCK_SIGNING_S)."""
+    end = time.monotonic() + LOCK_SIGNING_S
+    while True:
+        f.seek(0)
+        text = f.read().strip()
+        if (text and not _signed_by_the_dead(text)) or time.monotonic() >= end:
+            return text or "another process"
+        time.sleep(0.02)
+
+
+def _signed_by_the_dead(text: str) -> bool:
+    """Whether a lock's signature names a process of this host that no longer runs."""
+    signed = LOCK_SIGNATURE.fullmatch(text)
+    if signed is None or signed.group(2) != socket.gethostname():
+        return False
+    try:
+        os.kill(int(signed.group(1)), 0)
+    except ProcessLookupError:
+        return True
+    except (PermissionError, OverflowError):
+        return False
+    return False
 
 
 def check_version_number(number: int | None) -> None:

@@ -61,8 +61,8 @@ def wait_until_writing(version: RenderVersion, proc: subprocess.Popen, timeout: 
     """Wait until `proc` holds the version's lock (its render is under way); who holds it."""
     end = time.monotonic() + timeout
     while time.monotonic() < end:
-        if version.path.is_dir() and version.locked_by_another():
-            return (version.path / ".lock").read_text().strip()
+        if version.path.is_dir() and (who := version.holder()) is not None:
+            return who  # once the render has signed its lock (read straight, the file can still be empty)
         if proc.poll() is not None:
             pytest.fail(f"the render ended before it was seen running: {proc.communicate()}")
         time.sleep(0.05)

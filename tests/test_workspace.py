@@ -1,5 +1,12 @@
 from __future__ import annotations
 
+import fcntl
+import socket
+import subprocess
+import sys
+import threading
+import time
+
 import numpy as np
 import pytest
 
@@ -36,6 +43,38 @@ def test_a_locked_version_refuses_a_second_writer(tmp_path):
     v.unlock()
     again.lock()  # free once the first writer lets go
     again.unlock()
+
+
+@pytest.mark.parametrize("before", ["", "dead"])
+def test_a_render_caught_before_it_signs_its_lock_is_named_once_it_has(tmp_path, before):
+    """A render takes its version's lock, then writes who it is into the lock file: a second writer or
+    `vfx status` that comes between the two finds the file empty, or still signed by the render that
+    was killed before (seen under load in CI: the refusal named nobody). They wait for the signature."""
+    v = new_version(tmp_path, "sh010", "png")
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
+    )
+    lock = v.path / ".lock"
+    lock.write_text(f"pid {dead.stdout.strip()} on {socket.gethostname()}" if before else "")
+    holding = open(lock, "a+")  # noqa: SIM115 - another open file: flock refuses this process's readers too
+    fcntl.flock(holding, fcntl.LOCK_EX | fcntl.LOCK_NB)
+
+    def sign() -> None:
+        time.sleep(0.3)
+        holding.seek(0)
+        holding.truncate()
+        holding.write("pid 4242 on farm07")
+        holding.flush()
+
+    signer = threading.Thread(target=sign)
+    signer.start()
+    try:
+        assert resume_version(tmp_path, "sh010", "png", 1).holder() == "pid 4242 on farm07"
+        with pytest.raises(WorkspaceError, match=r"v001: being written by pid 4242 on farm07; wait"):
+            resume_version(tmp_path, "sh010", "png", 1).lock()
+    finally:
+        signer.join()
+        holding.close()
 
 
 def test_resume_needs_an_existing_version(tmp_path):
