@@ -113,7 +113,7 @@ class RenderVersion:
             raise
         f.seek(0)
         f.truncate()
-        f.write(f"pid {os.getpid()} on {socket.gethostname()}")
+        f.write(_signature())
         f.flush()
         self._lock = f
 
@@ -154,6 +154,11 @@ class RenderVersion:
         if self._lock:
             self._lock.close()
             self._lock = None
+
+
+def _signature() -> str:
+    """What a render writes into the lock it holds (read back by LOCK_SIGNATURE)."""
+    return f"pid {os.getpid()} on {socket.gethostname()}"
 
 
 def _lock_holder(f: IO[str]) -> str:
