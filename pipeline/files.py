@@ -42,6 +42,20 @@ def write_atomic(path: Path, write: Callable[[Path], object]) -> None:
         tmp.unlink(missing_ok=True)
 
 
+def save_torch_atomic(path: Path, data: object) -> None:
+    """`torch.save` through `write_atomic`, into an open file: torch names the archive's records after
+    the file it is given by name (here the temporary, which holds the writer's pid), so two trainings
+    that make the same weights wrote files with different bytes and checksums, and the stages keyed by
+    a model's checksum re-rendered. Given an open file, torch names them `archive/`, whoever writes."""
+    import torch  # only the writers of models need it; status and validate read these files without it
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as f:
+            torch.save(data, f)
+
+    write_atomic(path, write)
+
+
 def write_json_atomic(path: Path, data: dict) -> None:
     text = json.dumps(data, indent=2, sort_keys=False, default=str) + "\n"
     write_atomic(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))

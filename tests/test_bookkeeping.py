@@ -15,7 +15,7 @@ import torch
 from conftest import write_manifest
 
 from pipeline.errors import PipelineError
-from pipeline.files import read_torch_file_without_tensors
+from pipeline.files import read_torch_file_without_tensors, save_torch_atomic
 from pipeline.models import ModelError, load_torch_file
 from pipeline.swap.checkpoint import checkpoint_config
 from pipeline.swap.train import read_checkpoint
@@ -90,6 +90,20 @@ def test_a_checkpoint_is_read_without_torch_as_torch_reads_it(tiny_model, tmp_pa
     torch.save({"format": 1, "config": {"size": 64}, "w": torch.ones(3)}, tmp_path / "plain.pt")
     plain = read_torch_file_without_tensors(tmp_path / "plain.pt")
     assert plain == {"format": 1, "config": {"size": 64}, "w": None}
+
+
+def test_the_same_data_saved_anywhere_makes_the_same_model_file(tmp_path):
+    """torch names a file's records after the name it writes to; ours go through a temporary named by
+    the writer's pid, so without care every save had its own bytes and checksum."""
+    data = {"format": 1, "w": torch.arange(6.0).reshape(2, 3)}
+    save_torch_atomic(tmp_path / "a.pt", data)
+    (tmp_path / "later").mkdir()
+    save_torch_atomic(tmp_path / "later" / "b.pt", data)
+    assert (tmp_path / "a.pt").read_bytes() == (tmp_path / "later" / "b.pt").read_bytes()
+    assert not [p for p in tmp_path.rglob("*") if p.name.startswith(".")]  # no temporary left
+    back = torch.load(tmp_path / "a.pt", weights_only=True, mmap=True)
+    assert torch.equal(back["w"], data["w"])
+    assert read_torch_file_without_tensors(tmp_path / "a.pt") == {"format": 1, "w": None}
 
 
 class Hostile:

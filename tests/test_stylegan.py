@@ -398,6 +398,8 @@ def test_training_resumes_exactly_and_writes_its_outputs(crops, tmp_path):
     out = tmp_path / "split"
     for name in ("generator.pt", "training.pt", "samples.png", "reals.png", "losses.png"):
         assert (out / name).is_file(), name
+    # the same weights make the same file (stages keyed by a model's checksum reuse their renders)
+    assert (out / "generator.pt").read_bytes() == (tmp_path / "straight" / "generator.pt").read_bytes()
     assert len(list((out / "samples").glob("kimg*.png"))) >= 2
     G, info = load_generator(out)
     assert G.cfg.resolution == 64 and info["kimg"] == 0.016 and info["steps"] == 4

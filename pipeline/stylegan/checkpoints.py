@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 
 from pipeline.errors import PipelineError
-from pipeline.files import torch_file_problem, write_atomic
+from pipeline.files import save_torch_atomic, torch_file_problem
 from pipeline.models import generator_file
 from pipeline.stylegan.formats import GENERATOR_FORMAT as FORMAT
 from pipeline.stylegan.formats import GENERATOR_VERSION as VERSION
@@ -34,7 +34,7 @@ def save_generator(path: Path, G: Generator, meta: dict | None = None) -> None:
         "state": {k: v.detach().cpu() for k, v in G.state_dict().items()},
         "meta": meta or {},
     }
-    write_atomic(path, lambda tmp: torch.save(data, tmp))
+    save_torch_atomic(path, data)
 
 
 def load_ours(path: Path, data: dict) -> tuple[Generator, dict]:

@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from pipeline import models
-from pipeline.files import write_atomic
+from pipeline.files import save_torch_atomic
 from pipeline.models import ENCODER_FILE, ModelError, encoder_file, load_torch_file, sha256_file
 from pipeline.stylegan.formats import ENCODER_FORMAT as FORMAT
 from pipeline.stylegan.formats import ENCODER_VERSION as VERSION
@@ -241,7 +241,7 @@ def save_encoder(path: Path, encoder: Encoder, generator_sha256: str, meta: dict
         "generator_sha256": generator_sha256,
         "meta": meta or {},
     }
-    write_atomic(Path(path), lambda tmp: torch.save(data, tmp))
+    save_torch_atomic(Path(path), data)
 
 
 def read_encoder_file(path: Path) -> dict:

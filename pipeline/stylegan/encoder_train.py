@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from pipeline.curves import labelled, loss_curve, write_png
 from pipeline.devices import resolve_device
 from pipeline.errors import PipelineError
-from pipeline.files import write_atomic
+from pipeline.files import save_torch_atomic
 from pipeline.models import ENCODER_FILE, GENERATOR_FILE, generator_file, load_torch_file, sha256_file
 from pipeline.stylegan.checkpoints import CheckpointError, load_generator
 from pipeline.stylegan.encoder import (
@@ -265,7 +265,7 @@ def save_training(path: Path, state: EncoderState, settings: EncoderSettings, ge
         "generator_sha256": state.generator_sha256,
         "generator": str(generator),
     }
-    write_atomic(path, lambda tmp: torch.save(data, tmp))
+    save_torch_atomic(path, data)
 
 
 def read_training(path: Path, mmap: bool = False) -> dict:

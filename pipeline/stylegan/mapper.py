@@ -37,7 +37,7 @@ from torch import nn
 
 from pipeline import models
 from pipeline.errors import PipelineError
-from pipeline.files import write_atomic
+from pipeline.files import save_torch_atomic
 from pipeline.models import MAPPER_FILE, ModelError, load_torch_file, mapper_file, sha256_file
 from pipeline.stylegan.encoder import style_groups
 from pipeline.stylegan.formats import MAPPER_FORMAT as FORMAT
@@ -259,7 +259,7 @@ def save_mapper(
         "attributes": attributes,
         "meta": meta or {},
     }
-    write_atomic(Path(path), lambda tmp: torch.save(data, tmp))
+    save_torch_atomic(Path(path), data)
 
 
 def read_mapper_file(path: Path) -> dict:

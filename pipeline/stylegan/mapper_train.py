@@ -42,7 +42,7 @@ from torch import nn
 from pipeline.curves import labelled, loss_curve, write_png
 from pipeline.devices import resolve_device
 from pipeline.errors import PipelineError
-from pipeline.files import write_atomic
+from pipeline.files import save_torch_atomic
 from pipeline.models import (
     ENCODER_FILE,
     GENERATOR_FILE,
@@ -422,7 +422,7 @@ def save_training(path: Path, state: MapperState, settings: MapperSettings, gene
         "recognisers_sha256": state.recognisers_sha256,
         "generator": str(generator),
     }
-    write_atomic(path, lambda tmp: torch.save(data, tmp))
+    save_torch_atomic(path, data)
 
 
 def read_training(path: Path, mmap: bool = False) -> dict:

@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from pipeline.devices import resolve_device
-from pipeline.files import write_atomic
+from pipeline.files import save_torch_atomic
 from pipeline.models import ModelError, load_torch_file
 from pipeline.stylegan.encoder import MAX_INPUT, ResidualStage, _conv, default_widths, final_size
 
@@ -160,7 +160,7 @@ def save_recognisers(path: Path, model: AttributeRecogniser, meta: dict) -> None
         "state": {k: v.detach().cpu() for k, v in model.state_dict().items()},
         "meta": meta,
     }
-    write_atomic(Path(path), lambda tmp: torch.save(data, tmp))
+    save_torch_atomic(Path(path), data)
 
 
 def load_recognisers(

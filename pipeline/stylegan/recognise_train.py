@@ -54,7 +54,7 @@ from pipeline.faces.attributes import (
 )
 from pipeline.faces.detect import FaceAnalyzer
 from pipeline.faces.extract import IMAGE_SUFFIXES, aligned_face
-from pipeline.files import write_atomic
+from pipeline.files import save_torch_atomic
 from pipeline.models import ENCODER_FILE, GENERATOR_FILE, generator_file, load_torch_file, sha256_file
 from pipeline.stylegan.checkpoints import CheckpointError, load_generator
 from pipeline.stylegan.encoder import MAX_INPUT
@@ -303,7 +303,7 @@ def save_data(path: Path, data: RecogniserData, generator_sha256: str) -> None:
         "generator_sha256": generator_sha256,
         **data.to_dict(),
     }
-    write_atomic(path, lambda tmp: torch.save(record, tmp))
+    save_torch_atomic(path, record)
 
 
 def read_data(path: Path) -> tuple[RecogniserData, str]:
@@ -531,7 +531,7 @@ def save_training(path: Path, state: RecogniserState, settings: RecogniserSettin
         "generator_sha256": state.generator_sha256,
         "generator": str(generator),
     }
-    write_atomic(path, lambda tmp: torch.save(data, tmp))
+    save_torch_atomic(path, data)
 
 
 def read_training(path: Path, mmap: bool = False) -> dict:

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from pipeline.curves import loss_curve, write_png
 from pipeline.devices import resolve_device
 from pipeline.errors import PipelineError
-from pipeline.files import write_atomic
+from pipeline.files import save_torch_atomic
 from pipeline.models import GENERATOR_FILE, load_torch_file
 from pipeline.stylegan.augment import diff_augment
 from pipeline.stylegan.checkpoints import CheckpointError, save_generator
@@ -244,7 +244,7 @@ def save_training(path: Path, state: GanState, settings: GanSettings) -> None:
     device = state.G.w_avg.device
     if device.type == "cuda":  # z, noise and augmentation are drawn on the GPU, from its own stream
         data["cuda_rng"] = torch.cuda.get_rng_state(device)
-    write_atomic(path, lambda tmp: torch.save(data, tmp))
+    save_torch_atomic(path, data)
 
 
 def load_training(path: Path, settings: GanSettings, device: torch.device | str = "cpu") -> GanState:

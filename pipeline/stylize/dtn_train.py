@@ -36,7 +36,7 @@ from pipeline.curves import labelled, loss_curve, write_png
 from pipeline.devices import resolve_device
 from pipeline.errors import PipelineError
 from pipeline.faces.draw import grid
-from pipeline.files import write_atomic
+from pipeline.files import save_torch_atomic
 from pipeline.media.color import to_uint8 as image_to_uint8
 from pipeline.media.decode import read_image
 from pipeline.models import load_torch_file
@@ -369,7 +369,7 @@ def save_stylizer(
         "settings": settings.to_dict(),
         "meta": meta,
     }
-    write_atomic(path, lambda tmp: torch.save(data, tmp))
+    save_torch_atomic(path, data)
 
 
 def stylizer_file(path: Path) -> Path:
@@ -436,7 +436,7 @@ def save_training(path: Path, state: DTNState, settings: DTNSettings) -> None:
         "seconds": state.seconds,
         "history": state.history,
     }
-    write_atomic(path, lambda tmp: torch.save(data, tmp))
+    save_torch_atomic(path, data)
 
 
 def read_training(path: Path) -> dict:

@@ -21,7 +21,7 @@ import torch
 from pipeline.curves import labelled, loss_curve, write_png
 from pipeline.devices import autocast, half_dtype, module_device, resolve_device
 from pipeline.errors import PipelineError
-from pipeline.files import write_atomic
+from pipeline.files import save_torch_atomic
 from pipeline.models import load_torch_file
 from pipeline.swap.checkpoint import CHECKPOINT_FORMAT, CHECKPOINT_NAME, CheckpointError, checkpoint_file
 from pipeline.swap.data import Augment, FaceSet, load_face_set, make_batch
@@ -82,7 +82,7 @@ def save_checkpoint(path: Path, state: TrainState, settings: TrainSettings) -> N
         "history": state.history,
         "settings": settings.__dict__,
     }
-    write_atomic(path, lambda tmp: torch.save(data, tmp))
+    save_torch_atomic(path, data)
 
 
 def read_checkpoint(path: Path) -> dict:
