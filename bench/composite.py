@@ -27,6 +27,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import astuple, dataclass
+from itertools import chain
 from pathlib import Path
 
 import cv2
@@ -41,6 +42,7 @@ from pipeline.manifest import Shot, load_shot
 from pipeline.media.decode import MoviePlate, read_ahead
 from pipeline.processes import MMAP_THRESHOLD, TOP_PAD, TRIM_THRESHOLD, tune_malloc
 from pipeline.shot.composite import Compositor
+from pipeline.shot.frames import batch_frames
 from pipeline.shot.track import detect_range, finish_track
 
 FOOTAGE = Path(__file__).resolve().parents[2] / "shared" / "footage"
@@ -201,17 +203,16 @@ def decode_all(shot: Shot) -> int:
 
 
 def composite_all(shot: Shot, track: FaceTrack) -> int:
-    """Decode and composite every frame of the shot in batches, as render_frames does without writing;
-    faces put in."""
+    """Decode and composite every frame of the shot through Compositor.stream, as render_frames does
+    without writing (as many frames at work as its batch of this plate size); faces put in."""
     compositor = bench_compositor(shot, track)
     start = shot.plate_index(shot.first)
     frames = read_ahead(shot.plate.read(start, start + shot.frame_count), 2)
-    numbers = list(range(shot.first, shot.last + 1))
-    put_in = 0
-    for i in range(0, len(numbers), compositor.batch_size):
-        batch = numbers[i : i + compositor.batch_size]
-        plates = [next(frames) for _ in batch]
-        put_in += sum(done.new_face is not None for done in compositor.frames(batch, plates))
+    first = next(frames)
+    size = batch_frames(compositor.batch_size, first.nbytes)
+    numbered = zip(range(shot.first, shot.last + 1), chain([first], frames), strict=True)
+    put_in = sum(done.new_face is not None for done in compositor.stream(numbered, size))
+    frames.close()
     return put_in
 
 
@@ -509,7 +510,7 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"composite: {settings}, element png16 (its box as 16-bit RGBA, as a render keeps it until it\n"
         "writes it); faces defaults otherwise.\n"
-        "composite rows = decode + Compositor(shot, track, []).frames() on batches of 8, as a render does,\n"
+        "composite rows = decode + Compositor(shot, track, []).stream(), as a render does,\n"
         "the stand-in face cleaned of the plate's grain (a 1 px blur) as a model's face is, so grain is\n"
         "matched; nothing is written",
         flush=True,

@@ -350,9 +350,10 @@ def test_opencv_runs_in_the_callers_thread_while_frames_run_side_by_side():
 
 
 def test_a_frame_by_frame_chain_composites_as_the_batch_path_does(tmp_path, woman_clip):
-    """The test alteration works frame by frame, so Compositor.frames runs each frame's crop, new face and
-    composite as one task; the same alteration as a batch link (crops of the whole batch, then the link,
-    then the composites) gives the same comps, faces, mattes and elements bit for bit."""
+    """The test alteration works frame by frame, so Compositor.stream runs each frame's crop, new face and
+    composite as one task, a few frames at work at once; the same alteration as a batch link (crops of the
+    whole batch, then the link, then the composites) gives the same comps, faces, mattes and elements bit
+    for bit, in the same order. Closed early, the stream stops: no frame is handed out after."""
     from pipeline.shot.composite import AlteredFaces, Compositor
     from pipeline.shot.track import detect_range, finish_track
 
@@ -388,8 +389,11 @@ composite: {{alteration: retouch, blend: laplacian, element: {{format: png16}}}}
     batched = Compositor(shot, track, [])
     link = AsABatch(batched.chain[0])
     batched.chain = [link]
-    a, b = by_frame.frames(numbers, plates), batched.frames(numbers, plates)
+    assert by_frame.frame_by_frame and not batched.frame_by_frame
+    a = list(by_frame.stream(zip(numbers, plates, strict=True), 3))
+    b = list(batched.stream(zip(numbers, plates, strict=True), len(numbers)))
     assert link.batches == [numbers]  # one call for the whole batch
+    assert len(a) == len(b) == len(numbers)
     assert sum(done.altered for done in a) == len(numbers)  # the woman is found in every frame
     for x, y in zip(a, b, strict=True):
         np.testing.assert_array_equal(x.comp, y.comp)
@@ -397,6 +401,19 @@ composite: {{alteration: retouch, blend: laplacian, element: {{format: png16}}}}
         np.testing.assert_array_equal(x.matte, y.matte)
         np.testing.assert_array_equal(x.element.rgba(), y.element.rgba())
     assert by_frame.new_faces_s > 0 and batched.new_faces_s > 0
+
+    handed_in = []
+
+    def plates_in():
+        for pair in zip(numbers, plates, strict=True):
+            handed_in.append(pair[0])
+            yield pair
+
+    stream = by_frame.stream(plates_in(), 2)
+    np.testing.assert_array_equal(next(stream).comp, a[0].comp)
+    stream.close()
+    assert handed_in == numbers[:2]  # two frames at work when the first came out; none taken after
+    assert next(stream, None) is None
 
 
 @pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.float32])

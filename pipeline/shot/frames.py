@@ -12,8 +12,10 @@ from __future__ import annotations
 import os
 import platform
 import time
-from collections.abc import Callable
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from itertools import chain
 from typing import Protocol
 
 import numpy as np
@@ -76,13 +78,33 @@ def run_chain(
 
 
 class FrameWork(Protocol):
-    """What the frame loop runs on each batch of frames: the composite (or a shot without a plate's
-    generated frames)."""
+    """What the frame loop runs on the frames: the composite (or a shot without a plate's generated
+    frames)."""
 
     batch_size: int
     new_faces_s: float  # seconds spent making new faces so far, for the run record
 
-    def frames(self, numbers: list[int], plates: list[np.ndarray]) -> list[FrameComposite]: ...
+    def stream(self, plates: Iterable[tuple[int, np.ndarray]], batch_size: int) -> Iterator[FrameComposite]:
+        """The composites of numbered plate frames, in their order, at most `batch_size` frames at work."""
+        ...
+
+
+def in_batches(
+    frames: Callable[[list[int], list[np.ndarray]], list[FrameComposite]],
+    plates: Iterable[tuple[int, np.ndarray]],
+    size: int,
+) -> Iterator[FrameComposite]:
+    """The composites of numbered plate frames, in order, made by `frames` on batches of `size` (a frame
+    work whose models run over a batch)."""
+    batch: list[tuple[int, np.ndarray]] = []
+    for pair in plates:
+        batch.append(pair)
+        if len(batch) >= size:
+            done = frames([n for n, _ in batch], [p for _, p in batch])
+            batch = []
+            yield from done
+    if batch:
+        yield from frames([n for n, _ in batch], [p for _, p in batch])
 
 
 @dataclass
@@ -152,60 +174,72 @@ def render_frames(
         return result
     wanted = set(todo)
     start = todo[0]
-    batch_size = work.batch_size if work else 1  # bounded by the frames' size once the first is read
-    frames = read_ahead(shot.read_frames(start, last), 2)  # decoding overlaps the batch's work
+    frames = read_ahead(shot.read_frames(start, last), 2)  # decoding overlaps the frames' work
     fmt = shot.spec.output.sequence
-    pending: list[tuple[int, np.ndarray]] = []
 
-    def flush() -> None:
-        numbers = [n for n, _ in pending]
-        outputs = [f for _, f in pending]
-        done: list[FrameComposite | None] = [None] * len(numbers)
-        metas = [frame_metadata(metadata, False)] * len(numbers)
-        if work is not None:
-            t, made_before = time.perf_counter(), work.new_faces_s
-            composites = work.frames(numbers, outputs)
-            made = work.new_faces_s - made_before
-            result.new_faces_s += made
-            result.composite_s += time.perf_counter() - t - made
-            done = list(composites)
-            outputs = [d.comp for d in composites]
-            metas = [frame_metadata(metadata, d.altered) for d in composites]
-            for n, d, meta in zip(numbers, composites, metas, strict=True):
-                if d.element is not None and write_element is not None:
-                    t = time.perf_counter()
-                    write_element(n, d.element, meta)
-                    result.write_s += time.perf_counter() - t
-                if d.identity is not None:
-                    result.identity.append([n, *d.identity])
-        for k, (n, frame) in enumerate(zip(numbers, outputs, strict=True)):
-            if on_frame is not None:
-                t = time.perf_counter()
-                on_frame(n, pending[k][1], frame, done[k])
-                result.review_s += time.perf_counter() - t
-            t = time.perf_counter()
-            write_frame(version.frame_path(n), frame, fmt, metas[k])
-            result.write_s += time.perf_counter() - t
-            progress.advance(progress_key, part=(first, last))
-        result.written += len(numbers)
-        pending.clear()
-
-    try:
+    def plates() -> Iterator[tuple[int, np.ndarray]]:
+        """The wanted frames, numbered; the time spent waiting for them counted as decoding."""
         for number in range(start, last + 1):
             t = time.perf_counter()
             frame = next(frames)
             result.decode_s += time.perf_counter() - t
             if number in wanted:
-                pending.append((number, frame))
-                if len(pending) == 1:
-                    batch_size = batch_frames(batch_size, frame.nbytes)
-            if len(pending) >= batch_size:
-                flush()
-        if pending:
-            flush()
+                yield number, frame
+
+    def write(number: int, plate: np.ndarray, done: FrameComposite | None) -> None:
+        comp = plate if done is None else done.comp
+        meta = frame_metadata(metadata, done is not None and done.altered)
+        if done is not None:
+            if done.element is not None and write_element is not None:
+                t = time.perf_counter()
+                write_element(number, done.element, meta)
+                result.write_s += time.perf_counter() - t
+            if done.identity is not None:
+                result.identity.append([number, *done.identity])
+        if on_frame is not None:
+            t = time.perf_counter()
+            on_frame(number, plate, comp, done)
+            result.review_s += time.perf_counter() - t
+        t = time.perf_counter()
+        write_frame(version.frame_path(number), comp, fmt, meta)
+        result.write_s += time.perf_counter() - t
+        result.written += 1
+        progress.advance(progress_key, part=(first, last))
+
+    numbered = plates()
+    composites = None
+    queued: deque[tuple[int, np.ndarray]] = deque()  # the plates whose composites are still to come
+    try:
+        if work is None:
+            for number, plate in numbered:
+                write(number, plate, None)
+        else:
+            # the first frame's size bounds how many frames are at work at once
+            number, plate = next(numbered)
+            size = batch_frames(work.batch_size, plate.nbytes)
+
+            def handed(pairs: Iterable[tuple[int, np.ndarray]]) -> Iterator[tuple[int, np.ndarray]]:
+                for pair in pairs:
+                    queued.append(pair)
+                    yield pair
+
+            composites = work.stream(handed(chain([(number, plate)], numbered)), size)
+            while True:
+                t, made_before, decoded_before = time.perf_counter(), work.new_faces_s, result.decode_s
+                done = next(composites, None)
+                if done is None:
+                    break
+                made = work.new_faces_s - made_before
+                result.new_faces_s += made
+                result.composite_s += time.perf_counter() - t - made - (result.decode_s - decoded_before)
+                number, plate = queued.popleft()
+                write(number, plate, done)
     finally:
+        if composites is not None:
+            composites.close()  # its frames at work finish (or are cancelled) before the plates close
+        numbered.close()
         frames.close()
-        pending.clear()
+        queued.clear()
         release_free_memory()  # the chunk's frames are gone: their heap goes back to the kernel
     result.wall_s = time.perf_counter() - t0
     return result

@@ -10,7 +10,7 @@ from the spline, add the edits, and draw the faces in batches (a link of the fra
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -24,7 +24,7 @@ from pipeline.manifest import PathKeySpec, PathSpec, Shot, parse_range
 from pipeline.media.color import to_uint8
 from pipeline.media.sequences import write_frame
 from pipeline.models import file_digest
-from pipeline.shot.frames import FrameComposite
+from pipeline.shot.frames import FrameComposite, in_batches
 from pipeline.shot.keys import StageKey, code_version, digest
 from pipeline.shot.project import (
     ShotProjection,
@@ -352,6 +352,9 @@ class GeneratedFrames:
         faces = self.faces.faces(numbers, size)
         self.new_faces_s += time.perf_counter() - t
         return [FrameComposite(f.astype(np.float32), None, f, None) for f in faces]
+
+    def stream(self, plates: Iterable[tuple[int, np.ndarray]], batch_size: int) -> Iterator[FrameComposite]:
+        return in_batches(self.frames, plates, batch_size)
 
 
 MAX_MEASURED_FRAMES = 48  # per edit, spread evenly over its frames: the report stays seconds, not minutes
