@@ -115,7 +115,9 @@ class ChunkResult:
     skipped: int = 0
     decode_s: float = 0.0
     new_faces_s: float = 0.0  # making the new faces: swap model, generator or test alteration
-    composite_s: float = 0.0  # the rest of compositing: colour, grain, warp back, blend, elements
+    # the rest of compositing (colour, grain, warp back, blend, elements): the wait for it, which is all of it
+    # for a batch and only the part the writing did not hide for a frame-by-frame stream
+    composite_s: float = 0.0
     write_s: float = 0.0  # the comps and the face elements
     review_s: float = 0.0  # the contact sheets' tiles of the sampled frames
     wall_s: float = 0.0
