@@ -131,10 +131,20 @@ def chunk_ranges(first: int, last: int, size: int) -> list[tuple[int, int]]:
     return [(a, min(a + size - 1, last)) for a in range(first, last + 1, size)]
 
 
-# Frames a chunk writes at once. Encoding the PNGs is most of a render's time (a 1080p frame with its 16-bit
-# element: about 100 ms on one core, against 30 ms to composite it), and a chunk that wrote one frame at a
-# time used one core for it: the last chunk of a shot, alone, left the other cores idle.
+# Frames a chunk writes at once: one a core, at most 4, and at most WRITE_BYTES of plate frames. Encoding the
+# PNGs is most of a render's time (a 1080p frame with its 16-bit element: about 100 ms on one core, against
+# 30 ms to composite it), and a chunk that wrote one frame at a time used one core for it: the last chunk of
+# a shot, alone, left the other cores idle. A frame being written holds its plate, its comp and the
+# encoder's copies: two UHD frames a chunk took the 1000-frame UHD render of bench/composite.py from 3.54
+# to 4.37 GB, so a UHD chunk (25 MB a frame) writes one at a time as before, a 1080p one (6 MB) two.
 WRITERS = max(1, min(4, os.cpu_count() or 1))
+WRITE_BYTES = 32 << 20
+
+
+def writers_for(frame_bytes: int) -> int:
+    """How many frames of this size a chunk writes at once."""
+    return max(1, min(WRITERS, WRITE_BYTES // max(1, frame_bytes)))
+
 
 BATCH_BYTES = 128 << 20  # the plate frames a batch holds, at most (one UHD 8-bit frame is 25 MB)
 
@@ -214,7 +224,10 @@ def render_frames(
         progress.advance(progress_key, part=(first, last))
         return write_s, review_s
 
-    writers = ThreadPoolExecutor(max_workers=WRITERS, thread_name_prefix="frame-write")
+    numbered = plates()
+    first_pair: tuple[int, np.ndarray] | None = None  # the first wanted frame: its size bounds what is held
+    writers: ThreadPoolExecutor | None = None
+    writer_count = 1
     writing: deque[Future[tuple[float, float]]] = deque()  # in frame order
 
     def written(future: Future[tuple[float, float]]) -> None:
@@ -226,28 +239,30 @@ def render_frames(
     def hand_to_writers(number: int, plate: np.ndarray, done: FrameComposite | None) -> None:
         if done is not None and done.identity is not None:
             result.identity.append([number, *done.identity])
+        assert writers is not None
         writing.append(writers.submit(write, number, plate, done))
-        while len(writing) > WRITERS:  # at most WRITERS frames held for writing
+        while len(writing) > writer_count:  # at most writer_count frames held for writing
             written(writing.popleft())
 
-    numbered = plates()
     composites = None
     queued: deque[tuple[int, np.ndarray]] = deque()  # the plates whose composites are still to come
     try:
+        first_pair = next(numbered)
+        frame_bytes = first_pair[1].nbytes
+        writer_count = writers_for(frame_bytes)
+        writers = ThreadPoolExecutor(max_workers=writer_count, thread_name_prefix="frame-write")
         if work is None:
-            for number, plate in numbered:
+            for number, plate in chain([first_pair], numbered):
                 hand_to_writers(number, plate, None)
         else:
-            # the first frame's size bounds how many frames are at work at once
-            number, plate = next(numbered)
-            size = batch_frames(work.batch_size, plate.nbytes)
+            size = batch_frames(work.batch_size, frame_bytes)
 
             def handed(pairs: Iterable[tuple[int, np.ndarray]]) -> Iterator[tuple[int, np.ndarray]]:
                 for pair in pairs:
                     queued.append(pair)
                     yield pair
 
-            composites = work.stream(handed(chain([(number, plate)], numbered)), size)
+            composites = work.stream(handed(chain([first_pair], numbered)), size)
             while True:
                 t, made_before, decoded_before = time.perf_counter(), work.new_faces_s, result.decode_s
                 done = next(composites, None)
@@ -265,11 +280,13 @@ def render_frames(
             composites.close()  # its frames at work finish (or are cancelled) before the plates close
         for future in writing:  # an error: frames not begun are left for a resumed render
             future.cancel()
-        writers.shutdown(wait=True)  # frames being written finish (each file is atomic)
+        if writers is not None:
+            writers.shutdown(wait=True)  # frames being written finish (each file is atomic)
         numbered.close()
         frames.close()
         queued.clear()
         writing.clear()
+        first_pair = None
         release_free_memory()  # the chunk's frames are gone: their heap goes back to the kernel
     result.wall_s = time.perf_counter() - t0
     return result
