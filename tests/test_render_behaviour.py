@@ -307,3 +307,13 @@ def test_missing_shared_files_skip_locally_and_fail_under_ci(monkeypatch):
         monkeypatch.setenv("CI", value)
         e = outcome()
         assert type(e) is pytest.fail.Exception and "footage not found at ../shared/footage" in str(e), value
+
+
+def test_a_chunk_writes_big_frames_one_at_a_time_and_small_ones_side_by_side():
+    """A UHD frame (25 MB) is written by the chunk itself, one at a time, so a UHD render holds no more
+    frames than before; 1080p frames (6 MB) go to writers side by side, one a core (at most 4)."""
+    from pipeline.shot.frames import WRITERS, writers_for
+
+    assert writers_for(2160 * 3840 * 3) == 1
+    assert writers_for(1080 * 1920 * 3) == min(WRITERS, 5)
+    assert writers_for(0) == WRITERS

@@ -136,7 +136,8 @@ def chunk_ranges(first: int, last: int, size: int) -> list[tuple[int, int]]:
 # 30 ms to composite it), and a chunk that wrote one frame at a time used one core for it: the last chunk of
 # a shot, alone, left the other cores idle. A frame being written holds its plate, its comp and the
 # encoder's copies: two UHD frames a chunk took the 1000-frame UHD render of bench/composite.py from 3.54
-# to 4.37 GB, so a UHD chunk (25 MB a frame) writes one at a time as before, a 1080p one (6 MB) two.
+# to 4.37 GB, and one UHD frame written beside the chunk's work to 3.80; so a UHD chunk (25 MB a frame)
+# writes each frame itself as before, and a 1080p one (6 MB) hands two at a time to writers.
 WRITERS = max(1, min(4, os.cpu_count() or 1))
 WRITE_BYTES = 32 << 20
 
@@ -230,8 +231,8 @@ def render_frames(
     writer_count = 1
     writing: deque[Future[tuple[float, float]]] = deque()  # in frame order
 
-    def written(future: Future[tuple[float, float]]) -> None:
-        write_s, review_s = future.result()
+    def written(seconds: tuple[float, float]) -> None:
+        write_s, review_s = seconds
         result.write_s += write_s
         result.review_s += review_s
         result.written += 1
@@ -239,10 +240,12 @@ def render_frames(
     def hand_to_writers(number: int, plate: np.ndarray, done: FrameComposite | None) -> None:
         if done is not None and done.identity is not None:
             result.identity.append([number, *done.identity])
-        assert writers is not None
+        if writers is None:  # one frame at a time, here: a big frame holds nothing more while written
+            written(write(number, plate, done))
+            return
         writing.append(writers.submit(write, number, plate, done))
         while len(writing) > writer_count:  # at most writer_count frames held for writing
-            written(writing.popleft())
+            written(writing.popleft().result())
 
     composites = None
     queued: deque[tuple[int, np.ndarray]] = deque()  # the plates whose composites are still to come
@@ -250,7 +253,8 @@ def render_frames(
         first_pair = next(numbered)
         frame_bytes = first_pair[1].nbytes
         writer_count = writers_for(frame_bytes)
-        writers = ThreadPoolExecutor(max_workers=writer_count, thread_name_prefix="frame-write")
+        if writer_count > 1:
+            writers = ThreadPoolExecutor(max_workers=writer_count, thread_name_prefix="frame-write")
         if work is None:
             for number, plate in chain([first_pair], numbered):
                 hand_to_writers(number, plate, None)
@@ -274,7 +278,7 @@ def render_frames(
                 number, plate = queued.popleft()
                 hand_to_writers(number, plate, done)
         while writing:
-            written(writing.popleft())
+            written(writing.popleft().result())
     finally:
         if composites is not None:
             composites.close()  # its frames at work finish (or are cancelled) before the plates close
