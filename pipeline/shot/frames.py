@@ -226,7 +226,6 @@ def render_frames(
         return write_s, review_s
 
     numbered = plates()
-    first_pair: tuple[int, np.ndarray] | None = None  # the first wanted frame: its size bounds what is held
     writers: ThreadPoolExecutor | None = None
     writer_count = 1
     writing: deque[Future[tuple[float, float]]] = deque()  # in frame order
@@ -250,13 +249,15 @@ def render_frames(
     composites = None
     queued: deque[tuple[int, np.ndarray]] = deque()  # the plates whose composites are still to come
     try:
-        first_pair = next(numbered)
-        frame_bytes = first_pair[1].nbytes
+        opening = next(numbered)  # the first wanted frame: its size bounds the frames held at once
+        frame_bytes = opening[1].nbytes
+        pairs = chain([opening], numbered)
+        del opening  # the chain alone holds it, until it is taken
         writer_count = writers_for(frame_bytes)
         if writer_count > 1:
             writers = ThreadPoolExecutor(max_workers=writer_count, thread_name_prefix="frame-write")
         if work is None:
-            for number, plate in chain([first_pair], numbered):
+            for number, plate in pairs:
                 hand_to_writers(number, plate, None)
         else:
             size = batch_frames(work.batch_size, frame_bytes)
@@ -266,7 +267,7 @@ def render_frames(
                     queued.append(pair)
                     yield pair
 
-            composites = work.stream(handed(chain([first_pair], numbered)), size)
+            composites = work.stream(handed(pairs), size)
             while True:
                 t, made_before, decoded_before = time.perf_counter(), work.new_faces_s, result.decode_s
                 done = next(composites, None)
@@ -290,7 +291,6 @@ def render_frames(
         frames.close()
         queued.clear()
         writing.clear()
-        first_pair = None
         release_free_memory()  # the chunk's frames are gone: their heap goes back to the kernel
     result.wall_s = time.perf_counter() - t0
     return result
