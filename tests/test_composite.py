@@ -353,7 +353,8 @@ def test_a_frame_by_frame_chain_composites_as_the_batch_path_does(tmp_path, woma
     """The test alteration works frame by frame, so Compositor.stream runs each frame's crop, new face and
     composite as one task, a few frames at work at once; the same alteration as a batch link (crops of the
     whole batch, then the link, then the composites) gives the same comps, faces, mattes and elements bit
-    for bit, in the same order. Closed early, the stream stops: no frame is handed out after."""
+    for bit, in the same order, each blended into the plate the stream was handed. Closed early, the stream
+    stops: no frame is handed out after."""
     from pipeline.shot.composite import AlteredFaces, Compositor
     from pipeline.shot.track import detect_range, finish_track
 
@@ -390,8 +391,12 @@ composite: {{alteration: retouch, blend: laplacian, element: {{format: png16}}}}
     link = AsABatch(batched.chain[0])
     batched.chain = [link]
     assert by_frame.frame_by_frame and not batched.frame_by_frame
-    a = list(by_frame.stream(zip(numbers, plates, strict=True), 3))
-    b = list(batched.stream(zip(numbers, plates, strict=True), len(numbers)))
+    # the stream composites into the plates it is handed: each gets its own copies
+    mine, theirs = [p.copy() for p in plates], [p.copy() for p in plates]
+    a = list(by_frame.stream(zip(numbers, mine, strict=True), 3))
+    b = list(batched.stream(zip(numbers, theirs, strict=True), len(numbers)))
+    assert all(x.comp is p for x, p in zip(a, mine, strict=True))
+    assert all(y.comp is p for y, p in zip(b, theirs, strict=True))
     assert link.batches == [numbers]  # one call for the whole batch
     assert len(a) == len(b) == len(numbers)
     assert sum(done.altered for done in a) == len(numbers)  # the woman is found in every frame
@@ -401,6 +406,13 @@ composite: {{alteration: retouch, blend: laplacian, element: {{format: png16}}}}
         np.testing.assert_array_equal(x.matte, y.matte)
         np.testing.assert_array_equal(x.element.rgba(), y.element.rgba())
     assert by_frame.new_faces_s > 0 and batched.new_faces_s > 0
+    # Compositor.frames blends into copies unless told the plates are its own: the same comps, and the
+    # plates stay as decoded
+    apart = by_frame.frames(numbers, plates)
+    for x, z, plate, decoded in zip(a, apart, plates, shot.read_frames(shot.first, shot.last), strict=True):
+        assert z.comp is not plate
+        np.testing.assert_array_equal(x.comp, z.comp)
+        np.testing.assert_array_equal(plate, decoded)
 
     handed_in = []
 

@@ -1,7 +1,7 @@
 """Compositing a new face into the plate: colour transfer, blending, plate matching, elements."""
 
 from pipeline.composite.alter import ALTERATIONS, alter_face
-from pipeline.composite.blend import BLEND_MODES, FaceElement, blend, seam_score
+from pipeline.composite.blend import BLEND_MODES, FaceElement, blend, blend_into, seam_score
 from pipeline.composite.color import COLOR_METHODS, mean_lab_difference, transfer_color
 from pipeline.composite.match import match_grain, noise_sigma, sharpen
 
@@ -12,6 +12,7 @@ __all__ = [
     "FaceElement",
     "alter_face",
     "blend",
+    "blend_into",
     "match_grain",
     "mean_lab_difference",
     "noise_sigma",

@@ -17,13 +17,22 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
 
-from pipeline.composite import FaceElement, alter_face, blend, match_grain, sharpen, transfer_color
+from pipeline.composite import (
+    FaceElement,
+    alter_face,
+    blend,
+    blend_into,
+    match_grain,
+    sharpen,
+    transfer_color,
+)
 from pipeline.faces.align import PlateRegion, align_face, warp_to_plate
 from pipeline.faces.draw import grid
 from pipeline.faces.track import CropMattes, FaceTrack
@@ -159,16 +168,19 @@ class Compositor:
         its slowest frame, nor for the next batch's plates to be decoded and converted (1080p Laplacian,
         crop 256, decoding in the loop, best of 7 alternating runs: batches 54.5 fps at CPU/wall 1.78, the
         stream 59-60 fps at 1.90). Other chains run on batches (frames): their models run over one.
+
+        The plates are the stream's: each frame's face is blended into its plate's own array, which becomes
+        the comp (see blend_into); a caller that needs a plate afterwards hands in a copy.
         """
         if not self.frame_by_frame:
-            yield from in_batches(self.frames, plates, batch_size)
+            yield from in_batches(partial(self.frames, in_place=True), plates, batch_size)
             return
         threads = composite_threads(batch_size)
         pending: deque[Future[tuple[FrameComposite, float]]] = deque()
         with opencv_serial(threads > 1), ThreadPoolExecutor(max_workers=threads) as pool:
             try:
                 for number, plate in plates:
-                    pending.append(pool.submit(self._frame_alone, number, plate))
+                    pending.append(pool.submit(self._frame_alone, number, plate, True))
                     if len(pending) >= batch_size:
                         yield self._handed_out(pending.popleft(), threads)
                 while pending:
@@ -182,10 +194,13 @@ class Compositor:
         self.new_faces_s += seconds / threads  # the chain's time shared out over the threads
         return composite
 
-    def frames(self, numbers: list[int], plates: list[np.ndarray]) -> list[FrameComposite]:
+    def frames(
+        self, numbers: list[int], plates: list[np.ndarray], in_place: bool = False
+    ) -> list[FrameComposite]:
         """Composite several frames; their new faces are made in one batch. The per-frame steps (the
         aligned crops, then everything after the new faces) run side by side in threads: OpenCV and NumPy
-        let go of the GIL, and one frame's steps alone keep about one core busy."""
+        let go of the GIL, and one frame's steps alone keep about one core busy. `in_place`: each face is
+        blended into its plate's own array (the caller is done with the plates), not into a copy."""
         todo = [k for k, n in enumerate(numbers) if self._has_face(n)]
         out = [self._plate_alone(p) for p in plates]
         threads = composite_threads(len(todo))
@@ -197,7 +212,7 @@ class Compositor:
             self.new_faces_s += time.perf_counter() - t
             done = list(
                 pool.map(
-                    lambda k, *parts: self._composite(numbers[k], plates[k], *parts),
+                    lambda k, *parts: self._composite(numbers[k], plates[k], *parts, in_place=in_place),
                     todo,
                     crops,
                     faces,
@@ -224,16 +239,16 @@ class Compositor:
         """A frame without a face: the plate, and an empty element."""
         return FrameComposite(plate, self._element(plate), None, None, altered=False)
 
-    def _frame_alone(self, number: int, plate: np.ndarray) -> tuple[FrameComposite, float]:
-        """One frame's crop, new face (the chain run on it alone) and composite, and the seconds the chain
-        took; a frame without a face is its plate."""
+    def _frame_alone(self, number: int, plate: np.ndarray, in_place: bool) -> tuple[FrameComposite, float]:
+        """One frame's crop, new face (the chain run on it alone) and composite (`in_place`: into the plate's
+        own array), and the seconds the chain took; a frame without a face is its plate."""
         if not self._has_face(number):
             return self._plate_alone(plate), 0.0
         crop = align_face(plate, self.track.params[self.track.index(number)], self.size)[0]
         t = time.perf_counter()
         faces, masks = run_chain(self.chain, [number], [crop])
         seconds = time.perf_counter() - t
-        return self._composite(number, plate, crop, faces[0], masks[0]), seconds
+        return self._composite(number, plate, crop, faces[0], masks[0], in_place), seconds
 
     def _composite(
         self,
@@ -242,6 +257,7 @@ class Compositor:
         crop: np.ndarray,
         face: np.ndarray,
         model_mask: np.ndarray | None,
+        in_place: bool = False,
     ) -> FrameComposite:
         i = self.track.index(number)
         matrix = self.track.matrix(number, self.size)
@@ -254,7 +270,11 @@ class Compositor:
         region = warp_to_plate(face, matte, matrix, plate.shape)
         if self.spec.grain and region is not None:
             region = match_grain(region, plate, seed=number)
-        comp = blend(plate, region, self.spec.blend)
+        if in_place:
+            blend_into(plate, region, self.spec.blend)
+            comp = plate
+        else:
+            comp = blend(plate, region, self.spec.blend)
         element = self._element(plate, region)
         return FrameComposite(comp, element, face, matte)
 

@@ -13,7 +13,7 @@ import os
 import platform
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from itertools import chain
@@ -86,7 +86,8 @@ class FrameWork(Protocol):
     new_faces_s: float  # seconds spent making new faces so far, for the run record
 
     def stream(self, plates: Iterable[tuple[int, np.ndarray]], batch_size: int) -> Iterator[FrameComposite]:
-        """The composites of numbered plate frames, in their order, at most `batch_size` frames at work."""
+        """The composites of numbered plate frames, in their order, at most `batch_size` frames at work. The
+        plates are the stream's: a comp may be its plate's own array, blended in place."""
         ...
 
 
@@ -171,15 +172,19 @@ def render_frames(
     last: int,
     metadata: dict[str, str],
     work: FrameWork | None = None,
-    on_frame: Callable[[int, np.ndarray, np.ndarray, FrameComposite | None], None] | None = None,
+    on_frame: Callable[[int, np.ndarray | None, np.ndarray, FrameComposite | None], None] | None = None,
     write_element: Callable[[int, FaceElement, dict[str, str]], None] | None = None,
+    plate_frames: Collection[int] = (),
 ) -> ChunkResult:
     """Decode, run the per-frame work and write frames first..last, skipping frames already complete.
 
     A frame's element (`write_element`) and what `on_frame` saves of it (review tiles) are written before
     its comp, so a comp on disk means the frame is complete. `on_frame` gets the frame number, the plate,
-    the comp and the composite's parts. Each frame and element carries `metadata` as it applies to that
-    frame: synthetic imagery only where the work altered a face in it (a frame without work is the plate).
+    the comp and the composite's parts. The work composites into the plates it is handed, so only the
+    frames in `plate_frames` are handed over as copies, and `on_frame` gets the plate of those alone (None
+    for the plate of any other frame with work). Each frame and element carries `metadata` as it applies
+    to that frame: synthetic imagery only where the work altered a face in it (a frame without work is the
+    plate).
     """
     t0 = time.perf_counter()
     result = ChunkResult(first, last)
@@ -205,10 +210,14 @@ def render_frames(
             if number in wanted:
                 yield number, frame
 
-    def write(number: int, plate: np.ndarray, done: FrameComposite | None) -> tuple[float, float]:
+    def write(number: int, plate: np.ndarray | None, done: FrameComposite | None) -> tuple[float, float]:
         """One frame's files on one of the chunk's writers, its comp last (a comp on disk means the frame
         is complete); the seconds spent writing and on review tiles."""
-        comp = plate if done is None else done.comp
+        if done is None:
+            assert plate is not None
+            comp = plate
+        else:
+            comp = done.comp
         meta = frame_metadata(metadata, done is not None and done.altered)
         write_s = review_s = 0.0
         if done is not None and done.element is not None and write_element is not None:
@@ -236,7 +245,7 @@ def render_frames(
         result.review_s += review_s
         result.written += 1
 
-    def hand_to_writers(number: int, plate: np.ndarray, done: FrameComposite | None) -> None:
+    def hand_to_writers(number: int, plate: np.ndarray | None, done: FrameComposite | None) -> None:
         if done is not None and done.identity is not None:
             result.identity.append([number, *done.identity])
         if writers is None:  # one frame at a time, here: a big frame holds nothing more while written
@@ -247,7 +256,8 @@ def render_frames(
             written(writing.popleft().result())
 
     composites = None
-    queued: deque[tuple[int, np.ndarray]] = deque()  # the plates whose composites are still to come
+    # the frames whose composites are still to come, with their plates where on_frame reads them
+    queued: deque[tuple[int, np.ndarray | None]] = deque()
     try:
         opening = next(numbered)  # the first wanted frame: its size bounds the frames held at once
         frame_bytes = opening[1].nbytes
@@ -263,9 +273,12 @@ def render_frames(
             size = batch_frames(work.batch_size, frame_bytes)
 
             def handed(pairs: Iterable[tuple[int, np.ndarray]]) -> Iterator[tuple[int, np.ndarray]]:
-                for pair in pairs:
-                    queued.append(pair)
-                    yield pair
+                """The frames to the work, which composites into them: a plate on_frame reads is kept,
+                and the work gets a copy."""
+                for number, plate in pairs:
+                    kept = plate if number in plate_frames else None
+                    queued.append((number, kept))
+                    yield number, plate if kept is None else plate.copy()
 
             composites = work.stream(handed(pairs), size)
             while True:

@@ -35,6 +35,7 @@ def render_chunk(
     track = FaceTrack.load(Path(files["track"])) if "track" in files else None
     metadata = output_metadata(shot, version)
     work = COMPOSITE.frame_work(shot, track, face_links(shot, files), files)
+    review = ReviewTiles(shot, version, track, active_stages(shot))
     return render_frames(
         shot,
         version,
@@ -42,8 +43,9 @@ def render_chunk(
         last,
         metadata,
         work,
-        ReviewTiles(shot, version, track, active_stages(shot)),
+        review,
         lambda n, element, meta: write_element(version, shot, n, element, meta),
+        review.plate_frames,
     )
 
 

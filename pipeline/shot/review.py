@@ -99,11 +99,19 @@ class ReviewTiles:
             if stage.review_sheet is not None and track is not None
         ]
 
-    def __call__(self, frame: int, plate: np.ndarray, comp: np.ndarray, done: FrameComposite | None) -> None:
+    @property
+    def plate_frames(self) -> set[int]:
+        """The frames whose plates the stages' tiles read (render_frames keeps those plates)."""
+        return set().union(*(frames for _, frames in self.sheets))
+
+    def __call__(
+        self, frame: int, plate: np.ndarray | None, comp: np.ndarray, done: FrameComposite | None
+    ) -> None:
         if frame in self.frames:
             save_review_tile(self.version, "frames", frame, frame_thumb(comp, frame))
         for stage, frames in self.sheets:
             if frame in frames and self.track is not None:
+                assert plate is not None, f"frame {frame}: its plate was not kept for the review tiles"
                 tile = stage.tile(self.shot, self.track, frame, plate, comp, done)
                 if tile is not None:
                     assert stage.review_sheet is not None
