@@ -200,6 +200,22 @@ def test_a_big_reduction_is_the_mean_of_every_block(shrink):
     assert np.abs(got - exact).max() <= 1.5  # of 65535
 
 
+@pytest.mark.parametrize("shrink", [2, 4, 5])
+def test_an_8_bit_plate_aligns_within_a_step_of_its_16_bit_self(astronaut, astronaut_face, shrink):
+    """An 8-bit plate's big reduction halves the box once in 8 bits (each 2 x 2 mean rounded) before the
+    exact 16-bit averaging: its crop is within one 8-bit step of the same plate's as 16 bits, which is
+    averaged exactly all the way (an odd factor alone goes all the way in 16 bits)."""
+    plate = cv2.resize(astronaut, None, fx=shrink, fy=shrink, interpolation=cv2.INTER_CUBIC)
+    params = ffhq_params(astronaut_face.landmarks * shrink)
+    size = int(params[2] // shrink)  # a crop that many times smaller than the face
+    eight, m8 = align_face(plate, params, size)
+    sixteen, m16 = align_face(np.multiply(plate, 257, dtype=np.uint16), params, size)
+    np.testing.assert_array_equal(m8, m16)
+    gap = np.abs(eight - sixteen)
+    assert gap.max() <= 1 / 255
+    assert (gap.max() < 1e-5) == (shrink % 2 == 1)
+
+
 def test_a_crop_past_the_frame_edge_is_padded_not_shrunk(astronaut, astronaut_face):
     params = ffhq_params(astronaut_face.landmarks)
     params[0] = 40.0  # move the crop square so most of its left half is off the frame
