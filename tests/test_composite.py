@@ -124,6 +124,25 @@ def test_warp_to_plate_stays_with_one_cubic_warp(magnify):
     )
 
 
+@pytest.mark.parametrize("magnify", [1.5, 2.3, 4.5])
+def test_a_warped_region_lies_within_0_and_1(magnify):
+    """A sharpened face over- and undershoots [0, 1], and the cubic scaling overshoots further; a matte
+    may come in above 1 (a model's mask times the landmark matte). The region's planes and alpha are
+    held to [0, 1], as the blend and the element expect."""
+    from pipeline.faces.align import crop_matrix
+
+    rng = np.random.default_rng(3)
+    face = (cv2.GaussianBlur(rng.random((256, 256, 3)).astype(np.float32), (0, 0), 1.0) - 0.5) * 8 + 0.5
+    assert face.min() < -0.2 and face.max() > 1.2
+    mask = np.zeros((256, 256), np.float32)
+    cv2.ellipse(mask, (128, 136), (90, 110), 0, 0, 360, 1.3, -1)
+    m = crop_matrix(np.array([1600.0, 1300.0, 256 * magnify, 0.2]), 256)
+    region = warp_to_plate(face, mask, m, (2600, 3200, 3))
+    assert region is not None
+    for plane in (*region.planes, region.alpha):
+        assert plane.min() == 0 and plane.max() == 1
+
+
 @pytest.mark.parametrize("method", ["rct", "hist", "lct"])
 def test_colour_transfer_undoes_a_known_lab_shift(method, analyzer):
     crop, _, mask = prepared(load_still("builtin:astronaut"), analyzer)
