@@ -180,7 +180,7 @@ class Compositor:
         with opencv_serial(threads > 1), ThreadPoolExecutor(max_workers=threads) as pool:
             try:
                 for number, plate in plates:
-                    pending.append(pool.submit(self._frame_alone, number, plate, True))
+                    pending.append(pool.submit(self._frame_alone, number, plate))
                     if len(pending) >= batch_size:
                         yield self._handed_out(pending.popleft(), threads)
                 while pending:
@@ -239,16 +239,16 @@ class Compositor:
         """A frame without a face: the plate, and an empty element."""
         return FrameComposite(plate, self._element(plate), None, None, altered=False)
 
-    def _frame_alone(self, number: int, plate: np.ndarray, in_place: bool) -> tuple[FrameComposite, float]:
-        """One frame's crop, new face (the chain run on it alone) and composite (`in_place`: into the plate's
-        own array), and the seconds the chain took; a frame without a face is its plate."""
+    def _frame_alone(self, number: int, plate: np.ndarray) -> tuple[FrameComposite, float]:
+        """One frame's crop, new face (the chain run on it alone) and composite, blended into the plate's own
+        array (the stream's), and the seconds the chain took; a frame without a face is its plate."""
         if not self._has_face(number):
             return self._plate_alone(plate), 0.0
         crop = align_face(plate, self.track.params[self.track.index(number)], self.size)[0]
         t = time.perf_counter()
         faces, masks = run_chain(self.chain, [number], [crop])
         seconds = time.perf_counter() - t
-        return self._composite(number, plate, crop, faces[0], masks[0], in_place), seconds
+        return self._composite(number, plate, crop, faces[0], masks[0], in_place=True), seconds
 
     def _composite(
         self,
