@@ -8,10 +8,12 @@ from pathlib import Path
 import av
 import cv2
 import numpy as np
+import OpenEXR
 import pytest
 from conftest import LAYOUT, write_manifest
 
 from pipeline.composite import (
+    FaceElement,
     alter_face,
     blend,
     match_grain,
@@ -532,6 +534,36 @@ def test_sharpen_adds_detail_and_zero_is_a_no_op():
     assert lap(sharpen(img, 1.0)) > 1.2 * lap(img)
 
 
+@pytest.mark.parametrize("dtype", [np.uint16, np.float16])
+def test_a_face_element_is_its_box_on_the_plate(dtype):
+    """An element keeps the samples of its region's box (16-bit, or half floats as NumPy casts them)
+    and where the box lies; at plate size it is zero elsewhere. An empty element is one empty pixel at the
+    corner, which a file can hold."""
+    rng = np.random.default_rng(9)
+    face = rng.random((30, 40, 3)).astype(np.float32)
+    alpha = np.zeros((30, 40), np.float32)
+    alpha[5:25, 8:30] = rng.random((20, 22)).astype(np.float32)
+    region = PlateRegion(12, 7, face, alpha)
+    element = FaceElement.of((60, 80), region, dtype)
+    samples, origin = element.window()
+    assert origin == (12, 7) and samples.shape == (30, 40, 4) and samples.dtype == dtype
+    rgba = np.dstack([face, alpha])
+    if dtype == np.uint16:  # rounded in float32 arithmetic: within one step of the exact rounding
+        assert np.abs(samples.astype(int) - np.round(rgba.astype(np.float64) * 65535)).max() <= 1
+    else:
+        np.testing.assert_array_equal(samples, rgba.astype(np.float16))
+    whole = element.rgba()
+    assert whole.shape == (60, 80, 4) and whole.dtype == dtype
+    np.testing.assert_array_equal(whole[7:37, 12:52], samples)
+    assert (
+        not whole[:7].any() and not whole[37:].any() and not whole[:, :12].any() and not whole[:, 52:].any()
+    )
+    empty = FaceElement.of((60, 80), None, dtype)
+    samples, origin = empty.window()
+    assert origin == (0, 0) and samples.shape == (1, 1, 4) and not samples.any()
+    assert empty.rgba().shape == (60, 80, 4) and not empty.rgba().any()
+
+
 def test_composite_needs_faces_and_png_for_the_prores_element(tmp_path, face_sequence):
     m = write_manifest(
         tmp_path, f"shot: a\nplate: {{sequence: {face_sequence}}}\ncomposite: {{blend: alpha}}\n"
@@ -656,7 +688,8 @@ def test_a_batch_holds_fewer_frames_where_they_are_big():
 def test_a_uhd_shot_renders_end_to_end(tmp_path, woman_clip, prefect_server):
     """A UHD plate (3840x2160, generated from the footage: the 512 px picture scaled to 2160 px and
     centred on a grey canvas) goes through tracking, compositing, elements and writing; the comps are UHD
-    and differ from the plate only under the face element's matte."""
+    and differ from the plate only under the face element's matte. The EXR element holds only the face's
+    box, as its data window in the plate's display window."""
     from pipeline.flows import run_render
     from pipeline.media.sequences import write_frame
 
@@ -676,20 +709,26 @@ plate: {{sequence: {folder / "uhd.####.png"}}}
 fps: 24
 output: {{sequence: png8, movies: [], chunk_size: 2}}
 faces: {{}}
-composite: {{alteration: recolor, blend: laplacian, element: {{format: png16}}}}
+composite: {{alteration: recolor, blend: laplacian, element: {{format: exr}}}}
 """,
     )
     v = Path(run_render(str(m), root=str(tmp_path / "r"))["path"])
     for n, plate in zip(range(1001, 1004), plates, strict=True):
         comp = read_image(v / "comp" / f"uhd010_comp_v001.{n:04d}.png")
-        element_path = v / "element" / f"uhd010_faceElement_v001.{n:04d}.png"
-        element = cv2.imread(str(element_path), cv2.IMREAD_UNCHANGED)
-        assert comp.shape == (2160, 3840, 3) and element.shape == (2160, 3840, 4)
+        with OpenEXR.File(str(v / "element" / f"uhd010_faceElement_v001.{n:04d}.exr")) as f:
+            header = f.header()
+            (x0, y0), (x1, y1) = (w.tolist() for w in header["dataWindow"])
+            assert [w.tolist() for w in header["displayWindow"]] == [[0, 0], [3839, 2159]]
+            assert header["synthetic_imagery"] == "true"
+            alpha = f.channels()["RGBA"].pixels[..., 3]
+        assert comp.shape == (2160, 3840, 3) and alpha.shape == (y1 - y0 + 1, x1 - x0 + 1)
+        assert alpha.size < 0.4 * 3840 * 2160  # the face's box (a third of this plate), not the plate
         changed = (comp != plate).any(-1)
-        matte = element[..., 3] > 0  # BGRA: alpha is last either way
+        matte = np.zeros(changed.shape, bool)
+        matte[y0 : y1 + 1, x0 : x1 + 1] = alpha > 0
         assert changed.sum() > 200_000, n  # the recoloured face went in (a face about 1100 px wide)
-        # and nothing changed outside its matte (but where the 16-bit element rounds its faintest edge,
-        # alpha below 1/131070, to 0)
+        # and nothing changed outside its matte (but where the half-float element rounds its faintest
+        # edge to 0)
         assert (changed & ~matte).sum() <= 1e-3 * changed.sum(), n
         assert read_png_text(v / "comp" / f"uhd010_comp_v001.{n:04d}.png")["synthetic_imagery"] == "true"
 

@@ -14,11 +14,20 @@ from PIL import Image
 
 from pipeline.errors import MediaError
 from pipeline.media import sequences
-from pipeline.media.color import half_linear_to_srgb, linear_to_srgb, srgb_to_linear, to_uint8, to_uint16
+from pipeline.media.color import (
+    half_linear_to_srgb,
+    linear_to_srgb,
+    srgb_to_linear,
+    to_float,
+    to_half,
+    to_linear,
+    to_uint8,
+    to_uint16,
+)
 from pipeline.media.decode import CameraMove, MoviePlate, StillPlate, open_plate, read_image
 from pipeline.media.encode import MOVIE_PRESETS, AudioSource, encode_movie, ffmpeg_executable
 from pipeline.media.probe import ColorTags, bit_depth, probe_movie
-from pipeline.media.sequences import read_png_text, write_frame
+from pipeline.media.sequences import in_display, read_png_text, write_frame
 
 META = {"synthetic_imagery": "true", "shot": "t01", "render_version": "v007", "comment": "caf\u00e9 test"}
 
@@ -337,6 +346,57 @@ def test_exr_holds_scene_linear_half_floats(tmp_path):
     alpha = rgba[..., 3:] / 255.0
     np.testing.assert_allclose(raw[..., 3:], alpha, rtol=2**-10)
     np.testing.assert_allclose(raw[..., :3], want * alpha, rtol=2**-10, atol=1e-7)
+
+
+def test_linear_and_half_samples_by_table_and_by_opencv_are_the_formulas():
+    """to_linear looks 8-bit, 16-bit and half samples up in a table: the very values of the sRGB curve on
+    to_float's reading; to_half rounds float32 as NumPy's cast does, out-of-range values and NaN included."""
+    rng = np.random.default_rng(6)
+    for samples in (
+        np.arange(256, dtype=np.uint8).reshape(16, 16),
+        rng.integers(0, 65536, (40, 50, 3), dtype=np.uint16),
+        np.arange(1 << 16, dtype=np.uint16).view(np.float16).reshape(256, 256),
+    ):
+        with np.errstate(invalid="ignore"):
+            want = srgb_to_linear(to_float(samples))
+        got = to_linear(samples)
+        assert got.dtype == np.float32 and got.shape == samples.shape
+        np.testing.assert_array_equal(got, want)
+    x = rng.normal(0, 3e4, (30, 20, 4)).astype(np.float32)
+    x[0, 0] = [np.nan, np.inf, -1e9, 1e-9]
+    for image in (x, x[..., :3].copy(), x[..., 0].copy()):
+        with np.errstate(over="ignore"):
+            np.testing.assert_array_equal(to_half(image), image.astype(np.float16))
+
+
+def test_an_exr_holds_only_the_window_it_is_given(tmp_path):
+    """A frame given with an origin and a display size is the EXR's data window, in place in its display
+    window (a face element keeps only its box): FFmpeg reads the file back as the whole picture, zero
+    outside the window, as it reads the whole picture written out; a PNG, which has no window, holds the
+    whole picture."""
+    rng = np.random.default_rng(8)
+    part = rng.integers(0, 65536, (20, 30, 4), dtype=np.uint16)
+    origin, display = (7, 5), (40, 60)
+    whole = in_display(part, origin, display)
+    assert (
+        whole.shape == (40, 60, 4)
+        and whole[5:25, 7:37].tolist() == part.tolist()
+        and whole.sum() == part.sum()
+    )
+    write_frame(tmp_path / "part.exr", part, "exr", {"shot": "x"}, origin, display)
+    write_frame(tmp_path / "whole.exr", whole, "exr", {"shot": "x"})
+    with OpenEXR.File(str(tmp_path / "part.exr")) as f:
+        header = f.header()
+        assert [w.tolist() for w in header["dataWindow"]] == [[7, 5], [36, 24]]
+        assert [w.tolist() for w in header["displayWindow"]] == [[0, 0], [59, 39]]
+        assert header["shot"] == "x"
+        raw = f.channels()["RGBA"].pixels
+    with OpenEXR.File(str(tmp_path / "whole.exr")) as f:
+        assert raw.tolist() == f.channels()["RGBA"].pixels[5:25, 7:37].tolist()
+    np.testing.assert_array_equal(read_image(tmp_path / "part.exr"), read_image(tmp_path / "whole.exr"))
+    write_frame(tmp_path / "part.png", part, "png16", {"shot": "x"}, origin, display)
+    write_frame(tmp_path / "whole.png", whole, "png16", {"shot": "x"})
+    assert (tmp_path / "part.png").read_bytes() == (tmp_path / "whole.png").read_bytes()
 
 
 def test_png16_and_exr_sequences_read_as_plates(tmp_path):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from functools import cache
 
+import cv2
 import numpy as np
 
 
@@ -37,6 +38,34 @@ def half_linear_to_srgb(x: np.ndarray) -> np.ndarray:
     all 65536, so the same values, without a power per sample (which held an EXR sequence's read to
     0.63x of `ffmpeg -f null`)."""
     return _srgb_of_every_half()[np.ascontiguousarray(x, np.float16).view(np.uint16)]
+
+
+@cache
+def _linear_of_every(dtype: np.dtype) -> np.ndarray:
+    """srgb_to_linear of every value of an 8-bit, 16-bit or half-float sample (as to_float reads it),
+    indexed by its bits."""
+    if dtype == np.float16:
+        values = np.arange(1 << 16, dtype=np.uint16).view(np.float16)
+    else:
+        values = np.arange(np.iinfo(dtype).max + 1, dtype=dtype)
+    with np.errstate(invalid="ignore"):  # NaN patterns stay NaN
+        return srgb_to_linear(to_float(values))
+
+
+def to_linear(frame: np.ndarray) -> np.ndarray:
+    """A display-referred frame as scene-linear float32 (srgb_to_linear of to_float). 8-bit, 16-bit and
+    half-float samples are looked up in a table of every value (the same values, without a power per
+    sample: a 1080p frame's RGB through the curve took 190 ms, a third of writing it as EXR)."""
+    if frame.dtype in (np.uint8, np.uint16, np.float16):
+        key = frame.view(np.uint16) if frame.dtype == np.float16 else frame
+        return _linear_of_every(frame.dtype)[key]
+    return srgb_to_linear(frame)
+
+
+def to_half(image: np.ndarray) -> np.ndarray:
+    """float32 samples (an image of up to four channels) as half floats, rounded as NumPy's cast rounds
+    them, in one OpenCV pass: NumPy's cast took 19 ms for a 1080p face element's RGBA box, this 3."""
+    return cv2.multiply(image, (1.0, 1.0, 1.0, 1.0), dtype=cv2.CV_16F)
 
 
 def to_float(frame: np.ndarray) -> np.ndarray:

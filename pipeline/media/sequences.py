@@ -13,7 +13,7 @@ import OpenEXR
 
 from pipeline.errors import MediaError
 from pipeline.files import temporary_path
-from pipeline.media.color import srgb_to_linear, to_float, to_uint8, to_uint16
+from pipeline.media.color import to_float, to_half, to_linear, to_uint8, to_uint16
 
 SEQUENCE_FORMATS = ("png8", "png16", "exr")
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -99,20 +99,43 @@ def _exr_header(metadata: dict[str, str]) -> dict:
     return header
 
 
-def write_exr(path: Path, frame: np.ndarray, metadata: dict[str, str]) -> None:
+def write_exr(
+    path: Path,
+    frame: np.ndarray,
+    metadata: dict[str, str],
+    origin: tuple[int, int] | None = None,
+    display: tuple[int, int] | None = None,
+) -> None:
     """Half-float EXR holding scene-linear values (the display-referred frame through the sRGB curve).
 
-    RGBA frames (straight alpha) are stored premultiplied, as EXR's convention is.
+    RGBA frames (straight alpha) are stored premultiplied, as EXR's convention is. With an `origin` (x, y)
+    and a `display` size (height, width), the frame is only the file's data window, at that place in its
+    display window: what lies outside is empty, as a compositing package reads it (a face element carries
+    its face's box, not a plate of zeros).
     """
-    image = to_float(frame)
-    linear = srgb_to_linear(image[..., :3])
-    if image.shape[-1] == 4:
-        alpha = image[..., 3:]
-        channels = {"RGBA": np.concatenate([linear * alpha, alpha], axis=-1).astype(np.float16)}
+    linear = to_linear(frame[..., :3])
+    if frame.shape[-1] == 4:
+        alpha = to_float(frame[..., 3])
+        cv2.multiply(linear, cv2.merge([alpha, alpha, alpha]), dst=linear)  # premultiplied
+        channels = {"RGBA": to_half(cv2.merge([linear, alpha]))}
     else:
-        channels = {"RGB": linear.astype(np.float16)}
-    with OpenEXR.File(_exr_header(metadata), channels) as f:
+        channels = {"RGB": to_half(linear)}
+    header = _exr_header(metadata)
+    if origin is not None and display is not None:
+        (x, y), (h, w) = origin, frame.shape[:2]
+        header["dataWindow"] = ((x, y), (x + w - 1, y + h - 1))
+        header["displayWindow"] = ((0, 0), (display[1] - 1, display[0] - 1))
+    with OpenEXR.File(header, channels) as f:
         f.write(str(path))
+
+
+def in_display(frame: np.ndarray, origin: tuple[int, int], display: tuple[int, int]) -> np.ndarray:
+    """A frame that covers part of a picture (its top-left pixel at `origin`, x and y) placed in a picture
+    of `display` size (height, width), zero elsewhere."""
+    out = np.zeros((*display, *frame.shape[2:]), frame.dtype)
+    (x, y), (h, w) = origin, frame.shape[:2]
+    out[y : y + h, x : x + w] = frame
+    return out
 
 
 def read_exr_header(path: Path) -> dict:
@@ -127,17 +150,27 @@ def read_frame_metadata(path: Path) -> dict[str, str]:
     return read_png_text(path)
 
 
-def write_frame(path: Path, frame: np.ndarray, fmt: str, metadata: dict[str, str]) -> None:
+def write_frame(
+    path: Path,
+    frame: np.ndarray,
+    fmt: str,
+    metadata: dict[str, str],
+    origin: tuple[int, int] | None = None,
+    display: tuple[int, int] | None = None,
+) -> None:
     """Write one frame atomically: a hidden temporary file in the same folder, then a rename.
 
-    A reader (or a resumed render) never sees a half-written frame under the final name.
+    A reader (or a resumed render) never sees a half-written frame under the final name. With an `origin`
+    and a `display` size, the frame is part of a bigger picture (see write_exr): an EXR holds just that
+    part as its data window; a PNG, which cannot, holds the whole picture, zero elsewhere.
     """
     tmp = temporary_path(path, keep_suffix=False)  # the writers below take the format, not the suffix
     try:
         if fmt == "exr":
-            write_exr(tmp, frame, metadata)
+            write_exr(tmp, frame, metadata, origin, display)
         elif fmt in ("png8", "png16"):
-            tmp.write_bytes(encode_png(frame, 16 if fmt == "png16" else 8, metadata))
+            whole = frame if origin is None or display is None else in_display(frame, origin, display)
+            tmp.write_bytes(encode_png(whole, 16 if fmt == "png16" else 8, metadata))
         else:
             raise ValueError(f"unknown sequence format {fmt!r}")
         os.replace(tmp, path)

@@ -334,7 +334,8 @@ def write_element(version: RenderVersion, shot: Shot, frame: int, element: FaceE
     assert spec is not None
     path = element_path(version, shot, frame)
     path.parent.mkdir(exist_ok=True)
-    write_frame(path, element.rgba(), spec.element.format, meta)
+    samples, origin = element.window()  # an EXR keeps only the face's box, as its data window
+    write_frame(path, samples, spec.element.format, meta, origin, element.shape)
 
 
 def write_transforms(version: RenderVersion, shot: Shot, track: FaceTrack) -> Path:
