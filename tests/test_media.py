@@ -433,6 +433,19 @@ def test_an_exr_holds_only_the_window_it_is_given(tmp_path):
     write_frame(tmp_path / "part.png", part, "png16", {"shot": "x"}, origin, display)
     write_frame(tmp_path / "whole.png", whole, "png16", {"shot": "x"})
     assert (tmp_path / "part.png").read_bytes() == (tmp_path / "whole.png").read_bytes()
+    # the PNG of a window is made without the whole picture, and is the same file: windows at the corners,
+    # one pixel, and across blocks of rows
+    rows = sequences.PNG_BLOCK_ROWS
+    for (x, y), (h, w), size in (
+        ((0, 0), (rows + 3, 50), (2 * rows + 9, 50)),
+        ((49, 2 * rows + 8), (1, 1), (2 * rows + 9, 50)),
+        ((3, rows - 1), (2, 10), (2 * rows + 9, 50)),
+        ((0, rows), (rows, 7), (3 * rows, 9)),
+    ):
+        for depth, dtype in ((8, np.uint8), (16, np.uint16), (16, np.uint8)):
+            window = rng.integers(0, 256, (h, w, 4)).astype(dtype)
+            made = sequences.encode_png(window, depth, {}, (x, y), size)
+            assert made == sequences.encode_png(in_display(window, (x, y), size), depth, {})
 
 
 def test_png16_and_exr_sequences_read_as_plates(tmp_path):
