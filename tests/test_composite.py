@@ -3,6 +3,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 import av
@@ -272,6 +273,29 @@ def test_laplacian_blend_is_burt_and_adelsons(dtype):
     half = PlateRegion(20, 15, face, np.full_like(alpha, 0.5))
     mixed = blend(plate, half, "laplacian").astype(np.float64)[half.box] / top
     assert np.abs(mixed - (box + 0.5 * (face - box))).max() <= step * 1.001
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.float32])
+def test_a_laplacian_blend_made_a_block_of_rows_at_a_time_is_the_whole_planes(dtype, monkeypatch):
+    """The finest band is made a block of rows at a time; every block size (odd box sides, blocks of 2
+    rows, blocks across the box's last row) gives the comp of the whole plane made at once, bit for bit."""
+    blend_module = sys.modules["pipeline.composite.blend"]
+    rng = np.random.default_rng(5)
+    top = 1.0 if dtype == np.float32 else float(np.iinfo(dtype).max)
+    plate = (cv2.GaussianBlur(rng.random((340, 200, 3)), (0, 0), 1.5) * top).astype(dtype)
+    face = rng.random((301, 171, 3), dtype=np.float32)
+    alpha = np.zeros((301, 171), np.float32)
+    cv2.ellipse(alpha, (85, 150), (70, 130), 0, 0, 360, 1.0, -1)
+    alpha = cv2.GaussianBlur(alpha, (0, 0), 8) * (alpha > 0)
+    region = PlateRegion(17, 9, face, alpha)
+    monkeypatch.setattr(blend_module, "LEVEL0_ROWS", 10**6)
+    whole = blend(plate, region, "laplacian")
+    assert np.abs(whole.astype(np.float64) - plate).max() > 0.1 * top  # the face went in
+    for rows in (2, 6, 128, 300, 302):
+        monkeypatch.setattr(blend_module, "LEVEL0_ROWS", rows)
+        np.testing.assert_array_equal(
+            blend(plate, region, "laplacian"), whole, err_msg=f"blocks of {rows} rows"
+        )
 
 
 def detail(image: np.ndarray) -> np.ndarray:
