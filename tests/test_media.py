@@ -339,13 +339,80 @@ def test_png_frames_read_back_exactly_in_other_readers(tmp_path, bit_depth):
             np.testing.assert_array_equal(by_opencv, frame)
             if bit_depth == 8:  # Pillow reads 16-bit colour PNGs down to 8 bits
                 np.testing.assert_array_equal(np.asarray(Image.open(path)).reshape(shape), frame)
-            if shape[2] == 3:
-                np.testing.assert_array_equal(read_image(path), frame)  # FFmpeg's reader's path, too
+            # and our own reader (what a plate read uses), as RGB: grey repeated, alpha left out
+            np.testing.assert_array_equal(sequences.decode_png(path.read_bytes()), frame)
+            rgb = frame[..., :3] if shape[2] >= 3 else np.repeat(frame[..., :1], 3, axis=-1)
+            np.testing.assert_array_equal(read_image(path), rgb)
     # compressed about as well as libpng does with the same filter (zlib at level 3, runs only)
     bgra = cv2.cvtColor(smooth, cv2.COLOR_RGBA2BGRA)
     params = [cv2.IMWRITE_PNG_COMPRESSION, 3, cv2.IMWRITE_PNG_FILTER, cv2.IMWRITE_PNG_FILTER_UP]
     libpng = cv2.imencode(".png", bgra, [*params, cv2.IMWRITE_PNG_STRATEGY, cv2.IMWRITE_PNG_STRATEGY_RLE])[1]
     assert len(sequences.encode_png(smooth, bit_depth, {})) < 1.1 * len(libpng)
+
+
+def hand_made_png(rows: np.ndarray, filters: list[int], bit_depth: int = 8, interlace: int = 0) -> bytes:
+    """An RGB PNG of the given rows (H x W x 3 samples) with the given filter type for each row (0 None,
+    1 Sub, 2 Up), assembled here from the PNG specification, not by the pipeline's writer."""
+    import struct
+    import zlib
+
+    h, w, _ = rows.shape
+    data = rows.astype(">u2").view(np.uint8) if bit_depth == 16 else rows.astype(np.uint8)
+    data = data.reshape(h, -1).astype(np.int64)
+    bpp = 3 * bit_depth // 8
+    lines = []
+    for y, kind in enumerate(filters):
+        left = np.concatenate([np.zeros(bpp, np.int64), data[y, :-bpp]])
+        above = data[y - 1] if y else np.zeros_like(data[y])
+        filtered = {0: data[y], 1: data[y] - left, 2: data[y] - above}[kind] % 256
+        lines.append(bytes([kind]) + filtered.astype(np.uint8).tobytes())
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    header = struct.pack(">IIBBBBB", w, h, bit_depth, 2, 0, 0, interlace)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(b"".join(lines)))
+        + chunk(b"IEND", b"")
+    )
+
+
+@pytest.mark.parametrize("bit_depth", [8, 16])
+def test_our_png_reader_reads_up_and_unfiltered_rows_and_hands_on_the_rest(tmp_path, bit_depth):
+    """decode_png reads PNGs whose rows are Up- or un-filtered, whoever wrote them; any other filter
+    (in the first rows or only later), an interlaced file or a damaged one it hands on (None), and a plate
+    read still gets the right samples from OpenCV's reader or refuses the file."""
+    rng = np.random.default_rng(4)
+    top = 255 if bit_depth == 8 else 65535
+    frame = rng.integers(0, top + 1, (20, 11, 3), dtype=np.uint8 if bit_depth == 8 else np.uint16)
+    up_and_none = [0, 2, 2, 0, 0, 2] + [2, 0] * 7
+    cases = {
+        "up and none": (hand_made_png(frame, up_and_none, bit_depth), True),
+        "sub first": (hand_made_png(frame, [1] + [2] * 19, bit_depth), False),
+        "sub in row 15": (hand_made_png(frame, [2] * 15 + [1] + [2] * 4, bit_depth), False),
+    }
+    for name, (data, ours) in cases.items():
+        got = sequences.decode_png(data)
+        if ours:
+            np.testing.assert_array_equal(got, frame, err_msg=name)
+        else:
+            assert got is None, name
+        path = tmp_path / f"{name}.png"
+        path.write_bytes(data)
+        np.testing.assert_array_equal(read_image(path), frame, err_msg=name)
+    good = cases["up and none"][0]
+    interlaced = hand_made_png(frame, [2] * 20, bit_depth, interlace=1)
+    assert sequences.decode_png(interlaced) is None
+    damaged = bytearray(good)
+    damaged[60] ^= 0x55  # inside IDAT: its CRC no longer matches
+    for bad in (bytes(damaged), good[: len(good) // 2], good[:40]):
+        assert sequences.decode_png(bad) is None
+        path = tmp_path / "bad.png"
+        path.write_bytes(bad)
+        with pytest.raises(MediaError, match="bad.png"):
+            read_image(path)
 
 
 def srgb_decode(v: np.ndarray) -> np.ndarray:
