@@ -427,6 +427,63 @@ def srgb_encode(x: np.ndarray) -> np.ndarray:
     return np.where(x <= 0.0031308, x * 12.92, 1.055 * np.maximum(x, 0.0031308) ** (1 / 2.4) - 0.055)
 
 
+def exr_by_ffmpeg(path: Path) -> np.ndarray:
+    """An EXR as FFmpeg's decoder reads it, through the same sRGB curve as read_image."""
+    from pipeline.media.decode import _exr_srgb
+
+    with av.open(str(path)) as container:
+        return _exr_srgb(next(container.decode(video=0)))
+
+
+def test_exr_plates_are_read_by_openexr_as_ffmpeg_reads_them(tmp_path):
+    """Plain scan-line EXRs (half or float, RGB or RGBA, several compressions) are read by OpenEXR's
+    library, to the same values as FFmpeg's decoder gives; tiled and windowed ones go to FFmpeg's; one cut
+    short or with damaged pixels is refused naming the file (FFmpeg's decoder read them without a word),
+    and in a sequence naming the frame."""
+    rng = np.random.default_rng(8)
+    frame = rng.integers(0, 256, (40, 26, 3), dtype=np.uint8)
+    files = {"ours.exr": True, "rgba.exr": True, "window.exr": False, "tiled.exr": False}
+    write_frame(tmp_path / "ours.exr", frame, "exr", META)
+    write_frame(tmp_path / "rgba.exr", np.dstack([frame, frame[..., :1]]), "exr", {})
+    write_frame(tmp_path / "window.exr", frame[4:30, 2:20], "exr", {}, origin=(2, 4), display=(40, 26))
+    tiles = OpenEXR.TileDescription()
+    tiles.xSize = tiles.ySize = 16
+    with OpenEXR.File(
+        {"type": OpenEXR.tiledimage, "tiles": tiles}, {"RGB": rng.random((40, 26, 3), np.float32)}
+    ) as f:
+        f.write(str(tmp_path / "tiled.exr"))
+    for compression in ("NO", "RLE", "ZIPS", "PIZ", "PXR24", "B44"):
+        for dtype in (np.float16, np.float32):
+            name = f"{compression}_{np.dtype(dtype).name}.exr"
+            pixels = (rng.random((70, 33, 3)) * 1.5).astype(dtype)
+            header = {
+                "compression": getattr(OpenEXR, f"{compression}_COMPRESSION"),
+                "type": OpenEXR.scanlineimage,
+            }
+            with OpenEXR.File(header, {"RGB": pixels}) as f:
+                f.write(str(tmp_path / name))
+            files[name] = True
+    for name, by_openexr in files.items():
+        path = tmp_path / name
+        assert (sequences.decode_exr(path) is not None) == by_openexr, name
+        np.testing.assert_array_equal(read_image(path), exr_by_ffmpeg(path), err_msg=name)
+    data = (tmp_path / "ours.exr").read_bytes()
+    (tmp_path / "cut.exr").write_bytes(data[: len(data) - 40])
+    with pytest.raises(MediaError, match="cut.exr: cut short"):
+        read_image(tmp_path / "cut.exr")
+    damaged = bytearray(data)
+    damaged[-30:] = bytes(30)  # the last chunk's compressed lines
+    (tmp_path / "damaged.exr").write_bytes(bytes(damaged))
+    with pytest.raises(MediaError, match="damaged.exr: damaged"):
+        read_image(tmp_path / "damaged.exr")
+    for n in (1001, 1002, 1003):
+        (tmp_path / "seq").mkdir(exist_ok=True)
+        (tmp_path / "seq" / f"x.{n:04d}.exr").write_bytes(data if n != 1002 else data[: len(data) // 2])
+    plate = open_plate("sequence", str(tmp_path / "seq" / "x.%04d.exr"), fps=Fraction(24))
+    with pytest.raises(MediaError, match=r"x\.1002\.exr: frame 1002: cut short"):
+        list(plate.read(0, 3))
+
+
 def test_exr_holds_scene_linear_half_floats(tmp_path):
     """What is in the EXR file, read with the OpenEXR library: the frame's values through the sRGB curve
     as half floats (RGBA: premultiplied by alpha); and reading it back goes the other way."""

@@ -39,7 +39,7 @@ from pipeline.media.probe import (
     quarter_turns,
     sequence_path,
 )
-from pipeline.media.sequences import decode_png
+from pipeline.media.sequences import decode_exr, decode_png
 
 
 class FrameError(MediaError):
@@ -79,11 +79,15 @@ def read_image(path: Path) -> np.ndarray:
     """One image file as RGB: uint8 for 8-bit files, uint16 for deeper ones, float32 for EXR.
 
     A PNG is read by `decode_png` when its rows are filtered as the pipeline writes them (half the time
-    of libpng's reading), else by OpenCV's libpng reader (lossless, so the same samples as FFmpeg's
+    of libpng's reading), and a plain scan-line EXR by `decode_exr` (OpenEXR's library: half the time of
+    FFmpeg's decoder); other PNGs by OpenCV's libpng reader (lossless, so the same samples as FFmpeg's
     decoder) when it knows the file: opening each file as a PyAV container probes it by decoding it once
     more, which made a PNG sequence read at 0.6x of `ffmpeg -f null`. Anything else goes through PyAV."""
-    if Path(path).suffix.lower() == ".png" and (rgb := _read_png(path)) is not None:
+    suffix = Path(path).suffix.lower()
+    if suffix == ".png" and (rgb := _read_png(path)) is not None:
         return rgb
+    if suffix == ".exr" and (linear := decode_exr(path)) is not None:
+        return half_linear_to_srgb(linear) if linear.dtype == np.float16 else linear_to_srgb(linear)
     try:
         with av.open(str(path)) as container:
             frame = next(container.decode(video=0))
