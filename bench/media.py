@@ -45,6 +45,8 @@ OTHER_DECODE_CLIPS = ("man_glasses_720x1280.mp4", "talking_head_mpeg4_512.mp4")
 MADE_CLIPS = tuple((f"{name}.mp4", vf) for name, vf in PLATE_FILTERS.items())
 MADE_FRAMES = 120  # frames of each made plate
 EXR_FRAMES = 60  # frames of the default clip written as an EXR sequence for the sequence decode row
+# frames of the 1080p plate written as png16 and EXR sequences (farm plates are 1080p to UHD, often EXR)
+HD_SEQUENCE_FRAMES = 48
 FIRST = 1001
 CHUNK_SIZE = 48
 DECODE_BAR, ENCODE_BAR, OVERHEAD_BAR = 0.8, 1.15, 0.15
@@ -108,7 +110,9 @@ def bench_decode(clip: Path, repeats: int) -> Row:
     return decode_row(f"{clip.name} {info.width}x{info.height}", n, repeats, ours, reference)
 
 
-def bench_sequence_decode(pattern: Path, n: int, fps: Fraction, repeats: int) -> Row:
+def bench_sequence_decode(
+    pattern: Path, n: int, fps: Fraction, repeats: int, label: str | None = None
+) -> Row:
     """Our SequencePlate (files read ahead in threads) against ffmpeg's image2 demuxer into `-f null`."""
 
     def ours() -> None:
@@ -122,7 +126,7 @@ def bench_sequence_decode(pattern: Path, n: int, fps: Fraction, repeats: int) ->
             + ["-f", "null", "-"]
         )
 
-    return decode_row(f"{pattern.suffix[1:]} sequence", n, repeats, ours, reference)
+    return decode_row(label or f"{pattern.suffix[1:]} sequence", n, repeats, ours, reference)
 
 
 def decode_row(label: str, n: int, repeats: int, ours: Timed, reference: Timed) -> Row:
@@ -345,6 +349,14 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             rows.append(bench_decode(c, repeats))
             print(f"  {rows[-1].metric}: ours {rows[-1].ours}, ffmpeg {rows[-1].reference}", flush=True)
+            if c.parent == folder and c.stem.endswith("_1080p"):
+                for fmt in ("png16", "exr"):
+                    pattern, n, fps = write_sequence(c, folder / fmt, fmt, HD_SEQUENCE_FRAMES)
+                    rows.append(bench_sequence_decode(pattern, n, fps, repeats, f"{fmt} sequence 1080p"))
+                    print(
+                        f"  {rows[-1].metric}: ours {rows[-1].ours}, ffmpeg {rows[-1].reference}", flush=True
+                    )
+                    shutil.rmtree(folder / fmt)
             if c.parent == folder:
                 c.unlink()
 
