@@ -112,9 +112,10 @@ def decode_png(data: bytes) -> np.ndarray | None:
     RGBA); None for any other PNG (other row filters, palette, interlace, under 8 bits, a CRC or deflate
     error), which is then for a general reader to read or refuse.
 
-    A 1080p 16-bit frame took libpng (OpenCV's reader) 37 ms, 31 of them in zlib's inflate; ISA-L's inflate
-    and NumPy's sum of each row and the row above take 19 ms (one core). The filter bytes of the first rows
-    are read before the rest is inflated, so another writer's PNG costs little before it is handed on."""
+    ISA-L's inflate (twice zlib's speed) and NumPy's sum of each row and the row above read a 1080p 16-bit
+    frame in 12 ms on one core, where libpng (OpenCV's reader) takes 29. The filter bytes of the first
+    rows are read before the rest is inflated, so another writer's PNG costs little before it is handed
+    on."""
     if not data.startswith(PNG_SIGNATURE):
         return None
     header, idat, pos = b"", [], len(PNG_SIGNATURE)
@@ -289,8 +290,9 @@ def _plain_scanline_exr(data: bytes) -> tuple[int, int, int, int] | None:
     """For a single-part scan-line EXR whose data window is its display window, with full-size R, G and
     B channels of one type (half or float): where its line offsets start, its first and last line, and
     the lines a chunk holds. None for anything else."""
-    if len(data) < 8 or struct.unpack("<i", data[:4])[0] != EXR_MAGIC or data[5] & 0x1A:  # tiled, deep
-        return None  # or multi-part
+    # the version's flags (bits 9, 11, 12 of its 4 bytes): tiled, deep, multi-part
+    if len(data) < 8 or struct.unpack("<i", data[:4])[0] != EXR_MAGIC or data[5] & 0x1A:
+        return None
     attributes, pos = {}, 8
     while (end := data.find(b"\x00", pos)) > pos:  # name, type, size, value; an empty name ends them
         type_end = data.find(b"\x00", end + 1)
