@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import struct
 from pathlib import Path
+from typing import BinaryIO
 
 import cv2
 import numpy as np
@@ -253,6 +254,7 @@ def read_exr_header(path: Path) -> dict:
 # scan lines a chunk holds, by OpenEXR compression: none, RLE, ZIPS, ZIP, PIZ, PXR24, B44, B44A, DWAA, DWAB
 EXR_CHUNK_LINES = {0: 1, 1: 1, 2: 1, 3: 16, 4: 32, 5: 16, 6: 32, 7: 32, 8: 32, 9: 256}
 EXR_MAGIC = 20000630
+EXR_HEADER_BYTES = 1 << 16  # an EXR whose header is longer is read by FFmpeg's decoder
 
 
 def decode_exr(path: Path) -> np.ndarray | None:
@@ -264,16 +266,17 @@ def decode_exr(path: Path) -> np.ndarray | None:
 
     OpenEXR inflates a 1080p half frame in 16 ms on one core, FFmpeg's EXR decoder in 34 (a 1080p EXR
     sequence read at 0.80x of `ffmpeg -f null`); for DWAA/DWAB files it is also the reference decoder,
-    which FFmpeg's does not match. The chunks are checked before OpenEXR reads them, because it prints to
-    the terminal, not only raises, on a file cut short."""
+    which FFmpeg's does not match. The file's layout is checked first (its header, line offsets and last
+    chunk, a few kB read), because OpenEXR prints to the terminal, not only raises, on a file cut short."""
     try:
-        data = Path(path).read_bytes()
+        with open(path, "rb") as f:
+            layout = _plain_scanline_exr(f.read(EXR_HEADER_BYTES))
+            if layout is None:
+                return None
+            whole = _exr_chunks_whole(f, os.fstat(f.fileno()).st_size, *layout)
     except OSError:
         return None
-    layout = _plain_scanline_exr(data)
-    if layout is None:
-        return None
-    if not _exr_chunks_whole(data, *layout):
+    if not whole:
         raise MediaError(f"{path}: cut short or damaged: its chunks of lines do not all lie inside the file")
     try:
         with OpenEXR.File(str(path), num_threads=1) as f:
@@ -316,19 +319,20 @@ def _plain_scanline_exr(data: bytes) -> tuple[int, int, int, int] | None:
     return pos + 1, y0, y1, lines
 
 
-def _exr_chunks_whole(data: bytes, offsets: int, y0: int, y1: int, lines: int) -> bool:
-    """Whether every line offset of a scan-line EXR points at a chunk of the right lines that ends inside
-    the file."""
+def _exr_chunks_whole(f: BinaryIO, size: int, offsets: int, y0: int, y1: int, lines: int) -> bool:
+    """Whether a scan-line EXR's line offsets all point inside the file, past the offset table, and the
+    last chunk (where a file cut short is cut) holds lines of the image and ends inside the file."""
     chunks = -(-(y1 - y0 + 1) // lines)
-    if offsets + 8 * chunks > len(data):
+    f.seek(offsets)
+    table = f.read(8 * chunks)
+    if len(table) != 8 * chunks:
         return False
-    for offset in struct.unpack(f"<{chunks}Q", data[offsets : offsets + 8 * chunks]):
-        if offset + 8 > len(data):
-            return False
-        y, size = struct.unpack("<2i", data[offset : offset + 8])
-        if (y - y0) % lines or not y0 <= y <= y1 or size < 0 or offset + 8 + size > len(data):
-            return False
-    return True
+    starts = struct.unpack(f"<{chunks}Q", table)
+    if min(starts) < offsets + 8 * chunks or max(starts) + 8 > size:
+        return False
+    f.seek(max(starts))
+    y, length = struct.unpack("<2i", f.read(8))
+    return not (y - y0) % lines and y0 <= y <= y1 and 0 <= length and max(starts) + 8 + length <= size
 
 
 def _exr_channels(chlist: bytes) -> dict[bytes, tuple[int, int, int]]:
