@@ -1,6 +1,8 @@
 from __future__ import annotations
 
+import struct
 import subprocess
+import zlib
 from fractions import Fraction
 from pathlib import Path
 
@@ -353,9 +355,6 @@ def test_png_frames_read_back_exactly_in_other_readers(tmp_path, bit_depth):
 def hand_made_png(rows: np.ndarray, filters: list[int], bit_depth: int = 8, interlace: int = 0) -> bytes:
     """An RGB PNG of the given rows (H x W x 3 samples) with the given filter type for each row (0 None,
     1 Sub, 2 Up), assembled here from the PNG specification, not by the pipeline's writer."""
-    import struct
-    import zlib
-
     h, w, _ = rows.shape
     data = rows.astype(">u2").view(np.uint8) if bit_depth == 16 else rows.astype(np.uint8)
     data = data.reshape(h, -1).astype(np.int64)
