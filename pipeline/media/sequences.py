@@ -1,4 +1,5 @@
-"""Writing frame sequences (PNG 8/16-bit, EXR half) atomically, each file carrying the render's metadata."""
+"""Frame files: writing sequences (PNG 8/16-bit, EXR half) atomically, each file carrying the render's
+metadata, and reading back the PNGs and plain EXRs the pipeline writes faster than general readers do."""
 
 from __future__ import annotations
 
