@@ -482,7 +482,7 @@ def main() -> None:
         )
     if tuned_rows:
         print(
-            f"\nthe mapper's edits of {args.tune} faces, each tuned on its own against the measure "
+            f"\nthe mapper's edits of {few.stop} faces, each tuned on its own against the measure "
             f"({args.tune_steps} steps, identity weight {args.tune_identity:g}); the direction on the same "
             "faces:"
         )
