@@ -231,13 +231,13 @@ def tuned_edits(
     net = load_face_descriptor()
     scales = judges.scale_tensor()
     asked = torch.tensor([[change.get(n, 0.0) for n in judges.names]])
+    # a face dlib did not find is cut at the found faces' mean landmarks (its drift is not counted)
+    typical = np.nanmean(before.landmarks[before.found], 0)
     out = []
     for i in range(0, len(ws), TUNE_BATCH):
         w0, part = ws[i : i + TUNE_BATCH], slice(i, i + TUNE_BATCH)
         counted = torch.from_numpy(before.found[part]).float()
         reference = torch.from_numpy(np.nan_to_num(before.descriptors[part])).float()
-        # a face dlib did not find is cut at the found faces' mean landmarks (its drift is not counted)
-        typical = np.nanmean(before.landmarks[before.found], 0)
         landmarks = np.where(before.found[part, None, None], before.landmarks[part], typical)
         target = asked.expand(len(w0), -1)
         with torch.no_grad():
