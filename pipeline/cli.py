@@ -225,10 +225,10 @@ def cmd_track(args: argparse.Namespace) -> int:
 
 def cmd_extract(args: argparse.Namespace) -> int:
     from pipeline.faces.extract import extract_faces, open_any_plate
+    from pipeline.files import refuse_file_at
     from pipeline.progress import Progress
 
-    if args.out.exists() and not args.out.is_dir():
-        raise PipelineError(f"--out {args.out}: a file is there; give a folder for the crops")
+    refuse_file_at(args.out, "the crops")
     total = -(-open_any_plate(args.plate).info.frame_count // args.every)
     found = missing = 0
     with Progress(f"extract {Path(args.plate).name}", total, "frame") as bar:
@@ -241,11 +241,13 @@ def cmd_extract(args: argparse.Namespace) -> int:
 
 
 def cmd_train_swap(args: argparse.Namespace) -> int:
+    from pipeline.files import refuse_file_at
     from pipeline.flows import start_prefect, train_swap
 
     if (args.steps is None) == (args.minutes is None):
         print("vfx train swap: give one of --steps or --minutes", file=sys.stderr)
         return 2
+    refuse_file_at(args.out, "the swap model")  # before Prefect starts: bad input is quick
     start_prefect()
     result = train_swap(
         str(args.a),
@@ -264,11 +266,13 @@ def cmd_train_swap(args: argparse.Namespace) -> int:
 
 
 def cmd_train_generator(args: argparse.Namespace) -> int:
+    from pipeline.files import refuse_file_at
     from pipeline.flows import start_prefect, train_generator
 
     if (args.kimg is None) == (args.minutes is None):
         print("vfx train generator: give one of --kimg or --minutes", file=sys.stderr)
         return 2
+    refuse_file_at(args.out, "the generator")  # before Prefect starts: bad input is quick
     start_prefect()
     result = train_generator(
         [str(f) for f in args.faces],
@@ -531,9 +535,11 @@ def batch_steps(bar: Progress, steps: int) -> Callable[[int, np.ndarray], None]:
 
 def cmd_project(args: argparse.Namespace) -> int:
     from pipeline.commands.stills import image_files, project_stills
+    from pipeline.files import refuse_file_at
     from pipeline.progress import Progress
     from pipeline.stylegan.project import ProjectSettings, polish_settings
 
+    refuse_file_at(args.out, "the latents")
     if args.encoder:
         settings = polish_settings(args.steps or 100, w_plus=not args.w, mse_weight=args.mse)
     else:

@@ -31,6 +31,13 @@ def temporary_path(path: Path, keep_suffix: bool = True) -> Path:
     return path.with_name(f".{path.stem}.{os.getpid()}.tmp{path.suffix}")
 
 
+def refuse_file_at(out: Path, what: str, error: type[PipelineError] = PipelineError) -> None:
+    """An --out that must be a folder: a file there is refused by name (making the folder would fail with
+    FileExistsError's traceback, after the command had loaded its models)."""
+    if out.exists() and not out.is_dir():
+        raise error(f"--out {out}: a file is there; give a folder for {what}")
+
+
 def write_atomic(path: Path, write: Callable[[Path], object]) -> None:
     """Write through a hidden temporary file in the same folder, then rename: a reader (or a resumed run)
     sees the old file or the new one, never half of one."""

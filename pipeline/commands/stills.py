@@ -16,7 +16,7 @@ from pipeline.devices import resolve_device
 from pipeline.errors import PipelineError
 from pipeline.faces.detect import FaceAnalyzer
 from pipeline.faces.extract import IMAGE_SUFFIXES, aligned_face
-from pipeline.files import write_atomic
+from pipeline.files import refuse_file_at, write_atomic
 from pipeline.media.sequences import write_frame
 from pipeline.models import sha256_file
 from pipeline.stylegan.checkpoints import load_generator
@@ -155,10 +155,17 @@ def edit_still(
     from pipeline.stylegan.registry import mapper_path
 
     mfile = mapper_path(mapper, Path.cwd())
-    mapper_meta = dict(read_mapper_file(mfile).get("meta") or {})
+    mapper_data = read_mapper_file(mfile)
+    mapper_meta = dict(mapper_data.get("meta") or {})
+    config = mapper_data.get("config")
+    names = [str(n) for n in config.get("names") or ()] if isinstance(config, dict) else []
+    unknown = [n for n in changes if names and n not in names]
+    if unknown:  # before an image's projection, not minutes after (load_mapper checks the rest)
+        raise PipelineError(f"unknown attribute {unknown[0]!r}: this mapper edits {', '.join(names)}")
     is_latent = source.suffix.lower() in LATENT_SUFFIXES
     if not source.is_file():
         raise PipelineError(f"{source}: not found")
+    refuse_file_at(out, "the edited face and its sheets")
     record = read_still_latent(source)[2] if is_latent else {}
     ref = generator or record.get("generator") or mapper_meta.get("generator")
     if not ref:

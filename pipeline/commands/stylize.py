@@ -9,6 +9,7 @@ from pathlib import Path
 from pipeline.commands.stills import image_files
 from pipeline.curves import write_png
 from pipeline.errors import PipelineError
+from pipeline.files import refuse_file_at
 from pipeline.media.color import to_uint8
 from pipeline.media.decode import read_image
 from pipeline.stylize.cartoon import cartoon
@@ -18,8 +19,7 @@ def cartoon_folder(source: Path, out: Path, on_file: Callable[[Path], None] | No
     """Each image of `source` (a folder or one image) cartoon-filtered into `out` as PNG, same names.
     An image already in `out` is not overwritten: the folder is refused before anything is written."""
     files = image_files(Path(source))
-    if out.exists() and not out.is_dir():
-        raise PipelineError(f"--out {out}: a file is there; give a folder for the cartoon crops")
+    refuse_file_at(out, "the cartoon crops")
     there = [out / f"{f.stem}.png" for f in files if (out / f"{f.stem}.png").exists()]
     if there:
         raise PipelineError(f"{there[0]}: already there ({len(there)} of {len(files)}); give an empty --out")

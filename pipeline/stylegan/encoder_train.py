@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from pipeline.curves import labelled, loss_curve, write_png
 from pipeline.devices import resolve_device
 from pipeline.errors import PipelineError
-from pipeline.files import save_torch_atomic
+from pipeline.files import refuse_file_at, save_torch_atomic
 from pipeline.models import ENCODER_FILE, GENERATOR_FILE, generator_file, load_torch_file, sha256_file
 from pipeline.stylegan.checkpoints import CheckpointError, load_generator
 from pipeline.stylegan.encoder import (
@@ -380,8 +380,7 @@ def check_inputs(generator: Path, folders: list[Path], out: Path, resume: bool) 
             raise TrainingDataError(
                 f"{folder}: {count} face crops; training needs at least {MIN_FACES} (vfx extract makes them)"
             )
-    if out.exists() and not out.is_dir():
-        raise PipelineError(f"--out {out}: a file is there; give a folder for the encoder")
+    refuse_file_at(out, "the encoder")
     if (out / GENERATOR_FILE).exists():
         raise CheckpointError(f"{out}: holds a generator; give the encoder a folder of its own")
     if resume:

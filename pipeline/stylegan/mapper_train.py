@@ -42,7 +42,7 @@ from torch import nn
 from pipeline.curves import labelled, loss_curve, write_png
 from pipeline.devices import resolve_device
 from pipeline.errors import PipelineError
-from pipeline.files import save_torch_atomic
+from pipeline.files import refuse_file_at, save_torch_atomic
 from pipeline.models import (
     ENCODER_FILE,
     GENERATOR_FILE,
@@ -553,8 +553,7 @@ def check_inputs(generator: Path, recognisers: Path, out: Path, resume: bool) ->
     rec = recognisers_file(Path(recognisers))
     if not rec.is_file():
         raise PipelineError(f"{rec}: recognisers file not found (vfx train recognisers makes one)")
-    if out.exists() and not out.is_dir():
-        raise PipelineError(f"--out {out}: a file is there; give a folder for the mapper")
+    refuse_file_at(out, "the mapper")
     for other, what in ((GENERATOR_FILE, "a generator"), (ENCODER_FILE, "an encoder")):
         if (out / other).exists():
             raise CheckpointError(f"{out}: holds {what}; give the mapper a folder of its own")

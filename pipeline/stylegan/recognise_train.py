@@ -54,7 +54,7 @@ from pipeline.faces.attributes import (
 )
 from pipeline.faces.detect import FaceAnalyzer
 from pipeline.faces.extract import IMAGE_SUFFIXES, aligned_face
-from pipeline.files import save_torch_atomic
+from pipeline.files import refuse_file_at, save_torch_atomic
 from pipeline.models import ENCODER_FILE, GENERATOR_FILE, generator_file, load_torch_file, sha256_file
 from pipeline.stylegan.checkpoints import CheckpointError, load_generator
 from pipeline.stylegan.encoder import MAX_INPUT
@@ -667,8 +667,7 @@ def check_inputs(generator: Path, labels: dict[str, tuple[Path, Path]], out: Pat
                 raise TrainingDataError(
                     f"{folder}: {count} images of aligned faces; {name} needs at least {MIN_FACES} each side"
                 )
-    if out.exists() and not out.is_dir():
-        raise PipelineError(f"--out {out}: a file is there; give a folder for the recognisers")
+    refuse_file_at(out, "the recognisers")
     if (out / GENERATOR_FILE).exists() or (out / ENCODER_FILE).exists():
         raise CheckpointError(f"{out}: holds another model; give the recognisers a folder of their own")
     if resume:

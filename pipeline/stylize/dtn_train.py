@@ -36,7 +36,7 @@ from pipeline.curves import labelled, loss_curve, write_png
 from pipeline.devices import resolve_device
 from pipeline.errors import PipelineError
 from pipeline.faces.draw import grid
-from pipeline.files import save_torch_atomic
+from pipeline.files import refuse_file_at, save_torch_atomic
 from pipeline.media.color import to_uint8 as image_to_uint8
 from pipeline.media.decode import read_image
 from pipeline.models import load_torch_file
@@ -528,8 +528,7 @@ def check_inputs(sources: list[Path], targets: list[Path], out: Path, resume: bo
     """What can be checked before anything big loads: the folders, and whether --out may be written."""
     for folder in [*sources, *targets]:
         list_faces(Path(folder))
-    if out.exists() and not out.is_dir():
-        raise StylizerError(f"--out {out}: a file is there; give a folder for the stylizer")
+    refuse_file_at(out, "the stylizer", StylizerError)
     if not resume and ((out / TRAINING_NAME).exists() or (out / STYLIZER_FILE).exists()):
         raise StylizerError(f"{out}: holds a stylizer already; use --resume to continue it or another --out")
     if resume and not (out / TRAINING_NAME).is_file():
