@@ -9,11 +9,20 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from types import UnionType
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 import numpy as np
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from pipeline.errors import ManifestError, MediaError, PipelineError
 from pipeline.files import read_array
@@ -89,10 +98,49 @@ class ManifestLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep)
 
 
+def _numbers_only(annotation: Any) -> bool:
+    """Whether a field's type takes numbers and nothing else (int, float, Optional or Annotated ones)."""
+    while get_origin(annotation) is Annotated:
+        annotation = get_args(annotation)[0]
+    if get_origin(annotation) in (Union, UnionType):
+        members = [m for m in get_args(annotation) if m is not type(None)]
+        return bool(members) and all(_numbers_only(m) for m in members)
+    return annotation in (int, float)
+
+
+def _bool_for_number(value: Any, annotation: Any) -> bool:
+    """Whether `value` puts a YAML boolean where `annotation` wants a number, in a tuple or list too."""
+    while get_origin(annotation) is Annotated:
+        annotation = get_args(annotation)[0]
+    if isinstance(value, bool):
+        return _numbers_only(annotation)
+    if isinstance(value, list | tuple) and get_origin(annotation) in (tuple, list):
+        args = [a for a in get_args(annotation) if a is not Ellipsis]
+        if not args:
+            return False
+        types = args if get_origin(annotation) is tuple and len(args) > 1 else [args[0]] * len(value)
+        return any(_bool_for_number(v, a) for v, a in zip(value, types, strict=False))
+    return False
+
+
 class Strict(BaseModel):
     # NaN and infinity pass a float field (and a bound: every comparison with NaN is false) and then
     # spoil every frame; no setting of a shot means them.
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_booleans_for_numbers(cls, value: Any, info: ValidationInfo) -> Any:
+        """pydantic reads true as 1 in a number field, so `sharpen: yes` sharpened at full strength and
+        `hold: true` made a one-frame shot; YAML's booleans (true, yes, on) are refused there instead."""
+        field = cls.model_fields.get(info.field_name or "")
+        if field is not None and _bool_for_number(value, field.annotation):
+            raise ValueError(
+                f"{str(value).lower()} is not a number"
+                if isinstance(value, bool)
+                else "a boolean (true, yes, on) where a number is needed"
+            )
+        return value
 
 
 Zoom = Annotated[float, Field(gt=0, le=100)]
@@ -801,11 +849,26 @@ def _check_file(path: Path, root: yaml.Node | None, loc: tuple[Any, ...], file: 
         raise ManifestError(f"{where}: {e.one_line()}") from None
 
 
-def _check_path(path: Path, root: yaml.Node | None, base: Path, spec: ManifestModel) -> None:
+def _check_path(
+    path: Path, root: yaml.Node | None, base: Path, spec: ManifestModel, shot_frames: tuple[int, int]
+) -> None:
     from pipeline.stylegan.edits import Direction
+    from pipeline.stylegan.paths import period_problem
 
     ps = spec.path
     assert ps is not None
+    at: dict[int, int] = {}
+    for i, key in enumerate(ps.keyframes):  # a second key at a frame silently replaced the first
+        if key.frame in at:
+            loc = ("path", "keyframes", i, "frame")
+            raise ManifestError(
+                f"{path}:{_node_line(root, loc)} {_field_name(loc)}: frame {key.frame} already has a key "
+                f"(path.keyframes[{at[key.frame]}])"
+            )
+        at[key.frame] = i
+    problem = period_problem(ps.period, [k.frame for k in ps.keyframes])
+    if problem and ps.interpolation == "catmull_rom":
+        raise ManifestError(f"{path}:{_node_line(root, ('path', 'period'))} path.period: {problem}")
     projecting = spec.project is not None and spec.project.enabled
     if not ps.generator and not projecting:
         raise ManifestError(
@@ -841,12 +904,27 @@ def _check_path(path: Path, root: yaml.Node | None, base: Path, spec: ManifestMo
                     f"{where}: {edit.attribute!r} is not an attribute of mapper {ps.mapper} "
                     f"({', '.join(names)})"
                 )
+        first, last = shot_frames
         if edit.frames is not None:
             loc = ("path", "edits", i, "frames")
             try:
-                parse_range(edit.frames)
+                first, last = parse_range(edit.frames)
             except ValueError as e:
                 raise ManifestError(f"{path}:{_node_line(root, loc)} {_field_name(loc)}: {e}") from None
+            if last < shot_frames[0] or first > shot_frames[1]:
+                raise ManifestError(
+                    f"{path}:{_node_line(root, loc)} {_field_name(loc)}: {first}-{last} is outside the "
+                    f"shot's frames {shot_frames[0]}-{shot_frames[1]}: the edit would change nothing"
+                )
+        if 2 * edit.ramp > last - first:  # easing in and out would meet before the full amount
+            loc = ("path", "edits", i, "ramp")
+            half = (last - first) / (2 * edit.ramp)
+            peak = half * half * (3 - 2 * half)  # the ramp's smoothstep at the middle frame
+            raise ManifestError(
+                f"{path}:{_node_line(root, loc)} {_field_name(loc)}: {edit.ramp} frames to ease in and "
+                f"{edit.ramp} out do not fit in the edit's frames {first}-{last} (it would reach "
+                f"{peak:.0%} of its amount); at most {(last - first) // 2}"
+            )
 
 
 def _mapper_attributes(
@@ -1012,7 +1090,7 @@ def load_shot(path: str | Path, frames: str | None = None) -> Shot:
                     f"frame {key} is outside the shot's frames {first}-{last}"
                 )
     if spec.path is not None and spec.path.enabled:
-        _check_path(path, root, base, spec)
+        _check_path(path, root, base, spec, (first, last))
     if spec.stylize is not None and spec.stylize.enabled:
         _check_stylize(path, root, base, spec)
     if spec.project is not None and spec.project.enabled and spec.project.starts_from_encoder:

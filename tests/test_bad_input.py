@@ -177,6 +177,26 @@ MANIFEST_CASES = {
         PATH_SHOT + "    - {frame: 1001, seed: 1}\n  edits:\n    - {direction: d.npy, amount: .nan}\n",
         "{m}:8 path.edits[0].amount:",
     ),
+    # YAML's booleans (true, yes, on) where a number is wanted: pydantic read them as 1
+    "hold-true": manifest(STILL.replace("10", "true"), "{m}:4 plate.hold:", "true is not a number"),
+    "chunk-size-yes": manifest(GOOD_MOVIE + "output:\n  chunk_size: yes\n", "{m}:5 output.chunk_size:"),
+    "move-zoom-on": manifest(STILL + "  move: {zoom: [on, 1]}\n", "{m}:5 plate.move.zoom:", "boolean"),
+    "edit-amount-yes": manifest(
+        PATH_SHOT + "    - {frame: 1001, seed: 1}\n  edits:\n    - {direction: d.npy, amount: yes}\n",
+        "{m}:8 path.edits[0].amount:",
+        "true is not a number",
+    ),
+    # a path that would not draw what it says
+    "key-frame-twice": manifest(
+        PATH_SHOT + "    - {frame: 1001, seed: 1}\n    - {frame: 1001, seed: 2}\n",
+        "{m}:7 path.keyframes[1].frame:",
+        "path.keyframes[0]",
+    ),
+    "path-period-shorter-than-keys": manifest(
+        PATH_SHOT + "    - {frame: 1001, seed: 1}\n    - {frame: 1010, seed: 2}\n  period: 5\n",
+        "{m}:8 path.period:",
+        "span, 9 frames",
+    ),
     # plates that are not there
     "movie-missing": manifest("shot: a\nplate:\n  movie: gone.mp4\n", "{m}:3 plate.movie:", "gone.mp4"),
     "movie-is-a-folder": manifest("shot: a\nplate:\n  movie: .\n", "{m}:3 plate.movie:"),
@@ -244,6 +264,14 @@ def empty_npz(p: Path) -> None:
         np.savez(f)
 
 
+def mapper_for_g(folder: Path) -> None:
+    tiny_mapper(folder.parent / "g.pt", folder, seed=1)
+
+
+ATTRIBUTE_EDIT = (
+    PATH_SHOT
+    + "    - {frame: 1001, seed: 1}\n  mapper: m\n  edits:\n    - {attribute: yaw, amount: 5, EDIT}\n"
+)
 LATENT_KEY = PATH_SHOT + "    - {frame: 1001, latent: key.npy}\n"
 EDIT = PATH_SHOT + "    - {frame: 1001, seed: 1}\n  edits:\n    - {direction: d.npy, amount: 2}\n"
 EDIT_NPZ = EDIT.replace("d.npy", "d.npz")
@@ -251,6 +279,19 @@ LATENT_FIELD = ("{m}:6 path.keyframes[0].latent: ", "{f:key.npy}")
 DIRECTION_FIELD = ("{m}:8 path.edits[0].direction: ",)
 
 FILE_CASES = {
+    # edits by attribute whose frames or ramp would leave them undone or partly done
+    "edit-frames-outside-the-shot": with_files(
+        ATTRIBUTE_EDIT.replace("EDIT", "frames: 1100-1200"),
+        {"m": mapper_for_g},
+        "{m}:9 path.edits[0].frames:",
+        "1001-1010",
+    ),
+    "edit-ramp-longer-than-the-edit": with_files(
+        ATTRIBUTE_EDIT.replace("EDIT", "frames: 1005-1010, ramp: 4"),
+        {"m": mapper_for_g},
+        "{m}:9 path.edits[0].ramp:",
+        "at most 2",
+    ),
     # latents and directions: user .npy/.npz files, read without unpickling and checked at load
     "latent-object-dtype": with_files(
         LATENT_KEY, {"key.npy": save(np.array([{"w": 1}, None], dtype=object), pickled=True)}, *LATENT_FIELD
@@ -425,6 +466,33 @@ def out_is_a_file(d: Path, clip: Path) -> Case:
     return Case(["extract", str(clip), "--out", str(out)], [str(out), "--out"])
 
 
+def out_file_for(command: str) -> Build:
+    """`command` (as for args) with --out a file: refused by name before any model loads or Prefect starts
+    (project, edit and the generator and swap trainings made the folder and died with a traceback)."""
+
+    def build(d: Path, clip: Path) -> Case:
+        (d / "g.pt").write_bytes(tiny_generator_bytes())
+        tiny_mapper(d / "g.pt", d / "m", seed=1)
+        np.save(d / "w.npy", np.zeros((8, 64), np.float32))
+        out = d / "notes.txt"
+        out.write_text("my notes\n")
+        case = args(f"{command} --out {out}", str(out), "--out", "a file is there")(d, clip)
+        return case
+
+    return build
+
+
+def edit_an_image_by_an_unknown_attribute(d: Path, clip: Path) -> Case:
+    """Refused before the image's projection (which wrote out/projected/ first, then failed)."""
+    import cv2
+
+    (d / "g.pt").write_bytes(tiny_generator_bytes())
+    tiny_mapper(d / "g.pt", d / "m", seed=1)
+    cv2.imwrite(str(d / "face.png"), np.full((64, 64, 3), 128, np.uint8))
+    argv = f"edit {d}/face.png --mapper {d}/m --generator {d}/g.pt --set smile_width=0.1 --out {d}/e"
+    return Case(shlex.split(argv), ["smile_width", "mouth_open, yaw"])
+
+
 def status_root_is_a_file(d: Path, clip: Path) -> Case:
     m = write_manifest(d, GOOD_MOVIE.replace("{clip}", str(clip)))
     root = d / "render"
@@ -488,6 +556,11 @@ ARG_CASES = {
         f"{TRAIN_RECOGNISERS} --minutes 1 --attribute glasses", "--attribute"
     ),
     "train-recognisers-generator-missing": args(f"{TRAIN_RECOGNISERS} --minutes 1", "{d}/g.pt"),
+    "project-out-is-a-file": out_file_for("project {d}/crops --generator {d}/g.pt"),
+    "edit-out-is-a-file": out_file_for("edit {d}/w.npy --mapper {d}/m --generator {d}/g.pt --set yaw=5"),
+    "train-generator-out-is-a-file": out_file_for("train generator --faces {d}/crops --kimg 1"),
+    "train-swap-out-is-a-file": out_file_for("train swap --a {d}/crops --b {d}/crops --steps 1"),
+    "edit-image-unknown-attribute": edit_an_image_by_an_unknown_attribute,
     "project-steps-zero": args(f"{PROJECT} --steps 0", "--steps"),
     "project-batch-zero": args(f"{PROJECT} --batch 0", "--batch"),
     "project-mse-negative": args(f"{PROJECT} --mse -1", "--mse"),

@@ -3,7 +3,14 @@
 import numpy as np
 import pytest
 
-from pipeline.stylegan.paths import CatmullRom, PathSettings, latent_path, linear_path, slerp_path
+from pipeline.stylegan.paths import (
+    CatmullRom,
+    PathSettings,
+    latent_path,
+    linear_path,
+    period_problem,
+    slerp_path,
+)
 
 UNEVEN = np.array([1001.0, 1004.0, 1019.0, 1022.0, 1050.0])
 
@@ -43,6 +50,20 @@ def test_catmull_rom_passes_through_keys_with_continuous_velocity(alpha, ends, e
     assert np.allclose(numeric, curve(mid, 1), rtol=1e-4, atol=1e-6)
     speed_at_ends = np.abs(curve(UNEVEN[[0, -1]], 1)).max()
     assert (speed_at_ends < 1e-9) == (ease or ends == "clamped")
+
+
+def test_a_loop_no_longer_than_its_keys_span_is_refused_naming_the_span():
+    frames = np.array([0.0, 5.0, 20.0])
+    assert period_problem(21, frames) is None and period_problem(None, frames) is None
+    assert period_problem(5, [3.0]) is None  # one key: nothing to loop through
+    for period in (20, 7):
+        problem = period_problem(period, frames)
+        assert (
+            problem is not None and f"a loop of {period} frames" in problem and "20 frames (0-20)" in problem
+        )
+        with pytest.raises(ValueError) as e:
+            CatmullRom(frames, _keys(1, k=3), period=period)
+        assert str(e.value) == problem
 
 
 @pytest.mark.parametrize("alpha", [0.0, 0.5, 1.0])

@@ -34,7 +34,7 @@ from pipeline.shot.project import (
 )
 from pipeline.shot.stage import Rendered, Stage, StageJob, StageOutput
 from pipeline.stylegan.edits import Direction, apply_edit, ramp
-from pipeline.stylegan.paths import PathSettings, latent_path
+from pipeline.stylegan.paths import PathSettings, latent_path, period_problem
 from pipeline.workspace import RenderVersion
 
 if TYPE_CHECKING:
@@ -223,6 +223,10 @@ def build_keys(
         frames, sources = d["frames"], d["sources"]
     spec = path_spec(shot)
     settings = path_settings(shot)
+    # the manifest's own keys were checked by validate; the projected keyframes can stretch the span
+    problem = period_problem(settings.period, [int(f) for f in frames])
+    if problem and settings.interpolation == "catmull_rom":
+        raise ManifestError(f"{shot.where('path', 'period')}: {problem}, the projected keyframes included")
     return path, {
         "path": str(path),
         "cached": cached,

@@ -15,6 +15,7 @@ keys does not inherit another layer's timing.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -57,6 +58,20 @@ def _monotone_slopes(x: np.ndarray, y: np.ndarray, periodic: bool) -> np.ndarray
     return m
 
 
+def period_problem(period: int | None, frames: Sequence[float] | np.ndarray) -> str | None:
+    """Why a closed loop of `period` frames cannot go through keys at `frames` (None when it can): key 0
+    comes back `period` frames after its own, so that must be after the last key."""
+    if period is None or len(frames) < 2:
+        return None
+    first, last = min(frames), max(frames)
+    if period > last - first:
+        return None
+    return (
+        f"a loop of {period} frames is not longer than the keys' span, {last - first:g} frames "
+        f"({first:g}-{last:g}): key 0 would come back before the last key"
+    )
+
+
 class CatmullRom:
     """One Catmull-Rom curve through `keys` [K, D], reached at the increasing `frames` [K]."""
 
@@ -75,8 +90,9 @@ class CatmullRom:
             raise ValueError("a path needs at least two keys at increasing frames")
         closed = period is not None
         if closed:
-            if period <= f[-1] - f[0]:
-                raise ValueError(f"period {period} must be longer than the keys' span {f[-1] - f[0]:g}")
+            problem = period_problem(period, f)
+            if problem:
+                raise ValueError(problem)
             p, f = np.vstack([p, p[:1]]), np.r_[f, f[0] + period]
         self.first, self.last, self.period = f[0], f[-1], period
         # knots: distance**alpha between neighbours; a repeated key gets a tiny interval, not a zero one
