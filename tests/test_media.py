@@ -26,7 +26,7 @@ from pipeline.media.color import (
     to_uint8,
     to_uint16,
 )
-from pipeline.media.decode import CameraMove, MoviePlate, StillPlate, open_plate, read_image
+from pipeline.media.decode import CameraMove, MoviePlate, SequencePlate, StillPlate, open_plate, read_image
 from pipeline.media.encode import MOVIE_PRESETS, AudioSource, encode_movie, ffmpeg_executable
 from pipeline.media.probe import ColorTags, bit_depth, probe_movie
 from pipeline.media.sequences import in_display, read_png_text, write_frame
@@ -771,3 +771,52 @@ def test_an_anamorphic_plates_movies_keep_its_pixel_aspect(tmp_path):
     assert probe_movie(
         ffmpeg_copy(plate, tmp_path / "turned.mp4", "-display_rotation", "90")
     ).pixel_aspect == (Fraction(3, 4))
+
+
+def mpeg_ts_parts_joined(tmp_path: Path, sizes: list[str]) -> Path:
+    """MPEG-TS parts of 8 frames each (one size each) joined by FFmpeg's concat demuxer without re-encoding,
+    as a recorder's split files are joined: the second part's timestamps follow on from the first's."""
+    parts = []
+    for i, size in enumerate(sizes):
+        part = tmp_path / f"part{i}.ts"
+        source = f"testsrc2=size={size}:rate=25:duration=0.32"
+        cmd = [ffmpeg_executable(), "-v", "error", "-y", "-f", "lavfi", "-i", source, "-c:v", "libx264"]
+        subprocess.run([*cmd, "-pix_fmt", "yuv420p", "-f", "mpegts", str(part)], check=True)
+        parts.append(part)
+    listing = tmp_path / "parts.txt"
+    listing.write_text("".join(f"file '{p}'\n" for p in parts))
+    joined = tmp_path / "joined.ts"
+    cmd = [ffmpeg_executable(), "-v", "error", "-y", "-f", "concat", "-safe", "0", "-i", str(listing)]
+    subprocess.run([*cmd, "-c", "copy", str(joined)], check=True)
+    return joined
+
+
+def test_a_joined_mpeg_ts_reads_the_same_frames_from_any_start(tmp_path):
+    """A seek into the second part landed past every frame, and a chunk starting there failed as a
+    truncated file; such a read now starts again from the first frame."""
+    joined = mpeg_ts_parts_joined(tmp_path, ["64x48", "64x48"])
+    plate = MoviePlate(joined)
+    reference = list(plate.read(0, 16))
+    assert len(reference) == 16
+    for start in (6, 8, 11):
+        frames = list(plate.read(start, 16))
+        assert len(frames) == 16 - start
+        assert all(np.array_equal(a, b) for a, b in zip(frames, reference[start:], strict=True))
+
+
+def test_a_frame_of_another_size_is_refused_naming_it(tmp_path):
+    """A proxy or a re-render of another size slipped into a sequence, or a movie whose picture size
+    changes: it was composited at its own size, with the track's landmarks of the others."""
+    for n in (1, 2, 3, 4):
+        write_frame(tmp_path / f"pl.{n:04d}.png", np.zeros((6 if n == 3 else 8, 8, 3), np.uint8), "png8", {})
+    plate = SequencePlate(tmp_path / "pl.####.png")
+    with pytest.raises(MediaError) as e:
+        list(plate.read(0, 4))
+    assert str(e.value) == f"{tmp_path / 'pl.0003.png'}: frame 3: 8x6, where the sequence's frames are 8x8"
+
+    joined = mpeg_ts_parts_joined(tmp_path, ["64x48", "48x32"])
+    for start in (0, 10):
+        with pytest.raises(
+            MediaError, match=r"joined\.ts: frame 8: 48x32, where the movie's frames are 64x48"
+        ):
+            list(MoviePlate(joined).read(start, 16))

@@ -216,6 +216,8 @@ class MoviePlate:
         if start >= stop:
             return
         expected = start
+        seeked = False
+        stored_size = (self.info.width, self.info.height)[:: -1 if turns % 2 else 1]
         try:
             with av.open(str(self.path)) as container:
                 stream = plate_stream(container)
@@ -226,6 +228,7 @@ class MoviePlate:
                 if start > 0 and not in_order:
                     target = self._seek_target(start, start_pts, time_base)
                     container.seek(target, stream=stream, backward=True, any_frame=False)
+                    seeked = True
                 last = (-1, -1)  # the time and number of the frame before
                 decoded = read_ahead(self._decode(container, stream, expected), DECODE_AHEAD)
                 with closing(decoded):  # its thread stops before the container closes
@@ -249,6 +252,13 @@ class MoviePlate:
                                 yield from self._read_from_zero(start, stop, size)  # seek landed past it
                                 return
                             raise FrameError(self.path, expected, "missing from the stream")
+                        if (frame.width, frame.height) != stored_size:  # a picture size change mid-stream
+                            raise FrameError(
+                                self.path,
+                                expected,
+                                f"{frame.width}x{frame.height}, where the movie's frames are "
+                                f"{stored_size[0]}x{stored_size[1]}",
+                            )
                         rgb = reformatter.reformat(frame, format=rgb_format, threads=1, **scale).to_ndarray()
                         yield np.ascontiguousarray(np.rot90(rgb, turns)) if turns else rgb
                         expected += 1
@@ -256,6 +266,9 @@ class MoviePlate:
                             break
         except av.FFmpegError as e:
             raise FrameError(self.path, expected, f"decode error: {e.strerror or e}") from None
+        if seeked and expected == start:  # the seek landed past every frame (a joined MPEG-TS's second part)
+            yield from self._read_from_zero(start, stop, size)
+            return
         if expected < stop:
             raise FrameError(
                 self.path,
@@ -309,6 +322,14 @@ class SequencePlate:
             image = read_image(path)
         except MediaError as e:
             raise FrameError(path, i, str(e).removeprefix(f"{path}: "), first) from None
+        h, w = image.shape[:2]
+        if (w, h) != (self.info.width, self.info.height):  # a proxy or a re-render of another size slipped in
+            raise FrameError(
+                path,
+                i,
+                f"{w}x{h}, where the sequence's frames are {self.info.width}x{self.info.height}",
+                first,
+            )
         return scaled(image, size)
 
 
