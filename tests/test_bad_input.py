@@ -493,6 +493,23 @@ def edit_an_image_by_an_unknown_attribute(d: Path, clip: Path) -> Case:
     return Case(shlex.split(argv), ["smile_width", "mouth_open, yaw"])
 
 
+def labels_from_one_folder(d: Path, clip: Path) -> Case:
+    """The same folder for faces with a label and without it: the recognisers trained, then were refused
+    as no better than chance."""
+    import cv2
+
+    from pipeline.stylegan.recognise_train import MIN_FACES
+
+    (d / "g.pt").write_bytes(tiny_generator_bytes())
+    (d / "faces").mkdir()
+    for i in range(MIN_FACES):
+        cv2.imwrite(str(d / "faces" / f"{i}.png"), np.full((32, 32, 3), 8 * i, np.uint8))
+    argv = (
+        f"train recognisers --generator {d}/g.pt --out {d}/r --minutes 1 --attribute hat={d}/faces,{d}/faces"
+    )
+    return Case(shlex.split(argv), ["--attribute hat", f"{d}/faces", "both sides"])
+
+
 def status_root_is_a_file(d: Path, clip: Path) -> Case:
     m = write_manifest(d, GOOD_MOVIE.replace("{clip}", str(clip)))
     root = d / "render"
@@ -555,6 +572,7 @@ ARG_CASES = {
     "train-recognisers-attribute-bad": args(
         f"{TRAIN_RECOGNISERS} --minutes 1 --attribute glasses", "--attribute"
     ),
+    "train-recognisers-labels-from-one-folder": labels_from_one_folder,
     "train-recognisers-generator-missing": args(f"{TRAIN_RECOGNISERS} --minutes 1", "{d}/g.pt"),
     "project-out-is-a-file": out_file_for("project {d}/crops --generator {d}/g.pt"),
     "edit-out-is-a-file": out_file_for("edit {d}/w.npy --mapper {d}/m --generator {d}/g.pt --set yaw=5"),

@@ -667,6 +667,11 @@ def check_inputs(generator: Path, labels: dict[str, tuple[Path, Path]], out: Pat
                 raise TrainingDataError(
                     f"{folder}: {count} images of aligned faces; {name} needs at least {MIN_FACES} each side"
                 )
+        if Path(folders[0]).resolve() == Path(folders[1]).resolve():  # it trained, then was refused at chance
+            raise TrainingDataError(
+                f"--attribute {name}: {folders[0]} on both sides; it needs faces with {name} and "
+                "faces without"
+            )
     refuse_file_at(out, "the recognisers")
     if (out / GENERATOR_FILE).exists() or (out / ENCODER_FILE).exists():
         raise CheckpointError(f"{out}: holds another model; give the recognisers a folder of their own")
