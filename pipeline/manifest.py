@@ -223,7 +223,7 @@ class MaskSpec(Strict):
 
     kind: Literal["hull", "extended"] = "extended"
     erode: float = Field(0.02, ge=0, le=0.3)
-    erode_sides: dict[Literal["top", "bottom", "left", "right"], float] = {}
+    erode_sides: dict[Literal["top", "bottom", "left", "right"], Annotated[float, Field(ge=0, le=0.3)]] = {}
     feather: float = Field(0.03, ge=0, le=0.3)
 
 

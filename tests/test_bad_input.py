@@ -160,6 +160,11 @@ MANIFEST_CASES = {
     "move-pan-inf": manifest(STILL + "  move: {pan: [[0, 0], [.inf, 0]]}\n", "{m}:5 plate.move.pan[1][0]:"),
     "move-zoom-zero": manifest(STILL + "  move: {zoom: [1, 0]}\n", "{m}:5 plate.move.zoom[1]:"),
     "crop-size-huge": manifest(STILL + "faces:\n  crop_size: 5000\n", "{m}:6 faces.crop_size:", "1024"),
+    "mask-erode-side-huge": manifest(
+        STILL + "faces: {}\ncomposite:\n  mask: {erode_sides: {bottom: 5}}\n",
+        "{m}:8 composite.mask.erode_sides.bottom:",
+        "0.3",
+    ),
     "chunk-size-zero": manifest(GOOD_MOVIE + "output:\n  chunk_size: 0\n", "{m}:5 output.chunk_size:"),
     "path-size-huge": manifest(
         PATH_SHOT + "    - {frame: 1001, seed: 1}\n  size: 100000\n", "{m}:7 path.size:", "8192"
