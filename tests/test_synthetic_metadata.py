@@ -94,3 +94,19 @@ def test_the_track_overlay_alters_no_face(half_faces, tmp_path, prefect_server):
     assert {says(p) for p in frames_of(v, "overlay").values()} == {"false"}
     assert says(v / "hf010_overlay_v001.mp4") == "false"
     assert says(v / "faces_contact_sheet.png") == "false"
+
+
+def test_a_matte_eroded_to_nothing_alters_no_frame(half_faces, tmp_path, prefect_server):
+    """A face is found, but the matte is eroded away (the widest erosion and feather the manifest allows):
+    nothing is put in, every comp is its plate bit for bit, and no frame, element or movie says altered."""
+    text = half_faces.read_text().replace(
+        "composite: {", "composite: {mask: {erode: 0.3, erode_sides: {top: 0.3, bottom: 0.3}, feather: 0.3}, "
+    )
+    m = write_manifest(tmp_path, text, "eroded.yaml")
+    v = Path(run_render(str(m), root=str(tmp_path / "r"))["path"])
+    report = json.loads((v / "report.json").read_text())
+    assert report["faces"]["detected"] == 2
+    for n, p in frames_of(v, "comp").items():
+        assert np.array_equal(cv2.imread(str(p)), cv2.imread(str(tmp_path / f"pl.{n:04d}.png")))
+    assert {says(p) for p in [*frames_of(v, "comp").values(), *frames_of(v, "element").values()]} == {"false"}
+    assert says(v / "hf010_comp_v001_h264_review.mp4") == "false"

@@ -276,7 +276,9 @@ class Compositor:
         else:
             comp = blend(plate, region, self.spec.blend)
         element = self._element(plate, region)
-        return FrameComposite(comp, element, face, matte)
+        # a matte eroded to nothing, or a face warped wholly off the plate, puts nothing in: the frame is
+        # the plate's, bit for bit, and its metadata must not call it altered
+        return FrameComposite(comp, element, face, matte, altered=region is not None)
 
     def _element(self, plate: np.ndarray, region: PlateRegion | None = None) -> FaceElement | None:
         fmt = self.spec.element.format
