@@ -162,7 +162,7 @@ MANIFEST_CASES = {
     "crop-size-huge": manifest(STILL + "faces:\n  crop_size: 5000\n", "{m}:6 faces.crop_size:", "1024"),
     "mask-erode-side-huge": manifest(
         STILL + "faces: {}\ncomposite:\n  mask: {erode_sides: {bottom: 5}}\n",
-        "{m}:8 composite.mask.erode_sides.bottom:",
+        "{m}:7 composite.mask.erode_sides.bottom:",
         "0.3",
     ),
     "chunk-size-zero": manifest(GOOD_MOVIE + "output:\n  chunk_size: 0\n", "{m}:5 output.chunk_size:"),
