@@ -100,17 +100,23 @@ def manifest_files(target: Path) -> list[Path]:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    from pipeline.manifest import load_shot
+    from pipeline.manifest import load_shot, shot_name_clashes
 
     failed = 0
+    targets = []
     for target in args.manifests:
         try:
-            paths = manifest_files(target)
+            targets.append(manifest_files(target))
         except PipelineError as e:
             print(e.one_line(), file=sys.stderr)
             failed += 1
-            continue
+    clashes = shot_name_clashes([p for paths in targets for p in paths])
+    for paths in targets:
         for path in paths:  # one bad manifest is reported, and the others still are
+            if path in clashes:
+                print(clashes[path], file=sys.stderr)
+                failed += 1
+                continue
             try:
                 shot = load_shot(path)
                 info = shot.plate.info

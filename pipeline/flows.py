@@ -56,7 +56,7 @@ from prefect.task_runners import ThreadPoolTaskRunner  # noqa: E402
 from pipeline.config import RunnerSettings, default_workers  # noqa: E402
 from pipeline.errors import ManifestError, PipelineError  # noqa: E402
 from pipeline.faces.track import FaceTrack  # noqa: E402
-from pipeline.manifest import Shot, load_shot  # noqa: E402
+from pipeline.manifest import Shot, load_shot, shot_name_clashes  # noqa: E402
 from pipeline.media.encode import encode_movie  # noqa: E402
 from pipeline.media.sequences import extension  # noqa: E402
 from pipeline.processes import popen  # noqa: E402
@@ -764,8 +764,17 @@ def render_batch(
 ) -> list[dict]:
     """Render every manifest in a folder (or those whose name matches `only`), two shots at a time; a
     shot that fails does not stop the others, and the report lists each shot's outcome."""
-    outcomes = []
-    for m, r, error in render_shots(batch_manifests(folder, only), root, runner, resume):
+    manifests = batch_manifests(folder, only)
+    clashes = shot_name_clashes([Path(m) for m in manifests])
+    outcomes = [
+        {"manifest": m, "status": "failed", "error": clashes[Path(m)]}
+        for m in manifests
+        if Path(m) in clashes
+    ]
+    for o in outcomes:
+        get_run_logger().error(o["error"])
+    manifests = [m for m in manifests if Path(m) not in clashes]
+    for m, r, error in render_shots(manifests, root, runner, resume):
         if error is not None:
             outcomes.append({"manifest": m, "status": "failed", "error": error})
         else:
@@ -788,7 +797,14 @@ def overnight(folder: str, root: str = "render") -> dict:
     in render/overnight/ and as a Prefect artifact."""
     started = time.strftime("%Y-%m-%d %H:%M")
     todo, rows = [], []
-    for m in batch_manifests(folder):
+    manifests = batch_manifests(folder)
+    clashes = shot_name_clashes([Path(m) for m in manifests])
+    for m in manifests:
+        if Path(m) in clashes:
+            rows.append(
+                {"manifest": m, "before": "invalid", "outcome": "skipped", "detail": clashes[Path(m)]}
+            )
+            continue
         try:
             status = shot_status(load_shot(m), Path(root))
         except PipelineError as e:

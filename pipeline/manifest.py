@@ -728,6 +728,33 @@ def read_manifest(path: Path) -> tuple[ManifestModel, yaml.Node | None]:
         ) from None
 
 
+def shot_name_clashes(paths: list[Path]) -> dict[Path, str]:
+    """The manifests among `paths` that name the same shot, each with the error that says so. Their renders
+    would share one folder (render/<shot>/): each one's latest version would be the other's, `vfx status`
+    would call both stale for ever, and an overnight run would render both again every night. A manifest
+    that cannot be read is left to its own error."""
+    by_name: dict[str, list[tuple[Path, yaml.Node | None]]] = {}
+    seen = set()
+    for path in paths:
+        if Path(path).resolve() in seen:  # the same file named twice is one shot
+            continue
+        seen.add(Path(path).resolve())
+        try:
+            spec, root = read_manifest(Path(path))
+        except ManifestError:
+            continue
+        by_name.setdefault(spec.shot, []).append((Path(path), root))
+    clashes = {}
+    for shot, found in by_name.items():
+        for path, root in found if len(found) > 1 else ():
+            others = ", ".join(str(q) for q, _ in found if q != path)
+            clashes[path] = (
+                f"{path}:{_node_line(root, ('shot',))} shot: {shot!r} is the shot of {others} too; "
+                f"give each manifest its own (both would render into {shot}/)"
+            )
+    return clashes
+
+
 def _check_swap(path: Path, root: yaml.Node | None, base: Path, spec: ManifestModel) -> None:
     from pipeline.swap.checkpoint import CheckpointError, checkpoint_config
 

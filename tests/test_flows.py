@@ -259,6 +259,14 @@ def test_batch_renders_every_shot_and_reports_the_one_that_fails(tmp_path, prefe
     assert not (root / "b010" / "v002").exists()
     assert main(["batch", str(shots), "--root", str(root), "--only", "x*"]) == 2
     assert "no shot manifests (*.yaml) matching --only x* found" in capsys.readouterr().err
+    # a copy of a manifest whose shot was not renamed: both fail, naming each other, and neither renders
+    # into the shot's folder (each version would have counted as the other's)
+    (shots / "b030.yaml").write_text((shots / "b010.yaml").read_text())
+    assert main(["batch", str(shots), "--root", str(root), "--only", "b0[13]0"]) == 1
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith(str(shots))]
+    assert len(lines) == 2 and all(": failed: " in line and "'b010' is the shot of" in line for line in lines)
+    assert "b030.yaml too" in lines[0] and "b010.yaml too" in lines[1]
+    assert sorted(p.name for p in (root / "b010").iterdir() if p.name.startswith("v")) == ["v001"]
 
 
 def test_a_chunk_that_fails_twice_is_retried_and_the_shot_completes(tmp_path, prefect_server, monkeypatch):

@@ -167,3 +167,19 @@ def test_validate_runs_as_a_console_command(tmp_path):
     )
     assert p.returncode == 2
     assert p.stderr.strip() == f"{bad}:3 plate.movie: {tmp_path.resolve()}/gone.mp4: plate not found"
+
+
+def test_validate_refuses_two_manifests_of_one_shot_naming_each_other(tmp_path, capsys):
+    """Their renders would share render/<shot>/: each one's latest version the other's."""
+    text = "shot: sh010\nplate: {still: builtin:astronaut, hold: 2}\n"
+    a, b = write_manifest(tmp_path, text, "a.yaml"), write_manifest(tmp_path, text, "b.yaml")
+    c = write_manifest(tmp_path, text.replace("sh010", "sh020"), "c.yaml")
+    assert main(["validate", str(tmp_path)]) == 2
+    out, err = capsys.readouterr()
+    tail = "too; give each manifest its own (both would render into sh010/)"
+    assert err.splitlines() == [
+        f"{a}:1 shot: 'sh010' is the shot of {b} {tail}",
+        f"{b}:1 shot: 'sh010' is the shot of {a} {tail}",
+    ]
+    assert f"{c}: ok: sh020" in out
+    assert main(["validate", str(a), str(a), str(c)]) == 0  # one file named twice is one shot

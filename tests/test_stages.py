@@ -144,5 +144,14 @@ def test_overnight_renders_only_the_shots_that_changed(tmp_path, prefect_server,
     )
     assert len(list((root / "overnight").glob("*.md"))) == 3
 
+    # a copy of n010 whose shot was not renamed: it and n010 are skipped each night, naming each other,
+    # instead of each rendering again because the other's version looked stale
+    (shots / "n030.yaml").write_text((shots / "n010.yaml").read_text())
+    assert main(["overnight", str(shots), "--root", str(root)]) == 0
+    out = capsys.readouterr().out
+    assert "0 rendered, 0 failed, 1 up to date, 2 skipped" in out
+    assert out.count("'n010' is the shot of") == 2
+    assert sorted(p.name for p in (root / "n010").iterdir() if p.name.startswith("v")) == ["v001"]
+
     assert main(["serve", str(shots), "--cron", "99 * * *"]) == 2
     assert "--cron '99 * * *'" in capsys.readouterr().err
