@@ -103,14 +103,16 @@ def cmd_validate(args: argparse.Namespace) -> int:
     from pipeline.manifest import load_shot, shot_name_clashes
 
     failed = 0
-    targets = []
+    targets, clashes = [], {}
     for target in args.manifests:
         try:
             targets.append(manifest_files(target))
         except PipelineError as e:
             print(e.one_line(), file=sys.stderr)
             failed += 1
-    clashes = shot_name_clashes([p for paths in targets for p in paths])
+            continue
+        if target.is_dir():  # a folder is a batch: two of its manifests may not name one shot
+            clashes.update(shot_name_clashes(targets[-1]))
     for paths in targets:
         for path in paths:  # one bad manifest is reported, and the others still are
             if path in clashes:
