@@ -28,7 +28,7 @@ from pipeline.errors import ManifestError, MediaError, PipelineError
 from pipeline.files import read_array
 from pipeline.media.cuts import CUT_THRESHOLD, MIN_SCENE
 from pipeline.media.decode import CameraMove, FrameError, Plate, open_plate, read_image
-from pipeline.media.encode import MOVIE_PRESETS
+from pipeline.media.encode import MOVIE_PRESETS, ffmpeg_executable
 from pipeline.media.probe import PlateInfo
 from pipeline.media.sequences import SEQUENCE_FORMATS
 from pipeline.models import ModelError, file_digest
@@ -1084,6 +1084,16 @@ def load_shot(path: str | Path, frames: str | None = None) -> Shot:
             raise ManifestError(
                 f"{path}:{line} frames: end {last} is past the plate's last frame {plate_last}"
             )
+    movie_field = ("output", "movies") if spec.output.movies else None
+    if spec.composite is not None and spec.composite.enabled and spec.composite.element.prores4444:
+        movie_field = movie_field or ("composite", "element", "prores4444")
+    if movie_field:  # before the render, not at its end
+        try:
+            ffmpeg_executable()
+        except MediaError as e:
+            raise ManifestError(
+                f"{path}:{_node_line(root, movie_field)} {_field_name(movie_field)}: {e}"
+            ) from None
     for i, preset in enumerate(spec.output.movies):
         mw, mh = MOVIE_PRESETS[preset].min_size
         if info.width < mw or info.height < mh:

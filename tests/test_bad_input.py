@@ -766,3 +766,61 @@ def test_a_render_of_a_corrupt_plate_names_the_shots_frame(tmp_path, clip, prefe
     assert json.loads((v / "render.json").read_text())["status"] == "failed"
     assert not list(v.glob("*.mp4")) and not (v / "report.json").exists()  # no finished movie or report
     assert len(lines) == 1 and "Traceback" not in p.stdout + p.stderr, p.stdout + p.stderr
+
+
+def fake_ffmpeg(folder: Path, says: str) -> Path:
+    """A program in ffmpeg's place that prints `says` and exits 0, writing nothing."""
+    exe = folder / "fake-ffmpeg"
+    exe.write_text(f"#!/bin/sh\necho '{says}'\nexit 0\n")
+    exe.chmod(0o755)
+    return exe
+
+
+def test_a_wrong_vfx_ffmpeg_is_refused_before_the_render(tmp_path, clip, capfd, monkeypatch):
+    """It made every movie of a render fail with a traceback, after all the frames were rendered."""
+    from pipeline.media.encode import ffmpeg_executable
+
+    m = write_manifest(
+        tmp_path, GOOD_MOVIE.replace("{clip}", str(clip)) + "output: {movies: [h264_review]}\n"
+    )
+    nothing = tmp_path / "nowhere" / "ffmpeg"
+    for value, problem in (
+        (str(nothing), "not an executable file"),
+        (str(fake_ffmpeg(tmp_path, "hello")), "an ffmpeg that does not say so (-version)"),
+    ):
+        monkeypatch.setenv("VFX_FFMPEG", value)
+        ffmpeg_executable.cache_clear()
+        before = files_under(tmp_path)
+        try:
+            code, out, err = run_cli(["render", str(m), "--root", str(tmp_path / "render")], capfd)
+        finally:
+            ffmpeg_executable.cache_clear()
+        assert code == 2 and "Traceback" not in out + err
+        assert err.splitlines() == [
+            f"{m}:4 output.movies: VFX_FFMPEG={value}: {problem}; point it at an ffmpeg, or unset it"
+        ]
+        assert files_under(tmp_path) == before
+
+
+def test_an_ffmpeg_that_writes_no_movie_is_an_error_naming_the_movie(tmp_path, monkeypatch):
+    from fractions import Fraction
+
+    from pipeline.errors import MediaError
+    from pipeline.media.encode import encode_movie, ffmpeg_executable
+    from pipeline.media.sequences import write_frame
+
+    for n in (1, 2):
+        write_frame(tmp_path / f"f.{n:04d}.png", np.zeros((64, 64, 3), np.uint8), "png8", {})
+    monkeypatch.setenv("VFX_FFMPEG", str(fake_ffmpeg(tmp_path, "ffmpeg version 0 (a stand-in)")))
+    ffmpeg_executable.cache_clear()
+    out = tmp_path / "m.mp4"
+    try:
+        with pytest.raises(MediaError) as e:
+            encode_movie(tmp_path / "f.%04d.png", 1, 2, Fraction(24), out, "h264_review", {})
+    finally:
+        ffmpeg_executable.cache_clear()
+    assert (
+        str(e.value)
+        == f"{out}: {tmp_path / 'fake-ffmpeg'} ended without an error and without writing the movie"
+    )
+    assert not out.exists() and not list(tmp_path.glob(".m*"))

@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import os
 import shutil
+import subprocess
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -78,8 +79,22 @@ FONT_CANDIDATES = (
 
 @functools.cache
 def ffmpeg_executable() -> str:
-    """$VFX_FFMPEG, else the system's ffmpeg, else the static build of the imageio-ffmpeg wheel."""
-    exe = os.environ.get("VFX_FFMPEG") or shutil.which("ffmpeg")
+    """$VFX_FFMPEG, else the system's ffmpeg, else the static build of the imageio-ffmpeg wheel.
+
+    $VFX_FFMPEG must be an ffmpeg that runs (`-version` says so): a wrong path made every movie of a render
+    fail with a traceback, after all its frames."""
+    chosen = os.environ.get("VFX_FFMPEG")
+    if chosen:
+        exe = shutil.which(chosen)
+        try:
+            version = run([exe, "-version"], capture_output=True, text=True, timeout=30).stdout if exe else ""
+        except (OSError, subprocess.SubprocessError):
+            version = ""
+        if not version.startswith("ffmpeg version"):
+            problem = "an ffmpeg that does not say so (-version)" if exe else "not an executable file"
+            raise MediaError(f"VFX_FFMPEG={chosen}: {problem}; point it at an ffmpeg, or unset it")
+        return exe
+    exe = shutil.which("ffmpeg")
     if exe:
         return exe
     try:
@@ -242,6 +257,8 @@ def encode_movie(
         if proc.returncode != 0:
             first = (proc.stderr.strip().splitlines() or ["(no message)"])[0]  # the cause comes first
             raise MediaError(f"{output}: ffmpeg failed ({preset}): {first}")
+        if not tmp.is_file():
+            raise MediaError(f"{output}: {cmd[0]} ended without an error and without writing the movie")
         os.replace(tmp, output)
     finally:
         tmp.unlink(missing_ok=True)
