@@ -515,6 +515,23 @@ def labels_from_one_folder(d: Path, clip: Path) -> Case:
     return Case(shlex.split(argv), ["--attribute hat", f"{d}/faces", "both sides"])
 
 
+def an_image_without_a_face(command: str) -> Build:
+    """`command` on a picture with no face in it: refused naming it, with no empty --out folder left
+    behind (project and edit made theirs before looking for the face)."""
+
+    def build(d: Path, clip: Path) -> Case:
+        import cv2
+
+        (d / "g.pt").write_bytes(tiny_generator_bytes())
+        tiny_mapper(d / "g.pt", d / "m", seed=1)
+        noise = np.random.default_rng(0).integers(0, 256, (96, 96, 3), dtype=np.uint8)
+        cv2.imwrite(str(d / "wall.png"), cv2.GaussianBlur(noise, (0, 0), 2))
+        argv = command.replace("{d}", str(d))
+        return Case(shlex.split(argv), [f"{d}/wall.png", "no face found"])
+
+    return build
+
+
 def status_root_is_a_file(d: Path, clip: Path) -> Case:
     m = write_manifest(d, GOOD_MOVIE.replace("{clip}", str(clip)))
     root = d / "render"
@@ -584,6 +601,12 @@ ARG_CASES = {
     "train-generator-out-is-a-file": out_file_for("train generator --faces {d}/crops --kimg 1"),
     "train-swap-out-is-a-file": out_file_for("train swap --a {d}/crops --b {d}/crops --steps 1"),
     "edit-image-unknown-attribute": edit_an_image_by_an_unknown_attribute,
+    "project-image-without-a-face": an_image_without_a_face(
+        "project {d}/wall.png --generator {d}/g.pt --steps 2 --out {d}/p"
+    ),
+    "edit-image-without-a-face": an_image_without_a_face(
+        "edit {d}/wall.png --mapper {d}/m --generator {d}/g.pt --set yaw=5 --steps 2 --out {d}/e"
+    ),
     "project-steps-zero": args(f"{PROJECT} --steps 0", "--steps"),
     "project-batch-zero": args(f"{PROJECT} --batch 0", "--batch"),
     "project-mse-negative": args(f"{PROJECT} --mse -1", "--mse"),

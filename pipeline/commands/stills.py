@@ -62,7 +62,6 @@ def project_stills(
         E = E.eval().requires_grad_(False).to(device)
     lpips = load_lpips("vgg").to(device)
     files = source if isinstance(source, list) else image_files(source)
-    out.mkdir(parents=True, exist_ok=True)
     todo = [p for p in files if not (out / f"{p.stem}.npz").is_file()]
     analyzer = None if aligned else FaceAnalyzer()
     size = G.cfg.resolution
@@ -88,6 +87,7 @@ def project_stills(
         )
         with torch.no_grad():
             recon = tensor_to_images(G.synthesis(result.latents, result.noise))
+        out.mkdir(parents=True, exist_ok=True)  # once a face is found: a failed run leaves no empty folder
         for i, p in enumerate(paths):
             record = {
                 "image": str(p),
@@ -171,7 +171,6 @@ def edit_still(
     if not ref:
         raise PipelineError(f"{source}: which generator drew it is not recorded; give --generator")
     gpath = generator_path(str(ref), Path.cwd())
-    out.mkdir(parents=True, exist_ok=True)
     if not is_latent:
         settings = polish_settings(steps or 100) if encoder else ProjectSettings(steps=steps or 1000)
         project_stills([source], str(gpath), out / "projected", settings, aligned, encoder=encoder)
@@ -212,6 +211,7 @@ def edit_still(
         "changes": changes,
         "latent_change": float((edited[0] - w).norm()),
     }
+    out.mkdir(parents=True, exist_ok=True)
     write_atomic(
         out / f"{stem}_edited.npz",
         lambda tmp: np.savez(tmp, latents=edited[0].cpu().numpy(), record=json.dumps(record)),
