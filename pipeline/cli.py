@@ -593,10 +593,16 @@ def cmd_edit(args: argparse.Namespace) -> int:
 
 
 def cmd_direction(args: argparse.Namespace) -> int:
-    from pipeline.commands.directions import learn_from_folders, parse_layers, pick_faces
+    from pipeline.commands.directions import (
+        check_direction_paths,
+        learn_from_folders,
+        parse_layers,
+        pick_faces,
+    )
     from pipeline.progress import Progress
     from pipeline.stylegan.project import ProjectSettings
 
+    check_direction_paths(args.pos, args.neg, args.out)
     settings = ProjectSettings(steps=args.steps, optimize_noise=False, patience=20)
     sizes = [len(pick_faces(args.pos, args.max_faces)), len(pick_faces(args.neg, args.max_faces))]
     count = sum(sizes)

@@ -610,6 +610,12 @@ ARG_CASES = {
     "project-steps-zero": args(f"{PROJECT} --steps 0", "--steps"),
     "project-batch-zero": args(f"{PROJECT} --batch 0", "--batch"),
     "project-mse-negative": args(f"{PROJECT} --mse -1", "--mse"),
+    "direction-out-is-a-folder": args(
+        f"{DIRECTION.replace('{d}/d.npz', '{d}/crops')}", "--out", "a folder is there"
+    ),
+    "direction-one-folder-both-sides": args(
+        "direction learn --pos {d}/crops --neg {d}/crops/ --generator g --out {d}/d.npz", "--pos and --neg"
+    ),
     "direction-max-faces-zero": args(f"{DIRECTION} --max-faces 0", "--max-faces"),
     "direction-steps-zero": args(f"{DIRECTION} --steps 0", "--steps"),
     "status-root-is-a-file": status_root_is_a_file,

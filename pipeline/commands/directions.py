@@ -53,6 +53,15 @@ def folder_latents(
     return np.stack([np.load(cache / f"{p.stem}.npz")["latents"] for p in files])
 
 
+def check_direction_paths(positive: Path, negative: Path, out: Path) -> None:
+    """What is wrong before any face is projected: --out a folder, or one folder on both sides (both were
+    projected, then found no direction)."""
+    if out.is_dir():
+        raise PipelineError(f"--out {out}: a folder is there; give the direction's file (.npz)")
+    if Path(positive).resolve() == Path(negative).resolve():
+        raise PipelineError(f"--pos and --neg are both {positive}: give faces with the attribute and without")
+
+
 def learn_from_folders(
     positive: Path,
     negative: Path,
@@ -65,6 +74,7 @@ def learn_from_folders(
     on_step: Callable | None = None,
     max_faces: int | None = None,
 ) -> Direction:
+    check_direction_paths(positive, negative, out)
     cache = out.with_name(out.stem + "_latents")
     pos_files, neg_files = pick_faces(positive, max_faces), pick_faces(negative, max_faces)
     pos = folder_latents(pos_files, generator, cache / "pos", settings, aligned, batch, on_step)
