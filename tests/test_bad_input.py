@@ -481,8 +481,7 @@ def out_file_for(command: str) -> Build:
         np.save(d / "w.npy", np.zeros((8, 64), np.float32))
         out = d / "notes.txt"
         out.write_text("my notes\n")
-        case = args(f"{command} --out {out}", str(out), "--out", "a file is there")(d, clip)
-        return case
+        return args(f"{command} --out {out}", str(out), "--out", "a file is there")(d, clip)
 
     return build
 
