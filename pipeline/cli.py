@@ -237,6 +237,7 @@ def cmd_extract(args: argparse.Namespace) -> int:
     from pipeline.progress import Progress
 
     refuse_file_at(args.out, "the crops")
+    made = not args.out.exists()
     total = -(-open_any_plate(args.plate).info.frame_count // args.every)
     found = missing = 0
     with Progress(f"extract {Path(args.plate).name}", total, "frame") as bar:
@@ -244,6 +245,12 @@ def cmd_extract(args: argparse.Namespace) -> int:
             found += item.crop is not None
             missing += item.crop is None
             bar.advance(note=f"{found} with a face")
+    if not found:  # an empty folder and status 0 read as success to a script
+        if made and not any(args.out.iterdir()):
+            args.out.rmdir()
+        raise PipelineError(
+            f"{args.plate}: no face found on any of its {missing} frames read; no crops written"
+        )
     print(f"{args.out}: {found} aligned {args.size} px crops; {missing} frames without a face")
     return 0
 

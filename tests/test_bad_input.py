@@ -600,6 +600,7 @@ ARG_CASES = {
     "train-generator-out-is-a-file": out_file_for("train generator --faces {d}/crops --kimg 1"),
     "train-swap-out-is-a-file": out_file_for("train swap --a {d}/crops --b {d}/crops --steps 1"),
     "edit-image-unknown-attribute": edit_an_image_by_an_unknown_attribute,
+    "extract-image-without-a-face": an_image_without_a_face("extract {d}/wall.png --out {d}/crops"),
     "project-image-without-a-face": an_image_without_a_face(
         "project {d}/wall.png --generator {d}/g.pt --steps 2 --out {d}/p"
     ),
