@@ -110,3 +110,4 @@ def test_a_matte_eroded_to_nothing_alters_no_frame(half_faces, tmp_path, prefect
         assert np.array_equal(cv2.imread(str(p)), cv2.imread(str(tmp_path / f"pl.{n:04d}.png")))
     assert {says(p) for p in [*frames_of(v, "comp").values(), *frames_of(v, "element").values()]} == {"false"}
     assert says(v / "hf010_comp_v001_h264_review.mp4") == "false"
+    assert report["metadata"]["synthetic_imagery"] == "false"
