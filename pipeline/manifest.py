@@ -757,6 +757,7 @@ def shot_name_clashes(paths: list[Path]) -> dict[Path, str]:
 
 def _check_swap(path: Path, root: yaml.Node | None, base: Path, spec: ManifestModel) -> None:
     from pipeline.swap.checkpoint import CheckpointError, checkpoint_config
+    from pipeline.swap.data import MIN_FACES, face_crops
 
     swap = spec.swap
     assert swap is not None
@@ -767,10 +768,16 @@ def _check_swap(path: Path, root: yaml.Node | None, base: Path, spec: ManifestMo
         )
     for key in ("reference_a", "reference_b"):
         folder = getattr(swap, key)
-        if folder and not Path(_resolve(base, folder)).is_dir():
+        if not folder:
+            continue
+        where = f"{path}:{_node_line(root, ('swap', key))} swap.{key}: {_resolve(base, folder)}"
+        if not Path(_resolve(base, folder)).is_dir():
+            raise ManifestError(f"{where}: folder not found")
+        count = len(face_crops(Path(_resolve(base, folder))))
+        if count < MIN_FACES:  # it failed at render, after the track, in training's words
             raise ManifestError(
-                f"{path}:{_node_line(root, ('swap', key))} swap.{key}: {_resolve(base, folder)}: "
-                "folder not found"
+                f"{where}: {count} face crops; the identity measure needs at least {MIN_FACES} (vfx extract "
+                "makes them)"
             )
     try:
         config = checkpoint_config(Path(_resolve(base, swap.model)))

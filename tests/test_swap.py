@@ -354,3 +354,24 @@ swap:
         assert middle.sum() > 5000 and above.sum() > 5000
         assert np.abs(comp.astype(int) - plate)[middle].mean() > 4, path.name
         np.testing.assert_array_equal(comp[above], plate[above])
+
+
+def test_a_reference_folder_without_enough_crops_is_refused_at_validate(tmp_path, tiny_model, crops):
+    """It passed validate and failed at render, after the track, in the words of a training's data check."""
+    from pipeline.swap.data import MIN_FACES
+
+    few = tmp_path / "few"
+    few.mkdir()
+    for png in sorted(crops["a"].glob("*.png"))[: MIN_FACES - 1]:
+        (few / png.name).write_bytes(png.read_bytes())
+    m = write_manifest(
+        tmp_path,
+        "shot: sw011\nplate: {still: builtin:astronaut, hold: 2}\nfaces: {crop_size: 64}\ncomposite: {}\n"
+        f"swap:\n  model: {tiny_model}\n  reference_a: {few}\n  reference_b: {crops['b']}\n",
+    )
+    with pytest.raises(ManifestError) as e:
+        load_shot(m)
+    assert str(e.value) == (
+        f"{m}:7 swap.reference_a: {few}: {MIN_FACES - 1} face crops; the identity measure needs at least "
+        f"{MIN_FACES} (vfx extract makes them)"
+    )

@@ -34,11 +34,16 @@ class FaceSet:
     source_size: int
 
 
+def face_crops(folder: Path) -> list[Path]:
+    """A folder's PNG crops (vfx extract writes each with its landmarks' JSON beside it)."""
+    return sorted(p for p in Path(folder).glob("*.png") if not p.name.startswith("."))
+
+
 def load_face_set(folder: Path, size: int, name: str) -> FaceSet:
     folder = Path(folder)
     if not folder.is_dir():
         raise TrainingDataError(f"{folder}: training folder not found")
-    pngs = sorted(p for p in folder.glob("*.png") if not p.name.startswith("."))
+    pngs = face_crops(folder)
     if len(pngs) < MIN_FACES:
         raise TrainingDataError(
             f"{folder}: {len(pngs)} face crops; training needs at least {MIN_FACES} (vfx extract makes them)"
