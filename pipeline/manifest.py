@@ -770,10 +770,11 @@ def _check_swap(path: Path, root: yaml.Node | None, base: Path, spec: ManifestMo
         folder = getattr(swap, key)
         if not folder:
             continue
-        where = f"{path}:{_node_line(root, ('swap', key))} swap.{key}: {_resolve(base, folder)}"
-        if not Path(_resolve(base, folder)).is_dir():
+        crops = Path(_resolve(base, folder))
+        where = f"{path}:{_node_line(root, ('swap', key))} swap.{key}: {crops}"
+        if not crops.is_dir():
             raise ManifestError(f"{where}: folder not found")
-        count = len(face_crops(Path(_resolve(base, folder))))
+        count = len(face_crops(crops))
         if count < MIN_FACES:  # it failed at render, after the track, in training's words
             raise ManifestError(
                 f"{where}: {count} face crops; the identity measure needs at least {MIN_FACES} (vfx extract "
