@@ -142,6 +142,15 @@ def cmd_validate(args: argparse.Namespace) -> int:
                         "are found and drawn on whole frames, both fields' combing and all; deinterlace it "
                         "first for clean faces (ffmpeg -vf bwdif)"
                     )
+                if shot.spec.faces is not None and shot.spec.faces.enabled and shot.spec.faces.reference:
+                    from pipeline.shot.track import reference_face_count
+
+                    if (count := reference_face_count(shot)) > 1:
+                        reference = shot.spec.faces.reference
+                        print(
+                            f"warning: {path}: faces.reference {reference} shows {count} faces; the largest "
+                            "is taken as the actor: a picture of the actor alone is surer"
+                        )
                 cuts = plate_cuts(shot)
                 if cuts:
                     print(

@@ -101,6 +101,18 @@ def test_a_missing_reference_image_is_a_manifest_error(tmp_path, face_sequence):
         load_shot(m)
 
 
+def test_validate_warns_of_a_reference_picture_of_several_people(tmp_path, footage, capsys):
+    """The largest face is taken as the actor: with a picture of two people, every frame of a clip of the
+    other one was "another person" and nothing was composited, with status 0."""
+    for picture, warned in (("two_faces.jpg", True), ("portrait_1080p.jpg", False)):
+        still = "shot: a\nplate: {still: builtin:astronaut, hold: 2}\n"
+        m = write_manifest(tmp_path, still + f"faces:\n  reference: {footage / picture}\n")
+        assert main(["validate", str(m)]) == 0
+        out = capsys.readouterr().out
+        warning = f"warning: {m}: faces.reference {footage / picture} shows 2 faces; the largest is taken"
+        assert (warning in out) == warned, out
+
+
 def test_track_needs_a_faces_section(tmp_path, face_sequence, capsys):
     sequence = face_sequence
     m = write_manifest(tmp_path, f"shot: a\nplate: {{sequence: {sequence}}}\n")

@@ -179,6 +179,16 @@ def detect_range(shot: Shot, first: int, last: int) -> DetectChunk:
     return chunk
 
 
+def reference_face_count(shot: Shot) -> int:
+    """How many faces the shot's reference picture shows (0 without one): the largest is taken as the
+    actor, so a picture of several people may name the wrong one."""
+    spec = faces_spec(shot)
+    if not spec.reference:
+        return 0
+    with analyzer(shot) as face_analyzer:
+        return len(face_analyzer.detect(load_still(shot.resolve(spec.reference))))
+
+
 def reference_embedding(shot: Shot) -> np.ndarray | None:
     spec = faces_spec(shot)
     if not spec.reference:
