@@ -27,6 +27,7 @@ from common import PLATE_FILTERS, cpu_times, make_clip, other_work
 from pipeline.manifest import load_shot
 from pipeline.media.decode import MoviePlate, SequencePlate
 from pipeline.media.encode import MOVIE_PRESETS, burn_in_font, encode_movie, ffmpeg_executable
+from pipeline.media.probe import bit_depth
 from pipeline.media.sequences import extension, write_frame
 from pipeline.processes import run, tune_malloc
 from pipeline.shot.frames import chunk_ranges, render_frames
@@ -44,6 +45,14 @@ OTHER_DECODE_CLIPS = ("man_glasses_720x1280.mp4", "talking_head_mpeg4_512.mp4")
 # plates made in the run from the default clip: the square picture scaled to the plate's height, centred
 MADE_CLIPS = tuple((f"{name}.mp4", vf) for name, vf in PLATE_FILTERS.items())
 MADE_FRAMES = 120  # frames of each made plate
+# the farm's usual movie plate: 1080p ProRes 422 HQ, 10 bits 4:2:2, made from the default clip as the 1080p
+# plate is. Its RGB conversion (to 16 bits, swscale's unvectorised path) costs about as much CPU as decoding,
+# which `ffmpeg -f null` never does, so its row also times ffmpeg making the same 16-bit RGB
+PRORES_CLIP = (
+    "1080p_prores422hq.mov",
+    PLATE_FILTERS["1080p"],
+    ("-c:v", "prores_ks", "-profile:v", "3", "-pix_fmt", "yuv422p10le"),
+)
 EXR_FRAMES = 60  # frames of the default clip written as an EXR sequence for the sequence decode row
 # frames of the 1080p plate written as png16 and EXR sequences (farm plates are 1080p to UHD, often EXR)
 HD_SEQUENCE_FRAMES = 48
@@ -62,7 +71,7 @@ class Row:
     reference: str
     ratio: str
     bar: str
-    passed: bool
+    passed: bool | None  # None: a row shown beside a barred one, with no bar of its own
 
 
 def best_of(repeats: int, ours: Timed, reference: Timed) -> tuple[float, float]:
@@ -94,9 +103,13 @@ def fps_text(fps: Fraction) -> str:
 # 1. Decode ------------------------------------------------------------------------------------------------
 
 
-def bench_decode(clip: Path, repeats: int) -> Row:
-    """Our MoviePlate (every frame as an RGB array) against `ffmpeg -i CLIP -f null -`, in frames/s."""
-    n = MoviePlate(clip).info.frame_count
+def bench_decode(clip: Path, repeats: int, to_rgb: bool = False) -> list[Row]:
+    """Our MoviePlate (every frame as an RGB array) against `ffmpeg -i CLIP -f null -`, in frames/s; with
+    `to_rgb` also against ffmpeg converting to the RGB format our read gives (rgb24, or rgb48le from a
+    source deeper than 8 bits), a row without a bar."""
+    info = MoviePlate(clip).info
+    n = info.frame_count
+    rgb_format = "rgb48le" if bit_depth(info.pixel_format) > 8 else "rgb24"
 
     def ours() -> None:
         plate = MoviePlate(clip)
@@ -106,8 +119,15 @@ def bench_decode(clip: Path, repeats: int) -> Row:
     def reference() -> None:
         run_ffmpeg(["-v", "error", "-i", str(clip), "-f", "null", "-"])
 
-    info = MoviePlate(clip).info
-    return decode_row(f"{clip.name} {info.width}x{info.height}", n, repeats, ours, reference)
+    def reference_rgb() -> None:
+        run_ffmpeg(["-v", "error", "-i", str(clip), "-pix_fmt", rgb_format, "-f", "null", "-"])
+
+    label = f"{clip.name} {info.width}x{info.height}"
+    rows = [decode_row(label, n, repeats, ours, reference)]
+    if to_rgb:
+        row = decode_row(f"  same, ffmpeg to {rgb_format} as reference", n, repeats, ours, reference_rgb)
+        rows.append(Row(row.metric, row.ours, row.reference, row.ratio, "(no bar)", None))
+    return rows
 
 
 def bench_sequence_decode(
@@ -305,7 +325,8 @@ def bench_render(clip: Path, repeats: int, folder: Path) -> tuple[Row, float]:
 def print_table(rows: list[Row]) -> None:
     header = ("metric", "ours", "reference", "ratio", "bar", "result")
     cells = [header] + [
-        (r.metric, r.ours, r.reference, r.ratio, r.bar, "PASS" if r.passed else "FAIL") for r in rows
+        (r.metric, r.ours, r.reference, r.ratio, r.bar, {True: "PASS", False: "FAIL", None: "-"}[r.passed])
+        for r in rows
     ]
     widths = [max(len(c[i]) for c in cells) for i in range(len(header))]
     for i, c in enumerate(cells):
@@ -339,16 +360,17 @@ def main(argv: list[str] | None = None) -> int:
     decode_clips = [clip] + [c for c in others if c.resolve() != clip]
     with tempfile.TemporaryDirectory(prefix="vfx-bench-") as tmp:
         folder = Path(tmp)
-        for name, vf in MADE_CLIPS:
+        for name, vf, *codec in (*MADE_CLIPS, PRORES_CLIP):
             t = time.perf_counter()
-            decode_clips.append(make_clip(clip, MADE_FRAMES, vf, folder / f"{clip.stem}_{name}"))
+            decode_clips.append(make_clip(clip, MADE_FRAMES, vf, folder / f"{clip.stem}_{name}", *codec))
             print(f"  made {decode_clips[-1].name} in {time.perf_counter() - t:.0f} s: -vf {vf}", flush=True)
         for c in decode_clips:
             if not c.is_file():
                 print(f"  skipped decode of {c.name}: not found in {FOOTAGE}")
                 continue
-            rows.append(bench_decode(c, repeats))
-            print(f"  {rows[-1].metric}: ours {rows[-1].ours}, ffmpeg {rows[-1].reference}", flush=True)
+            for row in bench_decode(c, repeats, to_rgb=c.name.endswith(PRORES_CLIP[0])):
+                rows.append(row)
+                print(f"  {row.metric}: ours {row.ours}, ffmpeg {row.reference}", flush=True)
             if c.parent == folder and c.stem.endswith("_1080p"):
                 for fmt in ("png16", "exr"):
                     pattern, n, fps = write_sequence(c, folder / fmt, fmt, HD_SEQUENCE_FRAMES)
