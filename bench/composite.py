@@ -249,7 +249,7 @@ def step_breakdown(shot: Shot, track: FaceTrack, repeats: int) -> dict[str, floa
                 compositor.frame(number, plate)
                 totals["element"] += time.perf_counter() - t1
                 continue
-            crop, _ = align_face(plate, track.params[i], size)
+            crop, _ = align_face(plate, track.params[i], size, track.x_scale)
             t2 = time.perf_counter()
             matte = compositor.matte(i)
             t3 = time.perf_counter()

@@ -129,7 +129,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
                 if info.pixel_aspect != 1:
                     sar = info.pixel_aspect
                     shown += (
-                        f", pixels {sar.numerator}:{sar.denominator} (anamorphic; faces are worked squeezed)"
+                        f", pixels {sar.numerator}:{sar.denominator} (anamorphic: its faces are worked "
+                        f"unsqueezed, {round(info.width * sar)}x{info.height})"
                     )
                 print(
                     f"{path}: ok: {shot.name}, frames {shot.first}-{shot.last} ({shot.frame_count}), "

@@ -15,7 +15,10 @@ from pipeline.faces.align import (
     ffhq_params,
     paste_back,
     plate_coverage,
+    square_scale,
+    to_stored,
     transform_points,
+    unsqueeze,
 )
 from pipeline.faces.detect import Face, FaceAnalyzer
 from pipeline.faces.draw import draw_crop_tile
@@ -186,6 +189,29 @@ def test_alignment_is_the_same_at_every_crop_size(astronaut, astronaut_face):
     assert 0.35 < eyes[:, 1].mean() < 0.5  # where FFHQ puts them
     with pytest.raises(ValueError, match="outside 64..1024"):
         align_face(astronaut, params, 32)
+
+
+@pytest.mark.parametrize("pixel_aspect", [2.0, 4 / 3, 8 / 9])
+def test_an_anamorphic_plate_aligns_as_its_square_pixel_picture(astronaut, astronaut_face, pixel_aspect):
+    """A plate stored squeezed (2:1 cinema anamorphic, HDV's 4:3, DV's 8:9 pixels) aligns, from params in
+    square pixels and its x scale, to the crop of its square-pixel picture; read as square it does not."""
+    h, w = astronaut.shape[:2]
+    stored = cv2.resize(astronaut, (round(w / pixel_aspect), h), interpolation=cv2.INTER_AREA)
+    x_scale = square_scale(stored.shape[1], pixel_aspect)
+    assert abs(x_scale - w / stored.shape[1]) < 1e-9  # the stored width back to the picture's
+    params = ffhq_params(astronaut_face.landmarks)
+    square, _ = align_face(astronaut, params, 256)
+    crop, m = align_face(stored, params, 256, x_scale)
+    assert np.abs(crop - square).mean() < 0.02  # within the squeeze's lost detail
+    assert np.abs(align_face(stored, params, 256)[0] - square).mean() > 0.06  # read as square pixels
+    # the matrix takes stored pixels; to_stored takes square pixels back to them
+    points = astronaut_face.landmarks
+    np.testing.assert_allclose(
+        transform_points(m, to_stored(points, x_scale)),
+        transform_points(crop_matrix(params, 256), points),
+        atol=1e-6,
+    )
+    np.testing.assert_allclose(unsqueeze(stored, x_scale).shape, (h, w, 3))
 
 
 @pytest.mark.parametrize("shrink", [2, 3, 4, 6, 8])

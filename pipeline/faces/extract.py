@@ -11,7 +11,14 @@ import cv2
 import numpy as np
 
 from pipeline.errors import PipelineError
-from pipeline.faces.align import align_face, ffhq_params, transform_points
+from pipeline.faces.align import (
+    align_face,
+    crop_matrix,
+    ffhq_params,
+    square_scale,
+    transform_points,
+    unsqueeze,
+)
 from pipeline.faces.detect import FaceAnalyzer
 from pipeline.files import write_atomic
 from pipeline.media.decode import Plate, open_plate, read_image
@@ -51,6 +58,9 @@ def extract_faces(
         raise PipelineError(f"{out}: cannot make the crop folder: {e.strerror or e}") from None
     stem = Path(plate_path).name.split(".")[0].replace("#", "").replace("%", "") or "plate"
     first = plate.info.first_frame or 0
+    x_scale = square_scale(
+        plate.info.width, plate.info.pixel_aspect
+    )  # an anamorphic plate's, to square pixels
     for index, frame in enumerate(plate.read(0, plate.info.frame_count)):
         if index % every:
             continue
@@ -59,18 +69,18 @@ def extract_faces(
         if png.is_file():
             yield Extracted(number, png)
             continue
-        faces = analyzer.detect(frame)
+        faces = analyzer.detect(unsqueeze(frame, x_scale))  # found in square pixels
         if not faces:
             yield Extracted(number, None)
             continue
         face = faces[0]
         params = ffhq_params(face.landmarks)
-        crop, matrix = align_face(frame, params, size)
+        crop, matrix = align_face(frame, params, size, x_scale)
         info = {
             "source": str(plate_path),
             "frame": number,
             "size": size,
-            "landmarks": transform_points(matrix, face.landmarks).round(3).tolist(),
+            "landmarks": transform_points(crop_matrix(params, size), face.landmarks).round(3).tolist(),
             "plate_to_crop": matrix.tolist(),
             "score": face.score,
             "faces_in_frame": len(faces),

@@ -37,7 +37,7 @@ from pipeline.media.cuts import (
     frame_signature,
 )
 
-TRACK_FORMAT = 3
+TRACK_FORMAT = 4  # 4: x_scale (an anamorphic plate's faces in square pixels)
 # A second detection counts as a face when it scores at least this share of the frame's best: dlib's HOG
 # finds faint "faces" in badges and folds of clothing (scores 0-0.2 beside 1.2-1.6 for the real face on the
 # astronaut plate), and a report that counts them says a portrait of one person has several.
@@ -177,7 +177,7 @@ class FaceTrack:
     faces_found: np.ndarray  # (N,) how many faces the detector found with confidence (confident_faces)
     detected: np.ndarray  # (N,) bool: the actor's face was detected on this frame
     filled: np.ndarray  # (N,) bool: no detection, but inside a short gap that was interpolated
-    landmarks: np.ndarray  # (N, 68, 2) the actor's detected landmarks (plate pixels)
+    landmarks: np.ndarray  # (N, 68, 2) the actor's detected landmarks (plate pixels, square: see x_scale)
     scores: np.ndarray  # (N,) detector confidence
     identity: np.ndarray  # (N,) descriptor distance to the actor (its face's, else the closest face's); NaN
     # on frames without descriptors
@@ -189,11 +189,14 @@ class FaceTrack:
     change: np.ndarray  # (N,) the picture's change score from the frame before (pipeline.media.cuts)
     cuts: np.ndarray  # (K,) frames that start a new camera shot: nothing is filled or smoothed across them
     jumps: np.ndarray  # (J,) frames where the actor's box jumped (no overlap with the last): the same
-    mesh: np.ndarray  # (N, 478, 2) the actor's face mesh (plate pixels); NaN with dlib's 68 landmarks
+    mesh: np.ndarray  # (N, 478, 2) the actor's face mesh (plate pixels, square); NaN with dlib's 68 landmarks
     pose: np.ndarray  # (N, 3) the actor's head yaw, pitch, roll in degrees (pipeline.faces.pose)
     profile: np.ndarray  # (N,) bool: the actor's head is turned past profile_yaw; no face for the stages
     identity_threshold: float = 0.6
     profile_yaw: float = 60.0
+    # an anamorphic plate's x scale to square pixels (align.square_scale): landmarks, mesh, boxes and
+    # params are in square pixels (the plate's x times x_scale); 1 for square pixels
+    x_scale: float = 1.0
 
     @property
     def has_face(self) -> np.ndarray:
@@ -219,8 +222,10 @@ class FaceTrack:
         return int(frame - self.frames[0])
 
     def matrix(self, frame: int, crop_size: int) -> np.ndarray | None:
+        """The frame's 2x3 matrix from the plate's stored pixels to a crop_size px crop (None without a
+        face)."""
         p = self.params[self.index(frame)]
-        return None if np.isnan(p[0]) else crop_matrix(p, crop_size)
+        return None if np.isnan(p[0]) else crop_matrix(p, crop_size, self.x_scale)
 
     def crop_landmarks(self, size: int) -> np.ndarray:
         """Landmarks in the coordinates of `size` px aligned crops, for every frame with a face (NaN
@@ -490,8 +495,13 @@ def box_jumps(boxes: np.ndarray, detected: np.ndarray, cuts: Collection[int]) ->
 
 
 def build_track(
-    found: Sequence[FrameFaces], settings: TrackSettings, reference: np.ndarray | None = None
+    found: Sequence[FrameFaces],
+    settings: TrackSettings,
+    reference: np.ndarray | None = None,
+    x_scale: float = 1.0,
 ) -> FaceTrack:
+    """The actor's track from the faces found on each frame (found in square pixels: `x_scale` is the
+    plate's scale to them, see align.square_scale)."""
     found = sorted(found, key=lambda f: f.frame)
     n = len(found)
     frames = np.array([f.frame for f in found], np.int64)
@@ -548,4 +558,5 @@ def build_track(
         profile=profile,
         identity_threshold=settings.identity_threshold,
         profile_yaw=settings.profile_yaw,
+        x_scale=x_scale,
     )

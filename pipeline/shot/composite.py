@@ -206,7 +206,11 @@ class Compositor:
         threads = composite_threads(len(todo))
         with opencv_serial(threads > 1), ThreadPoolExecutor(max_workers=threads) as pool:
             params = [self.track.params[self.track.index(numbers[k])] for k in todo]
-            crops = list(pool.map(lambda k, p: align_face(plates[k], p, self.size)[0], todo, params))
+            crops = list(
+                pool.map(
+                    lambda k, p: align_face(plates[k], p, self.size, self.track.x_scale)[0], todo, params
+                )
+            )
             t = time.perf_counter()
             faces, masks = run_chain(self.chain, [numbers[k] for k in todo], crops)
             self.new_faces_s += time.perf_counter() - t
@@ -244,7 +248,9 @@ class Compositor:
         array (the stream's), and the seconds the chain took; a frame without a face is its plate."""
         if not self._has_face(number):
             return self._plate_alone(plate), 0.0
-        crop = align_face(plate, self.track.params[self.track.index(number)], self.size)[0]
+        crop = align_face(plate, self.track.params[self.track.index(number)], self.size, self.track.x_scale)[
+            0
+        ]
         t = time.perf_counter()
         faces, masks = run_chain(self.chain, [number], [crop])
         seconds = time.perf_counter() - t
@@ -357,7 +363,7 @@ def write_transforms(version: RenderVersion, shot: Shot, track: FaceTrack) -> Pa
             "shot": shot.name,
             "version": version.label,
             "crop_size": size,
-            "convention": "x_crop = M @ [x_plate, y_plate, 1], pixel centres",
+            "convention": "x_crop = M @ [x_plate, y_plate, 1], the plate's stored pixels, pixel centres",
             "frames": frames,
         },
     )

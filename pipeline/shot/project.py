@@ -203,7 +203,7 @@ def aligned_faces(
         for n in range(frames[0], frames[-1] + 1):
             plate = next(plates)
             if n in wanted:
-                crops.append(align_face(plate, track.params[track.index(n)], crop_size)[0])
+                crops.append(align_face(plate, track.params[track.index(n)], crop_size, track.x_scale)[0])
     finally:
         plates.close()
     if projects_swapped_faces(shot):

@@ -22,7 +22,15 @@ import numpy as np
 
 from pipeline import progress
 from pipeline.errors import PipelineError
-from pipeline.faces.align import align_face, plate_coverage, transform_points
+from pipeline.faces.align import (
+    align_face,
+    crop_matrix,
+    plate_coverage,
+    square_scale,
+    to_stored,
+    transform_points,
+    unsqueeze,
+)
 from pipeline.faces.detect import FaceAnalyzer, default_detector
 from pipeline.faces.draw import draw_crop_tile, draw_overlay, grid, quad_in_plate
 from pipeline.faces.quality import alignment_jitter, landmark_error
@@ -144,6 +152,12 @@ class DetectChunk:
         return {k: v for k, v in asdict(self).items() if k != "faces"}
 
 
+def plate_x_scale(shot: Shot) -> float:
+    """The plate's x scale to square pixels (1 unless it is anamorphic): its faces are worked in them."""
+    info = shot.plate.info
+    return square_scale(info.width, info.pixel_aspect)
+
+
 def detect_range(shot: Shot, first: int, last: int) -> DetectChunk:
     """Faces on frames first..last, with the change score of each frame from the one before: the chunk
     reads the frame before its first (when there is one in the shot), so that chunks find the same cuts
@@ -153,7 +167,9 @@ def detect_range(shot: Shot, first: int, last: int) -> DetectChunk:
     chunk = DetectChunk(first, last, [])
     progress_key = render_progress_key(shot, "track")
     has_previous = first > shot.range_first
-    frames = shot.read_frames(first - 1 if has_previous else first, last)
+    x_scale = plate_x_scale(shot)
+    plate_frames = shot.read_frames(first - 1 if has_previous else first, last)
+    frames = (unsqueeze(f, x_scale) for f in plate_frames)  # the detectors know square-pixel faces only
 
     def timed_frames() -> Iterator[tuple[int, np.ndarray]]:
         for n in range(first, last + 1):
@@ -174,6 +190,7 @@ def detect_range(shot: Shot, first: int, last: int) -> DetectChunk:
             )
     finally:
         frames.close()
+        plate_frames.close()
     chunk.wall_s = time.perf_counter() - t0
     chunk.detect_s = chunk.wall_s - chunk.decode_s
     return chunk
@@ -199,7 +216,9 @@ def reference_embedding(shot: Shot) -> np.ndarray | None:
 
 
 def finish_track(shot: Shot, found: list[FrameFaces], path: Path) -> FaceTrack:
-    track = build_track(found, track_settings(faces_spec(shot)), reference_embedding(shot))
+    track = build_track(
+        found, track_settings(faces_spec(shot)), reference_embedding(shot), plate_x_scale(shot)
+    )
     path.parent.mkdir(parents=True, exist_ok=True)
     track.save(path)
     return track
@@ -236,8 +255,12 @@ def face_tile(
     if not track.has_face[i]:
         tile = draw_crop_tile(np.zeros((size, size, 3), np.uint8), None, None, f"{frame} {track.state(i)}")
     else:
-        crop, m = align_face(plate, track.params[i], size)
-        lm = transform_points(m, track.landmarks[i]) if track.detected[i] else None
+        crop, _ = align_face(plate, track.params[i], size, track.x_scale)
+        lm = (
+            transform_points(crop_matrix(track.params[i], size), track.landmarks[i])
+            if track.detected[i]
+            else None
+        )
         mask = (
             (mattes or CropMattes(track, size)).matte(
                 i, spec.mask.kind, spec.mask.erode, spec.mask.erode_sides, spec.mask.feather
@@ -246,7 +269,8 @@ def face_tile(
             else None
         )
         label = f"{frame} {'filled' if track.filled[i] else ''}".strip()
-        tile = draw_crop_tile(crop, lm, mask, label, plate_coverage(plate.shape, track.params[i], size))
+        coverage = plate_coverage(plate.shape, track.params[i], size, track.x_scale)
+        tile = draw_crop_tile(crop, lm, mask, label, coverage)
     return cv2.resize(tile, (256, 256), interpolation=cv2.INTER_AREA) if tile.shape[0] != 256 else tile
 
 
@@ -284,7 +308,9 @@ def render_overlay(
                 frame,
                 n,
                 track.state(i),
-                track.landmarks[i] if np.isfinite(track.landmarks[i, 0, 0]) else None,
+                to_stored(track.landmarks[i], track.x_scale)
+                if np.isfinite(track.landmarks[i, 0, 0])
+                else None,
                 quad,
                 int(track.faces_found[i]),
             )
