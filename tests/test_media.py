@@ -773,6 +773,42 @@ def test_an_anamorphic_plates_movies_keep_its_pixel_aspect(tmp_path):
     ).pixel_aspect == (Fraction(3, 4))
 
 
+def test_exr_and_dpx_sequences_carry_their_pixel_aspect_and_the_comps_exr_keeps_it(tmp_path):
+    """A cinema anamorphic plate comes as EXR (pixelAspectRatio 2) or DPX frames: the plate says so, so its
+    faces are worked unsqueezed, and its comp EXRs say so again, as Nuke reads them. A PNG's pHYs is not
+    taken (FFmpeg reads its x and y the other way round from the PNG specification)."""
+    from pipeline.media.probe import probe_sequence
+    from pipeline.media.sequences import read_exr_header
+
+    frame = np.random.default_rng(0).random((16, 32, 3)).astype(np.float16)
+    (tmp_path / "exr").mkdir()
+    header = {"compression": OpenEXR.ZIP_COMPRESSION, "type": OpenEXR.scanlineimage, "pixelAspectRatio": 2.0}
+    for n in (1001, 1002):
+        with OpenEXR.File(header, {"RGB": frame}) as f:
+            f.write(str(tmp_path / "exr" / f"p.{n}.exr"))
+    assert probe_sequence(tmp_path / "exr" / "p.####.exr", None).pixel_aspect == 2
+    for ext in ("dpx", "png"):
+        (tmp_path / ext).mkdir()
+        cmd = [ffmpeg_executable(), "-v", "error", "-f", "lavfi", "-i", "testsrc2=size=32x16:rate=24"]
+        cmd += [
+            "-frames:v",
+            "2",
+            "-vf",
+            "setsar=2",
+            "-start_number",
+            "1001",
+            str(tmp_path / ext / f"p.%04d.{ext}"),
+        ]
+        subprocess.run(cmd, check=True)
+    assert probe_sequence(tmp_path / "dpx" / "p.####.dpx", None).pixel_aspect == 2
+    assert probe_sequence(tmp_path / "png" / "p.####.png", None).pixel_aspect == 1
+    comp = np.zeros((16, 32, 3), np.uint16)
+    write_frame(tmp_path / "comp.exr", comp, "exr", META, pixel_aspect=Fraction(2))
+    write_frame(tmp_path / "square.exr", comp, "exr", META)
+    assert read_exr_header(tmp_path / "comp.exr")["pixelAspectRatio"] == 2.0
+    assert read_exr_header(tmp_path / "square.exr").get("pixelAspectRatio", 1.0) == 1.0
+
+
 def mpeg_ts_parts_joined(tmp_path: Path, sizes: list[str]) -> Path:
     """MPEG-TS parts of 8 frames each (one size each) joined by FFmpeg's concat demuxer without re-encoding,
     as a recorder's split files are joined: the second part's timestamps follow on from the first's."""

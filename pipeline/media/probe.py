@@ -81,8 +81,9 @@ class PlateInfo:
     rotation: int = 0
     audio: AudioInfo | None = None
     color: ColorTags = ColorTags()  # movies only; sequences and stills are taken as sRGB/BT.709
-    # The width of a pixel over its height, as shown (movies only): 4/3 for HDV's 1440x1080 shown at
-    # 1920x1080, 8/9 or 32/27 for DV. Frames are worked in their stored pixels and movies carry it back.
+    # The width of a pixel over its height, as shown (movies, and EXR and DPX sequences): 4/3 for HDV's
+    # 1440x1080 shown at 1920x1080, 8/9 or 32/27 for DV, 2 for a cinema anamorphic lens. Frames are kept in
+    # their stored pixels (faces are worked unsqueezed), and movies and EXR frames carry it back.
     pixel_aspect: Fraction = Fraction(1)
     # "top" or "bottom" (the field shown first) for an interlaced movie (broadcast 1080i, DV): the stages work
     # on whole frames, the two fields' combing and all, so `vfx validate` warns
@@ -142,6 +143,12 @@ def pixel_aspect(stream: av.video.stream.VideoStream, turns: int) -> Fraction:
     sar = stream.sample_aspect_ratio or stream.codec_context.sample_aspect_ratio
     aspect = Fraction(sar) if sar and sar > 0 else Fraction(1)
     return 1 / aspect if turns % 2 else aspect
+
+
+# image formats whose pixel aspect a farm's plates carry, and FFmpeg reads, unambiguously: EXR's
+# pixelAspectRatio and DPX's aspect ratio. A PNG's pHYs (and a TIFF's resolutions) are not taken: FFmpeg
+# reads pHYs's x and y the other way round from the PNG specification, and most are 72 dpi either way.
+ASPECT_FORMATS = ("exr", "dpx")
 
 
 def plate_stream(container: av.container.InputContainer) -> av.video.stream.VideoStream:
@@ -322,8 +329,11 @@ def probe_sequence(pattern: Path, fps: Fraction | None) -> PlateInfo:
     first = sequence_path(pattern, numbers[0])
     try:
         with av.open(str(first)) as container:
-            cc = container.streams.video[0].codec_context
+            stream = container.streams.video[0]
+            cc = stream.codec_context
             width, height, codec, pix = cc.width, cc.height, cc.name, cc.pix_fmt or ""
+            # the stored frame's pixel aspect (turned below with the frame)
+            aspect = pixel_aspect(stream, 0) if codec in ASPECT_FORMATS else Fraction(1)
     except (av.FFmpegError, IndexError) as e:
         raise MediaError(f"{first}: cannot be read as an image: {e}") from None
     if width <= 0 or height <= 0:  # FFmpeg opens a text file as a "video" of no size
@@ -333,6 +343,7 @@ def probe_sequence(pattern: Path, fps: Fraction | None) -> PlateInfo:
         width, height = height, width
     return PlateInfo(
         kind="sequence",
+        pixel_aspect=1 / aspect if turns % 2 else aspect,
         path=str(pattern),
         frame_count=len(numbers),
         fps=fps or Fraction(24),

@@ -214,13 +214,15 @@ def write_exr(
     metadata: dict[str, str],
     origin: tuple[int, int] | None = None,
     display: tuple[int, int] | None = None,
+    pixel_aspect: float = 1.0,
 ) -> None:
     """Half-float EXR holding scene-linear values (the display-referred frame through the sRGB curve).
 
     RGBA frames (straight alpha) are stored premultiplied, as EXR's convention is. With an `origin` (x, y)
     and a `display` size (height, width), the frame is only the file's data window, at that place in its
     display window: what lies outside is empty, as a compositing package reads it (a face element carries
-    its face's box, not a plate of zeros).
+    its face's box, not a plate of zeros). An anamorphic plate's `pixel_aspect` goes in its
+    pixelAspectRatio, so the frame is shown unsqueezed as the plate is.
     """
     linear = to_linear(frame[..., :3])
     if frame.shape[-1] == 4:
@@ -230,6 +232,8 @@ def write_exr(
     else:
         channels = {"RGB": to_half(linear)}
     header = _exr_header(metadata)
+    if pixel_aspect != 1:
+        header["pixelAspectRatio"] = float(pixel_aspect)
     if origin is not None and display is not None:
         (x, y), (h, w) = origin, frame.shape[:2]
         header["dataWindow"] = ((x, y), (x + w - 1, y + h - 1))
@@ -360,17 +364,19 @@ def write_frame(
     metadata: dict[str, str],
     origin: tuple[int, int] | None = None,
     display: tuple[int, int] | None = None,
+    pixel_aspect: float = 1.0,
 ) -> None:
     """Write one frame atomically: a hidden temporary file in the same folder, then a rename.
 
     A reader (or a resumed render) never sees a half-written frame under the final name. With an `origin`
     and a `display` size, the frame is part of a bigger picture (see write_exr): an EXR holds just that
-    part as its data window; a PNG, which cannot, holds the whole picture, zero elsewhere.
+    part as its data window; a PNG, which cannot, holds the whole picture, zero elsewhere. An EXR carries
+    a `pixel_aspect` other than 1 (an anamorphic plate's); a PNG does not (see probe.ASPECT_FORMATS).
     """
     tmp = temporary_path(path, keep_suffix=False)  # the writers below take the format, not the suffix
     try:
         if fmt == "exr":
-            write_exr(tmp, frame, metadata, origin, display)
+            write_exr(tmp, frame, metadata, origin, display, pixel_aspect)
         elif fmt in ("png8", "png16"):
             tmp.write_bytes(encode_png(frame, 16 if fmt == "png16" else 8, metadata, origin, display))
         else:

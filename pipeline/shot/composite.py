@@ -343,7 +343,7 @@ def write_element(version: RenderVersion, shot: Shot, frame: int, element: FaceE
     path = element_path(version, shot, frame)
     path.parent.mkdir(exist_ok=True)
     samples, origin = element.window()  # an EXR keeps only the face's box, as its data window
-    write_frame(path, samples, spec.element.format, meta, origin, element.shape)
+    write_frame(path, samples, spec.element.format, meta, origin, element.shape, shot.plate.info.pixel_aspect)
 
 
 def write_transforms(version: RenderVersion, shot: Shot, track: FaceTrack) -> Path:

@@ -230,7 +230,7 @@ def render_frames(
             on_frame(number, plate, comp, done)
             review_s += time.perf_counter() - t
         t = time.perf_counter()
-        write_frame(version.frame_path(number), comp, fmt, meta)
+        write_frame(version.frame_path(number), comp, fmt, meta, pixel_aspect=shot.plate.info.pixel_aspect)
         write_s += time.perf_counter() - t
         progress.advance(progress_key, part=(first, last))
         return write_s, review_s
