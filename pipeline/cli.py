@@ -101,6 +101,7 @@ def manifest_files(target: Path) -> list[Path]:
 
 def cmd_validate(args: argparse.Namespace) -> int:
     from pipeline.manifest import load_shot, shot_name_clashes
+    from pipeline.media.probe import MAX_SQUEEZE, square_scale
 
     failed = 0
     targets, clashes = [], {}
@@ -128,9 +129,13 @@ def cmd_validate(args: argparse.Namespace) -> int:
                 shown = f", HDR {info.color.hdr} ({info.color.describe()})" if info.color.hdr else ""
                 if info.pixel_aspect != 1:
                     sar = info.pixel_aspect
-                    shown += (
-                        f", pixels {sar.numerator}:{sar.denominator} (anamorphic: its faces are worked "
-                        f"unsqueezed, {round(info.width * sar)}x{info.height})"
+                    x_scale = square_scale(info.width, sar)
+                    shown += f", pixels {sar.numerator}:{sar.denominator} " + (
+                        f"(anamorphic: its faces are worked unsqueezed, {round(info.width * x_scale)}x"
+                        f"{info.height})"
+                        if x_scale != 1
+                        else f"(past {MAX_SQUEEZE:g}:1 either way, a wrong tag: its faces are worked in its "
+                        "stored pixels)"
                     )
                 print(
                     f"{path}: ok: {shot.name}, frames {shot.first}-{shot.last} ({shot.frame_count}), "

@@ -15,7 +15,6 @@ from pipeline.faces.align import (
     ffhq_params,
     paste_back,
     plate_coverage,
-    square_scale,
     to_stored,
     transform_points,
     unsqueeze,
@@ -26,6 +25,7 @@ from pipeline.faces.masks import MATTE_FLOOR, landmark_mask
 from pipeline.faces.quality import alignment_jitter, landmark_error
 from pipeline.faces.track import FrameFaces, TrackSettings, build_track, choose_actor, fill_gaps
 from pipeline.media.decode import MoviePlate, load_still
+from pipeline.media.probe import square_scale
 from pipeline.models import REGISTRY, ModelError, model_path
 
 
@@ -212,6 +212,9 @@ def test_an_anamorphic_plate_aligns_as_its_square_pixel_picture(astronaut, astro
         atol=1e-6,
     )
     np.testing.assert_allclose(unsqueeze(stored, x_scale).shape, (h, w, 3))
+    # a tag further from square than any lens squeezes is a wrong one: worked in the stored pixels (a 512 px
+    # movie tagged 100:1 was worked 51200 px wide, where no face was found)
+    assert square_scale(512, 100) == square_scale(512, 1 / 100) == 1.0
 
 
 @pytest.mark.parametrize("shrink", [2, 3, 4, 6, 8])

@@ -4,11 +4,11 @@ An alignment is four numbers (centre x, centre y, side length of the crop square
 rotation in radians), so it can be smoothed over time; `crop_matrix` turns it into the 2x3 affine
 matrix from plate to crop coordinates for any crop size.
 
-An anamorphic plate's pixels are not square (2:1 for a cinema lens's squeeze, 4:3 for HDV): its faces are
-found, aligned and measured in square pixels, the plate's x scaled by `x_scale` (`square_scale`), and
-only the warps between plate and crop (`crop_matrix(..., x_scale)`) see the stored pixels. Worked in the
-stored pixels, a 2:1 plate's squeezed faces were found on 5 of 48 frames of the woman clip, where the
-same frames unsqueezed give 48 of 48, and every crop held a face half its width.
+An anamorphic plate's pixels are not square (2:1 for a cinema lens's squeeze, 4:3 for HDV): its faces
+are found, aligned and measured in square pixels, the plate's x scaled by `x_scale` (see
+media.probe.square_scale), and only the warps between plate and crop (`crop_matrix(..., x_scale)`) see the
+stored pixels. Worked in the stored pixels, a 2:1 plate's squeezed faces were found on 5 of 48 frames of
+the woman clip, where the same frames unsqueezed give 48 of 48, and every crop held a face half its width.
 """
 
 from __future__ import annotations
@@ -37,12 +37,6 @@ def ffhq_params(landmarks: np.ndarray) -> np.ndarray:
     x *= max(np.hypot(*eye_to_eye) * 2.0, np.hypot(*eye_to_mouth) * 1.8)
     c = eye_avg + eye_to_mouth * 0.1
     return np.array([c[0], c[1], 2 * np.hypot(*x), np.arctan2(x[1], x[0])])
-
-
-def square_scale(width: int, pixel_aspect: float) -> float:
-    """The x scale that makes a plate's pixels square: its width in square pixels (rounded, as
-    `unsqueeze` makes it) over its stored width; 1 for square pixels."""
-    return round(width * float(pixel_aspect)) / width if pixel_aspect != 1 else 1.0
 
 
 def unsqueeze(frame: np.ndarray, x_scale: float) -> np.ndarray:

@@ -15,14 +15,13 @@ from pipeline.faces.align import (
     align_face,
     crop_matrix,
     ffhq_params,
-    square_scale,
     transform_points,
     unsqueeze,
 )
 from pipeline.faces.detect import FaceAnalyzer
 from pipeline.files import write_atomic
 from pipeline.media.decode import Plate, open_plate, read_image
-from pipeline.media.probe import SEQUENCE_TOKEN
+from pipeline.media.probe import SEQUENCE_TOKEN, square_scale
 from pipeline.media.sequences import write_frame
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".exr", ".tif", ".tiff", ".bmp", ".webp"}

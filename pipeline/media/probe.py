@@ -151,6 +151,21 @@ def pixel_aspect(stream: av.video.stream.VideoStream, turns: int) -> Fraction:
 ASPECT_FORMATS = ("exr", "dpx")
 
 
+# The most a lens or a tape format squeezes (cinema anamorphic lenses 2x at most, DV and HDV 4/3): a
+# pixel aspect ratio further from 1 is a plate's wrong tag (a 512 px movie tagged 100:1 would be worked
+# 51200 px wide, where no face is found), and its faces are worked in the stored pixels.
+MAX_SQUEEZE = 3.0
+
+
+def square_scale(width: int, pixel_aspect: float) -> float:
+    """The x scale that makes a plate's pixels square: its width in square pixels (rounded, as
+    `unsqueeze` makes it) over its stored width; 1 for square pixels, and for a pixel aspect ratio past
+    MAX_SQUEEZE either way (see there)."""
+    if pixel_aspect == 1 or not 1 / MAX_SQUEEZE <= pixel_aspect <= MAX_SQUEEZE:
+        return 1.0
+    return round(width * float(pixel_aspect)) / width
+
+
 def plate_stream(container: av.container.InputContainer) -> av.video.stream.VideoStream:
     """A movie's picture: FFmpeg's best video stream (`av_find_best_stream`), which passes over a cover
     picture (a music video's artwork, a one-frame video stream that can come first: read as the plate, it

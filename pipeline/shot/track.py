@@ -26,7 +26,6 @@ from pipeline.faces.align import (
     align_face,
     crop_matrix,
     plate_coverage,
-    square_scale,
     to_stored,
     transform_points,
     unsqueeze,
@@ -44,6 +43,7 @@ from pipeline.faces.track import (
 )
 from pipeline.manifest import FacesSpec, Shot
 from pipeline.media.decode import load_still
+from pipeline.media.probe import square_scale
 from pipeline.media.sequences import write_frame
 from pipeline.shot.frames import ChunkResult, render_progress_key
 from pipeline.shot.keys import StageKey, code_version, digest, plate_fingerprint
