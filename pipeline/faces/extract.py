@@ -57,9 +57,8 @@ def extract_faces(
         raise PipelineError(f"{out}: cannot make the crop folder: {e.strerror or e}") from None
     stem = Path(plate_path).name.split(".")[0].replace("#", "").replace("%", "") or "plate"
     first = plate.info.first_frame or 0
-    x_scale = square_scale(
-        plate.info.width, plate.info.pixel_aspect
-    )  # an anamorphic plate's, to square pixels
+    # an anamorphic plate's faces are found and aligned in square pixels
+    x_scale = square_scale(plate.info.width, plate.info.pixel_aspect)
     for index, frame in enumerate(plate.read(0, plate.info.frame_count)):
         if index % every:
             continue

@@ -194,8 +194,8 @@ class FaceTrack:
     profile: np.ndarray  # (N,) bool: the actor's head is turned past profile_yaw; no face for the stages
     identity_threshold: float = 0.6
     profile_yaw: float = 60.0
-    # an anamorphic plate's x scale to square pixels (align.square_scale): landmarks, mesh, boxes and
-    # params are in square pixels (the plate's x times x_scale); 1 for square pixels
+    # an anamorphic plate's x scale to square pixels (media.probe.square_scale): landmarks, mesh and params
+    # are in square pixels (the plate's x times x_scale); 1 for square pixels
     x_scale: float = 1.0
 
     @property
@@ -501,7 +501,7 @@ def build_track(
     x_scale: float = 1.0,
 ) -> FaceTrack:
     """The actor's track from the faces found on each frame (found in square pixels: `x_scale` is the
-    plate's scale to them, see align.square_scale)."""
+    plate's scale to them, see media.probe.square_scale)."""
     found = sorted(found, key=lambda f: f.frame)
     n = len(found)
     frames = np.array([f.frame for f in found], np.int64)

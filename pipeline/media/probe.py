@@ -159,8 +159,8 @@ MAX_SQUEEZE = 3.0
 
 def square_scale(width: int, pixel_aspect: float) -> float:
     """The x scale that makes a plate's pixels square: its width in square pixels (rounded, as
-    `unsqueeze` makes it) over its stored width; 1 for square pixels, and for a pixel aspect ratio past
-    MAX_SQUEEZE either way (see there)."""
+    faces.align.unsqueeze makes it) over its stored width; 1 for square pixels, and for a pixel aspect
+    ratio past MAX_SQUEEZE either way (see there)."""
     if pixel_aspect == 1 or not 1 / MAX_SQUEEZE <= pixel_aspect <= MAX_SQUEEZE:
         return 1.0
     return round(width * float(pixel_aspect)) / width

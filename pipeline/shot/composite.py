@@ -248,9 +248,8 @@ class Compositor:
         array (the stream's), and the seconds the chain took; a frame without a face is its plate."""
         if not self._has_face(number):
             return self._plate_alone(plate), 0.0
-        crop = align_face(plate, self.track.params[self.track.index(number)], self.size, self.track.x_scale)[
-            0
-        ]
+        params = self.track.params[self.track.index(number)]
+        crop = align_face(plate, params, self.size, self.track.x_scale)[0]
         t = time.perf_counter()
         faces, masks = run_chain(self.chain, [number], [crop])
         seconds = time.perf_counter() - t
