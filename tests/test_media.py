@@ -802,11 +802,19 @@ def test_exr_and_dpx_sequences_carry_their_pixel_aspect_and_the_comps_exr_keeps_
         subprocess.run(cmd, check=True)
     assert probe_sequence(tmp_path / "dpx" / "p.####.dpx", None).pixel_aspect == 2
     assert probe_sequence(tmp_path / "png" / "p.####.png", None).pixel_aspect == 1
-    comp = np.zeros((16, 32, 3), np.uint16)
-    write_frame(tmp_path / "comp.exr", comp, "exr", META, pixel_aspect=Fraction(2))
-    write_frame(tmp_path / "square.exr", comp, "exr", META)
-    assert read_exr_header(tmp_path / "comp.exr")["pixelAspectRatio"] == 2.0
-    assert read_exr_header(tmp_path / "square.exr").get("pixelAspectRatio", 1.0) == 1.0
+    # a render of the EXR plate writes comps that say so again; a square plate's do not
+    from pipeline.manifest import load_shot
+    from pipeline.shot.render import render_chunk
+    from pipeline.workspace import new_version
+
+    for name, plate in (("ana", tmp_path / "exr" / "p.####.exr"), ("sq", tmp_path / "png" / "p.####.png")):
+        m = tmp_path / f"{name}.yaml"
+        m.write_text(f"shot: {name}\nplate: {{sequence: {plate}}}\noutput: {{sequence: exr, movies: []}}\n")
+        shot = load_shot(m)
+        version = new_version(tmp_path / "render", shot.name, "exr")
+        render_chunk(shot, version, {}, 1001, 1002)
+        header = read_exr_header(version.frame_path(1002))
+        assert header.get("pixelAspectRatio", 1.0) == (2.0 if name == "ana" else 1.0)
 
 
 def mpeg_ts_parts_joined(tmp_path: Path, sizes: list[str]) -> Path:
