@@ -234,8 +234,8 @@ class FaceTrack:
         return self.in_crops(self.landmarks, size)
 
     def in_crops(self, points: np.ndarray, size: int) -> np.ndarray:
-        """Per-frame points (N, K, 2) in plate pixels, in the coordinates of `size` px aligned crops (see
-        crop_landmarks)."""
+        """Per-frame points (N, K, 2) in plate pixels (square: see x_scale), in the coordinates of `size` px
+        aligned crops (see crop_landmarks)."""
         out = np.full(points.shape, np.nan)
         detected = np.flatnonzero(self.detected)
         for i in detected:
