@@ -7,7 +7,8 @@ pixel and no metadata byte (a refactor's check: run it before and after, then co
 
 It renders `shots/*.yaml`, `shots/swap/*.yaml` and `shots/stylegan/*.yaml` (copied into --work, with the
 footage path pointed at ../shared/footage) with the tests' tiny models standing in for the ones the
-README trains: a 64 px swap model after one step and a random 32 px generator with a random direction.
+README trains: a 64 px swap model after one step, a random 32 px generator with a random direction, and
+the tests' random-weight mapper, recognisers, encoder and 32 px stylizer for it.
 The models are made once into --work and reused, so two runs compare the same models. Needs
 ../shared/footage for the swap and projection demos. Hashes the comp and element sequences.
 """
@@ -26,7 +27,8 @@ FOOTAGE = REPO.parent / "shared" / "footage"
 
 
 def make_models(work: Path) -> None:
-    """Crops of the two anonymous people, a one-step swap model, a random generator and direction."""
+    """Crops of the two anonymous people, a one-step swap model, a random generator and direction, and an
+    untrained mapper and recognisers of yaw and mouth_open for it (the morph demo's edits)."""
     import numpy as np
     import torch
 
@@ -59,6 +61,34 @@ def make_models(work: Path) -> None:
         Direction(vector / np.linalg.norm(vector), tuple(range(6)), name="toward_b").save(
             gan / "toward_b.npz"
         )
+    # the generator demos' other models, as the tests make them: a random-weight mapper and recognisers
+    # (the morph's attribute edits), an untrained encoder (the projection's start) and an untrained
+    # 32 px stylizer placed from person a's crops
+    sys.path.insert(0, str(REPO / "tests"))
+    from conftest import tiny_mapper, tiny_recognisers
+    from test_stylize import tiny_stylizer
+
+    from pipeline.models import sha256_file
+    from pipeline.stylegan.checkpoints import load_generator
+    from pipeline.stylegan.encoder import Encoder, save_encoder
+
+    models = work / "models"
+    if not (models / "demo_map" / "mapper.pt").is_file():
+        tiny_mapper(gan / "generator.pt", models / "demo_map", seed=1)
+    if not (models / "demo_rec" / "recognisers.pt").is_file():
+        tiny_recognisers(gan / "generator.pt", models / "demo_rec", seed=2)
+    if not (models / "demo_enc" / "encoder.pt").is_file():
+        torch.manual_seed(4)
+        (models / "demo_enc").mkdir(parents=True, exist_ok=True)
+        G, _ = load_generator(gan / "generator.pt")
+        save_encoder(
+            models / "demo_enc" / "encoder.pt",
+            Encoder.for_generator(G),
+            sha256_file(gan / "generator.pt"),
+            {"steps": 0},
+        )
+    if not (models / "demo_sty" / "stylizer.pt").is_file():
+        tiny_stylizer(models / "demo_sty", crops / "demo_a")
 
 
 def copy_shots(work: Path) -> list[Path]:
