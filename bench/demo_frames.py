@@ -27,8 +27,8 @@ FOOTAGE = REPO.parent / "shared" / "footage"
 
 
 def make_models(work: Path) -> None:
-    """Crops of the two anonymous people, a one-step swap model, a random generator and direction, and an
-    untrained mapper and recognisers of yaw and mouth_open for it (the morph demo's edits)."""
+    """Crops of the two anonymous people, a one-step swap model, a random generator and direction, and the
+    generator demos' other models for it: mapper, recognisers, encoder and stylizer (untrained)."""
     import numpy as np
     import torch
 
