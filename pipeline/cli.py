@@ -140,7 +140,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
                 print(
                     f"{path}: ok: {shot.name}, frames {shot.first}-{shot.last} ({shot.frame_count}), "
                     f"{float(shot.fps):g} fps, {info.kind} {info.width}x{info.height} {info.codec}"
-                    f"{turned}{shown}"
+                    f"{f' layer {info.layer}' if info.layer else ''}{turned}{shown}"
                 )
                 if info.interlaced:
                     print(

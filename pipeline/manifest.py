@@ -29,7 +29,7 @@ from pipeline.files import read_array
 from pipeline.media.cuts import CUT_THRESHOLD, MIN_SCENE
 from pipeline.media.decode import CameraMove, FrameError, Plate, open_plate, read_image
 from pipeline.media.encode import MOVIE_PRESETS, ffmpeg_executable
-from pipeline.media.probe import PlateInfo
+from pipeline.media.probe import LayerError, PlateInfo
 from pipeline.media.sequences import SEQUENCE_FORMATS
 from pipeline.models import ModelError, file_digest
 from pipeline.stylegan.formats import (
@@ -163,6 +163,13 @@ class PlateSpec(Strict):
     first_frame: int | None = Field(
         None, ge=0, le=MAX_FRAME_NUMBER, description="frame number of the plate's first frame"
     )
+    layer: str | None = Field(
+        None,
+        min_length=1,
+        max_length=255,
+        description="EXR plates: the layer whose R, G, B (or Y) are the picture, as `beauty` for a "
+        "renderer's beauty.R, beauty.G, beauty.B (default: the top-level channels)",
+    )
 
     @model_validator(mode="after")
     def one_source(self) -> PlateSpec:
@@ -173,6 +180,8 @@ class PlateSpec(Strict):
             raise ValueError("a still plate needs hold: the number of frames")
         if not self.still and (self.hold or self.move):
             raise ValueError("hold and move apply to still plates only")
+        if self.movie and self.layer:
+            raise ValueError("layer applies to EXR sequences and stills, not movies")
         if self.sequence and self.first_frame is not None:
             raise ValueError("first_frame does not apply to sequences: their file names number the frames")
         return self
@@ -1060,9 +1069,11 @@ def load_shot(path: str | Path, frames: str | None = None) -> Shot:
         p = spec.plate
         move = CameraMove(zoom=p.move.zoom, pan=p.move.pan, rotate=p.move.rotate) if p.move else None
         try:
-            plate = open_plate(p.kind, _resolve(base, p.source), fps=fps_override, hold=p.hold, move=move)
+            source, layer = _resolve(base, p.source), p.layer or ""
+            plate = open_plate(p.kind, source, fps=fps_override, hold=p.hold, move=move, layer=layer)
         except MediaError as e:
-            raise ManifestError(f"{path}:{_node_line(root, ('plate', p.kind))} plate.{p.kind}: {e}") from None
+            loc = ("plate", "layer") if p.layer and isinstance(e, LayerError) else ("plate", p.kind)
+            raise ManifestError(f"{path}:{_node_line(root, loc)} {_field_name(loc)}: {e}") from None
         plate_first = (
             plate.info.first_frame
             if plate.info.first_frame is not None

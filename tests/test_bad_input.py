@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import OpenEXR
 import pytest
 from conftest import REPO, hdr_movie, tiny_generator_config, tiny_mapper, write_manifest
 
@@ -209,6 +210,14 @@ MANIFEST_CASES = {
 }
 
 
+def layered_exr(path: Path) -> None:
+    """A renderer's multi-layer EXR: beauty.R, beauty.G, beauty.B and depth.Z, no top-level picture."""
+    plane = np.full((8, 8), 0.5, np.float16)
+    channels = {"beauty.R": plane, "beauty.G": plane, "beauty.B": plane, "depth.Z": plane.astype(np.float32)}
+    with OpenEXR.File({"compression": OpenEXR.ZIP_COMPRESSION, "type": OpenEXR.scanlineimage}, channels) as f:
+        f.write(str(path))
+
+
 def with_files(text: str, files: dict[str, Callable[[Path], object]], *names: str) -> Build:
     """A manifest with files beside it; `{f:NAME}` in `names` is that file's full path."""
 
@@ -367,6 +376,22 @@ FILE_CASES = {
         {"pl.0001.png": lambda p: p.write_text("not a png")},
         "{m}:3 plate.sequence: ",
     ),
+    # a renderer's multi-layer EXR: its picture is a layer, named or not, there or not
+    "sequence-exr-layers-without-layer": with_files(
+        "shot: a\nplate:\n  sequence: pl.####.exr\n",
+        {"pl.0001.exr": layered_exr},
+        "{m}:3 plate.sequence: ",
+        "its layers: beauty, depth",
+        "plate.layer",
+    ),
+    "sequence-exr-layer-missing": with_files(
+        "shot: a\nplate:\n  sequence: pl.####.exr\n  layer: diffuse\n",
+        {"pl.0001.exr": layered_exr},
+        "{m}:4 plate.layer: ",
+        "'diffuse'",
+        "its layers: beauty, depth",
+    ),
+    "movie-with-a-layer": manifest(GOOD_MOVIE + "  layer: beauty\n", "{m}:2 plate: ", "not movies"),
     # an image key and the actor's reference: images that are not images
     "key-image-not-an-image": with_files(
         PATH_SHOT + "    - {frame: 1001, image: face.jpg}\n",

@@ -28,7 +28,7 @@ from pipeline.media.color import (
 )
 from pipeline.media.decode import CameraMove, MoviePlate, SequencePlate, StillPlate, open_plate, read_image
 from pipeline.media.encode import MOVIE_PRESETS, AudioSource, encode_movie, ffmpeg_executable
-from pipeline.media.probe import ColorTags, bit_depth, probe_movie
+from pipeline.media.probe import ColorTags, LayerError, bit_depth, probe_movie
 from pipeline.media.sequences import in_display, read_png_text, write_frame
 
 META = {"synthetic_imagery": "true", "shot": "t01", "render_version": "v007", "comment": "caf\u00e9 test"}
@@ -599,6 +599,67 @@ def test_png16_and_exr_sequences_read_as_plates(tmp_path):
     for g, f in zip(got, linear[1:], strict=True):
         assert g.dtype == np.float32
         np.testing.assert_allclose(g, srgb_encode(f.astype(np.float64)), atol=1e-5)
+
+
+def write_exr_channels(path: Path, channels: dict[str, np.ndarray]) -> None:
+    header = {"compression": OpenEXR.ZIP_COMPRESSION, "type": OpenEXR.scanlineimage}
+    with OpenEXR.File(header, channels) as exr:
+        exr.write(str(path))
+
+
+def test_a_renderers_layered_exr_is_read_by_its_named_layer_and_refused_without_one(tmp_path):
+    """A renderer's multi-layer EXR (beauty.R/G/B, depth.Z) has no top-level picture: FFmpeg's reader made
+    one of no size, and the plate was refused as "no picture size". It reads by `layer` as the same
+    picture written plainly; without one, or with one it lacks, it is refused naming its layers."""
+    rng = np.random.default_rng(3)
+    linear = [rng.random((18, 30, 3)).astype(np.float16) for _ in range(3)]
+    for folder in ("plain", "layers", "png"):
+        (tmp_path / folder).mkdir()
+    for i, f in enumerate(linear):
+        write_exr_channels(tmp_path / "plain" / f"p.{1001 + i}.exr", {"RGB": f})
+        beauty = {f"beauty.{c}": np.ascontiguousarray(f[..., k]) for k, c in enumerate("RGB")}
+        depth = {"depth.Z": rng.random((18, 30)).astype(np.float32)}
+        write_exr_channels(tmp_path / "layers" / f"l.{1001 + i}.exr", {**beauty, **depth})
+    plain = list(open_plate("sequence", str(tmp_path / "plain" / "p.####.exr")).read(0, 3))
+    plate = open_plate("sequence", str(tmp_path / "layers" / "l.####.exr"), layer="beauty")
+    assert (plate.info.width, plate.info.height, plate.info.layer) == (30, 18, "beauty")
+    got = list(plate.read(0, 3))
+    assert len(got) == 3
+    for g, want in zip(got, plain, strict=True):
+        np.testing.assert_array_equal(g, want)
+    still = open_plate("still", str(tmp_path / "layers" / "l.1002.exr"), hold=2, layer="beauty")
+    np.testing.assert_array_equal(next(still.read(0, 1)), plain[1])
+
+    with pytest.raises(LayerError, match=r"l\.1001\.exr: no top-level R, G, B .*its layers: beauty, depth"):
+        open_plate("sequence", str(tmp_path / "layers" / "l.####.exr"))
+    with pytest.raises(LayerError, match=r"no layer 'diffuse' .*its layers: beauty, depth"):
+        open_plate("sequence", str(tmp_path / "layers" / "l.####.exr"), layer="diffuse")
+    with pytest.raises(LayerError, match="its layers: beauty, depth"):  # as the still was
+        read_image(tmp_path / "layers" / "l.1001.exr")
+    # a frame without the layer, in the middle of the shot, is named by its frame
+    write_exr_channels(tmp_path / "layers" / "l.1002.exr", {"RGB": linear[1]})
+    with pytest.raises(MediaError, match=r"l\.1002\.exr: frame 1002: no layer 'beauty'.*it has no layers"):
+        list(plate.read(0, 3))
+    cv2.imwrite(str(tmp_path / "png" / "q.1001.png"), np.zeros((4, 4, 3), np.uint8))
+    with pytest.raises(LayerError, match="EXR files only"):
+        open_plate("sequence", str(tmp_path / "png" / "q.####.png"), layer="beauty")
+    with pytest.raises(LayerError, match="not movies"):
+        open_plate("movie", str(tmp_path / "m.mp4"), layer="beauty")
+
+
+def test_a_luminance_only_exr_reads_as_grey(tmp_path):
+    """A black-and-white scan as a Y-only EXR: FFmpeg decodes it to one grey plane, where the reader took
+    three and stopped with a traceback. It reads as the RGB file whose R, G and B are its Y."""
+    y = np.random.default_rng(4).random((18, 30)).astype(np.float16)
+    (tmp_path / "y").mkdir()
+    for n in (1001, 1002):
+        write_exr_channels(tmp_path / "y" / f"y.{n}.exr", {"Y": y})
+    write_exr_channels(tmp_path / "rgb.exr", {"RGB": np.repeat(y[..., None], 3, axis=-1)})
+    want = read_image(tmp_path / "rgb.exr")
+    plate = open_plate("sequence", str(tmp_path / "y" / "y.####.exr"))
+    got = list(plate.read(0, 2))
+    assert len(got) == 2 and got[0].shape == (18, 30, 3)
+    np.testing.assert_array_equal(got[1], want)
 
 
 def test_frame_write_is_atomic(tmp_path, monkeypatch):

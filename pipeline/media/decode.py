@@ -29,8 +29,10 @@ from av.video.reformatter import VideoReformatter
 from pipeline.errors import MediaError
 from pipeline.media.color import half_linear_to_srgb, linear_to_srgb
 from pipeline.media.probe import (
+    LayerError,
     PlateInfo,
     bit_depth,
+    exr_picture_size,
     movie_frame_times,
     numbered_in_order,
     plate_stream,
@@ -75,29 +77,37 @@ def upright(image: np.ndarray, frame: av.VideoFrame) -> np.ndarray:
     return np.ascontiguousarray(np.rot90(image, turns)) if turns else image
 
 
-def read_image(path: Path) -> np.ndarray:
+def read_image(path: Path, layer: str = "") -> np.ndarray:
     """One image file as RGB: uint8 for 8-bit files, uint16 for deeper ones, float32 for EXR.
 
     A PNG is read by `decode_png` when its rows are filtered as the pipeline writes them (half the time
     of libpng's reading), and a plain scan-line EXR by `decode_exr` (OpenEXR's library: half the time of
     FFmpeg's decoder); other PNGs by OpenCV's libpng reader (lossless, so the same samples as FFmpeg's
     decoder) when it knows the file: opening each file as a PyAV container probes it by decoding it once
-    more, which made a PNG sequence read at 0.6x of `ffmpeg -f null`. Anything else goes through PyAV."""
+    more, which made a PNG sequence read at 0.6x of `ffmpeg -f null`. Anything else goes through PyAV,
+    as does an EXR's named `layer` (`exr_picture_size`), which FFmpeg's decoder picks."""
     suffix = Path(path).suffix.lower()
+    if layer and suffix != ".exr":
+        raise LayerError(f"{path}: a layer is read from EXR files only")
     if suffix == ".png" and (rgb := _read_png(path)) is not None:
         return rgb
-    if suffix == ".exr" and (linear := decode_exr(path)) is not None:
+    if suffix == ".exr" and not layer and (linear := decode_exr(path)) is not None:
         return half_linear_to_srgb(linear) if linear.dtype == np.float16 else linear_to_srgb(linear)
     try:
         with av.open(str(path)) as container:
-            frame = next(container.decode(video=0))
-            name = container.streams.video[0].codec_context.name
+            stream = container.streams.video[0]
+            if layer:
+                stream.codec_context.options = {"layer": layer}
+            frame = next(container.decode(stream))
+            name = stream.codec_context.name
             pix = frame.format.name
             if name == "exr":
                 return _exr_srgb(frame)
             deep = any(d in pix for d in ("48", "64", "16"))
             return upright(frame.to_ndarray(format="rgb48le" if deep else "rgb24", threads=1), frame)
     except (av.FFmpegError, StopIteration, IndexError) as e:
+        if suffix == ".exr":
+            exr_picture_size(path, layer)  # a picture not where it is taken from is refused naming the layers
         raise MediaError(f"{path}: cannot be read as an image: {e}") from None
 
 
@@ -121,20 +131,21 @@ def _read_png(path: Path) -> np.ndarray | None:
 
 
 def _exr_srgb(frame: av.VideoFrame) -> np.ndarray:
-    """A planar float frame (gbrp[a]f16/f32, scene-linear) as display-referred float32 RGB, read plane by
-    plane: swscale's float path is not exact."""
+    """A planar float frame (gbrp[a]f16/f32, or grey[a]f16/f32 from a luminance-only EXR, scene-linear) as
+    display-referred float32 RGB, read plane by plane: swscale's float path is not exact."""
     dtype = np.float16 if "f16" in frame.format.name else np.float32
     planes = [
         np.frombuffer(p, dtype).reshape(p.height, p.line_size // dtype().itemsize)[:, : p.width]
         for p in frame.planes
     ]
-    g, b, r = planes[:3]
+    g, b, r = planes[:3] if len(planes) >= 3 else planes[:1] * 3  # grey[a]f: a luminance-only (Y) scan
     if dtype == np.float16:
         return half_linear_to_srgb(np.stack([r, g, b], axis=-1))
     return linear_to_srgb(np.stack([r, g, b], axis=-1))
 
 
-def load_still(path: str) -> np.ndarray:
+def load_still(path: str, layer: str = "") -> np.ndarray:
+    """A still plate's image (a file, or a built-in one); `layer`: an EXR's layer, as `read_image`."""
     if path.startswith("builtin:"):
         name = path.split(":", 1)[1]
         if m := re.fullmatch(r"black:(\d+)x(\d+)", name):  # the plate of a shot that has none
@@ -146,7 +157,7 @@ def load_still(path: str) -> np.ndarray:
         return np.ascontiguousarray(skimage.data.astronaut()[..., :3])
     if not Path(path).is_file():
         raise MediaError(f"{path}: plate not found")
-    return read_image(Path(path))
+    return read_image(Path(path), layer)
 
 
 # Decoded frames a movie read holds ahead of the colour conversion. FFmpeg's frame threads idle while the
@@ -290,9 +301,11 @@ class MoviePlate:
 
 
 class SequencePlate:
-    def __init__(self, pattern: Path, fps: Fraction | None = None, info: PlateInfo | None = None):
+    def __init__(
+        self, pattern: Path, fps: Fraction | None = None, info: PlateInfo | None = None, layer: str = ""
+    ):
         self.pattern = pattern
-        self.info = info or probe_sequence(pattern, fps)
+        self.info = info or probe_sequence(pattern, fps, layer)
 
     def read(self, start: int, stop: int, size: tuple[int, int] | None = None) -> Iterator[np.ndarray]:
         """Frames read by a small pool of threads, a few frames ahead of the caller (OpenCV's PNG reader
@@ -319,7 +332,7 @@ class SequencePlate:
         if not path.is_file():
             raise FrameError(path, i, "missing from the sequence", first)
         try:
-            image = read_image(path)
+            image = read_image(path, self.info.layer)
         except MediaError as e:
             raise FrameError(path, i, str(e).removeprefix(f"{path}: "), first) from None
         h, w = image.shape[:2]
@@ -406,8 +419,8 @@ class CameraMove:
         return m
 
 
-def probe_still(path: str, hold: int, fps: Fraction | None) -> PlateInfo:
-    image = load_still(path)
+def probe_still(path: str, hold: int, fps: Fraction | None, image: np.ndarray, layer: str = "") -> PlateInfo:
+    """What a held still is, from its loaded image."""
     return PlateInfo(
         kind="still",
         path=str(path),
@@ -417,14 +430,22 @@ def probe_still(path: str, hold: int, fps: Fraction | None) -> PlateInfo:
         height=image.shape[0],
         codec="still",
         pixel_format="rgb48" if image.dtype.itemsize == 2 else "rgb24",
+        layer=layer,
     )
 
 
 class StillPlate:
-    def __init__(self, path: str, hold: int, fps: Fraction | None = None, move: CameraMove | None = None):
-        self.image = load_still(path)
+    def __init__(
+        self,
+        path: str,
+        hold: int,
+        fps: Fraction | None = None,
+        move: CameraMove | None = None,
+        layer: str = "",
+    ):
+        self.image = load_still(path, layer)
         self.move = move
-        self.info = probe_still(path, hold, fps)
+        self.info = probe_still(path, hold, fps, self.image, layer)
 
     def read(self, start: int, stop: int, size: tuple[int, int] | None = None) -> Iterator[np.ndarray]:
         h, w = self.image.shape[:2]
@@ -449,11 +470,16 @@ def open_plate(
     fps: Fraction | None = None,
     hold: int | None = None,
     move: CameraMove | None = None,
+    layer: str = "",
 ) -> Plate:
+    """The plate of a kind (movie, sequence or still) at `path`, probed; `layer`: an EXR plate's layer whose
+    channels are the picture (`exr_picture_size`)."""
     if kind == "movie":
+        if layer:
+            raise LayerError(f"{path}: a layer is read from EXR sequences and stills only, not movies")
         return MoviePlate(Path(path))
     if kind == "sequence":
-        return SequencePlate(Path(path), fps)
+        return SequencePlate(Path(path), fps, layer=layer)
     if kind == "still":
-        return StillPlate(path, hold or 1, fps, move)
+        return StillPlate(path, hold or 1, fps, move, layer)
     raise ValueError(f"unknown plate kind {kind!r}")

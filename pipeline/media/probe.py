@@ -9,6 +9,7 @@ from fractions import Fraction
 from pathlib import Path
 
 import av
+import OpenEXR
 
 from pipeline.errors import MediaError
 
@@ -88,6 +89,7 @@ class PlateInfo:
     # "top" or "bottom" (the field shown first) for an interlaced movie (broadcast 1080i, DV): the stages work
     # on whole frames, the two fields' combing and all, so `vfx validate` warns
     interlaced: str = ""
+    layer: str = ""  # EXR plates: the layer whose R, G, B (or Y) are the picture ("": the top-level channels)
     frame_numbers: tuple[int, ...] = field(default=(), repr=False)  # sequences only
 
     @property
@@ -102,6 +104,42 @@ class PlateInfo:
         d["duration"] = self.duration
         d.pop("frame_numbers")
         return d
+
+
+class LayerError(MediaError):
+    """An EXR whose picture is not where the plate takes it from (`exr_picture_size`)."""
+
+
+def exr_picture_size(path: Path, layer: str = "") -> tuple[int, int]:
+    """The display size (width, height) of an EXR whose picture is where the plate takes it from: the R, G
+    and B (or Y, a luminance-only scan) of the named layer (`beauty` for beauty.R, beauty.G, beauty.B, as
+    Nuke names layers), or the top-level ones without a layer. Names match as FFmpeg's reader matches
+    them: the layer's as written, the channels' in any case. A renderer's multi-layer EXR with no
+    top-level picture is refused naming its layers (LayerError), where FFmpeg's reader made a picture of
+    no size; so is a layer the file lacks."""
+    try:
+        with OpenEXR.File(str(path), header_only=True) as f:  # its channels are gone once it is closed
+            header = f.header()
+            names = [c.name for c in header.get("channels", ())]
+            (x0, y0), (x1, y1) = header["displayWindow"]
+    except (RuntimeError, ValueError, OSError, KeyError) as e:
+        raise MediaError(f"{path}: cannot be read as an EXR: {e}") from None
+    if layer:  # FFmpeg matches the layer's name as written, its channels' in any case
+        picked = {n[len(layer) + 1 :].lower() for n in names if n.startswith(f"{layer}.")}
+    else:
+        picked = {n.lower() for n in names if "." not in n}
+    if set("rgb") <= picked or "y" in picked:
+        return int(x1 - x0 + 1), int(y1 - y0 + 1)
+    layers = sorted({n.rsplit(".", 1)[0] for n in names if "." in n})
+    listed = f"its layers: {', '.join(layers)}" if layers else "it has no layers"
+    if layer:
+        raise LayerError(f"{path}: no layer {layer!r} with R, G, B or Y channels ({listed})")
+    if layers:
+        raise LayerError(
+            f"{path}: no top-level R, G, B or Y channels ({listed}): name the picture's layer (a "
+            "manifest's plate.layer)"
+        )
+    raise LayerError(f"{path}: no R, G, B or Y channels (its channels: {', '.join(sorted(names))})")
 
 
 def sequence_regex(pattern: Path) -> tuple[re.Pattern[str], int]:
@@ -327,7 +365,9 @@ def probe_movie(path: Path) -> PlateInfo:
         raise MediaError(f"{path}: cannot be read as a movie: {e.strerror or e}") from None
 
 
-def probe_sequence(pattern: Path, fps: Fraction | None) -> PlateInfo:
+def probe_sequence(pattern: Path, fps: Fraction | None, layer: str = "") -> PlateInfo:
+    """What an image sequence is, from its file names and its first frame; `layer`: an EXR sequence's layer
+    whose channels are the picture (`exr_picture_size`)."""
     regex, _ = sequence_regex(pattern)
     folder = pattern.parent
     if not folder.is_dir():
@@ -351,6 +391,10 @@ def probe_sequence(pattern: Path, fps: Fraction | None) -> PlateInfo:
             aspect = pixel_aspect(stream, 0) if codec in ASPECT_FORMATS else Fraction(1)
     except (av.FFmpegError, IndexError) as e:
         raise MediaError(f"{first}: cannot be read as an image: {e}") from None
+    if codec == "exr":  # FFmpeg reads a layered EXR as a picture of no size
+        width, height = exr_picture_size(first, layer)
+    elif layer:
+        raise LayerError(f"{first}: a layer is read from EXR files only, and this is {codec}")
     if width <= 0 or height <= 0:  # FFmpeg opens a text file as a "video" of no size
         raise MediaError(f"{first}: cannot be read as an image: no picture size")
     turns = first_frame_turns(first)
@@ -369,4 +413,5 @@ def probe_sequence(pattern: Path, fps: Fraction | None) -> PlateInfo:
         first_frame=numbers[0],
         frame_numbers=tuple(numbers),
         rotation=90 * turns,
+        layer=layer,
     )
