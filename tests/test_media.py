@@ -662,6 +662,25 @@ def test_a_luminance_only_exr_reads_as_grey(tmp_path):
     np.testing.assert_array_equal(got[1], want)
 
 
+# an 8x8 grey JPEG XL picture, as ffmpeg's libjxl writes it (`-f lavfi -i color=c=gray:s=8x8 -c:v libjxl`)
+TINY_JXL = (
+    b"\xff\nA\x06\x00\x13\x88\x02\x00\xb0\x00\xb5\x9f \x00\x00\x15*\xa3\x8c\x1b\xbc\x9c\xeb\xf9\xf2C"
+    b"\x87\xc5\xb4\x8d\xeb\x0cm\xb5ma\tc\xb3\xbd0HH8k\x18\xda\xcd\x81a\x88Q%\t"
+)
+
+
+def test_a_sequence_in_a_format_pyav_cannot_decode_is_refused_in_one_line(tmp_path):
+    """PyAV's FFmpeg opens a JPEG XL file but has no decoder for it (no libjxl): the probe stopped with an
+    AttributeError traceback; it is refused naming the file and the format."""
+    if "libjxl" in av.codecs_available or "jpegxl" in av.codecs_available:
+        pytest.skip("this PyAV's FFmpeg decodes JPEG XL: no format it opens without a decoder to try")
+    (tmp_path / "jxl").mkdir()
+    for n in (1001, 1002):
+        (tmp_path / "jxl" / f"j.{n}.jxl").write_bytes(TINY_JXL)
+    with pytest.raises(MediaError, match=r"j\.1001\.jxl: cannot be read as an image: no decoder .*jpegxl"):
+        open_plate("sequence", str(tmp_path / "jxl" / "j.####.jxl"))
+
+
 def test_frame_write_is_atomic(tmp_path, monkeypatch):
     path = tmp_path / "x.1001.png"
     write_frame(path, np.zeros((4, 4, 3), np.uint8), "png8", {})

@@ -386,6 +386,11 @@ def probe_sequence(pattern: Path, fps: Fraction | None, layer: str = "") -> Plat
         with av.open(str(first)) as container:
             stream = container.streams.video[0]
             cc = stream.codec_context
+            if cc is None:  # a format PyAV's FFmpeg opens but cannot decode (JPEG XL: no libjxl in it)
+                raise MediaError(
+                    f"{first}: cannot be read as an image: no decoder for its {container.format.name} format "
+                    "in PyAV's FFmpeg (convert the sequence to EXR, DPX, TIFF or PNG)"
+                )
             width, height, codec, pix = cc.width, cc.height, cc.name, cc.pix_fmt or ""
             # the stored frame's pixel aspect (turned below with the frame)
             aspect = pixel_aspect(stream, 0) if codec in ASPECT_FORMATS else Fraction(1)
