@@ -662,6 +662,25 @@ def test_a_luminance_only_exr_reads_as_grey(tmp_path):
     np.testing.assert_array_equal(got[1], want)
 
 
+@pytest.mark.parametrize("pix_fmt", ["gbrp10le", "gbrp12le"])
+def test_a_10_and_12_bit_dpx_scan_is_read_as_16_bit_samples(tmp_path, pix_fmt):
+    """A film scan's 10- or 12-bit DPX frames were read as 8 bits (the reader took a frame as deep only
+    when its pixel format's name held 16, 48 or 64), so png16 and EXR comps of a scan kept 8 bits of it.
+    They read as the 16-bit RGB the ffmpeg command line makes of them, with more than 256 levels."""
+    (tmp_path / "dpx").mkdir()
+    cmd = [ffmpeg_executable(), "-v", "error", "-f", "lavfi", "-i", "testsrc2=size=64x48:rate=24"]
+    cmd += ["-frames:v", "2", "-pix_fmt", pix_fmt, "-start_number", "1001"]
+    subprocess.run([*cmd, str(tmp_path / "dpx" / "s.%04d.dpx")], check=True)
+    plate = open_plate("sequence", str(tmp_path / "dpx" / "s.####.dpx"))
+    got = list(plate.read(0, 2))
+    assert len(got) == 2
+    for n, g in zip((1001, 1002), got, strict=True):
+        assert g.dtype == np.uint16
+        np.testing.assert_array_equal(g, ffmpeg_rgb(tmp_path / "dpx" / f"s.{n}.dpx", 64, 48, deep=True)[0])
+    assert len(np.unique(got[0])) > 256
+    assert read_image(tmp_path / "dpx" / "s.1001.dpx").dtype == np.uint16  # a still of it too
+
+
 # an 8x8 grey JPEG XL picture, as ffmpeg's libjxl writes it (`-f lavfi -i color=c=gray:s=8x8 -c:v libjxl`)
 TINY_JXL = (
     b"\xff\nA\x06\x00\x13\x88\x02\x00\xb0\x00\xb5\x9f \x00\x00\x15*\xa3\x8c\x1b\xbc\x9c\xeb\xf9\xf2C"

@@ -103,7 +103,7 @@ def read_image(path: Path, layer: str = "") -> np.ndarray:
             pix = frame.format.name
             if name == "exr":
                 return _exr_srgb(frame)
-            deep = any(d in pix for d in ("48", "64", "16"))
+            deep = bit_depth(pix) > 8  # a 10- or 12-bit DPX scan, a float TIFF: 16-bit samples
             return upright(frame.to_ndarray(format="rgb48le" if deep else "rgb24", threads=1), frame)
     except (av.FFmpegError, StopIteration, IndexError) as e:
         if suffix == ".exr":
