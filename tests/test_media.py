@@ -766,6 +766,28 @@ def test_every_movie_preset_with_audio_and_metadata(tmp_path, clip, preset):
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
 
 
+def test_movies_are_made_and_plates_read_in_folders_named_with_a_percent_or_a_colon(tmp_path, clip, monkeypatch):
+    """A render root in a folder named `100%` or `%d` was read by FFmpeg's image2 reader as part of the
+    frame pattern (the review movie failed: no such file), and a relative path whose first part holds a
+    colon (`take:1/`, a plate `take:1.mov`) as a protocol's name. Both make their movie, with the audio."""
+    folder = tmp_path / "take:1 100%d"
+    folder.mkdir()
+    frames = decode_all(clip)[:6]
+    write_sequence(folder, frames)
+    (folder / "take:1.mp4").write_bytes(clip.read_bytes())
+    monkeypatch.chdir(tmp_path)
+    relative = Path("take:1 100%d")
+    audio = AudioSource(str(relative / "take:1.mp4"), offset=0.0, duration=6 / 25)
+    out = relative / "m:1.mp4"
+    encode_movie(relative / "s.%04d.png", 1001, 6, Fraction(25), out, "h264_review", META, audio=audio)
+    with av.open(str(out.absolute())) as c:  # PyAV, too, reads `m:1.mp4` as a protocol's
+        assert len(list(c.decode(video=0))) == 6
+        assert c.streams.audio
+    # and the plate reader opens it by that relative path (`vfx extract take:1.mp4` was "Protocol not found")
+    plate = open_plate("movie", str(relative / "take:1.mp4"))
+    np.testing.assert_array_equal(next(plate.read(2, 3)), frames[2])
+
+
 def test_burn_ins_show_the_frame_number(tmp_path):
     frames = [np.full((96, 128, 3), 40, np.uint8)] * 3
     pattern = write_sequence(tmp_path, frames)

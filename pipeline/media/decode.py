@@ -94,7 +94,7 @@ def read_image(path: Path, layer: str = "") -> np.ndarray:
     if suffix == ".exr" and not layer and (linear := decode_exr(path)) is not None:
         return half_linear_to_srgb(linear) if linear.dtype == np.float16 else linear_to_srgb(linear)
     try:
-        with av.open(str(path)) as container:
+        with av.open(str(Path(path).absolute())) as container:  # relative, `take:1.png` is a protocol's
             stream = container.streams.video[0]
             if layer:
                 stream.codec_context.options = {"layer": layer}
@@ -473,13 +473,14 @@ def open_plate(
     layer: str = "",
 ) -> Plate:
     """The plate of a kind (movie, sequence or still) at `path`, probed; `layer`: an EXR plate's layer whose
-    channels are the picture (`exr_picture_size`)."""
+    channels are the picture (`exr_picture_size`). Files are opened by their absolute paths: FFmpeg reads
+    a relative `take:1.mov` as a protocol's name."""
     if kind == "movie":
         if layer:
             raise LayerError(f"{path}: a layer is read from EXR sequences and stills only, not movies")
-        return MoviePlate(Path(path))
+        return MoviePlate(Path(path).absolute())
     if kind == "sequence":
-        return SequencePlate(Path(path), fps, layer=layer)
+        return SequencePlate(Path(path).absolute(), fps, layer=layer)
     if kind == "still":
         return StillPlate(path, hold or 1, fps, move, layer)
     raise ValueError(f"unknown plate kind {kind!r}")

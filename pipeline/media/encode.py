@@ -132,6 +132,14 @@ class AudioSource:
     duration: float
 
 
+def image2_pattern(pattern: Path) -> str:
+    """A sequence's `name.%04d.ext` as FFmpeg's image2 reader takes it: absolute (in a relative path,
+    `take:1/` reads as a protocol's name), and with every % but the frame number's doubled (a render root
+    in a folder named `100%` or `%d` was read as a pattern, and no frame was found)."""
+    head, token, tail = str(pattern.absolute()).rpartition("%04d")
+    return head.replace("%", "%%") + token + tail.replace("%", "%%")
+
+
 def movie_args(
     sequence_pattern: Path,
     first_frame: int,
@@ -161,7 +169,7 @@ def movie_args(
         "framerate": f"{fps.numerator}/{fps.denominator}",
         "start_number": str(first_frame),
     }
-    video = ffmpeg.input(str(sequence_pattern), **in_opts).video
+    video = ffmpeg.input(image2_pattern(sequence_pattern), **in_opts).video
     if linear_exr:  # EXR holds linear light; movies are display-referred (the sRGB curve)
         video = video.filter("zscale", transferin="linear", transfer="iec61966-2-1")
     video = video.filter("pad", "ceil(iw/2)*2", "ceil(ih/2)*2")
@@ -204,10 +212,11 @@ def movie_args(
     )
     out_opts["movflags"] = (out_opts.get("movflags", "") + "+use_metadata_tags").lstrip("+")
     if audio:
-        streams.append(ffmpeg.input(audio.path, ss=f"{audio.offset:.6f}", t=f"{audio.duration:.6f}").audio)
+        source = str(Path(audio.path).absolute())  # `take:1.mov` read as a relative path is a protocol's
+        streams.append(ffmpeg.input(source, ss=f"{audio.offset:.6f}", t=f"{audio.duration:.6f}").audio)
         out_opts.update({"c:a": p.audio_codec, "t": f"{audio.duration:.6f}"})
     args = ffmpeg.compile(
-        ffmpeg.output(*streams, str(output), **out_opts), cmd="ffmpeg", overwrite_output=True
+        ffmpeg.output(*streams, str(output.absolute()), **out_opts), cmd="ffmpeg", overwrite_output=True
     )[1:]
     # ffmpeg-python leaves out inputs that feed no output stream, so the metadata file (read only through
     # -map_metadata) is added by hand as the last input.
