@@ -29,6 +29,7 @@ import numpy as np
 import OpenEXR
 import pytest
 from conftest import REPO, hdr_movie, tiny_generator_config, tiny_mapper, write_manifest
+from PIL import Image
 
 from pipeline.cli import main
 from pipeline.errors import MediaError
@@ -210,6 +211,11 @@ MANIFEST_CASES = {
 }
 
 
+def grey_png(path: Path) -> None:
+    """A real 8x8 grey PNG."""
+    Image.new("L", (8, 8), 128).save(path)
+
+
 def layered_exr(path: Path) -> None:
     """A renderer's multi-layer EXR: beauty.R, beauty.G, beauty.B and depth.Z, no top-level picture."""
     plane = np.full((8, 8), 0.5, np.float16)
@@ -375,6 +381,12 @@ FILE_CASES = {
         "shot: a\nplate:\n  sequence: pl.####.png\n",
         {"pl.0001.png": lambda p: p.write_text("not a png")},
         "{m}:3 plate.sequence: ",
+    ),
+    "sequence-frame-padded-twice": with_files(
+        "shot: a\nplate:\n  sequence: pl.####.png\n",
+        {"pl.0001.png": grey_png, "pl.00001.png": grey_png, "pl.0002.png": grey_png},
+        "{m}:3 plate.sequence: ",
+        "pl.0001.png is frame 1 too",
     ),
     # a renderer's multi-layer EXR: its picture is a layer, named or not, there or not
     "sequence-exr-layers-without-layer": with_files(

@@ -766,7 +766,7 @@ def test_every_movie_preset_with_audio_and_metadata(tmp_path, clip, preset):
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
 
 
-def test_movies_are_made_and_plates_read_in_folders_named_with_a_percent_or_a_colon(tmp_path, clip, monkeypatch):
+def test_movies_are_made_and_plates_read_in_folders_named_with_percent_or_colon(tmp_path, clip, monkeypatch):
     """A render root in a folder named `100%` or `%d` was read by FFmpeg's image2 reader as part of the
     frame pattern (the review movie failed: no such file), and a relative path whose first part holds a
     colon (`take:1/`, a plate `take:1.mov`) as a protocol's name. Both make their movie, with the audio."""

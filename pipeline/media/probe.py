@@ -372,9 +372,14 @@ def probe_sequence(pattern: Path, fps: Fraction | None, layer: str = "") -> Plat
     folder = pattern.parent
     if not folder.is_dir():
         raise MediaError(f"{pattern}: plate folder {folder} not found")
-    numbers = sorted(int(m.group(1)) for p in folder.iterdir() if (m := regex.match(p.name)))
-    if not numbers:
+    named = sorted((int(m.group(1)), p.name) for p in folder.iterdir() if (m := regex.match(p.name)))
+    if not named:
         raise MediaError(f"{pattern}: no files of the sequence found")
+    numbers = [n for n, _ in named]
+    for (n, a), (m, b) in zip(named, named[1:], strict=False):
+        if n == m:  # padded two ways (x.0001.png, x.00001.png): which is the frame? Counted twice, the last
+            # frame was "missing" part way through a render
+            raise MediaError(f"{folder / a}: {b} is frame {n} too (padded otherwise): one file a frame")
     missing = sorted(set(range(numbers[0], numbers[-1] + 1)) - set(numbers))
     if missing:
         raise MediaError(
