@@ -660,6 +660,14 @@ def test_a_luminance_only_exr_reads_as_grey(tmp_path):
     got = list(plate.read(0, 2))
     assert len(got) == 2 and got[0].shape == (18, 30, 3)
     np.testing.assert_array_equal(got[1], want)
+    # a luminance/chroma file (Y, RY, BY): FFmpeg reads its Y alone, a grey picture; refused, by its frame
+    chroma = np.full((18, 30), 0.2, np.float16)
+    write_exr_channels(tmp_path / "y" / "y.1002.exr", {"Y": y, "RY": chroma, "BY": -chroma})
+    with pytest.raises(MediaError, match=r"y\.1002\.exr: frame 1002: a luminance/chroma EXR"):
+        list(plate.read(0, 2))
+    write_exr_channels(tmp_path / "y" / "y.1001.exr", {"Y": y, "RY": chroma, "BY": -chroma})
+    with pytest.raises(MediaError, match=r"y\.1001\.exr: a luminance/chroma EXR .*its colour would be lost"):
+        open_plate("sequence", str(tmp_path / "y" / "y.####.exr"))  # by the probe, from its first frame
 
 
 @pytest.mark.parametrize("pix_fmt", ["gbrp10le", "gbrp12le"])

@@ -102,6 +102,8 @@ def read_image(path: Path, layer: str = "") -> np.ndarray:
             name = stream.codec_context.name
             pix = frame.format.name
             if name == "exr":
+                if len(frame.planes) < 3:  # grey: a Y-only scan, or the Y of a Y, RY, BY file (refused)
+                    exr_picture_size(path, layer)
                 return _exr_srgb(frame)
             deep = bit_depth(pix) > 8  # a 10- or 12-bit DPX scan, a float TIFF: 16-bit samples
             return upright(frame.to_ndarray(format="rgb48le" if deep else "rgb24", threads=1), frame)

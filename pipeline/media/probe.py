@@ -112,11 +112,12 @@ class LayerError(MediaError):
 
 def exr_picture_size(path: Path, layer: str = "") -> tuple[int, int]:
     """The display size (width, height) of an EXR whose picture is where the plate takes it from: the R, G
-    and B (or Y, a luminance-only scan) of the named layer (`beauty` for beauty.R, beauty.G, beauty.B, as
-    Nuke names layers), or the top-level ones without a layer. Names match as FFmpeg's reader matches
-    them: the layer's as written, the channels' in any case. A renderer's multi-layer EXR with no
-    top-level picture is refused naming its layers (LayerError), where FFmpeg's reader made a picture of
-    no size; so is a layer the file lacks."""
+    and B (or Y: a luminance-only scan, not a luminance/chroma file with RY and BY, whose colour FFmpeg's
+    reader drops) of the named layer (`beauty` for beauty.R, beauty.G, beauty.B, as Nuke names layers),
+    or the top-level ones without a layer. Names match as FFmpeg's reader matches them: the layer's as
+    written, the channels' in any case. A renderer's multi-layer EXR with no top-level picture is refused
+    naming its layers (LayerError), where FFmpeg's reader made a picture of no size; so is a layer the
+    file lacks."""
     try:
         with OpenEXR.File(str(path), header_only=True) as f:  # its channels are gone once it is closed
             header = f.header()
@@ -128,7 +129,14 @@ def exr_picture_size(path: Path, layer: str = "") -> tuple[int, int]:
         picked = {n[len(layer) + 1 :].lower() for n in names if n.startswith(f"{layer}.")}
     else:
         picked = {n.lower() for n in names if "." not in n}
-    if set("rgb") <= picked or "y" in picked:
+    if set("rgb") <= picked:
+        return int(x1 - x0 + 1), int(y1 - y0 + 1)
+    if "y" in picked:
+        if picked & {"ry", "by"}:  # FFmpeg's reader takes the Y alone: a grey picture, without a word
+            raise MediaError(
+                f"{path}: a luminance/chroma EXR (Y, RY, BY): its colour would be lost (FFmpeg reads only "
+                "its Y); write it as R, G, B"
+            )
         return int(x1 - x0 + 1), int(y1 - y0 + 1)
     layers = sorted({n.rsplit(".", 1)[0] for n in names if "." in n})
     listed = f"its layers: {', '.join(layers)}" if layers else "it has no layers"
