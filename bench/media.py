@@ -181,6 +181,18 @@ def write_sequence(
     return folder / f"x.%04d.{ext}", n, plate.info.fps
 
 
+def write_dpx_sequence(clip: Path, folder: Path, frames: int) -> Path:
+    """The clip's first frames as a film scan's 10-bit RGB DPX sequence x.1001.dpx, ..., big-endian as
+    scanners write them (by ffmpeg: the pipeline writes no DPX); returns its pattern."""
+    folder.mkdir(parents=True)
+    pattern = folder / "x.%04d.dpx"
+    run_ffmpeg(
+        ["-v", "error", "-i", str(clip), "-frames:v", str(frames), "-pix_fmt", "gbrp10be"]
+        + ["-start_number", str(FIRST), str(pattern)]
+    )
+    return pattern
+
+
 def hand_command(pattern: Path, fps: Fraction, out: Path, preset: str, burn_in: str | None) -> list[str]:
     """The reference encode, written out as a person would type it (not derived from the pipeline's code)."""
     vf = "pad=ceil(iw/2)*2:ceil(ih/2)*2"
@@ -379,6 +391,12 @@ def main(argv: list[str] | None = None) -> int:
                         f"  {rows[-1].metric}: ours {rows[-1].ours}, ffmpeg {rows[-1].reference}", flush=True
                     )
                     shutil.rmtree(folder / fmt)
+                pattern = write_dpx_sequence(c, folder / "dpx", HD_SEQUENCE_FRAMES)
+                rows.append(
+                    bench_sequence_decode(pattern, HD_SEQUENCE_FRAMES, fps, repeats, "10-bit DPX 1080p")
+                )
+                print(f"  {rows[-1].metric}: ours {rows[-1].ours}, ffmpeg {rows[-1].reference}", flush=True)
+                shutil.rmtree(folder / "dpx")
             if c.parent == folder:
                 c.unlink()
 

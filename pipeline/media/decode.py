@@ -41,7 +41,7 @@ from pipeline.media.probe import (
     quarter_turns,
     sequence_path,
 )
-from pipeline.media.sequences import decode_exr, decode_png
+from pipeline.media.sequences import decode_dpx, decode_exr, decode_png
 
 
 class FrameError(MediaError):
@@ -91,6 +91,8 @@ def read_image(path: Path, layer: str = "") -> np.ndarray:
         raise LayerError(f"{path}: a layer is read from EXR files only")
     if suffix == ".png" and (rgb := _read_png(path)) is not None:
         return rgb
+    if suffix == ".dpx" and (rgb := _read_dpx(path)) is not None:
+        return rgb
     if suffix == ".exr" and not layer and (linear := decode_exr(path)) is not None:
         return half_linear_to_srgb(linear) if linear.dtype == np.float16 else linear_to_srgb(linear)
     try:
@@ -111,6 +113,14 @@ def read_image(path: Path, layer: str = "") -> np.ndarray:
         if suffix == ".exr":
             exr_picture_size(path, layer)  # a picture not where it is taken from is refused naming the layers
         raise MediaError(f"{path}: cannot be read as an image: {e}") from None
+
+
+def _read_dpx(path: Path) -> np.ndarray | None:
+    """A 10-bit RGB DPX frame in its usual layout, by `decode_dpx`; None for others and unreadable files."""
+    try:
+        return decode_dpx(Path(path).read_bytes())
+    except OSError:
+        return None
 
 
 def _read_png(path: Path) -> np.ndarray | None:
