@@ -253,10 +253,10 @@ def cmd_extract(args: argparse.Namespace) -> int:
 
     refuse_file_at(args.out, "the crops")
     made = not args.out.exists()
-    total = -(-open_any_plate(args.plate).info.frame_count // args.every)
+    total = -(-open_any_plate(args.plate, args.layer).info.frame_count // args.every)
     found = missing = 0
     with Progress(f"extract {Path(args.plate).name}", total, "frame") as bar:
-        for item in extract_faces(args.plate, args.out, size=args.size, every=args.every):
+        for item in extract_faces(args.plate, args.out, size=args.size, every=args.every, layer=args.layer):
             found += item.crop is not None
             missing += item.crop is None
             bar.advance(note=f"{found} with a face")
@@ -806,6 +806,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--size", type=whole(64, 1024), default=256, help="crop size in pixels, 64-1024 (default 256)"
     )
     e.add_argument("--every", type=whole(1, 100_000), default=1, help="take every N-th frame (default 1)")
+    e.add_argument("--layer", default="", help="EXR: the layer whose R, G, B are the picture, as beauty")
     e.set_defaults(func=cmd_extract)
 
     tr = sub.add_parser("train", help="train a model")

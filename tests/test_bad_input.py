@@ -551,6 +551,16 @@ def labels_from_one_folder(d: Path, clip: Path) -> Case:
     return Case(shlex.split(argv), ["--attribute hat", f"{d}/faces", "both sides"])
 
 
+def extract_a_layer_the_exr_lacks(d: Path, clip: Path) -> Case:
+    """`vfx extract --layer` names a layer the renderer's EXR sequence does not have: refused naming its
+    layers, before the crop folder is made."""
+    layered_exr(d / "pl.0001.exr")
+    return Case(
+        ["extract", f"{d}/pl.####.exr", "--out", f"{d}/crops", "--layer", "diffuse"],
+        ["'diffuse'", "beauty, depth"],
+    )
+
+
 def an_image_without_a_face(command: str) -> Build:
     """`command` on a picture with no face in it: refused naming it, with no empty --out folder left
     behind (project and edit made theirs before looking for the face)."""
@@ -599,6 +609,7 @@ ARG_CASES = {
     "extract-plate-missing": args("extract {d}/gone.mp4 --out {d}/out", "{d}/gone.mp4"),
     "extract-plate-not-a-movie": args("extract {m} --out {d}/out", "{m}"),
     "extract-no-out": args("extract {clip}", "--out"),
+    "extract-exr-layer-missing": extract_a_layer_the_exr_lacks,
     "render-frames-reversed": args("render {m} --frames 1040-1010", "--frames"),
     "render-frames-text": args("render {m} --frames all", "--frames"),
     "render-frames-huge": args("render {m} --frames 1001-99999999999", "--frames"),

@@ -27,13 +27,14 @@ from pipeline.media.sequences import write_frame
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".exr", ".tif", ".tiff", ".bmp", ".webp"}
 
 
-def open_any_plate(path: str) -> Plate:
-    """A movie, an image sequence (#### or %04d in the name) or a single image."""
+def open_any_plate(path: str, layer: str = "") -> Plate:
+    """A movie, an image sequence (#### or %04d in the name) or a single image; `layer`: an EXR's layer
+    whose channels are the picture (as a manifest's plate.layer)."""
     if SEQUENCE_TOKEN.search(Path(path).name):
-        return open_plate("sequence", path)
+        return open_plate("sequence", path, layer=layer)
     if Path(path).suffix.lower() in IMAGE_SUFFIXES or path.startswith("builtin:"):
-        return open_plate("still", path, hold=1)
-    return open_plate("movie", path)
+        return open_plate("still", path, hold=1, layer=layer)
+    return open_plate("movie", path, layer=layer)
 
 
 @dataclass
@@ -43,13 +44,18 @@ class Extracted:
 
 
 def extract_faces(
-    plate_path: str, out: Path, size: int = 256, every: int = 1, analyzer: FaceAnalyzer | None = None
+    plate_path: str,
+    out: Path,
+    size: int = 256,
+    every: int = 1,
+    analyzer: FaceAnalyzer | None = None,
+    layer: str = "",
 ) -> Iterator[Extracted]:
     """Every `every`-th frame's largest face, aligned FFHQ-style, as PNG plus a JSON of its landmarks.
 
     Crops already on disk are kept (an interrupted extraction continues); each file is written atomically.
     """
-    plate = open_any_plate(plate_path)
+    plate = open_any_plate(plate_path, layer)
     analyzer = analyzer or FaceAnalyzer()
     try:
         out.mkdir(parents=True, exist_ok=True)

@@ -145,7 +145,7 @@ def exr_picture_size(path: Path, layer: str = "") -> tuple[int, int]:
     if layers:
         raise LayerError(
             f"{path}: no top-level R, G, B or Y channels ({listed}): name the picture's layer (a "
-            "manifest's plate.layer)"
+            "manifest's plate.layer, vfx extract --layer)"
         )
     raise LayerError(f"{path}: no R, G, B or Y channels (its channels: {', '.join(sorted(names))})")
 
