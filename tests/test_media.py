@@ -670,12 +670,12 @@ def test_a_luminance_only_exr_reads_as_grey(tmp_path):
         open_plate("sequence", str(tmp_path / "y" / "y.####.exr"))  # by the probe, from its first frame
 
 
-@pytest.mark.parametrize("pix_fmt", ["gbrp10be", "gbrp10le", "gbrp12le"])
+@pytest.mark.parametrize("pix_fmt", ["gbrp10be", "gbrp10le", "gbrp12be", "gbrp12le", "rgb48be", "rgb48le"])
 def test_a_10_and_12_bit_dpx_scan_is_read_as_16_bit_samples(tmp_path, pix_fmt):
     """A film scan's 10- or 12-bit DPX frames were read as 8 bits (the reader took a frame as deep only
     when its pixel format's name held 16, 48 or 64), so png16 and EXR comps of a scan kept 8 bits of it.
-    They read as the 16-bit RGB the ffmpeg command line makes of them, with more than 256 levels: 10-bit
-    ones in either byte order by our own decoder (`decode_dpx`), others by FFmpeg's."""
+    They read as the 16-bit RGB the ffmpeg command line makes of them, with more than 256 levels, in either
+    byte order, by our own decoder (`decode_dpx`); a layout it does not know goes to FFmpeg's."""
     (tmp_path / "dpx").mkdir()
     cmd = [ffmpeg_executable(), "-v", "error", "-f", "lavfi", "-i", "testsrc2=size=64x48:rate=24"]
     cmd += ["-frames:v", "2", "-pix_fmt", pix_fmt, "-start_number", "1001"]
@@ -686,17 +686,18 @@ def test_a_10_and_12_bit_dpx_scan_is_read_as_16_bit_samples(tmp_path, pix_fmt):
     for n, g in zip((1001, 1002), got, strict=True):
         assert g.dtype == np.uint16
         np.testing.assert_array_equal(g, ffmpeg_rgb(tmp_path / "dpx" / f"s.{n}.dpx", 64, 48, deep=True)[0])
-    assert len(np.unique(got[0])) > 256
+    if pix_fmt.startswith("gbrp"):  # made from 8-bit video through YUV: more levels than 8 bits hold
+        assert len(np.unique(got[0])) > 256
     assert read_image(tmp_path / "dpx" / "s.1001.dpx").dtype == np.uint16  # a still of it too
     data = (tmp_path / "dpx" / "s.1001.dpx").read_bytes()
     ours = decode_dpx(data)
-    assert (ours is not None) == pix_fmt.startswith("gbrp10")
-    if ours is not None:
-        np.testing.assert_array_equal(ours, got[0])
-        # a layout it does not know (here: rows bottom to top) is for FFmpeg's reader, not misread
-        order = ">" if pix_fmt.endswith("be") else "<"
-        assert decode_dpx(data[:768] + struct.pack(order + "H", 2) + data[770:]) is None
-        assert decode_dpx(data[:-4]) is None  # cut short
+    assert ours is not None
+    np.testing.assert_array_equal(ours, got[0])
+    # a layout it does not know (here: rows bottom to top) is for FFmpeg's reader, not misread
+    order = ">" if pix_fmt.endswith("be") else "<"
+    turned = data[:768] + struct.pack(order + "H", 2) + data[770:]
+    assert decode_dpx(turned) is None
+    assert decode_dpx(data[:-4]) is None  # cut short
 
 
 # an 8x8 grey JPEG XL picture, as ffmpeg's libjxl writes it (`-f lavfi -i color=c=gray:s=8x8 -c:v libjxl`)

@@ -116,7 +116,8 @@ def read_image(path: Path, layer: str = "") -> np.ndarray:
 
 
 def _read_dpx(path: Path) -> np.ndarray | None:
-    """A 10-bit RGB DPX frame in its usual layout, by `decode_dpx`; None for others and unreadable files."""
+    """A 10-, 12- or 16-bit RGB DPX frame in a usual layout, by `decode_dpx`; None for others and unreadable
+    files."""
     try:
         return decode_dpx(Path(path).read_bytes())
     except OSError:
