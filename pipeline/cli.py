@@ -101,7 +101,7 @@ def manifest_files(target: Path) -> list[Path]:
 
 def cmd_validate(args: argparse.Namespace) -> int:
     from pipeline.manifest import load_shot, shot_name_clashes
-    from pipeline.media.probe import MAX_SQUEEZE, square_scale
+    from pipeline.media.probe import MAX_SQUEEZE, dpx_transfer, sequence_path, square_scale
 
     failed = 0
     targets, clashes = [], {}
@@ -147,6 +147,14 @@ def cmd_validate(args: argparse.Namespace) -> int:
                         f"warning: {path}: the plate is interlaced ({info.interlaced} field first): faces "
                         "are found and drawn on whole frames, both fields' combing and all; deinterlace it "
                         "first for clean faces (ffmpeg -vf bwdif)"
+                    )
+                scan = info.kind == "sequence" and info.codec == "dpx"
+                first = sequence_path(Path(info.path), info.first_frame or 0) if scan else Path()
+                if scan and (encoding := dpx_transfer(first)):
+                    print(
+                        f"warning: {path}: {first.name} says its samples are {encoding}: faces are found, "
+                        "colour-matched and composited in those code values as they are; convert the scan "
+                        "for display first (as OpenColorIO does) for faces a detector knows"
                     )
                 if shot.spec.faces is not None and shot.spec.faces.enabled and shot.spec.faces.reference:
                     from pipeline.shot.track import reference_face_count

@@ -160,6 +160,29 @@ def test_validate_warns_about_an_interlaced_plate(tmp_path, clip, capsys):
         assert ("interlaced (top field first)" in out) == warned, out
 
 
+def test_validate_warns_about_a_log_dpx_scan(tmp_path, capsys):
+    """A film scan kept in printing density (Cineon log) is worked in its log code values as they are:
+    validate says so, from the DPX header's transfer byte (FFmpeg's decoder does not give it); a scan for
+    display, a PNG sequence and a movie get no warning."""
+    from pipeline.media.encode import ffmpeg_executable
+
+    for transfer, name in ((1, "log"), (6, "video")):
+        (tmp_path / name).mkdir()
+        cmd = [ffmpeg_executable(), "-v", "error", "-f", "lavfi", "-i", "testsrc2=size=64x48:rate=24"]
+        cmd += ["-frames:v", "2", "-pix_fmt", "gbrp10be", "-start_number", "1001"]
+        subprocess.run([*cmd, str(tmp_path / name / "s.%04d.dpx")], check=True)
+        for n in (1001, 1002):
+            frame = tmp_path / name / f"s.{n}.dpx"
+            data = bytearray(frame.read_bytes())
+            data[801] = transfer
+            frame.write_bytes(bytes(data))
+        m = write_manifest(tmp_path, f"shot: a\nplate:\n  sequence: {tmp_path / name}/s.####.dpx\n")
+        assert main(["validate", str(m)]) == 0
+        out = capsys.readouterr().out
+        warned = "s.1001.dpx says its samples are printing density (Cineon log)" in out
+        assert warned == (name == "log"), out
+
+
 def test_validate_runs_as_a_console_command(tmp_path):
     bad = write_manifest(tmp_path, "shot: a\nplate:\n  movie: gone.mp4\n")
     p = subprocess.run(

@@ -106,6 +106,24 @@ class PlateInfo:
         return d
 
 
+# DPX transfer characteristics (SMPTE 268M) whose samples are not a display's: a film scan kept in printing
+# density (Cineon log) or another log or linear encoding
+DPX_SCENE_TRANSFERS = {1: "printing density (Cineon log)", 2: "linear light", 3: "logarithmic"}
+
+
+def dpx_transfer(path: Path) -> str:
+    """How a DPX's header says its samples are encoded, when it is not for a display (`DPX_SCENE_TRANSFERS`);
+    "" for display encodings, unspecified ones and files it cannot read. FFmpeg's decoder does not say."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(802)
+    except OSError:
+        return ""
+    if len(head) < 802 or head[:4] not in (b"SDPX", b"XPDS"):
+        return ""
+    return DPX_SCENE_TRANSFERS.get(head[801], "")
+
+
 class LayerError(MediaError):
     """An EXR whose picture is not where the plate takes it from (`exr_picture_size`)."""
 
