@@ -719,6 +719,18 @@ def test_a_sequence_in_a_format_pyav_cannot_decode_is_refused_in_one_line(tmp_pa
         open_plate("sequence", str(tmp_path / "jxl" / "j.####.jxl"))
 
 
+def test_an_unpadded_sequence_named_with_percent_d_reads_in_frame_order(tmp_path):
+    """`shot.%d.png` (printf's unpadded number, as FFmpeg takes it: shot.9.png, shot.10.png) was refused
+    as needing #### or %04d. It reads frames 9, 10, 11 in number order, not name order."""
+    (tmp_path / "u").mkdir()
+    frames = {n: np.full((4, 6, 3), n * 10, np.uint8) for n in (9, 10, 11)}
+    for n, f in frames.items():
+        cv2.imwrite(str(tmp_path / "u" / f"shot.{n}.png"), f)
+    plate = open_plate("sequence", str(tmp_path / "u" / "shot.%d.png"))
+    assert (plate.info.first_frame, plate.info.frame_count) == (9, 3)
+    assert [int(f[0, 0, 0]) for f in plate.read(0, 3)] == [90, 100, 110]
+
+
 def test_frame_write_is_atomic(tmp_path, monkeypatch):
     path = tmp_path / "x.1001.png"
     write_frame(path, np.zeros((4, 4, 3), np.uint8), "png8", {})

@@ -13,7 +13,8 @@ import OpenEXR
 
 from pipeline.errors import MediaError
 
-SEQUENCE_TOKEN = re.compile(r"(#+|%0(\d)d)")
+# a sequence's frame number in its file name: #### (Nuke), %04d, or %d unpadded (printf, as FFmpeg takes it)
+SEQUENCE_TOKEN = re.compile(r"(#+|%(?:0(\d+))?d)")
 BUILTIN_IMAGES = ("astronaut",)
 
 
@@ -168,12 +169,19 @@ def exr_picture_size(path: Path, layer: str = "") -> tuple[int, int]:
     raise LayerError(f"{path}: no R, G, B or Y channels (its channels: {', '.join(sorted(names))})")
 
 
+def _token_padding(m: re.Match[str]) -> int:
+    """The digits a frame number is padded to by its token: #### 4, %04d 4, %d none (1)."""
+    if m.group(1).startswith("#"):
+        return len(m.group(1))
+    return max(1, int(m.group(2) or 1))
+
+
 def sequence_regex(pattern: Path) -> tuple[re.Pattern[str], int]:
     """The regex for the file names of `name.####.ext` or `name.%04d.ext`, and the padding."""
     m = SEQUENCE_TOKEN.search(pattern.name)
     if not m:
         raise MediaError(f"{pattern}: an image sequence needs #### or %04d in its file name")
-    pad = len(m.group(1)) if m.group(1).startswith("#") else int(m.group(2))
+    pad = _token_padding(m)
     head, tail = pattern.name[: m.start()], pattern.name[m.end() :]
     return re.compile(re.escape(head) + rf"(\d{{{pad},}})" + re.escape(tail) + "$"), pad
 
@@ -181,7 +189,7 @@ def sequence_regex(pattern: Path) -> tuple[re.Pattern[str], int]:
 def sequence_path(pattern: Path, number: int) -> Path:
     m = SEQUENCE_TOKEN.search(pattern.name)
     assert m is not None
-    pad = len(m.group(1)) if m.group(1).startswith("#") else int(m.group(2))
+    pad = _token_padding(m)
     return pattern.with_name(pattern.name[: m.start()] + f"{number:0{pad}d}" + pattern.name[m.end() :])
 
 
