@@ -173,7 +173,7 @@ def decode_png(data: bytes) -> np.ndarray | None:
     return samples.reshape(h, w, channels)
 
 
-DPX_HEADER_BYTES = 1664  # file and image headers; a 10-bit RGB element's samples start at or after this
+DPX_HEADER_BYTES = 1664  # the file and image headers: an image element's samples start at or after them
 
 
 def decode_dpx(data: bytes) -> np.ndarray | None:
