@@ -162,8 +162,8 @@ def test_validate_warns_about_an_interlaced_plate(tmp_path, clip, capsys):
 
 def test_validate_warns_about_a_log_dpx_scan(tmp_path, capsys):
     """A film scan kept in printing density (Cineon log) is worked in its log code values as they are:
-    validate says so, from the DPX header's transfer byte (FFmpeg's decoder does not give it); a scan for
-    display, a PNG sequence and a movie get no warning."""
+    validate says so, from the DPX header's transfer byte (FFmpeg's decoder does not give it); a scan
+    coded for video gets no warning."""
     from pipeline.media.encode import ffmpeg_executable
 
     for transfer, name in ((1, "log"), (6, "video")):

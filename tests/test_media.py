@@ -671,7 +671,7 @@ def test_a_luminance_only_exr_reads_as_grey(tmp_path):
 
 
 @pytest.mark.parametrize("pix_fmt", ["gbrp10be", "gbrp10le", "gbrp12be", "gbrp12le", "rgb48be", "rgb48le"])
-def test_a_10_and_12_bit_dpx_scan_is_read_as_16_bit_samples(tmp_path, pix_fmt):
+def test_a_10_12_and_16_bit_dpx_scan_is_read_as_16_bit_samples(tmp_path, pix_fmt):
     """A film scan's 10- or 12-bit DPX frames were read as 8 bits (the reader took a frame as deep only
     when its pixel format's name held 16, 48 or 64), so png16 and EXR comps of a scan kept 8 bits of it.
     They read as the 16-bit RGB the ffmpeg command line makes of them, with more than 256 levels, in either
