@@ -81,7 +81,7 @@ def read_image(path: Path, layer: str = "") -> np.ndarray:
     """One image file as RGB: uint8 for 8-bit files, uint16 for deeper ones, float32 for EXR.
 
     A PNG is read by `decode_png` when its rows are filtered as the pipeline writes them (half the time
-    of libpng's reading), and a plain scan-line EXR by `decode_exr` (OpenEXR's library: half the time of
+    of libpng's reading), and a single-part EXR by `decode_exr` (OpenEXR's library: half the time of
     FFmpeg's decoder); other PNGs by OpenCV's libpng reader (lossless, so the same samples as FFmpeg's
     decoder) when it knows the file: opening each file as a PyAV container probes it by decoding it once
     more, which made a PNG sequence read at 0.6x of `ffmpeg -f null`. Anything else goes through PyAV,
