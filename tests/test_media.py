@@ -496,7 +496,8 @@ def test_exr_plates_are_read_by_openexr_as_ffmpeg_reads_them(tmp_path):
 def test_a_dwaa_exr_with_a_data_window_or_in_tiles_reads_as_openexr_decodes_it(tmp_path):
     """DWAA is a common compression for Nuke's EXRs, which have a data window (the bounding box). Such a
     file, or a tiled one, went to FFmpeg's decoder, whose picture of it was wrong without a word (0.68-0.69
-    off on average, 0-1 scale); it reads as OpenEXR's own library decodes it, placed in its display window."""
+    off on average, 0-1 scale); it reads as OpenEXR's own library decodes it, placed in its display window.
+    So does a DWAA file's named layer, which FFmpeg's decoder could not read."""
     rng = np.random.default_rng(9)
     pixels = rng.random((100, 130, 3)).astype(np.float16)  # the sizes at which FFmpeg went wrong
     tiles = OpenEXR.TileDescription()
@@ -518,6 +519,15 @@ def test_a_dwaa_exr_with_a_data_window_or_in_tiles_reads_as_openexr_decodes_it(t
         got = read_image(tmp_path / name)
         np.testing.assert_allclose(got, want, atol=1e-5, err_msg=name)
         assert np.abs(exr_by_ffmpeg(tmp_path / name) - want).mean() > 0.1, name  # FFmpeg's reading is wrong
+    # a renderer's layers in DWAA: FFmpeg's decoder could not read them at all ("not yet implemented")
+    layers = {f"beauty.{c}": np.ascontiguousarray(pixels[..., k]) for k, c in enumerate("RGB")}
+    layers["depth.Z"] = np.ones((100, 130), np.float32)
+    with OpenEXR.File({**dwaa, "type": OpenEXR.scanlineimage}, layers) as f:
+        f.write(str(tmp_path / "layers.exr"))
+    with OpenEXR.File(str(tmp_path / "layers.exr")) as f:
+        decoded = f.channels()["beauty"].pixels.copy()
+    got = read_image(tmp_path / "layers.exr", layer="beauty")
+    np.testing.assert_allclose(got, srgb_encode(decoded.astype(np.float64)), atol=1e-5)
 
 
 def test_exr_holds_scene_linear_half_floats(tmp_path):

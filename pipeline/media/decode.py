@@ -84,8 +84,8 @@ def read_image(path: Path, layer: str = "") -> np.ndarray:
     of libpng's reading), and a single-part EXR by `decode_exr` (OpenEXR's library: half the time of
     FFmpeg's decoder); other PNGs by OpenCV's libpng reader (lossless, so the same samples as FFmpeg's
     decoder) when it knows the file: opening each file as a PyAV container probes it by decoding it once
-    more, which made a PNG sequence read at 0.6x of `ffmpeg -f null`. Anything else goes through PyAV,
-    as does an EXR's named `layer` (`exr_picture_size`), which FFmpeg's decoder picks."""
+    more, which made a PNG sequence read at 0.6x of `ffmpeg -f null`. Anything else goes through PyAV;
+    FFmpeg's EXR decoder picks an EXR's named `layer` (`exr_picture_size`) where OpenEXR's cannot."""
     suffix = Path(path).suffix.lower()
     if layer and suffix != ".exr":
         raise LayerError(f"{path}: a layer is read from EXR files only")
@@ -93,7 +93,7 @@ def read_image(path: Path, layer: str = "") -> np.ndarray:
         return rgb
     if suffix == ".dpx" and (rgb := _read_dpx(path)) is not None:
         return rgb
-    if suffix == ".exr" and not layer and (linear := decode_exr(path)) is not None:
+    if suffix == ".exr" and (linear := decode_exr(path, layer)) is not None:
         return half_linear_to_srgb(linear) if linear.dtype == np.float16 else linear_to_srgb(linear)
     try:
         with av.open(str(Path(path).absolute())) as container:  # relative, `take:1.png` is a protocol's

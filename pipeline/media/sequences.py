@@ -342,9 +342,10 @@ EXR_MAGIC = 20000630
 EXR_HEADER_BYTES = 1 << 16  # an EXR whose header is longer is read by FFmpeg's decoder
 
 
-def decode_exr(path: Path) -> np.ndarray | None:
+def decode_exr(path: Path, layer: str = "") -> np.ndarray | None:
     """The R, G, B samples (half or float32, scene-linear as stored) of a single-part EXR, scan-line or tiled
-    (one level), whose R, G and B are full-size samples of one type, read by OpenEXR's own library, as its
+    (one level), whose R, G and B (or the named layer's: beauty.R, beauty.G, beauty.B) are full-size
+    samples of one type, read by OpenEXR's own library, as its
     display window (H x W x 3): its data window in place, zero around it, and what lies outside the display
     window (overscan) left out, as FFmpeg's reader places them. None for any other EXR (mipmapped, multi-part,
     deep, other channels), which is then for FFmpeg's reader. Such a file cut short or whose pixels cannot
@@ -358,7 +359,7 @@ def decode_exr(path: Path) -> np.ndarray | None:
     terminal, not only raises, on a file cut short."""
     try:
         with open(path, "rb") as f:
-            layout = _plain_exr_layout(f.read(EXR_HEADER_BYTES))
+            layout = _plain_exr_layout(f.read(EXR_HEADER_BYTES), layer)
             if layout is None:
                 return None
             whole = _exr_chunks_whole(f, os.fstat(f.fileno()).st_size, layout)
@@ -369,7 +370,10 @@ def decode_exr(path: Path) -> np.ndarray | None:
     try:
         with OpenEXR.File(str(path), num_threads=1) as f:
             channels = f.channels()
-            rgb = channels["RGB"].pixels if "RGB" in channels else channels["RGBA"].pixels[..., :3]
+            if layer:  # OpenEXR groups a layer's R, G, B (and A) under its name
+                rgb = channels[layer].pixels[..., :3]
+            else:
+                rgb = channels["RGB"].pixels if "RGB" in channels else channels["RGBA"].pixels[..., :3]
     except KeyError:
         return None
     except (RuntimeError, ValueError):
@@ -397,9 +401,9 @@ class ExrLayout:
         return self.tiles[0] * self.tiles[1]
 
 
-def _plain_exr_layout(data: bytes) -> ExrLayout | None:
-    """For a single-part EXR, scan-line or tiled in one level, with full-size R, G and B channels of one
-    type (half or float): where its chunks are. None for anything else."""
+def _plain_exr_layout(data: bytes, layer: str = "") -> ExrLayout | None:
+    """For a single-part EXR, scan-line or tiled in one level, with full-size R, G and B channels (the
+    named layer's, with one) of one type (half or float): where its chunks are. None for anything else."""
     # the version's flags (bits 9, 11, 12 of its 4 bytes): tiled, deep, multi-part
     if len(data) < 8 or struct.unpack("<i", data[:4])[0] != EXR_MAGIC or data[5] & 0x18:
         return None
@@ -422,7 +426,8 @@ def _plain_exr_layout(data: bytes) -> ExrLayout | None:
         tile_w, tile_h, mode = struct.unpack("<IIB", attributes[b"tiles"]) if tiled else (1, 1, 0)
     except (KeyError, IndexError, ValueError, struct.error):
         return None
-    rgb = {channels.get(c) for c in (b"R", b"G", b"B")}
+    prefix = f"{layer}.".encode() if layer else b""
+    rgb = {channels.get(prefix + c) for c in (b"R", b"G", b"B")}
     (x0, y0, x1, y1), (dx0, dy0, dx1, dy1) = window, display
     if x1 < x0 or y1 < y0 or dx1 < dx0 or dy1 < dy0 or rgb not in ({(1, 1, 1)}, {(2, 1, 1)}):
         return None
