@@ -528,6 +528,16 @@ def test_a_dwaa_exr_with_a_data_window_or_in_tiles_reads_as_openexr_decodes_it(t
         decoded = f.channels()["beauty"].pixels.copy()
     got = read_image(tmp_path / "layers.exr", layer="beauty")
     np.testing.assert_allclose(got, srgb_encode(decoded.astype(np.float64)), atol=1e-5)
+    # a two-part DWAA file only FFmpeg's decoder takes, and it read it 0.66 off: refused, not misread
+    parts = [
+        OpenEXR.Part({**dwaa, "type": OpenEXR.scanlineimage, "name": "rgba"}, {"RGB": pixels}),
+        OpenEXR.Part({**dwaa, "type": OpenEXR.scanlineimage, "name": "depth"}, {"Z": layers["depth.Z"]}),
+    ]
+    with OpenEXR.File(parts) as f:
+        f.write(str(tmp_path / "parts.exr"))
+    assert np.abs(exr_by_ffmpeg(tmp_path / "parts.exr") - srgb_encode(pixels.astype(np.float64))).mean() > 0.1
+    with pytest.raises(MediaError, match=r"parts\.exr: a DWAA-compressed EXR in a layout only FFmpeg"):
+        read_image(tmp_path / "parts.exr")
 
 
 def test_exr_holds_scene_linear_half_floats(tmp_path):

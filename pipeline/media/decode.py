@@ -39,6 +39,7 @@ from pipeline.media.probe import (
     probe_movie,
     probe_sequence,
     quarter_turns,
+    refuse_dwaa_for_ffmpeg,
     sequence_path,
 )
 from pipeline.media.sequences import decode_dpx, decode_exr, decode_png
@@ -95,6 +96,9 @@ def read_image(path: Path, layer: str = "") -> np.ndarray:
         return rgb
     if suffix == ".exr" and (linear := decode_exr(path, layer)) is not None:
         return half_linear_to_srgb(linear) if linear.dtype == np.float16 else linear_to_srgb(linear)
+    if suffix == ".exr":  # for FFmpeg's decoder: a picture where the plate takes it from, and no DWAA
+        exr_picture_size(path, layer)
+        refuse_dwaa_for_ffmpeg(path)
     try:
         with av.open(str(Path(path).absolute())) as container:  # relative, `take:1.png` is a protocol's
             stream = container.streams.video[0]
@@ -104,14 +108,10 @@ def read_image(path: Path, layer: str = "") -> np.ndarray:
             name = stream.codec_context.name
             pix = frame.format.name
             if name == "exr":
-                if len(frame.planes) < 3:  # grey: a Y-only scan, or the Y of a Y, RY, BY file (refused)
-                    exr_picture_size(path, layer)
                 return _exr_srgb(frame)
             deep = bit_depth(pix) > 8  # a 10- or 12-bit DPX scan, a float TIFF: 16-bit samples
             return upright(frame.to_ndarray(format="rgb48le" if deep else "rgb24", threads=1), frame)
     except (av.FFmpegError, StopIteration, IndexError) as e:
-        if suffix == ".exr":
-            exr_picture_size(path, layer)  # a picture not where it is taken from is refused naming the layers
         raise MediaError(f"{path}: cannot be read as an image: {e}") from None
 
 
