@@ -345,11 +345,11 @@ EXR_HEADER_BYTES = 1 << 16  # an EXR whose header is longer is read by FFmpeg's 
 def decode_exr(path: Path, layer: str = "") -> np.ndarray | None:
     """The R, G, B samples (half or float32, scene-linear as stored) of a single-part EXR, scan-line or tiled
     (one level), whose R, G and B (or the named layer's: beauty.R, beauty.G, beauty.B) are full-size
-    samples of one type, read by OpenEXR's own library, as its
-    display window (H x W x 3): its data window in place, zero around it, and what lies outside the display
-    window (overscan) left out, as FFmpeg's reader places them. None for any other EXR (mipmapped, multi-part,
-    deep, other channels), which is then for FFmpeg's reader. Such a file cut short or whose pixels cannot
-    be decoded is refused (MediaError), where FFmpeg's reader gave a picture part garbage without a word.
+    samples of one type, read by OpenEXR's own library, as its display window (H x W x 3): its data window
+    in place, zero around it, and what lies outside the display window (overscan) left out, as FFmpeg's
+    reader places them. None for any other EXR (mipmapped, multi-part, deep, other channels), which is then
+    for FFmpeg's reader. Such a file cut short or whose pixels cannot be decoded is refused (MediaError),
+    where FFmpeg's reader gave a picture part garbage without a word.
 
     OpenEXR inflates a 1080p half frame in 16 ms on one core, FFmpeg's EXR decoder in 34 (a 1080p EXR
     sequence read at 0.80x of `ffmpeg -f null`); for DWAA/DWAB files it is also the reference decoder,
@@ -378,15 +378,15 @@ def decode_exr(path: Path, layer: str = "") -> np.ndarray | None:
         return None
     except (RuntimeError, ValueError):
         raise MediaError(f"{path}: damaged: OpenEXR cannot decode its pixels") from None
-    (x0, y0, _, _), (dx0, dy0, dx1, dy1) = layout.window, layout.display
     if layout.window == layout.display:
         return rgb
+    (x0, y0, _, _), (dx0, dy0, dx1, dy1) = layout.window, layout.display
     return in_display(rgb, (x0 - dx0, y0 - dy0), (dy1 - dy0 + 1, dx1 - dx0 + 1))
 
 
 @dataclass(frozen=True)
 class ExrLayout:
-    """Where a plain EXR's chunks of pixels are: its offset table, and the chunks it lists."""
+    """Where the pixels of an EXR that `decode_exr` reads lie: its table of chunk offsets, and its chunks."""
 
     offsets: int  # where the table of chunk offsets starts
     window: tuple[int, int, int, int]  # data window, x0, y0, x1, y1 inclusive
