@@ -148,14 +148,14 @@ def cmd_validate(args: argparse.Namespace) -> int:
                         "are found and drawn on whole frames, both fields' combing and all; deinterlace it "
                         "first for clean faces (ffmpeg -vf bwdif)"
                     )
-                scan = info.kind == "sequence" and info.codec == "dpx"
-                first = sequence_path(Path(info.path), info.first_frame or 0) if scan else Path()
-                if scan and (encoding := dpx_transfer(first)):
-                    print(
-                        f"warning: {path}: {first.name} says its samples are {encoding}: faces are found, "
-                        "colour-matched and composited in those code values as they are; convert the scan "
-                        "for display first (as OpenColorIO does) for faces a detector knows"
-                    )
+                if info.kind == "sequence" and info.codec == "dpx":
+                    first = sequence_path(Path(info.path), info.first_frame or 0)
+                    if encoding := dpx_transfer(first):
+                        print(
+                            f"warning: {path}: {first.name} says its samples are {encoding}: faces are "
+                            "found, colour-matched and composited in those code values as they are; convert "
+                            "the scan for display first (as OpenColorIO does) for faces a detector knows"
+                        )
                 if shot.spec.faces is not None and shot.spec.faces.enabled and shot.spec.faces.reference:
                     from pipeline.shot.track import reference_face_count
 

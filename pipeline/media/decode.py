@@ -39,7 +39,6 @@ from pipeline.media.probe import (
     probe_movie,
     probe_sequence,
     quarter_turns,
-    refuse_dwaa_for_ffmpeg,
     sequence_path,
 )
 from pipeline.media.sequences import decode_dpx, decode_exr, decode_png
@@ -97,8 +96,7 @@ def read_image(path: Path, layer: str = "") -> np.ndarray:
     if suffix == ".exr" and (linear := decode_exr(path, layer)) is not None:
         return half_linear_to_srgb(linear) if linear.dtype == np.float16 else linear_to_srgb(linear)
     if suffix == ".exr":  # for FFmpeg's decoder: a picture where the plate takes it from, and no DWAA
-        exr_picture_size(path, layer)
-        refuse_dwaa_for_ffmpeg(path)
+        exr_picture_size(path, layer, for_ffmpeg=True)
     try:
         with av.open(str(Path(path).absolute())) as container:  # relative, `take:1.png` is a protocol's
             stream = container.streams.video[0]

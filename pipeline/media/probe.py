@@ -129,21 +129,29 @@ class LayerError(MediaError):
     """An EXR whose picture is not where the plate takes it from (`exr_picture_size`)."""
 
 
-def exr_picture_size(path: Path, layer: str = "") -> tuple[int, int]:
+def exr_picture_size(path: Path, layer: str = "", for_ffmpeg: bool = False) -> tuple[int, int]:
     """The display size (width, height) of an EXR whose picture is where the plate takes it from: the R, G
     and B (or Y: a luminance-only scan, not a luminance/chroma file with RY and BY, whose colour FFmpeg's
     reader drops) of the named layer (`beauty` for beauty.R, beauty.G, beauty.B, as Nuke names layers),
     or the top-level ones without a layer. Names match as FFmpeg's reader matches them: the layer's as
     written, the channels' in any case. A renderer's multi-layer EXR with no top-level picture is refused
     naming its layers (LayerError), where FFmpeg's reader made a picture of no size; so is a layer the
-    file lacks."""
+    file lacks. `for_ffmpeg`: the file is for FFmpeg's decoder (one `decode_exr` does not read: multi-part,
+    mipmapped, ...), so a DWAA one is refused too: FFmpeg decoded such files wrongly without a word (a
+    two-part DWAA file 0.66 off on average, 0-1 scale)."""
     try:
         with OpenEXR.File(str(path), header_only=True) as f:  # its channels are gone once it is closed
             header = f.header()
             names = [c.name for c in header.get("channels", ())]
             (x0, y0), (x1, y1) = header["displayWindow"]
+            dwaa = header.get("compression") == OpenEXR.DWAA_COMPRESSION
     except (RuntimeError, ValueError, OSError, KeyError) as e:
         raise MediaError(f"{path}: cannot be read as an EXR: {e}") from None
+    if for_ffmpeg and dwaa:
+        raise MediaError(
+            f"{path}: a DWAA-compressed EXR in a layout only FFmpeg's reader takes (multi-part, mipmapped or "
+            "lower-case channels), which it decodes wrongly; write it single-part, or with ZIP or PIZ"
+        )
     if layer:  # FFmpeg matches the layer's name as written, its channels' in any case
         picked = {n[len(layer) + 1 :].lower() for n in names if n.startswith(f"{layer}.")}
     else:
@@ -167,22 +175,6 @@ def exr_picture_size(path: Path, layer: str = "") -> tuple[int, int]:
             "manifest's plate.layer, vfx extract --layer)"
         )
     raise LayerError(f"{path}: no R, G, B or Y channels (its channels: {', '.join(sorted(names))})")
-
-
-def refuse_dwaa_for_ffmpeg(path: Path) -> None:
-    """Refuse a DWAA-compressed EXR that only FFmpeg's decoder would read (multi-part, mipmapped, ...): its
-    picture of such files was wrong without a word (a two-part DWAA file 0.66 off on average, 0-1 scale).
-    The EXRs OpenEXR's library reads for the pipeline (`decode_exr`) never come here."""
-    try:
-        with OpenEXR.File(str(path), header_only=True) as f:
-            dwaa = f.header().get("compression") == OpenEXR.DWAA_COMPRESSION
-    except (RuntimeError, ValueError, OSError):
-        return  # for FFmpeg's reader to read or refuse
-    if dwaa:
-        raise MediaError(
-            f"{path}: a DWAA-compressed EXR in a layout only FFmpeg's reader takes (multi-part, mipmapped or "
-            "lower-case channels), which it decodes wrongly; write it single-part, or with ZIP or PIZ"
-        )
 
 
 def _token_padding(m: re.Match[str]) -> int:
