@@ -102,6 +102,7 @@ def manifest_files(target: Path) -> list[Path]:
 def cmd_validate(args: argparse.Namespace) -> int:
     from pipeline.manifest import load_shot, shot_name_clashes
     from pipeline.media.probe import MAX_SQUEEZE, dpx_transfer, sequence_path, square_scale
+    from pipeline.media.timecode import timecode_problem
 
     failed = 0
     targets, clashes = [], {}
@@ -141,7 +142,14 @@ def cmd_validate(args: argparse.Namespace) -> int:
                     f"{path}: ok: {shot.name}, frames {shot.first}-{shot.last} ({shot.frame_count}), "
                     f"{float(shot.fps):g} fps, {info.kind} {info.width}x{info.height} {info.codec}"
                     f"{f' layer {info.layer}' if info.layer else ''}{turned}{shown}"
+                    + (f", timecode {timecode}" if (timecode := shot.frame_timecode(shot.first)) else "")
                 )
+                if info.timecode and not timecode:
+                    print(
+                        f"warning: {path}: the plate's timecode is of no use: "
+                        f"{timecode_problem(info.timecode, shot.fps)}; the comp's frames and movies carry "
+                        "none"
+                    )
                 if info.interlaced:
                     print(
                         f"warning: {path}: the plate is interlaced ({info.interlaced} field first): faces "

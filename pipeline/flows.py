@@ -661,6 +661,7 @@ def track_version(render: ShotRender, v: RenderVersion, manifest: str, frames: s
                 render.metadata,
                 color=shot.plate.info.color,
                 pixel_aspect=shot.plate.info.pixel_aspect,
+                timecode=shot.frame_timecode(shot.first),
             )
         movies = [MovieResult("h264_review", str(movie), time.perf_counter() - t, command=cmd)]
         faces = TRACK.report(Rendered(shot, v, render.metadata, render.files, render.outputs, chunks))

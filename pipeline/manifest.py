@@ -31,6 +31,7 @@ from pipeline.media.decode import CameraMove, FrameError, Plate, open_plate, rea
 from pipeline.media.encode import MOVIE_PRESETS, ffmpeg_executable
 from pipeline.media.probe import LayerError, PlateInfo
 from pipeline.media.sequences import SEQUENCE_FORMATS
+from pipeline.media.timecode import TimecodeError, offset_timecode
 from pipeline.models import ModelError, file_digest
 from pipeline.stylegan.formats import (
     ENCODER_FORMAT,
@@ -563,6 +564,17 @@ class Shot:
 
     def plate_index(self, frame: int) -> int:
         return frame - self.plate_first
+
+    def frame_timecode(self, frame: int) -> str:
+        """A shot frame's timecode, counted at the shot's rate from the plate's first frame's (the comp's
+        frames and movies carry it, so that editorial can conform them); "" when the plate has none, or
+        one that is not a timecode at that rate (`vfx validate` warns of it)."""
+        if not self.plate.info.timecode:
+            return ""
+        try:
+            return offset_timecode(self.plate.info.timecode, self.fps, self.plate_index(frame))
+        except TimecodeError:
+            return ""
 
     def read_frames(self, first: int, last: int, size: tuple[int, int] | None = None) -> Iterator[np.ndarray]:
         """The plate's pictures of frames first..last (the shot's numbers), in order (scaled to `size`,

@@ -24,6 +24,8 @@ from pipeline.flows import run_render
 from pipeline.manifest import load_shot
 from pipeline.media.color import to_float
 from pipeline.media.decode import read_image
+from pipeline.media.encode import ffmpeg_executable
+from pipeline.media.probe import probe_movie
 from pipeline.media.sequences import read_png_text
 
 pytestmark = pytest.mark.slow
@@ -146,6 +148,55 @@ output: {{sequence: png8, movies: [h264_review, prores422hq], chunk_size: 25}}
     # the carried audio is the plate's audio from frame 1021 on: find the lag by cross-correlation
     lag = audio_lag(clip, 20 / 25, v / "th010_comp_v001_prores422hq.mov")
     assert abs(lag) < 1 / 25, lag
+
+
+def test_a_comp_carries_the_plates_timecode_on_every_frame_and_movie(tmp_path, prefect_server, capsys):
+    """Editorial conforms a comp by its timecode: a 29.97 fps camera movie's drop-frame timecode, rendered
+    from its 2nd frame, goes on in each comp EXR's timeCode (across the minute, where labels are skipped),
+    in each movie's timecode track and in the report; a plate whose timecode does not fit its rate is
+    warned of at validate and renders without one."""
+    from pipeline.media.sequences import read_exr_header
+
+    cmd = [ffmpeg_executable(), "-v", "error", "-f", "lavfi", "-i", "testsrc2=size=64x48:rate=30000/1001"]
+    subprocess.run(
+        [*cmd, "-frames:v", "6", "-timecode", "00:00:59;27", str(tmp_path / "cam.mov")], check=True
+    )
+    m = write_manifest(
+        tmp_path,
+        "shot: tc010\nplate: {movie: cam.mov}\noutput: {sequence: exr, movies: [h264_review, prores422hq]}\n",
+    )
+    assert main(["validate", str(m)]) == 0
+    assert capsys.readouterr().out.strip().endswith("timecode 00:00:59;27")
+    v = Path(run_render(str(m), root=str(tmp_path / "r"), frames="1002-1005")["path"])
+    labels = ["00:00:59;28", "00:00:59;29", "00:01:00;02", "00:01:00;03"]
+    for n, label in zip(range(1002, 1006), labels, strict=True):
+        tc = read_exr_header(v / "comp" / f"tc010_comp_v001.{n}.exr")["timeCode"]
+        assert f"{tc.hours:02d}:{tc.minutes:02d}:{tc.seconds:02d};{tc.frame:02d}" == label and tc.dropFrame
+    for movie in ("tc010_comp_v001_h264_review.mp4", "tc010_comp_v001_prores422hq.mov"):
+        assert probe_movie(v / movie).timecode == labels[0], movie
+    report = json.loads((v / "report.json").read_text())
+    assert (report["frames"]["timecode_in"], report["frames"]["timecode_out"]) == (labels[0], labels[-1])
+
+    subprocess.run(
+        [
+            *cmd,
+            "-frames:v",
+            "3",
+            "-c:v",
+            "ffv1",
+            "-metadata",
+            "timecode=00:00:00:30",
+            str(tmp_path / "b.mkv"),
+        ],
+        check=True,
+    )
+    m = write_manifest(
+        tmp_path, "shot: tc020\nplate: {movie: b.mkv}\noutput: {movies: [h264_review]}\n", "b.yaml"
+    )
+    assert main(["validate", str(m)]) == 0
+    assert "timecode is of no use: 00:00:00:30 is not a timecode at 29.97 fps" in capsys.readouterr().out
+    v = Path(run_render(str(m), root=str(tmp_path / "r"))["path"])
+    assert probe_movie(v / "tc020_comp_v001_h264_review.mp4").timecode == ""
 
 
 def audio_mono(path: Path) -> tuple[np.ndarray, int]:

@@ -1073,3 +1073,78 @@ def test_a_frame_of_another_size_is_refused_naming_it(tmp_path):
             MediaError, match=r"joined\.ts: frame 8: 48x32, where the movie's frames are 64x48"
         ):
             list(MoviePlate(joined).read(start, 16))
+
+
+def test_timecode_labels_count_frames_as_smpte_does_drop_frame_included():
+    """SMPTE ST 12-1: non-drop labels count frames at the nominal rate; drop-frame labels at 29.97 and 59.94
+    skip the first 2 (4) labels of each minute but every tenth."""
+    from pipeline.media.timecode import TimecodeError, format_timecode, offset_timecode, parse_timecode
+
+    ntsc, ntsc60 = Fraction(30000, 1001), Fraction(60000, 1001)
+    assert offset_timecode("00:00:59;29", ntsc, 1) == "00:01:00;02"
+    assert offset_timecode("00:09:59;29", ntsc, 1) == "00:10:00;00"  # every tenth minute keeps its labels
+    assert offset_timecode("00:00:59;59", ntsc60, 1) == "00:01:00;04"
+    assert parse_timecode("01:00:00;00", ntsc) == (107892, True)  # an hour of 29.97 fps
+    assert parse_timecode("01:00:00:00", ntsc) == (108000, False)  # non-drop at 29.97 counts 30 a second
+    assert offset_timecode("00:59:59:23", Fraction(24000, 1001), 1) == "01:00:00:00"
+    assert offset_timecode("23:59:59;29", ntsc, 1) == "00:00:00;00"  # a day wraps
+    assert offset_timecode("00:00:00:119", Fraction(120), 1) == "00:00:01:00"  # a high-speed plate
+    assert offset_timecode("10:00:00:00", Fraction(12), 25) == "10:00:02:01"
+    for n in range(0, 24 * 107892, 997):  # every drop-frame label reads back as its frame
+        assert parse_timecode(format_timecode(n, ntsc, drop=True), ntsc) == (n, True)
+    bad = [
+        ("00:01:00;00", ntsc, "skips"),
+        ("00:00:00;00", Fraction(24), "drop-frame"),
+        ("00:00:00:24", Fraction(24), "frames count 0-23"),
+        ("24:00:00:00", Fraction(24), "hours"),
+        ("1:00 PM", Fraction(24), "not a timecode"),
+    ]
+    for text, fps, why in bad:
+        with pytest.raises(TimecodeError, match=why):
+            parse_timecode(text, fps)
+
+
+def test_a_plates_timecode_is_read_from_movie_tracks_and_tags_and_dpx_exr_and_png_headers(tmp_path):
+    """Where cameras and scanners put the first frame's timecode: a MOV or MP4 timecode track, an MXF's or
+    Matroska file's tag, a DPX's TV header (BCD, with its drop-frame flag), an EXR's timeCode; a PNG comp
+    of ours read as a plate keeps its own."""
+    from pipeline.media.probe import probe_sequence
+
+    src = [ffmpeg_executable(), "-v", "error", "-f", "lavfi", "-i", "testsrc2=size=64x48:rate=25"]
+    for name, codec in (
+        ("t.mov", "libx264"),
+        ("t.mp4", "libx264"),
+        ("t.mxf", "mpeg2video"),
+        ("t.mkv", "ffv1"),
+    ):
+        cmd = [*src, "-frames:v", "3", "-c:v", codec, "-timecode", "10:00:00:12", str(tmp_path / name)]
+        subprocess.run(cmd, check=True)
+        assert probe_movie(tmp_path / name).timecode == "10:00:00:12", name
+    make_clip(tmp_path / "none.mp4", frames=3, audio=False)
+    assert probe_movie(tmp_path / "none.mp4").timecode == ""
+
+    (tmp_path / "dpx").mkdir()
+    subprocess.run(
+        [*src, "-frames:v", "2", "-start_number", "1001", str(tmp_path / "dpx" / "p.%04d.dpx")], check=True
+    )
+    first = tmp_path / "dpx" / "p.1001.dpx"
+    assert probe_sequence(tmp_path / "dpx" / "p.####.dpx", None).timecode == ""  # FFmpeg's writer sets none
+    data = bytearray(first.read_bytes())
+    order = ">" if data[:4] == b"SDPX" else "<"
+    data[1920:1924] = struct.pack(order + "I", 0x01025940 | 0x28)  # 01:02:59;28 (0x40: drop-frame)
+    first.write_bytes(bytes(data))
+    assert probe_sequence(tmp_path / "dpx" / "p.####.dpx", Fraction(30000, 1001)).timecode == "01:02:59;28"
+
+    (tmp_path / "exr").mkdir()
+    tc = OpenEXR.TimeCode()
+    tc.hours, tc.minutes, tc.seconds, tc.frame = 2, 3, 4, 5
+    header = {"compression": OpenEXR.ZIP_COMPRESSION, "type": OpenEXR.scanlineimage, "timeCode": tc}
+    with OpenEXR.File(header, {"RGB": np.zeros((16, 16, 3), np.float16)}) as f:
+        f.write(str(tmp_path / "exr" / "p.1001.exr"))
+    assert probe_sequence(tmp_path / "exr" / "p.####.exr", None).timecode == "02:03:04:05"
+
+    (tmp_path / "png").mkdir()
+    write_frame(
+        tmp_path / "png" / "p.1001.png", np.zeros((16, 16, 3), np.uint8), "png16", {"timecode": "03:00:00:01"}
+    )
+    assert probe_sequence(tmp_path / "png" / "p.####.png", None).timecode == "03:00:00:01"

@@ -153,6 +153,7 @@ def movie_args(
     alpha: bool = False,
     color: ColorTags | None = None,
     pixel_aspect: Fraction = Fraction(1),
+    timecode: str = "",
 ) -> list[str]:
     """The ffmpeg command line (without the executable) that encodes the sequence into one movie.
 
@@ -161,6 +162,8 @@ def movie_args(
     carries the plate's colour tags (`color`, a part not given is BT.709) and is made with its YUV matrix
     (where the codec allows); an HDR plate's movie is 10-bit in every preset. It is shown with the plate's
     `pixel_aspect` (an anamorphic plate's squeezed pixels are stretched back by players, as the plate's are).
+    A `timecode`, its first frame's, goes in a timecode track (MOV's and MP4's `tmcd`), as a camera's has it,
+    and is burnt in beside the frame number.
     """
     p = MOVIE_PRESETS[preset]
     color = color or ColorTags()
@@ -186,6 +189,9 @@ def movie_args(
         video = video.drawtext(
             text=f"%{{eif:n+{first_frame}:d}}", x="w-tw-10", y="h-th-10", escape_text=False, **common
         )
+        if timecode:  # drawtext counts it on, drop-frame labels and all
+            rate = f"{fps.numerator}/{fps.denominator}"
+            video = video.drawtext(timecode=timecode, rate=rate, x="10", y="h-th-10", **common)
     tags = {
         "colorspace": "bt2020nc" if matrix == "bt2020c" else matrix,
         "color_primaries": color.primaries or "bt709",
@@ -210,6 +216,8 @@ def movie_args(
             **tags,
         }
     )
+    if timecode:
+        out_opts["timecode"] = timecode
     out_opts["movflags"] = (out_opts.get("movflags", "") + "+use_metadata_tags").lstrip("+")
     if audio:
         source = str(Path(audio.path).absolute())  # `take:1.mov` read as a relative path is a protocol's
@@ -238,6 +246,7 @@ def encode_movie(
     alpha: bool = False,
     color: ColorTags | None = None,
     pixel_aspect: Fraction = Fraction(1),
+    timecode: str = "",
 ) -> list[str]:
     """Encode to a temporary name (`temporary_path`), then rename: a movie under its final name is always
     complete, and what a killed encode leaves is a temporary that a resume removes. The ffmpeg dies with
@@ -259,6 +268,7 @@ def encode_movie(
         alpha,
         color,
         pixel_aspect,
+        timecode,
     )
     cmd = [ffmpeg_executable(), "-hide_banner", "-nostdin", "-v", "error", *args]
     try:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import re
+import struct
 from dataclasses import asdict, dataclass, field
 from fractions import Fraction
 from pathlib import Path
@@ -12,6 +13,7 @@ import av
 import OpenEXR
 
 from pipeline.errors import MediaError
+from pipeline.media.sequences import read_png_text
 
 # a sequence's frame number in its file name: #### (Nuke), %04d, or %d unpadded (printf, as FFmpeg takes it)
 SEQUENCE_TOKEN = re.compile(r"(#+|%(?:0(\d+))?d)")
@@ -91,6 +93,9 @@ class PlateInfo:
     # on whole frames, the two fields' combing and all, so `vfx validate` warns
     interlaced: str = ""
     layer: str = ""  # EXR plates: the layer whose R, G, B (or Y) are the picture ("": the top-level channels)
+    # the SMPTE timecode of the plate's first frame as its file gives it (a movie's timecode track or tag, a
+    # DPX, EXR or PNG sequence's first header), "" when it gives none; the comp carries it on (see timecode)
+    timecode: str = ""
     frame_numbers: tuple[int, ...] = field(default=(), repr=False)  # sequences only
 
     @property
@@ -123,6 +128,53 @@ def dpx_transfer(path: Path) -> str:
     if len(head) < 802 or head[:4] not in (b"SDPX", b"XPDS"):
         return ""
     return DPX_SCENE_TRANSFERS.get(head[801], "")
+
+
+def movie_timecode(container: av.container.InputContainer, stream: av.video.stream.VideoStream) -> str:
+    """A movie's start timecode: its picture stream's tag (MOV and MP4 copy their timecode track's there),
+    a timecode track's (`tmcd`), or the file's (MXF, Matroska's TIMECODE)."""
+    data = [s.metadata for s in container.streams if s.type == "data"]
+    for metadata in (stream.metadata, *data, container.metadata):
+        for key, value in metadata.items():
+            if key.lower() == "timecode" and value.strip():
+                return value.strip()
+    return ""
+
+
+def dpx_timecode(head: bytes) -> str:
+    """The TV timecode of a DPX header (SMPTE 268M, at byte 1920: BCD hours, minutes, seconds and frames,
+    the frames' byte carrying the drop-frame flag 0x40); "" when unset (all ones) or not BCD."""
+    if len(head) < 1924 or head[:4] not in (b"SDPX", b"XPDS"):
+        return ""
+    (value,) = struct.unpack(">I" if head[:4] == b"SDPX" else "<I", head[1920:1924])
+    if value == 0xFFFFFFFF:
+        return ""
+    hours, minutes, seconds, frames = value >> 24 & 0x3F, value >> 16 & 0x7F, value >> 8 & 0x7F, value & 0x3F
+    if any(b & 0xF > 9 for b in (hours, minutes, seconds, frames)):
+        return ""
+    digits = [(b >> 4) * 10 + (b & 0xF) for b in (hours, minutes, seconds, frames)]
+    return "{:02d}:{:02d}:{:02d}{}{:02d}".format(*digits[:3], ";" if value & 0x40 else ":", digits[3])
+
+
+def image_timecode(path: Path, codec: str) -> str:
+    """The timecode in an image's header: a DPX's TV timecode, an EXR's timeCode, a PNG's `timecode` text
+    (a comp of ours read as a plate); "" for others, and for a header it cannot read."""
+    try:
+        if codec == "dpx":
+            with open(path, "rb") as f:
+                return dpx_timecode(f.read(1924))
+        if codec == "exr":
+            with OpenEXR.File(str(path), header_only=True) as f:
+                tc = f.header().get("timeCode")
+            if tc is None:
+                return ""
+            mark = ";" if tc.dropFrame else ":"
+            return f"{tc.hours:02d}:{tc.minutes:02d}:{tc.seconds:02d}{mark}{tc.frame:02d}"
+        if codec == "png":
+            return read_png_text(path).get("timecode", "").strip()
+    except (OSError, RuntimeError, MediaError):
+        return ""
+    return ""
 
 
 class LayerError(MediaError):
@@ -402,6 +454,7 @@ def probe_movie(path: Path) -> PlateInfo:
                 color=color_tags(stream.codec_context),
                 pixel_aspect=pixel_aspect(stream, turns),
                 interlaced=field_order(stream, first),
+                timecode=movie_timecode(container, stream),
             )
     except av.FFmpegError as e:
         raise MediaError(f"{path}: cannot be read as a movie: {e.strerror or e}") from None
@@ -466,4 +519,5 @@ def probe_sequence(pattern: Path, fps: Fraction | None, layer: str = "") -> Plat
         frame_numbers=tuple(numbers),
         rotation=90 * turns,
         layer=layer,
+        timecode=image_timecode(first, codec),
     )

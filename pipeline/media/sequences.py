@@ -18,6 +18,7 @@ from isal import isal_zlib
 from pipeline.errors import MediaError
 from pipeline.files import temporary_path
 from pipeline.media.color import to_float, to_half, to_linear, to_uint8, to_uint16
+from pipeline.media.timecode import TIMECODE
 
 SEQUENCE_FORMATS = ("png8", "png16", "exr")
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -279,8 +280,15 @@ def read_png_text(path: Path) -> dict[str, str]:
 
 
 def _exr_header(metadata: dict[str, str]) -> dict:
+    """The header's attributes: the metadata as strings, but a `timecode` as EXR's own timeCode attribute
+    (which Nuke and OpenImageIO read as the frame's timecode)."""
     header = {"compression": OpenEXR.ZIP_COMPRESSION, "type": OpenEXR.scanlineimage}
     header.update(metadata)
+    if m := TIMECODE.match(header.pop("timecode", "")):
+        tc = OpenEXR.TimeCode()
+        tc.hours, tc.minutes, tc.seconds, tc.frame = (int(m.group(i)) for i in (1, 2, 3, 5))
+        tc.dropFrame = m.group(4) != ":"
+        header["timeCode"] = tc
     header["colorspace"] = "scene-linear (sRGB primaries)"
     return header
 

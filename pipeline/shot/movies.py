@@ -82,6 +82,7 @@ def encode_movies(shot: Shot, version: RenderVersion, metadata: dict[str, str]) 
             linear_exr=shot.spec.output.sequence == "exr",
             color=shot.plate.info.color,
             pixel_aspect=shot.plate.info.pixel_aspect,
+            timecode=shot.frame_timecode(shot.first),
         )
         results.append(
             MovieResult(preset, str(out), time.perf_counter() - t, audio=audio is not None, command=cmd)
@@ -108,6 +109,7 @@ def encode_movies(shot: Shot, version: RenderVersion, metadata: dict[str, str]) 
                 alpha=True,
                 color=shot.plate.info.color,
                 pixel_aspect=shot.plate.info.pixel_aspect,
+                timecode=shot.frame_timecode(shot.first),
             )
             results.append(MovieResult("prores4444 element", str(out), time.perf_counter() - t, command=cmd))
             progress.advance(render_progress_key(shot, "movies"))

@@ -118,7 +118,14 @@ def write_report(
         "version": version.label,
         "manifest": str(shot.manifest_path),
         "settings_hash": shot.settings_hash,
-        "frames": {"first": shot.first, "last": shot.last, "count": shot.frame_count},
+        "frames": {
+            "first": shot.first,
+            "last": shot.last,
+            "count": shot.frame_count,
+            # the first and last frames' timecodes, from the plate's ("" when it has none)
+            "timecode_in": shot.frame_timecode(shot.first),
+            "timecode_out": shot.frame_timecode(shot.last),
+        },
         "fps": float(shot.fps),
         "plate": shot.plate.info.to_dict(),
         "output": shot.spec.output.model_dump(),
@@ -149,7 +156,9 @@ def report_markdown(report: dict) -> str:
     lines = [
         f"# {report['shot']} {report['version']}",
         "",
-        f"- Frames {fr['first']}-{fr['last']} ({fr['count']}), {report['fps']:g} fps; "
+        f"- Frames {fr['first']}-{fr['last']} ({fr['count']}), {report['fps']:g} fps"
+        + (f", timecode {fr['timecode_in']}-{fr['timecode_out']}" if fr.get("timecode_in") else "")
+        + "; "
         f"written {report['frames_written']}, already complete {report['frames_skipped']}",
         f"- Plate: {report['plate']['path']} ({report['plate']['kind']}, {report['plate']['codec']}, "
         f"{report['plate']['width']}x{report['plate']['height']})",
