@@ -1090,6 +1090,7 @@ def test_timecode_labels_count_frames_as_smpte_does_drop_frame_included():
     assert offset_timecode("23:59:59;29", ntsc, 1) == "00:00:00;00"  # a day wraps
     assert offset_timecode("00:00:00:119", Fraction(120), 1) == "00:00:01:00"  # a high-speed plate
     assert offset_timecode("10:00:00:00", Fraction(12), 25) == "10:00:02:01"
+    assert offset_timecode("01:00:00:0", Fraction(7), 8) == "01:00:01:01"  # FFmpeg's one digit under 10 fps
     for n in range(0, 24 * 107892, 997):  # every drop-frame label reads back as its frame
         assert parse_timecode(format_timecode(n, ntsc, drop=True), ntsc) == (n, True)
     bad = [
