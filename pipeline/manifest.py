@@ -47,6 +47,10 @@ from pipeline.stylegan.registry import encoder_path, generator_path, mapper_path
 
 DEFAULT_FIRST_FRAME = 1001
 SHOT_NAME = re.compile(r"^[A-Za-z0-9_-]+$")
+# A file name holds at most 255 bytes, and the longest a render makes from the shot's name adds 47 (a face
+# element movie's temporary: `.<shot>_faceElement_v99999_prores4444.<pid>.tmp.mov`): a longer name
+# rendered, and its first frame failed with "File name too long"
+MAX_SHOT_NAME = 128
 # Bounds on what a manifest may ask for, so that a typo fails at validate instead of filling memory or
 # disk in a render: a manifest is a few KB; a shot is at most about 70 minutes at 24 fps.
 MAX_MANIFEST_BYTES = 256 << 10  # a dense YAML this size parses in about 4 s on a slow core
@@ -490,6 +494,8 @@ class ManifestModel(Strict):
     def shot_name(cls, v: str) -> str:
         if not SHOT_NAME.match(v):
             raise ValueError(f"{v!r} is not a shot name: use letters, digits, _ and - only")
+        if len(v) > MAX_SHOT_NAME:
+            raise ValueError(f"a shot name of {len(v)} characters is too long: at most {MAX_SHOT_NAME}")
         return v
 
     @field_validator("fps", mode="before")

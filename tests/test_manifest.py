@@ -56,6 +56,10 @@ def test_frame_range_and_fps_override(tmp_path, clip):
             "{m}:5 output.movies[1]: Input should be",
         ),
         ("shot: 'bad name!'\nplate:\n  movie: {clip}\n", "{m}:1 shot: 'bad name!' is not a shot name"),
+        (  # its frames' file names would pass 255 bytes: the render failed at its first frame
+            "shot: " + "a" * 129 + "\nplate:\n  movie: {clip}\n",
+            "{m}:1 shot: a shot name of 129 characters is too long: at most 128",
+        ),
         ("shot: a\nplate:\n  movie: {clip}\n  still: x.png\n", "{m}:2 plate: give exactly one of movie"),
         ("shot: a\nplate:\n  still: builtin:astronaut\n", "{m}:2 plate: a still plate needs hold"),
         ("plate:\n  movie: {clip}\n", "{m}:1 shot: required key is missing"),
