@@ -671,6 +671,8 @@ def cmd_status(args: argparse.Namespace) -> int:
         raise PipelineError(f"--root {args.root}: a file is there, not a render folder")
     manifests = []
     for target in args.targets:
+        if not target.exists():  # a typo'd path is bad input, not a shot whose state is "invalid"
+            raise PipelineError(f"{target}: no such manifest or folder")
         manifests += manifest_files(target)
     rows = []
     for m in manifests:  # status only reads: a manifest or render folder it cannot read is one row
@@ -719,8 +721,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_overnight(args: argparse.Namespace) -> int:
-    from pipeline.flows import overnight, start_prefect
+    from pipeline.flows import batch_manifests, overnight, start_prefect
 
+    batch_manifests(str(args.folder))  # a folder without manifests fails plainly, before Prefect starts
     start_prefect()
     result = overnight(str(args.folder), root=str(args.root))
     print(Path(result["summary"]).read_text(encoding="utf-8"))

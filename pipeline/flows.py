@@ -52,6 +52,7 @@ from prefect.futures import as_completed  # noqa: E402
 from prefect.logging.handlers import PrefectConsoleHandler  # noqa: E402
 from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings  # noqa: E402
 from prefect.task_runners import ThreadPoolTaskRunner  # noqa: E402
+from pydantic import ValidationError  # noqa: E402
 
 from pipeline.config import RunnerSettings, default_workers  # noqa: E402
 from pipeline.errors import ManifestError, PipelineError  # noqa: E402
@@ -859,8 +860,9 @@ def serve_overnight(folder: str, cron: str, root: str = "render") -> None:
 
     try:
         CronSchedule(cron=cron)
-    except ValueError as e:
-        raise ManifestError(f"--cron {cron!r}: {e}") from None
+    except ValidationError as e:  # its first error's message alone: "Invalid cron string: ..."
+        why = e.errors()[0]["msg"].removeprefix("Value error, ")
+        raise ManifestError(f"--cron {cron!r}: {why}") from None
     batch_manifests(folder)
     parameters = {"folder": str(Path(folder).resolve()), "root": str(Path(root).resolve())}
     overnight.serve(name="overnight", cron=cron, parameters=parameters)

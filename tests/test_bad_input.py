@@ -668,6 +668,8 @@ ARG_CASES = {
     "direction-steps-zero": args(f"{DIRECTION} --steps 0", "--steps"),
     "status-root-is-a-file": status_root_is_a_file,
     "batch-folder-missing": args("batch {d}/gone", "{d}/gone"),
+    "overnight-folder-missing": args("overnight {d}/gone", "{d}/gone"),  # before Prefect's server starts
+    "status-manifest-missing": args("status {d}/gone.yaml", "{d}/gone.yaml", "no such manifest"),
     "serve-cron-bad": args("serve {d} --cron '99 99 * * *'", "--cron"),
 }
 
