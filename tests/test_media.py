@@ -1149,3 +1149,36 @@ def test_a_plates_timecode_is_read_from_movie_tracks_and_tags_and_dpx_exr_and_pn
         tmp_path / "png" / "p.1001.png", np.zeros((16, 16, 3), np.uint8), "png16", {"timecode": "03:00:00:01"}
     )
     assert probe_sequence(tmp_path / "png" / "p.####.png", None).timecode == "03:00:00:01"
+
+
+def test_a_sequences_rate_is_its_headers_where_the_manifest_gives_none(tmp_path):
+    """A scanner writes the frame rate into each DPX (film header, else TV header), a renderer or Nuke
+    into an EXR's framesPerSecond: a sequence without `fps:` is read at that rate (the NTSC rates as
+    n*1000/1001), not at 24; a given rate wins, and a header without one (FFmpeg's DPX) leaves 24."""
+    from pipeline.media.probe import probe_sequence
+
+    src = [ffmpeg_executable(), "-v", "error", "-f", "lavfi", "-i", "testsrc2=size=64x48:rate=25"]
+    for name, at, rate, want in (
+        ("film", 1724, 25.0, Fraction(25)),
+        ("tv", 1940, 29.97, Fraction(30000, 1001)),
+    ):
+        folder = tmp_path / name
+        folder.mkdir()
+        subprocess.run([*src, "-frames:v", "2", "-start_number", "1", str(folder / "p.%04d.dpx")], check=True)
+        pattern = folder / "p.####.dpx"
+        assert probe_sequence(pattern, None).fps == 24  # FFmpeg's writer gives no rate
+        first = folder / "p.0001.dpx"
+        data = bytearray(first.read_bytes())
+        data[at : at + 4] = struct.pack((">" if data[:4] == b"SDPX" else "<") + "f", rate)
+        first.write_bytes(bytes(data))
+        assert probe_sequence(pattern, None).fps == want, name
+        assert probe_sequence(pattern, Fraction(48)).fps == 48
+    (tmp_path / "exr").mkdir()
+    header = {
+        "compression": OpenEXR.ZIP_COMPRESSION,
+        "type": OpenEXR.scanlineimage,
+        "framesPerSecond": Fraction(24000, 1001),
+    }
+    with OpenEXR.File(header, {"RGB": np.zeros((16, 16, 3), np.float16)}) as f:
+        f.write(str(tmp_path / "exr" / "p.1001.exr"))
+    assert probe_sequence(tmp_path / "exr" / "p.####.exr", None).fps == Fraction(24000, 1001)

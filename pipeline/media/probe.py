@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import math
 import re
 import struct
 from dataclasses import asdict, dataclass, field
@@ -175,6 +176,38 @@ def image_timecode(path: Path, codec: str) -> str:
     except (OSError, RuntimeError, MediaError):
         return ""
     return ""
+
+
+def stated_rate(value: float) -> Fraction | None:
+    """A header's frame rate as a fraction, the NTSC rates (23.976, 29.97, ...) as n*1000/1001; None for no
+    rate (DPX's unset fields read 0, NaN or huge)."""
+    if not math.isfinite(value) or not 1 <= value <= 1000:
+        return None
+    ntsc = round(value * 1.001)
+    if abs(value * 1.001 - ntsc) < 0.005 and abs(value - ntsc) > 0.01:  # 23.98 is 23.976 too
+        return Fraction(ntsc * 1000, 1001)
+    return Fraction(value).limit_denominator(1000)
+
+
+def image_frame_rate(path: Path, codec: str) -> Fraction | None:
+    """The frame rate an image's header gives: a DPX's film header's, else its TV header's (a scanner's),
+    an EXR's framesPerSecond (a renderer's, Nuke's); None for others and for headers without one."""
+    try:
+        if codec == "dpx":
+            with open(path, "rb") as f:
+                head = f.read(1944)
+            if len(head) < 1944 or head[:4] not in (b"SDPX", b"XPDS"):
+                return None
+            order = ">" if head[:4] == b"SDPX" else "<"
+            film, tv = (struct.unpack(order + "f", head[at : at + 4])[0] for at in (1724, 1940))
+            return stated_rate(film) or stated_rate(tv)
+        if codec == "exr":
+            with OpenEXR.File(str(path), header_only=True) as f:
+                rate = f.header().get("framesPerSecond")
+            return stated_rate(float(rate)) if isinstance(rate, Fraction) and rate.denominator else None
+    except (OSError, RuntimeError):
+        return None
+    return None
 
 
 class LayerError(MediaError):
@@ -510,7 +543,7 @@ def probe_sequence(pattern: Path, fps: Fraction | None, layer: str = "") -> Plat
         pixel_aspect=1 / aspect if turns % 2 else aspect,
         path=str(pattern),
         frame_count=len(numbers),
-        fps=fps or Fraction(24),
+        fps=fps or image_frame_rate(first, codec) or Fraction(24),
         width=width,
         height=height,
         codec=codec,
