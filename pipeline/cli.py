@@ -144,7 +144,15 @@ def cmd_validate(args: argparse.Namespace) -> int:
                     f"{f' layer {info.layer}' if info.layer else ''}{turned}{shown}"
                     + (f", timecode {timecode}" if (timecode := shot.frame_timecode(shot.first)) else "")
                 )
-                if info.timecode and not timecode:
+                if info.kind == "movie" and shot.fps != info.fps:
+                    change = float(shot.fps / info.fps) - 1
+                    print(
+                        f"warning: {path}: fps {float(shot.fps):g} is not the movie's own rate "
+                        f"({float(info.fps):g}): its frames play {abs(change):.1%} "
+                        f"{'faster' if change > 0 else 'slower'} in the movies, which carry neither its "
+                        "audio nor its timecode"
+                    )
+                elif info.timecode and not timecode:
                     print(
                         f"warning: {path}: the plate's timecode is of no use: "
                         f"{timecode_problem(info.timecode, shot.fps)}; the comp's frames and movies carry "

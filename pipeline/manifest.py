@@ -574,8 +574,9 @@ class Shot:
     def frame_timecode(self, frame: int) -> str:
         """A shot frame's timecode, counted at the shot's rate from the plate's first frame's (the comp's
         frames and movies carry it, so that editorial can conform them); "" when the plate has none, or
-        one that is not a timecode at that rate (`vfx validate` warns of it)."""
-        if not self.plate.info.timecode:
+        one that is not a timecode at that rate (`vfx validate` warns of it), or a movie played at another
+        rate than its own (`fps:` set otherwise), whose timecode counts other frames."""
+        if not self.plate.info.timecode or self.fps != self.plate.info.fps:
             return ""
         try:
             return offset_timecode(self.plate.info.timecode, self.fps, self.plate_index(frame))

@@ -154,7 +154,7 @@ def test_a_comp_carries_the_plates_timecode_on_every_frame_and_movie(tmp_path, p
     """Editorial conforms a comp by its timecode: a 29.97 fps camera movie's drop-frame timecode, rendered
     from its 2nd frame, goes on in each comp EXR's timeCode (across the minute, where labels are skipped),
     in each movie's timecode track and in the report; a plate whose timecode does not fit its rate is
-    warned of at validate and renders without one."""
+    warned of at validate and renders without one, and so is a movie played at another rate than its own."""
     from pipeline.media.sequences import read_exr_header
 
     cmd = [ffmpeg_executable(), "-v", "error", "-f", "lavfi", "-i", "testsrc2=size=64x48:rate=30000/1001"]
@@ -197,6 +197,12 @@ def test_a_comp_carries_the_plates_timecode_on_every_frame_and_movie(tmp_path, p
     assert "timecode is of no use: 00:00:00:30 is not a timecode at 29.97 fps" in capsys.readouterr().out
     v = Path(run_render(str(m), root=str(tmp_path / "r"))["path"])
     assert probe_movie(v / "tc020_comp_v001_h264_review.mp4").timecode == ""
+    # played at another rate than its own (a copied `fps: 24`), a movie's timecode counts other frames
+    m = write_manifest(tmp_path, "shot: tc030\nplate: {movie: cam.mov}\nfps: 24\n", "c.yaml")
+    assert main(["validate", str(m)]) == 0
+    out = capsys.readouterr().out
+    assert "fps 24 is not the movie's own rate (29.97): its frames play 19.9% slower" in out, out
+    assert "neither its audio nor its timecode" in out and load_shot(m).frame_timecode(1001) == ""
 
 
 def audio_mono(path: Path) -> tuple[np.ndarray, int]:
