@@ -205,6 +205,48 @@ def test_a_comp_carries_the_plates_timecode_on_every_frame_and_movie(tmp_path, p
     assert "neither its audio nor its timecode" in out and load_shot(m).frame_timecode(1001) == ""
 
 
+def test_a_plate_whose_picture_starts_after_its_sound_keeps_lip_sync(tmp_path, footage, prefect_server):
+    """A camera's audio pre-roll, or an edit that starts the picture late: the talking head's picture put
+    0.5 s after its sound in one MOV. The movies' audio is cut from the first picture's time on the
+    file's timeline; it was cut from the file's start, and played half a second early."""
+    clip = footage / "talking_head_mpeg4_512.mp4"
+    plate = tmp_path / "preroll.mov"
+    cmd = [ffmpeg_executable(), "-v", "error", "-itsoffset", "0.5", "-i", str(clip), "-i", str(clip)]
+    subprocess.run([*cmd, "-map", "0:v", "-map", "1:a", "-t", "5", "-c", "copy", str(plate)], check=True)
+    m = write_manifest(
+        tmp_path,
+        f"shot: pr010\nplate: {{movie: {plate}}}\nframes: 1011-1060\noutput: {{movies: [prores422hq]}}\n",
+    )
+    v = Path(run_render(str(m), root=str(tmp_path / "r"))["path"])
+    # as a player hears them: each file's sound placed against its first picture, by their start times
+    heard, rate = audio_against_picture(plate)
+    movie, movie_rate = audio_against_picture(v / "pr010_comp_v001_prores422hq.mov")
+    assert rate == movie_rate
+    lag = best_lag(heard[int(10 / 25 * rate) :][: len(movie)], movie, rate)
+    assert abs(lag) < 1 / 25, lag
+
+
+def audio_against_picture(path: Path) -> tuple[np.ndarray, int]:
+    """A movie's sound, mono, with sample 0 at its first picture's time (silence before its first sample)."""
+    with av.open(str(path)) as c:
+        picture = next(c.decode(video=0))
+        start = float(picture.pts * picture.time_base)
+    a, rate = audio_mono(path)
+    with av.open(str(path)) as c:
+        first = next(c.decode(audio=0))
+        shift = int(round((float(first.pts * first.time_base) - start) * rate))
+    return (np.concatenate([np.zeros(shift), a]) if shift >= 0 else a[-shift:]), rate
+
+
+def best_lag(a: np.ndarray, b: np.ndarray, rate: int, max_lag: float = 0.75) -> float:
+    """Seconds b lags a by, from their cross-correlation within +-max_lag."""
+    n = min(len(a), len(b))
+    corr = np.fft.irfft(np.fft.rfft(b[:n], 2 * n) * np.conj(np.fft.rfft(a[:n], 2 * n)))
+    most = int(max_lag * rate)
+    lags = np.r_[np.arange(0, most), np.arange(-most, 0)]
+    return lags[np.argmax(np.r_[corr[:most], corr[-most:]])] / rate
+
+
 def audio_mono(path: Path) -> tuple[np.ndarray, int]:
     with av.open(str(path)) as c:
         s = c.streams.audio[0]
@@ -221,13 +263,7 @@ def audio_lag(plate: Path, offset: float, movie: Path) -> float:
     a, rate = audio_mono(plate)
     b, rate_b = audio_mono(movie)
     assert rate == rate_b
-    a = a[int(offset * rate) : int(offset * rate) + len(b)]
-    n = len(b)
-    corr = np.fft.irfft(np.fft.rfft(b, 2 * n) * np.conj(np.fft.rfft(a, 2 * n)))
-    max_lag = int(0.3 * rate)
-    lags = np.r_[np.arange(0, max_lag), np.arange(-max_lag, 0)]
-    values = np.r_[corr[:max_lag], corr[-max_lag:]]
-    return lags[np.argmax(values)] / rate
+    return best_lag(a[int(offset * rate) : int(offset * rate) + len(b)], b, rate, max_lag=0.3)
 
 
 def big_still_manifest(folder: Path) -> Path:

@@ -97,6 +97,9 @@ class PlateInfo:
     # the SMPTE timecode of the plate's first frame as its file gives it (a movie's timecode track or tag, a
     # DPX, EXR or PNG sequence's first header), "" when it gives none; the comp carries it on (see timecode)
     timecode: str = ""
+    # movies: seconds from the file's start to its first picture (a camera's audio pre-roll, an edit that
+    # starts the picture late): the audio carried into the comp's movies is cut from there
+    picture_start: float = 0.0
     frame_numbers: tuple[int, ...] = field(default=(), repr=False)  # sequences only
 
     @property
@@ -140,6 +143,14 @@ def movie_timecode(container: av.container.InputContainer, stream: av.video.stre
             if key.lower() == "timecode" and value.strip():
                 return value.strip()
     return ""
+
+
+def picture_start(container: av.container.InputContainer, stream: av.video.stream.VideoStream) -> float:
+    """Seconds from a movie's start (its earliest stream's, as FFmpeg's -ss counts) to its first shown
+    picture; 0 where the container gives no start times."""
+    if stream.start_time is None or container.start_time is None:
+        return 0.0
+    return max(0.0, float(stream.start_time * stream.time_base) - container.start_time / av.time_base)
 
 
 def dpx_timecode(head: bytes) -> str:
@@ -488,6 +499,7 @@ def probe_movie(path: Path) -> PlateInfo:
                 pixel_aspect=pixel_aspect(stream, turns),
                 interlaced=field_order(stream, first),
                 timecode=movie_timecode(container, stream),
+                picture_start=picture_start(container, stream),
             )
     except av.FFmpegError as e:
         raise MediaError(f"{path}: cannot be read as a movie: {e.strerror or e}") from None

@@ -40,7 +40,7 @@ def plate_audio(shot: Shot) -> AudioSource | None:
         return None
     return AudioSource(
         info.path,
-        offset=float(shot.plate_index(shot.first) / info.fps),
+        offset=info.picture_start + float(shot.plate_index(shot.first) / info.fps),
         duration=float(shot.frame_count / info.fps),
     )
 
