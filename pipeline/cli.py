@@ -101,7 +101,7 @@ def manifest_files(target: Path) -> list[Path]:
 
 def cmd_validate(args: argparse.Namespace) -> int:
     from pipeline.manifest import load_shot, shot_name_clashes
-    from pipeline.media.probe import MAX_SQUEEZE, dpx_transfer, sequence_path, square_scale
+    from pipeline.media.probe import MAX_SQUEEZE, read_dpx_header, sequence_path, square_scale
     from pipeline.media.timecode import timecode_problem
 
     failed = 0
@@ -166,7 +166,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
                     )
                 if info.kind == "sequence" and info.codec == "dpx":
                     first = sequence_path(Path(info.path), info.first_frame or 0)
-                    if encoding := dpx_transfer(first):
+                    if (header := read_dpx_header(first)) and (encoding := header.transfer):
                         print(
                             f"warning: {path}: {first.name} says its samples are {encoding}: faces are "
                             "found, colour-matched and composited in those code values as they are; convert "

@@ -121,17 +121,30 @@ class PlateInfo:
 DPX_SCENE_TRANSFERS = {1: "printing density (Cineon log)", 2: "linear light", 3: "logarithmic"}
 
 
-def dpx_transfer(path: Path) -> str:
-    """How a DPX's header says its samples are encoded, when it is not for a display (`DPX_SCENE_TRANSFERS`);
-    "" for display encodings, unspecified ones and files it cannot read. FFmpeg's decoder does not say."""
+@dataclass(frozen=True)
+class DpxHeader:
+    """What a DPX's header (SMPTE 268M) says besides its picture, which FFmpeg's decoder does not pass on."""
+
+    transfer: str  # how its samples are encoded when not for a display (`DPX_SCENE_TRANSFERS`), else ""
+    timecode: str  # its TV timecode ("" when unset)
+    rate: Fraction | None  # its film header's frame rate, else its TV header's
+
+
+def read_dpx_header(path: Path) -> DpxHeader | None:
+    """A DPX file's header; None for a file that is not a DPX or is cut short before its TV header."""
     try:
         with open(path, "rb") as f:
-            head = f.read(802)
+            head = f.read(1944)
     except OSError:
-        return ""
-    if len(head) < 802 or head[:4] not in (b"SDPX", b"XPDS"):
-        return ""
-    return DPX_SCENE_TRANSFERS.get(head[801], "")
+        return None
+    if len(head) < 1944 or head[:4] not in (b"SDPX", b"XPDS"):
+        return None
+    order = ">" if head[:4] == b"SDPX" else "<"
+    film, tv = (struct.unpack(order + "f", head[at : at + 4])[0] for at in (1724, 1940))
+    (timecode,) = struct.unpack(order + "I", head[1920:1924])
+    return DpxHeader(
+        DPX_SCENE_TRANSFERS.get(head[801], ""), dpx_timecode(timecode), stated_rate(film) or stated_rate(tv)
+    )
 
 
 def movie_timecode(container: av.container.InputContainer, stream: av.video.stream.VideoStream) -> str:
@@ -153,12 +166,9 @@ def picture_start(container: av.container.InputContainer, stream: av.video.strea
     return max(0.0, float(stream.start_time * stream.time_base) - container.start_time / av.time_base)
 
 
-def dpx_timecode(head: bytes) -> str:
-    """The TV timecode of a DPX header (SMPTE 268M, at byte 1920: BCD hours, minutes, seconds and frames,
-    the frames' byte carrying the drop-frame flag 0x40); "" when unset (all ones) or not BCD."""
-    if len(head) < 1924 or head[:4] not in (b"SDPX", b"XPDS"):
-        return ""
-    (value,) = struct.unpack(">I" if head[:4] == b"SDPX" else "<I", head[1920:1924])
+def dpx_timecode(value: int) -> str:
+    """A DPX header's TV timecode (at byte 1920: BCD hours, minutes, seconds and frames, the frames' byte
+    carrying the drop-frame flag 0x40); "" when unset (all ones) or not BCD."""
     if value == 0xFFFFFFFF:
         return ""
     hours, minutes, seconds, frames = value >> 24 & 0x3F, value >> 16 & 0x7F, value >> 8 & 0x7F, value & 0x3F
@@ -173,8 +183,7 @@ def image_timecode(path: Path, codec: str) -> str:
     (a comp of ours read as a plate); "" for others, and for a header it cannot read."""
     try:
         if codec == "dpx":
-            with open(path, "rb") as f:
-                return dpx_timecode(f.read(1924))
+            return header.timecode if (header := read_dpx_header(path)) else ""
         if codec == "exr":
             with OpenEXR.File(str(path), header_only=True) as f:
                 tc = f.header().get("timeCode")
@@ -205,13 +214,7 @@ def image_frame_rate(path: Path, codec: str) -> Fraction | None:
     an EXR's framesPerSecond (a renderer's, Nuke's); None for others and for headers without one."""
     try:
         if codec == "dpx":
-            with open(path, "rb") as f:
-                head = f.read(1944)
-            if len(head) < 1944 or head[:4] not in (b"SDPX", b"XPDS"):
-                return None
-            order = ">" if head[:4] == b"SDPX" else "<"
-            film, tv = (struct.unpack(order + "f", head[at : at + 4])[0] for at in (1724, 1940))
-            return stated_rate(film) or stated_rate(tv)
+            return header.rate if (header := read_dpx_header(path)) else None
         if codec == "exr":
             with OpenEXR.File(str(path), header_only=True) as f:
                 rate = f.header().get("framesPerSecond")
