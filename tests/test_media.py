@@ -854,6 +854,43 @@ def test_every_movie_preset_with_audio_and_metadata(tmp_path, clip, preset):
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
 
 
+def test_a_plate_with_more_sound_channels_than_aac_holds_makes_its_review_movie(tmp_path, clip):
+    """A sound recordist's 10-track polyphonic WAV muxed into the plate (or a 7.1.4 mix): AAC holds 8
+    channels, and the review movie failed after every frame had rendered. It gets a stereo mix down; the
+    delivery movies (24-bit PCM) keep every channel, and a second stream of 2 channels stays as it is."""
+    plate = tmp_path / "poly.mov"
+    split = "".join(f"[a{i}]" for i in range(10))
+    cmd = [ffmpeg_executable(), "-v", "error", "-f", "lavfi", "-i", "testsrc2=size=128x96:rate=25"]
+    cmd += ["-f", "lavfi", "-i", "anoisesrc=sample_rate=48000", "-f", "lavfi", "-i", "sine=sample_rate=48000"]
+    cmd += [
+        "-filter_complex",
+        f"[1:a]asplit=10{split};{split}amerge=inputs=10[poly];[2:a]aformat=channel_layouts=stereo[two]",
+    ]
+    cmd += [
+        "-map",
+        "0:v",
+        "-map",
+        "[poly]",
+        "-map",
+        "[two]",
+        "-t",
+        "1",
+        "-c:v",
+        "libx264",
+        "-c:a",
+        "pcm_s24le",
+        str(plate),
+    ]
+    subprocess.run(cmd, check=True)
+    pattern = write_sequence(tmp_path, decode_all(clip)[:6])
+    audio = AudioSource(str(plate), offset=0.0, duration=6 / 25)
+    for preset, want in (("h264_review", [2, 2]), ("prores422hq", [10, 2])):
+        out = tmp_path / f"m.{MOVIE_PRESETS[preset].extension}"
+        encode_movie(pattern, 1001, 6, Fraction(25), out, preset, META, audio=audio)
+        with av.open(str(out)) as c:
+            assert [a.codec_context.channels for a in c.streams.audio] == want, preset
+
+
 def test_movies_are_made_and_plates_read_in_folders_named_with_percent_or_colon(tmp_path, clip, monkeypatch):
     """A render root in a folder named `100%` or `%d` was read by FFmpeg's image2 reader as part of the
     frame pattern (the review movie failed: no such file), and a relative path whose first part holds a

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 
+import av
 import ffmpeg
 
 from pipeline.errors import MediaError
@@ -132,6 +133,17 @@ class AudioSource:
     duration: float
 
 
+# AAC (the review movie's sound) holds at most 8 channels (7.1); a plate with more in a stream (a sound
+# recordist's 16-track polyphonic WAV muxed in, 7.1.4) failed the movie after every frame had rendered
+AAC_MAX_CHANNELS = 8
+
+
+def audio_channels(path: str) -> tuple[int, ...]:
+    """The channel count of each audio stream of a movie, in order."""
+    with av.open(path) as container:
+        return tuple(s.codec_context.channels for s in container.streams.audio)
+
+
 def image2_pattern(pattern: Path) -> str:
     """A sequence's `name.%04d.ext` as FFmpeg's image2 reader takes it: absolute (in a relative path,
     `take:1/` reads as a protocol's name), and with every % but the frame number's doubled (a render root
@@ -223,6 +235,10 @@ def movie_args(
         source = str(Path(audio.path).absolute())  # `take:1.mov` read as a relative path is a protocol's
         streams.append(ffmpeg.input(source, ss=f"{audio.offset:.6f}", t=f"{audio.duration:.6f}").audio)
         out_opts.update({"c:a": p.audio_codec, "t": f"{audio.duration:.6f}"})
+        if p.audio_codec == "aac":  # a stream past AAC's channels is mixed down to stereo for review
+            for i, channels in enumerate(audio_channels(source)):
+                if channels > AAC_MAX_CHANNELS:
+                    out_opts[f"ac:a:{i}"] = "2"
     args = ffmpeg.compile(
         ffmpeg.output(*streams, str(output.absolute()), **out_opts), cmd="ffmpeg", overwrite_output=True
     )[1:]
