@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from fractions import Fraction
 from pathlib import Path
 
 import av
@@ -170,7 +171,9 @@ def test_a_comp_carries_the_plates_timecode_on_every_frame_and_movie(tmp_path, p
     v = Path(run_render(str(m), root=str(tmp_path / "r"), frames="1002-1005")["path"])
     labels = ["00:00:59;28", "00:00:59;29", "00:01:00;02", "00:01:00;03"]
     for n, label in zip(range(1002, 1006), labels, strict=True):
-        tc = read_exr_header(v / "comp" / f"tc010_comp_v001.{n}.exr")["timeCode"]
+        header = read_exr_header(v / "comp" / f"tc010_comp_v001.{n}.exr")
+        assert header["framesPerSecond"] == Fraction(30000, 1001)
+        tc = header["timeCode"]
         assert f"{tc.hours:02d}:{tc.minutes:02d}:{tc.seconds:02d};{tc.frame:02d}" == label and tc.dropFrame
     for movie in ("tc010_comp_v001_h264_review.mp4", "tc010_comp_v001_prores422hq.mov"):
         assert probe_movie(v / movie).timecode == labels[0], movie

@@ -1190,8 +1190,9 @@ def test_a_plates_timecode_is_read_from_movie_tracks_and_tags_and_dpx_exr_and_pn
 
 def test_a_sequences_rate_is_its_headers_where_the_manifest_gives_none(tmp_path):
     """A scanner writes the frame rate into each DPX (film header, else TV header), a renderer or Nuke
-    into an EXR's framesPerSecond: a sequence without `fps:` is read at that rate (the NTSC rates as
-    n*1000/1001), not at 24; a given rate wins, and a header without one (FFmpeg's DPX) leaves 24."""
+    into an EXR's framesPerSecond, and our comps into theirs (a PNG's as text): a sequence without `fps:`
+    is read at that rate (the NTSC rates as n*1000/1001), not at 24; a given rate wins, and a header
+    without one (FFmpeg's DPX) leaves 24."""
     from pipeline.media.probe import probe_sequence
 
     src = [ffmpeg_executable(), "-v", "error", "-f", "lavfi", "-i", "testsrc2=size=64x48:rate=25"]
@@ -1219,3 +1220,7 @@ def test_a_sequences_rate_is_its_headers_where_the_manifest_gives_none(tmp_path)
     with OpenEXR.File(header, {"RGB": np.zeros((16, 16, 3), np.float16)}) as f:
         f.write(str(tmp_path / "exr" / "p.1001.exr"))
     assert probe_sequence(tmp_path / "exr" / "p.####.exr", None).fps == Fraction(24000, 1001)
+    (tmp_path / "png").mkdir()  # a comp of ours read as a plate
+    frame = np.zeros((16, 16, 3), np.uint8)
+    write_frame(tmp_path / "png" / "p.1001.png", frame, "png16", {"framesPerSecond": "25/1"})
+    assert probe_sequence(tmp_path / "png" / "p.####.png", None).fps == 25

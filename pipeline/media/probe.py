@@ -211,7 +211,8 @@ def stated_rate(value: float) -> Fraction | None:
 
 def image_frame_rate(path: Path, codec: str) -> Fraction | None:
     """The frame rate an image's header gives: a DPX's film header's, else its TV header's (a scanner's),
-    an EXR's framesPerSecond (a renderer's, Nuke's); None for others and for headers without one."""
+    an EXR's framesPerSecond (a renderer's, Nuke's), a PNG comp of ours' framesPerSecond text; None for
+    others and for headers without one."""
     try:
         if codec == "dpx":
             return header.rate if (header := read_dpx_header(path)) else None
@@ -219,7 +220,10 @@ def image_frame_rate(path: Path, codec: str) -> Fraction | None:
             with OpenEXR.File(str(path), header_only=True) as f:
                 rate = f.header().get("framesPerSecond")
             return stated_rate(float(rate)) if isinstance(rate, Fraction) and rate.denominator else None
-    except (OSError, RuntimeError):
+        if codec == "png":  # a comp of ours read as a plate
+            rate = read_png_text(path).get("framesPerSecond", "")
+            return stated_rate(float(Fraction(rate))) if rate else None
+    except (OSError, RuntimeError, MediaError, ValueError, ZeroDivisionError):
         return None
     return None
 

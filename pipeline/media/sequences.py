@@ -7,6 +7,7 @@ import os
 import struct
 import sys
 from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path
 from typing import BinaryIO
 
@@ -281,7 +282,8 @@ def read_png_text(path: Path) -> dict[str, str]:
 
 def _exr_header(metadata: dict[str, str]) -> dict:
     """The header's attributes: the metadata as strings, but a `timecode` as EXR's own timeCode attribute
-    (which Nuke and OpenImageIO read as the frame's timecode)."""
+    (which Nuke and OpenImageIO read as the frame's timecode) and a `framesPerSecond` ("24000/1001") as
+    its rational attribute."""
     header = {"compression": OpenEXR.ZIP_COMPRESSION, "type": OpenEXR.scanlineimage}
     header.update(metadata)
     if m := TIMECODE.match(header.pop("timecode", "")):
@@ -289,6 +291,8 @@ def _exr_header(metadata: dict[str, str]) -> dict:
         tc.hours, tc.minutes, tc.seconds, tc.frame = (int(m.group(i)) for i in (1, 2, 3, 5))
         tc.dropFrame = m.group(4) != ":"
         header["timeCode"] = tc
+    if rate := header.pop("framesPerSecond", ""):  # EXR's own rational attribute, as Nuke writes it
+        header["framesPerSecond"] = Fraction(rate)
     header["colorspace"] = "scene-linear (sRGB primaries)"
     return header
 

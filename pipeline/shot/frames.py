@@ -220,8 +220,9 @@ def render_frames(
         else:
             comp = done.comp
         meta = frame_metadata(metadata, done is not None and done.altered)
+        meta = {**meta, "framesPerSecond": f"{shot.fps.numerator}/{shot.fps.denominator}"}
         if timecode := shot.frame_timecode(number):  # each frame its own, as a scan's DPX frames have
-            meta = {**meta, "timecode": timecode}
+            meta["timecode"] = timecode
         write_s = review_s = 0.0
         if done is not None and done.element is not None and write_element is not None:
             t = time.perf_counter()
