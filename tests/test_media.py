@@ -1180,6 +1180,13 @@ def test_a_plates_timecode_is_read_from_movie_tracks_and_tags_and_dpx_exr_and_pn
     with OpenEXR.File(header, {"RGB": np.zeros((16, 16, 3), np.float16)}) as f:
         f.write(str(tmp_path / "exr" / "p.1001.exr"))
     assert probe_sequence(tmp_path / "exr" / "p.####.exr", None).timecode == "02:03:04:05"
+    # a 50 or 60 fps label past frame 29, which EXR's timeCode cannot hold (setting it raised, and the
+    # render failed at that frame): our comps keep it as a string, read back the same
+    (tmp_path / "exr60").mkdir()
+    write_frame(
+        tmp_path / "exr60" / "p.1001.exr", np.zeros((16, 16, 3), np.uint8), "exr", {"timecode": "01:00:00:45"}
+    )
+    assert probe_sequence(tmp_path / "exr60" / "p.####.exr", Fraction(60)).timecode == "01:00:00:45"
 
     (tmp_path / "png").mkdir()
     write_frame(

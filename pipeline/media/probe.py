@@ -186,9 +186,11 @@ def image_timecode(path: Path, codec: str) -> str:
             return header.timecode if (header := read_dpx_header(path)) else ""
         if codec == "exr":
             with OpenEXR.File(str(path), header_only=True) as f:
-                tc = f.header().get("timeCode")
-            if tc is None:
-                return ""
+                header = dict(f.header())  # read while the file is open
+            tc = header.get("timeCode")
+            if tc is None:  # a label past its frames (50 and 60 fps) is kept as a string by ours
+                text = header.get("timecode", "")
+                return text.strip() if isinstance(text, str) else ""
             mark = ";" if tc.dropFrame else ":"
             return f"{tc.hours:02d}:{tc.minutes:02d}:{tc.seconds:02d}{mark}{tc.frame:02d}"
         if codec == "png":

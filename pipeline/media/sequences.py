@@ -280,13 +280,20 @@ def read_png_text(path: Path) -> dict[str, str]:
     return out
 
 
+# EXR's timeCode attribute (SMPTE 12M's 30-frame packing) holds frames 0-29: setting a 50 or 60 fps label's
+# frame 30 raised, and the render failed at its first such frame
+EXR_TIMECODE_FRAMES = 30
+
+
 def _exr_header(metadata: dict[str, str]) -> dict:
     """The header's attributes: the metadata as strings, but a `timecode` as EXR's own timeCode attribute
-    (which Nuke and OpenImageIO read as the frame's timecode) and a `framesPerSecond` ("24000/1001") as
-    its rational attribute."""
+    (which Nuke and OpenImageIO read as the frame's timecode) where it fits one, and a `framesPerSecond`
+    ("24000/1001") as its rational attribute."""
     header = {"compression": OpenEXR.ZIP_COMPRESSION, "type": OpenEXR.scanlineimage}
     header.update(metadata)
-    if m := TIMECODE.match(header.pop("timecode", "")):
+    m = TIMECODE.match(header.get("timecode", ""))
+    if m and int(m.group(5)) < EXR_TIMECODE_FRAMES:  # else it stays a string: a 50 or 60 fps label's frame
+        del header["timecode"]
         tc = OpenEXR.TimeCode()
         tc.hours, tc.minutes, tc.seconds, tc.frame = (int(m.group(i)) for i in (1, 2, 3, 5))
         tc.dropFrame = m.group(4) != ":"
