@@ -40,6 +40,7 @@ from common import print_table
 import pipeline.faces.mesh as mesh
 from pipeline.faces.detect import FaceAnalyzer
 from pipeline.faces.mesh import MeshFaceModel
+from pipeline.media.decode import contiguous
 
 FOOTAGE = Path(__file__).resolve().parents[2] / "shared" / "footage"
 PLATES = {"1080p": (1920, 1080), "UHD": (3840, 2160)}
@@ -52,7 +53,7 @@ def frames(name: str, indices: list[int]) -> list[np.ndarray]:
     with av.open(str(FOOTAGE / name)) as container:
         for i, frame in enumerate(container.decode(video=0)):
             if i in indices:
-                out.append(frame.to_ndarray(format="rgb24"))
+                out.append(contiguous(frame.to_ndarray(format="rgb24")))
             if i >= max(indices):
                 break
     return out

@@ -71,6 +71,13 @@ def scaled(image: np.ndarray, size: tuple[int, int] | None) -> np.ndarray:
     return image if size is None else cv2.resize(image, size, interpolation=cv2.INTER_AREA)
 
 
+def contiguous(image: np.ndarray) -> np.ndarray:
+    """A decoded picture as one block of rows: PyAV 18.1.1 hands over its frame's own buffer, whose rows are
+    padded to FFmpeg's alignment (a 720 px RGB row of 2160 bytes at a stride of 2304), where 18.1.0 copied
+    it; dlib refused such a view (`get_face_chip(): incompatible function arguments`). Copied only then."""
+    return np.ascontiguousarray(image)
+
+
 def upright(image: np.ndarray, frame: av.VideoFrame) -> np.ndarray:
     """The decoded image turned as its display matrix says (`quarter_turns`)."""
     turns = quarter_turns(frame)
@@ -108,7 +115,9 @@ def read_image(path: Path, layer: str = "") -> np.ndarray:
             if name == "exr":
                 return _exr_srgb(frame)
             deep = bit_depth(pix) > 8  # a 10- or 12-bit DPX scan, a float TIFF: 16-bit samples
-            return upright(frame.to_ndarray(format="rgb48le" if deep else "rgb24", threads=1), frame)
+            return upright(
+                contiguous(frame.to_ndarray(format="rgb48le" if deep else "rgb24", threads=1)), frame
+            )
     except (av.FFmpegError, StopIteration, IndexError) as e:
         raise MediaError(f"{path}: cannot be read as an image: {e}") from None
 
@@ -281,7 +290,9 @@ class MoviePlate:
                                 f"{frame.width}x{frame.height}, where the movie's frames are "
                                 f"{stored_size[0]}x{stored_size[1]}",
                             )
-                        rgb = reformatter.reformat(frame, format=rgb_format, threads=1, **scale).to_ndarray()
+                        rgb = contiguous(
+                            reformatter.reformat(frame, format=rgb_format, threads=1, **scale).to_ndarray()
+                        )
                         yield np.ascontiguousarray(np.rot90(rgb, turns)) if turns else rgb
                         expected += 1
                         if expected >= stop:
