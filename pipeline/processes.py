@@ -1,9 +1,10 @@
 """Child processes that die with the pipeline: the one way the pipeline starts one (ffmpeg, servers).
 
 A render killed with SIGKILL runs no clean-up code, so a child it started (the ffmpeg encoding a movie)
-would carry on alone for seconds, writing into the version folder. On Linux each child asks the kernel,
-between fork and exec, for SIGKILL when its parent dies (prctl PR_SET_PDEATHSIG); the setting survives
-the exec of ffmpeg.
+would carry on alone for seconds, writing into the version folder. On Linux each child asks the kernel
+for SIGKILL when its parent dies (prctl PR_SET_PDEATHSIG), through util-linux's `setpriv --pdeathsig`
+where it can (no Python between fork and exec: `dying_with_parent`), else in a preexec_fn; the setting
+survives the exec of ffmpeg.
 
 The "parent" the kernel watches is the *thread* that forked the child, not the process: the signal comes
 when that thread exits. Prefect runs tasks in worker threads, so a child must be waited for by the thread
@@ -16,6 +17,7 @@ from __future__ import annotations
 import ctypes
 import functools
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -56,19 +58,45 @@ def die_with_parent() -> Callable[[], None] | None:
     return preexec
 
 
-def popen(args: Sequence[str], **kwargs: Any) -> subprocess.Popen:
-    """subprocess.Popen for a child that dies with this thread; see the module's note on threads."""
+@functools.cache
+def _setpriv() -> str | None:
+    """util-linux's setpriv where it can set the parent-death signal (`--pdeathsig`, util-linux 2.33)."""
+    path = shutil.which("setpriv") if sys.platform.startswith("linux") else None
+    if path is None:
+        return None
+    try:
+        usage = subprocess.run([path, "--help"], capture_output=True, text=True, timeout=10).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return path if "--pdeathsig" in usage else None
+
+
+def dying_with_parent(args: Sequence[str], kwargs: dict[str, Any]) -> tuple[list[str], dict[str, Any]]:
+    """The command line and Popen options of a child that dies with this thread.
+
+    Where util-linux's setpriv can, the child is `setpriv --pdeathsig KILL -- <args>`: setpriv sets the
+    signal and execs the command in the same process, so no Python runs between fork and exec. A
+    preexec_fn does run Python there, in a copy of a threaded process: with PyAV 18.1.1, a decoder's
+    VideoReformatter freed in that copy waited forever on its slice threads, which the copy does not
+    have, and a batch hung at its first movie. Without setpriv, the preexec_fn is the fallback."""
     if "preexec_fn" in kwargs:
         raise TypeError("pipeline.processes sets preexec_fn itself")
-    return subprocess.Popen(args, preexec_fn=die_with_parent(), **kwargs)
+    if (setpriv := _setpriv()) is not None:
+        return [setpriv, "--pdeathsig", "KILL", "--", *args], kwargs
+    return list(args), {**kwargs, "preexec_fn": die_with_parent()}
+
+
+def popen(args: Sequence[str], **kwargs: Any) -> subprocess.Popen:
+    """subprocess.Popen for a child that dies with this thread; see the module's note on threads."""
+    args, kwargs = dying_with_parent(args, kwargs)
+    return subprocess.Popen(args, **kwargs)
 
 
 def run(args: Sequence[str], **kwargs: Any) -> subprocess.CompletedProcess:
     """subprocess.run for a child that dies with this process; it blocks until the child exits, so the
     thread the kernel watches outlives the child."""
-    if "preexec_fn" in kwargs:
-        raise TypeError("pipeline.processes sets preexec_fn itself")
-    return subprocess.run(args, preexec_fn=die_with_parent(), **kwargs)
+    args, kwargs = dying_with_parent(args, kwargs)
+    return subprocess.run(args, **kwargs)
 
 
 M_TRIM_THRESHOLD, M_TOP_PAD, M_MMAP_THRESHOLD, M_ARENA_MAX = -1, -2, -3, -8  # glibc's mallopt parameters

@@ -18,6 +18,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import psutil
+import pytest
 from conftest import REPO
 
 from pipeline.processes import run
@@ -208,3 +209,16 @@ def test_release_free_memory_hands_freed_frames_back_to_the_kernel():
     assert out.returncode == 0, out.stderr
     before, after = (int(v) for v in out.stdout.split())
     assert before - after > 300, (before, after)
+
+
+def test_no_python_runs_between_fork_and_exec_where_setpriv_can_set_the_signal():
+    """A preexec_fn runs Python in a copy of a threaded process: with PyAV 18.1.1 a decoder's reformatter
+    freed there waited forever for slice threads the copy does not have, and a batch hung at its first
+    movie. Where util-linux's setpriv takes --pdeathsig, it sets the signal and execs the command."""
+    from pipeline.processes import _setpriv, dying_with_parent
+
+    if _setpriv() is None:
+        pytest.skip("no setpriv with --pdeathsig here: the preexec_fn is the fallback")
+    args, kwargs = dying_with_parent(["ffmpeg", "-version"], {"text": True})
+    assert args == [_setpriv(), "--pdeathsig", "KILL", "--", "ffmpeg", "-version"]
+    assert kwargs == {"text": True}
