@@ -178,28 +178,6 @@ def dpx_timecode(value: int) -> str:
     return "{:02d}:{:02d}:{:02d}{}{:02d}".format(*digits[:3], ";" if value & 0x40 else ":", digits[3])
 
 
-def image_timecode(path: Path, codec: str) -> str:
-    """The timecode in an image's header: a DPX's TV timecode, an EXR's timeCode, a PNG's `timecode` text
-    (a comp of ours read as a plate); "" for others, and for a header it cannot read."""
-    try:
-        if codec == "dpx":
-            return header.timecode if (header := read_dpx_header(path)) else ""
-        if codec == "exr":
-            with OpenEXR.File(str(path), header_only=True) as f:
-                header = dict(f.header())  # read while the file is open
-            tc = header.get("timeCode")
-            if tc is None:  # a label past its frames (50 and 60 fps) is kept as a string by ours
-                text = header.get("timecode", "")
-                return text.strip() if isinstance(text, str) else ""
-            mark = ";" if tc.dropFrame else ":"
-            return f"{tc.hours:02d}:{tc.minutes:02d}:{tc.seconds:02d}{mark}{tc.frame:02d}"
-        if codec == "png":
-            return read_png_text(path).get("timecode", "").strip()
-    except (OSError, RuntimeError, MediaError):
-        return ""
-    return ""
-
-
 def stated_rate(value: float) -> Fraction | None:
     """A header's frame rate as a fraction, the NTSC rates (23.976, 29.97, ...) as n*1000/1001; None for no
     rate (DPX's unset fields read 0, NaN or huge)."""
@@ -211,23 +189,34 @@ def stated_rate(value: float) -> Fraction | None:
     return Fraction(value).limit_denominator(1000)
 
 
-def image_frame_rate(path: Path, codec: str) -> Fraction | None:
-    """The frame rate an image's header gives: a DPX's film header's, else its TV header's (a scanner's),
-    an EXR's framesPerSecond (a renderer's, Nuke's), a PNG comp of ours' framesPerSecond text; None for
-    others and for headers without one."""
+def image_timing(path: Path, codec: str) -> tuple[str, Fraction | None]:
+    """The timecode and frame rate an image's header gives, from one read of it: a DPX's TV timecode and
+    film (else TV) header rate, a scanner's; an EXR's timeCode (or our string, for a 50 or 60 fps label
+    past the frames timeCode holds) and framesPerSecond, a renderer's or Nuke's; a PNG comp of ours'
+    `timecode` and `framesPerSecond` text. ("", None) for other formats and headers it cannot read."""
     try:
         if codec == "dpx":
-            return header.rate if (header := read_dpx_header(path)) else None
+            header = read_dpx_header(path)
+            return (header.timecode, header.rate) if header else ("", None)
         if codec == "exr":
             with OpenEXR.File(str(path), header_only=True) as f:
-                rate = f.header().get("framesPerSecond")
-            return stated_rate(float(rate)) if isinstance(rate, Fraction) and rate.denominator else None
-        if codec == "png":  # a comp of ours read as a plate
-            rate = read_png_text(path).get("framesPerSecond", "")
-            return stated_rate(float(Fraction(rate))) if rate else None
+                attributes = dict(f.header())  # read while the file is open
+            tc, rate = attributes.get("timeCode"), attributes.get("framesPerSecond")
+            if tc is not None:
+                mark = ";" if tc.dropFrame else ":"
+                timecode = f"{tc.hours:02d}:{tc.minutes:02d}:{tc.seconds:02d}{mark}{tc.frame:02d}"
+            else:
+                text = attributes.get("timecode", "")
+                timecode = text.strip() if isinstance(text, str) else ""
+            fraction = isinstance(rate, Fraction) and rate.denominator
+            return timecode, stated_rate(float(rate)) if fraction else None
+        if codec == "png":
+            text = read_png_text(path)
+            rate = text.get("framesPerSecond", "")
+            return text.get("timecode", "").strip(), stated_rate(float(Fraction(rate))) if rate else None
     except (OSError, RuntimeError, MediaError, ValueError, ZeroDivisionError):
-        return None
-    return None
+        return "", None
+    return "", None
 
 
 class LayerError(MediaError):
@@ -557,6 +546,7 @@ def probe_sequence(pattern: Path, fps: Fraction | None, layer: str = "") -> Plat
     if width <= 0 or height <= 0:  # FFmpeg opens a text file as a "video" of no size
         raise MediaError(f"{first}: cannot be read as an image: no picture size")
     turns = first_frame_turns(first)
+    timecode, header_rate = image_timing(first, codec)
     if turns % 2:
         width, height = height, width
     return PlateInfo(
@@ -564,7 +554,7 @@ def probe_sequence(pattern: Path, fps: Fraction | None, layer: str = "") -> Plat
         pixel_aspect=1 / aspect if turns % 2 else aspect,
         path=str(pattern),
         frame_count=len(numbers),
-        fps=fps or image_frame_rate(first, codec) or Fraction(24),
+        fps=fps or header_rate or Fraction(24),
         width=width,
         height=height,
         codec=codec,
@@ -573,5 +563,5 @@ def probe_sequence(pattern: Path, fps: Fraction | None, layer: str = "") -> Plat
         frame_numbers=tuple(numbers),
         rotation=90 * turns,
         layer=layer,
-        timecode=image_timecode(first, codec),
+        timecode=timecode,
     )
