@@ -128,6 +128,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
                     f", turned {info.rotation} degrees upright (its display matrix)" if info.rotation else ""
                 )
                 shown = f", HDR {info.color.hdr} ({info.color.describe()})" if info.color.hdr else ""
+                if colorspace := shot.spec.plate.colorspace if shot.spec.plate else None:
+                    shown += f", colour space {colorspace} (converted to sRGB as it is read)"
                 if info.pixel_aspect != 1:
                     sar = info.pixel_aspect
                     x_scale = square_scale(info.width, sar)
@@ -164,13 +166,13 @@ def cmd_validate(args: argparse.Namespace) -> int:
                         "are found and drawn on whole frames, both fields' combing and all; deinterlace it "
                         "first for clean faces (ffmpeg -vf bwdif)"
                     )
-                if info.kind == "sequence" and info.codec == "dpx":
+                if not colorspace and info.kind == "sequence" and info.codec == "dpx":
                     first = sequence_path(Path(info.path), info.first_frame or 0)
                     if (header := read_dpx_header(first)) and (encoding := header.transfer):
                         print(
                             f"warning: {path}: {first.name} says its samples are {encoding}: faces are "
-                            "found, colour-matched and composited in those code values as they are; convert "
-                            "the scan for display first (as OpenColorIO does) for faces a detector knows"
+                            "found, colour-matched and composited in those code values as they are; name "
+                            "the scan's encoding as plate.colorspace (ADX10, a camera's log) to convert it"
                         )
                 if shot.spec.faces is not None and shot.spec.faces.enabled and shot.spec.faces.reference:
                     from pipeline.shot.track import reference_face_count
@@ -276,11 +278,27 @@ def cmd_extract(args: argparse.Namespace) -> int:
     from pipeline.progress import Progress
 
     refuse_file_at(args.out, "the crops")
+    colorspace = None
+    if args.colorspace:
+        from pipeline.media.colorspace import DEFAULT_CONFIG, ColorspaceError, PlateColorspace
+
+        try:
+            colorspace = PlateColorspace.open(args.colorspace, args.ocio_config or DEFAULT_CONFIG)
+        except ColorspaceError as e:
+            option = "--ocio-config" if e.about_config else "--colorspace"
+            raise PipelineError(f"{option}: {e}") from None
+    elif args.ocio_config:
+        raise PipelineError(
+            "--ocio-config names the config of a --colorspace: give the plate's colorspace too"
+        )
     made = not args.out.exists()
-    total = -(-open_any_plate(args.plate, args.layer).info.frame_count // args.every)
+    total = -(-open_any_plate(args.plate, args.layer, colorspace).info.frame_count // args.every)
     found = missing = 0
     with Progress(f"extract {Path(args.plate).name}", total, "frame") as bar:
-        for item in extract_faces(args.plate, args.out, size=args.size, every=args.every, layer=args.layer):
+        crops = extract_faces(
+            args.plate, args.out, size=args.size, every=args.every, layer=args.layer, colorspace=colorspace
+        )
+        for item in crops:
             found += item.crop is not None
             missing += item.crop is None
             bar.advance(note=f"{found} with a face")
@@ -834,6 +852,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     e.add_argument("--every", type=whole(1, 100_000), default=1, help="take every N-th frame (default 1)")
     e.add_argument("--layer", default="", help="EXR: the layer whose R, G, B are the picture, as beauty")
+    e.add_argument(
+        "--colorspace",
+        default="",
+        help="the plate's encoding, an OpenColorIO colour space, as plate.colorspace ('ARRI LogC3 (EI800)')",
+    )
+    e.add_argument(
+        "--ocio-config",
+        default="",
+        help="the OpenColorIO config naming it (default: the built-in studio one)",
+    )
     e.set_defaults(func=cmd_extract)
 
     tr = sub.add_parser("train", help="train a model")

@@ -26,6 +26,7 @@ from pydantic import (
 
 from pipeline.errors import ManifestError, MediaError, PipelineError
 from pipeline.files import read_array
+from pipeline.media.colorspace import DEFAULT_CONFIG, ColorspaceError, PlateColorspace
 from pipeline.media.cuts import CUT_THRESHOLD, MIN_SCENE
 from pipeline.media.decode import CameraMove, FrameError, Plate, open_plate, read_image
 from pipeline.media.encode import MOVIE_PRESETS, ffmpeg_executable
@@ -175,6 +176,21 @@ class PlateSpec(Strict):
         description="EXR plates: the layer whose R, G, B (or Y) are the picture, as `beauty` for a "
         "renderer's beauty.R, beauty.G, beauty.B (default: the top-level channels)",
     )
+    colorspace: str | None = Field(
+        None,
+        min_length=1,
+        max_length=255,
+        description="the plate's encoding as a colour space of the OpenColorIO config (`ARRI LogC3 (EI800)`, "
+        "`S-Log3 S-Gamut3.Cine`, `ADX10`, `ACEScg`): its frames are converted to display-referred sRGB "
+        "as they are read (default: they are that already)",
+    )
+    ocio_config: str | None = Field(
+        None,
+        min_length=1,
+        max_length=4096,
+        description="the OpenColorIO config that names `colorspace`: a file (relative to the manifest) or an "
+        "ocio:// URI (default: the Academy's studio config built into OpenColorIO 2.6)",
+    )
 
     @model_validator(mode="after")
     def one_source(self) -> PlateSpec:
@@ -187,6 +203,8 @@ class PlateSpec(Strict):
             raise ValueError("hold and move apply to still plates only")
         if self.movie and self.layer:
             raise ValueError("layer applies to EXR sequences and stills, not movies")
+        if self.ocio_config and not self.colorspace:
+            raise ValueError("ocio_config names the config of a colorspace: give the plate's colorspace too")
         if self.sequence and self.first_frame is not None:
             raise ValueError("first_frame does not apply to sequences: their file names number the frames")
         return self
@@ -1075,6 +1093,24 @@ def _no_plate(
     return plate_spec, open_plate("still", source, fps=fps, hold=last - first + 1), first
 
 
+def _plate_colorspace(path: Path, root: yaml.Node | None, base: Path, p: PlateSpec) -> PlateColorspace | None:
+    """The plate's colour conversion (OpenColorIO), or None for a plate in display-referred sRGB already;
+    a space or config that cannot convert it is the manifest's error, at its field."""
+    if not p.colorspace:
+        return None
+    config = DEFAULT_CONFIG
+    if p.ocio_config:
+        config = p.ocio_config if p.ocio_config.startswith("ocio://") else _resolve(base, p.ocio_config)
+        if not config.startswith("ocio://") and not Path(config).is_file():
+            loc = ("plate", "ocio_config")
+            raise ManifestError(f"{path}:{_node_line(root, loc)} {_field_name(loc)}: {config}: not found")
+    try:
+        return PlateColorspace.open(p.colorspace, config)
+    except ColorspaceError as e:
+        loc = ("plate", "ocio_config") if e.about_config and p.ocio_config else ("plate", "colorspace")
+        raise ManifestError(f"{path}:{_node_line(root, loc)} {_field_name(loc)}: {e}") from None
+
+
 def load_shot(path: str | Path, frames: str | None = None) -> Shot:
     """Read, validate and check a manifest against its plate (opened and probed, not decoded); with
     `frames` (a command line's --frames, "1010-1020"), the shot narrowed to that part."""
@@ -1087,9 +1123,12 @@ def load_shot(path: str | Path, frames: str | None = None) -> Shot:
     else:
         p = spec.plate
         move = CameraMove(zoom=p.move.zoom, pan=p.move.pan, rotate=p.move.rotate) if p.move else None
+        colorspace = _plate_colorspace(path, root, base, p)
         try:
             source, layer = _resolve(base, p.source), p.layer or ""
-            plate = open_plate(p.kind, source, fps=fps_override, hold=p.hold, move=move, layer=layer)
+            plate = open_plate(
+                p.kind, source, fps=fps_override, hold=p.hold, move=move, layer=layer, colorspace=colorspace
+            )
         except MediaError as e:
             loc = ("plate", "layer") if p.layer and isinstance(e, LayerError) else ("plate", p.kind)
             raise ManifestError(f"{path}:{_node_line(root, loc)} {_field_name(loc)}: {e}") from None

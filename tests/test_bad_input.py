@@ -404,6 +404,24 @@ FILE_CASES = {
         "its layers: beauty, depth",
     ),
     "movie-with-a-layer": manifest(GOOD_MOVIE + "  layer: beauty\n", "{m}:2 plate: ", "not movies"),
+    # a plate's colour space (OpenColorIO): a name the config lacks, a config that is not there or not one
+    "colorspace-unknown": manifest(
+        GOOD_MOVIE + "  colorspace: ARRI LogC\n", "{m}:4 plate.colorspace: ", "'ARRI LogC4'"
+    ),
+    "colorspace-config-missing": manifest(
+        GOOD_MOVIE + "  colorspace: ADX10\n  ocio_config: show.ocio\n",
+        "{m}:5 plate.ocio_config: ",
+        "not found",
+    ),
+    "colorspace-config-not-a-config": with_files(
+        GOOD_MOVIE + "  colorspace: ADX10\n  ocio_config: show.ocio\n",
+        {"show.ocio": lambda p: p.write_text("roles: [\n")},
+        "{m}:5 plate.ocio_config: ",
+        "{f:show.ocio}",
+    ),
+    "colorspace-config-without-colorspace": manifest(
+        GOOD_MOVIE + "  ocio_config: ocio://cg-config-latest\n", "{m}:2 plate: ", "colorspace"
+    ),
     # an image key and the actor's reference: images that are not images
     "key-image-not-an-image": with_files(
         PATH_SHOT + "    - {frame: 1001, image: face.jpg}\n",
@@ -610,6 +628,11 @@ ARG_CASES = {
     "extract-plate-not-a-movie": args("extract {m} --out {d}/out", "{m}"),
     "extract-no-out": args("extract {clip}", "--out"),
     "extract-exr-layer-missing": extract_a_layer_the_exr_lacks,
+    "extract-colorspace-unknown": args(f"{EXTRACT} --colorspace LogC", "--colorspace", "'ARRI LogC4'"),
+    "extract-ocio-config-missing": args(
+        f"{EXTRACT} --colorspace ADX10 --ocio-config {{d}}/gone.ocio", "--ocio-config", "{d}/gone.ocio"
+    ),
+    "extract-ocio-config-alone": args(f"{EXTRACT} --ocio-config ocio://cg-config-latest", "--ocio-config"),
     "render-frames-reversed": args("render {m} --frames 1040-1010", "--frames"),
     "render-frames-text": args("render {m} --frames all", "--frames"),
     "render-frames-huge": args("render {m} --frames 1001-99999999999", "--frames"),

@@ -20,6 +20,7 @@ from pipeline.faces.align import (
 )
 from pipeline.faces.detect import FaceAnalyzer
 from pipeline.files import write_atomic
+from pipeline.media.colorspace import PlateColorspace
 from pipeline.media.decode import Plate, open_plate, read_image
 from pipeline.media.probe import SEQUENCE_TOKEN, square_scale
 from pipeline.media.sequences import write_frame
@@ -27,14 +28,15 @@ from pipeline.media.sequences import write_frame
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".exr", ".tif", ".tiff", ".bmp", ".webp"}
 
 
-def open_any_plate(path: str, layer: str = "") -> Plate:
+def open_any_plate(path: str, layer: str = "", colorspace: PlateColorspace | None = None) -> Plate:
     """A movie, an image sequence (#### or %04d in the name) or a single image; `layer`: an EXR's layer
-    whose channels are the picture (as a manifest's plate.layer)."""
+    whose channels are the picture, `colorspace`: the plate's encoding (as a manifest's plate.layer and
+    plate.colorspace, so that training crops look as the shot's own)."""
     if SEQUENCE_TOKEN.search(Path(path).name):
-        return open_plate("sequence", path, layer=layer)
+        return open_plate("sequence", path, layer=layer, colorspace=colorspace)
     if Path(path).suffix.lower() in IMAGE_SUFFIXES or path.startswith("builtin:"):
-        return open_plate("still", path, hold=1, layer=layer)
-    return open_plate("movie", path, layer=layer)
+        return open_plate("still", path, hold=1, layer=layer, colorspace=colorspace)
+    return open_plate("movie", path, layer=layer, colorspace=colorspace)
 
 
 @dataclass
@@ -50,12 +52,13 @@ def extract_faces(
     every: int = 1,
     analyzer: FaceAnalyzer | None = None,
     layer: str = "",
+    colorspace: PlateColorspace | None = None,
 ) -> Iterator[Extracted]:
     """Every `every`-th frame's largest face, aligned FFHQ-style, as PNG plus a JSON of its landmarks.
 
     Crops already on disk are kept (an interrupted extraction continues); each file is written atomically.
     """
-    plate = open_any_plate(plate_path, layer)
+    plate = open_any_plate(plate_path, layer, colorspace)
     analyzer = analyzer or FaceAnalyzer()
     try:
         out.mkdir(parents=True, exist_ok=True)

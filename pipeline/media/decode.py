@@ -28,6 +28,7 @@ from av.video.reformatter import VideoReformatter
 
 from pipeline.errors import MediaError
 from pipeline.media.color import half_linear_to_srgb, linear_to_srgb
+from pipeline.media.colorspace import PlateColorspace
 from pipeline.media.probe import (
     LayerError,
     PlateInfo,
@@ -485,6 +486,20 @@ class StillPlate:
             )
 
 
+class ConvertedPlate:
+    """A plate whose frames are converted from its colour space (a camera's log, a scan's density) to the
+    pipeline's display-referred float32 as they are read (`PlateColorspace`)."""
+
+    def __init__(self, plate: Plate, colorspace: PlateColorspace):
+        self.plate = plate
+        self.colorspace = colorspace
+        self.info = plate.info
+
+    def read(self, start: int, stop: int, size: tuple[int, int] | None = None) -> Iterator[np.ndarray]:
+        for frame in self.plate.read(start, stop, size):
+            yield self.colorspace.convert(frame)
+
+
 def open_plate(
     kind: str,
     path: str,
@@ -493,16 +508,21 @@ def open_plate(
     hold: int | None = None,
     move: CameraMove | None = None,
     layer: str = "",
+    colorspace: PlateColorspace | None = None,
 ) -> Plate:
     """The plate of a kind (movie, sequence or still) at `path`, probed; `layer`: an EXR plate's layer whose
-    channels are the picture (`exr_picture_size`). Files are opened by their absolute paths: FFmpeg reads
-    a relative `take:1.mov` as a protocol's name."""
+    channels are the picture (`exr_picture_size`); `colorspace`: the plate's encoding, converted as frames
+    are read. Files are opened by their absolute paths: FFmpeg reads a relative `take:1.mov` as a
+    protocol's name."""
+    plate: Plate
     if kind == "movie":
         if layer:
             raise LayerError(f"{path}: a layer is read from EXR sequences and stills only, not movies")
-        return MoviePlate(Path(path).absolute())
-    if kind == "sequence":
-        return SequencePlate(Path(path).absolute(), fps, layer=layer)
-    if kind == "still":
-        return StillPlate(path, hold or 1, fps, move, layer)
-    raise ValueError(f"unknown plate kind {kind!r}")
+        plate = MoviePlate(Path(path).absolute())
+    elif kind == "sequence":
+        plate = SequencePlate(Path(path).absolute(), fps, layer=layer)
+    elif kind == "still":
+        plate = StillPlate(path, hold or 1, fps, move, layer)
+    else:
+        raise ValueError(f"unknown plate kind {kind!r}")
+    return plate if colorspace is None else ConvertedPlate(plate, colorspace)

@@ -15,7 +15,7 @@ from pathlib import Path
 from pipeline import TOOL_NAME, __version__
 from pipeline.files import write_json_atomic
 from pipeline.manifest import Shot
-from pipeline.media.decode import read_image
+from pipeline.media.decode import ConvertedPlate, read_image
 from pipeline.shot.frames import ChunkResult
 from pipeline.shot.keys import sections_text, settings_sections
 from pipeline.shot.movies import MovieResult
@@ -53,7 +53,17 @@ def output_metadata(shot: Shot, version: RenderVersion) -> dict[str, str]:
         "settings_hash": shot.settings_hash,
         "settings_sections": sections_text(settings_sections(shot)),
         "render_frames": f"{shot.first}-{shot.last}",
+        **plate_colorspace(shot),
     }
+
+
+def plate_colorspace(shot: Shot) -> dict[str, str]:
+    """The colour space the plate was converted from, and its OpenColorIO config (a compositor reads the
+    frames as sRGB, or scene-linear Rec.709 in an EXR, not in the camera's encoding); empty for a plate
+    read as it is."""
+    if not isinstance(shot.plate, ConvertedPlate):
+        return {}
+    return {"plate_colorspace": shot.plate.colorspace.name, "ocio_config": shot.plate.colorspace.config}
 
 
 class StageClock:
@@ -127,7 +137,7 @@ def write_report(
             "timecode_out": shot.frame_timecode(shot.last),
         },
         "fps": float(shot.fps),
-        "plate": shot.plate.info.to_dict(),
+        "plate": {**shot.plate.info.to_dict(), **plate_colorspace(shot)},
         "output": shot.spec.output.model_dump(),
         "folder": str(version.path.resolve()),
         "sequence": str(version.sequence_pattern),
@@ -152,7 +162,8 @@ def write_report(
 
 
 def report_markdown(report: dict) -> str:
-    fr, t = report["frames"], report["timings"]
+    fr, t, plate = report["frames"], report["timings"], report["plate"]
+    converted = f", {plate['plate_colorspace']} converted to sRGB" if plate.get("plate_colorspace") else ""
     lines = [
         f"# {report['shot']} {report['version']}",
         "",
@@ -160,8 +171,8 @@ def report_markdown(report: dict) -> str:
         + (f", timecode {fr['timecode_in']}-{fr['timecode_out']}" if fr.get("timecode_in") else "")
         + "; "
         f"written {report['frames_written']}, already complete {report['frames_skipped']}",
-        f"- Plate: {report['plate']['path']} ({report['plate']['kind']}, {report['plate']['codec']}, "
-        f"{report['plate']['width']}x{report['plate']['height']})",
+        f"- Plate: {plate['path']} ({plate['kind']}, {plate['codec']}, {plate['width']}x{plate['height']}"
+        f"{converted})",
         f"- Synthetic (AI-altered) imagery: {report['metadata']['synthetic_imagery']} "
         f"(stages: {report['metadata']['ai_altered_stages']})",
         f"- Folder: `{report['folder']}`",

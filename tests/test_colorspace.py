@@ -1,0 +1,148 @@
+"""Plates in a camera's log encoding or a wide-gamut linear one (`plate.colorspace`, OpenColorIO): read as
+the display-referred pictures they encode, keyed by their conversion, and rendered into comps that say so."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import av
+import cv2
+import numpy as np
+import pytest
+from conftest import write_manifest
+
+from pipeline.media.color import linear_to_srgb, srgb_to_linear, to_float
+from pipeline.media.colorspace import DEFAULT_CONFIG, WORKING_LINEAR, PlateColorspace
+from pipeline.media.decode import open_plate, read_image
+from pipeline.media.sequences import read_png_text, write_frame
+
+LOGC = "ARRI LogC3 (EI800)"
+
+
+def encode(display: np.ndarray, colorspace: str) -> np.ndarray:
+    """Display-referred sRGB pictures encoded in a colour space of the built-in config, as a camera or a
+    renderer would have written them (float32)."""
+    import PyOpenColorIO as ocio
+
+    config = ocio.Config.CreateFromFile(DEFAULT_CONFIG)
+    out = np.ascontiguousarray(srgb_to_linear(display))
+    config.getProcessor(WORKING_LINEAR, colorspace).getDefaultCPUProcessor().applyRGB(out)
+    return out
+
+
+def pictures(h: int = 40, w: int = 56) -> np.ndarray:
+    """A test picture: 8-bit sRGB values, a grey ramp and saturated and random colours."""
+    rng = np.random.default_rng(3)
+    image = rng.integers(0, 256, (h, w, 3)).astype(np.float32)
+    image[:8] = np.linspace(0, 255, w)[None, :, None]  # a grey ramp, black to white
+    image[8:12, :, 1:] = 0  # pure reds
+    return np.round(image) / 255
+
+
+def test_a_log_or_wide_gamut_plate_reads_as_the_pictures_it_encodes(tmp_path):
+    """A LogC3 scan as 16-bit and 8-bit PNGs and an ACEScg EXR read back, converted, as the sRGB pictures
+    they were made from: 16-bit within 0.002 everywhere, the EXR (half floats) within 0.004, 8-bit log
+    within 0.03 on greys and 0.01 on average (its steps are coarse, and its wide gamut's matrix magnifies
+    them in saturated colours). Read as they are, they are the flat code values a detector and the colour
+    match were given before."""
+    display = pictures()
+    logc = np.clip(encode(display, LOGC), 0, 1)
+    acescg = encode(display, "ACEScg")
+    cases = {
+        "log16": (LOGC, "png", cv2.multiply(logc, 65535.0, dtype=cv2.CV_16U), "png16", (0.002, 0.002)),
+        "log8": (LOGC, "png", cv2.multiply(logc, 255.0, dtype=cv2.CV_8U), "png8", (0.03, 0.01)),
+        # the EXR writer takes display-referred values and stores them linear: these store ACEScg's
+        "acescg": ("ACEScg", "exr", linear_to_srgb(acescg), "exr", (0.004, 0.004)),
+    }
+    for name, (space, ext, samples, fmt, (on_greys, on_average)) in cases.items():
+        folder = tmp_path / name
+        folder.mkdir()
+        for n in (1, 2):
+            write_frame(folder / f"p.{n:04d}.{ext}", samples, fmt, {})
+        pattern = str(folder / f"p.####.{ext}")
+        colorspace = PlateColorspace.open(space)
+        converted = list(open_plate("sequence", pattern, colorspace=colorspace).read(0, 2))
+        assert len(converted) == 2 and converted[0].dtype == np.float32
+        error = np.abs(converted[1] - display)
+        assert error[:8].max() < on_greys and error.mean() < on_average, (name, error[:8].max(), error.mean())
+        if on_greys == on_average:
+            assert error.max() < on_greys, (name, error.max())
+        raw = to_float(next(open_plate("sequence", pattern).read(0, 1)))
+        assert np.abs(raw - display).mean() > 0.05, name  # not already the pictures: the test could fail
+    # ACEScg's wider gamut: a colour outside Rec.709 keeps its negative component, not clipped
+    outside = PlateColorspace.open("ACEScg").convert(np.float32([[[0.0, 0.7, 0.0]]]))
+    assert outside[0, 0, 0] < 0 and outside[0, 0, 1] > 0.7
+
+
+def test_a_plates_colour_space_is_part_of_its_key(tmp_path, clip):
+    """Changing or adding a plate's colour space changes every stage key that reads the plate's pixels
+    (the track's, the composite's), as a new plate does; the same space keeps it."""
+    from pipeline.manifest import load_shot
+    from pipeline.shot.keys import digest, plate_fingerprint
+
+    keys = {}
+    for name, extra in (
+        ("none", ""),
+        ("logc", f"  colorspace: {LOGC}\n"),
+        ("cct", "  colorspace: ACEScct\n"),
+    ):
+        m = write_manifest(tmp_path, f"shot: a\nplate:\n  movie: {clip}\n{extra}", f"{name}.yaml")
+        keys[name] = digest(plate_fingerprint(load_shot(m)))
+    again = write_manifest(
+        tmp_path, f"shot: b\nplate:\n  movie: {clip}\n  colorspace: {LOGC}\n", "again.yaml"
+    )
+    assert len(set(keys.values())) == 3
+    assert digest(plate_fingerprint(load_shot(again))) == keys["logc"]
+
+
+def test_a_conversion_survives_pickling():
+    """A shot goes to a worker process pickled; OpenColorIO's processors do not pickle, so the conversion
+    travels as its names and is opened again, converting the same."""
+    import pickle
+
+    colorspace = PlateColorspace.open(LOGC)
+    again = pickle.loads(pickle.dumps(colorspace))
+    frame = (pictures() * 65535).astype(np.uint16)
+    assert again.key == colorspace.key
+    assert np.array_equal(again.convert(frame), colorspace.convert(frame))
+
+
+@pytest.mark.slow
+def test_a_log_plate_renders_comps_of_its_display_pictures(tmp_path, woman_clip, prefect_server):
+    """Six frames of the woman's clip as a LogC3 16-bit PNG scan, rendered with `colorspace:` through a real
+    Prefect flow: her face is found on every frame, the comp away from the new face is her original picture
+    (not the flat log), and the frames and report name the conversion."""
+    from pipeline.flows import run_render
+
+    plate = tmp_path / "scan"
+    plate.mkdir()
+    display = []
+    with av.open(str(woman_clip)) as movie:
+        for n, frame in zip(range(1001, 1007), movie.decode(video=0), strict=False):
+            rgb = cv2.resize(frame.to_ndarray(format="rgb24"), (256, 256), interpolation=cv2.INTER_AREA)
+            display.append(to_float(rgb))
+            logc = np.clip(encode(display[-1], LOGC), 0, 1)
+            write_frame(plate / f"scan.{n}.png", cv2.multiply(logc, 65535.0, dtype=cv2.CV_16U), "png16", {})
+    m = write_manifest(
+        tmp_path,
+        f"shot: log010\nplate:\n  sequence: scan/scan.####.png\n  colorspace: {LOGC}\n"
+        "output: {sequence: png16, movies: []}\nfaces: {crop_size: 256}\ncomposite: {alteration: retouch}\n",
+    )
+    v = Path(run_render(str(m), root=str(tmp_path / "r"))["path"])
+    report = json.loads((v / "report.json").read_text())
+    assert report["plate"]["plate_colorspace"] == LOGC
+    assert f"{LOGC} converted to sRGB" in (v / "report.md").read_text()
+    assert report["faces"]["detected"] == 6, report["faces"]
+    for k, n in enumerate(range(1001, 1007)):
+        comp = v / "comp" / f"log010_comp_v001.{n}.png"
+        text = read_png_text(comp)
+        assert (text["plate_colorspace"], text["ocio_config"]) == (LOGC, DEFAULT_CONFIG)
+        # away from the new face: where the face element's alpha is 0, 4 px and more from its edge (a
+        # Laplacian blend's coarse bands move pixels whose alpha rounds to 0 in 16 bits)
+        element = cv2.imread(str(v / "element" / f"log010_faceElement_v001.{n}.png"), cv2.IMREAD_UNCHANGED)
+        away = cv2.erode((element[..., 3] == 0).astype(np.uint8), np.ones((9, 9), np.uint8)) > 0
+        assert 0.2 < away.mean() < 0.9, away.mean()
+        error = np.abs(to_float(read_image(comp)) - display[k]).max(-1)
+        assert error[away].max() < 0.002, error[away].max()
+        assert error[~away].mean() > 0.01  # the new face is in: the retouch is there
