@@ -25,7 +25,8 @@ from pathlib import Path
 from common import PLATE_FILTERS, cpu_times, make_clip, other_work
 
 from pipeline.manifest import load_shot
-from pipeline.media.decode import MoviePlate, SequencePlate
+from pipeline.media.colorspace import PlateColorspace
+from pipeline.media.decode import ConvertedPlate, MoviePlate, Plate, SequencePlate
 from pipeline.media.encode import MOVIE_PRESETS, burn_in_font, encode_movie, ffmpeg_executable
 from pipeline.media.probe import bit_depth
 from pipeline.media.sequences import extension, write_frame
@@ -56,6 +57,7 @@ PRORES_CLIP = (
 EXR_FRAMES = 60  # frames of the default clip written as an EXR sequence for the sequence decode row
 # frames of the 1080p plate written as png16 and EXR sequences (farm plates are 1080p to UHD, often EXR)
 HD_SEQUENCE_FRAMES = 48
+LOG_COLORSPACE = "ARRI LogC3 (EI800)"  # the DPX scan's row again, converted as a camera log plate
 FIRST = 1001
 CHUNK_SIZE = 48
 DECODE_BAR, ENCODE_BAR, OVERHEAD_BAR = 0.8, 1.15, 0.15
@@ -131,12 +133,19 @@ def bench_decode(clip: Path, repeats: int, to_rgb: bool = False) -> list[Row]:
 
 
 def bench_sequence_decode(
-    pattern: Path, n: int, fps: Fraction, repeats: int, label: str | None = None
+    pattern: Path,
+    n: int,
+    fps: Fraction,
+    repeats: int,
+    label: str | None = None,
+    colorspace: PlateColorspace | None = None,
 ) -> Row:
-    """Our SequencePlate (files read ahead in threads) against ffmpeg's image2 demuxer into `-f null`."""
+    """Our SequencePlate (files read ahead in threads) against ffmpeg's image2 demuxer into `-f null`; with
+    a `colorspace`, each frame converted from it as a shot's `plate.colorspace` does."""
 
     def ours() -> None:
-        plate = SequencePlate(pattern, fps)
+        plate: Plate = SequencePlate(pattern, fps)
+        plate = plate if colorspace is None else ConvertedPlate(plate, colorspace)
         count = sum(1 for _ in plate.read(0, plate.info.frame_count))
         assert count == n, f"{pattern}: read {count} of {n} frames"
 
@@ -395,6 +404,14 @@ def main(argv: list[str] | None = None) -> int:
                 rows.append(
                     bench_sequence_decode(pattern, HD_SEQUENCE_FRAMES, fps, repeats, "10-bit DPX 1080p")
                 )
+                print(f"  {rows[-1].metric}: ours {rows[-1].ours}, ffmpeg {rows[-1].reference}", flush=True)
+                # the same scan read as a camera's log (plate.colorspace): what OpenColorIO's conversion
+                # costs on top of the read, beside the same reference (no bar: FFmpeg converts nothing)
+                logc = PlateColorspace.open(LOG_COLORSPACE)
+                row = bench_sequence_decode(
+                    pattern, HD_SEQUENCE_FRAMES, fps, repeats, f"  same, as {LOG_COLORSPACE}", logc
+                )
+                rows.append(Row(row.metric, row.ours, row.reference, row.ratio, "(no bar)", None))
                 print(f"  {rows[-1].metric}: ours {rows[-1].ours}, ffmpeg {rows[-1].reference}", flush=True)
                 shutil.rmtree(folder / "dpx")
             if c.parent == folder:
