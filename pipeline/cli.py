@@ -101,7 +101,7 @@ def manifest_files(target: Path) -> list[Path]:
 
 def cmd_validate(args: argparse.Namespace) -> int:
     from pipeline.manifest import load_shot, shot_name_clashes
-    from pipeline.media.probe import MAX_SQUEEZE, read_dpx_header, sequence_path, square_scale
+    from pipeline.media.probe import MAX_SQUEEZE, has_alpha, read_dpx_header, sequence_path, square_scale
     from pipeline.media.timecode import timecode_problem
 
     failed = 0
@@ -159,6 +159,12 @@ def cmd_validate(args: argparse.Namespace) -> int:
                         f"warning: {path}: the plate's timecode is of no use: "
                         f"{timecode_problem(info.timecode, shot.fps)}; the comp's frames and movies carry "
                         "none"
+                    )
+                if has_alpha(info.pixel_format):
+                    print(
+                        f"warning: {path}: the plate has an alpha channel ({info.pixel_format}): the comp "
+                        "and its movies are RGB, without it (the face element's alpha is the new face's "
+                        "matte); take the plate's alpha from the plate"
                     )
                 if info.interlaced:
                     print(

@@ -185,6 +185,33 @@ def test_validate_warns_about_a_log_dpx_scan(tmp_path, capsys):
         out = capsys.readouterr().out
         warned = "s.1001.dpx says its samples are printing density (Cineon log)" in out
         assert warned == (name == "log"), out
+    # named, the scan's encoding is converted (plate.colorspace), and validate says that instead
+    m = write_manifest(
+        tmp_path, f"shot: a\nplate:\n  sequence: {tmp_path}/log/s.####.dpx\n  colorspace: ADX10\n"
+    )
+    assert main(["validate", str(m)]) == 0
+    out = capsys.readouterr().out
+    assert "colour space ADX10 (converted to sRGB as it is read)" in out and "warning" not in out, out
+
+
+def test_validate_warns_that_a_plates_alpha_is_not_carried(tmp_path, clip, capsys):
+    """A plate with an alpha channel (an RGBA PNG scan, a ProRes 4444 with alpha) is composited in RGB: its
+    comp has no alpha, and validate says so; an RGB plate gets no warning."""
+    from pipeline.media.encode import ffmpeg_executable
+
+    cmd = [ffmpeg_executable(), "-v", "error", "-f", "lavfi", "-i", "testsrc2=size=64x48:rate=24"]
+    subprocess.run([*cmd, "-frames:v", "2", "-pix_fmt", "rgba", str(tmp_path / "a.%04d.png")], check=True)
+    cmd += ["-frames:v", "2", "-c:v", "prores_ks", "-profile:v", "4"]
+    subprocess.run([*cmd, "-pix_fmt", "yuva444p10le", str(tmp_path / "a.mov")], check=True)
+    for plate, warned in (
+        ("sequence: a.####.png", "rgba"),
+        ("movie: a.mov", "yuva444p"),
+        (f"movie: {clip}", ""),
+    ):
+        m = write_manifest(tmp_path, f"shot: a\nplate:\n  {plate}\n")
+        assert main(["validate", str(m)]) == 0
+        out = capsys.readouterr().out
+        assert ("the plate has an alpha channel" in out) == bool(warned) and warned in out, out
 
 
 def test_validate_runs_as_a_console_command(tmp_path):

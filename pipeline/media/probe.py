@@ -295,6 +295,15 @@ def sequence_path(pattern: Path, number: int) -> Path:
     return pattern.with_name(pattern.name[: m.start()] + f"{number:0{pad}d}" + pattern.name[m.end() :])
 
 
+def has_alpha(pixel_format: str) -> bool:
+    """Whether a pixel format carries an alpha channel (rgba, ya16be, yuva444p12le, gbrapf16le): grey or
+    colour plus one; False if unknown."""
+    try:
+        return len(av.VideoFormat(pixel_format).components) in (2, 4)
+    except (ValueError, av.FFmpegError):
+        return False
+
+
 def bit_depth(pixel_format: str) -> int:
     """Bits per sample of a pixel format (8 for yuv420p, 10 for a ProRes 422's yuv422p10le); 8 if unknown."""
     try:
