@@ -146,3 +146,20 @@ def test_a_log_plate_renders_comps_of_its_display_pictures(tmp_path, woman_clip,
         error = np.abs(to_float(read_image(comp)) - display[k]).max(-1)
         assert error[away].max() < 0.002, error[away].max()
         assert error[~away].mean() > 0.01  # the new face is in: the retouch is there
+
+
+def test_a_converted_hdr_plate_is_no_longer_hdr(tmp_path):
+    """A PQ plate named as such (`Rec.2100-PQ - Display`) is converted to SDR pictures: its info no longer
+    says PQ, so its comp may be 8-bit and its movies are made and labelled BT.709, not HDR."""
+    from conftest import hdr_movie
+
+    from pipeline.manifest import load_shot
+
+    plate = hdr_movie(tmp_path / "pq.mp4", frames=3)
+    text = f"shot: a\nplate:\n  movie: {plate}\nPQ\noutput: {{sequence: png8}}\n"
+    with pytest.raises(Exception, match="PQ"):  # as it is, 8 bits band PQ: refused
+        load_shot(write_manifest(tmp_path, text.replace("PQ\n", "")))
+    shot = load_shot(write_manifest(tmp_path, text.replace("PQ\n", "  colorspace: Rec.2100-PQ - Display\n")))
+    assert shot.plate.info.color.hdr == "" and shot.plate.info.width == 128
+    frame = next(shot.read_frames(shot.first, shot.first))
+    assert frame.dtype == np.float32 and frame.shape == (96, 128, 3)

@@ -15,7 +15,7 @@ from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import closing
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from fractions import Fraction
 from pathlib import Path
 from queue import Full, Queue
@@ -30,6 +30,7 @@ from pipeline.errors import MediaError
 from pipeline.media.color import half_linear_to_srgb, linear_to_srgb
 from pipeline.media.colorspace import PlateColorspace
 from pipeline.media.probe import (
+    ColorTags,
     LayerError,
     PlateInfo,
     bit_depth,
@@ -488,12 +489,14 @@ class StillPlate:
 
 class ConvertedPlate:
     """A plate whose frames are converted from its colour space (a camera's log, a scan's density) to the
-    pipeline's display-referred float32 as they are read (`PlateColorspace`)."""
+    pipeline's display-referred float32 as they are read (`PlateColorspace`). Its info says its pictures
+    are untagged, BT.709 (what they now are): a PQ plate converted is no longer one, and its movies must not
+    be made and labelled as HDR."""
 
     def __init__(self, plate: Plate, colorspace: PlateColorspace):
         self.plate = plate
         self.colorspace = colorspace
-        self.info = plate.info
+        self.info = replace(plate.info, color=ColorTags())
 
     def read(self, start: int, stop: int, size: tuple[int, int] | None = None) -> Iterator[np.ndarray]:
         for frame in self.plate.read(start, stop, size):
