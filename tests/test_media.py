@@ -28,7 +28,7 @@ from pipeline.media.color import (
 )
 from pipeline.media.decode import CameraMove, MoviePlate, SequencePlate, StillPlate, open_plate, read_image
 from pipeline.media.encode import MOVIE_PRESETS, AudioSource, encode_movie, ffmpeg_executable
-from pipeline.media.probe import ColorTags, LayerError, bit_depth, probe_movie
+from pipeline.media.probe import ColorTags, LayerError, bit_depth, dpx_timecode, probe_movie
 from pipeline.media.sequences import decode_dpx, in_display, read_png_text, write_frame
 
 META = {"synthetic_imagery": "true", "shot": "t01", "render_version": "v007", "comment": "caf\u00e9 test"}
@@ -1172,6 +1172,17 @@ def test_a_plates_timecode_is_read_from_movie_tracks_and_tags_and_dpx_exr_and_pn
     data[1920:1924] = struct.pack(order + "I", 0x01025940 | 0x28)  # 01:02:59;28 (0x40: drop-frame)
     first.write_bytes(bytes(data))
     assert probe_sequence(tmp_path / "dpx" / "p.####.dpx", Fraction(30000, 1001)).timecode == "01:02:59;28"
+    # a 60 fps scan (its film header's rate): the BCD frames count pairs, and the seconds' top bit says
+    # which of the pair (SMPTE ST 12-1, as FFmpeg's av_timecode_make_smpte_tc_string2 reads it)
+    data[1724:1728] = struct.pack(order + "f", 60.0)
+    data[1920:1924] = struct.pack(order + "I", 0x01000029 | 1 << 15)  # pair 29, the second: frame 59
+    first.write_bytes(bytes(data))
+    assert probe_sequence(tmp_path / "dpx" / "p.####.dpx", None).timecode == "01:00:00:59"
+    assert (dpx_timecode(0x01000029, Fraction(50)), dpx_timecode(0x01000012 | 1 << 31, Fraction(50))) == (
+        "01:00:00:58",
+        "01:00:00:25",
+    )
+    assert dpx_timecode(0x01000023, Fraction(24)) == "01:00:00:23"  # at 30 fps and under, as they are
 
     (tmp_path / "exr").mkdir()
     tc = OpenEXR.TimeCode()

@@ -142,9 +142,8 @@ def read_dpx_header(path: Path) -> DpxHeader | None:
     order = ">" if head[:4] == b"SDPX" else "<"
     film, tv = (struct.unpack(order + "f", head[at : at + 4])[0] for at in (1724, 1940))
     (timecode,) = struct.unpack(order + "I", head[1920:1924])
-    return DpxHeader(
-        DPX_SCENE_TRANSFERS.get(head[801], ""), dpx_timecode(timecode), stated_rate(film) or stated_rate(tv)
-    )
+    rate = stated_rate(film) or stated_rate(tv)
+    return DpxHeader(DPX_SCENE_TRANSFERS.get(head[801], ""), dpx_timecode(timecode, rate), rate)
 
 
 def movie_timecode(container: av.container.InputContainer, stream: av.video.stream.VideoStream) -> str:
@@ -166,15 +165,20 @@ def picture_start(container: av.container.InputContainer, stream: av.video.strea
     return max(0.0, float(stream.start_time * stream.time_base) - container.start_time / av.time_base)
 
 
-def dpx_timecode(value: int) -> str:
+def dpx_timecode(value: int, rate: Fraction | None = None) -> str:
     """A DPX header's TV timecode (at byte 1920: BCD hours, minutes, seconds and frames, the frames' byte
-    carrying the drop-frame flag 0x40); "" when unset (all ones) or not BCD."""
+    carrying the drop-frame flag 0x40); "" when unset (all ones) or not BCD. Above 30 fps (the header's
+    `rate`) the BCD frames count frame pairs, as SMPTE ST 12-1 packs 50 and 60 fps labels into its two bits
+    of frame tens, and a field bit says which of the pair (the hours' top bit at 50 fps, the seconds' at
+    others), as FFmpeg reads them: frames 0-59, where the digits alone stop at 39."""
     if value == 0xFFFFFFFF:
         return ""
     hours, minutes, seconds, frames = value >> 24 & 0x3F, value >> 16 & 0x7F, value >> 8 & 0x7F, value & 0x3F
     if any(b & 0xF > 9 for b in (hours, minutes, seconds, frames)):
         return ""
     digits = [(b >> 4) * 10 + (b & 0xF) for b in (hours, minutes, seconds, frames)]
+    if rate is not None and rate > 30:
+        digits[3] = 2 * digits[3] + (value >> (31 if rate == 50 else 15) & 1)
     return "{:02d}:{:02d}:{:02d}{}{:02d}".format(*digits[:3], ";" if value & 0x40 else ":", digits[3])
 
 
