@@ -60,9 +60,7 @@ def _load_config(config: str) -> Any:
         return ocio.Config.CreateFromFile(config)
     except ocio.ExceptionMissingFile:
         raise ColorspaceError(f"{config}: not found", about_config=True) from None
-    except (
-        ocio.Exception
-    ) as e:  # OpenColorIO's messages can run over lines (PipelineError.one_line joins them)
+    except ocio.Exception as e:  # its message may run over lines: PipelineError.one_line joins them
         raise ColorspaceError(
             f"{config}: not an OpenColorIO config that can be read: {e}", about_config=True
         ) from None
@@ -105,14 +103,14 @@ class PlateColorspace:
                 f"{config}: cannot convert {name!r} to {WORKING_LINEAR}: {e}", about_config=True
             ) from None
         raw = ocio.Config.CreateRaw()
-        processors = {}
-        for kind, depth in (("uint8", ocio.BIT_DEPTH_UINT8), ("uint16", ocio.BIT_DEPTH_UINT16)):
-            group = ocio.GroupTransform(
-                [to_linear.createGroupTransform(), _srgb_curve(ocio.TRANSFORM_DIR_INVERSE)]
-            )
-            processors[kind] = raw.getProcessor(group).getOptimizedCPUProcessor(
-                depth, ocio.BIT_DEPTH_F32, ocio.OPTIMIZATION_DEFAULT
-            )
+        # integer samples: OpenColorIO's processor for their bit depth (it tabulates what it can)
+        encoded = raw.getProcessor(
+            ocio.GroupTransform([to_linear.createGroupTransform(), _srgb_curve(ocio.TRANSFORM_DIR_INVERSE)])
+        )
+        processors = {
+            kind: encoded.getOptimizedCPUProcessor(depth, ocio.BIT_DEPTH_F32, ocio.OPTIMIZATION_DEFAULT)
+            for kind, depth in (("uint8", ocio.BIT_DEPTH_UINT8), ("uint16", ocio.BIT_DEPTH_UINT16))
+        }
         # a float frame (an EXR's) is read through the sRGB curve already (media.color): undone first
         group = ocio.GroupTransform(
             [
