@@ -163,3 +163,30 @@ def test_a_converted_hdr_plate_is_no_longer_hdr(tmp_path):
     assert shot.plate.info.color.hdr == "" and shot.plate.info.width == 128
     frame = next(shot.read_frames(shot.first, shot.first))
     assert frame.dtype == np.float32 and frame.shape == (96, 128, 3)
+
+
+def test_a_facilitys_own_config_converts_through_its_interchange_roles(tmp_path, clip):
+    """A show's config file (`plate.ocio_config`, relative to the manifest) reaches the working space
+    through OCIO 2's interchange roles: the studio config written out as a file converts as the built-in
+    one does, and a config without those roles is refused at its field."""
+    import PyOpenColorIO as ocio
+
+    from pipeline.errors import ManifestError
+    from pipeline.manifest import load_shot
+
+    (tmp_path / "show.ocio").write_text(ocio.Config.CreateFromFile(DEFAULT_CONFIG).serialize())
+    m = write_manifest(
+        tmp_path, f"shot: a\nplate:\n  movie: {clip}\n  colorspace: {LOGC}\n  ocio_config: show.ocio\n"
+    )
+    colorspace = load_shot(m).plate.colorspace
+    assert colorspace.config == str(tmp_path / "show.ocio")
+    frame = (pictures() * 65535).astype(np.uint16)
+    assert np.array_equal(colorspace.convert(frame), PlateColorspace.open(LOGC).convert(frame))
+    (tmp_path / "bare.ocio").write_text(
+        "ocio_profile_version: 2\nroles: {default: raw}\ncolorspaces:\n  - !<ColorSpace>\n    name: raw\n"
+    )
+    m = write_manifest(
+        tmp_path, f"shot: a\nplate:\n  movie: {clip}\n  colorspace: raw\n  ocio_config: bare.ocio\n"
+    )
+    with pytest.raises(ManifestError, match=r":5 plate.ocio_config: .*bare.ocio: cannot convert 'raw'"):
+        load_shot(m)
