@@ -28,7 +28,7 @@ from pipeline.errors import ManifestError, MediaError, PipelineError
 from pipeline.files import read_array
 from pipeline.media.colorspace import DEFAULT_CONFIG, ColorspaceError, PlateColorspace
 from pipeline.media.cuts import CUT_THRESHOLD, MIN_SCENE
-from pipeline.media.decode import CameraMove, FrameError, Plate, open_plate, read_image
+from pipeline.media.decode import CameraMove, ConvertedPlate, FrameError, Plate, open_plate, read_image
 from pipeline.media.encode import MOVIE_PRESETS, ffmpeg_executable
 from pipeline.media.probe import LayerError, PlateInfo
 from pipeline.media.sequences import SEQUENCE_FORMATS
@@ -226,6 +226,12 @@ class OutputSpec(Strict):
     sequence: Literal["png8", "png16", "exr"] = "png16"
     movies: list[MovieName] = ["h264_review"]
     chunk_size: int = Field(24, ge=1, le=10000, description="frames per task")
+    colorspace: Literal["working", "plate"] = Field(
+        "working",
+        description="the comp's encoding: `working`, display-referred sRGB (a PNG) or scene-linear Rec.709 "
+        "(an EXR); `plate`, the plate's own (its plate.colorspace), every pixel the new face did not "
+        "change the plate's own sample",
+    )
     assert set(SEQUENCE_FORMATS) == {"png8", "png16", "exr"}
 
 
@@ -607,6 +613,20 @@ class Shot:
         (1029), not by its place in the plate file (28)."""
         try:
             yield from self.plate.read(self.plate_index(first), self.plate_index(last) + 1, size)
+        except FrameError as e:
+            raise e.numbered(self.plate_first) from None
+
+    def read_frames_with_samples(
+        self, first: int, last: int
+    ) -> Iterator[tuple[np.ndarray | None, np.ndarray]]:
+        """As read_frames, each picture with the plate's own samples it was converted from (None for a plate
+        read as it is): what a comp in the plate's encoding is written from."""
+        try:
+            if isinstance(self.plate, ConvertedPlate):
+                yield from self.plate.read_with_samples(self.plate_index(first), self.plate_index(last) + 1)
+            else:
+                for frame in self.plate.read(self.plate_index(first), self.plate_index(last) + 1):
+                    yield None, frame
         except FrameError as e:
             raise e.numbered(self.plate_first) from None
 
@@ -1056,6 +1076,24 @@ def _check_recognisers(
         raise ManifestError(f"{where}: {e.one_line()}") from None
 
 
+def _check_plate_encoding(path: Path, root: yaml.Node | None, spec: ManifestModel, info: PlateInfo) -> None:
+    """A comp in the plate's own encoding needs the plate's colour space, and is written as the plate's
+    samples are: an EXR plate's as EXR (its values), any other's as PNG (its code values)."""
+    if spec.output.colorspace != "plate":
+        return
+    line = _node_line(root, ("output", "colorspace"))
+    if spec.plate is None or not spec.plate.colorspace:
+        raise ManifestError(
+            f"{path}:{line} output.colorspace: plate needs the plate's encoding: set plate.colorspace"
+        )
+    if (info.codec == "exr") != (spec.output.sequence == "exr"):
+        kind = "an EXR plate's comp as EXR" if info.codec == "exr" else f"a {info.codec} plate's comp as PNG"
+        raise ManifestError(
+            f"{path}:{line} output.colorspace: plate writes the plate's own samples, {kind}: set "
+            f"output.sequence to {'exr' if info.codec == 'exr' else 'png16 (or png8)'}"
+        )
+
+
 def _check_hdr_sequence(path: Path, root: yaml.Node | None, spec: ManifestModel, info: PlateInfo) -> None:
     """An HDR plate's frames are written in its own code values (PQ or HLG): 8 bits band them, and EXR's
     linear light is made through the sRGB curve, which would misread them."""
@@ -1139,6 +1177,7 @@ def load_shot(path: str | Path, frames: str | None = None) -> Shot:
         )
     info = plate.info
     _check_hdr_sequence(path, root, spec, info)
+    _check_plate_encoding(path, root, spec, info)
     plate_last = plate_first + info.frame_count - 1
     if plate_last > MAX_FRAME_NUMBER:
         loc = ("plate", "first_frame") if spec.plate and spec.plate.first_frame is not None else ("plate",)

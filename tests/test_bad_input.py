@@ -419,6 +419,14 @@ FILE_CASES = {
         "{m}:5 plate.ocio_config: ",
         "{f:show.ocio}",
     ),
+    "comp-in-the-plates-encoding-without-one": manifest(
+        GOOD_MOVIE + "output:\n  colorspace: plate\n", "{m}:5 output.colorspace: ", "plate.colorspace"
+    ),
+    "comp-in-the-plates-encoding-as-another-format": manifest(
+        GOOD_MOVIE + "  colorspace: ADX10\noutput:\n  sequence: exr\n  colorspace: plate\n",
+        "{m}:7 output.colorspace: ",
+        "png16",
+    ),
     "colorspace-config-without-colorspace": manifest(
         GOOD_MOVIE + "  ocio_config: ocio://cg-config-latest\n", "{m}:2 plate: ", "colorspace"
     ),

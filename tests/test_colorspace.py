@@ -13,7 +13,7 @@ import pytest
 from conftest import write_manifest
 
 from pipeline.media.color import linear_to_srgb, srgb_to_linear, to_float
-from pipeline.media.colorspace import DEFAULT_CONFIG, WORKING_LINEAR, PlateColorspace
+from pipeline.media.colorspace import DEFAULT_CONFIG, WORKING_ENCODED, WORKING_LINEAR, PlateColorspace
 from pipeline.media.decode import open_plate, read_image
 from pipeline.media.sequences import read_png_text, write_frame
 
@@ -112,7 +112,9 @@ def test_a_conversion_survives_pickling():
 def test_a_log_plate_renders_comps_of_its_display_pictures(tmp_path, woman_clip, prefect_server):
     """Six frames of the woman's clip as a LogC3 16-bit PNG scan, rendered with `colorspace:` through a real
     Prefect flow: her face is found on every frame, the comp away from the new face is her original picture
-    (not the flat log), and the frames and report name the conversion."""
+    (not the flat log), and the frames and report name the conversion. Rendered again with the comp in the
+    plate's own encoding (`output.colorspace: plate`), the comp is the scan's samples bit for bit wherever
+    the new face did not go, and its review movie shows the pictures."""
     from pipeline.flows import run_render
 
     plate = tmp_path / "scan"
@@ -130,14 +132,43 @@ def test_a_log_plate_renders_comps_of_its_display_pictures(tmp_path, woman_clip,
         "output: {sequence: png16, movies: []}\nfaces: {crop_size: 256}\ncomposite: {alteration: retouch}\n",
     )
     v = Path(run_render(str(m), root=str(tmp_path / "r"))["path"])
+    check_comps_of_display_pictures(v, display)
     report = json.loads((v / "report.json").read_text())
     assert report["plate"]["plate_colorspace"] == LOGC
     assert f"{LOGC} converted to sRGB" in (v / "report.md").read_text()
     assert report["faces"]["detected"] == 6, report["faces"]
+
+    # written in the plate's own encoding: the scan's 16-bit samples, bit for bit, wherever the new face did
+    # not go; its review movie shows the display pictures, through a LUT
+    m = write_manifest(
+        tmp_path,
+        m.read_text()
+        .replace("shot: log010", "shot: log020")
+        .replace("movies: []", "movies: [h264_review], colorspace: plate"),
+        "plate.yaml",
+    )
+    v = Path(run_render(str(m), root=str(tmp_path / "r"))["path"])
+    with av.open(str(v / "log020_comp_v001_h264_review.mp4")) as movie:
+        shown = [to_float(f.to_ndarray(format="rgb24")) for f in movie.decode(video=0)]
+    for k, n in enumerate(range(1001, 1007)):
+        comp, scan = read_image(v / "comp" / f"log020_comp_v001.{n}.png"), read_image(plate / f"scan.{n}.png")
+        assert read_png_text(v / "comp" / f"log020_comp_v001.{n}.png")["colorspace"] == LOGC
+        element = cv2.imread(str(v / "element" / f"log020_faceElement_v001.{n}.png"), cv2.IMREAD_UNCHANGED)
+        near_face = cv2.dilate((element[..., 3] > 0).astype(np.uint8), np.ones((9, 9), np.uint8)) > 0
+        changed = np.any(comp != scan, axis=-1)
+        assert changed.any() and not changed[~near_face].any(), changed[~near_face].sum()
+        away = ~near_face
+        assert np.abs(shown[k] - display[k]).max(-1)[away].mean() < 0.02  # 8-bit H.264 of the pictures
+
+
+def check_comps_of_display_pictures(v: Path, display: list[np.ndarray]) -> None:
+    """The comps of the log010 render hold the display pictures away from the new face, and name the
+    conversion."""
     for k, n in enumerate(range(1001, 1007)):
         comp = v / "comp" / f"log010_comp_v001.{n}.png"
         text = read_png_text(comp)
         assert (text["plate_colorspace"], text["ocio_config"]) == (LOGC, DEFAULT_CONFIG)
+        assert text["colorspace"] == WORKING_ENCODED
         # away from the new face: where the face element's alpha is 0, 4 px and more from its edge (a
         # Laplacian blend's coarse bands move pixels whose alpha rounds to 0 in 16 bits)
         element = cv2.imread(str(v / "element" / f"log010_faceElement_v001.{n}.png"), cv2.IMREAD_UNCHANGED)
@@ -190,3 +221,27 @@ def test_a_facilitys_own_config_converts_through_its_interchange_roles(tmp_path,
     )
     with pytest.raises(ManifestError, match=r":5 plate.ocio_config: .*bare.ocio: cannot convert 'raw'"):
         load_shot(m)
+
+
+def test_a_comp_in_an_exr_plates_own_encoding_keeps_its_half_floats(tmp_path):
+    """An ACEScg EXR plate's comp written in its own encoding holds the plate's half floats, bit for bit,
+    wherever the new face did not go, and ACEScg values of the new face where it did (read back through the
+    conversion, the picture that went in)."""
+    import OpenEXR
+
+    write_frame(tmp_path / "p.0001.exr", linear_to_srgb(encode(pictures(), "ACEScg")), "exr", {})
+    colorspace = PlateColorspace.open("ACEScg")
+    samples = next(open_plate("sequence", str(tmp_path / "p.####.exr")).read(0, 1))
+    comp = colorspace.convert(samples)
+    comp[15:25, 25:35] = (0.5, 0.25, 0.75)  # the new face, inside its box
+    written = colorspace.in_plate_encoding(samples, comp, (slice(10, 30), slice(20, 40)))
+    write_frame(tmp_path / "c.0001.exr", written, "exr", {})
+
+    def halves(path: Path) -> np.ndarray:  # the file's RGB, as stored
+        with OpenEXR.File(str(path)) as f:
+            return np.asarray(f.channels()["RGB"].pixels)
+
+    changed = np.any(halves(tmp_path / "c.0001.exr") != halves(tmp_path / "p.0001.exr"), axis=-1)
+    assert changed[15:25, 25:35].all() and changed.sum() == 100, changed.sum()
+    back = colorspace.convert(read_image(tmp_path / "c.0001.exr"))
+    assert np.abs(back[15:25, 25:35] - (0.5, 0.25, 0.75)).max() < 0.003

@@ -23,11 +23,13 @@ from typing import Any
 import numpy as np
 
 from pipeline.errors import MediaError
+from pipeline.media.color import to_float
 
 # the Academy's studio config of OpenColorIO 2.6 (its camera log spaces, ADX scans, display encodings),
 # named by version so that a newer library's "latest" cannot change a shot's frames
 DEFAULT_CONFIG = "ocio://studio-config-v5.0.0_aces-v2.1_ocio-v2.6"
 WORKING_LINEAR = "Linear Rec.709 (sRGB)"  # the default config's scene-linear Rec.709, before the sRGB curve
+WORKING_ENCODED = "sRGB Encoded Rec.709 (sRGB)"  # the same through the sRGB curve: a PNG's, a movie's
 BLOCK_ROWS = 128  # rows converted at a time by one thread
 
 
@@ -120,6 +122,15 @@ class PlateColorspace:
             ]
         )
         processors["float32"] = raw.getProcessor(group).getDefaultCPUProcessor()
+        # and back, for a comp written in the plate's own encoding: an integer plate's code values in [0, 1],
+        # an EXR plate's values through the sRGB curve (as its frames are read, and its comps written)
+        processors["code_values"] = encoded.getDefaultCPUProcessor()  # code values as floats, to display
+        processors["to_code_values"] = raw.getProcessor(
+            encoded.createGroupTransform(), ocio.TRANSFORM_DIR_INVERSE
+        ).getDefaultCPUProcessor()
+        processors["to_float_plate"] = raw.getProcessor(
+            group, ocio.TRANSFORM_DIR_INVERSE
+        ).getDefaultCPUProcessor()
         return cls(space.getName(), config, f"{source.getCacheID()}:{space.getName()}", processors)
 
     def __reduce__(self) -> tuple:
@@ -129,34 +140,76 @@ class PlateColorspace:
     def convert(self, frame: np.ndarray) -> np.ndarray:
         """An RGB frame (uint8, uint16 or float32) in the plate's colour space as display-referred float32,
         converted in blocks of rows over a thread a core."""
-        import PyOpenColorIO as ocio
-
         kind = frame.dtype.name if frame.dtype in (np.uint8, np.uint16) else "float32"
-        src = np.ascontiguousarray(frame if kind != "float32" else frame.astype(np.float32, copy=False))
-        out = np.empty(src.shape, np.float32)
-        h, w = src.shape[:2]
-        depth = {
-            "uint8": ocio.BIT_DEPTH_UINT8,
-            "uint16": ocio.BIT_DEPTH_UINT16,
-            "float32": ocio.BIT_DEPTH_F32,
-        }[kind]
-        processor = self._processors[kind]
-        size = src.itemsize
+        return _apply(
+            self._processors[kind], frame if kind != "float32" else frame.astype(np.float32, copy=False)
+        )
 
-        def block(r0: int) -> None:
-            rows = slice(r0, min(h, r0 + BLOCK_ROWS))
-            n = rows.stop - rows.start
-            processor.apply(
-                ocio.PackedImageDesc(src[rows], w, n, 3, depth, size, 3 * size, 3 * size * w),
-                ocio.PackedImageDesc(out[rows], w, n, 3),
-            )
+    def to_plate(self, frame: np.ndarray, float_plate: bool) -> np.ndarray:
+        """Display-referred float32 pictures back in the plate's encoding, as float32: an integer plate's
+        code values in [0, 1] (`float_plate` False), or an EXR plate's values through the sRGB curve."""
+        processor = self._processors["to_float_plate" if float_plate else "to_code_values"]
+        return _apply(processor, frame.astype(np.float32, copy=False))
 
-        starts = range(0, h, BLOCK_ROWS)
-        threads = min(len(starts), os.cpu_count() or 1)
-        if threads <= 1:
-            for r0 in starts:
-                block(r0)
-        else:
-            with ThreadPoolExecutor(max_workers=threads) as pool:
-                list(pool.map(block, starts))
+    def in_plate_encoding(
+        self, samples: np.ndarray, comp: np.ndarray, box: tuple[slice, slice] | None
+    ) -> np.ndarray:
+        """A comp in the plate's own encoding, as float32 (code values in [0, 1], or an EXR plate's values
+        through the sRGB curve): the plate's own `samples` wherever the comp is the plate's picture, so that
+        a pixel the new face did not change comes back as the plate's sample, bit for bit (a conversion
+        there and back moved up to 226 of 65536 codes of a random 16-bit LogC frame); the comp's pixels
+        converted back where it differs, within the face's `box` (None: the frame has no new face)."""
+        out = samples.astype(np.float32) if samples.dtype.kind == "f" else to_float(samples).copy()
+        if box is None:
+            return out
+        region = comp[box]
+        changed = np.abs(region - self.convert(samples[box])).max(axis=-1) > CHANGED
+        if changed.any():
+            out[box][changed] = self.to_plate(region, samples.dtype.kind == "f")[changed]
         return out
+
+    def display_lut(self, float_plate: bool, size: int = 33) -> str:
+        """A 3D LUT (the .cube text FFmpeg's lut3d reads) from frames in the plate's encoding to display sRGB,
+        for the movies of a comp written in it: an integer plate's code values, or an EXR plate's values
+        through the sRGB curve (as FFmpeg's zscale gives them)."""
+        grid = np.linspace(0, 1, size, dtype=np.float32)
+        blue, green, red = np.meshgrid(grid, grid, grid, indexing="ij")  # red changes fastest
+        lattice = np.ascontiguousarray(np.stack([red, green, blue], axis=-1).reshape(size * size, size, 3))
+        picture = _apply(self._processors["float32" if float_plate else "code_values"], lattice)
+        rows = np.clip(picture, 0, 1).reshape(-1, 3)
+        return f"LUT_3D_SIZE {size}\n" + "".join(f"{r:.6f} {g:.6f} {b:.6f}\n" for r, g, b in rows)
+
+
+CHANGED = 1e-6  # a comp's pixel differs from the plate's picture by more than this where the new face went in
+
+
+def _apply(processor: Any, frame: np.ndarray) -> np.ndarray:
+    """OpenColorIO's processor over an RGB frame (uint8, uint16 or float32), as float32, in blocks of rows
+    over a thread a core (it lets go of the GIL)."""
+    import PyOpenColorIO as ocio
+
+    src = np.ascontiguousarray(frame)
+    out = np.empty(src.shape, np.float32)
+    h, w = src.shape[:2]
+    depth = {"uint8": ocio.BIT_DEPTH_UINT8, "uint16": ocio.BIT_DEPTH_UINT16}.get(
+        src.dtype.name, ocio.BIT_DEPTH_F32
+    )
+    size = src.itemsize
+
+    def block(r0: int) -> None:
+        rows = slice(r0, min(h, r0 + BLOCK_ROWS))
+        n = rows.stop - rows.start
+        processor.apply(
+            ocio.PackedImageDesc(src[rows], w, n, 3, depth, size, 3 * size, 3 * size * w),
+            ocio.PackedImageDesc(out[rows], w, n, 3),
+        )
+
+    starts = range(0, h, BLOCK_ROWS)
+    threads = min(len(starts), os.cpu_count() or 1)
+    if threads <= 1:
+        for r0 in starts:
+            block(r0)
+    else:
+        with ThreadPoolExecutor(max_workers=threads) as pool:
+            list(pool.map(block, starts))
+    return out

@@ -499,8 +499,16 @@ class ConvertedPlate:
         self.info = replace(plate.info, color=ColorTags())
 
     def read(self, start: int, stop: int, size: tuple[int, int] | None = None) -> Iterator[np.ndarray]:
-        for frame in self.plate.read(start, stop, size):
-            yield self.colorspace.convert(frame)
+        for _, frame in self.read_with_samples(start, stop, size):
+            yield frame
+
+    def read_with_samples(
+        self, start: int, stop: int, size: tuple[int, int] | None = None
+    ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """The plate's own samples and their pictures, frame by frame (a comp written in the plate's
+        encoding keeps the samples wherever the new face did not go)."""
+        for samples in self.plate.read(start, stop, size):
+            yield samples, self.colorspace.convert(samples)
 
 
 def open_plate(

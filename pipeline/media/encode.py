@@ -166,6 +166,7 @@ def movie_args(
     color: ColorTags | None = None,
     pixel_aspect: Fraction = Fraction(1),
     timecode: str = "",
+    display_lut: Path | None = None,
 ) -> list[str]:
     """The ffmpeg command line (without the executable) that encodes the sequence into one movie.
 
@@ -175,7 +176,8 @@ def movie_args(
     (where the codec allows); an HDR plate's movie is 10-bit in every preset. It is shown with the plate's
     `pixel_aspect` (an anamorphic plate's squeezed pixels are stretched back by players, as the plate's are).
     A `timecode`, its first frame's, goes in a timecode track (MOV's and MP4's `tmcd`), as a camera's has it,
-    and is burnt in beside the frame number.
+    and is burnt in beside the frame number. A `display_lut` (a .cube file) takes frames in a plate's own
+    encoding (a camera's log) to the display pictures a movie shows.
     """
     p = MOVIE_PRESETS[preset]
     color = color or ColorTags()
@@ -187,6 +189,8 @@ def movie_args(
     video = ffmpeg.input(image2_pattern(sequence_pattern), **in_opts).video
     if linear_exr:  # EXR holds linear light; movies are display-referred (the sRGB curve)
         video = video.filter("zscale", transferin="linear", transfer="iec61966-2-1")
+    if display_lut is not None:
+        video = video.filter("lut3d", file=str(display_lut), interp="tetrahedral")
     video = video.filter("pad", "ceil(iw/2)*2", "ceil(ih/2)*2")
     font = burn_in_font()
     if p.burn_ins and burn_in_text and font:
@@ -263,6 +267,7 @@ def encode_movie(
     color: ColorTags | None = None,
     pixel_aspect: Fraction = Fraction(1),
     timecode: str = "",
+    display_lut: Path | None = None,
 ) -> list[str]:
     """Encode to a temporary name (`temporary_path`), then rename: a movie under its final name is always
     complete, and what a killed encode leaves is a temporary that a resume removes. The ffmpeg dies with
@@ -285,6 +290,7 @@ def encode_movie(
         color,
         pixel_aspect,
         timecode,
+        display_lut,
     )
     cmd = [ffmpeg_executable(), "-hide_banner", "-nostdin", "-v", "error", *args]
     try:

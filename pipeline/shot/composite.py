@@ -39,9 +39,18 @@ from pipeline.faces.track import CropMattes, FaceTrack
 from pipeline.files import write_json_atomic
 from pipeline.manifest import CompositeSpec, MaskSpec, Shot
 from pipeline.media.color import to_float, to_uint8
+from pipeline.media.colorspace import WORKING_ENCODED, WORKING_LINEAR
 from pipeline.media.decode import read_image
 from pipeline.media.sequences import extension, write_frame
-from pipeline.shot.frames import FaceLink, FrameComposite, FrameWork, face_chain, in_batches, run_chain
+from pipeline.shot.frames import (
+    FaceLink,
+    FrameComposite,
+    FrameWork,
+    comp_picture,
+    face_chain,
+    in_batches,
+    run_chain,
+)
 from pipeline.shot.keys import StageKey, code_version, digest, plate_fingerprint
 from pipeline.shot.path import GeneratedFrames, path_edits
 from pipeline.shot.review import review_tiles, sample_frames
@@ -283,7 +292,9 @@ class Compositor:
         element = self._element(plate, region)
         # a matte eroded to nothing, or a face warped wholly off the plate, puts nothing in: the frame is
         # the plate's, bit for bit, and its metadata must not call it altered
-        return FrameComposite(comp, element, face, matte, altered=region is not None)
+        return FrameComposite(
+            comp, element, face, matte, altered=region is not None, box=None if region is None else region.box
+        )
 
     def _element(self, plate: np.ndarray, region: PlateRegion | None = None) -> FaceElement | None:
         fmt = self.spec.element.format
@@ -341,6 +352,8 @@ def write_element(version: RenderVersion, shot: Shot, frame: int, element: FaceE
     assert spec is not None
     path = element_path(version, shot, frame)
     path.parent.mkdir(exist_ok=True)
+    if "colorspace" in meta:  # the element stays in the working space whatever the comp's encoding
+        meta = {**meta, "colorspace": WORKING_LINEAR if spec.element.format == "exr" else WORKING_ENCODED}
     samples, origin = element.window()  # an EXR keeps only the face's box, as its data window
     write_frame(path, samples, spec.element.format, meta, origin, element.shape, shot.plate.info.pixel_aspect)
 
@@ -413,7 +426,8 @@ def composite_contact_sheet(
         nonlocal compositor
         compositor = compositor or Compositor(shot, track, chain())
         plate = next(shot.read_frames(n, n))
-        return composite_row(n, plate, compositor.frame(n, plate), read_image(version.frame_path(n)))
+        comp = comp_picture(shot, read_image(version.frame_path(n)))
+        return composite_row(n, plate, compositor.frame(n, plate), comp)
 
     rows = review_tiles(version, "composite", sample_frames(shot.first, shot.last, COMPOSITE_SAMPLES), make)
     path = version.path / "composite_contact_sheet.png"

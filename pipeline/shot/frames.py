@@ -24,7 +24,7 @@ import numpy as np
 from pipeline import progress
 from pipeline.composite.blend import FaceElement
 from pipeline.manifest import Shot
-from pipeline.media.decode import read_ahead
+from pipeline.media.decode import ConvertedPlate, read_ahead
 from pipeline.media.sequences import write_frame
 from pipeline.processes import release_free_memory
 from pipeline.shot.synthetic import frame_metadata
@@ -42,6 +42,8 @@ class FrameComposite:
     # whether a face in the frame was altered (a new face composited, or a generated frame), for its
     # synthetic-imagery metadata; a frame work that passes a plate frame through says False
     altered: bool = True
+    # the plate's pixels the new face may have changed (the warped matte's box); None: it changed none
+    box: tuple[slice, slice] | None = None
 
 
 class FaceLink(Protocol):
@@ -166,6 +168,14 @@ def render_progress_key(shot: Shot, work: str) -> str:
     return f"{shot.manifest_path}:{shot.first}-{shot.last}:{work}"
 
 
+def comp_picture(shot: Shot, image: np.ndarray) -> np.ndarray:
+    """A written comp frame as the picture it shows: one in the plate's own encoding (output.colorspace:
+    plate) converted as the plate is read, for the contact sheets; any other as it is."""
+    if shot.spec.output.colorspace == "plate" and isinstance(shot.plate, ConvertedPlate):
+        return shot.plate.colorspace.convert(image)
+    return image
+
+
 def render_frames(
     shot: Shot,
     version: RenderVersion,
@@ -199,7 +209,13 @@ def render_frames(
         return result
     wanted = set(todo)
     start = todo[0]
-    frames = read_ahead(shot.read_frames(start, last), 2)  # decoding overlaps the frames' work
+    # a comp in the plate's own encoding is written from the plate's samples where no new face went
+    colorspace = shot.plate.colorspace if isinstance(shot.plate, ConvertedPlate) else None
+    if shot.spec.output.colorspace != "plate":
+        colorspace = None
+    source = shot.read_frames_with_samples(start, last) if colorspace else shot.read_frames(start, last)
+    frames = read_ahead(source, 2)  # decoding overlaps the frames' work
+    samples: dict[int, np.ndarray] = {}  # the plate's samples of the frames at work, by frame number
     fmt = shot.spec.output.sequence
 
     def plates() -> Iterator[tuple[int, np.ndarray]]:
@@ -208,6 +224,10 @@ def render_frames(
             t = time.perf_counter()
             frame = next(frames)
             result.decode_s += time.perf_counter() - t
+            if colorspace is not None:
+                sample, frame = frame
+                if number in wanted:
+                    samples[number] = sample
             if number in wanted:
                 yield number, frame
 
@@ -233,6 +253,8 @@ def render_frames(
             on_frame(number, plate, comp, done)
             review_s += time.perf_counter() - t
         t = time.perf_counter()
+        if colorspace is not None:
+            comp = colorspace.in_plate_encoding(samples.pop(number), comp, None if done is None else done.box)
         write_frame(version.frame_path(number), comp, fmt, meta, pixel_aspect=shot.plate.info.pixel_aspect)
         write_s += time.perf_counter() - t
         progress.advance(progress_key, part=(first, last))

@@ -3,14 +3,17 @@ audio trimmed to the frames, and the ProRes 4444 face element with alpha when th
 
 from __future__ import annotations
 
+import tempfile
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from pipeline import progress
 from pipeline.errors import MediaError
 from pipeline.manifest import Shot
+from pipeline.media.decode import ConvertedPlate
 from pipeline.media.encode import MOVIE_PRESETS, AudioSource, encode_movie
 from pipeline.shot.composite import composite_spec, element_path
 from pipeline.shot.frames import render_progress_key
@@ -51,6 +54,22 @@ def movie_count(shot: Shot) -> int:
     return len(shot.spec.output.movies) + (1 if spec is not None and spec.element.prores4444 else 0)
 
 
+@contextmanager
+def display_lut(shot: Shot) -> Iterator[Path | None]:
+    """For a comp written in the plate's own encoding (output.colorspace: plate), a 3D LUT file from it to
+    the display pictures its movies show, for as long as they are made; None for a comp in the working
+    space."""
+    if shot.spec.output.colorspace != "plate" or not isinstance(shot.plate, ConvertedPlate):
+        yield None
+        return
+    with tempfile.TemporaryDirectory(prefix="vfx-lut-") as folder:
+        lut = Path(folder) / "display.cube"
+        lut.write_text(
+            shot.plate.colorspace.display_lut(shot.spec.output.sequence == "exr"), encoding="ascii"
+        )
+        yield lut
+
+
 def encode_movies(shot: Shot, version: RenderVersion, metadata: dict[str, str]) -> list[MovieResult]:
     """The shot's movies from its complete sequence. They say they hold synthetic imagery when any of
     the frames does (the frames' own metadata, read back), whatever the render's metadata says."""
@@ -63,31 +82,33 @@ def encode_movies(shot: Shot, version: RenderVersion, metadata: dict[str, str]) 
     metadata = sequence_metadata(metadata, sequence_frames(shot, version))
     results = []
     audio = plate_audio(shot)
-    for preset in shot.spec.output.movies:
-        out = version.movie_path(preset, MOVIE_PRESETS[preset].extension)
-        if out.is_file():
-            results.append(MovieResult(preset, str(out), 0.0, skipped=True))
-            continue
-        t = time.perf_counter()
-        cmd = encode_movie(
-            version.sequence_pattern,
-            shot.first,
-            shot.frame_count,
-            shot.fps,
-            out,
-            preset,
-            metadata,
-            audio=audio,
-            burn_in_text=f"{shot.name}  {version.label}",
-            linear_exr=shot.spec.output.sequence == "exr",
-            color=shot.plate.info.color,
-            pixel_aspect=shot.plate.info.pixel_aspect,
-            timecode=shot.frame_timecode(shot.first),
-        )
-        results.append(
-            MovieResult(preset, str(out), time.perf_counter() - t, audio=audio is not None, command=cmd)
-        )
-        progress.advance(render_progress_key(shot, "movies"))
+    with display_lut(shot) as lut:  # a comp in the plate's own encoding (a camera's log) is shown through it
+        for preset in shot.spec.output.movies:
+            out = version.movie_path(preset, MOVIE_PRESETS[preset].extension)
+            if out.is_file():
+                results.append(MovieResult(preset, str(out), 0.0, skipped=True))
+                continue
+            t = time.perf_counter()
+            cmd = encode_movie(
+                version.sequence_pattern,
+                shot.first,
+                shot.frame_count,
+                shot.fps,
+                out,
+                preset,
+                metadata,
+                audio=audio,
+                burn_in_text=f"{shot.name}  {version.label}",
+                linear_exr=shot.spec.output.sequence == "exr",
+                color=shot.plate.info.color,
+                pixel_aspect=shot.plate.info.pixel_aspect,
+                timecode=shot.frame_timecode(shot.first),
+                display_lut=lut,
+            )
+            results.append(
+                MovieResult(preset, str(out), time.perf_counter() - t, audio=audio is not None, command=cmd)
+            )
+            progress.advance(render_progress_key(shot, "movies"))
     spec = composite_spec(shot)
     if spec is not None and spec.element.prores4444:
         out = version.path / f"{shot.name}_faceElement_{version.label}_prores4444.mov"

@@ -12,11 +12,14 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict
 from pathlib import Path
 
+import numpy as np
+
 from pipeline import TOOL_NAME, __version__
 from pipeline.files import write_json_atomic
 from pipeline.manifest import Shot
+from pipeline.media.colorspace import WORKING_ENCODED, WORKING_LINEAR
 from pipeline.media.decode import ConvertedPlate, read_image
-from pipeline.shot.frames import ChunkResult
+from pipeline.shot.frames import ChunkResult, comp_picture
 from pipeline.shot.keys import sections_text, settings_sections
 from pipeline.shot.movies import MovieResult
 from pipeline.shot.review import contact_sheet, frame_thumb, review_tiles, sample_frames
@@ -58,12 +61,19 @@ def output_metadata(shot: Shot, version: RenderVersion) -> dict[str, str]:
 
 
 def plate_colorspace(shot: Shot) -> dict[str, str]:
-    """The colour space the plate was converted from, and its OpenColorIO config (a compositor reads the
-    frames as sRGB, or scene-linear Rec.709 in an EXR, not in the camera's encoding); empty for a plate
-    read as it is."""
+    """The colour space the plate was converted from, its OpenColorIO config, and the colour space of the
+    file's pixels; empty for a plate read as it is."""
     if not isinstance(shot.plate, ConvertedPlate):
         return {}
-    return {"plate_colorspace": shot.plate.colorspace.name, "ocio_config": shot.plate.colorspace.config}
+    colorspace = shot.plate.colorspace
+    written = WORKING_LINEAR if shot.spec.output.sequence == "exr" else WORKING_ENCODED
+    return {
+        "plate_colorspace": colorspace.name,
+        "ocio_config": colorspace.config,
+        # what the file's pixels are, as a colour space of the config (the working space's names are the
+        # built-in config's): the plate's own encoding (output.colorspace: plate), or the working space's
+        "colorspace": colorspace.name if shot.spec.output.colorspace == "plate" else written,
+    }
 
 
 class StageClock:
@@ -118,9 +128,15 @@ def write_report(
     """report.json (for machines), report.md (for people) and the contact sheet of the written frames.
     `sections` are the stages' parts of the report (`faces`, `path`)."""
     t = time.perf_counter()
-    read = frame_path or version.frame_path
+
+    def picture(n: int) -> np.ndarray:
+        """A written frame: the comp's as it shows, or one of the given frames (an overlay's)."""
+        if frame_path is not None:
+            return read_image(frame_path(n))
+        return comp_picture(shot, read_image(version.frame_path(n)))
+
     samples = sample_frames(shot.first, shot.last)
-    thumbs = review_tiles(version, "frames", samples, lambda n: frame_thumb(read_image(read(n)), n))
+    thumbs = review_tiles(version, "frames", samples, lambda n: frame_thumb(picture(n), n))
     sheet = contact_sheet(thumbs, version.path / "contact_sheet.png", metadata)
     timings = {**timings, "contact_sheet_s": time.perf_counter() - t}
     report = {
