@@ -616,17 +616,20 @@ class Shot:
         except FrameError as e:
             raise e.numbered(self.plate_first) from None
 
-    def read_frames_with_samples(
-        self, first: int, last: int
-    ) -> Iterator[tuple[np.ndarray | None, np.ndarray]]:
-        """As read_frames, each picture with the plate's own samples it was converted from (None for a plate
-        read as it is): what a comp in the plate's encoding is written from."""
+    @property
+    def plate_encoding(self) -> PlateColorspace | None:
+        """The plate's colour conversion when the comp is written back in the plate's own encoding
+        (output.colorspace: plate); None for a comp in the working space."""
+        if self.spec.output.colorspace == "plate" and isinstance(self.plate, ConvertedPlate):
+            return self.plate.colorspace
+        return None
+
+    def read_frames_with_samples(self, first: int, last: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """As read_frames, of a plate converted from its colour space: each frame's own samples with the
+        picture made of them (a comp in the plate's encoding keeps the samples where no new face went)."""
+        assert isinstance(self.plate, ConvertedPlate)
         try:
-            if isinstance(self.plate, ConvertedPlate):
-                yield from self.plate.read_with_samples(self.plate_index(first), self.plate_index(last) + 1)
-            else:
-                for frame in self.plate.read(self.plate_index(first), self.plate_index(last) + 1):
-                    yield None, frame
+            yield from self.plate.read_with_samples(self.plate_index(first), self.plate_index(last) + 1)
         except FrameError as e:
             raise e.numbered(self.plate_first) from None
 

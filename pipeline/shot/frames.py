@@ -24,7 +24,7 @@ import numpy as np
 from pipeline import progress
 from pipeline.composite.blend import FaceElement
 from pipeline.manifest import Shot
-from pipeline.media.decode import ConvertedPlate, read_ahead
+from pipeline.media.decode import read_ahead
 from pipeline.media.sequences import write_frame
 from pipeline.processes import release_free_memory
 from pipeline.shot.synthetic import frame_metadata
@@ -171,9 +171,7 @@ def render_progress_key(shot: Shot, work: str) -> str:
 def comp_picture(shot: Shot, image: np.ndarray) -> np.ndarray:
     """A written comp frame as the picture it shows: one in the plate's own encoding (output.colorspace:
     plate) converted as the plate is read, for the contact sheets; any other as it is."""
-    if shot.spec.output.colorspace == "plate" and isinstance(shot.plate, ConvertedPlate):
-        return shot.plate.colorspace.convert(image)
-    return image
+    return image if (encoding := shot.plate_encoding) is None else encoding.convert(image)
 
 
 def render_frames(
@@ -210,9 +208,7 @@ def render_frames(
     wanted = set(todo)
     start = todo[0]
     # a comp in the plate's own encoding is written from the plate's samples where no new face went
-    colorspace = shot.plate.colorspace if isinstance(shot.plate, ConvertedPlate) else None
-    if shot.spec.output.colorspace != "plate":
-        colorspace = None
+    colorspace = shot.plate_encoding
     source = shot.read_frames_with_samples(start, last) if colorspace else shot.read_frames(start, last)
     frames = read_ahead(source, 2)  # decoding overlaps the frames' work
     samples: dict[int, np.ndarray] = {}  # the plate's samples of the frames at work, by frame number

@@ -13,7 +13,6 @@ from pathlib import Path
 from pipeline import progress
 from pipeline.errors import MediaError
 from pipeline.manifest import Shot
-from pipeline.media.decode import ConvertedPlate
 from pipeline.media.encode import MOVIE_PRESETS, AudioSource, encode_movie
 from pipeline.shot.composite import composite_spec, element_path
 from pipeline.shot.frames import render_progress_key
@@ -59,14 +58,12 @@ def display_lut(shot: Shot) -> Iterator[Path | None]:
     """For a comp written in the plate's own encoding (output.colorspace: plate), a 3D LUT file from it to
     the display pictures its movies show, for as long as they are made; None for a comp in the working
     space."""
-    if shot.spec.output.colorspace != "plate" or not isinstance(shot.plate, ConvertedPlate):
+    if (encoding := shot.plate_encoding) is None:
         yield None
         return
     with tempfile.TemporaryDirectory(prefix="vfx-lut-") as folder:
         lut = Path(folder) / "display.cube"
-        lut.write_text(
-            shot.plate.colorspace.display_lut(shot.spec.output.sequence == "exr"), encoding="ascii"
-        )
+        lut.write_text(encoding.display_lut(shot.spec.output.sequence == "exr"), encoding="ascii")
         yield lut
 
 

@@ -72,7 +72,7 @@ def plate_colorspace(shot: Shot) -> dict[str, str]:
         "ocio_config": colorspace.config,
         # what the file's pixels are, as a colour space of the config (the working space's names are the
         # built-in config's): the plate's own encoding (output.colorspace: plate), or the working space's
-        "colorspace": colorspace.name if shot.spec.output.colorspace == "plate" else written,
+        "colorspace": colorspace.name if shot.plate_encoding else written,
     }
 
 
