@@ -7,9 +7,13 @@ numbers. A `PlateColorspace` converts each frame from the plate's colour space t
 then through the sRGB curve extended past 0 and 1, as an EXR plate is read: highlights above display white
 and colours outside Rec.709 keep their values (above 1, below 0) in float32, so the comp's EXR holds them.
 
+A comp can go back into the plate's own encoding (`in_plate_encoding`): the plate's samples wherever the
+new face did not go, the new face's pixels through the inverse conversion. Its movies are made through a
+3D LUT of the conversion (`display_lut`).
+
 The conversion is OpenColorIO's (the Academy's studio config built into the library by default, or a
 facility's own config with the interchange roles of OCIO 2), on blocks of rows in threads: OpenColorIO lets
-go of the GIL, and a 1080p LogC frame takes about 38 ms on one core.
+go of the GIL, and a 1080p LogC frame takes 30-38 ms on one core.
 """
 
 from __future__ import annotations
