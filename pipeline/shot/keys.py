@@ -86,9 +86,9 @@ def plate_fingerprint(shot: Shot) -> dict:
     """What identifies the plate's pixels without reading them: files' sizes and modification times, and
     the code that reads them (which turns, numbers and deepens frames: a change there is a new plate)."""
     info = shot.plate.info
-    reader = code_version("pipeline.media.decode", "pipeline.media.probe", "pipeline.media.colorspace")
-    if isinstance(shot.plate, ConvertedPlate):  # the conversion is part of the pixels
-        reader = f"{reader}:{shot.plate.colorspace.key}"
+    reader = code_version("pipeline.media.decode", "pipeline.media.probe")
+    if isinstance(shot.plate, ConvertedPlate):  # the conversion, and its code, are part of the pixels
+        reader = f"{reader}:{code_version('pipeline.media.colorspace')}:{shot.plate.colorspace.key}"
     if info.kind == "sequence":
         h = hashlib.sha256()
         for n in info.frame_numbers:
