@@ -1142,9 +1142,6 @@ def _plate_colorspace(path: Path, root: yaml.Node | None, base: Path, p: PlateSp
     config = DEFAULT_CONFIG
     if p.ocio_config:
         config = p.ocio_config if p.ocio_config.startswith("ocio://") else _resolve(base, p.ocio_config)
-        if not config.startswith("ocio://") and not Path(config).is_file():
-            loc = ("plate", "ocio_config")
-            raise ManifestError(f"{path}:{_node_line(root, loc)} {_field_name(loc)}: {config}: not found")
     try:
         return PlateColorspace.open(p.colorspace, config)
     except ColorspaceError as e:

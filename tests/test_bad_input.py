@@ -413,6 +413,12 @@ FILE_CASES = {
         "{m}:5 plate.ocio_config: ",
         "not found",
     ),
+    "colorspace-config-a-folder": with_files(
+        GOOD_MOVIE + "  colorspace: ADX10\n  ocio_config: configs\n",
+        {"configs/config.ocio": lambda p: (p.parent.mkdir(), p.write_text("ocio_profile_version: 2\n"))},
+        "{m}:5 plate.ocio_config: ",
+        "a folder, not an OpenColorIO config file",
+    ),
     "colorspace-config-not-a-config": with_files(
         GOOD_MOVIE + "  colorspace: ADX10\n  ocio_config: show.ocio\n",
         {"show.ocio": lambda p: p.write_text("roles: [\n")},

@@ -223,6 +223,50 @@ def test_a_facilitys_own_config_converts_through_its_interchange_roles(tmp_path,
         load_shot(m)
 
 
+def test_a_lut_edited_in_a_shows_config_changes_the_key_and_the_pictures(tmp_path, clip):
+    """A show's colour space built on a LUT file: the LUT edited in place (the config's text unchanged)
+    changes the plate's key, so every stage that read the plate runs again, and the pictures, even in the
+    process that read the old LUT (OpenColorIO keeps read files in a cache); the LUT put back, the key
+    comes back too."""
+    import PyOpenColorIO as ocio
+
+    from pipeline.manifest import load_shot
+    from pipeline.shot.keys import digest, plate_fingerprint
+
+    def write_lut(gain: float) -> None:
+        (tmp_path / "scan.cube").write_text(f"LUT_1D_SIZE 2\n0 0 0\n{gain} {gain} {gain}\n")
+
+    config = ocio.Config.CreateFromFile(DEFAULT_CONFIG)
+    space = ocio.ColorSpace(name="scan")
+    space.setTransform(
+        ocio.GroupTransform(
+            [
+                ocio.FileTransform("scan.cube"),
+                ocio.ColorSpaceTransform("sRGB Encoded Rec.709 (sRGB)", "ACES2065-1"),
+            ]
+        ),
+        ocio.COLORSPACE_DIR_TO_REFERENCE,
+    )
+    config.addColorSpace(space)
+    config.setSearchPath(".")  # relative to the config file
+    (tmp_path / "show.ocio").write_text(config.serialize())
+    m = write_manifest(
+        tmp_path, f"shot: a\nplate:\n  movie: {clip}\n  colorspace: scan\n  ocio_config: show.ocio\n"
+    )
+    frame = np.full((2, 2, 3), 200, np.uint8)
+    seen = {}
+    for gain in (1.0, 0.5, 1.0):
+        write_lut(gain)
+        shot = load_shot(m)
+        seen.setdefault(gain, []).append(
+            (digest(plate_fingerprint(shot)), shot.plate.colorspace.convert(frame))
+        )
+    (key_a, full), (key_b, half) = seen[1.0][0], seen[0.5][0]
+    assert key_a != key_b and seen[1.0][1][0] == key_a
+    assert np.allclose(full, 200 / 255, atol=1e-3) and np.allclose(half, 100 / 255, atol=2e-3)
+    assert np.array_equal(seen[1.0][1][1], full)
+
+
 def test_a_comp_in_an_exr_plates_own_encoding_keeps_its_half_floats(tmp_path):
     """An ACEScg EXR plate's comp written in its own encoding holds the plate's half floats, bit for bit,
     wherever the new face did not go, and ACEScg values of the new face where it did (read back through the

@@ -22,6 +22,7 @@ import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from difflib import get_close_matches
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -62,6 +63,8 @@ def _srgb_curve(direction: Any) -> Any:
 def _load_config(config: str) -> Any:
     import PyOpenColorIO as ocio
 
+    if not config.startswith("ocio://") and Path(config).is_dir():
+        raise ColorspaceError(f"{config}: a folder, not an OpenColorIO config file", about_config=True)
     try:
         return ocio.Config.CreateFromFile(config)
     except ocio.ExceptionMissingFile:
@@ -75,8 +78,8 @@ def _load_config(config: str) -> Any:
 @dataclass(frozen=True)
 class PlateColorspace:
     """The conversion of a plate's frames from `name` (a colour space of `config`) to the pipeline's
-    display-referred float32 RGB. `key` identifies it for cache keys: the config's contents (OpenColorIO's
-    cache ID) and the space's name."""
+    display-referred float32 RGB. `key` identifies it for cache keys: the conversion's steps and their data
+    (OpenColorIO's cache ID of the processor) and the space's name."""
 
     name: str
     config: str
@@ -90,6 +93,9 @@ class PlateColorspace:
         one without the interchange role that reaches the working space."""
         import PyOpenColorIO as ocio
 
+        # OpenColorIO keeps the LUT files a config names in a cache for the life of the process: cleared, so
+        # that a LUT edited since (an artist's re-render in a long-lived worker) is read as it is now
+        ocio.ClearAllCaches()
         source = _load_config(config)
         known = [space.getName() for space in source.getColorSpaces()]
         space = source.getColorSpace(name)
@@ -135,7 +141,10 @@ class PlateColorspace:
         processors["to_float_plate"] = raw.getProcessor(
             group, ocio.TRANSFORM_DIR_INVERSE
         ).getDefaultCPUProcessor()
-        return cls(space.getName(), config, f"{source.getCacheID()}:{space.getName()}", processors)
+        # the conversion's own cache ID: OpenColorIO hashes every step's data into it, the values of the LUT
+        # files the config names included, where the config's cache ID hashes only its own text (a LUT
+        # edited in place left every stage key as it was, and the shot's frames stale)
+        return cls(space.getName(), config, f"{to_linear.getCacheID()}:{space.getName()}", processors)
 
     def __reduce__(self) -> tuple:
         """Pickled as its names (a shot sent to a worker process): OpenColorIO's processors are not."""
