@@ -35,8 +35,8 @@ import numpy as np
 import yaml
 from common import MADE_CODEC, PLATE_FILTERS, cpu_times, make_clip, other_work, print_table
 
-from pipeline.composite import FaceElement, alter_face, blend_into, match_grain, sharpen, transfer_color
-from pipeline.faces.align import align_face, warp_to_plate
+from pipeline.composite import FaceElement, alter_face, blend_into, finish_face, match_grain
+from pipeline.faces.align import align_face, plate_warp, warp_to_plate
 from pipeline.faces.track import FaceTrack
 from pipeline.manifest import Shot, load_shot
 from pipeline.media.decode import MoviePlate, read_ahead
@@ -77,8 +77,8 @@ STEPS = (
     "decode",
     "align_face",
     "matte",
-    "alter+colour",
-    "sharpen",
+    "alter",
+    "colour+sharpen",
     "warp_to_plate",
     "grain",
     "blend",
@@ -253,11 +253,13 @@ def step_breakdown(shot: Shot, track: FaceTrack, repeats: int) -> dict[str, floa
             t2 = time.perf_counter()
             matte = compositor.matte(i)
             t3 = time.perf_counter()
-            face = transfer_color(clean_face(alter_face(crop, spec.alteration)), crop, matte, spec.color)
+            face = clean_face(alter_face(crop, spec.alteration))
             t4 = time.perf_counter()
-            face = sharpen(face, spec.sharpen)
+            warp = plate_warp(matte, matrix, plate.shape)
+            if warp is not None:
+                face = finish_face(face, crop, matte, spec.color, spec.sharpen, warp.part)
             t5 = time.perf_counter()
-            region = warp_to_plate(face, matte, matrix, plate.shape)
+            region = None if warp is None else warp_to_plate(face, matte, matrix, plate.shape, warp)
             t6 = time.perf_counter()
             if spec.grain and region is not None:
                 region = match_grain(region, plate, seed=number)

@@ -127,6 +127,43 @@ def test_warp_to_plate_stays_with_one_cubic_warp(magnify):
     )
 
 
+@pytest.mark.parametrize("magnify", [0.4, 1.5, 2.3, 4.5])
+def test_the_face_is_finished_only_where_the_warp_back_reads_it(magnify):
+    """The colour match and the sharpening run only over the part of the crop that the warp back reads
+    (and the sharpening's reach), zero elsewhere: the region is the one made from the face finished whole,
+    bit for bit without a colour match, and within the colour statistics' sampling with one."""
+    from pipeline.composite import finish_face
+    from pipeline.faces.align import crop_matrix, plate_warp
+
+    rng = np.random.default_rng(11)
+    face, crop = (
+        cv2.GaussianBlur(rng.random((256, 256, 3)).astype(np.float32), (0, 0), 1.2) for _ in range(2)
+    )
+    mask = np.zeros((256, 256), np.float32)
+    cv2.ellipse(mask, (120, 140), (55, 70), 10, 0, 360, 1.0, -1)
+    mask = cv2.GaussianBlur(mask, (0, 0), 4)
+    m = crop_matrix(np.array([900.0, 700.0, 256 * magnify, 0.15]), 256)
+    warp = plate_warp(mask, m, (1400, 1800, 3))
+    assert warp is not None
+    rows, cols = warp.part
+    assert (rows.stop - rows.start) * (cols.stop - cols.start) < 0.9 * 256**2  # the test could fail
+    for color, amount in (("none", 0.5), ("rct", 0.3)):
+        finished = finish_face(face, crop, mask, color, amount, warp.part)
+        outside = np.ones((256, 256), bool)
+        outside[rows.start - 4 : rows.stop + 4, cols.start - 4 : cols.stop + 4] = False
+        assert not finished[outside].any()
+        whole = sharpen(transfer_color(face, crop, mask, color), amount)
+        got = warp_to_plate(finished, mask, m, (1400, 1800, 3), warp)
+        want = warp_to_plate(whole, mask, m, (1400, 1800, 3))
+        assert got is not None and want is not None and got.box == want.box
+        np.testing.assert_array_equal(got.alpha, want.alpha)
+        for a, b in zip(got.planes, want.planes, strict=True):
+            if color == "none":
+                np.testing.assert_array_equal(a, b)
+            else:
+                assert np.abs(a - b)[got.alpha > 0].max() < 1 / 255
+
+
 @pytest.mark.parametrize("magnify", [1.5, 2.3, 4.5])
 def test_a_warped_region_lies_within_0_and_1(magnify):
     """A sharpened face over- and undershoots [0, 1], and the cubic scaling overshoots further; a matte

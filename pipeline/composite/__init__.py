@@ -3,7 +3,7 @@
 from pipeline.composite.alter import ALTERATIONS, alter_face
 from pipeline.composite.blend import BLEND_MODES, FaceElement, blend, blend_into, seam_score
 from pipeline.composite.color import COLOR_METHODS, mean_lab_difference, transfer_color
-from pipeline.composite.match import match_grain, noise_sigma, sharpen
+from pipeline.composite.match import finish_face, match_grain, noise_sigma, sharpen
 
 __all__ = [
     "ALTERATIONS",
@@ -13,6 +13,7 @@ __all__ = [
     "alter_face",
     "blend",
     "blend_into",
+    "finish_face",
     "match_grain",
     "mean_lab_difference",
     "noise_sigma",

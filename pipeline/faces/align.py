@@ -289,16 +289,27 @@ class PlateRegion:
         return slice(self.y0, self.y0 + h), slice(self.x0, self.x0 + w)
 
 
-def warp_to_plate(
-    crop: np.ndarray, mask: np.ndarray, matrix: np.ndarray, plate_shape: tuple[int, ...]
-) -> PlateRegion | None:
-    """The crop and its mask through the inverse transform, only over the plate box under the mask's
-    support (where it is above zero, widened by the linear tap's reach), not the whole crop square: the
-    warp's cost follows the matte's area. None where the mask is empty or misses the plate."""
+@dataclass(frozen=True)
+class PlateWarp:
+    """Where a crop's matte goes on the plate: the plate box under it, the crop -> box matrix, the power of
+    two the crop is first scaled up by (1: none), and the part of the crop the warp reads."""
+
+    box: tuple[int, int, int, int]  # x0, y0, x1, y1 on the plate
+    shifted: np.ndarray  # crop -> box
+    up: int
+    part: tuple[slice, slice]  # rows and columns of the crop
+
+
+def plate_warp(mask: np.ndarray, matrix: np.ndarray, plate_shape: tuple[int, ...]) -> PlateWarp | None:
+    """The warp of a crop's matte back into the plate, only over the plate box under the mask's support
+    (where it is above zero, widened by the linear tap's reach), not the whole crop square: the warp's cost
+    follows the matte's area, and so does the work on the crop before it (the colour match, the
+    sharpening: see Compositor), which only `part` needs. None where the mask is empty or misses the
+    plate."""
     support = cv2.boundingRect((mask > 0).astype(np.uint8))
     if support[2] == 0 or support[3] == 0:
         return None
-    size = crop.shape[0]
+    size = mask.shape[0]
     x, y = max(support[0] - 2, 0), max(support[1] - 2, 0)
     rect = (x, y, min(support[0] + support[2] + 2, size) - x, min(support[1] + support[3] + 2, size) - y)
     inverse = cv2.invertAffineTransform(matrix)
@@ -307,7 +318,6 @@ def warp_to_plate(
         return None
     shifted = inverse.copy()
     shifted[:, 2] -= (x0, y0)
-    dsize = (int(x1 - x0), int(y1 - y0))
     # A face magnified 2x or more is first scaled up by a power of two (2, 4 or 8) with a separable cubic
     # resize, then warped the rest of the way bilinearly: half the time of one cubic warp at the plate's
     # size or less, and close to it on 24 frames of a 1080p face: at 4.3x (a 256 px crop) 0.08/255 RMS,
@@ -315,18 +325,36 @@ def warp_to_plate(
     # ms. Below 2x, one cubic warp
     magnify = float(np.sqrt(abs(np.linalg.det(inverse[:, :2]))))
     up = 8 if magnify >= 8 else 4 if magnify >= 4 else 2 if magnify >= 2 else 1
-    flags, m, part = cv2.INTER_CUBIC, shifted, (slice(None), slice(None))
-    if up > 1:
-        flags = cv2.INTER_LINEAR
-        # only the part of the crop that the box reads is scaled up (the box's corners in the crop, the
-        # cubic's reach and a pixel more): a 1080p face's box reads two thirds of its crop
-        corners = transform_points(matrix, np.array([[x0, y0], [x1, y0], [x0, y1], [x1, y1]], np.float64))
-        ax0, ay0 = np.maximum(np.floor(corners.min(0)).astype(int) - 4, 0)
-        ax1, ay1 = np.minimum(np.ceil(corners.max(0)).astype(int) + 4, size)
-        part = (slice(ay0, ay1), slice(ax0, ax1))
-        # crop pixel p is big pixel up * (p - a) + (up - 1) / 2 (pixel centres)
-        c = (up - 1) / 2
-        m = shifted @ np.linalg.inv([[up, 0, c - up * ax0], [0, up, c - up * ay0], [0, 0, 1]])
+    # the part of the crop the box reads: the box's corners in the crop, the cubic's reach and a pixel more
+    # (a 1080p face's box reads two thirds of its crop)
+    corners = transform_points(matrix, np.array([[x0, y0], [x1, y0], [x0, y1], [x1, y1]], np.float64))
+    ax0, ay0 = np.maximum(np.floor(corners.min(0)).astype(int) - 4, 0)
+    ax1, ay1 = np.minimum(np.ceil(corners.max(0)).astype(int) + 4, size)
+    part = (slice(int(ay0), int(ay1)), slice(int(ax0), int(ax1)))
+    return PlateWarp((int(x0), int(y0), int(x1), int(y1)), shifted, up, part)
+
+
+def warp_to_plate(
+    crop: np.ndarray,
+    mask: np.ndarray,
+    matrix: np.ndarray,
+    plate_shape: tuple[int, ...],
+    warp: PlateWarp | None = None,
+) -> PlateRegion | None:
+    """The crop and its mask through the inverse transform, over the plate box under the mask (see
+    plate_warp; `warp`: that, worked out already). Only the crop's `part` is read. None where the mask is
+    empty or misses the plate."""
+    warp = warp or plate_warp(mask, matrix, plate_shape)
+    if warp is None:
+        return None
+    x0, y0, x1, y1 = warp.box
+    dsize = (x1 - x0, y1 - y0)
+    up, part = warp.up, warp.part
+    # crop pixel p is (big) pixel up * (p - a) + (up - 1) / 2 of the part (pixel centres)
+    c = (up - 1) / 2
+    start = np.array([[up, 0, c - up * part[1].start], [0, up, c - up * part[0].start], [0, 0, 1]])
+    m = warp.shifted @ np.linalg.inv(start)
+    flags = cv2.INTER_LINEAR if up > 1 else cv2.INTER_CUBIC
 
     def warped(plane: np.ndarray) -> np.ndarray:
         """One colour plane at the box, within [0, 1]. A scaled-up plane is clipped (the cubic's overshoot)
@@ -341,16 +369,16 @@ def warp_to_plate(
         return np.clip(out, 0, 1, out=out)
 
     # a strided split is slower
-    planes = tuple(warped(plane) for plane in cv2.split(np.ascontiguousarray(to_float(crop)[part])))
+    planes = tuple(warped(plane) for plane in cv2.split(np.ascontiguousarray(to_float(crop[part]))))
     alpha = cv2.warpAffine(  # a bilinear warp of a matte within [0, 1] stays within it
         np.clip(mask, 0, 1).astype(np.float32, copy=False),
-        shifted,
+        warp.shifted,
         dsize,
         flags=cv2.INTER_LINEAR,
         borderMode=cv2.BORDER_CONSTANT,
         borderValue=0,
     )
-    return PlateRegion(int(x0), int(y0), planes, alpha)
+    return PlateRegion(x0, y0, planes, alpha)
 
 
 def paste_back(plate: np.ndarray, crop: np.ndarray, mask: np.ndarray, matrix: np.ndarray) -> np.ndarray:

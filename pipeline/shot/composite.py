@@ -29,11 +29,10 @@ from pipeline.composite import (
     alter_face,
     blend,
     blend_into,
+    finish_face,
     match_grain,
-    sharpen,
-    transfer_color,
 )
-from pipeline.faces.align import PlateRegion, align_face, warp_to_plate
+from pipeline.faces.align import PlateRegion, align_face, plate_warp, warp_to_plate
 from pipeline.faces.draw import grid
 from pipeline.faces.track import CropMattes, FaceTrack
 from pipeline.files import write_json_atomic
@@ -279,9 +278,11 @@ class Compositor:
         matte = self.matte(i)
         if model_mask is not None:
             matte = matte * model_mask
-        face = transfer_color(face, crop, matte, self.color)
-        face = sharpen(face, self.spec.sharpen)
-        region = warp_to_plate(face, matte, matrix, plate.shape)
+        warp = plate_warp(matte, matrix, plate.shape)
+        region = None
+        if warp is not None:
+            face = finish_face(face, crop, matte, self.color, self.spec.sharpen, warp.part)
+            region = warp_to_plate(face, matte, matrix, plate.shape, warp)
         if self.spec.grain and region is not None:
             region = match_grain(region, plate, seed=number)
         if in_place:
@@ -388,7 +389,8 @@ def composite_row(frame: int, plate: np.ndarray, done: FrameComposite, comp: np.
     blank = np.zeros((tile, tile, 3), np.float32)
     row = [
         _fit(plate, tile),
-        _fit(done.new_face, tile) if done.new_face is not None else blank,
+        # the face where it goes in: finish_face leaves the crop outside the warp's reach at zero
+        _fit(done.new_face * (done.matte[..., None] > 0), tile) if done.new_face is not None else blank,
         _fit(np.repeat(done.matte[..., None], 3, -1), tile) if done.matte is not None else blank,
         _fit(comp, tile),
     ]

@@ -35,7 +35,7 @@ from pipeline.workspace import RenderVersion
 class FrameComposite:
     comp: np.ndarray
     element: FaceElement | None  # the face as an RGBA layer over the plate; None when not written
-    new_face: np.ndarray | None  # the crop that went in (for contact sheets)
+    new_face: np.ndarray | None  # the new face as it went in, crop-sized (contact sheets; see finish_face)
     matte: np.ndarray | None  # its matte in crop coordinates
     # the new face's distance to person A and to B, and whether dlib's detector finds a face in it (1 or 0)
     identity: tuple[float, float, float] | None = None
