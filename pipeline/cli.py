@@ -101,7 +101,15 @@ def manifest_files(target: Path) -> list[Path]:
 
 def cmd_validate(args: argparse.Namespace) -> int:
     from pipeline.manifest import load_shot, shot_name_clashes
-    from pipeline.media.probe import MAX_SQUEEZE, has_alpha, read_dpx_header, sequence_path, square_scale
+    from pipeline.media.probe import (
+        MAX_SQUEEZE,
+        bit_depth,
+        float_samples,
+        has_alpha,
+        read_dpx_header,
+        sequence_path,
+        square_scale,
+    )
     from pipeline.media.timecode import timecode_problem
 
     failed = 0
@@ -172,6 +180,15 @@ def cmd_validate(args: argparse.Namespace) -> int:
                         "are found and drawn on whole frames, both fields' combing and all; deinterlace it "
                         "first for clean faces (ffmpeg -vf bwdif)"
                     )
+                bits = bit_depth(info.pixel_format)
+                if colorspace and not float_samples(info.pixel_format) and bits <= 16:
+                    if (step := shot.plate.colorspace.code_step(bits)) > 2 / 255:
+                        print(
+                            f"warning: {path}: the plate's {bits}-bit samples ({info.pixel_format}) in "
+                            f"{colorspace} are up to {step * 255:.1f}/255 apart once converted (display "
+                            "sRGB in 8 bits: 1/255), which shows as bands in smooth tones: a deeper source "
+                            "of the plate (10-bit log, half-float EXR) keeps them smooth"
+                        )
                 if not colorspace and info.kind == "sequence" and info.codec == "dpx":
                     first = sequence_path(Path(info.path), info.first_frame or 0)
                     if (header := read_dpx_header(first)) and (encoding := header.transfer):

@@ -194,6 +194,31 @@ def test_validate_warns_about_a_log_dpx_scan(tmp_path, capsys):
     assert "colour space ADX10 (converted to sRGB as it is read)" in out and "warning" not in out, out
 
 
+def test_validate_warns_of_an_8_bit_plate_in_a_log_encoding(tmp_path, clip, capsys):
+    """8-bit samples in a log or scene-linear encoding step several display levels apart once converted
+    (bands in a sky or a cheek): validate says how far, from the conversion itself; the same encoding in
+    16 bits, or 8-bit display sRGB named as the plate's space, gets no warning."""
+    import numpy as np
+
+    (tmp_path / "deep").mkdir()
+    for n in (1, 2):
+        write_frame(tmp_path / f"deep/pl.{n:04d}.png", np.full((8, 10, 3), 30000, np.uint16), "png16", {})
+    cases = (
+        (
+            f"movie: {clip}",
+            "ARRI LogC3 (EI800)",
+            "8-bit samples (yuv420p) in ARRI LogC3 (EI800) are up to 4.1/255",
+        ),
+        (f"movie: {clip}", "sRGB Encoded Rec.709 (sRGB)", None),
+        (f"sequence: {tmp_path}/deep/pl.####.png", "ARRI LogC3 (EI800)", None),
+    )
+    for plate, space, warned in cases:
+        m = write_manifest(tmp_path, f"shot: a\nplate:\n  {plate}\n  colorspace: {space}\n")
+        assert main(["validate", str(m)]) == 0
+        out = capsys.readouterr().out
+        assert (warned in out) if warned else "warning" not in out, out
+
+
 def test_validate_warns_that_a_plates_alpha_is_not_carried(tmp_path, clip, capsys):
     """A plate with an alpha channel (an RGBA PNG scan, a ProRes 4444 with alpha) is composited in RGB: its
     comp has no alpha, and validate says so; an RGB plate gets no warning."""

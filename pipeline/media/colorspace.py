@@ -181,6 +181,16 @@ class PlateColorspace:
             out[box][changed] = self.to_plate(region, samples.dtype.kind == "f")[changed]
         return out
 
+    def code_step(self, bits: int) -> float:
+        """The largest step between neighbouring grey codes of `bits`-bit integer samples (8 to 16) once
+        converted, within 0..1: 1/255 for 8-bit display sRGB, where 8-bit log codes step up to 4/255 (ARRI
+        LogC3, ADX10) and 8-bit scene-linear ones 13/255, which shows as bands in smooth tones."""
+        top = 2**bits - 1
+        codes = np.arange(top + 1, dtype=np.float64)
+        grey = codes if bits <= 8 else np.round(codes * (65535 / top))
+        samples = np.repeat(grey.astype(np.uint8 if bits <= 8 else np.uint16)[None, :, None], 3, axis=2)
+        return float(np.diff(np.clip(self.convert(samples)[0], 0, 1), axis=0).max())
+
     def display_lut(self, float_plate: bool, size: int = 33) -> str:
         """A 3D LUT (the .cube text FFmpeg's lut3d reads) from frames in the plate's encoding to display sRGB,
         for the movies of a comp written in it: an integer plate's code values, or an EXR plate's values

@@ -308,6 +308,11 @@ def has_alpha(pixel_format: str) -> bool:
         return False
 
 
+def float_samples(pixel_format: str) -> bool:
+    """Whether a pixel format's samples are floats (an EXR's gbrpf16le, grayf32le, rgbaf32le)."""
+    return re.search(r"f(16|32)", pixel_format) is not None
+
+
 def bit_depth(pixel_format: str) -> int:
     """Bits per sample of a pixel format (8 for yuv420p, 10 for a ProRes 422's yuv422p10le); 8 if unknown."""
     try:
