@@ -477,6 +477,7 @@ class CompositeSpec(Strict):
     blend: Literal["alpha", "laplacian", "poisson"] = "laplacian"
     mask: MaskSpec | None = Field(None, description="overrides faces.mask")
     sharpen: float = Field(0.0, ge=0, le=3)
+    blur: bool = Field(False, description="blur the new face to the softness of the plate's face, each frame")
     grain: bool = True
     element: ElementSpec = ElementSpec()
 

@@ -183,6 +183,45 @@ def test_a_warped_region_lies_within_0_and_1(magnify):
         assert plane.min() == 0 and plane.max() == 1
 
 
+def test_edge_blur_reads_how_soft_a_face_is(analyzer):
+    """edge_blur reads a face blurred by sigma as sqrt(base^2 + sigma^2) (Gaussians add in quadrature), its
+    base reading being the face's own edges and Sobel's: the blur it gives back is within 20% of the blur
+    put in, from 1 to 3 px, whatever the face's contrast."""
+    from pipeline.composite.match import edge_blur
+
+    crop, _, mask = prepared(load_still("builtin:astronaut"), analyzer)
+    base = edge_blur(crop, mask)
+    assert base is not None and 0.3 < base < 1.5
+    for sigma in (1.0, 2.0, 3.0):
+        soft = cv2.GaussianBlur(crop, (0, 0), sigma)
+        for image in (soft, 0.25 + 0.5 * soft):  # half the contrast: the same reading
+            read = edge_blur(image, mask)
+            assert read is not None
+            assert abs(np.sqrt(read**2 - base**2) - sigma) < 0.2 * sigma, (sigma, base, read)
+    assert edge_blur(np.full_like(crop, 0.5), mask) is None  # no edges, no reading
+
+
+def test_a_sharp_face_is_blurred_to_the_softness_of_the_plates(analyzer):
+    """composite.blur: a new face sharper than the plate's face (a generated face on a defocused or
+    motion-blurred plate) is blurred until it reads as soft; a face as soft as the plate's, or softer, is
+    left as it is."""
+    from pipeline.composite import finish_face
+    from pipeline.composite.match import blur_to_match, edge_blur
+
+    crop, _, mask = prepared(load_still("builtin:astronaut"), analyzer)
+    face = alter_face(crop, "recolor")  # sharp, another colour
+    whole = (slice(0, 256), slice(0, 256))
+    for sigma in (1.5, 2.5):
+        plate_face = cv2.GaussianBlur(crop, (0, 0), sigma)
+        assert abs(blur_to_match(face, plate_face, mask) - sigma) < 0.25 * sigma
+        matched = finish_face(face, plate_face, mask, "rct", 0.0, whole, blur=True)
+        plain = finish_face(face, plate_face, mask, "rct", 0.0, whole)
+        want = edge_blur(plate_face, mask)
+        assert abs(edge_blur(matched, mask) - want) < 0.15 * want < abs(edge_blur(plain, mask) - want)
+    assert blur_to_match(face, crop, mask) == 0.0  # as sharp as the plate's
+    assert blur_to_match(cv2.GaussianBlur(face, (0, 0), 2.0), crop, mask) == 0.0  # softer
+
+
 @pytest.mark.parametrize("method", ["rct", "hist", "lct"])
 def test_colour_transfer_undoes_a_known_lab_shift(method, analyzer):
     crop, _, mask = prepared(load_still("builtin:astronaut"), analyzer)
@@ -429,6 +468,59 @@ def test_opencv_runs_in_the_callers_thread_while_frames_run_side_by_side():
         assert cv2.getNumThreads() == 3
     finally:
         cv2.setNumThreads(before)
+
+
+def test_composite_blur_softens_a_sharp_face_on_a_soft_plate(tmp_path, woman_clip):
+    """`composite.blur: true` on a plate softer than the new face (the woman's frames blurred by 2 px, the
+    faces from the sharp frames, as a sharp model's would come): the faces that go in read as soft as the
+    plate's own; without it they stay sharp. The setting is part of the composite's key."""
+    from pipeline.composite.match import edge_blur
+    from pipeline.shot.composite import Compositor, composite_key
+    from pipeline.shot.track import detect_range, finish_track
+
+    readings = {}
+    keys = set()
+    for blur in (False, True):
+        m = write_manifest(
+            tmp_path,
+            f"shot: soft\nplate: {{movie: {woman_clip}}}\nfaces: {{}}\ncomposite: {{blur: {blur}}}\n",
+        )
+        shot = load_shot(m)
+        keys.add(composite_key(shot, {}).key)
+        shot = shot.with_frames(shot.first, shot.first + 3)
+        track = finish_track(shot, detect_range(shot, shot.first, shot.last).faces, tmp_path / f"{blur}.npz")
+        numbers = list(range(shot.first, shot.last + 1))
+        sharp = list(shot.read_frames(shot.first, shot.last))
+        soft = [cv2.GaussianBlur(p, (0, 0), 2.0) for p in sharp]
+        compositor = Compositor(shot, track, [])
+        size = compositor.size
+        params = {n: track.params[track.index(n)] for n in numbers}
+        crops = {
+            n: align_face(p, params[n], size, track.x_scale)[0] for n, p in zip(numbers, sharp, strict=True)
+        }
+
+        class SharpFaces:  # the sharp frames' faces, as a sharp model's would come
+            draws_own_faces = False
+            frame_by_frame = True
+
+            def __init__(self, crops):
+                self.crops = crops
+
+            def __call__(self, ns, faces, masks):
+                return [self.crops[n] for n in ns], masks
+
+        compositor.chain = [SharpFaces(crops)]
+        done = compositor.frames(numbers, soft)
+        readings[blur] = [
+            (
+                edge_blur(d.new_face, d.matte),
+                edge_blur(align_face(p, params[n], size, track.x_scale)[0], d.matte),
+            )
+            for n, p, d in zip(numbers, soft, done, strict=True)
+        ]
+    assert len(keys) == 2
+    for (plain, plate), (matched, _) in zip(readings[False], readings[True], strict=True):
+        assert abs(matched - plate) < 0.15 * plate < abs(plain - plate), (plain, matched, plate)
 
 
 def test_a_frame_by_frame_chain_composites_as_the_batch_path_does(tmp_path, woman_clip):

@@ -20,23 +20,80 @@ def finish_face(
     color: str,
     amount: float,
     part: tuple[slice, slice],
+    blur: bool = False,
 ) -> np.ndarray:
-    """The new face colour matched to the plate's face inside the matte (transfer_color) and sharpened,
-    only over `part` of the crop (what the warp back reads: see faces.align.plate_warp) widened by the
-    sharpening's reach, and zero elsewhere: the rest of the crop square never reaches the plate, and that
-    part is about two thirds of it (20 frames of a 1080p face, crop 512, rct and sharpening, one core:
-    5.3 -> 3.8 ms a frame; crop 256: 1.7 -> 1.4 ms)."""
+    """The new face colour matched to the plate's face inside the matte (transfer_color), blurred to its
+    softness (`blur`: blur_to_match) and sharpened, only over `part` of the crop (what the warp back reads:
+    see faces.align.plate_warp) widened by the blur's and the sharpening's reach, and zero elsewhere: the
+    rest of the crop square never reaches the plate, and that part is about two thirds of it (20 frames of
+    a 1080p face, crop 512, rct and sharpening, one core: 5.3 -> 3.8 ms a frame; crop 256: 1.7 -> 1.4 ms)."""
     h, w = face.shape[:2]
-    reach = SHARPEN_REACH if amount > 0 else 0
+    extra = blur_to_match(face[part], crop[part], matte[part]) if blur else 0.0
+    reach = (SHARPEN_REACH if amount > 0 else 0) + int(np.ceil(4 * extra))
     rows = slice(max(part[0].start - reach, 0), min(part[0].stop + reach, h))
     cols = slice(max(part[1].start - reach, 0), min(part[1].stop + reach, w))
     out = np.zeros_like(face)
     matched = transfer_color(face[rows, cols], crop[rows, cols], matte[rows, cols], color)
+    if extra > 0:
+        matched = cv2.GaussianBlur(matched, (0, 0), extra)
     out[rows, cols] = sharpen(matched, amount)
     return out
 
 
 SHARPEN_REACH = 4  # px: the reach of sharpen's blur (OpenCV's Gaussian kernel for float images: +-4 sigma)
+REBLUR_SIGMA = 1.0  # px: the second blur of edge_blur's ratio
+MIN_EDGE_PIXELS = 64  # edge pixels inside the matte that edge_blur needs for a reading
+EDGE_SHARE = 0.12  # edge_blur's edges: the matte's pixels of the steepest 12% of gradients (Canny's high)
+
+
+def edge_blur(image: np.ndarray, matte: np.ndarray) -> float | None:
+    """How blurred an image's edges inside a matte are: the sigma (px) of the Gaussian that would blur
+    ideal steps to them, from the re-blur ratio of Zhuo & Sim (2011, "Defocus map estimation from a single
+    image"). At a step blurred by sigma, the gradient's magnitude over that of the image blurred again by
+    sigma0 is R = sqrt(sigma^2 + sigma0^2) / sigma, so sigma = sigma0 / sqrt(R^2 - 1), whatever the
+    step's height: the reading follows the blur, not the face's contrast. The median over the matte's
+    Canny edges (the steepest EDGE_SHARE of its gradients); None with fewer than MIN_EDGE_PIXELS.
+
+    Gradients are Sobel's, which blur a little themselves: an ideal step reads about 0.7 px. Only
+    differences of readings taken the same way mean anything (see match_blur)."""
+    gray = cv2.cvtColor(image.astype(np.float32, copy=False), cv2.COLOR_RGB2GRAY)
+    gray = cv2.multiply(np.clip(gray, 0, 1, out=gray), 255.0)
+
+    def magnitude(img: np.ndarray) -> np.ndarray:
+        return cv2.magnitude(cv2.Sobel(img, cv2.CV_32F, 1, 0), cv2.Sobel(img, cv2.CV_32F, 0, 1))
+
+    g1 = magnitude(gray)
+    g2 = magnitude(cv2.GaussianBlur(gray, (0, 0), REBLUR_SIGMA))
+    inside = matte > 0.5
+    if np.count_nonzero(inside) < MIN_EDGE_PIXELS:
+        return None
+    grid = statistic_grid(inside)  # the quantile read on a grid of the matte's pixels
+    high = float(np.quantile(g1[grid][inside[grid]], 1 - EDGE_SHARE))
+    if high <= 1.0:  # flat: no edges to read
+        return None
+    edges = cv2.Canny(np.clip(gray, 0, 255).astype(np.uint8), high / 2, high, L2gradient=True) > 0
+    edges &= inside
+    ratio = g1[edges] / np.maximum(g2[edges], 1e-6)
+    ratio = ratio[ratio > 1.0 + 1e-3]
+    if ratio.size < MIN_EDGE_PIXELS:
+        return None
+    return float(np.median(REBLUR_SIGMA / np.sqrt(ratio**2 - 1)))
+
+
+MIN_BLUR_MATCH = 0.4  # px: a face sharper than the plate's by less than this Gaussian is left as it is
+
+
+def blur_to_match(face: np.ndarray, plate_face: np.ndarray, matte: np.ndarray) -> float:
+    """The Gaussian (sigma, px) that blurs the new face to the softness of the plate's face, both in crop
+    pixels, read by edge_blur inside the matte: a defocused or motion-blurred plate face, or one through a
+    soft lens or heavy compression, wants a new face as soft, where a sharp generated one looks pasted on.
+    Gaussians add in quadrature, so it is sqrt(plate^2 - face^2); 0 for a face as soft or softer (sharpening
+    it up is `sharpen`'s), less than MIN_BLUR_MATCH sharper, or where either reading fails."""
+    plate_sigma, face_sigma = edge_blur(plate_face, matte), edge_blur(face, matte)
+    if plate_sigma is None or face_sigma is None or plate_sigma <= face_sigma:
+        return 0.0
+    extra = float(np.sqrt(plate_sigma**2 - face_sigma**2))
+    return extra if extra >= MIN_BLUR_MATCH else 0.0
 
 
 def sharpen(image: np.ndarray, amount: float, radius: float = 1.0) -> np.ndarray:

@@ -281,7 +281,7 @@ class Compositor:
         warp = plate_warp(matte, matrix, plate.shape)
         region = None
         if warp is not None:
-            face = finish_face(face, crop, matte, self.color, self.spec.sharpen, warp.part)
+            face = finish_face(face, crop, matte, self.color, self.spec.sharpen, warp.part, self.spec.blur)
             region = warp_to_plate(face, matte, matrix, plate.shape, warp)
         if self.spec.grain and region is not None:
             region = match_grain(region, plate, seed=number)
