@@ -55,7 +55,7 @@ def edge_blur(image: np.ndarray, matte: np.ndarray) -> float | None:
     Canny edges (the steepest EDGE_SHARE of its gradients); None with fewer than MIN_EDGE_PIXELS.
 
     Gradients are Sobel's, which blur a little themselves: an ideal step reads about 0.7 px. Only
-    differences of readings taken the same way mean anything (see match_blur)."""
+    differences of readings taken the same way mean anything (see blur_to_match)."""
     gray = cv2.cvtColor(image.astype(np.float32, copy=False), cv2.COLOR_RGB2GRAY)
     gray = cv2.multiply(np.clip(gray, 0, 1, out=gray), 255.0)
 
