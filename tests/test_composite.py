@@ -183,43 +183,83 @@ def test_a_warped_region_lies_within_0_and_1(magnify):
         assert plane.min() == 0 and plane.max() == 1
 
 
-def test_edge_blur_reads_how_soft_a_face_is(analyzer):
-    """edge_blur reads a face blurred by sigma as sqrt(base^2 + sigma^2) (Gaussians add in quadrature), its
-    base reading being the face's own edges and Sobel's: the blur it gives back is within 20% of the blur
-    put in, from 1 to 3 px, whatever the face's contrast."""
+def blur_sigma(covariance: np.ndarray) -> float:
+    """A blur covariance's sigma, averaged over directions."""
+    return float(np.sqrt(np.trace(covariance) / 2))
+
+
+def blur_major(covariance: np.ndarray) -> tuple[float, float, float]:
+    """A blur covariance's sigma along its long axis, across it, and that axis's angle (degrees, 0-180)."""
+    values, vectors = np.linalg.eigh(covariance)
+    angle = float(np.degrees(np.arctan2(vectors[1, 1], vectors[0, 1])) % 180)
+    return float(np.sqrt(max(values[1], 0))), float(np.sqrt(max(values[0], 0))), angle
+
+
+def streak(length: float, degrees: float) -> np.ndarray:
+    """A motion blur's kernel: a line of `length` px at `degrees`, drawn with bilinear weights."""
+    n = int(length) + 2
+    kernel = np.zeros((2 * n + 1, 2 * n + 1), np.float32)
+    t = np.radians(degrees)
+    for d in np.linspace(-length / 2, length / 2, 400):
+        x, y = n + d * np.cos(t), n + d * np.sin(t)
+        x0, y0 = int(np.floor(x)), int(np.floor(y))
+        fx, fy = x - x0, y - y0
+        kernel[y0 : y0 + 2, x0 : x0 + 2] += np.array(
+            [[(1 - fx) * (1 - fy), fx * (1 - fy)], [(1 - fx) * fy, fx * fy]]
+        )
+    return kernel / kernel.sum()
+
+
+def test_edge_blur_reads_how_soft_a_face_is_and_which_way(analyzer):
+    """edge_blur reads a face blurred by sigma as base + sigma^2 (covariances add), its base being the face's
+    own edges and Sobel's: the blur it gives back is within 20% of the blur put in, from 1 to 3 px, whatever
+    the face's contrast, and under 1.5 times longer one way than the other. A motion blur (a 9 px streak)
+    reads along the streak, within 15 degrees, at least 1.6 times longer along it than across."""
     from pipeline.composite.match import edge_blur
 
     crop, _, mask = prepared(load_still("builtin:astronaut"), analyzer)
     base = edge_blur(crop, mask)
-    assert base is not None and 0.3 < base < 1.5
+    assert base is not None and 0.3 < blur_sigma(base) < 1.5
     for sigma in (1.0, 2.0, 3.0):
         soft = cv2.GaussianBlur(crop, (0, 0), sigma)
         for image in (soft, 0.25 + 0.5 * soft):  # half the contrast: the same reading
             read = edge_blur(image, mask)
             assert read is not None
-            assert abs(np.sqrt(read**2 - base**2) - sigma) < 0.2 * sigma, (sigma, base, read)
+            along, across, _ = blur_major(read - base)
+            assert abs(blur_sigma(read - base) - sigma) < 0.2 * sigma and along < 1.5 * across, (sigma, read)
+    for degrees in (0, 30, 90, 135):
+        along, across, angle = blur_major(edge_blur(cv2.filter2D(crop, -1, streak(9, degrees)), mask) - base)
+        off = min(abs(angle - degrees), 180 - abs(angle - degrees))
+        assert off < 15 and 1.3 < along < 3.2 and along > 1.6 * across, (degrees, along, across, angle)
     assert edge_blur(np.full_like(crop, 0.5), mask) is None  # no edges, no reading
 
 
 def test_a_sharp_face_is_blurred_to_the_softness_of_the_plates(analyzer):
     """composite.blur: a new face sharper than the plate's face (a generated face on a defocused or
-    motion-blurred plate) is blurred until it reads as soft; a face as soft as the plate's, or softer, is
-    left as it is."""
+    motion-blurred plate) is blurred until it reads as soft, in the plate's blur's direction; a face as
+    soft as the plate's, or softer, is left as it is."""
     from pipeline.composite import finish_face
     from pipeline.composite.match import blur_to_match, edge_blur
 
     crop, _, mask = prepared(load_still("builtin:astronaut"), analyzer)
     face = alter_face(crop, "recolor")  # sharp, another colour
     whole = (slice(0, 256), slice(0, 256))
-    for sigma in (1.5, 2.5):
-        plate_face = cv2.GaussianBlur(crop, (0, 0), sigma)
-        assert abs(blur_to_match(face, plate_face, mask) - sigma) < 0.25 * sigma
+    plates = {
+        "defocus 1.5": cv2.GaussianBlur(crop, (0, 0), 1.5),
+        "defocus 2.5": cv2.GaussianBlur(crop, (0, 0), 2.5),
+        "motion 9 px at 30 degrees": cv2.filter2D(crop, -1, streak(9, 30)),
+    }
+    for name, plate_face in plates.items():
+        extra = blur_to_match(face, plate_face, mask)
+        assert extra is not None, name
         matched = finish_face(face, plate_face, mask, "rct", 0.0, whole, blur=True)
         plain = finish_face(face, plate_face, mask, "rct", 0.0, whole)
-        want = edge_blur(plate_face, mask)
-        assert abs(edge_blur(matched, mask) - want) < 0.15 * want < abs(edge_blur(plain, mask) - want)
-    assert blur_to_match(face, crop, mask) == 0.0  # as sharp as the plate's
-    assert blur_to_match(cv2.GaussianBlur(face, (0, 0), 2.0), crop, mask) == 0.0  # softer
+        want = blur_major(edge_blur(plate_face, mask))
+        got, before = blur_major(edge_blur(matched, mask)), blur_major(edge_blur(plain, mask))
+        assert abs(got[0] - want[0]) < 0.15 * want[0] < abs(before[0] - want[0]), (name, got, want, before)
+        assert abs(got[1] - want[1]) < 0.25 * want[0], (name, got, want)
+    assert blur_to_match(face, crop, mask) is None  # as sharp as the plate's
+    assert blur_to_match(cv2.GaussianBlur(face, (0, 0), 2.0), crop, mask) is None  # softer
 
 
 @pytest.mark.parametrize("method", ["rct", "hist", "lct"])
@@ -513,8 +553,8 @@ def test_composite_blur_softens_a_sharp_face_on_a_soft_plate(tmp_path, woman_cli
         done = compositor.frames(numbers, soft)
         readings[blur] = [
             (
-                edge_blur(d.new_face, d.matte),
-                edge_blur(align_face(p, params[n], size, track.x_scale)[0], d.matte),
+                blur_sigma(edge_blur(d.new_face, d.matte)),
+                blur_sigma(edge_blur(align_face(p, params[n], size, track.x_scale)[0], d.matte)),
             )
             for n, p, d in zip(numbers, soft, done, strict=True)
         ]
