@@ -113,7 +113,8 @@ def blur_to_match(face: np.ndarray, plate_face: np.ndarray, matte: np.ndarray) -
     if plate_blur is None or face_blur is None:
         return None
     values, vectors = np.linalg.eigh(plate_blur - face_blur)
-    values = np.maximum(values, 0.0)
+    # at most an eighth of the matte's box each way: past that the face is a blur whatever the reading says
+    values = np.clip(values, 0.0, (min(matte.shape) / 8) ** 2)
     if values[-1] < MIN_BLUR_MATCH**2:
         return None
     return (vectors * values) @ vectors.T
