@@ -125,7 +125,7 @@ def blur_by(image: np.ndarray, covariance: np.ndarray) -> np.ndarray:
     blur): its kernel is the Gaussian integrated over each pixel (4 x 4 points a pixel), so a streak
     thinner than a pixel is still drawn without gaps."""
     values, vectors = np.linalg.eigh(covariance)
-    values = np.maximum(values, 1e-3)
+    values = np.maximum(values, 0.25**2)  # at least a quarter pixel across: the 4 x 4 points sample it
     radius = int(np.ceil(4 * np.sqrt(values[-1])))
     fine = (np.arange(-radius * 4, radius * 4 + 4) + 0.5) / 4 - 0.5  # 4 points a pixel
     x, y = np.meshgrid(fine, fine)
