@@ -257,7 +257,8 @@ def step_breakdown(shot: Shot, track: FaceTrack, repeats: int) -> dict[str, floa
             t4 = time.perf_counter()
             warp = plate_warp(matte, matrix, plate.shape)
             if warp is not None:
-                face = finish_face(face, crop, matte, spec.color, spec.sharpen, warp.part, spec.blur)
+                blur = compositor.blur(number, face, crop, matte, warp.part)
+                face = finish_face(face, crop, matte, spec.color, spec.sharpen, warp.part, blur)
             t5 = time.perf_counter()
             region = None if warp is None else warp_to_plate(face, matte, matrix, plate.shape, warp)
             t6 = time.perf_counter()

@@ -478,6 +478,13 @@ class CompositeSpec(Strict):
     mask: MaskSpec | None = Field(None, description="overrides faces.mask")
     sharpen: float = Field(0.0, ge=0, le=3)
     blur: bool = Field(False, description="blur the new face to the softness of the plate's face, each frame")
+    shutter: float | None = Field(
+        None,
+        gt=0,
+        le=360,
+        description="the camera's shutter angle (degrees): the new face gets at least the motion blur the "
+        "face's tracked motion draws through it",
+    )
     grain: bool = True
     element: ElementSpec = ElementSpec()
 

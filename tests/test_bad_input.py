@@ -167,6 +167,9 @@ MANIFEST_CASES = {
         "{m}:7 composite.mask.erode_sides.bottom:",
         "0.3",
     ),
+    "shutter-past-a-turn": manifest(
+        STILL + "faces: {}\ncomposite:\n  shutter: 400\n", "{m}:7 composite.shutter:", "360"
+    ),
     "chunk-size-zero": manifest(GOOD_MOVIE + "output:\n  chunk_size: 0\n", "{m}:5 output.chunk_size:"),
     "path-size-huge": manifest(
         PATH_SHOT + "    - {frame: 1001, seed: 1}\n  size: 100000\n", "{m}:7 path.size:", "8192"

@@ -17,8 +17,11 @@ from pipeline.composite import (
     FaceElement,
     alter_face,
     blend,
+    blur_sigmas,
+    blur_to_match,
     match_grain,
     mean_lab_difference,
+    motion_streak,
     noise_sigma,
     seam_score,
     sharpen,
@@ -32,7 +35,7 @@ from pipeline.faces.track import FaceTrack
 from pipeline.manifest import load_shot
 from pipeline.media.color import to_uint16
 from pipeline.media.decode import MoviePlate, load_still, read_image
-from pipeline.media.sequences import read_png_text
+from pipeline.media.sequences import read_png_text, write_frame
 from pipeline.shot.composite import composite_contact_sheet, opencv_serial
 from pipeline.shot.review import contact_sheet, frame_thumb, sample_frames, save_review_tile
 from pipeline.shot.track import faces_contact_sheet
@@ -188,13 +191,6 @@ def blur_sigma(covariance: np.ndarray) -> float:
     return float(np.sqrt(np.trace(covariance) / 2))
 
 
-def blur_major(covariance: np.ndarray) -> tuple[float, float, float]:
-    """A blur covariance's sigma along its long axis, across it, and that axis's angle (degrees, 0-180)."""
-    values, vectors = np.linalg.eigh(covariance)
-    angle = float(np.degrees(np.arctan2(vectors[1, 1], vectors[0, 1])) % 180)
-    return float(np.sqrt(max(values[1], 0))), float(np.sqrt(max(values[0], 0))), angle
-
-
 def streak(length: float, degrees: float) -> np.ndarray:
     """A motion blur's kernel: a line of `length` px at `degrees`, drawn with bilinear weights."""
     n = int(length) + 2
@@ -225,10 +221,10 @@ def test_edge_blur_reads_how_soft_a_face_is_and_which_way(analyzer):
         for image in (soft, 0.25 + 0.5 * soft):  # half the contrast: the same reading
             read = edge_blur(image, mask)
             assert read is not None
-            along, across, _ = blur_major(read - base)
+            along, across, _ = blur_sigmas(read - base)
             assert abs(blur_sigma(read - base) - sigma) < 0.2 * sigma and along < 1.5 * across, (sigma, read)
     for degrees in (0, 30, 90, 135):
-        along, across, angle = blur_major(edge_blur(cv2.filter2D(crop, -1, streak(9, degrees)), mask) - base)
+        along, across, angle = blur_sigmas(edge_blur(cv2.filter2D(crop, -1, streak(9, degrees)), mask) - base)
         off = min(abs(angle - degrees), 180 - abs(angle - degrees))
         assert off < 15 and 1.3 < along < 3.2 and along > 1.6 * across, (degrees, along, across, angle)
     assert edge_blur(np.full_like(crop, 0.5), mask) is None  # no edges, no reading
@@ -239,7 +235,7 @@ def test_a_sharp_face_is_blurred_to_the_softness_of_the_plates(analyzer):
     motion-blurred plate) is blurred until it reads as soft, in the plate's blur's direction; a face as
     soft as the plate's, or softer, is left as it is."""
     from pipeline.composite import finish_face
-    from pipeline.composite.match import blur_to_match, edge_blur
+    from pipeline.composite.match import edge_blur
 
     crop, _, mask = prepared(load_still("builtin:astronaut"), analyzer)
     face = alter_face(crop, "recolor")  # sharp, another colour
@@ -252,14 +248,87 @@ def test_a_sharp_face_is_blurred_to_the_softness_of_the_plates(analyzer):
     for name, plate_face in plates.items():
         extra = blur_to_match(face, plate_face, mask)
         assert extra is not None, name
-        matched = finish_face(face, plate_face, mask, "rct", 0.0, whole, blur=True)
+        matched = finish_face(face, plate_face, mask, "rct", 0.0, whole, blur=extra)
         plain = finish_face(face, plate_face, mask, "rct", 0.0, whole)
-        want = blur_major(edge_blur(plate_face, mask))
-        got, before = blur_major(edge_blur(matched, mask)), blur_major(edge_blur(plain, mask))
+        want = blur_sigmas(edge_blur(plate_face, mask))
+        got, before = blur_sigmas(edge_blur(matched, mask)), blur_sigmas(edge_blur(plain, mask))
         assert abs(got[0] - want[0]) < 0.15 * want[0] < abs(before[0] - want[0]), (name, got, want, before)
         assert abs(got[1] - want[1]) < 0.25 * want[0], (name, got, want)
     assert blur_to_match(face, crop, mask) is None  # as sharp as the plate's
     assert blur_to_match(cv2.GaussianBlur(face, (0, 0), 2.0), crop, mask) is None  # softer
+
+
+def test_the_shutter_blurs_a_face_at_least_by_its_motion(analyzer):
+    """composite.shutter: a face moving v px a frame through a shutter open s degrees is smeared over
+    |v| s / 360 px along the motion (a box's variance, L^2 / 12); the new face gets at least that along the
+    motion, whatever its edges read, and more where the plate's edges read more."""
+    crop, _, mask = prepared(load_still("builtin:astronaut"), analyzer)
+    face = alter_face(crop, "recolor")
+    along, across, angle = blur_sigmas(motion_streak(np.array([12.0, 0.0]), 180))
+    assert along == pytest.approx(6 / np.sqrt(12)) and across == pytest.approx(0, abs=1e-9) and angle == 0
+    assert blur_sigmas(motion_streak(np.array([-5.0, -5.0]), 360))[2] == pytest.approx(45)
+    for velocity in ([12.0, 0.0], [0.0, 9.0], [7.0, -7.0]):
+        streak_cov = motion_streak(np.array(velocity), 180)
+        alone = blur_to_match(face, crop, mask, edges=False, streak=streak_cov)
+        np.testing.assert_allclose(alone, streak_cov, atol=1e-12)
+        # the plate's edges as sharp as the face's: the streak is all the face gets, along the motion only
+        both = blur_to_match(face, crop, mask, streak=streak_cov)
+        got, want = blur_sigmas(both), blur_sigmas(streak_cov)
+        assert abs(got[0] - want[0]) < 0.05 * want[0] and got[1] < 0.4, (velocity, got, want)
+    # the plate smeared further than the shutter says (a 9 px streak): the edges' reading wins
+    plate_face = cv2.filter2D(crop, -1, streak(9, 0))
+    read = blur_to_match(face, plate_face, mask)
+    floored = blur_to_match(face, plate_face, mask, streak=motion_streak(np.array([6.0, 0.0]), 180))
+    assert blur_sigmas(read)[0] > 1.5 * blur_sigmas(motion_streak(np.array([6.0, 0.0]), 180))[0]
+    np.testing.assert_allclose(floored, read, atol=1e-9)
+    # a slow face (1 px a frame): a streak under MIN_BLUR_MATCH, nothing to do
+    slow = motion_streak(np.array([1.0, 0.0]), 180)
+    assert blur_to_match(face, crop, mask, edges=False, streak=slow) is None
+
+
+def test_composite_shutter_blurs_a_panning_face_by_its_tracked_motion(tmp_path, woman_clip):
+    """A plate panning 8 px a frame: the track reads the face's motion in crop pixels (central differences,
+    one-sided at the shot's ends and at a camera cut), and `composite.shutter: 180` blurs each new face
+    by half of it along the motion; without the setting nothing is blurred. The setting is in the key."""
+    from pipeline.shot.composite import Compositor, composite_key
+    from pipeline.shot.track import detect_range, finish_track
+
+    source = next(MoviePlate(woman_clip).read(0, 1))
+    folder = tmp_path / "pan"
+    folder.mkdir()
+    for n in range(1, 7):
+        moved = cv2.warpAffine(
+            source, np.float32([[1, 0, 8 * n - 28], [0, 1, 0]]), (512, 512), borderMode=cv2.BORDER_REFLECT101
+        )
+        write_frame(folder / f"pan.{n:04d}.png", moved, "png8", {})
+    blurs, keys = {}, set()
+    for shutter in (None, 180):
+        spec = "{}" if shutter is None else f"{{shutter: {shutter}}}"
+        plate = f"{{sequence: {folder}/pan.####.png}}"
+        m = write_manifest(tmp_path, f"shot: pan\nplate: {plate}\nfaces: {{}}\ncomposite: {spec}\n")
+        shot = load_shot(m)
+        keys.add(composite_key(shot, {}).key)
+        track = finish_track(shot, detect_range(shot, 1, 6).faces, tmp_path / f"{shutter}.npz")
+        compositor = Compositor(shot, track, [])
+        size = compositor.size
+        wanted = {}
+        for n in range(1, 7):
+            wanted[n] = track.matrix(n, size)[:, :2] @ np.array([8.0, 0.0])  # the plate's motion in the crop
+            got = track.crop_velocity(n, size)
+            assert np.linalg.norm(got - wanted[n]) < 0.06 * np.linalg.norm(wanted[n]), (n, got, wanted[n])
+        blurs[shutter] = [d.blur for d in compositor.frames(list(range(1, 7)), list(shot.read_frames(1, 6)))]
+    assert len(keys) == 2
+    assert blurs[None] == [None] * 6
+    for n, got in zip(range(1, 7), blurs[180], strict=True):
+        want = blur_sigmas(motion_streak(wanted[n], 180))
+        assert got is not None and abs(got[0] - want[0]) < 0.05 * want[0] and got[1] < 0.1, (n, got, want)
+        assert min(abs(got[2] - want[2]), 180 - abs(got[2] - want[2])) < 3, (n, got, want)
+    # a camera cut before frame 4: frames 3 and 4 read their motion from their own side only
+    track.cuts = np.array([4])
+    track.params[track.index(4) :, 0] += 40  # the next camera shot's face is elsewhere
+    for n in (3, 4):
+        got = track.crop_velocity(n, size)
+        assert np.linalg.norm(got - wanted[n]) < 0.06 * np.linalg.norm(wanted[n]), (n, got, wanted[n])
 
 
 @pytest.mark.parametrize("method", ["rct", "hist", "lct"])
@@ -789,6 +858,7 @@ composite:
   color: rct
   blend: alpha
   grain: false
+  shutter: 360
   element: {{format: png16, prores4444: true}}
 """,
     )
@@ -804,6 +874,16 @@ composite:
     assert [(c["first"], c["last"]) for c in report["faces"]["chunks"]] == [(1, 8), (9, 16), (17, 24)]
     assert sum(c["new_faces_s"] for c in report["chunks"]) == pytest.approx(t["chunk_seconds"]["new_faces"])
     assert all(c["worker"].endswith(f":{os.getpid()}") for c in report["faces"]["chunks"])
+    # composite.shutter: the face panning 3 px a frame (frames 1-8) is blurred along x, frames without a
+    # face are not; each frame's blur is in the report
+    blurred = {int(row[0]): row[1:] for row in report["faces"]["blur_per_frame"]}
+    assert set(range(2, 8)) <= set(blurred) and not blurred.keys() & {9, 10, *range(15, 23)}, blurred
+    assert all(0.4 < along < 1.5 and min(angle, 180 - angle) < 10 for along, _, angle in blurred.values())
+    assert report["faces"]["blur"]["frames"] == len(blurred)
+    assert (
+        f"New face blurred to the plate (composite.blur, composite.shutter) on {len(blurred)} of 24"
+        in (v / "report.md").read_text()
+    )
     plates = list(shot.plate.read(0, 24))
     for n in range(1, 25):
         plate = plates[n - 1].astype(np.float64) / 255

@@ -20,24 +20,24 @@ def finish_face(
     color: str,
     amount: float,
     part: tuple[slice, slice],
-    blur: bool = False,
+    blur: np.ndarray | None = None,
 ) -> np.ndarray:
-    """The new face colour matched to the plate's face inside the matte (transfer_color), blurred to its
-    softness (`blur`: blur_to_match) and sharpened, only over `part` of the crop (what the warp back reads:
-    see faces.align.plate_warp) widened by the blur's and the sharpening's reach, and zero elsewhere: the
-    rest of the crop square never reaches the plate, and that part is about two thirds of it (20 frames of
-    a 1080p face, crop 512, rct and sharpening, one core: 5.3 -> 3.8 ms a frame; crop 256: 1.7 -> 1.4 ms)."""
+    """The new face colour matched to the plate's face inside the matte (transfer_color), blurred by the
+    Gaussian of covariance `blur` (blur_to_match: the plate's softness) and sharpened, only over `part` of
+    the crop (what the warp back reads: see faces.align.plate_warp) widened by the blur's and the
+    sharpening's reach, and zero elsewhere: the rest of the crop square never reaches the plate, and that
+    part is about two thirds of it (20 frames of a 1080p face, crop 512, rct and sharpening, one core: 5.3
+    -> 3.8 ms a frame; crop 256: 1.7 -> 1.4 ms)."""
     h, w = face.shape[:2]
-    extra = blur_to_match(face[part], crop[part], matte[part]) if blur else None
     reach = SHARPEN_REACH if amount > 0 else 0
-    if extra is not None:
-        reach += int(np.ceil(4 * np.sqrt(np.linalg.eigvalsh(extra)[-1]))) + 1
+    if blur is not None:
+        reach += int(np.ceil(4 * np.sqrt(np.linalg.eigvalsh(blur)[-1]))) + 1
     rows = slice(max(part[0].start - reach, 0), min(part[0].stop + reach, h))
     cols = slice(max(part[1].start - reach, 0), min(part[1].stop + reach, w))
     out = np.zeros_like(face)
     matched = transfer_color(face[rows, cols], crop[rows, cols], matte[rows, cols], color)
-    if extra is not None:
-        matched = blur_by(matched, extra)
+    if blur is not None:
+        matched = blur_by(matched, blur)
     out[rows, cols] = sharpen(matched, amount)
     return out
 
@@ -102,22 +102,56 @@ def edge_blur(image: np.ndarray, matte: np.ndarray) -> np.ndarray | None:
 MIN_BLUR_MATCH = 0.4  # px: a face sharper than the plate's by less than this Gaussian is left as it is
 
 
-def blur_to_match(face: np.ndarray, plate_face: np.ndarray, matte: np.ndarray) -> np.ndarray | None:
+def blur_to_match(
+    face: np.ndarray,
+    plate_face: np.ndarray,
+    matte: np.ndarray,
+    edges: bool = True,
+    streak: np.ndarray | None = None,
+) -> np.ndarray | None:
     """The Gaussian (its 2 x 2 covariance, px^2) that blurs the new face to the softness of the plate's
-    face, both in crop pixels, read by edge_blur inside the matte: a defocused or motion-blurred plate face,
-    or one through a soft lens or heavy compression, wants a new face as soft, where a sharp generated one
-    looks pasted on. Gaussians add in covariance, so it is the plate's minus the face's, less what it
-    cannot take away (a direction in which the face is already the softer). None where it is under
-    MIN_BLUR_MATCH in every direction, or where either reading fails."""
-    plate_blur, face_blur = edge_blur(plate_face, matte), edge_blur(face, matte)
-    if plate_blur is None or face_blur is None:
-        return None
-    values, vectors = np.linalg.eigh(plate_blur - face_blur)
+    face, both in crop pixels: a defocused or motion-blurred plate face, or one through a soft lens or heavy
+    compression, wants a new face as soft, where a sharp generated one looks pasted on.
+
+    - `edges`: the softness read by edge_blur inside the matte. Gaussians add in covariance, so it is the
+      plate's minus the face's, less what it cannot take away (a direction in which the face is already
+      the softer); nothing where either reading fails.
+    - `streak`: the camera's motion blur along the face's motion (motion_streak), the least the face gets
+      that way: a model's face carries none, and a fast face's edges under-read it (the edges across the
+      motion are smeared away) or read nothing.
+
+    None where the result is under MIN_BLUR_MATCH in every direction."""
+    extra = np.zeros((2, 2))
+    if edges:
+        plate_blur, face_blur = edge_blur(plate_face, matte), edge_blur(face, matte)
+        if plate_blur is not None and face_blur is not None:
+            values, vectors = np.linalg.eigh(plate_blur - face_blur)
+            extra = (vectors * np.maximum(values, 0.0)) @ vectors.T
+    if streak is not None and (length2 := float(np.trace(streak))) > 0:
+        along = np.linalg.eigh(streak)[1][:, -1]
+        extra = extra + max(0.0, length2 - float(along @ extra @ along)) * np.outer(along, along)
+    values, vectors = np.linalg.eigh(extra)
     # at most an eighth of the matte's box each way: past that the face is a blur whatever the reading says
     values = np.clip(values, 0.0, (min(matte.shape) / 8) ** 2)
     if values[-1] < MIN_BLUR_MATCH**2:
         return None
     return (vectors * values) @ vectors.T
+
+
+def motion_streak(velocity: np.ndarray, shutter: float) -> np.ndarray:
+    """The motion blur (2 x 2 covariance, px^2) of a face moving `velocity` px a frame through a shutter
+    open for `shutter` degrees of the frame's 360: a streak of length L = |velocity| x shutter / 360 along
+    the motion, drawn as the Gaussian of a box's variance along it, L^2 / 12, and none across."""
+    moved = np.asarray(velocity, np.float64) * (shutter / 360.0)
+    return np.outer(moved, moved) / 12.0
+
+
+def blur_sigmas(covariance: np.ndarray) -> tuple[float, float, float]:
+    """A blur's sigma along its long axis and across it (px), and the long axis's angle (degrees in
+    [0, 180), x right, y down), for reports."""
+    values, vectors = np.linalg.eigh(covariance)
+    along, across = np.sqrt(np.maximum(values[::-1], 0.0))
+    return float(along), float(across), float(np.degrees(np.arctan2(vectors[1, -1], vectors[0, -1])) % 180)
 
 
 def blur_by(image: np.ndarray, covariance: np.ndarray) -> np.ndarray:

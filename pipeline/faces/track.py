@@ -19,6 +19,7 @@ from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import cv2
 import numpy as np
 from scipy.ndimage import gaussian_filter1d
 
@@ -226,6 +227,35 @@ class FaceTrack:
         face)."""
         p = self.params[self.index(frame)]
         return None if np.isnan(p[0]) else crop_matrix(p, crop_size, self.x_scale)
+
+    def crop_velocity(self, frame: int, crop_size: int) -> np.ndarray | None:
+        """How far the face moves in a frame's time, in that frame's crop pixels (x, y): the plate point
+        under the crop's centre, by central difference over the frames either side, or one side where the
+        other is past the shot's end, has no face, or lies across a camera cut or a jump of the box (another
+        motion). None without a face or such a neighbour. The params are smoothed, so landmark jitter does
+        not read as motion."""
+        m = self.matrix(frame, crop_size)
+        if m is None:
+            return None
+        i = self.index(frame)
+        breaks = {*self.cuts.tolist(), *self.jumps.tolist()}
+        centre = np.array([[crop_size / 2, crop_size / 2]])
+
+        def centre_at(k: int) -> np.ndarray | None:
+            if not 0 <= k < len(self.frames):
+                return None
+            mk = self.matrix(int(self.frames[k]), crop_size)
+            return None if mk is None else transform_points(cv2.invertAffineTransform(mk), centre)[0]
+
+        before = None if frame in breaks else centre_at(i - 1)
+        after = None if i + 1 < len(self.frames) and int(self.frames[i + 1]) in breaks else centre_at(i + 1)
+        if before is None and after is None:
+            return None
+        if before is not None and after is not None:
+            moved = (after - before) / 2
+        else:
+            moved = after - centre_at(i) if after is not None else centre_at(i) - before
+        return m[:, :2] @ moved
 
     def crop_landmarks(self, size: int) -> np.ndarray:
         """Landmarks in the coordinates of `size` px aligned crops, for every frame with a face (NaN

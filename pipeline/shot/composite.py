@@ -29,8 +29,11 @@ from pipeline.composite import (
     alter_face,
     blend,
     blend_into,
+    blur_sigmas,
+    blur_to_match,
     finish_face,
     match_grain,
+    motion_streak,
 )
 from pipeline.faces.align import PlateRegion, align_face, plate_warp, warp_to_plate
 from pipeline.faces.draw import grid
@@ -279,9 +282,10 @@ class Compositor:
         if model_mask is not None:
             matte = matte * model_mask
         warp = plate_warp(matte, matrix, plate.shape)
-        region = None
+        region = blur = None
         if warp is not None:
-            face = finish_face(face, crop, matte, self.color, self.spec.sharpen, warp.part, self.spec.blur)
+            blur = self.blur(number, face, crop, matte, warp.part)
+            face = finish_face(face, crop, matte, self.color, self.spec.sharpen, warp.part, blur)
             region = warp_to_plate(face, matte, matrix, plate.shape, warp)
         if self.spec.grain and region is not None:
             region = match_grain(region, plate, seed=number)
@@ -294,8 +298,28 @@ class Compositor:
         # a matte eroded to nothing, or a face warped wholly off the plate, puts nothing in: the frame is
         # the plate's, bit for bit, and its metadata must not call it altered
         return FrameComposite(
-            comp, element, face, matte, altered=region is not None, box=None if region is None else region.box
+            comp,
+            element,
+            face,
+            matte,
+            altered=region is not None,
+            box=None if region is None else region.box,
+            blur=None if blur is None or region is None else blur_sigmas(blur),
         )
+
+    def blur(
+        self, number: int, face: np.ndarray, crop: np.ndarray, matte: np.ndarray, part: tuple[slice, slice]
+    ) -> np.ndarray | None:
+        """The blur the new face needs (blur_to_match), from its edges and the plate's where the shot asks
+        (composite.blur) and at least the shutter's streak of the face's tracked motion (composite.shutter),
+        read over the part of the crop the warp back reads."""
+        spec = self.spec
+        streak = None
+        if spec.shutter is not None and (velocity := self.track.crop_velocity(number, self.size)) is not None:
+            streak = motion_streak(velocity, spec.shutter)
+        if not spec.blur and streak is None:
+            return None
+        return blur_to_match(face[part], crop[part], matte[part], edges=spec.blur, streak=streak)
 
     def _element(self, plate: np.ndarray, region: PlateRegion | None = None) -> FaceElement | None:
         fmt = self.spec.element.format
@@ -477,14 +501,36 @@ class CompositeStage(Stage):
         return composite_row(frame, plate, done, comp) if done is not None else None
 
     def report(self, r: Rendered) -> dict | None:
-        if composite_spec(r.shot) is None or r.track is None:
+        spec = composite_spec(r.shot)
+        if spec is None or r.track is None:
             return None
-        return {
+        section = {
             "transforms": str(write_transforms(r.version, r.shot, r.track)),
             "composite_contact_sheet": str(
                 composite_contact_sheet(r.shot, r.version, r.track, r.metadata, r.chain)
             ),
         }
+        if spec.blur or spec.shutter is not None:
+            rows = sorted(row for c in r.chunks for row in c.blur)
+            along = np.array([row[1] for row in rows])
+            section["blur"] = {
+                "frames": len(rows),
+                "median_sigma_px": float(np.median(along)) if rows else 0.0,
+                "max_sigma_px": float(along.max()) if rows else 0.0,
+            }
+            section["blur_per_frame"] = rows
+        return section
+
+    def markdown(self, report: dict) -> list[str]:
+        blur = (report.get("faces") or {}).get("blur")
+        if blur is None:
+            return []
+        return [
+            "",
+            f"- New face blurred to the plate (composite.blur, composite.shutter) on {blur['frames']} of "
+            f"{report['frames']['count']} frames: sigma along the blur {blur['median_sigma_px']:.2f} px "
+            f"median, {blur['max_sigma_px']:.2f} max (crop pixels; per frame in report.json)",
+        ]
 
     def altered(self, shot: Shot, earlier: list[str]) -> str | None:
         spec = composite_spec(shot)

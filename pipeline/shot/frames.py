@@ -44,6 +44,9 @@ class FrameComposite:
     altered: bool = True
     # the plate's pixels the new face may have changed (the warped matte's box); None: it changed none
     box: tuple[slice, slice] | None = None
+    # the blur the new face got (composite.blur, composite.shutter): sigma along its long axis and across it
+    # (crop px) and that axis's angle (degrees); None: none
+    blur: tuple[float, float, float] | None = None
 
 
 class FaceLink(Protocol):
@@ -127,6 +130,8 @@ class ChunkResult:
     wall_s: float = 0.0
     # [frame, distance to A, distance to B, a face found (1) or not (0)]
     identity: list[list[float]] = field(default_factory=list)
+    # [frame, sigma along, sigma across (crop px), angle (degrees)] of each frame whose new face was blurred
+    blur: list[list[float]] = field(default_factory=list)
     worker: str = field(default_factory=lambda: f"{platform.node()}:{os.getpid()}")  # where it ran
 
 
@@ -270,6 +275,8 @@ def render_frames(
     def hand_to_writers(number: int, plate: np.ndarray | None, done: FrameComposite | None) -> None:
         if done is not None and done.identity is not None:
             result.identity.append([number, *done.identity])
+        if done is not None and done.blur is not None:
+            result.blur.append([number, *done.blur])
         if writers is None:  # one frame at a time, here: a big frame holds nothing more while written
             written(write(number, plate, done))
             return
