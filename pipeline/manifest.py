@@ -254,6 +254,9 @@ class SmoothSpec(Strict):
     center: float = Field(1.0, ge=0, le=50)
     size: float = Field(3.0, ge=0, le=50)
     rotation: float = Field(3.0, ge=0, le=50)
+    landmarks: float = Field(
+        1.0, ge=0, le=50, description="the landmarks in the crop, which the matte is drawn from"
+    )
 
 
 class MaskSpec(Strict):

@@ -76,6 +76,7 @@ def track_settings(spec: FacesSpec) -> TrackSettings:
         smooth_center=spec.smooth.center,
         smooth_size=spec.smooth.size,
         smooth_rotation=spec.smooth.rotation,
+        smooth_landmarks=spec.smooth.landmarks,
         max_gap=spec.max_gap,
         profile_yaw=spec.profile_yaw,
     )
