@@ -22,7 +22,7 @@ from pipeline.faces.align import (
 from pipeline.faces.detect import Face, FaceAnalyzer, identity_distance, landmark_view
 from pipeline.faces.draw import draw_crop_tile
 from pipeline.faces.masks import MATTE_FLOOR, landmark_mask
-from pipeline.faces.quality import alignment_jitter, landmark_error
+from pipeline.faces.quality import OUTLINE, alignment_jitter, landmark_error, outline_jitter
 from pipeline.faces.track import FrameFaces, TrackSettings, build_track, choose_actor, fill_gaps
 from pipeline.media.decode import MoviePlate, load_still
 from pipeline.media.probe import square_scale
@@ -483,14 +483,9 @@ def test_the_matte_is_drawn_from_landmarks_steadied_in_the_crop(template):
     steady = build_track(found, TrackSettings())
     raw = build_track(found, TrackSettings(smooth_landmarks=0))
     np.testing.assert_array_equal(steady.params, raw.params)  # the crops are the same; only the points differ
-    outline = slice(0, 27)
-    truth = raw.in_crops(np.array(true), 256)[:, outline]
-
-    def jitter(points: np.ndarray) -> float:
-        return float(np.sqrt(np.mean(np.sum((points[2:] - 2 * points[1:-1] + points[:-2]) ** 2, axis=-1))))
-
-    noisy, steadied = raw.crop_landmarks(256)[:, outline], steady.crop_landmarks(256)[:, outline]
-    assert jitter(steadied) < jitter(noisy) / 2, (jitter(steadied), jitter(noisy))
+    assert outline_jitter(steady) < outline_jitter(raw) / 2, (outline_jitter(steady), outline_jitter(raw))
+    truth = raw.in_crops(np.array(true), 256)[:, OUTLINE]
+    noisy, steadied = raw.crop_landmarks(256)[:, OUTLINE], steady.crop_landmarks(256)[:, OUTLINE]
     error = [float(np.linalg.norm(p - truth, axis=-1).mean()) for p in (noisy, steadied)]
     assert error[1] < 0.8 * error[0], error
     # the landmarks jump 10 px at frame 1031: across a cut there, frame 1030 keeps its own side's points

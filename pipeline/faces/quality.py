@@ -7,6 +7,9 @@ steady the face looks in its crop.
 - `landmark_error`: the mean distance between where the detected landmarks land in the smoothed crop
   and in the crop made from that frame's detection alone, in units of the crop size: the price of
   smoothing.
+- `outline_jitter`: the same second difference for the matte's outline points (jaw and brows) on the
+  plate, where the track's crops put them (FaceTrack.in_crops, smoothed over time or not), in units of the
+  crop size: how much the matte's edge boils.
 - `content_jitter`: an independent check that does not use the detector at all: face points tracked
   by optical flow (pyramidal Lucas-Kanade) from each aligned crop to the next; the high-frequency part
   of their median motion (what a Gaussian of sigma 2 frames does not follow), in crop-size units. This
@@ -20,7 +23,7 @@ import numpy as np
 from scipy.ndimage import gaussian_filter1d
 
 from pipeline.faces.align import align_face, crop_matrix, transform_points
-from pipeline.faces.track import runs
+from pipeline.faces.track import FaceTrack, runs
 from pipeline.media.color import to_uint8
 
 UNIT_SQUARE = np.array([[0, 0], [1, 0], [1, 1], [0, 1]], np.float64)
@@ -43,6 +46,27 @@ def alignment_jitter(params: np.ndarray) -> float:
             c = corners[a:b]
             accel = c[2:] - 2 * c[1:-1] + c[:-2]
             parts.append(np.linalg.norm(accel, axis=-1) / params[a + 1 : b - 1, 2, None])
+    return float(np.sqrt(np.mean(np.concatenate(parts) ** 2))) if parts else float("nan")
+
+
+OUTLINE = slice(0, 27)  # dlib's jaw (0-16) and brows (17-26): the outline the matte is drawn around
+
+
+def outline_jitter(track: FaceTrack) -> float:
+    """RMS second difference over time of the matte's outline points on the plate, per run of frames with a
+    detected face, in units of the crop size; NaN without a run of three."""
+    points = track.crop_landmarks(1)[:, OUTLINE]
+    parts = []
+    for a, b in runs(track.detected):
+        if b - a >= 3:
+            plate = np.stack(
+                [
+                    transform_points(cv2.invertAffineTransform(crop_matrix(track.params[i], 1)), points[i])
+                    for i in range(a, b)
+                ]
+            )
+            accel = plate[2:] - 2 * plate[1:-1] + plate[:-2]
+            parts.append(np.linalg.norm(accel, axis=-1) / track.params[a + 1 : b - 1, 2, None])
     return float(np.sqrt(np.mean(np.concatenate(parts) ** 2))) if parts else float("nan")
 
 

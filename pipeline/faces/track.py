@@ -276,7 +276,8 @@ class FaceTrack:
         the matte's outline points, jaw and brows, in units of the crop square: 0.006-0.010 on the three
         clips), and the matte drawn from them boils on the plate. With a sigma of one frame: 0.0013-0.0037,
         moving the points 0.0015-0.0022 from where they were detected; on a frame held still under noise,
-        whose points should not move, 0.0017-0.0029 from their median before, 0.0011-0.0017 after."""
+        whose points should not move, 0.0018-0.0028 from their median before, 0.0011-0.0016 after
+        (bench/faces_quality.py)."""
         out = np.full(points.shape, np.nan)
         detected = np.flatnonzero(self.detected)
         for i in detected:
