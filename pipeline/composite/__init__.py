@@ -4,12 +4,13 @@ from pipeline.composite.alter import ALTERATIONS, alter_face
 from pipeline.composite.blend import BLEND_MODES, FaceElement, blend, blend_into, seam_score
 from pipeline.composite.color import COLOR_METHODS, mean_lab_difference, transfer_color
 from pipeline.composite.match import (
+    Grain,
     blur_sigmas,
     blur_to_match,
     finish_face,
     match_grain,
     motion_streak,
-    noise_sigma,
+    read_grain,
     sharpen,
 )
 
@@ -18,6 +19,7 @@ __all__ = [
     "BLEND_MODES",
     "COLOR_METHODS",
     "FaceElement",
+    "Grain",
     "alter_face",
     "blend",
     "blend_into",
@@ -27,7 +29,7 @@ __all__ = [
     "match_grain",
     "mean_lab_difference",
     "motion_streak",
-    "noise_sigma",
+    "read_grain",
     "seam_score",
     "sharpen",
     "transfer_color",
