@@ -15,7 +15,6 @@ from conftest import LAYOUT, write_manifest
 
 from pipeline.composite import (
     FaceElement,
-    Grain,
     alter_face,
     blend,
     blur_sigmas,
@@ -23,7 +22,7 @@ from pipeline.composite import (
     match_grain,
     mean_lab_difference,
     motion_streak,
-    read_grain,
+    noise_sigma,
     seam_score,
     sharpen,
     transfer_color,
@@ -724,71 +723,24 @@ def test_grain_matches_the_plate_noise_and_repeats_per_frame(dtype):
     plate = np.zeros((160, 170, 3), dtype)
     plate[20:148, 30:158] = (noisy * top + (0.5 if top > 1 else 0)).astype(dtype)
     alpha = np.ones((128, 128), np.float32)
-    plate_grain = read_grain(plate[20:148, 30:158], alpha)
-    assert plate_grain.sd == pytest.approx(0.03, rel=0.1) and plate_grain.size < 0.2
+    plate_sigma = noise_sigma(plate[20:148, 30:158], alpha)
+    assert plate_sigma == pytest.approx(0.03 * 0.8, rel=0.35)  # the median residual keeps part of the noise
 
     def grained(seed: int) -> np.ndarray:
         return match_grain(PlateRegion(30, 20, smooth.copy(), alpha), plate, seed=seed).face
 
     once = grained(1001)
-    assert read_grain(smooth, alpha).sd < 0.1 * plate_grain.sd
-    assert read_grain(once, alpha).sd == pytest.approx(plate_grain.sd, rel=0.1)
+    assert noise_sigma(smooth, alpha) < 0.1 * plate_sigma
+    assert noise_sigma(once, alpha) == pytest.approx(plate_sigma, rel=0.1)
     np.testing.assert_array_equal(once, grained(1001))
     assert not np.array_equal(once, grained(1002))
     assert once.min() >= 0 and once.max() <= 1
 
 
-def grainy(shape: tuple[int, int], sd: float, size: float, seed: int) -> np.ndarray:
-    """Grey grain of `sd`, correlated by a Gaussian of `size` px (0: white), as float32 (H, W, 1)."""
-    rng = np.random.default_rng(seed)
-    h, w = shape
-    noise = rng.standard_normal((h + 32, w + 32)).astype(np.float32)
-    if size > 0:
-        noise = cv2.GaussianBlur(noise, (0, 0), size)
-    noise = noise[16 : 16 + h, 16 : 16 + w]
-    return (noise / noise.std() * sd)[..., None]
-
-
-@pytest.mark.parametrize("size", [0.0, 0.6, 1.2, 1.8])
-def test_grain_is_read_by_its_amount_and_size(size):
-    """read_grain reads grain of 1 to 4 steps of 8 bits, white or correlated over 0.6-1.8 px as a film scan's
-    is, within 12% of its amount and 0.25 px of its size, on 8-bit, 16-bit and float samples, and nothing
-    on a clean 8-bit picture. A 3 x 3 median's residual (the reading before) took grain of 1.2 px and more
-    for picture: it read a fifth of it or less."""
-    rng = np.random.default_rng(3)
-    base = cv2.GaussianBlur(rng.random((512, 512, 3)).astype(np.float32), (0, 0), 20) * 0.4 + 0.3
-    mask = np.zeros((512, 512), np.float32)
-    cv2.ellipse(mask, (256, 256), (180, 220), 0, 0, 360, 1.0, -1)
-    for sd, dtype in ((4 / 255, np.float32), (4 / 255, np.uint8), (1 / 255, np.uint8), (2 / 255, np.uint16)):
-        picture = np.clip(base + grainy((512, 512), sd, size, seed=int(sd * 1e4)), 0, 1)
-        if dtype != np.float32:
-            picture = (picture * np.iinfo(dtype).max + 0.5).astype(dtype)
-        got = read_grain(picture, mask)
-        assert got.sd == pytest.approx(sd, rel=0.12) and abs(got.size - size) < 0.25, (sd, dtype, got)
-    assert read_grain((base * 255 + 0.5).astype(np.uint8), mask) == Grain(0.0, 0.0)
-
-
-def test_a_film_scans_coarse_grain_is_matched_in_amount_and_size():
-    """A plate with grain of 1.2 px (a film scan's, 3 steps of 8 bits): match_grain gives a clean face grain
-    of that amount and size, which the comp under the matte reads as the plate's."""
-    rng = np.random.default_rng(8)
-    h, w = 300, 320
-    base = cv2.GaussianBlur(rng.random((h, w, 3)).astype(np.float32), (0, 0), 12) * 0.4 + 0.3
-    plate = (np.clip(base + grainy((h, w), 3 / 255, 1.2, seed=9), 0, 1) * 255 + 0.5).astype(np.uint8)
-    alpha = np.zeros((240, 260), np.float32)
-    cv2.ellipse(alpha, (130, 120), (110, 100), 0, 0, 360, 1.0, -1)
-    region = PlateRegion(30, 30, base[30:270, 30:290].copy(), alpha)  # a clean face, no grain
-    want = read_grain(plate[region.box], alpha)
-    assert want.sd == pytest.approx(3 / 255, rel=0.12) and abs(want.size - 1.2) < 0.25, want
-    comp = blend(plate, match_grain(region, plate, seed=3), "alpha")
-    got = read_grain(comp[region.box], (alpha > 0.99).astype(np.float32))
-    assert got.sd == pytest.approx(want.sd, rel=0.12) and abs(got.size - want.size) < 0.25, (got, want)
-
-
 @pytest.mark.parametrize("size", [64, 256])
 def test_grain_of_a_magnified_face_matches_the_plate_at_its_resolution(size):
     """A face aligned at `size` px from a 256 px face square (1x and 4x magnified on the way back) gets the
-    plate's grain at the plate's resolution, not its crop's: under the matte the comp's grain is the
+    plate's grain at the plate's resolution, not its crop's: under the matte the comp's noise is the
     plate's (grain added to the 64 px crop and warped up 4x read as none: 0.00 against 3.41 / 255)."""
     rng = np.random.default_rng(size)
     h, w = 360, 400
@@ -802,22 +754,36 @@ def test_grain_of_a_magnified_face_matches_the_plate_at_its_resolution(size):
     clean = cv2.GaussianBlur(crop, (0, 0), max(1.0, size / 128))  # a model's face: none of the plate's grain
     region = warp_to_plate(clean, mask, matrix, plate.shape)
     inside = (region.alpha > 0.99).astype(np.float32)
-    plate_sd = read_grain(plate[region.box], inside).sd
-    assert plate_sd > 3 / 255
-    assert read_grain(region.planes, inside).sd < 0.3 * plate_sd
+    plate_sigma = noise_sigma(plate[region.box], inside)
+    assert plate_sigma > 2 / 255
+    assert noise_sigma(region.planes, inside) < 0.3 * plate_sigma
     comp = blend(plate, match_grain(region, plate, seed=7), "alpha")
-    assert read_grain(comp[region.box], inside).sd == pytest.approx(plate_sd, rel=0.1)
+    assert noise_sigma(comp[region.box], inside) == pytest.approx(plate_sigma, rel=0.1)
 
 
-def test_a_small_matte_is_read_on_every_block():
-    """A matte too small for the grid of blocks to see enough of them (100 pixels) is read on every block of
-    its box, so its grain is still measured, and rct still matches its colours."""
+@pytest.mark.parametrize("size", [256, 512, 1024])
+def test_noise_read_on_a_grid_is_the_every_pixel_estimate(size):
+    """noise_sigma reads the residual on a grid of about 4 thousand pixels (1.6 thousand under this matte, so
+    its sampling error is about 3%): within 8% of the same estimate over every pixel under the matte."""
+    rng = np.random.default_rng(size)
+    smooth = cv2.GaussianBlur(rng.random((size, size, 3)).astype(np.float32), (0, 0), size / 32) * 0.5 + 0.25
+    noisy = np.clip(smooth + rng.normal(0, 0.02, (size, size, 3)), 0, 1).astype(np.float32)
+    mask = np.zeros((size, size), np.float32)
+    cv2.circle(mask, (size // 2, size // 2), int(0.35 * size), 1.0, -1)
+    gray = cv2.cvtColor(noisy, cv2.COLOR_RGB2GRAY)
+    values = (gray - cv2.medianBlur(gray, 3))[mask > 0.5]
+    every_pixel = 1.4826 * np.median(np.abs(values - np.median(values)))
+    assert noise_sigma(noisy, mask) == pytest.approx(every_pixel, rel=0.08)
+
+
+def test_a_small_matte_is_read_on_every_pixel():
+    """A matte too small for the grid to see 64 of its pixels (100 pixels: 25 on the grid) is read on every
+    pixel, so its noise is still measured, and rct still matches its colours."""
     rng = np.random.default_rng(5)
     noisy = np.clip(0.5 + rng.normal(0, 0.02, (256, 256, 3)), 0, 1).astype(np.float32)
     mask = np.zeros((256, 256), np.float32)
     mask[100:110, 100:110] = 1.0
-    # noise drawn apart in each channel: the grey the reading reads keeps 0.65 of it (sqrt(0.299^2 + ...))
-    assert read_grain(noisy, mask).sd == pytest.approx(0.02 * 0.65, rel=0.2)
+    assert noise_sigma(noisy, mask) == pytest.approx(0.02 * 0.8, rel=0.35)
     shifted = np.clip(noisy * 0.8 + 0.2, 0, 1)
     out = transfer_color(shifted, noisy, mask, "rct")
     assert mean_lab_difference(out, noisy, mask) < 0.2 * mean_lab_difference(shifted, noisy, mask)

@@ -4,13 +4,12 @@ from pipeline.composite.alter import ALTERATIONS, alter_face
 from pipeline.composite.blend import BLEND_MODES, FaceElement, blend, blend_into, seam_score
 from pipeline.composite.color import COLOR_METHODS, mean_lab_difference, transfer_color
 from pipeline.composite.match import (
-    Grain,
     blur_sigmas,
     blur_to_match,
     finish_face,
     match_grain,
     motion_streak,
-    read_grain,
+    noise_sigma,
     sharpen,
 )
 
@@ -19,7 +18,6 @@ __all__ = [
     "BLEND_MODES",
     "COLOR_METHODS",
     "FaceElement",
-    "Grain",
     "alter_face",
     "blend",
     "blend_into",
@@ -29,7 +27,7 @@ __all__ = [
     "match_grain",
     "mean_lab_difference",
     "motion_streak",
-    "read_grain",
+    "noise_sigma",
     "seam_score",
     "sharpen",
     "transfer_color",

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import cv2
 import numpy as np
@@ -184,91 +183,45 @@ def sharpen(image: np.ndarray, amount: float, radius: float = 1.0) -> np.ndarray
 GRAY = (0.299, 0.587, 0.114)  # OpenCV's RGB -> grey weights (Rec. 601 luma)
 GRAIN_TILE = 1024  # px: the side of the tile of unit grain that every frame's grain is read from
 GRAIN_SEED = 20240  # the tile's: the same grain in every process and on every machine
-GRAIN_BLOCK = 8  # px: the side of the blocks grain is read in
-# blocks a grain reading takes on the square of its box, at most: their medians vary by a few percent from
-# one draw of the grain to the next, far below what shows
-GRAIN_BLOCKS = 16 * 16
-MIN_GRAIN_BLOCKS = 64  # a matte with fewer blocks on that grid is read on every block of its box
-GRAIN_SIZES = (0.0, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 1.75, 2.0, 2.5)  # px: the grain sizes read and drawn
+# the grid points a noise reading takes on the square of its box (statistic_grid): a reading of 8-bit grain
+# under a face's matte on a 1080p plate varies by 2.8% (sd over 40 draws of the grain) and takes 0.32 ms,
+# against 1.7% and 1.07 ms at the 128 x 128 points of the other statistics; grain 3% stronger or weaker
+# from one frame to the next is far below what shows, and a frame reads the noise twice
+NOISE_SAMPLES = 64 * 64
 
 
-@dataclass(frozen=True)
-class Grain:
-    """A picture's grain: its standard deviation (in the units of add_grain's sigma: of each of R, G and B)
-    and its size, the sigma (px) of the Gaussian that correlates white noise into it (0: white)."""
+def noise_sigma(image: np.ndarray | Sequence[np.ndarray], mask: np.ndarray) -> float:
+    """The noise level inside a matte: the robust spread of the grey image minus its 3x3 median.
 
-    sd: float
-    size: float
-
-
-def read_grain(image: np.ndarray | Sequence[np.ndarray], mask: np.ndarray) -> Grain:
-    """The grain inside a matte, read in blocks of GRAIN_BLOCK px of the grey image whose centres lie in it.
-
-    Each block is taken less its least-squares plane (the picture's shading); what is left has a variance
-    v, and its differences to the next pixel across and down a mean square d. Over the blocks their medians
-    are taken, so blocks on an edge (an eye, a lip, the matte's border) count as outliers. White noise has
-    d = 2v; grain whose neighbours are alike, less: d / v gives the grain's size, and the size the share of
-    its variance a block keeps, both from the same reading of the unit grain drawn at each of GRAIN_SIZES
-    (grain_readings). A 3 x 3 median's residual, as read before, takes most of coarse grain for picture: it
-    read a quarter of grain of size 1 px and a tenth of 1.5 px, so a film scan's face got almost no grain.
-    Integer samples carry their rounding's white noise (a twelfth of a step squared), which is taken out.
-
-    `image`: H x W x 3 (float in [0, 1], or 8- or 16-bit samples, read as steps of their top value), a view
-    into a plate included, or its R, G and B planes."""
-    reading = _block_variances(image, mask)
-    if reading is None:
-        return Grain(0.0, 0.0)
-    v, d, rounding = reading
-    v, d = v - rounding, d - 2 * rounding
-    if v <= 1e-12:
-        return Grain(0.0, 0.0)
-    ratios, kept = grain_readings()
-    # the ratio falls as the grain grows: np.interp wants it rising
-    size = float(np.interp(-d / v, -ratios, GRAIN_SIZES))
-    return Grain(float(np.sqrt(v / np.interp(size, GRAIN_SIZES, kept))), size)
-
-
-def _block_variances(
-    image: np.ndarray | Sequence[np.ndarray], mask: np.ndarray, blocks: int = GRAIN_BLOCKS
-) -> tuple[float, float, float] | None:
-    """The median over at most about `blocks` blocks of v and d (see read_grain), and the variance of the
-    samples' rounding; None with fewer than 4 blocks. The blocks lie on a grid over the box; where too few
-    of them fall in a small matte, on every block of the box."""
+    The median keeps edges, so what is left is mostly sensor noise and grain (MAD scaled to a sigma). It is
+    read on a grid of about NOISE_SAMPLES pixels (statistic_grid), and only those pixels and their eight
+    neighbours are read: gathered into one small image of 3 x 3 blocks, whose 3x3 median at each block's
+    centre is the plate's, so the cost hardly grows with the image (a face's box on a 1080p plate: 0.32
+    ms, where the grey and median of the whole box take 1.7).
+    `image`: H x W x 3 (float in [0, 1], or 8- or 16-bit samples, read as steps of their top value), a
+    view into a plate included, or its R, G and B planes.
+    """
     h, w = mask.shape
-    n = GRAIN_BLOCK
-    if h < n or w < n:
-        return None
-    for step in (max(n, int(np.sqrt(h * w / blocks))), n):
-        ys, xs = np.arange(0, h - n + 1, step), np.arange(0, w - n + 1, step)
-        centres = mask[ys + n // 2][:, xs + n // 2] > 0.5
-        if np.count_nonzero(centres) >= MIN_GRAIN_BLOCKS:
-            break
-    if np.count_nonzero(centres) < 4:
-        return None
-    rows, cols = (ys[:, None] + np.arange(n)).ravel(), (xs[:, None] + np.arange(n)).ravel()
+    if h < 3 or w < 3:
+        return 0.0
+    inner = mask[1 : h - 1, 1 : w - 1]  # the pixels with eight neighbours
+    grid = statistic_grid(inner, above=0.5, samples=NOISE_SAMPLES)
+    step = grid[0].step or 1
+    near = np.array([-1, 0, 1])
+    rows = (np.arange(1, h - 1, step)[:, None] + near).ravel()
+    cols = (np.arange(1, w - 1, step)[:, None] + near).ravel()
     if isinstance(image, np.ndarray):  # the rows first, whole (a copy of runs of memory), then the columns
         picked = np.take(image, rows, axis=0)
-        planes = [picked[..., c][:, cols] for c in range(3)]
+        blocks = [picked[..., c][:, cols] for c in range(3)]
     else:
-        planes = [plane[rows][:, cols] for plane in image]
-    top = float(np.iinfo(planes[0].dtype).max) if planes[0].dtype.kind in "ui" else 1.0
-    gray = sum(np.float32(k / top) * p.astype(np.float32) for k, p in zip(GRAY, planes, strict=True))
-    blocks = gray.reshape(len(ys), n, len(xs), n).transpose(0, 2, 1, 3)[centres]  # (B, n, n)
-    ramp = np.arange(n, dtype=np.float32) - (n - 1) / 2
-    slope_y = np.einsum("bij,i->b", blocks, ramp) / (n * float(ramp @ ramp))
-    slope_x = np.einsum("bij,j->b", blocks, ramp) / (n * float(ramp @ ramp))
-    left = (
-        blocks
-        - blocks.mean(axis=(1, 2))[:, None, None]
-        - slope_y[:, None, None] * ramp[None, :, None]
-        - slope_x[:, None, None] * ramp[None, None, :]
-    )
-    v = np.einsum("bij,bij->b", left, left) / (n * n - 3)
-    across, down = np.diff(left, axis=2), np.diff(left, axis=1)
-    d = (np.einsum("bij,bij->b", across, across) + np.einsum("bij,bij->b", down, down)) / (2 * n * (n - 1))
-    # integer samples: the rounding of each channel to a step, weighted as the grey mixes them
-    rounding = sum(k * k for k in GRAY) / (12 * top * top) if top > 1 else 0.0
-    return float(np.median(v)), float(np.median(d)), rounding
+        blocks = [plane[rows][:, cols] for plane in image]
+    top = float(np.iinfo(blocks[0].dtype).max) if blocks[0].dtype.kind in "ui" else 1.0
+    gray = sum(np.float32(k / top) * b.astype(np.float32) for k, b in zip(GRAY, blocks, strict=True))
+    residual = (gray - cv2.medianBlur(gray, 3))[1::3, 1::3]
+    values = residual[inner[grid] > 0.5]
+    if values.size < 64:
+        return 0.0
+    return float(1.4826 * np.median(np.abs(values - np.median(values))))
 
 
 def grain_mixer(sigma: float) -> np.ndarray:
@@ -289,36 +242,13 @@ def unit_grain() -> np.ndarray:
     return np.ascontiguousarray(grain.T.reshape(3, GRAIN_TILE, GRAIN_TILE))
 
 
-@functools.lru_cache(maxsize=3)
-def grain_tile(size: float) -> np.ndarray:
-    """The unit grain (unit_grain) correlated by a Gaussian of `size` px, one of GRAIN_SIZES, and scaled back
-    to a standard deviation of 1: blurred through the Fourier transform, so the tile still wraps around
-    without a seam (0.5 s, 12 MB; a shot's grain keeps one or two sizes)."""
-    if size <= 0:
-        return unit_grain()
-    f = np.fft.fftfreq(GRAIN_TILE)
-    response = np.exp(-2 * (np.pi * size) ** 2 * (f[:, None] ** 2 + f[None, :] ** 2))
-    gain = np.sqrt(np.mean(response**2))  # Parseval: the variance white noise keeps through the blur
-    planes = [
-        np.fft.irfft2(np.fft.rfft2(p) * response[:, : GRAIN_TILE // 2 + 1], s=p.shape) for p in unit_grain()
-    ]
-    return np.ascontiguousarray(np.stack(planes).astype(np.float32) / np.float32(gain))
-
-
 @functools.cache
-def grain_readings() -> tuple[np.ndarray, np.ndarray]:
-    """What read_grain's blocks see of the unit grain drawn at each of GRAIN_SIZES: the ratio d / v, and the
-    variance v itself (the share of the grain's variance a block keeps; less for coarser grain, which a
-    block's plane takes part of)."""
-    ones = np.ones((GRAIN_TILE, GRAIN_TILE), np.float32)
-    ratios, kept = [], []
-    for size in GRAIN_SIZES:  # every block of the tile: a reading without sampling error of its own
-        reading = _block_variances(tuple(grain_tile(size)), ones, blocks=(GRAIN_TILE // GRAIN_BLOCK) ** 2)
-        assert reading is not None
-        v, d, _ = reading
-        ratios.append(d / v)
-        kept.append(v)
-    return np.array(ratios), np.array(kept)
+def grain_response() -> float:
+    """What noise_sigma reads of unit grain (0.87): the 3x3 median follows part of white noise, so the
+    residual is smaller than the noise. Grain is added at the plate's level over this, so that the face then
+    reads what the plate reads."""
+    side = 256
+    return noise_sigma(tuple(unit_grain()[:, :side, :side]), np.ones((side, side), np.float32))
 
 
 def _wrapped_runs(start: int, length: int, period: int) -> list[tuple[int, int, int]]:
@@ -333,17 +263,14 @@ def _wrapped_runs(start: int, length: int, period: int) -> list[tuple[int, int, 
     return runs
 
 
-def add_grain(planes: Sequence[np.ndarray], grain: Grain, seed: int) -> None:
-    """Add grain (grain_mixer's, at its sd and size) to float32 R, G and B planes, in place, and clip them
-    to [0, 1].
+def add_grain(planes: Sequence[np.ndarray], sigma: float, seed: int) -> None:
+    """Add grain of `sigma` (grain_mixer's) to float32 R, G and B planes, in place, and clip them to [0, 1].
 
-    The grain is read from the tile of its size (grain_tile, the nearest of GRAIN_SIZES) at an offset drawn
-    from the seed, wrapping around: the same seed gives the same grain, and drawing fresh normals for a
-    face's box on a 1080p plate (2.2 million) would take 7 ms a frame. The grain repeats only 1024 px apart
-    (a face's box at UHD, up to about 1800 px, reads the tile less than twice each way), and each frame
-    reads it from elsewhere."""
-    size = GRAIN_SIZES[int(np.argmin(np.abs(np.array(GRAIN_SIZES) - grain.size)))]
-    tile = grain_tile(size)
+    The grain is read from the unit tile (unit_grain) at an offset drawn from the seed, wrapping around: the
+    same seed gives the same grain, and drawing fresh normals for a face's box on a 1080p plate (2.2
+    million) would take 7 ms a frame. The grain repeats only 1024 px apart (a face's box at UHD, up to
+    about 1800 px, reads the tile less than twice each way), and each frame reads it from elsewhere."""
+    tile = unit_grain()
     h, w = planes[0].shape
     oy, ox = (int(v) for v in np.random.default_rng(seed).integers(0, GRAIN_TILE, 2))
     rows, cols = _wrapped_runs(oy, h, GRAIN_TILE), _wrapped_runs(ox, w, GRAIN_TILE)
@@ -351,25 +278,25 @@ def add_grain(planes: Sequence[np.ndarray], grain: Grain, seed: int) -> None:
         for y, ty, nh in rows:
             for x, tx, nw in cols:
                 view = plane[y : y + nh, x : x + nw]
-                cv2.scaleAdd(unit[ty : ty + nh, tx : tx + nw], float(grain.sd), view, dst=view)
+                cv2.scaleAdd(unit[ty : ty + nh, tx : tx + nw], float(sigma), view, dst=view)
         np.clip(plane, 0, 1, out=plane)
 
 
 def match_grain(region: PlateRegion, plate: np.ndarray, seed: int) -> PlateRegion:
-    """The region with grain added to its face so that the face's grain under the matte matches the
-    plate's there, in amount and size, both read at the plate's resolution (read_grain). A region that
-    holds planes has them changed in place.
+    """The region with grain added to its face so that the face's noise under the matte matches the
+    plate's there, both read at the plate's resolution. A region that holds planes has them changed in
+    place.
 
     Grain is a property of the plate's pixels: added to the aligned crop, it was resampled with the face,
     and a 256 px crop magnified 1.6x on a 1080p portrait came out with 0.28x of the plate's grain (0.93
-    against 3.26 / 255 as a 3 x 3 median's residual reads them); added here, 0.90x. The seed (the frame
-    number) makes the grain the same on every re-render of a frame.
+    against 3.26 / 255 as noise_sigma reads them); added here, 0.90x. The seed (the frame number) makes the
+    grain the same on every re-render of a frame.
     """
     planes = region.planes  # the region's own arrays where it holds planes (as warp_to_plate makes it)
-    have = read_grain(planes, region.alpha)
-    want = read_grain(plate[region.box], region.alpha)
-    extra = np.sqrt(max(0.0, want.sd**2 - have.sd**2))
+    have = noise_sigma(planes, region.alpha)
+    want = noise_sigma(plate[region.box], region.alpha)
+    extra = np.sqrt(max(0.0, want**2 - have**2))  # as noise_sigma reads it
     if extra < 1e-4:
         return region
-    add_grain(planes, Grain(float(extra), want.size), seed)
+    add_grain(planes, extra / grain_response(), seed)
     return PlateRegion(region.x0, region.y0, tuple(planes), region.alpha)
