@@ -167,6 +167,9 @@ MANIFEST_CASES = {
         "{m}:7 composite.mask.erode_sides.bottom:",
         "0.3",
     ),
+    "landmark-smoothing-negative": manifest(
+        STILL + "faces:\n  smooth: {landmarks: -1}\n", "{m}:6 faces.smooth.landmarks:", "0"
+    ),
     "shutter-past-a-turn": manifest(
         STILL + "faces: {}\ncomposite:\n  shutter: 400\n", "{m}:7 composite.shutter:", "360"
     ),
