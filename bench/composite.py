@@ -263,7 +263,7 @@ def step_breakdown(shot: Shot, track: FaceTrack, repeats: int) -> dict[str, floa
             region = None if warp is None else warp_to_plate(face, matte, matrix, plate.shape, warp)
             t6 = time.perf_counter()
             if spec.grain and region is not None:
-                region = match_grain(region, plate, seed=number)
+                region = match_grain(region, plate, seed=number, size=spec.grain_size)
             t7 = time.perf_counter()
             blend_into(comp, region, spec.blend)
             t8 = time.perf_counter()

@@ -489,6 +489,12 @@ class CompositeSpec(Strict):
         "face's tracked motion draws through it",
     )
     grain: bool = True
+    grain_size: float = Field(
+        0.0,
+        ge=0,
+        le=1.5,
+        description="the plate's grain size, px: the sigma that correlates white noise into it (0: fine)",
+    )
     element: ElementSpec = ElementSpec()
 
 

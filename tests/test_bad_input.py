@@ -170,6 +170,9 @@ MANIFEST_CASES = {
     "landmark-smoothing-negative": manifest(
         STILL + "faces:\n  smooth: {landmarks: -1}\n", "{m}:6 faces.smooth.landmarks:", "0"
     ),
+    "grain-size-too-coarse": manifest(
+        STILL + "faces: {}\ncomposite:\n  grain_size: 3\n", "{m}:7 composite.grain_size:", "1.5"
+    ),
     "shutter-past-a-turn": manifest(
         STILL + "faces: {}\ncomposite:\n  shutter: 400\n", "{m}:7 composite.shutter:", "360"
     ),

@@ -737,6 +737,48 @@ def test_grain_matches_the_plate_noise_and_repeats_per_frame(dtype):
     assert once.min() >= 0 and once.max() <= 1
 
 
+@pytest.mark.parametrize("bits", [16, 8])
+def test_a_film_scans_coarse_grain_is_matched_at_the_size_the_shot_gives(bits):
+    """composite.grain_size: a plate with grain of 1 px (3 steps of 8 bits, a film scan's, coarser than a
+    pixel), 16 or 8 bits. The 3x3 median's residual reads a quarter of it, so a clean face got a third of
+    its strength as white grain; given the size, the face gets grain of the plate's strength (within 15%)
+    and the same correlation between neighbouring pixels (within 0.1)."""
+    rng = np.random.default_rng(8)
+    h, w = 300, 320
+    base = cv2.GaussianBlur(rng.random((h, w, 3)).astype(np.float32), (0, 0), 12) * 0.4 + 0.3
+    grain = cv2.GaussianBlur(
+        np.random.default_rng(9).standard_normal((h + 32, w + 32)).astype(np.float32), (0, 0), 1.0
+    )
+    grain = grain[16 : 16 + h, 16 : 16 + w] / grain[16 : 16 + h, 16 : 16 + w].std() * 3 / 255
+    top = 2**bits - 1
+    plate = (np.clip(base + grain[..., None], 0, 1) * top + 0.5).astype(np.uint16 if bits == 16 else np.uint8)
+    alpha = np.zeros((240, 260), np.float32)
+    cv2.ellipse(alpha, (130, 120), (110, 100), 0, 0, 360, 1.0, -1)
+    inside = alpha > 0.99
+    clean = base[30:270, 30:290]
+
+    def added(size: float) -> tuple[float, float]:
+        """The grain put in: its grey's sd and its correlation with the next pixel across, under the matte."""
+        face = match_grain(PlateRegion(30, 30, clean.copy(), alpha), plate, seed=3, size=size).face
+        r = np.where(inside, (face - clean).mean(axis=-1), 0)
+        return float(r[inside].std()), float((r[:, 1:] * r[:, :-1]).sum() / (r * r).sum())
+
+    want = grain[30:270, 30:290]
+    want_sd, want_corr = (
+        float(want[inside].std()),
+        float((want[:, 1:] * want[:, :-1]).mean() / (want * want).mean()),
+    )
+    sd, corr = added(1.0)
+    assert sd == pytest.approx(want_sd, rel=0.15) and abs(corr - want_corr) < 0.1, (
+        sd,
+        corr,
+        want_sd,
+        want_corr,
+    )
+    sd, corr = added(0.0)  # read as fine grain
+    assert sd < 0.5 * want_sd and corr < 0.1, (sd, corr)
+
+
 @pytest.mark.parametrize("size", [64, 256])
 def test_grain_of_a_magnified_face_matches_the_plate_at_its_resolution(size):
     """A face aligned at `size` px from a 256 px face square (1x and 4x magnified on the way back) gets the

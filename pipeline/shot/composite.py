@@ -288,7 +288,7 @@ class Compositor:
             face = finish_face(face, crop, matte, self.color, self.spec.sharpen, warp.part, blur)
             region = warp_to_plate(face, matte, matrix, plate.shape, warp)
         if self.spec.grain and region is not None:
-            region = match_grain(region, plate, seed=number)
+            region = match_grain(region, plate, seed=number, size=self.spec.grain_size)
         if in_place:
             blend_into(plate, region, self.spec.blend)
             comp = plate
