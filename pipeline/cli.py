@@ -100,6 +100,7 @@ def manifest_files(target: Path) -> list[Path]:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
+    from pipeline.composite.match import COARSE_8_BIT_GRAIN
     from pipeline.manifest import load_shot, shot_name_clashes
     from pipeline.media.probe import (
         MAX_SQUEEZE,
@@ -189,6 +190,15 @@ def cmd_validate(args: argparse.Namespace) -> int:
                             "sRGB in 8 bits: 1/255), which shows as bands in smooth tones: a deeper source "
                             "of the plate (10-bit log, half-float EXR) keeps them smooth"
                         )
+                composite = shot.spec.composite
+                coarse = composite.grain_size if composite and composite.enabled and composite.grain else 0
+                if coarse >= COARSE_8_BIT_GRAIN and bits <= 8 and not float_samples(info.pixel_format):
+                    print(
+                        f"warning: {path}: composite.grain_size {coarse:g} on the plate's 8-bit samples "
+                        f"({info.pixel_format}): grain that coarse is read as little or none in 8 bits "
+                        "(neighbouring samples round alike), so the new face gets too little; a 10- or "
+                        "16-bit source of the plate reads it"
+                    )
                 if not colorspace and info.kind == "sequence" and info.codec == "dpx":
                     first = sequence_path(Path(info.path), info.first_frame or 0)
                     if (header := read_dpx_header(first)) and (encoding := header.transfer):

@@ -219,6 +219,28 @@ def test_validate_warns_of_an_8_bit_plate_in_a_log_encoding(tmp_path, clip, caps
         assert (warned in out) if warned else "warning" not in out, out
 
 
+def test_validate_warns_of_coarse_grain_on_8_bit_samples(tmp_path, clip, capsys):
+    """composite.grain_size of 1.25 px or more on an 8-bit plate: its grain reads as little or none there,
+    and validate says so; on 16-bit samples, or at a finer size, it says nothing."""
+    import numpy as np
+
+    (tmp_path / "deep").mkdir()
+    for n in (1, 2):
+        write_frame(tmp_path / f"deep/pl.{n:04d}.png", np.full((8, 10, 3), 30000, np.uint16), "png16", {})
+    cases = (
+        (f"movie: {clip}", 1.5, "composite.grain_size 1.5 on the plate's 8-bit samples (yuv420p)"),
+        (f"movie: {clip}", 1.0, None),
+        (f"sequence: {tmp_path}/deep/pl.####.png", 1.5, None),
+    )
+    for plate, size, warned in cases:
+        m = write_manifest(
+            tmp_path, f"shot: a\nplate:\n  {plate}\nfaces: {{}}\ncomposite: {{grain_size: {size}}}\n"
+        )
+        assert main(["validate", str(m)]) == 0
+        out = capsys.readouterr().out
+        assert (warned in out) if warned else "warning" not in out, out
+
+
 def test_validate_warns_that_a_plates_alpha_is_not_carried(tmp_path, clip, capsys):
     """A plate with an alpha channel (an RGBA PNG scan, a ProRes 4444 with alpha) is composited in RGB: its
     comp has no alpha, and validate says so; an RGB plate gets no warning."""
