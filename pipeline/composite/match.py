@@ -265,8 +265,8 @@ def grain_tile(size: float) -> np.ndarray:
 
 @functools.cache
 def grain_response(size: float = 0.0) -> float:
-    """What noise_sigma reads of unit grain of `size` (grain_tile): 0.87 of white grain, whose part the 3x3
-    median follows, and less of coarser grain, which it takes for picture (0.26 at 1 px, 0.10 at 1.5). Grain
+    """What noise_sigma reads of unit grain of `size` (grain_tile): 0.85 of white grain, whose part the 3x3
+    median follows, and less of coarser grain, which it takes for picture (0.27 at 1 px, 0.10 at 1.5). Grain
     is added at the plate's level over this, so that the face then reads what the plate reads. White grain
     is read on 256 px of the tile, coarser on 512 (fewer of its samples are apart)."""
     side = 256 if size <= 0 else 512
