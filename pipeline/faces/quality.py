@@ -39,14 +39,7 @@ def quad_corners(params: np.ndarray) -> np.ndarray:
 
 
 def alignment_jitter(params: np.ndarray) -> float:
-    corners = quad_corners(params)
-    parts = []
-    for a, b in runs(~np.isnan(params[:, 0])):
-        if b - a >= 3:
-            c = corners[a:b]
-            accel = c[2:] - 2 * c[1:-1] + c[:-2]
-            parts.append(np.linalg.norm(accel, axis=-1) / params[a + 1 : b - 1, 2, None])
-    return float(np.sqrt(np.mean(np.concatenate(parts) ** 2))) if parts else float("nan")
+    return _rms_acceleration(quad_corners(params), ~np.isnan(params[:, 0]), params[:, 2])
 
 
 OUTLINE = slice(0, 27)  # dlib's jaw (0-16) and brows (17-26): the outline the matte is drawn around
@@ -56,17 +49,21 @@ def outline_jitter(track: FaceTrack) -> float:
     """RMS second difference over time of the matte's outline points on the plate, per run of frames with a
     detected face, in units of the crop size; NaN without a run of three."""
     points = track.crop_landmarks(1)[:, OUTLINE]
+    plate = np.full(points.shape, np.nan)
+    for i in np.flatnonzero(track.detected):
+        plate[i] = transform_points(cv2.invertAffineTransform(crop_matrix(track.params[i], 1)), points[i])
+    return _rms_acceleration(plate, track.detected, track.params[:, 2])
+
+
+def _rms_acceleration(points: np.ndarray, has: np.ndarray, sizes: np.ndarray) -> float:
+    """RMS over runs of `has` (three frames or more) of the second difference of (N, K, 2) points, each in
+    units of its frame's crop size; NaN without such a run."""
     parts = []
-    for a, b in runs(track.detected):
+    for a, b in runs(has):
         if b - a >= 3:
-            plate = np.stack(
-                [
-                    transform_points(cv2.invertAffineTransform(crop_matrix(track.params[i], 1)), points[i])
-                    for i in range(a, b)
-                ]
-            )
-            accel = plate[2:] - 2 * plate[1:-1] + plate[:-2]
-            parts.append(np.linalg.norm(accel, axis=-1) / track.params[a + 1 : b - 1, 2, None])
+            c = points[a:b]
+            accel = c[2:] - 2 * c[1:-1] + c[:-2]
+            parts.append(np.linalg.norm(accel, axis=-1) / sizes[a + 1 : b - 1, None])
     return float(np.sqrt(np.mean(np.concatenate(parts) ** 2))) if parts else float("nan")
 
 
